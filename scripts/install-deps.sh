@@ -23,7 +23,7 @@ fi
 
 PKGS=(
   # build
-  build-essential cmake pkg-config clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev
+  build-essential cmake pkg-config clang llvm bpftool libbpf-dev libelf-dev libdw-dev zlib1g-dev
   libabsl-dev libgflags-dev libcpp-httplib-dev libssl-dev libprotobuf-dev protobuf-compiler
   # tests
   libgtest-dev libgmock-dev golang-go golang-1.19-go golang-github-google-pprof-dev

@@ -66,8 +66,18 @@ class CpuSampler {
   virtual SamplerStats stats() const = 0;
 };
 
+// Tuning of the BPF implementation.
+struct BpfCpuSamplerOptions {
+  // Bytes of user stack copied at each sample into CpuSample::user_stack (from regs.sp upward),
+  // for CFI/pclntab unwinders. 0 disables the copy. Multiple of 8, at most 16384.
+  uint32_t user_stack_bytes = 8192;
+  // Ring buffer size in bytes (power of two, >= 4096). Each record is ~2 KiB + user_stack_bytes.
+  uint32_t ringbuf_bytes = 8u << 20;
+};
+
 // The BPF implementation (requires CAP_BPF + CAP_PERFMON or root).
 absl::StatusOr<std::unique_ptr<CpuSampler>> NewBpfCpuSampler();
+absl::StatusOr<std::unique_ptr<CpuSampler>> NewBpfCpuSampler(const BpfCpuSamplerOptions& options);
 
 }  // namespace pprof_sidecar
 

@@ -1,0 +1,378 @@
+// BPF implementation of CpuSampler: per-CPU software cpu-clock perf events run the
+// `cpu_sample` program (bpf/cpu_sampler.bpf.c), which filters by target tgid and emits records
+// to a ring buffer; a reader thread converts them to CpuSample for the sink.
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <linux/perf_event.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdint>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
+#include "agent/sampler/cpu_sampler.h"
+#include "bpf/cpu_sampler.h"
+#include "bpf/cpu_sampler.skel.h"
+
+namespace pprof_sidecar {
+namespace {
+
+constexpr int kMaxHz = 100000;
+constexpr size_t kMaxTargets = 1024;  // max_entries of the `targets` map
+constexpr int kPollTimeoutMs = 50;
+
+int LibbpfPrint(enum libbpf_print_level level, const char* format, va_list args) {
+  if (level == LIBBPF_DEBUG) return 0;
+  fputs("pprof-sidecar: libbpf: ", stderr);
+  return vfprintf(stderr, format, args);
+}
+
+// Status for a failed syscall or libbpf call `what` with errno `err`, with a hint about the
+// capabilities needed when the kernel refused for lack of privilege.
+absl::Status ErrnoStatus(absl::string_view what, int err, absl::string_view privilege_hint) {
+  std::string msg = absl::StrCat(what, ": ", strerror(err));
+  switch (err) {
+    case EPERM:
+    case EACCES:
+      if (!privilege_hint.empty()) absl::StrAppend(&msg, " \xe2\x80\x94 needs ", privilege_hint);
+      return absl::PermissionDeniedError(msg);
+    case ENOENT:
+    case ENODEV:
+      return absl::NotFoundError(msg);
+    case EINVAL:
+      return absl::InvalidArgumentError(msg);
+    case ENOMEM:
+    case EMFILE:
+    case ENFILE:
+    case EBUSY:
+      return absl::ResourceExhaustedError(msg);
+    default:
+      return absl::InternalError(msg);
+  }
+}
+
+// Parses a kernel CPU list such as "0-3,5,7-8\n".
+absl::StatusOr<std::vector<int>> ParseCpuList(absl::string_view text) {
+  std::vector<int> cpus;
+  text = absl::StripAsciiWhitespace(text);
+  if (text.empty()) return absl::InvalidArgumentError("empty CPU list");
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    std::pair<absl::string_view, absl::string_view> range = absl::StrSplit(part, '-');
+    int lo, hi;
+    if (!absl::SimpleAtoi(range.first, &lo)) {
+      return absl::InvalidArgumentError(absl::StrCat("bad CPU list \"", text, "\""));
+    }
+    hi = lo;
+    if (!range.second.empty() && !absl::SimpleAtoi(range.second, &hi)) {
+      return absl::InvalidArgumentError(absl::StrCat("bad CPU list \"", text, "\""));
+    }
+    if (lo < 0 || hi < lo || hi > 65535) {
+      return absl::InvalidArgumentError(absl::StrCat("bad CPU list \"", text, "\""));
+    }
+    for (int c = lo; c <= hi; ++c) cpus.push_back(c);
+  }
+  return cpus;
+}
+
+absl::StatusOr<std::vector<int>> OnlineCpus() {
+  const char* path = "/sys/devices/system/cpu/online";
+  std::ifstream in(path);
+  if (!in) return ErrnoStatus(absl::StrCat("open(", path, ")"), errno, "");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  absl::StatusOr<std::vector<int>> cpus = ParseCpuList(ss.str());
+  if (!cpus.ok())
+    return absl::Status(cpus.status().code(), absl::StrCat(path, ": ", cpus.status().message()));
+  return cpus;
+}
+
+class UniqueFd {
+ public:
+  explicit UniqueFd(int fd = -1) : fd_(fd) {}
+  UniqueFd(UniqueFd&& o) noexcept : fd_(o.release()) {}
+  UniqueFd& operator=(UniqueFd&& o) noexcept {
+    reset(o.release());
+    return *this;
+  }
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+  ~UniqueFd() { reset(); }
+  int get() const { return fd_; }
+  int release() { return std::exchange(fd_, -1); }
+  void reset(int fd = -1) {
+    if (fd_ >= 0) close(fd_);
+    fd_ = fd;
+  }
+
+ private:
+  int fd_;
+};
+
+struct SkelDeleter {
+  void operator()(cpu_sampler_bpf* s) const { cpu_sampler_bpf__destroy(s); }
+};
+struct LinkDeleter {
+  void operator()(bpf_link* l) const { bpf_link__destroy(l); }
+};
+struct RingBufferDeleter {
+  void operator()(ring_buffer* rb) const { ring_buffer__free(rb); }
+};
+
+class BpfCpuSampler : public CpuSampler {
+ public:
+  static absl::StatusOr<std::unique_ptr<CpuSampler>> Create(const BpfCpuSamplerOptions& options);
+
+  ~BpfCpuSampler() override { Stop(); }
+
+  absl::Status Start(int hz, Sink sink) override;
+  absl::Status SetTargets(const std::vector<uint32_t>& tgids) override;
+  void Stop() override;
+  bool running() const override { return running_.load(); }
+  SamplerStats stats() const override;
+
+ private:
+  BpfCpuSampler() = default;
+  static int HandleRecord(void* ctx, void* data, size_t size);
+  void ReaderLoop();
+
+  std::unique_ptr<cpu_sampler_bpf, SkelDeleter> skel_;
+  std::unique_ptr<ring_buffer, RingBufferDeleter> ringbuf_;
+  uint32_t user_stack_bytes_ = 0;
+
+  std::mutex lifecycle_mu_;  // serializes Start/Stop
+  std::atomic<bool> running_{false};
+  std::atomic<bool> stop_reader_{false};
+  std::vector<UniqueFd> perf_fds_;
+  std::vector<std::unique_ptr<bpf_link, LinkDeleter>> links_;
+  std::thread reader_;
+  Sink sink_;
+
+  std::mutex targets_mu_;
+  std::set<uint32_t> targets_;
+
+  std::atomic<uint64_t> delivered_{0};
+  std::atomic<uint64_t> cpus_opened_{0};
+};
+
+absl::StatusOr<std::unique_ptr<CpuSampler>> BpfCpuSampler::Create(
+    const BpfCpuSamplerOptions& options) {
+  if (options.user_stack_bytes > CPU_SAMPLER_MAX_USER_STACK_COPY ||
+      options.user_stack_bytes % 8 != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("user_stack_bytes must be a multiple of 8 in [0, ",
+                     CPU_SAMPLER_MAX_USER_STACK_COPY, "], got ", options.user_stack_bytes));
+  }
+  const uint32_t rb = options.ringbuf_bytes;
+  if (rb < 4096 || (rb & (rb - 1)) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ringbuf_bytes must be a power of two >= 4096, got ", rb));
+  }
+  static std::once_flag print_once;
+  std::call_once(print_once, [] { libbpf_set_print(LibbpfPrint); });
+
+  struct stat st;
+  if (stat("/proc/self/ns/pid", &st) != 0) {
+    return ErrnoStatus("stat(/proc/self/ns/pid)", errno, "");
+  }
+
+  std::unique_ptr<BpfCpuSampler> s(new BpfCpuSampler());
+  s->user_stack_bytes_ = options.user_stack_bytes;
+  s->skel_.reset(cpu_sampler_bpf__open());
+  if (!s->skel_) return ErrnoStatus("cpu_sampler_bpf__open", errno, "");
+  s->skel_->rodata->pidns_dev = st.st_dev;
+  s->skel_->rodata->pidns_ino = st.st_ino;
+  s->skel_->rodata->user_stack_copy_bytes = options.user_stack_bytes;
+  if (int err = bpf_map__set_max_entries(s->skel_->maps.events, rb); err != 0) {
+    return ErrnoStatus("bpf_map__set_max_entries(events)", -err, "");
+  }
+  if (int err = cpu_sampler_bpf__load(s->skel_.get()); err != 0) {
+    return ErrnoStatus("cpu_sampler_bpf__load", -err, "CAP_BPF and CAP_PERFMON (or root)");
+  }
+  s->ringbuf_.reset(ring_buffer__new(bpf_map__fd(s->skel_->maps.events),
+                                     &BpfCpuSampler::HandleRecord, s.get(), nullptr));
+  if (!s->ringbuf_) return ErrnoStatus("ring_buffer__new(events)", errno, "");
+  return std::unique_ptr<CpuSampler>(std::move(s));
+}
+
+absl::Status BpfCpuSampler::Start(int hz, Sink sink) {
+  std::lock_guard<std::mutex> l(lifecycle_mu_);
+  if (running_) return absl::FailedPreconditionError("CPU sampler already started");
+  if (hz <= 0 || hz > kMaxHz) {
+    return absl::InvalidArgumentError(absl::StrCat("hz must be in [1, ", kMaxHz, "], got ", hz));
+  }
+  if (!sink) return absl::InvalidArgumentError("sink is empty");
+  absl::StatusOr<std::vector<int>> cpus = OnlineCpus();
+  if (!cpus.ok()) return cpus.status();
+
+  std::vector<UniqueFd> fds;
+  std::vector<std::unique_ptr<bpf_link, LinkDeleter>> links;
+  for (int cpu : *cpus) {
+    perf_event_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.size = sizeof(attr);
+    attr.type = PERF_TYPE_SOFTWARE;
+    attr.config = PERF_COUNT_SW_CPU_CLOCK;
+    attr.sample_period = 1000000000ULL / static_cast<uint64_t>(hz);
+    attr.freq = 0;
+    attr.disabled = 1;  // enabled by the attach below
+    int fd = static_cast<int>(syscall(__NR_perf_event_open, &attr, /*pid=*/-1, cpu, /*group_fd=*/-1,
+                                      PERF_FLAG_FD_CLOEXEC));
+    if (fd < 0) {
+      return ErrnoStatus(absl::StrCat("perf_event_open(cpu-clock, cpu=", cpu, ")"), errno,
+                         "CAP_PERFMON (or root)");
+    }
+    fds.emplace_back(fd);
+    bpf_link* link = bpf_program__attach_perf_event(skel_->progs.cpu_sample, fd);
+    if (link == nullptr) {
+      return ErrnoStatus(absl::StrCat("bpf_program__attach_perf_event(cpu=", cpu, ")"), errno,
+                         "CAP_BPF and CAP_PERFMON (or root)");
+    }
+    links.emplace_back(link);
+  }
+  cpus_opened_ += fds.size();
+  perf_fds_ = std::move(fds);
+  links_ = std::move(links);
+  sink_ = std::move(sink);
+  stop_reader_ = false;
+  running_ = true;
+  reader_ = std::thread([this] { ReaderLoop(); });
+  return absl::OkStatus();
+}
+
+void BpfCpuSampler::ReaderLoop() {
+  while (!stop_reader_.load()) {
+    int n = ring_buffer__poll(ringbuf_.get(), kPollTimeoutMs);
+    if (n < 0 && n != -EINTR) {
+      fprintf(stderr, "pprof-sidecar: ring_buffer__poll: %s\n", strerror(-n));
+      usleep(kPollTimeoutMs * 1000);
+    }
+  }
+  // The links are gone; let programs still running on other CPUs commit their records.
+  usleep(10 * 1000);
+  ring_buffer__consume(ringbuf_.get());
+}
+
+int BpfCpuSampler::HandleRecord(void* ctx, void* data, size_t size) {
+  auto* self = static_cast<BpfCpuSampler*>(ctx);
+  if (size < sizeof(cpu_sample_record)) return 0;
+  const auto* rec = static_cast<const cpu_sample_record*>(data);
+  CpuSample s;
+  s.pid = rec->pid;
+  s.tid = rec->tid;
+  s.time_ns = rec->time_ns;
+  s.cpu = rec->cpu;
+  const uint32_t knr =
+      rec->kernel_nr < CPU_SAMPLER_MAX_FRAMES ? rec->kernel_nr : CPU_SAMPLER_MAX_FRAMES;
+  const uint32_t unr =
+      rec->user_nr < CPU_SAMPLER_MAX_FRAMES ? rec->user_nr : CPU_SAMPLER_MAX_FRAMES;
+  s.kernel_ips.assign(rec->kernel_ips, rec->kernel_ips + knr);
+  s.user_ips.assign(rec->user_ips, rec->user_ips + unr);
+  s.regs.ip = rec->user_ip;
+  s.regs.sp = rec->user_sp;
+  s.regs.bp = rec->user_bp;
+  size_t stack_len = rec->user_stack_len;
+  const size_t avail = size - sizeof(cpu_sample_record);
+  if (stack_len > avail) stack_len = avail;
+  s.user_stack.assign(reinterpret_cast<const char*>(rec + 1), stack_len);
+  s.in_kernel = (rec->flags & CPU_SAMPLE_F_IN_KERNEL) != 0;
+  s.user_stack_error = (rec->flags & CPU_SAMPLE_F_USER_STACK_ERR) != 0;
+  s.kernel_stack_error = (rec->flags & CPU_SAMPLE_F_KERNEL_STACK_ERR) != 0;
+  self->delivered_.fetch_add(1);
+  self->sink_(s);
+  return 0;
+}
+
+absl::Status BpfCpuSampler::SetTargets(const std::vector<uint32_t>& tgids) {
+  std::set<uint32_t> want(tgids.begin(), tgids.end());
+  if (want.count(0)) return absl::InvalidArgumentError("tgid 0 is not a process");
+  if (want.size() > kMaxTargets) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("too many targets: ", want.size(), " > ", kMaxTargets));
+  }
+  std::lock_guard<std::mutex> l(targets_mu_);
+  const int map_fd = bpf_map__fd(skel_->maps.targets);
+  for (auto it = targets_.begin(); it != targets_.end();) {
+    if (want.count(*it)) {
+      ++it;
+      continue;
+    }
+    uint32_t key = *it;
+    if (bpf_map_delete_elem(map_fd, &key) != 0 && errno != ENOENT) {
+      return ErrnoStatus(absl::StrCat("bpf_map_delete_elem(targets, ", key, ")"), errno, "");
+    }
+    it = targets_.erase(it);
+  }
+  for (uint32_t tgid : want) {
+    if (targets_.count(tgid)) continue;
+    uint8_t one = 1;
+    if (bpf_map_update_elem(map_fd, &tgid, &one, BPF_ANY) != 0) {
+      return ErrnoStatus(absl::StrCat("bpf_map_update_elem(targets, ", tgid, ")"), errno, "");
+    }
+    targets_.insert(tgid);
+  }
+  return absl::OkStatus();
+}
+
+void BpfCpuSampler::Stop() {
+  std::lock_guard<std::mutex> l(lifecycle_mu_);
+  if (!running_) return;
+  links_.clear();  // detaches the program from every perf event
+  perf_fds_.clear();
+  stop_reader_ = true;
+  if (reader_.joinable()) reader_.join();
+  sink_ = nullptr;
+  running_ = false;
+}
+
+SamplerStats BpfCpuSampler::stats() const {
+  SamplerStats st;
+  st.samples_delivered = delivered_.load();
+  st.cpus = cpus_opened_.load();
+  const int ncpus = libbpf_num_possible_cpus();
+  if (ncpus <= 0) return st;
+  std::vector<uint64_t> values(static_cast<size_t>(ncpus));
+  uint64_t sums[CPU_SAMPLER_CNT_NUM] = {};
+  const int fd = bpf_map__fd(skel_->maps.counters);
+  for (uint32_t i = 0; i < CPU_SAMPLER_CNT_NUM; ++i) {
+    if (bpf_map_lookup_elem(fd, &i, values.data()) != 0) continue;
+    for (uint64_t v : values) sums[i] += v;
+  }
+  st.samples_seen = sums[CPU_SAMPLER_CNT_SAMPLES_SEEN];
+  st.dropped_ringbuf_full = sums[CPU_SAMPLER_CNT_DROPPED_RINGBUF_FULL];
+  st.user_stack_errors = sums[CPU_SAMPLER_CNT_USER_STACK_ERRORS];
+  st.kernel_stack_errors = sums[CPU_SAMPLER_CNT_KERNEL_STACK_ERRORS];
+  return st;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CpuSampler>> NewBpfCpuSampler(const BpfCpuSamplerOptions& options) {
+  return BpfCpuSampler::Create(options);
+}
+
+absl::StatusOr<std::unique_ptr<CpuSampler>> NewBpfCpuSampler() {
+  return NewBpfCpuSampler(BpfCpuSamplerOptions());
+}
+
+}  // namespace pprof_sidecar

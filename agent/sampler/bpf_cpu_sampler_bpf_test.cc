@@ -1,0 +1,510 @@
+// Privileged tests of the BPF CPU sampler against a real C target (tests/targets/c_spin) built
+// from source with frame pointers. Needs root (BPF + perf events).
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <dirent.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "agent/sampler/cpu_sampler.h"
+#include "gtest/gtest.h"
+#include "tests/testutil/testutil.h"
+
+namespace pprof_sidecar {
+namespace {
+
+using ::pprof_sidecar::testing::BuildNative;
+using ::pprof_sidecar::testing::MakeTempDir;
+using ::pprof_sidecar::testing::RunCommand;
+using ::pprof_sidecar::testing::TestDataDir;
+
+constexpr uint64_t kKernelSpaceStart = 0xffff800000000000ULL;
+
+struct Range {
+  uint64_t lo = 0, hi = 0;
+  bool Contains(uint64_t a) const { return a >= lo && a < hi; }
+};
+
+// The c_spin binary (non-PIE, so `nm` addresses are runtime addresses) and its symbols.
+struct Target {
+  std::string path;
+  std::map<std::string, Range> funcs;
+};
+
+const Target& SpinTarget() {
+  static Target* t = [] {
+    auto* t = new Target;
+    std::string dir = MakeTempDir("c_spin");
+    auto built = BuildNative({TestDataDir() + "/targets/c_spin/c_spin.c"},
+                             "-O0 -fno-omit-frame-pointer -no-pie -pthread", dir + "/c_spin");
+    if (!built.ok()) {
+      fprintf(stderr, "%s\n", std::string(built.status().message()).c_str());
+      abort();
+    }
+    t->path = *built;
+    auto nm = RunCommand("nm -S --defined-only '" + t->path + "'");
+    for (absl::string_view line : absl::StrSplit(nm.output, '\n')) {
+      std::vector<std::string> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
+      if (f.size() != 4 || (f[2] != "T" && f[2] != "t")) continue;
+      Range r;
+      uint64_t size;
+      if (!absl::SimpleHexAtoi(f[0], &r.lo) || !absl::SimpleHexAtoi(f[1], &size)) continue;
+      r.hi = r.lo + size;
+      t->funcs[f[3]] = r;
+    }
+    return t;
+  }();
+  return *t;
+}
+
+// A child process whose stdin is a pipe the test writes to.
+struct Child {
+  pid_t pid = -1;
+  int stdin_fd = -1;
+
+  void Release() {
+    if (stdin_fd >= 0) {
+      ASSERT_EQ(write(stdin_fd, "g", 1), 1);
+      close(stdin_fd);
+      stdin_fd = -1;
+    }
+  }
+  // Reaps the child; returns its (and its reaped descendants') CPU seconds.
+  double Wait(int* status_out = nullptr) {
+    int status = 0;
+    struct rusage ru;
+    memset(&ru, 0, sizeof(ru));
+    EXPECT_EQ(wait4(pid, &status, 0, &ru), pid);
+    pid = -1;
+    if (status_out) *status_out = status;
+    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec / 1e6;
+  }
+  void Kill() {
+    if (pid > 0) {
+      kill(pid, SIGKILL);
+      Wait();
+    }
+    if (stdin_fd >= 0) close(stdin_fd);
+    stdin_fd = -1;
+  }
+};
+
+Child Spawn(const std::vector<std::string>& argv) {
+  int p[2];
+  if (pipe(p) != 0) abort();
+  Child c;
+  c.pid = fork();
+  if (c.pid == 0) {
+    dup2(p[0], 0);
+    close(p[0]);
+    close(p[1]);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  close(p[0]);
+  c.stdin_fd = p[1];
+  return c;
+}
+
+std::set<uint32_t> Tids(pid_t pid) {
+  std::set<uint32_t> out;
+  DIR* d = opendir(absl::StrCat("/proc/", pid, "/task").c_str());
+  if (!d) return out;
+  while (dirent* e = readdir(d)) {
+    uint32_t tid;
+    if (absl::SimpleAtoi(e->d_name, &tid)) out.insert(tid);
+  }
+  closedir(d);
+  return out;
+}
+
+// The r-xp mapping of `path` in /proc/pid/maps.
+Range ExecMapping(pid_t pid, const std::string& path) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/maps"));
+  std::string line;
+  while (std::getline(in, line)) {
+    std::vector<std::string> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    if (f.size() < 6 || f[1] != "r-xp" || f[5] != path) continue;
+    std::vector<std::string> ab = absl::StrSplit(f[0], '-');
+    Range r;
+    if (absl::SimpleHexAtoi(ab[0], &r.lo) && absl::SimpleHexAtoi(ab[1], &r.hi)) return r;
+  }
+  return Range();
+}
+
+// Counts this process's fds whose link target is exactly `what` (e.g. "anon_inode:bpf_link").
+int CountFds(const std::string& what) {
+  int n = 0;
+  DIR* d = opendir("/proc/self/fd");
+  while (dirent* e = readdir(d)) {
+    char buf[256];
+    ssize_t len = readlink(absl::StrCat("/proc/self/fd/", e->d_name).c_str(), buf, sizeof(buf));
+    if (len > 0 && std::string(buf, len) == what) ++n;
+  }
+  closedir(d);
+  return n;
+}
+
+class Collector {
+ public:
+  CpuSampler::Sink sink() {
+    return [this](const CpuSample& s) {
+      std::lock_guard<std::mutex> l(mu_);
+      samples_.push_back(s);
+    };
+  }
+  std::vector<CpuSample> samples() {
+    std::lock_guard<std::mutex> l(mu_);
+    return samples_;
+  }
+  size_t size() {
+    std::lock_guard<std::mutex> l(mu_);
+    return samples_.size();
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<CpuSample> samples_;
+};
+
+void SleepMs(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+
+class SamplerRateTest : public ::testing::TestWithParam<int> {};
+
+// A 2-thread target spinning 75/25 in spin_hot/spin_cold while a non-target copy spins too.
+TEST_P(SamplerRateTest, SamplesOnlyTargetWithTrueProportions) {
+  const int hz = GetParam();
+  const Target& t = SpinTarget();
+  ASSERT_TRUE(t.funcs.count("spin_hot") && t.funcs.count("spin_cold") && t.funcs.count("worker"));
+  auto sampler = NewBpfCpuSampler();
+  ASSERT_TRUE(sampler.ok()) << sampler.status();
+  Collector col;
+  ASSERT_TRUE((*sampler)->Start(hz, col.sink()).ok());
+
+  Child other = Spawn({t.path, "nowait", "1", "30", "split"});
+  // >= 600 expected samples at either rate keeps the sampling noise well inside the tolerance.
+  Child target = Spawn({t.path, "wait", "2", hz >= 1000 ? "1.5" : "3", "split"});
+  SleepMs(150);  // threads created, blocked on stdin
+  const std::set<uint32_t> tids = Tids(target.pid);
+  ASSERT_EQ(tids.size(), 3u);
+  const Range text = ExecMapping(target.pid, t.path);
+  ASSERT_GT(text.hi, text.lo);
+  ASSERT_TRUE((*sampler)->SetTargets({static_cast<uint32_t>(target.pid)}).ok());
+  target.Release();
+  int status;
+  const pid_t target_pid = target.pid;
+  const pid_t other_pid = other.pid;
+  const double cpu_s = target.Wait(&status);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  (*sampler)->Stop();
+  other.Kill();
+
+  const std::vector<CpuSample> samples = col.samples();
+  const double expected = hz * cpu_s;
+  size_t in_text = 0, hot = 0, cold = 0, caller_ok = 0, with_user = 0;
+  for (const CpuSample& s : samples) {
+    ASSERT_EQ(s.pid, static_cast<uint32_t>(target_pid));
+    ASSERT_NE(s.pid, static_cast<uint32_t>(other_pid));
+    ASSERT_TRUE(tids.count(s.tid)) << s.tid;
+    if (s.user_ips.empty()) continue;
+    ++with_user;
+    const uint64_t leaf = s.user_ips[0];
+    if (text.Contains(leaf)) ++in_text;
+    const bool is_hot = t.funcs.at("spin_hot").Contains(leaf);
+    const bool is_cold = t.funcs.at("spin_cold").Contains(leaf);
+    hot += is_hot;
+    cold += is_cold;
+    if ((is_hot || is_cold) && s.user_ips.size() >= 2 &&
+        t.funcs.at("worker").Contains(s.user_ips[1])) {
+      ++caller_ok;
+    }
+  }
+  printf("hz=%d cpu=%.3fs samples=%zu expected=%.0f hot=%zu cold=%zu in_text=%zu\n", hz, cpu_s,
+         samples.size(), expected, hot, cold, in_text);
+  EXPECT_NEAR(samples.size(), expected, expected * 0.10);
+  EXPECT_GE(with_user, samples.size() * 95 / 100);
+  EXPECT_GE(in_text, with_user * 90 / 100);
+  ASSERT_GT(hot + cold, 0u);
+  EXPECT_NEAR(static_cast<double>(hot) / (hot + cold), 0.75, 0.05);
+  EXPECT_GE(caller_ok, (hot + cold) * 90 / 100);
+
+  const SamplerStats st = (*sampler)->stats();
+  EXPECT_EQ(st.samples_delivered + st.dropped_ringbuf_full, st.samples_seen);
+  EXPECT_EQ(st.samples_delivered, samples.size());
+  EXPECT_EQ(st.dropped_ringbuf_full, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Rates, SamplerRateTest, ::testing::Values(100, 1000));
+
+TEST(BpfCpuSamplerTest, KernelStacksForSyscallHeavyTarget) {
+  const Target& t = SpinTarget();
+  auto sampler = NewBpfCpuSampler();
+  ASSERT_TRUE(sampler.ok()) << sampler.status();
+  Collector col;
+  ASSERT_TRUE((*sampler)->Start(1000, col.sink()).ok());
+  Child target = Spawn({t.path, "wait", "1", "0.5", "syscall"});
+  SleepMs(100);
+  ASSERT_TRUE((*sampler)->SetTargets({static_cast<uint32_t>(target.pid)}).ok());
+  target.Release();
+  target.Wait();
+  (*sampler)->Stop();
+
+  size_t in_kernel = 0, kstack_ok = 0, ustack_ok = 0;
+  const std::vector<CpuSample> samples = col.samples();
+  for (const CpuSample& s : samples) {
+    if (!s.in_kernel) continue;
+    ++in_kernel;
+    bool all_kernel = !s.kernel_ips.empty();
+    for (uint64_t ip : s.kernel_ips) all_kernel &= ip >= kKernelSpaceStart;
+    kstack_ok += all_kernel;
+    // The user side of a kernel-mode sample comes from the saved user registers.
+    if (!s.user_ips.empty() && s.user_ips[0] < kKernelSpaceStart && s.regs.sp != 0 &&
+        s.user_ips[0] == s.regs.ip) {
+      ++ustack_ok;
+    }
+  }
+  printf("samples=%zu in_kernel=%zu kstack_ok=%zu ustack_ok=%zu\n", samples.size(), in_kernel,
+         kstack_ok, ustack_ok);
+  EXPECT_GE(in_kernel, samples.size() * 30 / 100);
+  EXPECT_GE(kstack_ok, in_kernel * 95 / 100);
+  EXPECT_GE(ustack_ok, in_kernel * 95 / 100);
+}
+
+// The stack copy starts at regs.sp: in spin_hot's body the saved return address at bp+8 must be
+// the caller frame that the kernel's frame-pointer walk reported.
+TEST(BpfCpuSamplerTest, UserStackCopyMatchesFramePointerWalk) {
+  const Target& t = SpinTarget();
+  BpfCpuSamplerOptions opts;
+  opts.user_stack_bytes = 4096;
+  auto sampler = NewBpfCpuSampler(opts);
+  ASSERT_TRUE(sampler.ok()) << sampler.status();
+  Collector col;
+  ASSERT_TRUE((*sampler)->Start(1000, col.sink()).ok());
+  Child target = Spawn({t.path, "wait", "1", "0.5", "split"});
+  SleepMs(100);
+  ASSERT_TRUE((*sampler)->SetTargets({static_cast<uint32_t>(target.pid)}).ok());
+  target.Release();
+  target.Wait();
+  (*sampler)->Stop();
+  size_t checked = 0, matched = 0, copied = 0;
+  const std::vector<CpuSample> samples = col.samples();
+  for (const CpuSample& s : samples) {
+    EXPECT_LE(s.user_stack.size(), 4096u);
+    copied += !s.user_stack.empty();
+    if (s.in_kernel || s.user_ips.size() < 2 || s.regs.ip != s.user_ips[0]) continue;
+    if (!t.funcs.at("spin_hot").Contains(s.regs.ip)) continue;
+    if (s.regs.bp < s.regs.sp || s.regs.bp - s.regs.sp + 16 > s.user_stack.size()) continue;
+    ++checked;
+    uint64_t ret;
+    memcpy(&ret, s.user_stack.data() + (s.regs.bp - s.regs.sp + 8), sizeof(ret));
+    matched += ret == s.user_ips[1];
+  }
+  printf("samples=%zu copied=%zu checked=%zu matched=%zu\n", samples.size(), copied, checked,
+         matched);
+  EXPECT_GE(copied, samples.size() * 95 / 100);
+  ASSERT_GT(checked, samples.size() / 2);
+  EXPECT_GE(matched, checked * 98 / 100);
+}
+
+TEST(BpfCpuSamplerTest, SetTargetsEmptyStopsDeliveryAndStopCleansUp) {
+  const Target& t = SpinTarget();
+  const int links_before = CountFds("anon_inode:bpf_link");
+  auto sampler = NewBpfCpuSampler();
+  ASSERT_TRUE(sampler.ok()) << sampler.status();
+  Collector col;
+  EXPECT_FALSE((*sampler)->running());
+  ASSERT_TRUE((*sampler)->Start(1000, col.sink()).ok());
+  EXPECT_TRUE((*sampler)->running());
+  absl::Status again = (*sampler)->Start(100, col.sink());
+  EXPECT_EQ(again.code(), absl::StatusCode::kFailedPrecondition) << again;
+  const int ncpus = static_cast<int>(std::thread::hardware_concurrency());
+  EXPECT_EQ(CountFds("anon_inode:bpf_link") - links_before, ncpus);
+
+  Child spinner = Spawn({t.path, "nowait", "1", "30", "split"});
+  ASSERT_TRUE((*sampler)->SetTargets({static_cast<uint32_t>(spinner.pid)}).ok());
+  SleepMs(500);
+  EXPECT_GT(col.size(), 100u);
+  ASSERT_TRUE((*sampler)->SetTargets({}).ok());
+  SleepMs(200);  // records already in the ring buffer are delivered
+  const size_t after_clear = col.size();
+  SleepMs(500);
+  EXPECT_EQ(col.size(), after_clear);
+  // Re-adding resumes delivery, replacing keys works.
+  ASSERT_TRUE((*sampler)->SetTargets({static_cast<uint32_t>(spinner.pid), 1}).ok());
+  ASSERT_TRUE((*sampler)->SetTargets({static_cast<uint32_t>(spinner.pid)}).ok());
+  SleepMs(300);
+  EXPECT_GT(col.size(), after_clear + 50);
+  EXPECT_EQ((*sampler)->SetTargets({0}).code(), absl::StatusCode::kInvalidArgument);
+
+  (*sampler)->Stop();
+  EXPECT_FALSE((*sampler)->running());
+  const size_t after_stop = col.size();
+  (*sampler)->Stop();
+  EXPECT_EQ(CountFds("anon_inode:bpf_link"), links_before);
+  EXPECT_EQ(CountFds("anon_inode:[perf_event]"), 0);
+  SleepMs(200);
+  EXPECT_EQ(col.size(), after_stop);
+  const SamplerStats st = (*sampler)->stats();
+  EXPECT_EQ(st.samples_delivered + st.dropped_ringbuf_full, st.samples_seen);
+  EXPECT_EQ(st.samples_delivered, after_stop);
+  EXPECT_EQ(st.cpus, static_cast<uint64_t>(ncpus));
+  spinner.Kill();
+
+  // Restart after Stop works.
+  ASSERT_TRUE((*sampler)->Start(100, col.sink()).ok());
+  (*sampler)->Stop();
+}
+
+TEST(BpfCpuSamplerTest, InvalidArguments) {
+  auto sampler = NewBpfCpuSampler();
+  ASSERT_TRUE(sampler.ok()) << sampler.status();
+  EXPECT_EQ((*sampler)->Start(0, [](const CpuSample&) {}).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*sampler)->Start(100, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  BpfCpuSamplerOptions bad;
+  bad.user_stack_bytes = 7;
+  EXPECT_EQ(NewBpfCpuSampler(bad).status().code(), absl::StatusCode::kInvalidArgument);
+  bad = BpfCpuSamplerOptions();
+  bad.ringbuf_bytes = 12345;
+  EXPECT_EQ(NewBpfCpuSampler(bad).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// A target in its own pid namespace is selected and reported by its pid in ours.
+TEST(BpfCpuSamplerTest, TargetInNestedPidNamespace) {
+  const Target& t = SpinTarget();
+  auto sampler = NewBpfCpuSampler();
+  ASSERT_TRUE(sampler.ok()) << sampler.status();
+  Collector col;
+  ASSERT_TRUE((*sampler)->Start(100, col.sink()).ok());
+  Child unshare = Spawn(
+      {"/usr/bin/unshare", "--pid", "--fork", "--mount-proc", t.path, "wait", "2", "1", "split"});
+  uint32_t inner = 0;
+  for (int i = 0; i < 100 && inner == 0; ++i) {
+    SleepMs(20);
+    std::ifstream in(absl::StrCat("/proc/", unshare.pid, "/task/", unshare.pid, "/children"));
+    std::string s;
+    if (in >> s) absl::SimpleAtoi(s, &inner);
+  }
+  ASSERT_NE(inner, 0u);
+  SleepMs(100);  // exec'd
+  std::ifstream status(absl::StrCat("/proc/", inner, "/status"));
+  std::string line, nspid;
+  while (std::getline(status, line)) {
+    if (line.rfind("NSpid:", 0) == 0) nspid = line;
+  }
+  std::vector<std::string> ids = absl::StrSplit(nspid, '\t', absl::SkipEmpty());
+  ASSERT_EQ(ids.size(), 3u) << nspid;  // "NSpid:", our pid, 1
+  EXPECT_EQ(ids[2], "1");
+  const std::set<uint32_t> tids = Tids(inner);
+  ASSERT_TRUE((*sampler)->SetTargets({inner}).ok());
+  unshare.Release();
+  const double cpu_s = unshare.Wait();
+  (*sampler)->Stop();
+  const std::vector<CpuSample> samples = col.samples();
+  size_t hot = 0;
+  for (const CpuSample& s : samples) {
+    ASSERT_EQ(s.pid, inner);
+    ASSERT_TRUE(tids.count(s.tid)) << s.tid;
+    hot += !s.user_ips.empty() && t.funcs.at("spin_hot").Contains(s.user_ips[0]);
+  }
+  const double expected = 100 * cpu_s;
+  printf("nested ns: cpu=%.3fs samples=%zu hot=%zu\n", cpu_s, samples.size(), hot);
+  EXPECT_NEAR(samples.size(), expected, expected * 0.10);
+  EXPECT_GT(hot, samples.size() / 2);
+}
+
+struct ProgRunStats {
+  uint64_t run_time_ns = 0, run_cnt = 0;
+};
+ProgRunStats ReadProgStats(int prog_fd) {
+  bpf_prog_info info;
+  memset(&info, 0, sizeof(info));
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(prog_fd, &info, &len) != 0) return ProgRunStats();
+  return ProgRunStats{info.run_time_ns, info.run_cnt};
+}
+
+// Measures the BPF program's cost with kernel BPF stats: first with no target (filter cost of
+// every run), then with a 2-thread target spinning on both CPUs; the cost per target sample is
+// the second phase's run time minus the filter cost of its non-target runs. Reported, and
+// sanity-checked.
+TEST(BpfCpuSamplerTest, MeasureBpfCostPerSample) {
+  const Target& t = SpinTarget();
+  int stats_fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
+  ASSERT_GE(stats_fd, 0) << strerror(errno);
+  for (uint32_t copy : {0u, 4096u, 8192u, 16384u}) {
+    BpfCpuSamplerOptions opts;
+    opts.user_stack_bytes = copy;
+    auto sampler = NewBpfCpuSampler(opts);
+    ASSERT_TRUE(sampler.ok()) << sampler.status();
+    // Our program is the most recently loaded one named cpu_sample.
+    int prog_fd = -1;
+    for (uint32_t id = 0; bpf_prog_get_next_id(id, &id) == 0;) {
+      int fd = bpf_prog_get_fd_by_id(id);
+      if (fd < 0) continue;
+      bpf_prog_info info;
+      memset(&info, 0, sizeof(info));
+      uint32_t len = sizeof(info);
+      if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && strcmp(info.name, "cpu_sample") == 0) {
+        if (prog_fd >= 0) close(prog_fd);
+        prog_fd = fd;
+      } else {
+        close(fd);
+      }
+    }
+    ASSERT_GE(prog_fd, 0);
+    Collector col;
+    Child spinner = Spawn({t.path, "nowait", "2", "30", "split"});
+    ASSERT_TRUE((*sampler)->Start(100, col.sink()).ok());
+    const ProgRunStats p0 = ReadProgStats(prog_fd);
+    SleepMs(1000);
+    const ProgRunStats p1 = ReadProgStats(prog_fd);
+    ASSERT_TRUE((*sampler)->SetTargets({static_cast<uint32_t>(spinner.pid)}).ok());
+    const uint64_t seen0 = (*sampler)->stats().samples_seen;
+    SleepMs(2000);
+    const ProgRunStats p2 = ReadProgStats(prog_fd);
+    const uint64_t seen = (*sampler)->stats().samples_seen - seen0;
+    (*sampler)->Stop();
+    spinner.Kill();
+    close(prog_fd);
+    ASSERT_GT(p1.run_cnt, p0.run_cnt);
+    ASSERT_GT(seen, 0u);
+    const double filter_ns =
+        static_cast<double>(p1.run_time_ns - p0.run_time_ns) / (p1.run_cnt - p0.run_cnt);
+    const uint64_t runs2 = p2.run_cnt - p1.run_cnt;
+    ASSERT_GE(runs2, seen);
+    const double sample_ns =
+        (static_cast<double>(p2.run_time_ns - p1.run_time_ns) - filter_ns * (runs2 - seen)) / seen;
+    printf("user_stack_bytes=%u: non-target run %.0f ns; target sample %.0f ns (%llu samples)\n",
+           copy, filter_ns, sample_ns, static_cast<unsigned long long>(seen));
+    ::testing::Test::RecordProperty(absl::StrCat("ns_per_sample_copy", copy),
+                                    static_cast<int>(sample_ns));
+    EXPECT_GT(sample_ns, 0);
+  }
+  close(stats_fd);
+}
+
+}  // namespace
+}  // namespace pprof_sidecar
