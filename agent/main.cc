@@ -1,0 +1,134 @@
+// pprof-sidecar: serves Go's /debug/pprof contract for another process in the pod, sampled
+// with eBPF. See README.md for the user's view and docs/DESIGN.md for the data path.
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <thread>
+
+#include <gflags/gflags.h>
+
+#include "absl/strings/str_cat.h"
+#include "agent/profile/cpu_profiler.h"
+#include "agent/sampler/cpu_sampler.h"
+#include "agent/server/pprof_server.h"
+#include "agent/symbolize/process_symbolizer.h"
+#include "agent/target/target_tracker.h"
+
+DEFINE_int32(target_pid, 0, "Pid (in the agent's pid namespace) of the process to profile. "
+             "Fixed: does not follow a restart of the target (use --target_name for that).");
+DEFINE_string(target_name, "", "Extended regex matched against the comm and the executable "
+              "basename of candidate processes; the largest (RSS) match is the target.");
+DEFINE_string(listen_address, "127.0.0.1:6060", "HOST:PORT to serve /debug/pprof on.");
+DEFINE_bool(allow_non_loopback_listen, false,
+            "Allow --listen_address on a non-loopback address (profiles expose code and data "
+            "layout: keep them behind kube-rbac-proxy).");
+DEFINE_int32(cpu_sampling_hz, 100, "CPU sampling frequency per CPU (Go's default is 100).");
+DEFINE_int32(max_profile_seconds, 300, "Largest accepted ?seconds= for a CPU profile.");
+DEFINE_int32(rediscover_interval_ms, 500,
+             "How often the agent checks that the target is alive and re-discovers it.");
+DEFINE_int32(symbol_cache_binaries, 64, "Most binaries kept parsed in the symbol cache.");
+
+namespace pprof_sidecar {
+namespace {
+
+PprofServer* g_server = nullptr;
+
+void HandleSignal(int) {
+  if (g_server) g_server->Stop();
+}
+
+int Run() {
+  if (FLAGS_cpu_sampling_hz < 1 || FLAGS_cpu_sampling_hz > 10000) {
+    fprintf(stderr, "pprof-sidecar: --cpu_sampling_hz=%d out of range [1, 10000]\n",
+            FLAGS_cpu_sampling_hz);
+    return 2;
+  }
+  if (FLAGS_max_profile_seconds < 1) {
+    fprintf(stderr, "pprof-sidecar: --max_profile_seconds must be positive\n");
+    return 2;
+  }
+  auto hp = ParseListenAddress(FLAGS_listen_address);
+  if (!hp.ok()) {
+    fprintf(stderr, "pprof-sidecar: --listen_address: %s\n",
+            std::string(hp.status().message()).c_str());
+    return 2;
+  }
+  if (!IsLoopbackHost(hp->host) && !FLAGS_allow_non_loopback_listen) {
+    fprintf(stderr,
+            "pprof-sidecar: refusing to listen on non-loopback address %s: profiles expose the "
+            "target's code and data; keep the agent on 127.0.0.1 behind kube-rbac-proxy, or pass "
+            "--allow_non_loopback_listen\n",
+            FLAGS_listen_address.c_str());
+    return 2;
+  }
+
+  // Older kernels account BPF maps against RLIMIT_MEMLOCK; newer ones use memcg. Best effort.
+  struct rlimit rl = {RLIM_INFINITY, RLIM_INFINITY};
+  setrlimit(RLIMIT_MEMLOCK, &rl);
+
+  // Load the BPF program once at startup so missing privileges are reported immediately.
+  {
+    auto probe = NewBpfCpuSampler();
+    if (!probe.ok()) {
+      fprintf(stderr, "pprof-sidecar: cannot load the BPF CPU sampler: %s\n",
+              std::string(probe.status().message()).c_str());
+      return 1;
+    }
+  }
+
+  ProcessSymbolizer::Options so;
+  so.max_binaries = FLAGS_symbol_cache_binaries;
+  ProcessSymbolizer symbolizer(so);
+  CpuProfiler cpu([] { return NewBpfCpuSampler(); }, &symbolizer, FLAGS_cpu_sampling_hz);
+
+  DiscoveryOptions dopts;
+  dopts.target_pid = FLAGS_target_pid;
+  dopts.target_name = FLAGS_target_name;
+  TargetTracker tracker(dopts, absl::Milliseconds(FLAGS_rediscover_interval_ms),
+                        [&cpu](const std::optional<ProcessInfo>& t) {
+                          std::vector<uint32_t> pids;
+                          if (t) pids.push_back(static_cast<uint32_t>(t->pid));
+                          absl::Status st = cpu.SetTargets(pids);
+                          if (!st.ok()) {
+                            fprintf(stderr, "pprof-sidecar: setting target: %s\n",
+                                    std::string(st.message()).c_str());
+                          }
+                        });
+  tracker.Start();
+
+  ServerOptions sopts;
+  sopts.max_profile_seconds = FLAGS_max_profile_seconds;
+  TargetView view{[&tracker] { return tracker.current(); },
+                  [&tracker] { return tracker.status_message(); }};
+  PprofServer server(&cpu, &symbolizer, view, sopts);
+  if (absl::Status st = server.Bind(hp->host, hp->port); !st.ok()) {
+    fprintf(stderr, "pprof-sidecar: %s\n", std::string(st.message()).c_str());
+    return 1;
+  }
+  g_server = &server;
+  signal(SIGTERM, HandleSignal);
+  signal(SIGINT, HandleSignal);
+  signal(SIGPIPE, SIG_IGN);
+  fprintf(stderr, "pprof-sidecar: serving http://%s:%d/debug/pprof/ (cpu %d Hz)\n",
+          hp->host.c_str(), server.port(), FLAGS_cpu_sampling_hz);
+  absl::Status st = server.Serve();
+  g_server = nullptr;
+  tracker.Stop();
+  if (!st.ok()) {
+    fprintf(stderr, "pprof-sidecar: %s\n", std::string(st.message()).c_str());
+    return 1;
+  }
+  fprintf(stderr, "pprof-sidecar: stopped\n");
+  return 0;
+}
+
+}  // namespace
+}  // namespace pprof_sidecar
+
+int main(int argc, char** argv) {
+  gflags::SetUsageMessage("eBPF profiler serving Go's /debug/pprof for another process");
+  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  return pprof_sidecar::Run();
+}

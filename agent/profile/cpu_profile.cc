@@ -1,0 +1,152 @@
+#include "agent/profile/cpu_profile.h"
+
+#include <map>
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "pprof_encoder/builder.h"
+
+namespace pprof_sidecar {
+
+bool IsThreadRootFunction(const std::string& name) {
+  static const std::set<std::string> kRoots = {
+      "runtime.goexit", "runtime.main",  "runtime.mstart", "runtime.rt0_go",
+      "runtime.mstart0", "_start",       "__libc_start_main", "__libc_start_call_main",
+      "clone",           "clone3",       "start_thread",      "__clone",
+      "__clone3",        "__GI___clone", "__GI___clone3"};
+  return kRoots.count(name) > 0;
+}
+
+namespace {
+
+std::vector<pprof_encoder::LineInfo> ToLineInfos(const SourceLines& lines) {
+  std::vector<pprof_encoder::LineInfo> out;
+  out.reserve(lines.size());
+  for (const auto& l : lines) {
+    pprof_encoder::LineInfo li;
+    li.function = l.function;
+    li.system_name = l.system_name.empty() ? l.function : l.system_name;
+    li.filename = l.file;
+    li.line = l.line;
+    li.start_line = l.start_line;
+    out.push_back(std::move(li));
+  }
+  return out;
+}
+
+// Per-pid state during one build: its maps session and address -> location caches.
+struct PidState {
+  std::unique_ptr<ProcessSymbolizer::Session> session;
+  std::map<uint64_t, std::pair<uint64_t, std::string>> user_leaf, user_caller;  // loc id, root fn
+  std::vector<uint64_t> mapping_ids;  // session mapping index -> builder mapping id
+};
+
+}  // namespace
+
+absl::StatusOr<std::string> BuildCpuProfile(const std::vector<CpuSample>& samples,
+                                            const CpuProfileParams& params,
+                                            ProcessSymbolizer* symbolizer,
+                                            CpuProfileReport* report) {
+  CpuProfileReport local;
+  CpuProfileReport& rep = report ? *report : local;
+  rep = CpuProfileReport();
+  const int64_t period = params.hz > 0 ? 1000000000LL / params.hz : 0;
+
+  pprof_encoder::Builder b;
+  b.AddSampleType("samples", "count");
+  b.AddSampleType("cpu", "nanoseconds");
+  b.SetPeriodType("cpu", "nanoseconds");
+  b.SetPeriod(period);
+  b.SetTimeNanos(absl::ToUnixNanos(params.start));
+  b.SetDurationNanos(absl::ToInt64Nanoseconds(params.duration));
+
+  std::map<uint32_t, PidState> pids;
+  std::map<uint64_t, uint64_t> kernel_leaf, kernel_caller;  // ip -> location id
+
+  std::vector<uint64_t> locs;
+  for (const CpuSample& s : samples) {
+    ++rep.samples;
+    locs.clear();
+    // Kernel part (leaf first).
+    for (size_t i = 0; i < s.kernel_ips.size(); ++i) {
+      ++rep.kernel_frames;
+      const uint64_t ip = s.kernel_ips[i];
+      auto& cache = i == 0 ? kernel_leaf : kernel_caller;
+      auto it = cache.find(ip);
+      if (it == cache.end()) {
+        ResolvedFrame f;
+        if (symbolizer) {
+          auto& ps = pids[s.pid];
+          if (!ps.session) ps.session = symbolizer->NewSession(s.pid);
+          f = ps.session->ResolveKernel(ip, i != 0);
+        }
+        if (f.lines.empty()) ++rep.kernel_frames_unsymbolized;
+        it = cache.emplace(ip, b.AddLocation(0, ip, ToLineInfos(f.lines))).first;
+      }
+      locs.push_back(it->second);
+    }
+    // User part (leaf first).
+    if (s.user_ips.empty()) ++rep.samples_without_user_stack;
+    std::string root_fn;
+    auto& ps = pids[s.pid];
+    if (!ps.session && symbolizer) ps.session = symbolizer->NewSession(s.pid);
+    for (size_t i = 0; i < s.user_ips.size(); ++i) {
+      ++rep.user_frames;
+      const uint64_t ip = s.user_ips[i];
+      auto& cache = i == 0 ? ps.user_leaf : ps.user_caller;
+      auto it = cache.find(ip);
+      if (it == cache.end()) {
+        ResolvedFrame f;
+        if (ps.session) f = ps.session->ResolveUser(ip, i != 0);
+        uint64_t mapping_id = 0;
+        if (f.mapping >= 0 && ps.session) {
+          while (ps.mapping_ids.size() <= static_cast<size_t>(f.mapping)) {
+            const MappingView& v = ps.session->mappings()[ps.mapping_ids.size()];
+            pprof_encoder::MappingInfo mi;
+            mi.memory_start = v.start;
+            mi.memory_limit = v.limit;
+            mi.file_offset = v.offset;
+            mi.filename = v.path;
+            mi.build_id = v.build_id;
+            mi.has_functions = v.has_functions;
+            mi.has_filenames = v.has_filenames;
+            mi.has_line_numbers = v.has_line_numbers;
+            mi.has_inline_frames = v.has_inline_frames;
+            ps.mapping_ids.push_back(b.AddMapping(mi));
+          }
+          mapping_id = ps.mapping_ids[f.mapping];
+        }
+        std::string fn = f.lines.empty() ? "" : f.lines.back().function;
+        if (f.lines.empty()) ++rep.user_frames_unsymbolized;
+        it = cache.emplace(ip, std::make_pair(b.AddLocation(mapping_id, ip, ToLineInfos(f.lines)),
+                                              std::move(fn)))
+                 .first;
+      } else if (it->second.second.empty()) {
+        ++rep.user_frames_unsymbolized;
+      }
+      locs.push_back(it->second.first);
+      if (i + 1 == s.user_ips.size()) root_fn = it->second.second;
+    }
+    if (IsThreadRootFunction(root_fn)) ++rep.samples_reaching_root;
+    b.AddSample(locs, {1, period});
+  }
+
+  for (const auto& c : params.comments) b.AddComment(c);
+  const double reach =
+      rep.samples ? 100.0 * rep.samples_reaching_root / static_cast<double>(rep.samples) : 100.0;
+  b.AddComment(absl::StrFormat(
+      "pprof-sidecar: %d samples at %d Hz; %.1f%% of stacks reach a thread root frame; "
+      "%d of %d user frames and %d of %d kernel frames unsymbolized",
+      rep.samples, params.hz, reach, rep.user_frames_unsymbolized, rep.user_frames,
+      rep.kernel_frames_unsymbolized, rep.kernel_frames));
+  for (const auto& [pid, ps] : pids) {
+    if (ps.session && !ps.session->maps_error().empty()) {
+      b.AddComment(absl::StrCat("pprof-sidecar: pid ", pid, ": ", ps.session->maps_error()));
+    }
+  }
+  return b.Finish();
+}
+
+}  // namespace pprof_sidecar

@@ -1,0 +1,52 @@
+// Turning raw CPU samples into a pprof CPU profile identical in shape to what Go's
+// runtime/pprof writes: sample types samples/count and cpu/nanoseconds, period type
+// cpu/nanoseconds, period 1e9/hz, locations with multi-Line inline expansion, mappings with build
+// ids. Kernel frames (no mapping) sit on top of the user frames of the same sample.
+#ifndef PPROF_SIDECAR_AGENT_PROFILE_CPU_PROFILE_H_
+#define PPROF_SIDECAR_AGENT_PROFILE_CPU_PROFILE_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "agent/sampler/cpu_sampler.h"
+#include "agent/symbolize/process_symbolizer.h"
+#include "agent/symbolize/source_line.h"
+
+namespace pprof_sidecar {
+
+struct CpuProfileParams {
+  int hz = 100;
+  absl::Time start;
+  absl::Duration duration;
+  std::vector<std::string> comments;  // added verbatim (drops, target changes, ...)
+};
+
+// What the build saw; exported to /metrics and written as profile comments.
+struct CpuProfileReport {
+  uint64_t samples = 0;
+  uint64_t samples_reaching_root = 0;   // outermost frame is a thread root function
+  uint64_t samples_without_user_stack = 0;
+  uint64_t user_frames = 0;
+  uint64_t user_frames_unsymbolized = 0;
+  uint64_t kernel_frames = 0;
+  uint64_t kernel_frames_unsymbolized = 0;
+};
+
+// True for functions at which a thread's stack legitimately ends: runtime.goexit,
+// runtime.main, runtime.mstart, runtime.rt0_go, _start, __libc_start_main,
+// __libc_start_call_main, clone, clone3, start_thread.
+bool IsThreadRootFunction(const std::string& name);
+
+// Builds, validates and gzips the profile. `samples` may come from several pids (a target that
+// restarted during the window); each pid is symbolized against its own mappings.
+absl::StatusOr<std::string> BuildCpuProfile(const std::vector<CpuSample>& samples,
+                                            const CpuProfileParams& params,
+                                            ProcessSymbolizer* symbolizer,
+                                            CpuProfileReport* report);
+
+}  // namespace pprof_sidecar
+
+#endif  // PPROF_SIDECAR_AGENT_PROFILE_CPU_PROFILE_H_

@@ -1,0 +1,158 @@
+#include "agent/profile/cpu_profiler.h"
+
+#include <unistd.h>
+
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+
+namespace pprof_sidecar {
+
+struct CpuProfiler::Window {
+  std::mutex mu;
+  std::vector<CpuSample> samples;
+  size_t max_samples = 0;
+  uint64_t dropped = 0;
+};
+
+CpuProfiler::CpuProfiler(SamplerFactory factory, ProcessSymbolizer* symbolizer, int hz)
+    : factory_(std::move(factory)), symbolizer_(symbolizer), hz_(hz) {}
+
+CpuProfiler::~CpuProfiler() {
+  std::lock_guard<std::mutex> l(sampler_mu_);
+  if (sampler_) sampler_->Stop();
+}
+
+absl::Status CpuProfiler::SetTargets(const std::vector<uint32_t>& pids) {
+  std::lock_guard<std::mutex> l(sampler_mu_);
+  targets_ = pids;
+  if (sampler_) return sampler_->SetTargets(pids);
+  return absl::OkStatus();
+}
+
+absl::Status CpuProfiler::Acquire() {
+  std::lock_guard<std::mutex> l(sampler_mu_);
+  if (users_ == 0) {
+    auto s = factory_();
+    if (!s.ok()) return absl::UnavailableError(s.status().message());
+    absl::Status st = (*s)->SetTargets(targets_);
+    if (st.ok()) st = (*s)->Start(hz_, [this](const CpuSample& x) { Deliver(x); });
+    if (!st.ok()) return absl::UnavailableError(st.message());
+    sampler_ = *std::move(s);
+  }
+  ++users_;
+  return absl::OkStatus();
+}
+
+void CpuProfiler::Release() {
+  std::unique_ptr<CpuSampler> done;
+  {
+    std::lock_guard<std::mutex> l(sampler_mu_);
+    if (--users_ > 0) return;
+    done = std::move(sampler_);
+  }
+  // Stop outside the lock: it drains pending samples into the (now closing) windows.
+  done->Stop();
+  SamplerStats s = done->stats();
+  std::lock_guard<std::mutex> l(sampler_mu_);
+  base_stats_.samples_seen += s.samples_seen;
+  base_stats_.samples_delivered += s.samples_delivered;
+  base_stats_.dropped_ringbuf_full += s.dropped_ringbuf_full;
+  base_stats_.user_stack_errors += s.user_stack_errors;
+  base_stats_.kernel_stack_errors += s.kernel_stack_errors;
+  base_stats_.cpus = s.cpus;
+}
+
+void CpuProfiler::Deliver(const CpuSample& s) {
+  std::lock_guard<std::mutex> l(windows_mu_);
+  for (Window* w : windows_) {
+    std::lock_guard<std::mutex> wl(w->mu);
+    if (w->samples.size() >= w->max_samples) {
+      ++w->dropped;
+      dropped_full_.fetch_add(1);
+      continue;
+    }
+    w->samples.push_back(s);
+  }
+}
+
+absl::StatusOr<std::string> CpuProfiler::Collect(absl::Duration duration,
+                                                 const std::function<bool()>& cancelled,
+                                                 std::vector<std::string> comments) {
+  Window w;
+  const long ncpu = std::max(1L, sysconf(_SC_NPROCESSORS_ONLN));
+  // Every CPU fully busy with target threads, plus slack.
+  w.max_samples = static_cast<size_t>(
+      (absl::ToDoubleSeconds(duration) + 1) * hz_ * static_cast<double>(ncpu) * 1.25 + 64);
+  if (absl::Status st = Acquire(); !st.ok()) return st;
+  windows_started_.fetch_add(1);
+  const absl::Time start = absl::Now();
+  {
+    std::lock_guard<std::mutex> l(windows_mu_);
+    windows_.insert(&w);
+  }
+  const absl::Time deadline = start + duration;
+  bool was_cancelled = false;
+  while (absl::Now() < deadline) {
+    if (cancelled && cancelled()) {
+      was_cancelled = true;
+      break;
+    }
+    absl::SleepFor(std::min(absl::Milliseconds(100), deadline - absl::Now()));
+  }
+  Release();
+  {
+    std::lock_guard<std::mutex> l(windows_mu_);
+    windows_.erase(&w);
+  }
+  const absl::Duration actual = absl::Now() - start;
+  if (was_cancelled) return absl::CancelledError("client went away");
+
+  std::lock_guard<std::mutex> wl(w.mu);
+  if (w.dropped > 0) {
+    comments.push_back(absl::StrCat("pprof-sidecar: ", w.dropped,
+                                    " samples dropped: window buffer full"));
+  }
+  CpuProfileParams p;
+  p.hz = hz_;
+  p.start = start;
+  p.duration = actual;
+  p.comments = std::move(comments);
+  CpuProfileReport rep;
+  auto out = BuildCpuProfile(w.samples, p, symbolizer_, &rep);
+  reaching_root_.fetch_add(rep.samples_reaching_root);
+  in_profiles_.fetch_add(rep.samples);
+  user_unsym_.fetch_add(rep.user_frames_unsymbolized);
+  kernel_unsym_.fetch_add(rep.kernel_frames_unsymbolized);
+  return out;
+}
+
+CpuProfilerStats CpuProfiler::stats() const {
+  CpuProfilerStats s;
+  {
+    std::lock_guard<std::mutex> l(sampler_mu_);
+    s.sampler = base_stats_;
+    if (sampler_) {
+      SamplerStats cur = sampler_->stats();
+      s.sampler.samples_seen += cur.samples_seen;
+      s.sampler.samples_delivered += cur.samples_delivered;
+      s.sampler.dropped_ringbuf_full += cur.dropped_ringbuf_full;
+      s.sampler.user_stack_errors += cur.user_stack_errors;
+      s.sampler.kernel_stack_errors += cur.kernel_stack_errors;
+      s.sampler.cpus = cur.cpus;
+    }
+  }
+  {
+    std::lock_guard<std::mutex> l(windows_mu_);
+    s.windows_active = windows_.size();
+  }
+  s.windows_started = windows_started_.load();
+  s.samples_dropped_window_full = dropped_full_.load();
+  s.samples_reaching_root = reaching_root_.load();
+  s.samples_in_profiles = in_profiles_.load();
+  s.user_frames_unsymbolized = user_unsym_.load();
+  s.kernel_frames_unsymbolized = kernel_unsym_.load();
+  return s;
+}
+
+}  // namespace pprof_sidecar

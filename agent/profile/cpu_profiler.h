@@ -1,0 +1,85 @@
+// On-demand CPU profiling of the current target with any number of concurrent windows.
+//
+// Protocol: each Collect() call opens its own window; the sampler runs while at least one
+// window is open (started by the first, stopped when the last closes) and every sample is
+// delivered to every window open at that moment. A window ends after its duration or when its
+// cancel callback returns true (client went away); its samples are then symbolized and encoded.
+// Each window holds at most max_samples_per_window samples; the excess is counted and reported
+// in the profile's comments and in stats().
+#ifndef PPROF_SIDECAR_AGENT_PROFILE_CPU_PROFILER_H_
+#define PPROF_SIDECAR_AGENT_PROFILE_CPU_PROFILER_H_
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "agent/profile/cpu_profile.h"
+#include "agent/sampler/cpu_sampler.h"
+#include "agent/symbolize/process_symbolizer.h"
+
+namespace pprof_sidecar {
+
+struct CpuProfilerStats {
+  SamplerStats sampler;             // summed over every sampler run so far
+  uint64_t windows_started = 0;
+  uint64_t windows_active = 0;
+  uint64_t samples_dropped_window_full = 0;
+  uint64_t samples_reaching_root = 0;  // summed over built profiles
+  uint64_t samples_in_profiles = 0;
+  uint64_t user_frames_unsymbolized = 0;
+  uint64_t kernel_frames_unsymbolized = 0;
+};
+
+class CpuProfiler {
+ public:
+  using SamplerFactory = std::function<absl::StatusOr<std::unique_ptr<CpuSampler>>()>;
+  CpuProfiler(SamplerFactory factory, ProcessSymbolizer* symbolizer, int hz);
+  ~CpuProfiler();
+
+  // Target pids (agent's pid namespace); empty: no target.
+  absl::Status SetTargets(const std::vector<uint32_t>& pids);
+
+  // Samples for `duration` (or until `cancelled()` returns true), then returns the gzipped
+  // profile. Errors: Unavailable if the sampler cannot start (the message names the cause).
+  absl::StatusOr<std::string> Collect(absl::Duration duration,
+                                      const std::function<bool()>& cancelled,
+                                      std::vector<std::string> comments = {});
+
+  CpuProfilerStats stats() const;
+  int hz() const { return hz_; }
+
+ private:
+  struct Window;
+  absl::Status Acquire();  // refcounted sampler start
+  void Release();
+  void Deliver(const CpuSample& s);
+
+  const SamplerFactory factory_;
+  ProcessSymbolizer* const symbolizer_;
+  const int hz_;
+
+  mutable std::mutex sampler_mu_;  // guards sampler_, users_, targets_, base_stats_
+  std::unique_ptr<CpuSampler> sampler_;
+  int users_ = 0;
+  std::vector<uint32_t> targets_;
+  SamplerStats base_stats_;
+
+  mutable std::mutex windows_mu_;
+  std::set<Window*> windows_;
+
+  std::atomic<uint64_t> windows_started_{0}, dropped_full_{0}, reaching_root_{0},
+      in_profiles_{0}, user_unsym_{0}, kernel_unsym_{0};
+};
+
+}  // namespace pprof_sidecar
+
+#endif  // PPROF_SIDECAR_AGENT_PROFILE_CPU_PROFILER_H_

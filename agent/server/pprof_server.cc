@@ -1,0 +1,368 @@
+#include "agent/server/pprof_server.h"
+
+#include <arpa/inet.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include <httplib.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+
+namespace pprof_sidecar {
+namespace {
+
+// Go's profiles that this agent does not produce (yet): named so users get a precise answer
+// instead of "Unknown profile".
+const char* const kNotYetProfiles[] = {"heap", "allocs", "goroutine", "threadcreate",
+                                       "block", "mutex", "trace"};
+
+// Error responses exactly as net/http/pprof's serveError writes them.
+void ServeError(httplib::Response& res, int status, const std::string& text) {
+  res.status = status;
+  res.headers.erase("Content-Disposition");
+  res.set_header("X-Go-Pprof", "1");
+  res.set_header("X-Content-Type-Options", "nosniff");
+  res.set_content(text + "\n", "text/plain; charset=utf-8");
+}
+
+std::string HtmlEscape(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    switch (c) {
+      case '<': o += "&lt;"; break;
+      case '>': o += "&gt;"; break;
+      case '&': o += "&amp;"; break;
+      case '"': o += "&quot;"; break;
+      default: o += c;
+    }
+  }
+  return o;
+}
+
+bool ReadWholeFile(const std::string& path, std::string* out) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return false;
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  *out = ss.str();
+  return true;
+}
+
+}  // namespace
+
+absl::StatusOr<HostPort> ParseListenAddress(const std::string& addr) {
+  HostPort hp;
+  std::string port_str;
+  if (!addr.empty() && addr[0] == '[') {
+    size_t close = addr.find(']');
+    if (close == std::string::npos || close + 1 >= addr.size() || addr[close + 1] != ':') {
+      return absl::InvalidArgumentError(
+          absl::StrCat("listen address \"", addr, "\": expected [IPv6]:PORT"));
+    }
+    hp.host = addr.substr(1, close - 1);
+    port_str = addr.substr(close + 2);
+  } else {
+    size_t colon = addr.rfind(':');
+    if (colon == std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("listen address \"", addr, "\": expected HOST:PORT"));
+    }
+    hp.host = addr.substr(0, colon);
+    port_str = addr.substr(colon + 1);
+  }
+  if (!absl::SimpleAtoi(port_str, &hp.port) || hp.port < 0 || hp.port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("listen address \"", addr, "\": bad port \"", port_str, "\""));
+  }
+  if (hp.host.empty()) hp.host = "0.0.0.0";
+  return hp;
+}
+
+bool IsLoopbackHost(const std::string& host) {
+  if (host == "localhost") return true;
+  in_addr a4;
+  if (inet_pton(AF_INET, host.c_str(), &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
+  in6_addr a6;
+  if (inet_pton(AF_INET6, host.c_str(), &a6) == 1) return IN6_IS_ADDR_LOOPBACK(&a6);
+  return false;
+}
+
+absl::StatusOr<int> ParseSecondsParam(const std::string& value, int default_seconds,
+                                      int max_seconds) {
+  if (value.empty()) return default_seconds;
+  int64_t s;
+  if (!absl::SimpleAtoi(value, &s) || s <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid seconds=\"", value, "\": want a positive integer"));
+  }
+  if (s > max_seconds) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "profile duration exceeds the maximum: seconds=", s, " > ", max_seconds,
+        " (--max_profile_seconds)"));
+  }
+  return static_cast<int>(s);
+}
+
+PprofServer::PprofServer(CpuProfiler* cpu, ProcessSymbolizer* symbolizer, TargetView target,
+                         ServerOptions opts)
+    : cpu_(cpu),
+      symbolizer_(symbolizer),
+      target_(std::move(target)),
+      opts_(opts),
+      server_(std::make_unique<httplib::Server>()) {
+  Register();
+}
+
+PprofServer::~PprofServer() { Stop(); }
+
+void PprofServer::CountRequest(int status) {
+  std::lock_guard<std::mutex> l(mu_);
+  ++requests_by_code_[status];
+}
+
+void PprofServer::Register() {
+  httplib::Server& s = *server_;
+  const size_t threads = opts_.worker_threads;
+  s.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  // A profile is only written once its window closes; give the client the whole window.
+  s.set_write_timeout(30, 0);
+  s.set_logger([this](const httplib::Request&, const httplib::Response& res) {
+    CountRequest(res.status);
+  });
+
+  s.Get("/", [](const httplib::Request&, httplib::Response& res) {
+    res.set_redirect("/debug/pprof/");
+  });
+  s.Get("/debug/pprof", [](const httplib::Request&, httplib::Response& res) {
+    res.set_redirect("/debug/pprof/");
+  });
+
+  s.Get("/debug/pprof/", [this](const httplib::Request&, httplib::Response& res) {
+    auto t = target_.current();
+    std::string target_line =
+        t ? absl::StrCat("pid ", t->pid, " (", HtmlEscape(t->comm), ", ", HtmlEscape(t->exe), ")")
+          : absl::StrCat("none: ", HtmlEscape(target_.status()));
+    std::string html = absl::StrCat(
+        "<html>\n<head>\n<title>/debug/pprof/</title>\n</head>\n<body>\n/debug/pprof/\n",
+        "<p>Served by pprof-sidecar for target: ", target_line, "</p>\n",
+        "<p>Types of profiles available:</p>\n<table>\n<thead><td>Count</td><td>Profile</td>"
+        "</thead>\n",
+        "<tr><td></td><td><a href='cmdline?debug=1'>cmdline</a></td></tr>\n",
+        "<tr><td></td><td><a href='profile'>profile</a></td></tr>\n",
+        "<tr><td></td><td><a href='symbol'>symbol</a></td></tr>\n", "</table>\n",
+        "<p>Not served yet by pprof-sidecar: heap, allocs, goroutine, threadcreate, block, mutex, "
+        "trace.</p>\n<br>\n<p>\nProfile Descriptions:\n<ul>\n",
+        "<li><div class=profile-name>cmdline: </div> The command line invocation of the target "
+        "program</li>\n",
+        "<li><div class=profile-name>profile: </div> CPU profile of the target, sampled with "
+        "eBPF. You can specify the duration in the seconds GET parameter. After you get the "
+        "profile file, use the go tool pprof command to investigate the profile.</li>\n",
+        "<li><div class=profile-name>symbol: </div> Looks up the target's program counters "
+        "listed in the request, responding with a table mapping program counters to function "
+        "names.</li>\n",
+        "</ul>\n</p>\n<p>Agent: <a href='/healthz'>/healthz</a> <a href='/metrics'>/metrics</a>"
+        "</p>\n</body>\n</html>\n");
+    res.set_header("X-Content-Type-Options", "nosniff");
+    res.set_content(html, "text/html; charset=utf-8");
+  });
+
+  s.Get("/debug/pprof/profile", [this](const httplib::Request& req, httplib::Response& res) {
+    res.set_header("X-Content-Type-Options", "nosniff");
+    auto secs = ParseSecondsParam(req.has_param("seconds") ? req.get_param_value("seconds") : "",
+                                  opts_.default_profile_seconds, opts_.max_profile_seconds);
+    if (!secs.ok()) return ServeError(res, 400, std::string(secs.status().message()));
+    auto t = target_.current();
+    if (!t) return ServeError(res, 503, absl::StrCat("no target process: ", target_.status()));
+    auto prof = cpu_->Collect(absl::Seconds(*secs), nullptr,
+                              {absl::StrCat("pprof-sidecar: target pid ", t->pid, " (", t->comm,
+                                            ") ", t->exe)});
+    if (!prof.ok()) {
+      int code = absl::IsUnavailable(prof.status()) ? 503 : 500;
+      return ServeError(res, code,
+                        absl::StrCat("Could not enable CPU profiling: ", prof.status().message()));
+    }
+    profiles_served_.fetch_add(1);
+    res.set_header("Content-Disposition", "attachment; filename=\"profile\"");
+    res.set_content(*std::move(prof), "application/octet-stream");
+  });
+
+  s.Get("/debug/pprof/cmdline", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_header("X-Content-Type-Options", "nosniff");
+    auto t = target_.current();
+    if (!t) return ServeError(res, 503, absl::StrCat("no target process: ", target_.status()));
+    std::string cmdline;
+    if (!ReadWholeFile(absl::StrCat("/proc/", t->pid, "/cmdline"), &cmdline)) {
+      return ServeError(res, 503, absl::StrCat("target pid ", t->pid, " exited"));
+    }
+    // Go writes os.Args joined by NUL, without a trailing NUL.
+    if (!cmdline.empty() && cmdline.back() == '\0') cmdline.pop_back();
+    res.set_content(cmdline, "text/plain; charset=utf-8");
+  });
+
+  auto symbol = [this](const httplib::Request& req, httplib::Response& res) {
+    res.set_header("X-Content-Type-Options", "nosniff");
+    // Go: the program counters come from the POST body, or else from the raw query string.
+    std::string input = req.method == "POST" ? req.body : "";
+    if (input.empty()) {
+      std::string q = req.target;
+      size_t qm = q.find('?');
+      input = qm == std::string::npos ? "" : q.substr(qm + 1);
+    }
+    std::string out = "num_symbols: 1\n";
+    auto t = target_.current();
+    if (!input.empty() && t) {
+      auto session = symbolizer_->NewSession(t->pid);
+      for (absl::string_view word : absl::StrSplit(input, '+', absl::SkipEmpty())) {
+        uint64_t pc;
+        absl::string_view w = absl::StripAsciiWhitespace(word);
+        absl::ConsumePrefix(&w, "0x");
+        if (!absl::SimpleHexAtoi(w, &pc)) continue;
+        ResolvedFrame f = session->ResolveUser(pc, false);
+        if (!f.lines.empty()) absl::StrAppend(&out, "0x", absl::Hex(pc), " ",
+                                              f.lines.back().function, "\n");
+      }
+    }
+    res.set_content(out, "text/plain; charset=utf-8");
+  };
+  s.Get("/debug/pprof/symbol", symbol);
+  s.Post("/debug/pprof/symbol", symbol);
+
+  s.Get(R"(/debug/pprof/([^/]+))", [](const httplib::Request& req, httplib::Response& res) {
+    const std::string name = req.matches[1];
+    for (const char* p : kNotYetProfiles) {
+      if (name == p) {
+        return ServeError(res, 501,
+                          absl::StrCat("profile \"", name,
+                                       "\" is not served by pprof-sidecar yet; available: "
+                                       "profile (CPU), cmdline, symbol"));
+      }
+    }
+    ServeError(res, 404, "Unknown profile");
+  });
+
+  s.Get("/healthz", [this](const httplib::Request&, httplib::Response& res) {
+    auto t = target_.current();
+    std::string body =
+        t ? absl::StrCat("ok\ntarget: pid ", t->pid, " (", t->comm, ") ", t->exe, "\n",
+                         target_.status(), "\n")
+          : absl::StrCat("ok\ntarget: none: ", target_.status(),
+                         "\nprofile endpoints answer 503 until a target appears\n");
+    res.set_content(body, "text/plain; charset=utf-8");
+  });
+
+  s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(MetricsText(), "text/plain; version=0.0.4; charset=utf-8");
+  });
+
+  s.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+    if (res.body.empty() && res.status == 404) ServeError(res, 404, "404 page not found");
+  });
+  s.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+    std::string what = "internal error";
+    try {
+      if (ep) std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    ServeError(res, 500, what);
+  });
+}
+
+std::string PprofServer::MetricsText() const {
+  CpuProfilerStats c = cpu_->stats();
+  SymbolizerStats y = symbolizer_->stats();
+  auto t = target_.current();
+  std::string o;
+  auto counter = [&o](const char* name, const char* help, uint64_t v, const std::string& labels = "") {
+    absl::StrAppend(&o, "# HELP ", name, " ", help, "\n# TYPE ", name, " counter\n", name,
+                    labels.empty() ? "" : "{" + labels + "}", " ", v, "\n");
+  };
+  auto gauge = [&o](const char* name, const char* help, double v) {
+    absl::StrAppend(&o, "# HELP ", name, " ", help, "\n# TYPE ", name, " gauge\n", name, " ", v,
+                    "\n");
+  };
+  counter("pprof_sidecar_samples_total", "CPU samples of target threads seen by the BPF program.",
+          c.sampler.samples_seen);
+  counter("pprof_sidecar_samples_delivered_total", "CPU samples delivered to user space.",
+          c.sampler.samples_delivered);
+  absl::StrAppend(&o,
+                  "# HELP pprof_sidecar_samples_dropped_total CPU samples lost, by reason.\n"
+                  "# TYPE pprof_sidecar_samples_dropped_total counter\n",
+                  "pprof_sidecar_samples_dropped_total{reason=\"ringbuf_full\"} ",
+                  c.sampler.dropped_ringbuf_full, "\n",
+                  "pprof_sidecar_samples_dropped_total{reason=\"window_full\"} ",
+                  c.samples_dropped_window_full, "\n");
+  absl::StrAppend(&o,
+                  "# HELP pprof_sidecar_stack_errors_total Stack captures that failed in BPF.\n"
+                  "# TYPE pprof_sidecar_stack_errors_total counter\n",
+                  "pprof_sidecar_stack_errors_total{stack=\"user\"} ", c.sampler.user_stack_errors,
+                  "\n", "pprof_sidecar_stack_errors_total{stack=\"kernel\"} ",
+                  c.sampler.kernel_stack_errors, "\n");
+  counter("pprof_sidecar_profile_samples_total", "Samples written into served CPU profiles.",
+          c.samples_in_profiles);
+  counter("pprof_sidecar_profile_samples_truncated_total",
+          "Samples in served profiles whose stack does not reach a thread root frame.",
+          c.samples_in_profiles - std::min(c.samples_in_profiles, c.samples_reaching_root));
+  absl::StrAppend(&o,
+                  "# HELP pprof_sidecar_unsymbolized_frames_total Frames left without a symbol.\n"
+                  "# TYPE pprof_sidecar_unsymbolized_frames_total counter\n",
+                  "pprof_sidecar_unsymbolized_frames_total{space=\"user\"} ",
+                  c.user_frames_unsymbolized, "\n",
+                  "pprof_sidecar_unsymbolized_frames_total{space=\"kernel\"} ",
+                  c.kernel_frames_unsymbolized, "\n");
+  gauge("pprof_sidecar_symbol_cache_binaries", "Binaries held in the symbol cache.",
+        y.binaries_cached);
+  counter("pprof_sidecar_binary_open_errors_total", "Target binaries that could not be read.",
+          y.binary_open_errors);
+  gauge("pprof_sidecar_cpu_profiles_active", "CPU profile windows currently open.",
+        c.windows_active);
+  counter("pprof_sidecar_cpu_profiles_total", "CPU profile windows opened.", c.windows_started);
+  gauge("pprof_sidecar_target_pid", "Pid of the current target (0: none).", t ? t->pid : 0);
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    absl::StrAppend(&o,
+                    "# HELP pprof_sidecar_http_requests_total HTTP requests by status code.\n"
+                    "# TYPE pprof_sidecar_http_requests_total counter\n");
+    for (const auto& [code, n] : requests_by_code_) {
+      absl::StrAppend(&o, "pprof_sidecar_http_requests_total{code=\"", code, "\"} ", n, "\n");
+    }
+  }
+  return o;
+}
+
+absl::Status PprofServer::Bind(const std::string& host, int port) {
+  if (port == 0) {
+    int p = server_->bind_to_any_port(host);
+    if (p <= 0) {
+      return absl::UnavailableError(absl::StrCat("cannot bind ", host, ":0: ", strerror(errno)));
+    }
+    port_ = p;
+    return absl::OkStatus();
+  }
+  if (!server_->bind_to_port(host, port)) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot bind ", host, ":", port, ": ", strerror(errno)));
+  }
+  port_ = port;
+  return absl::OkStatus();
+}
+
+absl::Status PprofServer::Serve() {
+  if (!server_->listen_after_bind()) return absl::InternalError("HTTP server stopped with error");
+  return absl::OkStatus();
+}
+
+void PprofServer::Stop() {
+  if (server_) server_->stop();
+}
+
+}  // namespace pprof_sidecar

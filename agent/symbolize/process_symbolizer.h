@@ -1,0 +1,109 @@
+// Per-process symbolization: maps a runtime address of a target process to the mapping that
+// holds it and its source lines. For each binary it prefers Go's pclntab (names, file:line,
+// inlines; present even in stripped Go binaries), then DWARF (C/C++ file:line and inlines),
+// then ELF symbol tables (names only). Binaries are opened through /proc/PID/map_files or
+// /proc/PID/root so a target in another mount namespace, or whose file was deleted or replaced
+// after it started, is still read from the very inode it mapped.
+#ifndef PPROF_SIDECAR_AGENT_SYMBOLIZE_PROCESS_SYMBOLIZER_H_
+#define PPROF_SIDECAR_AGENT_SYMBOLIZE_PROCESS_SYMBOLIZER_H_
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "agent/symbolize/proc_maps.h"
+#include "agent/symbolize/source_line.h"
+
+namespace pprof_sidecar {
+
+class Kallsyms;
+
+// What a pprof Mapping needs.
+struct MappingView {
+  uint64_t start = 0, limit = 0, offset = 0;
+  std::string path;  // as the target sees it
+  std::string build_id;
+  bool has_functions = false, has_filenames = false, has_line_numbers = false,
+       has_inline_frames = false;
+};
+
+struct ResolvedFrame {
+  int mapping = -1;   // index into Session::mappings(), -1 for none (kernel, unmapped)
+  SourceLines lines;  // innermost first; empty when the address could not be symbolized
+};
+
+struct SymbolizerStats {
+  uint64_t binaries_cached = 0;
+  uint64_t binary_opens = 0;
+  uint64_t binary_open_errors = 0;
+  uint64_t frames_symbolized = 0;
+  uint64_t frames_unsymbolized = 0;
+  uint64_t kernel_frames_unsymbolized = 0;
+};
+
+class ProcessSymbolizer {
+ public:
+  struct Options {
+    size_t max_binaries = 64;  // LRU bound on open binaries (each holds a read-only mmap)
+    std::string kallsyms_path = "/proc/kallsyms";
+  };
+  ProcessSymbolizer();
+  explicit ProcessSymbolizer(Options opts);
+  ~ProcessSymbolizer();
+
+  struct Binary;  // an opened, parsed ELF file with its symbol sources
+
+  // The mappings of one process as of one profile. Not thread-safe; one per profile build.
+  class Session {
+   public:
+    // `ip` is a sampled user address; `is_return_address` is true for all frames but the leaf,
+    // so that the call instruction (ip - 1) is looked up.
+    ResolvedFrame ResolveUser(uint64_t ip, bool is_return_address);
+    ResolvedFrame ResolveKernel(uint64_t ip, bool is_return_address);
+    // Mappings referenced so far by ResolveUser, in first-use order.
+    const std::vector<MappingView>& mappings() const { return views_; }
+    // Empty if /proc/PID/maps was read; else why not (the process exited, ...).
+    const std::string& maps_error() const { return maps_error_; }
+
+   private:
+    friend class ProcessSymbolizer;
+    ProcessSymbolizer* owner_ = nullptr;
+    pid_t pid_ = 0;
+    std::vector<MapEntry> maps_;
+    std::string maps_error_;
+    std::map<size_t, int> view_of_map_;  // maps_ index -> views_ index
+    std::map<size_t, std::shared_ptr<Binary>> binary_of_map_;
+    std::vector<MappingView> views_;
+  };
+
+  // Reads /proc/PID/maps now; if the process is gone, falls back to the last maps seen for it.
+  std::unique_ptr<Session> NewSession(pid_t pid);
+
+  SymbolizerStats stats() const;
+
+ private:
+  std::shared_ptr<Binary> GetBinary(pid_t pid, const MapEntry& e);
+  const Kallsyms* kallsyms();
+
+  const Options opts_;
+  mutable std::mutex mu_;
+  // LRU of binaries keyed by "dev:inode:path".
+  std::list<std::pair<std::string, std::shared_ptr<Binary>>> lru_;
+  std::map<std::string, decltype(lru_)::iterator> by_key_;
+  std::map<pid_t, std::vector<MapEntry>> last_maps_;  // bounded: only the newest few pids
+  std::unique_ptr<Kallsyms> kallsyms_;
+  bool kallsyms_tried_ = false;
+  std::atomic<uint64_t> binary_opens_{0}, binary_open_errors_{0}, frames_symbolized_{0},
+      frames_unsymbolized_{0}, kernel_frames_unsymbolized_{0};
+};
+
+}  // namespace pprof_sidecar
+
+#endif  // PPROF_SIDECAR_AGENT_SYMBOLIZE_PROCESS_SYMBOLIZER_H_

@@ -1,0 +1,183 @@
+#include "agent/target/target_discovery.h"
+
+#include <dirent.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include "absl/status/status.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+
+namespace pprof_sidecar {
+namespace {
+
+bool ReadFile(const std::string& path, std::string* out) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return false;
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  *out = ss.str();
+  return true;
+}
+
+std::string Basename(const std::string& path) {
+  std::string p = path;
+  const std::string deleted = " (deleted)";
+  if (p.size() > deleted.size() && p.compare(p.size() - deleted.size(), deleted.size(), deleted) == 0) {
+    p.resize(p.size() - deleted.size());
+  }
+  size_t slash = p.rfind('/');
+  return slash == std::string::npos ? p : p.substr(slash + 1);
+}
+
+std::vector<pid_t> ListPids(const std::string& proc_root) {
+  std::vector<pid_t> pids;
+  DIR* d = opendir(proc_root.c_str());
+  if (d == nullptr) return pids;
+  while (struct dirent* e = readdir(d)) {
+    int pid;
+    if (absl::SimpleAtoi(e->d_name, &pid) && pid > 0) pids.push_back(pid);
+  }
+  closedir(d);
+  std::sort(pids.begin(), pids.end());
+  return pids;
+}
+
+}  // namespace
+
+bool IsPauseOrInit(const std::string& comm) {
+  static const std::set<std::string> kNames = {"pause", "tini", "dumb-init", "catatonit",
+                                               "init", "systemd", "s6-svscan", "conmon"};
+  return kNames.count(comm) > 0;
+}
+
+bool IsKnownSidecar(const std::string& comm) {
+  static const std::set<std::string> kNames = {
+      "kube-rbac-proxy", "envoy", "pilot-agent", "linkerd2-proxy", "linkerd-proxy",
+      "istio-proxy", "oauth2-proxy", "pprof-sidecar", "fluent-bit", "vector"};
+  return kNames.count(comm) > 0;
+}
+
+absl::StatusOr<ProcessInfo> ReadProcessInfo(pid_t pid, const std::string& proc_root) {
+  ProcessInfo info;
+  info.pid = pid;
+  std::string base = absl::StrCat(proc_root, "/", pid);
+  std::string stat;
+  if (!ReadFile(base + "/stat", &stat) || stat.empty()) {
+    return absl::NotFoundError(absl::StrCat("process ", pid, " not found (", base, "/stat)"));
+  }
+  // comm is in parentheses and may contain spaces or ')': split at the last ')'.
+  size_t open = stat.find('('), close = stat.rfind(')');
+  if (open == std::string::npos || close == std::string::npos || close < open) {
+    return absl::DataLossError(absl::StrCat("malformed ", base, "/stat"));
+  }
+  info.comm = stat.substr(open + 1, close - open - 1);
+  std::vector<std::string> f = absl::StrSplit(stat.substr(close + 1), ' ', absl::SkipEmpty());
+  // f[0] is field 3 (state); field N is f[N-3].
+  if (f.size() < 22) return absl::DataLossError(absl::StrCat("short ", base, "/stat"));
+  int ppid = 0;
+  (void)absl::SimpleAtoi(f[1], &ppid);
+  info.ppid = ppid;
+  (void)absl::SimpleAtoi(f[19], &info.start_time);
+  (void)absl::SimpleAtoi(f[21], &info.rss_pages);
+  char buf[4096];
+  ssize_t n = readlink((base + "/exe").c_str(), buf, sizeof(buf) - 1);
+  if (n > 0) info.exe.assign(buf, n);
+  return info;
+}
+
+absl::StatusOr<Discovery> DiscoverTarget(const DiscoveryOptions& opts) {
+  const pid_t self = opts.self_pid ? opts.self_pid : getpid();
+  Discovery out;
+  if (opts.target_pid > 0) {
+    auto info = ReadProcessInfo(opts.target_pid, opts.proc_root);
+    if (!info.ok()) {
+      return absl::NotFoundError(
+          absl::StrCat("--target_pid=", opts.target_pid, ": ", info.status().message()));
+    }
+    out.target = *info;
+    out.explanation = absl::StrCat("pid ", opts.target_pid, " given by --target_pid");
+    return out;
+  }
+
+  std::vector<ProcessInfo> procs;
+  for (pid_t pid : ListPids(opts.proc_root)) {
+    auto info = ReadProcessInfo(pid, opts.proc_root);
+    if (info.ok()) procs.push_back(*std::move(info));
+  }
+  // Our ancestors (e.g. the shell that started us) are never targets.
+  std::set<pid_t> related = {self};
+  {
+    pid_t p = self;
+    for (int i = 0; i < 64; ++i) {
+      auto it = std::find_if(procs.begin(), procs.end(), [&](const ProcessInfo& x) { return x.pid == p; });
+      if (it == procs.end() || it->ppid <= 0) break;
+      related.insert(it->ppid);
+      p = it->ppid;
+    }
+  }
+
+  std::regex name_re;
+  if (!opts.target_name.empty()) {
+    try {
+      name_re = std::regex(opts.target_name, std::regex::extended);
+    } catch (const std::regex_error& e) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--target_name=", opts.target_name, ": invalid regex: ", e.what()));
+    }
+  }
+
+  std::vector<ProcessInfo> candidates;
+  for (const auto& p : procs) {
+    if (p.exe.empty()) continue;  // kernel thread or not ours to read
+    if (related.count(p.pid)) continue;
+    if (!opts.target_name.empty()) {
+      if (std::regex_match(p.comm, name_re) || std::regex_match(Basename(p.exe), name_re)) {
+        candidates.push_back(p);
+      }
+      continue;
+    }
+    if (p.pid == 1 && (IsPauseOrInit(p.comm) || IsPauseOrInit(Basename(p.exe)))) continue;
+    if (IsKnownSidecar(p.comm) || IsKnownSidecar(Basename(p.exe))) continue;
+    candidates.push_back(p);
+  }
+  if (candidates.empty()) {
+    return absl::NotFoundError(
+        opts.target_name.empty()
+            ? "no target process: nothing in this pid namespace besides pid 1's pause/init, the "
+              "agent and known sidecars (is shareProcessNamespace: true set on the pod?)"
+            : absl::StrCat("no process whose comm or executable name matches --target_name=",
+                           opts.target_name));
+  }
+  std::stable_sort(candidates.begin(), candidates.end(),
+                   [](const ProcessInfo& a, const ProcessInfo& b) {
+                     if (a.rss_pages != b.rss_pages) return a.rss_pages > b.rss_pages;
+                     return a.start_time < b.start_time;
+                   });
+  out.target = candidates[0];
+  out.others.assign(candidates.begin() + 1, candidates.end());
+  if (out.others.empty()) {
+    out.explanation = absl::StrCat("pid ", out.target.pid, " (", out.target.comm,
+                                   ") is the only candidate");
+  } else {
+    std::vector<std::string> names;
+    for (const auto& o : out.others) names.push_back(absl::StrCat(o.pid, "/", o.comm));
+    out.explanation = absl::StrCat("ambiguous: chose pid ", out.target.pid, " (", out.target.comm,
+                                   ") with the largest resident set over ",
+                                   absl::StrJoin(names, ", "),
+                                   "; pass --target_pid or --target_name to choose");
+  }
+  return out;
+}
+
+}  // namespace pprof_sidecar

@@ -1,0 +1,60 @@
+// Finding the process to profile inside the pod's shared pid namespace.
+//
+// Rule (documented in the README): candidates are all processes visible in /proc except
+//   - kernel threads (no /proc/PID/exe),
+//   - pid 1 when it is a pause/init process (pause, tini, dumb-init, catatonit, init, systemd),
+//   - the agent itself and its ancestors,
+//   - known sidecars (kube-rbac-proxy, envoy, pilot-agent, linkerd2-proxy, ...).
+// With --target_pid the pid is used as given (it must exist). With --target_name the candidates
+// whose comm or exe basename fully matches the RE2-free std::regex are kept. When several remain,
+// the one with the largest resident set wins (ties: the oldest), and the choice is logged with the
+// list of the others.
+#ifndef PPROF_SIDECAR_AGENT_TARGET_TARGET_DISCOVERY_H_
+#define PPROF_SIDECAR_AGENT_TARGET_TARGET_DISCOVERY_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace pprof_sidecar {
+
+struct ProcessInfo {
+  pid_t pid = 0;
+  pid_t ppid = 0;
+  std::string comm;
+  std::string exe;        // readlink(/proc/PID/exe), may end in " (deleted)"
+  uint64_t start_time = 0;  // field 22 of /proc/PID/stat (clock ticks since boot): identity
+  uint64_t rss_pages = 0;
+};
+
+// Reads /proc/<pid>/{stat,exe}. NotFound if the process is gone.
+absl::StatusOr<ProcessInfo> ReadProcessInfo(pid_t pid, const std::string& proc_root = "/proc");
+
+struct DiscoveryOptions {
+  pid_t target_pid = 0;     // 0: not set
+  std::string target_name;  // "": not set
+  pid_t self_pid = 0;       // 0: getpid()
+  std::string proc_root = "/proc";
+};
+
+struct Discovery {
+  ProcessInfo target;
+  std::vector<ProcessInfo> others;  // other candidates that were not chosen (ambiguous case)
+  std::string explanation;          // human-readable: why this one
+};
+
+// Applies the rule above. NotFound with a clear message when nothing qualifies.
+absl::StatusOr<Discovery> DiscoverTarget(const DiscoveryOptions& opts);
+
+// True for names of pause/init processes that sit at pid 1 of a pod.
+bool IsPauseOrInit(const std::string& comm);
+// True for well-known sidecar processes that are never targets.
+bool IsKnownSidecar(const std::string& comm);
+
+}  // namespace pprof_sidecar
+
+#endif  // PPROF_SIDECAR_AGENT_TARGET_TARGET_DISCOVERY_H_
