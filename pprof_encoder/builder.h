@@ -4,6 +4,7 @@
 #define PPROF_SIDECAR_PPROF_ENCODER_BUILDER_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,12 @@ struct Label {
 class Builder {
  public:
   Builder();
+  // Copies are independent (deep copy of the profile and dedup tables).
+  Builder(const Builder& other);
+  Builder& operator=(const Builder& other);
+  Builder(Builder&&) = default;
+  Builder& operator=(Builder&&) = default;
+
   // Index in the string table (index 0 is always "").
   int64_t StringId(absl::string_view s);
   void AddSampleType(absl::string_view type, absl::string_view unit);
