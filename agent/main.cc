@@ -1,13 +1,12 @@
 // pprof-sidecar: serves Go's /debug/pprof contract for another process in the pod, sampled
 // with eBPF. See README.md for the user's view and docs/DESIGN.md for the data path.
+#include <gflags/gflags.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <thread>
-
-#include <gflags/gflags.h>
 
 #include "absl/strings/str_cat.h"
 #include "agent/profile/cpu_profiler.h"
@@ -16,9 +15,11 @@
 #include "agent/symbolize/process_symbolizer.h"
 #include "agent/target/target_tracker.h"
 
-DEFINE_int32(target_pid, 0, "Pid (in the agent's pid namespace) of the process to profile. "
+DEFINE_int32(target_pid, 0,
+             "Pid (in the agent's pid namespace) of the process to profile. "
              "Fixed: does not follow a restart of the target (use --target_name for that).");
-DEFINE_string(target_name, "", "Extended regex matched against the comm and the executable "
+DEFINE_string(target_name, "",
+              "Extended regex matched against the comm and the executable "
               "basename of candidate processes; the largest (RSS) match is the target.");
 DEFINE_string(listen_address, "127.0.0.1:6060", "HOST:PORT to serve /debug/pprof on.");
 DEFINE_bool(allow_non_loopback_listen, false,

@@ -33,7 +33,8 @@ bool ReadFile(const std::string& path, std::string* out) {
 std::string Basename(const std::string& path) {
   std::string p = path;
   const std::string deleted = " (deleted)";
-  if (p.size() > deleted.size() && p.compare(p.size() - deleted.size(), deleted.size(), deleted) == 0) {
+  if (p.size() > deleted.size() &&
+      p.compare(p.size() - deleted.size(), deleted.size(), deleted) == 0) {
     p.resize(p.size() - deleted.size());
   }
   size_t slash = p.rfind('/');
@@ -56,15 +57,15 @@ std::vector<pid_t> ListPids(const std::string& proc_root) {
 }  // namespace
 
 bool IsPauseOrInit(const std::string& comm) {
-  static const std::set<std::string> kNames = {"pause", "tini", "dumb-init", "catatonit",
-                                               "init", "systemd", "s6-svscan", "conmon"};
+  static const std::set<std::string> kNames = {"pause", "tini",    "dumb-init", "catatonit",
+                                               "init",  "systemd", "s6-svscan", "conmon"};
   return kNames.count(comm) > 0;
 }
 
 bool IsKnownSidecar(const std::string& comm) {
   static const std::set<std::string> kNames = {
-      "kube-rbac-proxy", "envoy", "pilot-agent", "linkerd2-proxy", "linkerd-proxy",
-      "istio-proxy", "oauth2-proxy", "pprof-sidecar", "fluent-bit", "vector"};
+      "kube-rbac-proxy", "envoy",        "pilot-agent",   "linkerd2-proxy", "linkerd-proxy",
+      "istio-proxy",     "oauth2-proxy", "pprof-sidecar", "fluent-bit",     "vector"};
   return kNames.count(comm) > 0;
 }
 
@@ -120,7 +121,8 @@ absl::StatusOr<Discovery> DiscoverTarget(const DiscoveryOptions& opts) {
   {
     pid_t p = self;
     for (int i = 0; i < 64; ++i) {
-      auto it = std::find_if(procs.begin(), procs.end(), [&](const ProcessInfo& x) { return x.pid == p; });
+      auto it = std::find_if(procs.begin(), procs.end(),
+                             [&](const ProcessInfo& x) { return x.pid == p; });
       if (it == procs.end() || it->ppid <= 0) break;
       related.insert(it->ppid);
       p = it->ppid;
@@ -167,15 +169,15 @@ absl::StatusOr<Discovery> DiscoverTarget(const DiscoveryOptions& opts) {
   out.target = candidates[0];
   out.others.assign(candidates.begin() + 1, candidates.end());
   if (out.others.empty()) {
-    out.explanation = absl::StrCat("pid ", out.target.pid, " (", out.target.comm,
-                                   ") is the only candidate");
+    out.explanation =
+        absl::StrCat("pid ", out.target.pid, " (", out.target.comm, ") is the only candidate");
   } else {
     std::vector<std::string> names;
     for (const auto& o : out.others) names.push_back(absl::StrCat(o.pid, "/", o.comm));
-    out.explanation = absl::StrCat("ambiguous: chose pid ", out.target.pid, " (", out.target.comm,
-                                   ") with the largest resident set over ",
-                                   absl::StrJoin(names, ", "),
-                                   "; pass --target_pid or --target_name to choose");
+    out.explanation =
+        absl::StrCat("ambiguous: chose pid ", out.target.pid, " (", out.target.comm,
+                     ") with the largest resident set over ", absl::StrJoin(names, ", "),
+                     "; pass --target_pid or --target_name to choose");
   }
   return out;
 }

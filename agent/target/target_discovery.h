@@ -26,7 +26,7 @@ struct ProcessInfo {
   pid_t pid = 0;
   pid_t ppid = 0;
   std::string comm;
-  std::string exe;        // readlink(/proc/PID/exe), may end in " (deleted)"
+  std::string exe;          // readlink(/proc/PID/exe), may end in " (deleted)"
   uint64_t start_time = 0;  // field 22 of /proc/PID/stat (clock ticks since boot): identity
   uint64_t rss_pages = 0;
 };
