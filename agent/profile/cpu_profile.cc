@@ -6,13 +6,15 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "agent/unwind/cfi.h"
+#include "agent/unwind/unwinder.h"
 #include "pprof_encoder/builder.h"
 
 namespace pprof_sidecar {
 
 bool IsThreadRootFunction(const std::string& name) {
   static const std::set<std::string> kRoots = {
-      "runtime.goexit", "runtime.main",  "runtime.mstart", "runtime.rt0_go",
+      "runtime.goexit",  "runtime.main", "runtime.mstart",    "runtime.rt0_go",
       "runtime.mstart0", "_start",       "__libc_start_main", "__libc_start_call_main",
       "clone",           "clone3",       "start_thread",      "__clone",
       "__clone3",        "__GI___clone", "__GI___clone3"};
@@ -35,6 +37,30 @@ std::vector<pprof_encoder::LineInfo> ToLineInfos(const SourceLines& lines) {
   }
   return out;
 }
+
+// CFI tables, built once per cached binary.
+std::shared_ptr<const void> MakeCfiTable(const ElfFile& elf, const GoPclntab* go) {
+  auto t = CfiTable::FromElf(elf, /*use_debug_frame=*/go == nullptr);
+  if (!t.ok()) return nullptr;
+  return std::shared_ptr<const CfiTable>(*std::move(t));
+}
+
+class SessionCodeLookup : public UnwindCodeLookup {
+ public:
+  explicit SessionCodeLookup(ProcessSymbolizer::Session* s) : s_(s) {}
+  bool Find(uint64_t pc, Code* out) override {
+    static const auto* const kFactory = new ProcessSymbolizer::Session::AuxFactory(MakeCfiTable);
+    ProcessSymbolizer::Session::CodeAt c;
+    if (!s_->FindCode(pc, *kFactory, &c)) return false;
+    out->cfi = static_cast<const CfiTable*>(c.aux);
+    out->go = c.go;
+    out->bias = c.bias;
+    return true;
+  }
+
+ private:
+  ProcessSymbolizer::Session* s_;
+};
 
 // Per-pid state during one build: its maps session and address -> location caches.
 struct PidState {
@@ -66,6 +92,8 @@ absl::StatusOr<std::string> BuildCpuProfile(const std::vector<CpuSample>& sample
   std::map<uint64_t, uint64_t> kernel_leaf, kernel_caller;  // ip -> location id
 
   std::vector<uint64_t> locs;
+  UnwindResult unwound;
+  const UnwindOptions unwind_opts;
   for (const CpuSample& s : samples) {
     ++rep.samples;
     locs.clear();
@@ -87,14 +115,25 @@ absl::StatusOr<std::string> BuildCpuProfile(const std::vector<CpuSample>& sample
       }
       locs.push_back(it->second);
     }
-    // User part (leaf first).
-    if (s.user_ips.empty()) ++rep.samples_without_user_stack;
+    // User part (leaf first): unwound from the stack copy when there is one, else the kernel's
+    // frame-pointer walk.
     std::string root_fn;
     auto& ps = pids[s.pid];
     if (!ps.session && symbolizer) ps.session = symbolizer->NewSession(s.pid);
-    for (size_t i = 0; i < s.user_ips.size(); ++i) {
+    const std::vector<uint64_t>* user_ips = &s.user_ips;
+    bool used_unwinder = false;
+    if (ps.session && !s.user_stack.empty() && s.regs.sp != 0 && s.regs.ip != 0) {
+      SessionCodeLookup lookup(ps.session.get());
+      Unwind(s.regs, s.user_stack, s.user_ips, &lookup, unwind_opts, &unwound);
+      user_ips = &unwound.ips;
+      used_unwinder = true;
+      ++rep.samples_unwound;
+      if (unwound.stitched_frames > 0) ++rep.samples_stitched;
+    }
+    if (user_ips->empty()) ++rep.samples_without_user_stack;
+    for (size_t i = 0; i < user_ips->size(); ++i) {
       ++rep.user_frames;
-      const uint64_t ip = s.user_ips[i];
+      const uint64_t ip = (*user_ips)[i];
       auto& cache = i == 0 ? ps.user_leaf : ps.user_caller;
       auto it = cache.find(ip);
       if (it == cache.end()) {
@@ -120,16 +159,42 @@ absl::StatusOr<std::string> BuildCpuProfile(const std::vector<CpuSample>& sample
         }
         std::string fn = f.lines.empty() ? "" : f.lines.back().function;
         if (f.lines.empty()) ++rep.user_frames_unsymbolized;
-        it = cache.emplace(ip, std::make_pair(b.AddLocation(mapping_id, ip, ToLineInfos(f.lines)),
-                                              std::move(fn)))
+        it = cache
+                 .emplace(ip, std::make_pair(b.AddLocation(mapping_id, ip, ToLineInfos(f.lines)),
+                                             std::move(fn)))
                  .first;
       } else if (it->second.second.empty()) {
         ++rep.user_frames_unsymbolized;
       }
       locs.push_back(it->second.first);
-      if (i + 1 == s.user_ips.size()) root_fn = it->second.second;
+      if (i + 1 == user_ips->size()) root_fn = it->second.second;
     }
-    if (IsThreadRootFunction(root_fn)) ++rep.samples_reaching_root;
+    const bool end_of_stack = used_unwinder && unwound.stop == UnwindStop::kEndOfStack;
+    if (IsThreadRootFunction(root_fn) || end_of_stack) {
+      ++rep.samples_reaching_root;
+    } else if (!used_unwinder) {
+      ++rep.not_root_frame_pointers;
+    } else {
+      switch (unwound.stop) {
+        case UnwindStop::kNoCfi:
+          ++rep.unwind_no_cfi;
+          break;
+        case UnwindStop::kOutsideStack:
+          ++rep.unwind_read_outside_stack;
+          break;
+        case UnwindStop::kDepthLimit:
+          ++rep.unwind_depth_limit;
+          break;
+        case UnwindStop::kBadAddress:
+          ++rep.unwind_bad_address;
+          break;
+        case UnwindStop::kStackSwitch:
+          ++rep.unwind_stack_switch;
+          break;
+        default:
+          break;
+      }
+    }
     b.AddSample(locs, {1, period});
   }
 
@@ -141,6 +206,13 @@ absl::StatusOr<std::string> BuildCpuProfile(const std::vector<CpuSample>& sample
       "%d of %d user frames and %d of %d kernel frames unsymbolized",
       rep.samples, params.hz, reach, rep.user_frames_unsymbolized, rep.user_frames,
       rep.kernel_frames_unsymbolized, rep.kernel_frames));
+  b.AddComment(absl::StrFormat(
+      "pprof-sidecar: unwinding: %d samples unwound from stack copies (%d completed from frame "
+      "pointers), %d from frame pointers only; not reaching a root: no_cfi=%d "
+      "read_outside_stack=%d depth_limit=%d bad_address=%d stack_switch=%d frame_pointers=%d",
+      rep.samples_unwound, rep.samples_stitched, rep.samples - rep.samples_unwound,
+      rep.unwind_no_cfi, rep.unwind_read_outside_stack, rep.unwind_depth_limit,
+      rep.unwind_bad_address, rep.unwind_stack_switch, rep.not_root_frame_pointers));
   for (const auto& [pid, ps] : pids) {
     if (ps.session && !ps.session->maps_error().empty()) {
       b.AddComment(absl::StrCat("pprof-sidecar: pid ", pid, ": ", ps.session->maps_error()));

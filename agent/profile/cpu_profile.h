@@ -27,17 +27,29 @@ struct CpuProfileParams {
 // What the build saw; exported to /metrics and written as profile comments.
 struct CpuProfileReport {
   uint64_t samples = 0;
-  uint64_t samples_reaching_root = 0;   // outermost frame is a thread root function
+  uint64_t samples_reaching_root = 0;  // outermost frame is a thread root function
   uint64_t samples_without_user_stack = 0;
   uint64_t user_frames = 0;
   uint64_t user_frames_unsymbolized = 0;
   uint64_t kernel_frames = 0;
   uint64_t kernel_frames_unsymbolized = 0;
+  // User-space unwinding (agent/unwind) from the sample's registers and stack copy.
+  uint64_t samples_unwound = 0;   // user stack from the unwinder (vs. frame pointers only)
+  uint64_t samples_stitched = 0;  // ... completed from the frame-pointer walk
+  // Samples whose stack does not reach a thread root, by why the unwinder stopped.
+  uint64_t unwind_no_cfi = 0;              // no CFI/pclntab entry for a pc
+  uint64_t unwind_read_outside_stack = 0;  // the copied stack was too short
+  uint64_t unwind_depth_limit = 0;
+  uint64_t unwind_bad_address = 0;       // pc outside mapped binaries, sp not increasing
+  uint64_t unwind_stack_switch = 0;      // Go stack switch (systemstack, asmcgocall, ...)
+  uint64_t not_root_frame_pointers = 0;  // no stack copy; frame-pointer walk did not reach root
 };
 
 // True for functions at which a thread's stack legitimately ends: runtime.goexit,
 // runtime.main, runtime.mstart, runtime.rt0_go, _start, __libc_start_main,
-// __libc_start_call_main, clone, clone3, start_thread.
+// __libc_start_call_main, clone, clone3, start_thread. A sample also counts as reaching its root
+// when the unwinder found the end of the stack (CFI marks the return address undefined, as in
+// glibc's clone3 and _start) even if that frame's name is unknown (stripped libc).
 bool IsThreadRootFunction(const std::string& name);
 
 // Builds, validates and gzips the profile. `samples` may come from several pids (a target that

@@ -110,8 +110,8 @@ absl::StatusOr<std::string> CpuProfiler::Collect(absl::Duration duration,
 
   std::lock_guard<std::mutex> wl(w.mu);
   if (w.dropped > 0) {
-    comments.push_back(absl::StrCat("pprof-sidecar: ", w.dropped,
-                                    " samples dropped: window buffer full"));
+    comments.push_back(
+        absl::StrCat("pprof-sidecar: ", w.dropped, " samples dropped: window buffer full"));
   }
   CpuProfileParams p;
   p.hz = hz_;
@@ -124,6 +124,14 @@ absl::StatusOr<std::string> CpuProfiler::Collect(absl::Duration duration,
   in_profiles_.fetch_add(rep.samples);
   user_unsym_.fetch_add(rep.user_frames_unsymbolized);
   kernel_unsym_.fetch_add(rep.kernel_frames_unsymbolized);
+  unwound_.fetch_add(rep.samples_unwound);
+  stitched_.fetch_add(rep.samples_stitched);
+  stop_no_cfi_.fetch_add(rep.unwind_no_cfi);
+  stop_outside_.fetch_add(rep.unwind_read_outside_stack);
+  stop_depth_.fetch_add(rep.unwind_depth_limit);
+  stop_bad_.fetch_add(rep.unwind_bad_address);
+  stop_switch_.fetch_add(rep.unwind_stack_switch);
+  not_root_fp_.fetch_add(rep.not_root_frame_pointers);
   return out;
 }
 
@@ -152,6 +160,14 @@ CpuProfilerStats CpuProfiler::stats() const {
   s.samples_in_profiles = in_profiles_.load();
   s.user_frames_unsymbolized = user_unsym_.load();
   s.kernel_frames_unsymbolized = kernel_unsym_.load();
+  s.samples_unwound = unwound_.load();
+  s.samples_stitched = stitched_.load();
+  s.unwind_no_cfi = stop_no_cfi_.load();
+  s.unwind_read_outside_stack = stop_outside_.load();
+  s.unwind_depth_limit = stop_depth_.load();
+  s.unwind_bad_address = stop_bad_.load();
+  s.unwind_stack_switch = stop_switch_.load();
+  s.not_root_frame_pointers = not_root_fp_.load();
   return s;
 }
 

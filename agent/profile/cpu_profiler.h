@@ -29,7 +29,7 @@
 namespace pprof_sidecar {
 
 struct CpuProfilerStats {
-  SamplerStats sampler;             // summed over every sampler run so far
+  SamplerStats sampler;  // summed over every sampler run so far
   uint64_t windows_started = 0;
   uint64_t windows_active = 0;
   uint64_t samples_dropped_window_full = 0;
@@ -37,6 +37,15 @@ struct CpuProfilerStats {
   uint64_t samples_in_profiles = 0;
   uint64_t user_frames_unsymbolized = 0;
   uint64_t kernel_frames_unsymbolized = 0;
+  // Unwinding, summed over built profiles (see CpuProfileReport).
+  uint64_t samples_unwound = 0;
+  uint64_t samples_stitched = 0;
+  uint64_t unwind_no_cfi = 0;
+  uint64_t unwind_read_outside_stack = 0;
+  uint64_t unwind_depth_limit = 0;
+  uint64_t unwind_bad_address = 0;
+  uint64_t unwind_stack_switch = 0;
+  uint64_t not_root_frame_pointers = 0;
 };
 
 class CpuProfiler {
@@ -76,8 +85,10 @@ class CpuProfiler {
   mutable std::mutex windows_mu_;
   std::set<Window*> windows_;
 
-  std::atomic<uint64_t> windows_started_{0}, dropped_full_{0}, reaching_root_{0},
-      in_profiles_{0}, user_unsym_{0}, kernel_unsym_{0};
+  std::atomic<uint64_t> windows_started_{0}, dropped_full_{0}, reaching_root_{0}, in_profiles_{0},
+      user_unsym_{0}, kernel_unsym_{0};
+  std::atomic<uint64_t> unwound_{0}, stitched_{0}, stop_no_cfi_{0}, stop_outside_{0},
+      stop_depth_{0}, stop_bad_{0}, stop_switch_{0}, not_root_fp_{0};
 };
 
 }  // namespace pprof_sidecar

@@ -319,6 +319,25 @@ std::string PprofServer::MetricsText() const {
                   c.user_frames_unsymbolized, "\n",
                   "pprof_sidecar_unsymbolized_frames_total{space=\"kernel\"} ",
                   c.kernel_frames_unsymbolized, "\n");
+  counter("pprof_sidecar_unwound_samples_total",
+          "Samples whose user stack was unwound from the copied stack (CFI/pclntab).",
+          c.samples_unwound);
+  counter("pprof_sidecar_unwind_stitched_samples_total",
+          "Unwound samples completed from the frame-pointer walk.", c.samples_stitched);
+  absl::StrAppend(&o,
+                  "# HELP pprof_sidecar_unwind_truncated_total Samples in served profiles not "
+                  "reaching a thread root, by why unwinding stopped.\n"
+                  "# TYPE pprof_sidecar_unwind_truncated_total counter\n");
+  for (const auto& [reason, v] : std::vector<std::pair<const char*, uint64_t>>{
+           {"no_cfi", c.unwind_no_cfi},
+           {"read_outside_stack", c.unwind_read_outside_stack},
+           {"depth_limit", c.unwind_depth_limit},
+           {"bad_address", c.unwind_bad_address},
+           {"stack_switch", c.unwind_stack_switch},
+           {"frame_pointers_only", c.not_root_frame_pointers}}) {
+    absl::StrAppend(&o, "pprof_sidecar_unwind_truncated_total{reason=\"", reason, "\"} ", v,
+                    "\n");
+  }
   gauge("pprof_sidecar_symbol_cache_binaries", "Binaries held in the symbol cache.",
         y.binaries_cached);
   counter("pprof_sidecar_binary_open_errors_total", "Target binaries that could not be read.",

@@ -19,6 +19,9 @@ struct ProcessSymbolizer::Binary {
   std::unique_ptr<DwarfSymbolizer> dwarf;
   std::string build_id;
   std::string error;  // non-empty: the file could not be read
+  std::mutex aux_mu;  // guards aux (built lazily, once, by Session::FindCode)
+  bool aux_built = false;
+  std::shared_ptr<const void> aux;
 };
 
 namespace {
@@ -169,6 +172,43 @@ ResolvedFrame ProcessSymbolizer::Session::ResolveUser(uint64_t ip, bool is_retur
   }
   owner_->frames_unsymbolized_.fetch_add(1);
   return out;
+}
+
+bool ProcessSymbolizer::Session::FindCode(uint64_t pc, const AuxFactory& make_aux, CodeAt* out) {
+  if (last_code_map_ < maps_.size() && pc >= maps_[last_code_map_].start &&
+      pc < maps_[last_code_map_].end) {
+    *out = last_code_;
+    return last_code_.elf != nullptr;
+  }
+  auto it = std::upper_bound(maps_.begin(), maps_.end(), pc,
+                             [](uint64_t v, const MapEntry& m) { return v < m.start; });
+  if (it == maps_.begin()) return false;
+  --it;
+  if (pc >= it->end || !it->IsFileBacked()) return false;
+  const size_t idx = it - maps_.begin();
+  auto bit = binary_of_map_.find(idx);
+  if (bit == binary_of_map_.end())
+    bit = binary_of_map_.emplace(idx, owner_->GetBinary(pid_, *it)).first;
+  Binary* b = bit->second.get();
+  CodeAt c;
+  if (b->elf) {
+    auto vaddr = b->elf->FileOffsetToVaddr(pc - it->start + it->offset);
+    if (vaddr) {
+      c.elf = b->elf.get();
+      c.go = b->go.get();
+      c.bias = pc - *vaddr;
+      std::lock_guard<std::mutex> l(b->aux_mu);
+      if (!b->aux_built && make_aux) {
+        b->aux_built = true;
+        b->aux = make_aux(*b->elf, b->go.get());
+      }
+      c.aux = b->aux.get();
+    }
+  }
+  last_code_map_ = idx;
+  last_code_ = c;
+  *out = c;
+  return c.elf != nullptr;
 }
 
 const Kallsyms* ProcessSymbolizer::kallsyms() {

@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <map>
 #include <memory>
@@ -24,6 +25,8 @@
 namespace pprof_sidecar {
 
 class Kallsyms;
+class ElfFile;
+class GoPclntab;
 
 // What a pprof Mapping needs.
 struct MappingView {
@@ -72,6 +75,19 @@ class ProcessSymbolizer {
     // Empty if /proc/PID/maps was read; else why not (the process exited, ...).
     const std::string& maps_error() const { return maps_error_; }
 
+    // For unwinders: the cached binary mapped at user address `pc`. `aux` is a per-binary slot
+    // built once by `make_aux` (e.g. CFI tables) that lives as long as the binary stays in the
+    // bounded cache; it stays valid for this session's lifetime. False if `pc` is not in a
+    // file-backed mapping of a readable ELF file. Does not add to mappings().
+    struct CodeAt {
+      const ElfFile* elf = nullptr;
+      const GoPclntab* go = nullptr;
+      uint64_t bias = 0;  // runtime address - link-time address, for this mapping
+      const void* aux = nullptr;
+    };
+    using AuxFactory = std::function<std::shared_ptr<const void>(const ElfFile&, const GoPclntab*)>;
+    bool FindCode(uint64_t pc, const AuxFactory& make_aux, CodeAt* out);
+
    private:
     friend class ProcessSymbolizer;
     ProcessSymbolizer* owner_ = nullptr;
@@ -80,6 +96,8 @@ class ProcessSymbolizer {
     std::string maps_error_;
     std::map<size_t, int> view_of_map_;  // maps_ index -> views_ index
     std::map<size_t, std::shared_ptr<Binary>> binary_of_map_;
+    size_t last_code_map_ = ~size_t{0};  // FindCode's last hit (maps_ index)
+    CodeAt last_code_;
     std::vector<MappingView> views_;
   };
 

@@ -1,0 +1,217 @@
+// Privileged end-to-end tests of unwinding without frame pointers: the real BPF sampler records
+// targets built here (Go hashing in crypto/sha256 assembly, C and C++ built with
+// -O2 -fomit-frame-pointer, Go calling C through cgo), BuildCpuProfile writes the profile and
+// google/pprof (pprofcheck) reads it back. In each, >= 95% of samples must reach the thread's
+// root frame and the known 3:1 CPU split must land within +-5 pp. The same samples built
+// without their stack copies (frame pointers only) are logged as the "before" figure.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "agent/profile/cpu_profile.h"
+#include "agent/sampler/cpu_sampler.h"
+#include "agent/symbolize/process_symbolizer.h"
+#include "gtest/gtest.h"
+#include "tests/testutil/pprof_summary.h"
+#include "tests/testutil/testutil.h"
+
+namespace pprof_sidecar {
+namespace {
+
+using ::pprof_sidecar::testing::BuildGo;
+using ::pprof_sidecar::testing::BuildNative;
+using ::pprof_sidecar::testing::CumShare;
+using ::pprof_sidecar::testing::FlatShare;
+using ::pprof_sidecar::testing::GoVersions;
+using ::pprof_sidecar::testing::MakeTempDir;
+using ::pprof_sidecar::testing::PprofSummary;
+using ::pprof_sidecar::testing::SummarizeProfile;
+using ::pprof_sidecar::testing::TestDataDir;
+
+constexpr int kHz = 250;
+constexpr int kSeconds = 4;
+
+struct Child {
+  pid_t pid = -1;
+  ~Child() {
+    if (pid > 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
+  }
+};
+
+pid_t Spawn(const std::vector<std::string>& argv) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+struct Profiled {
+  PprofSummary after, before;
+  CpuProfileReport after_report, before_report;
+  size_t samples = 0;
+};
+
+// Runs `argv`, samples it for kSeconds, and builds the profile with and without stack copies.
+Profiled ProfileTarget(const std::vector<std::string>& argv, const std::string& dir) {
+  Profiled out;
+  Child child;
+  child.pid = Spawn(argv);
+  EXPECT_GT(child.pid, 0);
+  absl::SleepFor(absl::Milliseconds(500));  // past runtime / dynamic loader start-up
+  auto sampler = NewBpfCpuSampler();
+  EXPECT_TRUE(sampler.ok()) << sampler.status();
+  if (!sampler.ok()) return out;
+  std::mutex mu;
+  std::vector<CpuSample> samples;
+  EXPECT_TRUE((*sampler)->SetTargets({static_cast<uint32_t>(child.pid)}).ok());
+  const absl::Time start = absl::Now();
+  auto st = (*sampler)->Start(kHz, [&](const CpuSample& s) {
+    std::lock_guard<std::mutex> l(mu);
+    samples.push_back(s);
+  });
+  EXPECT_TRUE(st.ok()) << st;
+  absl::SleepFor(absl::Seconds(kSeconds));
+  (*sampler)->Stop();
+  out.samples = samples.size();
+
+  ProcessSymbolizer symbolizer;
+  CpuProfileParams params;
+  params.hz = kHz;
+  params.start = start;
+  params.duration = absl::Seconds(kSeconds);
+  auto write_and_summarize = [&](const std::vector<CpuSample>& ss, const std::string& name,
+                                 CpuProfileReport* rep, PprofSummary* sum) {
+    const absl::Time t0 = absl::Now();
+    auto prof = BuildCpuProfile(ss, params, &symbolizer, rep);
+    printf("[%s] BuildCpuProfile: %zu samples in %.1f ms\n", name.c_str(), ss.size(),
+           absl::ToDoubleMilliseconds(absl::Now() - t0));
+    ASSERT_TRUE(prof.ok()) << prof.status();
+    const std::string path = dir + "/" + name + ".pb.gz";
+    std::ofstream(path, std::ios::binary) << *prof;
+    auto s = SummarizeProfile(path);
+    ASSERT_TRUE(s.ok()) << s.status();
+    *sum = *std::move(s);
+  };
+  // "before" first: it opens and caches the binaries, so the "after" time is the unwinding.
+  std::vector<CpuSample> fp_only = samples;
+  for (auto& s : fp_only) s.user_stack.clear();
+  write_and_summarize(fp_only, "before", &out.before_report, &out.before);
+  write_and_summarize(samples, "after", &out.after_report, &out.after);
+  return out;
+}
+
+// Share of samples whose outermost frame is a thread root function.
+double RootShare(const PprofSummary& s) {
+  int64_t total = 0, root = 0;
+  for (const auto& [fn, v] : s.roots) {
+    total += v;
+    if (IsThreadRootFunction(fn)) root += v;
+  }
+  return total ? static_cast<double>(root) / total : 0;
+}
+
+std::string Roots(const PprofSummary& s) {
+  std::string o;
+  for (const auto& [fn, v] : s.roots) absl::StrAppend(&o, fn.empty() ? "?" : fn, "=", v, " ");
+  return o;
+}
+
+// The common assertions: >= 95% reach a root; hot / (hot + cold) = 0.75 +- 0.05.
+void CheckProfile(const std::string& what, const Profiled& p, const std::string& hot,
+                  const std::string& cold) {
+  // A target busy on one core yields kHz * kSeconds samples; other tests' builds may take a share.
+  ASSERT_GT(p.samples, static_cast<size_t>(kHz * kSeconds / 5)) << what;
+  const double before = RootShare(p.before), after = RootShare(p.after);
+  const double h = CumShare(p.after, hot), c = CumShare(p.after, cold);
+  const double hb = CumShare(p.before, hot), cb = CumShare(p.before, cold);
+  printf(
+      "[%s] samples=%zu reach-root before=%.1f%% after=%.1f%% (report: %lu/%lu, stitched %lu)"
+      " split after=%.1f%% (hot %.1f%% cold %.1f%%) before=%.1f%% (hot %.1f%% cold %.1f%%)\n",
+      what.c_str(), p.samples, 100 * before, 100 * after,
+      static_cast<unsigned long>(p.after_report.samples_reaching_root),
+      static_cast<unsigned long>(p.after_report.samples),
+      static_cast<unsigned long>(p.after_report.samples_stitched),
+      h + c > 0 ? 100 * h / (h + c) : 0.0, 100 * h, 100 * c,
+      hb + cb > 0 ? 100 * hb / (hb + cb) : 0.0, 100 * hb, 100 * cb);
+  for (const auto& cm : p.after.comments) printf("  %s\n", cm.c_str());
+  EXPECT_GE(after, 0.95) << what << " roots after: " << Roots(p.after);
+  EXPECT_GE(static_cast<double>(p.after_report.samples_reaching_root),
+            0.95 * p.after_report.samples);
+  ASSERT_GT(h + c, 0.8) << what;
+  EXPECT_NEAR(h / (h + c), 0.75, 0.05) << what;
+}
+
+class UnwindGoHashTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(UnwindGoHashTest, Sha256AssemblyReachesRoot) {
+  const std::string dir = MakeTempDir("unwind_gohash");
+  auto bin =
+      BuildGo(GetParam(), TestDataDir() + "/targets/unwind_gohash", "", dir + "/unwind_gohash");
+  ASSERT_TRUE(bin.ok()) << bin.status();
+  Profiled p = ProfileTarget({*bin, "-seconds", std::to_string(kSeconds + 5)}, dir);
+  // Most samples are in the sha256 block assembly.
+  EXPECT_GT(FlatShare(p.after, "crypto/sha256.block"), 0.6);
+  CheckProfile("go" + GetParam() + " sha256", p, "main.hashHot", "main.hashCold");
+}
+
+INSTANTIATE_TEST_SUITE_P(GoVersions, UnwindGoHashTest, ::testing::ValuesIn(GoVersions()),
+                         [](const ::testing::TestParamInfo<std::string>& i) {
+                           std::string n = "go" + i.param;
+                           for (char& ch : n) {
+                             if (ch == '.') ch = '_';
+                           }
+                           return n;
+                         });
+
+TEST(UnwindNativeTest, CWithoutFramePointers) {
+  const std::string dir = MakeTempDir("unwind_c");
+  auto bin = BuildNative({TestDataDir() + "/targets/unwind_c/unwind_c.c"},
+                         "-O2 -fomit-frame-pointer", dir + "/unwind_c");
+  ASSERT_TRUE(bin.ok()) << bin.status();
+  Profiled p = ProfileTarget({*bin, std::to_string(kSeconds + 5)}, dir);
+  EXPECT_GT(FlatShare(p.after, "mix"), 0.9);
+  CheckProfile("C -O2 -fomit-frame-pointer", p, "hot_path", "cold_path");
+}
+
+TEST(UnwindNativeTest, CppWithoutFramePointers) {
+  const std::string dir = MakeTempDir("unwind_cpp");
+  auto bin = BuildNative({TestDataDir() + "/targets/unwind_cpp/unwind_cpp.cc"},
+                         "-O2 -fomit-frame-pointer", dir + "/unwind_cpp");
+  ASSERT_TRUE(bin.ok()) << bin.status();
+  Profiled p = ProfileTarget({*bin, std::to_string(kSeconds + 5)}, dir);
+  CheckProfile("C++ -O2 -fomit-frame-pointer", p, "HotTask::Run", "ColdTask::Run");
+}
+
+TEST(UnwindCgoTest, GoCallingC) {
+  const std::string dir = MakeTempDir("unwind_cgo");
+  auto bin =
+      BuildGo(GoVersions().front(), TestDataDir() + "/targets/unwind_cgo", "", dir + "/unwind_cgo");
+  ASSERT_TRUE(bin.ok()) << bin.status();
+  Profiled p = ProfileTarget({*bin, "-seconds", std::to_string(kSeconds + 5)}, dir);
+  EXPECT_GT(FlatShare(p.after, "c_mix"), 0.8);
+  // The C callers are only found by CFI.
+  EXPECT_GT(CumShare(p.after, "c_work"), 0.8);
+  CheckProfile("cgo", p, "main.hotGo", "main.coldGo");
+}
+
+}  // namespace
+}  // namespace pprof_sidecar

@@ -1,0 +1,243 @@
+#include "agent/unwind/unwinder.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace pprof_sidecar {
+
+const char* UnwindStopName(UnwindStop s) {
+  switch (s) {
+    case UnwindStop::kEndOfStack:
+      return "end_of_stack";
+    case UnwindStop::kNoCfi:
+      return "no_cfi";
+    case UnwindStop::kOutsideStack:
+      return "read_outside_stack";
+    case UnwindStop::kDepthLimit:
+      return "depth_limit";
+    case UnwindStop::kBadAddress:
+      return "bad_address";
+    case UnwindStop::kStackSwitch:
+      return "stack_switch";
+    case UnwindStop::kNumStops:
+      break;
+  }
+  return "unknown";
+}
+
+namespace {
+
+// Go functions at which a goroutine's or an M's stack ends.
+bool IsGoRoot(absl::string_view name) {
+  return name == "runtime.goexit" || name == "runtime.mstart" || name == "runtime.mstart0" ||
+         name == "runtime.rt0_go" || name == "runtime.goexit0" || name == "runtime.goexit1";
+}
+
+// Go functions that switch stacks: the caller's frame is on another stack than the copy.
+bool IsGoStackSwitch(absl::string_view name) {
+  return name == "runtime.systemstack" || name == "runtime.asmcgocall" || name == "runtime.mcall" ||
+         name == "runtime.morestack" || name == "runtime.asmcgocall_no_g" ||
+         name == "runtime.systemstack_switch" || name == "runtime.cgocallback";
+}
+
+class StackMem {
+ public:
+  StackMem(uint64_t base, absl::string_view bytes) : base_(base), bytes_(bytes) {}
+  bool Read(uint64_t addr, uint64_t* v) const {
+    if (addr < base_ || addr - base_ > bytes_.size() || bytes_.size() - (addr - base_) < 8) {
+      return false;
+    }
+    memcpy(v, bytes_.data() + (addr - base_), 8);
+    return true;
+  }
+
+ private:
+  uint64_t base_;
+  absl::string_view bytes_;
+};
+
+struct Frame {
+  uint64_t pc = 0, sp = 0, bp = 0;
+  bool bp_known = true;
+  bool exact_pc = true;  // pc is not a return address (leaf, or interrupted by a signal)
+};
+
+// Applies a register rule for rbp. Returns false if the value is unknown.
+bool RecoverRbp(const CfiRegRule& r, const Frame& f, uint64_t cfa, const StackMem& mem,
+                uint64_t* out) {
+  switch (r.kind) {
+    case CfiRegRule::kSameValue:
+      *out = f.bp;
+      return f.bp_known;
+    case CfiRegRule::kOffset:
+      return mem.Read(cfa + r.offset, out);
+    case CfiRegRule::kValOffset:
+      *out = cfa + r.offset;
+      return true;
+    case CfiRegRule::kRegister:
+      if (r.reg == kDwarfRsp) {
+        *out = f.sp;
+        return true;
+      }
+      if (r.reg == kDwarfRbp) {
+        *out = f.bp;
+        return f.bp_known;
+      }
+      return false;
+    case CfiRegRule::kExpression:
+    case CfiRegRule::kValExpression: {
+      uint64_t addr;
+      auto rd = [&mem](uint64_t a, uint64_t* v) { return mem.Read(a, v); };
+      if (!EvalDwarfExpr(r.expr, f.pc, f.sp, f.bp, true, cfa, rd, &addr)) return false;
+      if (r.kind == CfiRegRule::kValExpression) {
+        *out = addr;
+        return true;
+      }
+      return mem.Read(addr, out);
+    }
+    case CfiRegRule::kUndefined:
+      return false;
+  }
+  return false;
+}
+
+// One step with CFI. Returns kEndOfStack with *done=false to continue.
+UnwindStop StepCfi(const CfiRow& row, const StackMem& mem, Frame* f, bool* done) {
+  *done = true;
+  uint64_t cfa = 0;
+  if (row.cfa_kind == CfiRow::kCfaRegOffset) {
+    if (row.cfa_reg == kDwarfRsp) {
+      cfa = f->sp + row.cfa_offset;
+    } else if (row.cfa_reg == kDwarfRbp) {
+      if (!f->bp_known) return UnwindStop::kBadAddress;
+      cfa = f->bp + row.cfa_offset;
+    } else {
+      return UnwindStop::kNoCfi;  // CFA in a register the sample does not have
+    }
+  } else {
+    auto rd = [&mem](uint64_t a, uint64_t* v) { return mem.Read(a, v); };
+    if (!EvalDwarfExpr(row.cfa_expr, f->pc, f->sp, f->bp, false, 0, rd, &cfa)) {
+      return UnwindStop::kOutsideStack;
+    }
+  }
+  uint64_t ra = 0;
+  switch (row.ra.kind) {
+    case CfiRegRule::kUndefined:
+      return UnwindStop::kEndOfStack;
+    case CfiRegRule::kOffset:
+      if (!mem.Read(cfa + row.ra.offset, &ra)) return UnwindStop::kOutsideStack;
+      break;
+    case CfiRegRule::kExpression:
+    case CfiRegRule::kValExpression:
+    case CfiRegRule::kValOffset:
+    case CfiRegRule::kRegister:
+      if (!RecoverRbp(row.ra, *f, cfa, mem, &ra)) return UnwindStop::kOutsideStack;
+      break;
+    case CfiRegRule::kSameValue:
+      return UnwindStop::kNoCfi;
+  }
+  uint64_t bp = 0;
+  const bool bp_known = RecoverRbp(row.rbp, *f, cfa, mem, &bp);
+  if (ra == 0) return UnwindStop::kEndOfStack;
+  if (!row.signal_frame && cfa <= f->sp) return UnwindStop::kBadAddress;
+  f->pc = ra;
+  f->sp = cfa;
+  f->bp = bp;
+  f->bp_known = bp_known;
+  f->exact_pc = row.signal_frame;
+  *done = false;
+  return UnwindStop::kEndOfStack;
+}
+
+// Appends the part of the frame-pointer walk that continues the unwound stack, if one matches.
+void Stitch(const std::vector<uint64_t>& fp_ips, const Frame& last, uint64_t sample_bp,
+            UnwindResult* out) {
+  if (fp_ips.size() < 2) return;
+  // A return address of ours that the frame-pointer walk also found: continue after it.
+  for (size_t j = out->ips.size(); j-- > 1;) {
+    for (size_t k = 1; k < fp_ips.size(); ++k) {
+      if (fp_ips[k] != out->ips[j]) continue;
+      out->ips.resize(j + 1);
+      for (size_t m = k + 1; m < fp_ips.size(); ++m) out->ips.push_back(fp_ips[m]);
+      out->stitched_frames = fp_ips.size() - k - 1;
+      return;
+    }
+  }
+  // The last frame still has the sampled rbp (e.g. C code called by Go's asmcgocall keeps the
+  // Go caller's frame pointer): the kernel's walk from that rbp is the continuation.
+  if (out->ips.size() > 1 && last.bp_known && last.bp == sample_bp && sample_bp != 0) {
+    for (size_t m = 1; m < fp_ips.size(); ++m) out->ips.push_back(fp_ips[m]);
+    out->stitched_frames = fp_ips.size() - 1;
+  }
+}
+
+}  // namespace
+
+void Unwind(const UserRegs& regs, absl::string_view stack, const std::vector<uint64_t>& fp_ips,
+            UnwindCodeLookup* lookup, const UnwindOptions& options, UnwindResult* out) {
+  out->ips.clear();
+  out->stitched_frames = 0;
+  out->unwound_frames = 0;
+  const StackMem mem(regs.sp, stack);
+  Frame f;
+  f.pc = regs.ip;
+  f.sp = regs.sp;
+  f.bp = regs.bp;
+  out->ips.push_back(regs.ip);
+  UnwindStop stop = UnwindStop::kEndOfStack;
+  while (true) {
+    if (out->ips.size() >= options.max_frames) {
+      stop = UnwindStop::kDepthLimit;
+      break;
+    }
+    const uint64_t pc = f.exact_pc ? f.pc : f.pc - 1;
+    UnwindCodeLookup::Code code;
+    if (f.pc == 0 || !lookup->Find(pc, &code)) {
+      stop = UnwindStop::kBadAddress;
+      break;
+    }
+    const uint64_t link_pc = pc - code.bias;
+    bool done = true;
+    // Native CFI first: Go code has no .eh_frame entries, while C code linked into a cgo
+    // binary can lie inside the pclntab's pc range.
+    absl::StatusOr<CfiRow> row = absl::NotFoundError("");
+    if (code.cfi != nullptr) row = code.cfi->Find(link_pc);
+    if (row.ok()) {
+      stop = StepCfi(*row, mem, &f, &done);
+    } else if (code.go != nullptr && link_pc >= code.go->min_pc() && link_pc < code.go->max_pc()) {
+      auto fn = code.go->LookupFunc(link_pc);
+      if (!fn.ok() || link_pc >= fn->end) {
+        stop = UnwindStop::kNoCfi;
+      } else if (IsGoRoot(fn->name)) {
+        stop = UnwindStop::kEndOfStack;
+      } else if (IsGoStackSwitch(fn->name)) {
+        stop = UnwindStop::kStackSwitch;
+      } else {
+        const uint64_t ra_addr = f.sp + static_cast<uint64_t>(fn->sp_delta);
+        uint64_t ra = 0;
+        if (!mem.Read(ra_addr, &ra)) {
+          stop = UnwindStop::kOutsideStack;
+        } else if (ra == 0) {
+          stop = UnwindStop::kEndOfStack;
+        } else {
+          // Go saves the caller's BP just below the return address once the frame is set up.
+          if (fn->sp_delta >= 8) f.bp_known = mem.Read(ra_addr - 8, &f.bp);
+          f.pc = ra;
+          f.sp = ra_addr + 8;
+          f.exact_pc = false;
+          done = false;
+        }
+      }
+    } else {
+      stop = UnwindStop::kNoCfi;
+    }
+    if (done) break;
+    out->ips.push_back(f.exact_pc ? f.pc + 1 : f.pc);
+  }
+  out->unwound_frames = out->ips.size();
+  out->stop = stop;
+  if (stop != UnwindStop::kEndOfStack) Stitch(fp_ips, f, regs.bp, out);
+  if (out->ips.size() > options.max_frames) out->ips.resize(options.max_frames);
+}
+
+}  // namespace pprof_sidecar
