@@ -29,7 +29,10 @@ void ServeError(httplib::Response& res, int status, const std::string& text) {
   res.status = status;
   res.headers.erase("Content-Disposition");
   res.set_header("X-Go-Pprof", "1");
-  res.set_header("X-Content-Type-Options", "nosniff");
+  // set_header appends: handlers may have set this one already.
+  if (!res.has_header("X-Content-Type-Options")) {
+    res.set_header("X-Content-Type-Options", "nosniff");
+  }
   res.set_content(text + "\n", "text/plain; charset=utf-8");
 }
 

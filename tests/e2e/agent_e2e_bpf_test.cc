@@ -1,0 +1,621 @@
+// End-to-end tests of issue 2: the real pprof-sidecar binary, real BPF sampling, real targets
+// built from source, profiles fetched over HTTP and read with google/pprof and `go tool pprof`.
+// Needs root (BPF, perf events, unshare/mount). Each test starts its own agent on a free port.
+#include <signal.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "tests/e2e/e2e_util.h"
+#include "tests/testutil/pprof_summary.h"
+#include "tests/testutil/testutil.h"
+
+namespace pprof_sidecar::testing {
+namespace {
+
+constexpr double kSplitTolerance = 0.05;  // ±5 percentage points
+// Samples vs hz × target CPU-seconds: ±10 % over all windows of a test (the issue's bound), ±25 %
+// per window. On a loaded VM a single window is noisier (seen: 0.80 at load average 8 on 2 vCPUs,
+// no steal accounting): a preempted vCPU's missed cpu-clock hrtimer periods collapse into one
+// sample while the guest still accounts the time to the task. Split tests take more windows on
+// a busy machine, which also tightens the aggregate.
+constexpr double kSampleTolerance = 0.10;
+constexpr double kWindowSampleTolerance = 0.25;
+// A 75 % share measured over n samples has a binomial standard deviation of
+// sqrt(0.75 * 0.25 / n): 800 samples put ±5 pp at 3.3 sigma (sampling a deterministic loop is
+// steadier than that in practice). A quiet 2-CPU machine yields them in one 5 s window; split
+// tests take up to kMaxWindows windows when the machine is busy.
+constexpr int64_t kMinSplitSamples = 800;
+constexpr int kMaxWindows = 4;
+
+std::string GoSplitSrc() { return TestDataDir() + "/targets/go_cpu_split"; }
+std::string GoSplitMain() { return GoSplitSrc() + "/main.go"; }
+
+#define ASSERT_OK_AND_ASSIGN(lhs, expr)                       \
+  auto lhs##_or = (expr);                                     \
+  ASSERT_TRUE(lhs##_or.ok()) << lhs##_or.status().ToString(); \
+  auto lhs = *std::move(lhs##_or)
+
+class E2eTest : public ::testing::Test {
+ protected:
+  void SetUp() override { dir_ = MakeTempDir("e2e"); }
+  void TearDown() override {
+    // Agent logs help to diagnose any failure.
+    if (HasFailure()) {
+      for (const auto& a : agents_) {
+        printf("---- agent log (port %d) ----\n%s\n", a->port(), a->Log().c_str());
+      }
+    }
+    if (!HasFailure()) RunCommand(absl::StrCat("rm -rf '", dir_, "'"));
+  }
+
+  // Starts the agent, owned by the fixture until the end of the test (its log is printed if the
+  // test fails). Returns nullptr on failure (the test has then already failed).
+  Agent* StartAgent(const std::vector<std::string>& flags) {
+    auto a = Agent::Start(flags, dir_);
+    EXPECT_TRUE(a.ok()) << a.status();
+    if (!a.ok()) return nullptr;
+    agents_.push_back(*std::move(a));
+    return agents_.back().get();
+  }
+
+  absl::StatusOr<std::unique_ptr<Child>> StartChild(const std::vector<std::string>& argv,
+                                                    const std::string& name) {
+    return Child::Start(argv, absl::StrCat(dir_, "/", name, ".log"));
+  }
+
+  // Polls /healthz until its body contains `needle` (or the timeout passes); returns the time
+  // it took, or nullopt.
+  std::optional<absl::Duration> WaitHealthz(const Agent& a, const std::string& needle,
+                                            absl::Duration timeout, std::string* last = nullptr) {
+    const absl::Time start = absl::Now();
+    while (absl::Now() - start < timeout) {
+      auto r = a.Get("/healthz", absl::Seconds(2));
+      if (r.ok()) {
+        if (last) *last = r->body;
+        if (r->status == 200 && absl::StrContains(r->body, needle)) return absl::Now() - start;
+      }
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    return std::nullopt;
+  }
+
+  std::string dir_;
+  std::vector<std::unique_ptr<Agent>> agents_;
+};
+
+// Share of samples whose outermost frame is `func`.
+double RootShare(const PprofSummary& s, const std::string& func) {
+  auto it = s.roots.find(func);
+  return it == s.roots.end() || s.totals.empty() || s.totals[0] == 0
+             ? 0
+             : static_cast<double>(it->second) / s.totals[0];
+}
+
+int64_t FlatSamples(const PprofSummary& s, const std::string& func) {
+  auto it = s.funcs.find(func);
+  return it == s.funcs.end() || it->second.flat.empty() ? 0 : it->second.flat[0];
+}
+
+// Asserts that Go function `func` of go_cpu_split is in the profile with its source file and
+// only with lines inside its body.
+void ExpectGoFuncWithLines(const PprofSummary& s, const std::string& short_name) {
+  const std::string func = "main." + short_name;
+  auto it = s.funcs.find(func);
+  ASSERT_NE(it, s.funcs.end()) << func << " missing; profile:\n" << s.raw;
+  EXPECT_TRUE(absl::EndsWith(it->second.filename, "main.go"))
+      << func << " file \"" << it->second.filename << "\"";
+  const auto [first, last] = GoFuncLines(GoSplitMain(), short_name);
+  ASSERT_GT(first, 0);
+  ASSERT_GT(last, first);
+  int lines = 0;
+  for (const LineStats& l : s.lines) {
+    if (l.function != func) continue;
+    ++lines;
+    EXPECT_GE(l.line, first) << func;
+    EXPECT_LE(l.line, last) << func;
+  }
+  EXPECT_GT(lines, 0) << func << " has no line information";
+}
+
+// Sample count vs. hz × CPU time, summed over windows.
+struct SampleBudget {
+  double samples = 0, expected = 0;
+  void ExpectMatches() const {
+    printf("all windows: samples %.0f, expected %.0f (ratio %.3f)\n", samples, expected,
+           samples / expected);
+    EXPECT_NEAR(samples, expected, kSampleTolerance * expected);
+  }
+};
+
+// Checks the profile's total sample count against hz × the target's CPU time in the window and
+// adds both to `budget`.
+void ExpectSamplesMatchCpu(const PprofSummary& s, const CpuMonitor& mon, int hz,
+                           SampleBudget* budget, double* cpu_out = nullptr) {
+  ASSERT_GT(s.time_nanos, 0);
+  ASSERT_GT(s.duration_nanos, 0);
+  auto cpu = mon.CpuSecondsBetween(s.time_nanos, s.time_nanos + s.duration_nanos);
+  ASSERT_TRUE(cpu.has_value()) << "CPU readings do not cover the profile window";
+  ASSERT_GT(*cpu, 0.5) << "target barely ran during the window";
+  ASSERT_FALSE(s.totals.empty());
+  const double expected = hz * *cpu;
+  printf("window %.3f s: target cpu %.3f s, samples %lld, expected %.0f (ratio %.3f)\n",
+         s.duration_nanos / 1e9, *cpu, static_cast<long long>(s.totals[0]), expected,
+         s.totals[0] / expected);
+  EXPECT_NEAR(static_cast<double>(s.totals[0]), expected, kWindowSampleTolerance * expected);
+  budget->samples += s.totals[0];
+  budget->expected += expected;
+  if (cpu_out) *cpu_out = *cpu;
+}
+
+void ExpectCpuProfileShape(const PprofSummary& s, int hz) {
+  ASSERT_EQ(s.sample_types.size(), 2u);
+  EXPECT_EQ(s.sample_types[0].type, "samples");
+  EXPECT_EQ(s.sample_types[0].unit, "count");
+  EXPECT_EQ(s.sample_types[1].type, "cpu");
+  EXPECT_EQ(s.sample_types[1].unit, "nanoseconds");
+  EXPECT_EQ(s.period_type.type, "cpu");
+  EXPECT_EQ(s.period, 1000000000LL / hz);
+  ASSERT_EQ(s.totals.size(), 2u);
+  EXPECT_EQ(s.totals[1], s.totals[0] * s.period);
+}
+
+// ---- 1. Go target per toolchain: split, file:line, samples ≈ hz × CPU-seconds. ----
+
+class GoSplitTest : public E2eTest, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(GoSplitTest, SplitLinesAndSampleCount) {
+  ASSERT_OK_AND_ASSIGN(bin, BuildGoCached(GetParam(), GoSplitSrc(), "", dir_ + "/go_cpu_split"));
+  ASSERT_OK_AND_ASSIGN(target, StartChild({bin, "-goroutines", "2", "-seconds", "120"}, "target"));
+  CpuMonitor mon(target->pid());
+  auto agent = StartAgent({absl::StrCat("--target_pid=", target->pid()), "--cpu_sampling_hz=100"});
+  ASSERT_TRUE(agent);
+  // Every window must be right on its own (shape, file:line, samples vs CPU); the split is
+  // judged over enough samples: more windows are taken if the machine is busy.
+  int64_t hot = 0, cold = 0;
+  SampleBudget budget;
+  for (int i = 0; i < kMaxWindows && hot + cold < kMinSplitSamples; ++i) {
+    SCOPED_TRACE(absl::StrCat("window ", i));
+    ASSERT_OK_AND_ASSIGN(prof,
+                         FetchProfile(agent->port(), 5, absl::StrCat(dir_, "/cpu", i, ".pb.gz")));
+    const PprofSummary& s = prof.summary;
+    ExpectCpuProfileShape(s, 100);
+    EXPECT_GE(s.duration_nanos, 5'000'000'000LL);
+    EXPECT_LT(s.duration_nanos, 6'000'000'000LL);
+    ExpectGoFuncWithLines(s, "hotPath");
+    ExpectGoFuncWithLines(s, "coldPath");
+    const int64_t h = FlatSamples(s, "main.hotPath"), c = FlatSamples(s, "main.coldPath");
+    EXPECT_GE(h + c, 0.8 * s.totals[0]) << "the target's work is not where the profile says";
+    // The goroutines' stacks reach their root frame.
+    EXPECT_GT(RootShare(s, "runtime.goexit"), 0.9) << s.raw;
+    ExpectSamplesMatchCpu(s, mon, 100, &budget);
+    hot += h;
+    cold += c;
+  }
+  ASSERT_GE(hot + cold, kMinSplitSamples) << "too few samples for a meaningful split";
+  const double share = static_cast<double>(hot) / (hot + cold);
+  printf("go %s: hotPath %lld coldPath %lld share %.3f\n", GetParam().c_str(),
+         static_cast<long long>(hot), static_cast<long long>(cold), share);
+  EXPECT_NEAR(share, 0.75, kSplitTolerance);
+  budget.ExpectMatches();
+}
+
+std::string VersionName(const ::testing::TestParamInfo<std::string>& p) {
+  return "go" + absl::StrReplaceAll(p.param, {{".", "_"}});
+}
+
+INSTANTIATE_TEST_SUITE_P(Toolchains, GoSplitTest, ::testing::ValuesIn(GoVersions()), VersionName);
+
+// Known gap (frame-pointer unwinding): hotPath is a Go leaf with a zero-size frame, so it never
+// pushes BP; a BP-chain walk from inside it reads its caller's saved BP/return address and skips
+// main.worker (stacks show main.main.func1 -> main.hotPath). Go's own profiler reports
+// main.worker -> main.hotPath. Enable once the leaf's return address is taken from [SP] (Go
+// pclntab's pcsp delta is 0 there) or full unwinding lands.
+TEST_F(E2eTest, GoFramelessLeafKeepsItsCaller) {
+  ASSERT_OK_AND_ASSIGN(bin, BuildGoCached("1.19", GoSplitSrc(), "", dir_ + "/go_cpu_split"));
+  ASSERT_OK_AND_ASSIGN(target, StartChild({bin, "-goroutines", "1", "-seconds", "120"}, "target"));
+  auto agent = StartAgent({absl::StrCat("--target_pid=", target->pid())});
+  ASSERT_TRUE(agent);
+  ASSERT_OK_AND_ASSIGN(prof, FetchProfile(agent->port(), 3, dir_ + "/cpu.pb.gz"));
+  int64_t hot = 0, hot_from_worker = 0;
+  for (const SampleStack& st : prof.summary.samples) {
+    if (st.frames.size() < 2 || st.frames[0] != "main.hotPath") continue;
+    hot += st.values[0];
+    if (st.frames[1] == "main.worker") hot_from_worker += st.values[0];
+  }
+  ASSERT_GT(hot, 50);
+  EXPECT_GE(hot_from_worker, 0.95 * hot) << prof.summary.raw;
+}
+
+// ---- 2. Stripped PIE Go build (oldest and newest toolchain). ----
+
+class GoStrippedPieTest : public GoSplitTest {};
+
+std::vector<std::string> OldestAndNewestGo() {
+  std::vector<std::string> v = GoVersions();
+  if (v.size() > 2) v = {v.front(), v.back()};
+  return v;
+}
+
+TEST_P(GoStrippedPieTest, Symbolized) {
+  ASSERT_OK_AND_ASSIGN(bin, BuildGoCached(GetParam(), GoSplitSrc(),
+                                          "-buildmode=pie -ldflags='-s -w'", dir_ + "/gopie"));
+  // Really stripped and position independent.
+  CommandResult hdr = RunCommand("readelf -h -S -W '" + bin + "'");
+  ASSERT_EQ(hdr.exit_code, 0) << hdr.output;
+  ASSERT_TRUE(absl::StrContains(hdr.output, "DYN (")) << hdr.output;
+  ASSERT_FALSE(absl::StrContains(hdr.output, ".symtab")) << hdr.output;
+
+  ASSERT_OK_AND_ASSIGN(target, StartChild({bin, "-goroutines", "2", "-seconds", "120"}, "target"));
+  auto agent = StartAgent({absl::StrCat("--target_pid=", target->pid())});
+  ASSERT_TRUE(agent);
+  int64_t hot = 0, cold = 0;
+  for (int i = 0; i < kMaxWindows && hot + cold < kMinSplitSamples; ++i) {
+    ASSERT_OK_AND_ASSIGN(prof,
+                         FetchProfile(agent->port(), 5, absl::StrCat(dir_, "/cpu", i, ".pb.gz")));
+    ExpectGoFuncWithLines(prof.summary, "hotPath");
+    ExpectGoFuncWithLines(prof.summary, "coldPath");
+    hot += FlatSamples(prof.summary, "main.hotPath");
+    cold += FlatSamples(prof.summary, "main.coldPath");
+  }
+  ASSERT_GE(hot + cold, kMinSplitSamples);
+  EXPECT_NEAR(static_cast<double>(hot) / (hot + cold), 0.75, kSplitTolerance);
+}
+
+INSTANTIATE_TEST_SUITE_P(Toolchains, GoStrippedPieTest, ::testing::ValuesIn(OldestAndNewestGo()),
+                         VersionName);
+
+// ---- 3. C target. ----
+
+TEST_F(E2eTest, CTargetSplitAndNames) {
+  ASSERT_OK_AND_ASSIGN(bin, BuildNative({TestDataDir() + "/targets/c_spin/c_spin.c"},
+                                        "-O0 -fno-omit-frame-pointer -pthread", dir_ + "/c_spin"));
+  ASSERT_OK_AND_ASSIGN(target, StartChild({bin, "nowait", "2", "60", "split"}, "target"));
+  CpuMonitor mon(target->pid());
+  // 97 Hz: not a divisor of c_spin's 20 ms hot/cold cycle, so sampling cannot phase-lock.
+  constexpr int kHz = 97;
+  auto agent = StartAgent(
+      {absl::StrCat("--target_pid=", target->pid()), absl::StrCat("--cpu_sampling_hz=", kHz)});
+  ASSERT_TRUE(agent);
+  double hot = 0, cold = 0;  // samples with spin_hot / spin_cold anywhere in the stack
+  SampleBudget budget;
+  for (int i = 0; i < kMaxWindows && hot + cold < kMinSplitSamples; ++i) {
+    SCOPED_TRACE(absl::StrCat("window ", i));
+    ASSERT_OK_AND_ASSIGN(prof,
+                         FetchProfile(agent->port(), 5, absl::StrCat(dir_, "/cpu", i, ".pb.gz")));
+    const PprofSummary& s = prof.summary;
+    ExpectCpuProfileShape(s, kHz);
+    for (const char* f : {"spin_hot", "spin_cold", "worker"}) {
+      EXPECT_TRUE(s.funcs.count(f)) << f << " missing; profile:\n" << s.raw;
+    }
+    // spin_* call clock_gettime (vDSO or syscall) to check their budget: count callees too.
+    const double h = CumShare(s, "spin_hot") * s.totals[0],
+                 c = CumShare(s, "spin_cold") * s.totals[0];
+    EXPECT_GT(h + c, 0.8 * s.totals[0]);
+    // Stacks through the frame-pointer chain reach the thread function.
+    int64_t with_hot = 0, with_hot_and_worker = 0;
+    for (const SampleStack& st : s.samples) {
+      bool in_hot = std::find(st.frames.begin(), st.frames.end(), "spin_hot") != st.frames.end();
+      bool in_worker = std::find(st.frames.begin(), st.frames.end(), "worker") != st.frames.end();
+      with_hot += in_hot ? st.values[0] : 0;
+      with_hot_and_worker += in_hot && in_worker ? st.values[0] : 0;
+    }
+    EXPECT_GE(with_hot_and_worker, 0.9 * with_hot);
+    ExpectSamplesMatchCpu(s, mon, kHz, &budget);
+    hot += h;
+    cold += c;
+  }
+  ASSERT_GE(hot + cold, kMinSplitSamples);
+  printf("c: spin_hot %.0f spin_cold %.0f share %.3f\n", hot, cold, hot / (hot + cold));
+  EXPECT_NEAR(hot / (hot + cold), 0.75, kSplitTolerance);
+  budget.ExpectMatches();
+}
+
+// ---- 4. `go tool pprof` straight from the agent's URL. ----
+
+TEST_F(E2eTest, GoToolPprofFetchesFromUrl) {
+  ASSERT_OK_AND_ASSIGN(bin, BuildGoCached("1.19", GoSplitSrc(), "", dir_ + "/go_cpu_split"));
+  ASSERT_OK_AND_ASSIGN(target, StartChild({bin, "-goroutines", "1", "-seconds", "120"}, "target"));
+  auto agent = StartAgent({absl::StrCat("--target_pid=", target->pid())});
+  ASSERT_TRUE(agent);
+  const std::string home = dir_ + "/home", tmp = dir_ + "/pproftmp";
+  mkdir(home.c_str(), 0700);
+  mkdir(tmp.c_str(), 0700);
+  CommandResult r = RunCommand(
+      absl::StrCat("HOME='", home, "' PPROF_TMPDIR='", tmp, "' PPROF_BINARY_PATH=/nonexistent",
+                   " /usr/lib/go-1.19/bin/go tool pprof -top 'http://127.0.0.1:", agent->port(),
+                   "/debug/pprof/profile?seconds=3'"));
+  printf("%s\n", r.output.c_str());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(absl::StrContains(r.output, "main.hotPath")) << r.output;
+  EXPECT_TRUE(absl::StrContains(r.output, "main.coldPath")) << r.output;
+  EXPECT_TRUE(absl::StrContains(r.output, "Type: cpu")) << r.output;
+  // pprof saved the fetched profile; it is a valid profile with the same functions.
+  CommandResult ls = RunCommand(absl::StrCat("ls '", tmp, "'/pprof.*.pb.gz"));
+  ASSERT_EQ(ls.exit_code, 0) << ls.output;
+  std::string saved(absl::StripTrailingAsciiWhitespace(ls.output));
+  ASSERT_OK_AND_ASSIGN(s, SummarizeProfile(saved));
+  ExpectGoFuncWithLines(s, "hotPath");
+}
+
+// ---- 5. Targets in other mount / pid namespaces. ----
+
+// Runs go_cpu_split as `name` from a tmpfs mounted in a private mount namespace (optionally in a
+// new pid namespace as well), so its path does not exist in the agent's mount namespace.
+class NamespaceTest : public E2eTest {
+ protected:
+  void RunNamespaced(const std::string& name, bool pid_ns) {
+    ASSERT_OK_AND_ASSIGN(bin, BuildGoCached("1.19", GoSplitSrc(), "", dir_ + "/go_cpu_split"));
+    const std::string mnt = dir_ + "/mnt";
+    ASSERT_EQ(mkdir(mnt.c_str(), 0755), 0);
+    const std::string hidden = mnt + "/" + name;
+    std::vector<std::string> argv = {"/usr/bin/unshare"};
+    if (pid_ns) {
+      for (const char* a : {"--pid", "--fork", "--kill-child", "--mount-proc"}) argv.push_back(a);
+    } else {
+      argv.push_back("--mount");
+    }
+    for (const char* a : {"--propagation", "private", "/bin/sh", "-c"}) argv.push_back(a);
+    argv.push_back(absl::StrCat("mount -t tmpfs none '", mnt, "' && cp '", bin, "' '", hidden,
+                                "' && exec '", hidden, "' -goroutines 2 -seconds 120"));
+    ASSERT_OK_AND_ASSIGN(child, StartChild(argv, "target"));
+
+    // The target as this (the agent's) pid namespace sees it.
+    pid_t pid = 0;
+    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+    while (pid == 0 && absl::Now() < deadline) {
+      auto pids = PidsByComm(name);
+      if (pids.size() == 1) pid = pids[0];
+      if (pid == 0) absl::SleepFor(absl::Milliseconds(20));
+    }
+    ASSERT_NE(pid, 0) << "target did not start:\n" << child->Log();
+    if (!pid_ns) EXPECT_EQ(pid, child->pid());
+    // Its binary is invisible here.
+    struct stat st;
+    EXPECT_NE(stat(hidden.c_str(), &st), 0) << hidden << " is visible in the agent's namespace";
+    if (pid_ns) {
+      CommandResult ns = RunCommand(absl::StrCat("grep NSpid /proc/", pid, "/status"));
+      EXPECT_TRUE(absl::StrContains(ns.output, absl::StrCat(pid, "\t1"))) << ns.output;
+    }
+
+    auto agent = StartAgent({absl::StrCat("--target_name=^", name, "$")});
+    ASSERT_TRUE(agent);
+    std::string last;
+    ASSERT_TRUE(WaitHealthz(*agent, absl::StrCat("pid ", pid, " "), absl::Seconds(5), &last))
+        << last;
+    ASSERT_OK_AND_ASSIGN(prof, FetchProfile(agent->port(), 3, dir_ + "/cpu.pb.gz"));
+    ExpectGoFuncWithLines(prof.summary, "hotPath");
+    ExpectGoFuncWithLines(prof.summary, "coldPath");
+    EXPECT_GT(RootShare(prof.summary, "runtime.goexit"), 0.9) << prof.summary.raw;
+    bool mapped = false;
+    for (const MappingSummary& m : prof.summary.mappings) {
+      if (absl::EndsWith(m.file, name)) mapped = m.has_functions;
+    }
+    EXPECT_TRUE(mapped) << "no symbolized mapping of " << name << ":\n" << prof.summary.raw;
+  }
+};
+
+TEST_F(NamespaceTest, TargetInOwnMountNamespace) { RunNamespaced("gosplit_mntns", false); }
+
+TEST_F(NamespaceTest, TargetInChildPidAndMountNamespace) { RunNamespaced("gosplit_pidns", true); }
+
+// ---- 6. Following a restarting target. ----
+
+TEST_F(E2eTest, FollowsTargetRestart) {
+  ASSERT_OK_AND_ASSIGN(bin, BuildGoCached("1.19", GoSplitSrc(), "", dir_ + "/gosplit_rst"));
+  std::vector<std::string> argv = {bin, "-goroutines", "1", "-seconds", "120"};
+  ASSERT_OK_AND_ASSIGN(first, StartChild(argv, "target1"));
+  auto agent = StartAgent({"--target_name=^gosplit_rst$"});
+  ASSERT_TRUE(agent);
+  std::string last;
+  ASSERT_TRUE(WaitHealthz(*agent, absl::StrCat("pid ", first->pid(), " "), absl::Seconds(5), &last))
+      << last;
+
+  first->Kill();  // SIGKILL and reap: the pid is gone
+  ASSERT_TRUE(WaitHealthz(*agent, "target: none", absl::Seconds(3), &last)) << last;
+  ASSERT_OK_AND_ASSIGN(r, agent->Get("/debug/pprof/profile?seconds=1"));
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(r.content_type, "text/plain; charset=utf-8");
+  EXPECT_EQ(r.x_go_pprof, "1");
+  EXPECT_TRUE(absl::StrContains(r.body, "no target")) << r.body;
+
+  ASSERT_OK_AND_ASSIGN(second, StartChild(argv, "target2"));
+  auto took =
+      WaitHealthz(*agent, absl::StrCat("pid ", second->pid(), " "), absl::Seconds(5), &last);
+  ASSERT_TRUE(took.has_value()) << last;
+  printf("re-discovered the restarted target in %s\n", absl::FormatDuration(*took).c_str());
+  EXPECT_LE(*took, absl::Seconds(2));
+  ASSERT_OK_AND_ASSIGN(prof, FetchProfile(agent->port(), 2, dir_ + "/cpu.pb.gz"));
+  ExpectGoFuncWithLines(prof.summary, "hotPath");
+  bool names_pid = false;
+  for (const auto& c : prof.summary.comments) {
+    names_pid |= absl::StrContains(c, absl::StrCat("pid ", second->pid(), " "));
+  }
+  EXPECT_TRUE(names_pid) << prof.summary.raw;
+}
+
+// ---- 7. Bad HTTP input, cmdline, metrics. ----
+
+std::map<std::string, double> ParseMetrics(const std::string& text) {
+  std::map<std::string, double> m;
+  for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+    if (line[0] == '#') continue;
+    size_t sp = line.rfind(' ');
+    double v;
+    if (sp == absl::string_view::npos || !absl::SimpleAtod(line.substr(sp + 1), &v)) continue;
+    m[std::string(line.substr(0, sp))] = v;
+  }
+  return m;
+}
+
+TEST_F(E2eTest, BadInputIsAnsweredAndAgentKeepsServing) {
+  ASSERT_OK_AND_ASSIGN(bin, BuildGoCached("1.19", GoSplitSrc(), "", dir_ + "/go_cpu_split"));
+  const std::vector<std::string> argv = {bin, "-goroutines", "1", "-seconds", "120", "-hash=false"};
+  ASSERT_OK_AND_ASSIGN(target, StartChild(argv, "target"));
+  auto agent = StartAgent({absl::StrCat("--target_pid=", target->pid())});
+  ASSERT_TRUE(agent);
+
+  int bad_requests = 0;
+  for (const char* q : {"abc", "-1", "1.5", "301", "99999999999999999999", "3s"}) {
+    SCOPED_TRACE(q);
+    ASSERT_OK_AND_ASSIGN(r, agent->Get(absl::StrCat("/debug/pprof/profile?seconds=", q)));
+    ++bad_requests;
+    EXPECT_EQ(r.status, 400) << r.body;
+    EXPECT_EQ(r.x_go_pprof, "1");
+    EXPECT_EQ(r.content_type, "text/plain; charset=utf-8");
+    EXPECT_FALSE(r.body.empty());
+  }
+  {
+    // Each header once, as Go writes them.
+    auto raw = RawExchange(agent->port(), "GET /debug/pprof/profile?seconds=abc HTTP/1.1\r\n\r\n");
+    ASSERT_TRUE(raw.ok()) << raw.status();
+    const std::string head = absl::AsciiStrToLower(raw->substr(0, raw->find("\r\n\r\n")));
+    EXPECT_TRUE(absl::StartsWith(head, "http/1.1 400")) << *raw;
+    for (const char* h : {"\r\nx-go-pprof: 1", "\r\nx-content-type-options: nosniff",
+                          "\r\ncontent-type: text/plain; charset=utf-8"}) {
+      size_t first = head.find(h);
+      EXPECT_NE(first, std::string::npos) << h << " missing:\n" << *raw;
+      EXPECT_EQ(head.find(h, first + 1), std::string::npos) << h << " repeated:\n" << *raw;
+    }
+  }
+  ASSERT_OK_AND_ASSIGN(nf, agent->Get("/debug/pprof/nonexistent"));
+  EXPECT_EQ(nf.status, 404);
+  EXPECT_TRUE(absl::StrContains(nf.body, "Unknown profile")) << nf.body;
+  EXPECT_EQ(nf.x_go_pprof, "1");
+
+  // Raw bytes: a TLS hello-like prefix, binary junk, an unknown method, an overlong request
+  // line, a request that never ends, a negative Content-Length, nothing at all. Each is answered
+  // with an error status (or, when incomplete, not at all) and never fatal.
+  struct Junk {
+    std::string bytes, want;  // want: prefix of the answer ("" : no answer)
+  };
+  const Junk junk[] = {
+      {std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n", 21),
+       "HTTP/1.1 400"},
+      {std::string("\x00\xff\xfe\r\n\x01\x02 HTTP/9.9\r\n\r\n", 18), "HTTP/1.1 400"},
+      {"FOO /healthz HTTP/1.1\r\n\r\n", "HTTP/1.1 400"},
+      {"GET /" + std::string(100000, 'a') + " HTTP/1.1\r\n\r\n", "HTTP/1.1 414"},
+      {"GET /debug/pprof/profile?seconds=1 HTTP/1.1\r\nHost: x\r\n", ""},
+      {"GET /debug/pprof/profile?seconds=%zz HTTP/1.1\r\n\r\n", "HTTP/1.1 400"},
+      {"GET /healthz HTTP/1.1\r\nContent-Length: -5\r\n\r\n", "HTTP/1.1 "},
+      {"", ""},
+  };
+  for (const Junk& j : junk) {
+    SCOPED_TRACE(j.bytes.substr(0, 40));
+    auto out = RawExchange(agent->port(), j.bytes, absl::Seconds(3));
+    ASSERT_TRUE(out.ok()) << out.status();
+    if (j.want.empty()) {
+      EXPECT_EQ(*out, "");
+    } else {
+      EXPECT_TRUE(absl::StartsWith(*out, j.want)) << out->substr(0, 200);
+    }
+    ASSERT_FALSE(agent->process().WaitExit(absl::ZeroDuration()).has_value())
+        << "agent died; log:\n"
+        << agent->Log();
+  }
+
+  // Still serving.
+  ASSERT_OK_AND_ASSIGN(h, agent->Get("/healthz"));
+  EXPECT_EQ(h.status, 200);
+  ASSERT_OK_AND_ASSIGN(prof, FetchProfile(agent->port(), 2, dir_ + "/cpu.pb.gz"));
+  ExpectGoFuncWithLines(prof.summary, "hotPath");
+
+  // cmdline: argv joined by NUL, as Go's handler writes os.Args.
+  ASSERT_OK_AND_ASSIGN(cmd, agent->Get("/debug/pprof/cmdline"));
+  EXPECT_EQ(cmd.status, 200);
+  EXPECT_EQ(cmd.body, absl::StrJoin(argv, std::string(1, '\0')));
+
+  ASSERT_OK_AND_ASSIGN(met, agent->Get("/metrics"));
+  EXPECT_EQ(met.status, 200);
+  auto m = ParseMetrics(met.body);
+  EXPECT_GT(m["pprof_sidecar_samples_total"], 0) << met.body;
+  EXPECT_GE(m["pprof_sidecar_profile_samples_total"], prof.summary.totals[0]) << met.body;
+  EXPECT_GE(m["pprof_sidecar_http_requests_total{code=\"400\"}"], bad_requests) << met.body;
+  EXPECT_GE(m["pprof_sidecar_http_requests_total{code=\"404\"}"], 1) << met.body;
+  EXPECT_GE(m["pprof_sidecar_http_requests_total{code=\"200\"}"], 3) << met.body;
+  EXPECT_EQ(m["pprof_sidecar_target_pid"], target->pid()) << met.body;
+}
+
+// ---- 8. Non-loopback listen addresses. ----
+
+TEST_F(E2eTest, NonLoopbackListenRefusedUnlessAllowed) {
+  ASSERT_OK_AND_ASSIGN(sleeper, StartChild({"/bin/sleep", "120"}, "sleeper"));
+  const std::string pid_flag = absl::StrCat("--target_pid=", sleeper->pid());
+  for (const std::string& addr :
+       {absl::StrCat("0.0.0.0:", PickFreePort()), absl::StrCat("[::]:", PickFreePort())}) {
+    SCOPED_TRACE(addr);
+    ASSERT_OK_AND_ASSIGN(
+        agent, StartChild({AgentBinary(), pid_flag, "--listen_address=" + addr}, "refused"));
+    auto st = agent->WaitExit(absl::Seconds(10));
+    ASSERT_TRUE(st.has_value()) << "agent kept running on " << addr;
+    EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) != 0);
+    const std::string log = agent->Log();
+    EXPECT_TRUE(absl::StrContains(log, "non-loopback")) << log;
+    EXPECT_TRUE(absl::StrContains(log, "--allow_non_loopback_listen")) << log;
+  }
+  const int port = PickFreePort();
+  auto agent = StartAgent(
+      {pid_flag, absl::StrCat("--listen_address=0.0.0.0:", port), "--allow_non_loopback_listen"});
+  ASSERT_TRUE(agent);  // answered /healthz on 127.0.0.1, which 0.0.0.0 covers
+  ASSERT_OK_AND_ASSIGN(h, agent->Get("/healthz"));
+  EXPECT_TRUE(absl::StrContains(h.body, absl::StrCat("pid ", sleeper->pid()))) << h.body;
+}
+
+// ---- 9. Overlapping profile requests. ----
+
+TEST_F(E2eTest, ConcurrentProfilesEachGetTheirWindow) {
+  ASSERT_OK_AND_ASSIGN(bin, BuildGoCached("1.19", GoSplitSrc(), "", dir_ + "/go_cpu_split"));
+  ASSERT_OK_AND_ASSIGN(target, StartChild({bin, "-goroutines", "1", "-seconds", "120"}, "target"));
+  CpuMonitor mon(target->pid());
+  auto agent = StartAgent({absl::StrCat("--target_pid=", target->pid())});
+  ASSERT_TRUE(agent);
+  absl::StatusOr<FetchedProfile> a, b;
+  std::thread ta([&] { a = FetchProfile(agent->port(), 5, dir_ + "/a.pb.gz"); });
+  absl::SleepFor(absl::Seconds(1));
+  std::thread tb([&] { b = FetchProfile(agent->port(), 2, dir_ + "/b.pb.gz"); });
+  ta.join();
+  tb.join();
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  const PprofSummary &sa = a->summary, &sb = b->summary;
+  EXPECT_GE(sa.duration_nanos, 5'000'000'000LL);
+  EXPECT_LT(sa.duration_nanos, 5'800'000'000LL);
+  EXPECT_GE(sb.duration_nanos, 2'000'000'000LL);
+  EXPECT_LT(sb.duration_nanos, 2'800'000'000LL);
+  // The windows overlapped: b lies within a.
+  EXPECT_GT(sb.time_nanos, sa.time_nanos);
+  EXPECT_LT(sb.time_nanos + sb.duration_nanos, sa.time_nanos + sa.duration_nanos);
+  ExpectGoFuncWithLines(sa, "hotPath");
+  ExpectGoFuncWithLines(sb, "hotPath");
+  double cpu_a = 0, cpu_b = 0;
+  SampleBudget budget;
+  ExpectSamplesMatchCpu(sa, mon, 100, &budget, &cpu_a);
+  ExpectSamplesMatchCpu(sb, mon, 100, &budget, &cpu_b);
+  budget.ExpectMatches();
+  ASSERT_GT(cpu_b, 0);
+  ASSERT_GT(sb.totals[0], 0);
+  const double ratio = static_cast<double>(sa.totals[0]) / sb.totals[0];
+  printf("samples a/b %.3f, cpu a/b %.3f\n", ratio, cpu_a / cpu_b);
+  EXPECT_NEAR(ratio, cpu_a / cpu_b, kWindowSampleTolerance * cpu_a / cpu_b);
+}
+
+}  // namespace
+}  // namespace pprof_sidecar::testing
