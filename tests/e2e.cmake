@@ -5,8 +5,9 @@ target_link_libraries(agent_e2e_bpf_test PRIVATE testutil PkgConfig::HTTPLIB abs
                       absl::str_format absl::time GTest::gtest_main Threads::Threads)
 target_compile_definitions(
   agent_e2e_bpf_test PRIVATE PPROF_SIDECAR_AGENT="$<TARGET_FILE:pprof-sidecar>"
-                             PPROF_SIDECAR_E2E_GOCACHE="${CMAKE_CURRENT_BINARY_DIR}/e2e-gocache")
+)
 add_dependencies(agent_e2e_bpf_test pprof-sidecar)
-# A cold Go >= 1.20 build of the standard library takes ~40 s here; later runs hit the GOCACHE.
+# A cold Go >= 1.20 build of the standard library takes ~40 s here; later runs hit the shared
+# per-version GOCACHE of testutil.
 gtest_discover_tests(agent_e2e_bpf_test DISCOVERY_TIMEOUT 60
                      PROPERTIES LABELS privileged RUN_SERIAL TRUE TIMEOUT 300)

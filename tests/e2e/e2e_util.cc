@@ -70,16 +70,8 @@ int PickFreePort() {
 
 absl::StatusOr<std::string> BuildGoCached(const std::string& version, const std::string& src_dir,
                                           const std::string& flags, const std::string& out) {
-  const std::string cache = PPROF_SIDECAR_E2E_GOCACHE;
-  mkdir(cache.c_str(), 0755);
-  std::string cmd = absl::StrCat("cd '", src_dir, "' && GO111MODULE=off GOPATH=/usr/share/gocode",
-                                 " GOFLAGS= GOCACHE='", cache, "' GOTOOLCHAIN=local /usr/lib/go-",
-                                 version, "/bin/go build ", flags, " -o '", out, "' .");
-  CommandResult r = RunCommand(cmd);
-  if (r.exit_code != 0) {
-    return absl::InternalError(absl::StrCat("go build failed: ", cmd, "\n", r.output));
-  }
-  return out;
+  // testutil's BuildGo shares one Go build cache per version across all tests.
+  return BuildGo(version, src_dir, flags, out);
 }
 
 absl::StatusOr<std::unique_ptr<Child>> Child::Start(const std::vector<std::string>& argv,
