@@ -12,16 +12,16 @@ root=$(pwd)
 
 bash scripts/install-deps.sh
 
-echo "== build (Release) =="
+echo "== build (Release) == $(date +%T)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j2
 
 status=0
-echo "== ctest: all tests (unit, privileged, end-to-end) =="
+echo "== ctest: all tests (unit, privileged, end-to-end) == $(date +%T)"
 (cd build && ctest --output-on-failure --timeout 900) || status=1
 
 if [ -z "${PPROF_SIDECAR_SKIP_SANITIZE:-}" ]; then
-  echo "== ASan/UBSan: unit tests =="
+  echo "== ASan/UBSan: unit tests == $(date +%T)"
   cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DPPROF_SIDECAR_SANITIZE=ON >/dev/null
   cmake --build build-asan -j2
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure --timeout 900 -LE privileged) ||
@@ -32,8 +32,8 @@ if [ -z "${PPROF_SIDECAR_SKIP_FUZZ:-}" ]; then
   echo "== fuzzers (libFuzzer, ${PPROF_SIDECAR_FUZZ_SECONDS:-20} s each) =="
   CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DPPROF_SIDECAR_FUZZ=ON >/dev/null
-  fuzzers=$(grep -rhoE '^\s*(add_executable\()?[a-z_]+_fuzzer\b' --include='*.cmake' --include=CMakeLists.txt agent pprof_encoder |
-            grep -oE '[a-z_]+_fuzzer' | sort -u)
+  # Every *_fuzzer target the fuzz build defines.
+  fuzzers=$(cmake --build build-fuzz --target help | grep -oE '[a-z0-9_]+_fuzzer$' | sort -u)
   for f in $fuzzers; do
     cmake --build build-fuzz -j2 --target "$f" >/dev/null
     corpus=$(mktemp -d)
@@ -52,5 +52,6 @@ if [ -z "${PPROF_SIDECAR_SKIP_FUZZ:-}" ]; then
   done
 fi
 
+echo "== done $(date +%T)"
 if [ "$status" -eq 0 ]; then echo "ALL TESTS PASSED"; else echo "SOME TESTS FAILED"; fi
 exit "$status"
