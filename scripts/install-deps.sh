@@ -25,6 +25,7 @@ PKGS=(
   # build
   build-essential cmake pkg-config clang llvm bpftool libbpf-dev libelf-dev libdw-dev zlib1g-dev
   libabsl-dev libgflags-dev libcpp-httplib-dev libssl-dev libprotobuf-dev protobuf-compiler
+  nlohmann-json3-dev
   # tests
   libgtest-dev libgmock-dev golang-go golang-1.19-go golang-github-google-pprof-dev
   util-linux procps curl file binutils
