@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Builds pprof-sidecar and runs every test: unit, privileged (real BPF, real targets) and
-# end-to-end, then the unit tests again under ASan/UBSan and a short run of every fuzzer.
-# Must run as root on Debian 12 (installs its own dependencies). Exit status is ctest's.
+# Builds pprof-sidecar and runs every test: unit, privileged (real BPF, real targets),
+# end-to-end, Kubernetes (chart, capabilities, podman image, pod end-to-end), then the unit
+# tests again under ASan/UBSan and a short run of every fuzzer. Must run as root on Debian 12
+# (installs its own dependencies). Exits non-zero if anything failed.
 #
+#   PPROF_SIDECAR_SKIP_IMAGE=1     skip the podman image build and the pod end-to-end test
 #   PPROF_SIDECAR_SKIP_SANITIZE=1  skip the ASan/UBSan pass
 #   PPROF_SIDECAR_SKIP_FUZZ=1      skip the fuzzers
 #   PPROF_SIDECAR_FUZZ_SECONDS=N   seconds per fuzzer (default 20)
@@ -19,6 +21,14 @@ cmake --build build -j2
 status=0
 echo "== ctest: all tests (unit, privileged, end-to-end) == $(date +%T)"
 (cd build && ctest --output-on-failure --timeout 900) || status=1
+
+echo "== Kubernetes delivery: chart, capabilities == $(date +%T)"
+bash tests/k8s/chart_test.sh || status=1
+bash tests/k8s/caps_test.sh || status=1
+if [ -z "${PPROF_SIDECAR_SKIP_IMAGE:-}" ]; then
+  echo "== image (podman) and pod end-to-end == $(date +%T)"
+  if bash tests/k8s/build_image.sh; then bash tests/k8s/pod_e2e.sh || status=1; else status=1; fi
+fi
 
 if [ -z "${PPROF_SIDECAR_SKIP_SANITIZE:-}" ]; then
   echo "== ASan/UBSan: unit tests == $(date +%T)"
