@@ -1,0 +1,348 @@
+#!/usr/bin/env bash
+# pprof-sidecar benchmark. Usage: bench/run.sh [BUILD_DIR]   (default ./build; run as root)
+#
+# Env knobs: ROUNDS (default 7), TARGET_CPU_S (CPU seconds of fixed work per run, default 2),
+# BIG_GO_BINARY (symbolization subject, default Go 1.23's compiler), BENCH_NO_INSTALL=1 (do not
+# apt-get install bpfcc-tools/kernel headers for the profile-bpfcc row), BENCH_NO_BCC=1.
+#
+# What it does (results are printed; BENCHMARKS.md explains them):
+#  1. Slowdown: one long-lived Go target (bench/targets/spin) does the same fixed, deterministic
+#     work on command and times itself (wall and process CPU). Conditions, interleaved in every
+#     round (the order rotates each round so no condition always follows another):
+#       base     no profiler
+#       gopprof  Go's own runtime/pprof CPU profiler (StartCPUProfile, 100 Hz)
+#       agent    pprof-sidecar sampling it at 100 Hz; one /debug/pprof/profile request whose
+#                window covers the whole run
+#       bcc      profile-bpfcc -F 100 -p PID (if it can run here)
+#     The target is pinned to the last CPU, agent and bcc to CPU 0, so the target's slowdown is
+#     the in-target cost (perf interrupt + BPF program + cache effects) and the agent's own CPU is
+#     reported separately. Per round, each condition is divided by that round's base run; the
+#     median and min..max of those ratios are reported.
+#  2. Agent cost while profiling: BPF ns per sample (kernel.bpf_stats_enabled; run_time_ns and
+#     run_cnt of the agent's perf_event program, read from /proc/AGENT/fdinfo, the same counters
+#     bpftool prog show prints), agent VmRSS/VmHWM, agent CPU (utime+stime / wall of the window).
+#  3. Serving latency: curl total time - requested seconds, for every agent round.
+#  4. Cold symbolization of a large Go binary: bench/symbolize_bench (page cache warm, and
+#     evicted).
+set -uo pipefail
+
+BUILD=$(cd "${1:-./build}" && pwd) || { echo "no build dir ${1:-./build}" >&2; exit 2; }
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+ROUNDS=${ROUNDS:-7}
+TARGET_CPU_S=${TARGET_CPU_S:-2}
+BIG_GO_BINARY=${BIG_GO_BINARY:-/usr/lib/go-1.23/pkg/tool/linux_amd64/compile}
+AGENT=$BUILD/pprof-sidecar
+SYMBENCH=$BUILD/symbolize_bench
+WORK=$(mktemp -d /tmp/pprof-sidecar-bench.XXXXXX)
+PORT=$((20000 + RANDOM % 20000))
+CLK_TCK=$(getconf CLK_TCK)
+NCPU=$(nproc)
+T_START=$(date +%s)
+
+log() { printf '%s\n' "$*"; }
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+die() { echo "bench: $*" >&2; exit 1; }
+
+[[ $EUID -eq 0 ]] || die "must run as root (BPF, bpf_stats_enabled)"
+[[ -x $AGENT ]] || die "$AGENT missing: build first"
+if [[ ! -x $SYMBENCH ]]; then
+  cmake --build "$BUILD" --target symbolize_bench >/dev/null 2>&1 || true
+fi
+
+AGENT_PID= TGT_PID= BCC_PID= OLD_BPF_STATS=$(sysctl -n kernel.bpf_stats_enabled 2>/dev/null || echo 0)
+cleanup() {
+  [[ -n $BCC_PID ]] && kill -TERM "$BCC_PID" 2>/dev/null
+  [[ -n $AGENT_PID ]] && kill "$AGENT_PID" 2>/dev/null
+  if [[ -n $TGT_PID ]]; then
+    [[ -n ${SPIN[1]:-} ]] && echo quit >&"${SPIN[1]}" 2>/dev/null
+    sleep 0.2
+    kill "$TGT_PID" 2>/dev/null
+  fi
+  sysctl -qw kernel.bpf_stats_enabled="$OLD_BPF_STATS" 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+if ((NCPU >= 2)); then
+  TARGET_CPU=$((NCPU - 1)); PIN_TARGET=(taskset -c "$TARGET_CPU"); PIN_TOOLS=(taskset -c 0)
+else
+  PIN_TARGET=(); PIN_TOOLS=()
+fi
+
+log "== machine"
+log "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') x $NCPU"
+log "kernel: $(uname -r); mem: $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+log "go: $(go version 2>/dev/null)"
+log "load average at start: $(loadavg)"
+
+# ---------------------------------------------------------------- optional profile-bpfcc
+BCC_OK=0
+bcc_setup() {
+  [[ ${BENCH_NO_BCC:-0} == 1 ]] && { log "bcc: disabled (BENCH_NO_BCC=1)"; return; }
+  if ! command -v profile-bpfcc >/dev/null && [[ ${BENCH_NO_INSTALL:-0} != 1 ]] &&
+    command -v apt-get >/dev/null; then
+    log "bcc: installing bpfcc-tools and kernel headers (optional extra)..."
+    local hdr
+    hdr=$(apt-cache search --names-only '^linux-headers-6\.12\..*-amd64$' 2>/dev/null |
+      awk '{print $1}' | grep -v -e cloud -e rt | sort -V | tail -1)
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends bpfcc-tools \
+      ${hdr:+"$hdr"} >"$WORK/apt.log" 2>&1 || log "bcc: apt-get install failed (see $WORK/apt.log)"
+  fi
+  command -v profile-bpfcc >/dev/null || { log "bcc: profile-bpfcc not available: row skipped"; return; }
+  local mod=/lib/modules/$(uname -r)
+  if [[ ! -e $mod/build/Makefile ]]; then
+    local arch common
+    arch=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | grep -v -e cloud -e rt | sort -V | tail -1)
+    common=${arch%-amd64}-common
+    if [[ -d $arch && -d $common ]]; then
+      mkdir -p "$mod" && ln -sfn "$arch" "$mod/build" && ln -sfn "$common" "$mod/source"
+      log "bcc: linked $mod/build -> $arch, source -> $common"
+    else
+      log "bcc: no kernel headers for bcc to compile against: row skipped"; return
+    fi
+  fi
+  BCC_OK=1
+}
+bcc_setup
+
+# ---------------------------------------------------------------- target
+log ""
+log "== building the Go target (bench/targets/spin) with $(go version | awk '{print $3}')"
+(cd "$SRC/bench/targets/spin" && GO111MODULE=off GOFLAGS= go build -o "$WORK/bench-spin" .) ||
+  die "go build of bench/targets/spin failed"
+coproc SPIN { exec "${PIN_TARGET[@]}" "$WORK/bench-spin" -gopprof_out="$WORK/gopprof.pb.gz"; }
+read -r -t 10 -u "${SPIN[0]}" ready || die "target did not start"
+TGT_PID=$(awk '{print $2}' <<<"$ready")
+# run MODE ITERS -> echoes "wall_ns cpu_ns"
+spin_run() {
+  echo "run $1 $2" >&"${SPIN[1]}"
+  local line
+  read -r -u "${SPIN[0]}" line || die "target died"
+  [[ $line == RESULT* ]] || die "target: $line"
+  awk '{print $3, $4}' <<<"$line"
+}
+
+# ---------------------------------------------------------------- agent
+"${PIN_TOOLS[@]}" "$AGENT" --target_pid="$TGT_PID" --listen_address=127.0.0.1:$PORT \
+  2>"$WORK/agent.log" &
+AGENT_PID=$!
+for _ in $(seq 50); do curl -sf "127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+curl -sf "127.0.0.1:$PORT/healthz" >/dev/null || { cat "$WORK/agent.log"; die "agent did not start"; }
+log "agent pid $AGENT_PID on :$PORT, target pid $TGT_PID (pinned: ${PIN_TARGET[*]:-no})"
+sysctl -qw kernel.bpf_stats_enabled=1 || log "warning: cannot enable kernel.bpf_stats_enabled"
+
+# run_time_ns, run_cnt and count of the newest perf_event (type 7) BPF program PID holds open
+# (the sampler's; a restarted sampler loads a new program with a higher id).
+prog_stats() {
+  local f
+  for f in /proc/"$1"/fdinfo/*; do
+    grep -q '^prog_type:[[:space:]]*7$' "$f" 2>/dev/null || continue
+    awk '/^prog_id:/{i=$2} /^run_time_ns:/{t=$2} /^run_cnt:/{c=$2} END{print i+0, t+0, c+0}' "$f"
+  done | sort -n | tail -1 | awk '{if (NF) print $2, $3, 1; else print 0, 0, 0}'
+}
+proc_cpu_ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
+metric() { curl -s "127.0.0.1:$PORT/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+now_ns() { date +%s%N; }
+
+# ---------------------------------------------------------------- calibration
+log ""
+log "== calibration (load average $(loadavg))"
+read -r w c < <(spin_run base 200000)
+ITERS=$(python3 -c "print(max(10000, int(200000 * $TARGET_CPU_S * 1e9 / $c)))")
+read -r w c < <(spin_run base "$ITERS")  # warm-up at full size
+WINDOW=$(python3 -c "import math; print(int(math.ceil(2 * $w / 1e9)) + 2)")
+log "iterations per run: $ITERS (warm-up: wall $(python3 -c "print(f'{$w/1e9:.2f}')") s," \
+  "cpu $(python3 -c "print(f'{$c/1e9:.2f}')") s); agent window: ${WINDOW} s"
+
+# Cost of an invocation that is filtered out (the target is idle: every sample is another task's).
+IDLE_NS=0
+curl -s -o /dev/null "127.0.0.1:$PORT/debug/pprof/profile?seconds=3" &
+idle_curl=$!
+for _ in $(seq 100); do read -r _ _ n < <(prog_stats "$AGENT_PID"); ((n > 0)) && break; sleep 0.05; done
+sleep 0.2
+read -r b0 n0 _ < <(prog_stats "$AGENT_PID"); sleep 2; read -r b1 n1 _ < <(prog_stats "$AGENT_PID")
+wait "$idle_curl"
+((n1 > n0)) && IDLE_NS=$(((b1 - b0) / (n1 - n0)))
+log "BPF ns per filtered-out invocation (target idle, $((n1 - n0)) invocations): $IDLE_NS"
+
+# ---------------------------------------------------------------- conditions
+RESULTS=$WORK/results.tsv  # round cond wall_ns cpu_ns extra...
+AGENTX=$WORK/agent.tsv     # round bpf_ns bpf_cnt samples latency_s agent_cpu_frac rss_kb
+: >"$RESULTS"; : >"$AGENTX"
+
+cond_base() { echo "$1 base $(spin_run base "$ITERS")" >>"$RESULTS"; }
+cond_gopprof() { echo "$1 gopprof $(spin_run gopprof "$ITERS")" >>"$RESULTS"; }
+
+cond_agent() {
+  local r=$1 s0 s1 b0 b1 c0 c1 t0 t1 res lat
+  s0=$(metric pprof_sidecar_samples_total)
+  c0=$(proc_cpu_ticks "$AGENT_PID"); t0=$(now_ns)
+  curl -s -o "$WORK/agent.pb.gz" -w '%{http_code} %{time_total}\n' \
+    "127.0.0.1:$PORT/debug/pprof/profile?seconds=$WINDOW" >"$WORK/curl.out" &
+  local curl_pid=$!
+  # Wait until the sampler's BPF program is loaded (the window starts right after).
+  for _ in $(seq 100); do
+    read -r _ _ n < <(prog_stats "$AGENT_PID"); ((n > 0)) && break; sleep 0.05
+  done
+  sleep 0.2
+  read -r b0 n0 _ < <(prog_stats "$AGENT_PID")
+  res=$(spin_run base "$ITERS")
+  read -r b1 n1 _ < <(prog_stats "$AGENT_PID")
+  wait "$curl_pid"
+  t1=$(now_ns); c1=$(proc_cpu_ticks "$AGENT_PID")
+  s1=$(metric pprof_sidecar_samples_total)
+  read -r code total <"$WORK/curl.out"
+  [[ $code == 200 ]] || log "  round $r: profile request answered $code"
+  local rss hwm
+  rss=$(awk '/VmRSS/{print $2}' /proc/"$AGENT_PID"/status)
+  hwm=$(awk '/VmHWM/{print $2}' /proc/"$AGENT_PID"/status)
+  lat=$(python3 -c "print(f'{$total - $WINDOW:.4f}')")
+  echo "$r agent $res" >>"$RESULTS"
+  echo "$r $((b1 - b0)) $((n1 - n0)) $((s1 - s0)) $lat" \
+    "$(python3 -c "print(f'{($c1 - $c0) / $CLK_TCK / (($t1 - $t0) / 1e9):.5f}')") $rss $hwm" \
+    >>"$AGENTX"
+}
+
+cond_bcc() {
+  local r=$1
+  ((BCC_OK)) || return 0
+  PYTHONUNBUFFERED=1 "${PIN_TOOLS[@]}" profile-bpfcc -F 100 -p "$TGT_PID" 3600 \
+    >"$WORK/bcc.out" 2>"$WORK/bcc.err" &
+  BCC_PID=$!
+  local ok=0
+  for _ in $(seq 1200); do  # bcc compiles its program first: up to 120 s
+    grep -q '^Sampling' "$WORK/bcc.out" 2>/dev/null && { ok=1; break; }
+    kill -0 "$BCC_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  if ((!ok)); then
+    log "  bcc: profile-bpfcc did not start (tail of its stderr below): row skipped"
+    tail -3 "$WORK/bcc.err" | sed 's/^/    /'
+    kill -TERM "$BCC_PID" 2>/dev/null; wait "$BCC_PID" 2>/dev/null; BCC_PID=; BCC_OK=0
+    return 0
+  fi
+  read -r b0 n0 _ < <(prog_stats "$BCC_PID")
+  local res; res=$(spin_run base "$ITERS")
+  read -r b1 n1 _ < <(prog_stats "$BCC_PID")
+  kill -TERM "$BCC_PID" 2>/dev/null; wait "$BCC_PID" 2>/dev/null; BCC_PID=
+  echo "$r bcc $res $((b1 - b0)) $((n1 - n0))" >>"$RESULTS"
+}
+
+CONDS=(base gopprof agent bcc)
+log ""
+log "== slowdown: $ROUNDS rounds of ${CONDS[*]} (rotating order)"
+for ((r = 1; r <= ROUNDS; r++)); do
+  order=()
+  for ((k = 0; k < ${#CONDS[@]}; k++)); do order+=("${CONDS[$(((k + r - 1) % ${#CONDS[@]}))]}"); done
+  for cnd in "${order[@]}"; do "cond_$cnd" "$r"; done
+  log "round $r/$ROUNDS done (order ${order[*]}; load average $(loadavg))"
+done
+
+# ---------------------------------------------------------------- cold symbolization
+SYMOUT=$WORK/sym.tsv
+: >"$SYMOUT"
+log ""
+if [[ -x $SYMBENCH && -x $BIG_GO_BINARY ]]; then
+  log "== cold symbolization: $BIG_GO_BINARY (load average $(loadavg))"
+  for mode in warmcache evict; do
+    for rep in 1 2 3; do
+      args=(); [[ $mode == evict ]] && args=(--evict)
+      "$SYMBENCH" "${args[@]}" "$BIG_GO_BINARY" | sed "s/^/$mode $rep /" >>"$SYMOUT"
+    done
+  done
+else
+  log "== cold symbolization: skipped ($SYMBENCH or $BIG_GO_BINARY missing)"
+fi
+
+# ---------------------------------------------------------------- report
+log ""
+log "== results (load average at end: $(loadavg); total bench time $(($(date +%s) - T_START)) s)"
+python3 - "$RESULTS" "$AGENTX" "$SYMOUT" "$TARGET_CPU_S" "$ITERS" "$IDLE_NS" <<'EOF'
+import statistics as st, sys, collections
+res_f, agent_f, sym_f, cpu_s, iters, idle_ns = sys.argv[1:7]
+idle_ns = float(idle_ns)
+rounds = collections.defaultdict(dict)
+bcc_bpf = []
+for line in open(res_f):
+    f = line.split()
+    r, c, wall, cpu = int(f[0]), f[1], int(f[2]), int(f[3])
+    rounds[r][c] = (wall, cpu)
+    if c == "bcc" and len(f) >= 6 and int(f[5]) > 0:
+        bcc_bpf.append(int(f[4]) / int(f[5]))
+
+def spread(xs, fmt):
+    xs = sorted(xs)
+    return f"{fmt(st.median(xs))} [{fmt(xs[0])} .. {fmt(xs[-1])}]"
+
+pct = lambda x: f"{(x - 1) * 100:+.2f}%"
+print(f"fixed work: {iters} iterations (~{cpu_s} CPU-s); rounds: {len(rounds)}")
+print("slowdown vs base, paired per round: median [min .. max]")
+base_cpu = [v["base"][1] / 1e9 for v in rounds.values() if "base" in v]
+base_wall = [v["base"][0] / 1e9 for v in rounds.values() if "base" in v]
+print(f"  base: cpu {spread(base_cpu, lambda x: f'{x:.3f}s')}  wall {spread(base_wall, lambda x: f'{x:.3f}s')}")
+for c in ("gopprof", "agent", "bcc"):
+    rc = [v[c][1] / v["base"][1] for v in rounds.values() if c in v and "base" in v]
+    rw = [v[c][0] / v["base"][0] for v in rounds.values() if c in v and "base" in v]
+    if not rc:
+        print(f"  {c:8s}: not run")
+        continue
+    print(f"  {c:8s}: cpu {spread(rc, pct)}  wall {spread(rw, pct)}  (n={len(rc)})")
+# Noise floor: base vs base has no pairs; show the relative spread of base alone.
+if len(base_cpu) > 1:
+    print(f"  noise: base cpu stdev/mean {st.stdev(base_cpu) / st.mean(base_cpu) * 100:.2f}%,"
+          f" wall {st.stdev(base_wall) / st.mean(base_wall) * 100:.2f}%")
+
+ag = [l.split() for l in open(agent_f)]
+if ag:
+    ns_inv = [int(a[1]) / int(a[2]) for a in ag if int(a[2]) > 0]
+    ns_kept = [int(a[1]) / int(a[3]) for a in ag if int(a[3]) > 0]
+    ns_net = [(int(a[1]) - (int(a[2]) - int(a[3])) * idle_ns) / int(a[3]) for a in ag if int(a[3]) > 0]
+    lat = [float(a[4]) * 1000 for a in ag]
+    cpu = [float(a[5]) * 100 for a in ag]
+    rss = [int(a[6]) / 1024 for a in ag]
+    print("  agent VmRSS after each round, in order: " + ", ".join(f"{x:.1f}" for x in rss) + " MB")
+    hwm = max(int(a[7]) for a in ag) / 1024
+    samples = [int(a[3]) for a in ag]
+    agent_cpu_s = [rounds[int(a[0])]["agent"][1] / 1e9 for a in ag]
+    per_cpu_s = [s / c for s, c in zip(samples, agent_cpu_s)]
+    print("agent while profiling at 100 Hz:")
+    print(f"  BPF ns per invocation (both CPUs, incl. filtered-out): {spread(ns_inv, lambda x: f'{x:.0f}')}")
+    print(f"  BPF ns per target sample (all BPF time / kept samples): {spread(ns_kept, lambda x: f'{x:.0f}')}")
+    print(f"  BPF ns per target sample, net of filtered-out invocations ({idle_ns:.0f} ns each): {spread(ns_net, lambda x: f'{x:.0f}')}")
+    print(f"  target samples per target CPU-second (expect ~100): {spread(per_cpu_s, lambda x: f'{x:.1f}')}")
+    print(f"  agent CPU (utime+stime / window wall): {spread(cpu, lambda x: f'{x:.2f}%')}")
+    print(f"  agent VmRSS after window: {spread(rss, lambda x: f'{x:.1f} MB')}; VmHWM {hwm:.1f} MB")
+    print(f"  latency window end -> last byte: {spread(lat, lambda x: f'{x:.0f} ms')} (n={len(lat)})")
+    first = lat[0]
+    print(f"  (first request, cold symbol cache for the target: {first:.0f} ms)")
+if bcc_bpf:
+    print(f"profile-bpfcc BPF ns per invocation: {spread(bcc_bpf, lambda x: f'{x:.0f}')}")
+
+sym = collections.defaultdict(lambda: collections.defaultdict(list))
+for line in open(sym_f):
+    f = line.split()
+    if len(f) >= 4:
+        try:
+            sym[f[0]][f[2]].append(float(f[3]))
+        except ValueError:
+            sym[f[0]][f[2]].append(f[3])
+if sym:
+    any_mode = next(iter(sym.values()))
+    print(f"cold symbolization: {any_mode['BINARY'][0]} ({any_mode['FILE_MB'][0]:.1f} MB, "
+          f"{int(any_mode['GO_FUNCS'][0])} Go funcs, {int(any_mode['PCS'][0])} random PCs, "
+          f"{any_mode['LINES_PER_PC'][0]:.2f} lines/PC)")
+    ms = lambda x: f"{x:.0f} ms"
+    for mode, label in (("warmcache", "page cache warm"), ("evict", "page cache evicted")):
+        d = sym[mode]
+        if not d:
+            continue
+        print(f"  {label}: open+parse+10k PCs {spread(d['PCLNTAB_COLD_TOTAL_MS'], ms)};"
+              f" agent path (ProcessSymbolizer) cold {spread(d['PROCESS_COLD_MS'], ms)},"
+              f" warm {spread(d['PROCESS_WARM_MS'], ms)}")
+        print(f"    of which ElfFile::Open {spread(d['PCLNTAB_OPEN_MS'], lambda x: f'{x:.1f} ms')},"
+              f" GoPclntab::FromElf {spread(d['PCLNTAB_PARSE_MS'], lambda x: f'{x:.1f} ms')},"
+              f" 10k PCs cold {spread(d['PCLNTAB_COLD_SYMBOLIZE_MS'], ms)},"
+              f" warm {spread(d['PCLNTAB_WARM_SYMBOLIZE_MS'], ms)}")
+EOF
+log ""
+log "agent log:"; sed 's/^/  /' "$WORK/agent.log" | tail -5

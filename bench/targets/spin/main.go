@@ -1,0 +1,160 @@
+// spin is the benchmark's CPU-bound target: a fixed amount of deterministic work, repeated on
+// command, timing itself.
+//
+// It reads commands from stdin, one per line, and answers each on stdout:
+//
+//	run MODE ITERS   -> "RESULT MODE wall_ns cpu_ns checksum"
+//	quit             -> exits
+//
+// MODE "base" runs the work as is; MODE "gopprof" wraps it in runtime/pprof's
+// StartCPUProfile/StopCPUProfile at 100 Hz (Go's own profiler, as net/http/pprof would run it),
+// writing the profile to -gopprof_out. Timing covers the work loop only: for "gopprof" the
+// profiler is started before the clock starts and stopped after it stops, exactly as the agent's
+// window covers the whole run. cpu_ns is the process's user+system time (getrusage RUSAGE_SELF)
+// over the same interval, so it includes the Go profiler's own writer goroutine.
+//
+// The work is a mix of integer hashing, a small sort and map updates over a few call levels so
+// that stacks look like a real program's (several frames deep, some inlining); it allocates
+// nothing in steady state, so GC does not add noise.
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"os"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+var gopprofOut = flag.String("gopprof_out", os.DevNull, "where mode gopprof writes its profile")
+
+type state struct {
+	buf [256]uint64
+	tab map[uint64]uint64
+}
+
+//go:noinline
+func mix(x uint64) uint64 {
+	x ^= x >> 33
+	x *= 0xff51afd7ed558ccd
+	x ^= x >> 33
+	x *= 0xc4ceb9fe1a85ec53
+	x ^= x >> 33
+	return x
+}
+
+//go:noinline
+func fill(s *state, seed uint64) {
+	for i := range s.buf {
+		seed = mix(seed + uint64(i))
+		s.buf[i] = seed
+	}
+}
+
+//go:noinline
+func insertionSort(a []uint64) {
+	for i := 1; i < len(a); i++ {
+		v := a[i]
+		j := i - 1
+		for j >= 0 && a[j] > v {
+			a[j+1] = a[j]
+			j--
+		}
+		a[j+1] = v
+	}
+}
+
+//go:noinline
+func tally(s *state) uint64 {
+	var acc uint64
+	for i := 0; i < len(s.buf); i += 16 {
+		k := s.buf[i] & 1023
+		s.tab[k] += s.buf[i+1]
+		acc += s.tab[k]
+	}
+	return acc
+}
+
+//go:noinline
+func step(s *state, i uint64) uint64 {
+	fill(s, i)
+	insertionSort(s.buf[:64])
+	return tally(s) ^ s.buf[0]
+}
+
+func work(iters int) uint64 {
+	s := &state{tab: make(map[uint64]uint64, 1024)}
+	for k := uint64(0); k < 1024; k++ {
+		s.tab[k] = k
+	}
+	var sum uint64
+	for i := 0; i < iters; i++ {
+		sum += step(s, uint64(i))
+	}
+	return sum
+}
+
+func cpuNanos() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return -1
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+func run(mode string, iters int) (string, error) {
+	var f *os.File
+	if mode == "gopprof" {
+		var err error
+		if f, err = os.Create(*gopprofOut); err != nil {
+			return "", err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return "", err
+		}
+	} else if mode != "base" {
+		return "", fmt.Errorf("unknown mode %q", mode)
+	}
+	c0, t0 := cpuNanos(), time.Now()
+	sum := work(iters)
+	wall, cpu := time.Since(t0).Nanoseconds(), cpuNanos()-c0
+	if f != nil {
+		pprof.StopCPUProfile()
+	}
+	return fmt.Sprintf("RESULT %s %d %d %x", mode, wall, cpu, sum), nil
+}
+
+func main() {
+	flag.Parse()
+	fmt.Printf("READY %d\n", os.Getpid())
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		f := strings.Fields(in.Text())
+		if len(f) == 0 {
+			continue
+		}
+		if f[0] == "quit" {
+			return
+		}
+		if f[0] != "run" || len(f) != 3 {
+			fmt.Printf("ERROR bad command %q\n", in.Text())
+			continue
+		}
+		iters, err := strconv.Atoi(f[2])
+		if err != nil || iters <= 0 {
+			fmt.Printf("ERROR bad iterations %q\n", f[2])
+			continue
+		}
+		line, err := run(f[1], iters)
+		if err != nil {
+			fmt.Printf("ERROR %v\n", err)
+			continue
+		}
+		fmt.Println(line)
+	}
+}
