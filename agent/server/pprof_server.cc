@@ -1,7 +1,5 @@
 #include "agent/server/pprof_server.h"
 
-#include <arpa/inet.h>
-
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -60,59 +58,6 @@ bool ReadWholeFile(const std::string& path, std::string* out) {
 }
 
 }  // namespace
-
-absl::StatusOr<HostPort> ParseListenAddress(const std::string& addr) {
-  HostPort hp;
-  std::string port_str;
-  if (!addr.empty() && addr[0] == '[') {
-    size_t close = addr.find(']');
-    if (close == std::string::npos || close + 1 >= addr.size() || addr[close + 1] != ':') {
-      return absl::InvalidArgumentError(
-          absl::StrCat("listen address \"", addr, "\": expected [IPv6]:PORT"));
-    }
-    hp.host = addr.substr(1, close - 1);
-    port_str = addr.substr(close + 2);
-  } else {
-    size_t colon = addr.rfind(':');
-    if (colon == std::string::npos) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("listen address \"", addr, "\": expected HOST:PORT"));
-    }
-    hp.host = addr.substr(0, colon);
-    port_str = addr.substr(colon + 1);
-  }
-  if (!absl::SimpleAtoi(port_str, &hp.port) || hp.port < 0 || hp.port > 65535) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("listen address \"", addr, "\": bad port \"", port_str, "\""));
-  }
-  if (hp.host.empty()) hp.host = "0.0.0.0";
-  return hp;
-}
-
-bool IsLoopbackHost(const std::string& host) {
-  if (host == "localhost") return true;
-  in_addr a4;
-  if (inet_pton(AF_INET, host.c_str(), &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
-  in6_addr a6;
-  if (inet_pton(AF_INET6, host.c_str(), &a6) == 1) return IN6_IS_ADDR_LOOPBACK(&a6);
-  return false;
-}
-
-absl::StatusOr<int> ParseSecondsParam(const std::string& value, int default_seconds,
-                                      int max_seconds) {
-  if (value.empty()) return default_seconds;
-  int64_t s;
-  if (!absl::SimpleAtoi(value, &s) || s <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("invalid seconds=\"", value, "\": want a positive integer"));
-  }
-  if (s > max_seconds) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "profile duration exceeds the maximum: seconds=", s, " > ", max_seconds,
-        " (--max_profile_seconds)"));
-  }
-  return static_cast<int>(s);
-}
 
 PprofServer::PprofServer(CpuProfiler* cpu, ProcessSymbolizer* symbolizer, TargetView target,
                          ServerOptions opts)
@@ -221,16 +166,14 @@ void PprofServer::Register() {
     }
     std::string out = "num_symbols: 1\n";
     auto t = target_.current();
-    if (!input.empty() && t) {
+    std::vector<uint64_t> pcs = ParseSymbolRequest(input);
+    if (!pcs.empty() && t) {
       auto session = symbolizer_->NewSession(t->pid);
-      for (absl::string_view word : absl::StrSplit(input, '+', absl::SkipEmpty())) {
-        uint64_t pc;
-        absl::string_view w = absl::StripAsciiWhitespace(word);
-        absl::ConsumePrefix(&w, "0x");
-        if (!absl::SimpleHexAtoi(w, &pc)) continue;
+      for (uint64_t pc : pcs) {
         ResolvedFrame f = session->ResolveUser(pc, false);
-        if (!f.lines.empty()) absl::StrAppend(&out, "0x", absl::Hex(pc), " ",
-                                              f.lines.back().function, "\n");
+        if (!f.lines.empty()) {
+          absl::StrAppend(&out, "0x", absl::Hex(pc), " ", f.lines.back().function, "\n");
+        }
       }
     }
     res.set_content(out, "text/plain; charset=utf-8");

@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "agent/profile/cpu_profiler.h"
+#include "agent/server/http_params.h"
 #include "agent/symbolize/process_symbolizer.h"
 #include "agent/target/target_discovery.h"
 
@@ -35,20 +36,6 @@ struct TargetView {
   std::function<std::optional<ProcessInfo>()> current;
   std::function<std::string()> status;  // why there is none / how it was chosen
 };
-
-// Host and port of a listen address ("127.0.0.1:6060", "[::1]:6060", "localhost:6060").
-struct HostPort {
-  std::string host;
-  int port = 0;
-};
-absl::StatusOr<HostPort> ParseListenAddress(const std::string& addr);
-// True if `host` is a loopback address or "localhost".
-bool IsLoopbackHost(const std::string& host);
-
-// Parses the `seconds` query value as Go's handler does, but strictly: "" -> default; a
-// non-integer, zero or negative value -> InvalidArgument; above max -> InvalidArgument.
-absl::StatusOr<int> ParseSecondsParam(const std::string& value, int default_seconds,
-                                      int max_seconds);
 
 class PprofServer {
  public:
