@@ -206,8 +206,15 @@ TEST_F(PprofServerTest, SymbolEndpointResolvesTargetAddresses) {
 TEST_F(PprofServerTest, MetricsCountRequestsAndSamples) {
   ASSERT_TRUE(client_->Get("/debug/pprof/profile?seconds=1"));
   ASSERT_TRUE(client_->Get("/debug/pprof/profile?seconds=x"));
-  auto m = client_->Get("/metrics");
-  ASSERT_TRUE(m);
+  // Requests are counted by the server's logger, which runs after the response is written:
+  // poll briefly until both earlier requests are counted.
+  httplib::Result m;
+  for (int i = 0; i < 50; ++i) {
+    m = client_->Get("/metrics");
+    ASSERT_TRUE(m);
+    if (absl::StrContains(m->body, "pprof_sidecar_http_requests_total{code=\"400\"} 1")) break;
+    usleep(20 * 1000);
+  }
   EXPECT_TRUE(absl::StrContains(m->body, "pprof_sidecar_http_requests_total{code=\"400\"} 1"))
       << m->body;
   EXPECT_TRUE(absl::StrContains(m->body, "pprof_sidecar_http_requests_total{code=\"200\"} 1"));
