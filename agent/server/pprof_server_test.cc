@@ -208,19 +208,21 @@ TEST_F(PprofServerTest, MetricsCountRequestsAndSamples) {
   ASSERT_TRUE(client_->Get("/debug/pprof/profile?seconds=x"));
   // Requests are counted by the server's logger, which runs after the response is written:
   // poll briefly until both earlier requests are counted.
-  httplib::Result m;
+  std::string body;
   for (int i = 0; i < 50; ++i) {
-    m = client_->Get("/metrics");
-    ASSERT_TRUE(m);
-    if (absl::StrContains(m->body, "pprof_sidecar_http_requests_total{code=\"400\"} 1")) break;
+    auto r = client_->Get("/metrics");
+    ASSERT_TRUE(r);
+    body = r->body;
+    if (absl::StrContains(body, "pprof_sidecar_http_requests_total{code=\"400\"} 1")) break;
     usleep(20 * 1000);
   }
-  EXPECT_TRUE(absl::StrContains(m->body, "pprof_sidecar_http_requests_total{code=\"400\"} 1"))
-      << m->body;
-  EXPECT_TRUE(absl::StrContains(m->body, "pprof_sidecar_http_requests_total{code=\"200\"} 1"));
-  EXPECT_TRUE(absl::StrContains(m->body, "pprof_sidecar_samples_dropped_total{reason=\"ringbuf_full\"} 0"));
-  EXPECT_FALSE(absl::StrContains(m->body, "pprof_sidecar_profile_samples_total 0\n"));
-  EXPECT_TRUE(absl::StrContains(m->body, absl::StrCat("pprof_sidecar_target_pid ", getpid())));
+  EXPECT_TRUE(absl::StrContains(body, "pprof_sidecar_http_requests_total{code=\"400\"} 1"))
+      << body;
+  EXPECT_TRUE(absl::StrContains(body, "pprof_sidecar_http_requests_total{code=\"200\"} 1"));
+  EXPECT_TRUE(
+      absl::StrContains(body, "pprof_sidecar_samples_dropped_total{reason=\"ringbuf_full\"} 0"));
+  EXPECT_FALSE(absl::StrContains(body, "pprof_sidecar_profile_samples_total 0\n"));
+  EXPECT_TRUE(absl::StrContains(body, absl::StrCat("pprof_sidecar_target_pid ", getpid())));
 }
 
 }  // namespace
