@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "agent/heap/heap_profiler.h"
 #include "agent/profile/cpu_profiler.h"
 #include "agent/sampler/cpu_sampler.h"
 #include "agent/server/pprof_server.h"
@@ -126,6 +127,9 @@ int Run() {
   TargetView view{[&tracker] { return tracker.current(); },
                   [&tracker] { return tracker.status_message(); }};
   PprofServer server(&cpu, &symbolizer, view, sopts);
+  // heap/allocs: Go targets' own heap profile, read from their memory on request.
+  HeapProfiler heap(&symbolizer);
+  server.SetHeapProfiler(&heap);
   if (absl::Status st = server.Bind(hp->host, hp->port); !st.ok()) {
     fprintf(stderr, "pprof-sidecar: %s\n", std::string(st.message()).c_str());
     return 1;

@@ -104,12 +104,19 @@ void PprofServer::Register() {
         "<p>Types of profiles available:</p>\n<table>\n<thead><td>Count</td><td>Profile</td>"
         "</thead>\n",
         "<tr><td></td><td><a href='cmdline?debug=1'>cmdline</a></td></tr>\n",
+        "<tr><td></td><td><a href='allocs'>allocs</a></td></tr>\n",
+        "<tr><td></td><td><a href='heap'>heap</a></td></tr>\n",
         "<tr><td></td><td><a href='profile'>profile</a></td></tr>\n",
         "<tr><td></td><td><a href='symbol'>symbol</a></td></tr>\n", "</table>\n",
-        "<p>Not served yet by pprof-sidecar: heap, allocs, goroutine, threadcreate, block, mutex, "
+        "<p>Not served yet by pprof-sidecar: goroutine, threadcreate, block, mutex, "
         "trace.</p>\n<br>\n<p>\nProfile Descriptions:\n<ul>\n",
+        "<li><div class=profile-name>allocs: </div> A sampling of all past memory allocations "
+        "of a Go target, read from its runtime (seconds=N: delta).</li>\n",
         "<li><div class=profile-name>cmdline: </div> The command line invocation of the target "
         "program</li>\n",
+        "<li><div class=profile-name>heap: </div> A sampling of memory allocations of live "
+        "objects of a Go target as of its last GC (gc=1 cannot force a GC from outside; "
+        "seconds=N: delta).</li>\n",
         "<li><div class=profile-name>profile: </div> CPU profile of the target, sampled with "
         "eBPF. You can specify the duration in the seconds GET parameter. After you get the "
         "profile file, use the go tool pprof command to investigate the profile.</li>\n",
@@ -180,6 +187,51 @@ void PprofServer::Register() {
   };
   s.Get("/debug/pprof/symbol", symbol);
   s.Post("/debug/pprof/symbol", symbol);
+
+  // heap and allocs (agent/heap): Go targets' own sampled heap profile; ?seconds=N for a delta.
+  auto heap = [this](const httplib::Request& req, httplib::Response& res) {
+    const bool allocs = req.path == "/debug/pprof/allocs";
+    const std::string name = allocs ? "allocs" : "heap";
+    res.set_header("X-Content-Type-Options", "nosniff");
+    if (!heap_) {
+      return ServeError(res, 501, absl::StrCat("profile \"", name,
+                                               "\" is not served by this pprof-sidecar"));
+    }
+    int debug = 0;
+    if (req.has_param("debug") && (!absl::SimpleAtoi(req.get_param_value("debug"), &debug) ||
+                                   debug != 0)) {
+      return ServeError(res, 400,
+                        "debug=N (legacy text format) is not served by pprof-sidecar; omit debug "
+                        "for the protobuf profile");
+    }
+    auto secs = ParseSecondsParam(req.has_param("seconds") ? req.get_param_value("seconds") : "",
+                                  0, opts_.max_profile_seconds);
+    if (!secs.ok()) return ServeError(res, 400, std::string(secs.status().message()));
+    auto t = target_.current();
+    if (!t) return ServeError(res, 503, absl::StrCat("no target process: ", target_.status()));
+    HeapRequest hr;
+    hr.kind = allocs ? HeapProfileKind::kAllocs : HeapProfileKind::kHeap;
+    hr.delta = absl::Seconds(*secs);
+    int gc = 0;
+    hr.gc = req.has_param("gc") && absl::SimpleAtoi(req.get_param_value("gc"), &gc) && gc > 0;
+    hr.comments.push_back(
+        absl::StrCat("pprof-sidecar: target pid ", t->pid, " (", t->comm, ") ", t->exe));
+    auto prof = heap_->Collect(static_cast<pid_t>(t->pid), hr);
+    if (!prof.ok()) {
+      const absl::Status& st = prof.status();
+      int code = absl::IsUnimplemented(st)                         ? 501
+                 : absl::IsNotFound(st) || absl::IsAborted(st)    ? 503
+                 : absl::IsPermissionDenied(st)                    ? 403
+                                                                   : 500;
+      return ServeError(res, code, absl::StrCat("Could not get ", name, " profile: ", st.message()));
+    }
+    profiles_served_.fetch_add(1);
+    res.set_header("Content-Disposition",
+                   absl::StrCat("attachment; filename=\"", name, *secs > 0 ? "-delta" : "", "\""));
+    res.set_content(*std::move(prof), "application/octet-stream");
+  };
+  s.Get("/debug/pprof/heap", heap);
+  s.Get("/debug/pprof/allocs", heap);
 
   s.Get(R"(/debug/pprof/([^/]+))", [](const httplib::Request& req, httplib::Response& res) {
     const std::string name = req.matches[1];
@@ -292,6 +344,16 @@ std::string PprofServer::MetricsText() const {
         c.windows_active);
   counter("pprof_sidecar_cpu_profiles_total", "CPU profile windows opened.", c.windows_started);
   gauge("pprof_sidecar_target_pid", "Pid of the current target (0: none).", t ? t->pid : 0);
+  if (heap_) {
+    HeapProfilerStats h = heap_->stats();
+    counter("pprof_sidecar_heap_profiles_total", "Heap/allocs profiles built.", h.profiles);
+    counter("pprof_sidecar_heap_profile_errors_total", "Heap/allocs requests that failed.",
+            h.errors);
+    gauge("pprof_sidecar_heap_buckets", "Go heap profile buckets in the last read.",
+          h.last_buckets);
+    gauge("pprof_sidecar_heap_read_seconds", "Duration of the last Go heap bucket read.",
+          h.last_read_micros / 1e6);
+  }
   {
     std::lock_guard<std::mutex> l(mu_);
     absl::StrAppend(&o,

@@ -14,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "agent/heap/heap_profiler.h"
 #include "agent/profile/cpu_profiler.h"
 #include "agent/server/http_params.h"
 #include "agent/symbolize/process_symbolizer.h"
@@ -49,6 +50,9 @@ class PprofServer {
   absl::Status Serve();
   void Stop();
   int port() const { return port_; }
+  // Serves /debug/pprof/heap and /debug/pprof/allocs from `heap` (else they answer 501). Call
+  // before Serve().
+  void SetHeapProfiler(HeapProfiler* heap) { heap_ = heap; }
 
   // Prometheus text exposition of all counters.
   std::string MetricsText() const;
@@ -59,6 +63,7 @@ class PprofServer {
 
   CpuProfiler* const cpu_;
   ProcessSymbolizer* const symbolizer_;
+  HeapProfiler* heap_ = nullptr;
   const TargetView target_;
   const ServerOptions opts_;
   std::unique_ptr<httplib::Server> server_;

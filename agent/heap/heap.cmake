@@ -1,0 +1,34 @@
+# Heap and allocation profiles (agent/heap): Go targets' own heap-profile buckets read from their
+# memory. Included from agent/CMakeLists.txt before the server library.
+add_library(heap STATIC
+  ${CMAKE_CURRENT_LIST_DIR}/process_memory.cc
+  ${CMAKE_CURRENT_LIST_DIR}/go_heap.cc
+  ${CMAKE_CURRENT_LIST_DIR}/heap_profile.cc
+  ${CMAKE_CURRENT_LIST_DIR}/heap_profiler.cc)
+target_include_directories(heap PUBLIC ${CMAKE_SOURCE_DIR})
+target_link_libraries(heap PUBLIC pprof_encoder process_symbolizer symbolize_go symbolize_elf
+  absl::status absl::statusor absl::strings absl::str_format absl::time)
+
+# Unit tests (fake memory) and locating the runtime variables in real binaries of every Go.
+add_executable(go_heap_test ${CMAKE_CURRENT_LIST_DIR}/go_heap_test.cc)
+target_link_libraries(go_heap_test PRIVATE heap testutil GTest::gtest_main)
+gtest_discover_tests(go_heap_test DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 600)
+
+# End to end: real Go targets (each Go version, stripped, PIE) compared with their own
+# /debug/pprof/heap. Reads another process's memory: needs root/CAP_SYS_PTRACE.
+add_executable(heap_profiler_test ${CMAKE_CURRENT_LIST_DIR}/heap_profiler_test.cc)
+target_link_libraries(heap_profiler_test PRIVATE heap server testutil PkgConfig::HTTPLIB
+  Threads::Threads GTest::gtest_main)
+gtest_discover_tests(heap_profiler_test DISCOVERY_TIMEOUT 60
+  PROPERTIES LABELS privileged TIMEOUT 900 RUN_SERIAL TRUE)
+
+if(PPROF_SIDECAR_FUZZ)
+  # Bucket-list walker and machine-code scanner over fuzzer-controlled bytes.
+  add_executable(go_heap_fuzzer ${CMAKE_CURRENT_LIST_DIR}/go_heap_fuzzer.cc
+    ${CMAKE_CURRENT_LIST_DIR}/go_heap.cc ${CMAKE_CURRENT_LIST_DIR}/process_memory.cc)
+  target_include_directories(go_heap_fuzzer PRIVATE ${CMAKE_SOURCE_DIR})
+  target_link_libraries(go_heap_fuzzer PRIVATE symbolize_go symbolize_elf absl::status
+    absl::statusor absl::strings absl::str_format)
+  target_compile_options(go_heap_fuzzer PRIVATE -fsanitize=fuzzer,address -g)
+  target_link_options(go_heap_fuzzer PRIVATE -fsanitize=fuzzer,address)
+endif()

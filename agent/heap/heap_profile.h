@@ -1,0 +1,56 @@
+// Heap profiles in the shape runtime/pprof's writeHeapProto gives them: sample types
+// alloc_objects/count, alloc_space/bytes, inuse_objects/count, inuse_space/bytes; period type
+// space/bytes; period = the sampling rate; values unsampled like scaleHeapSample; a numeric
+// "bytes" label with the bucket's object size; `allocs` sets default_sample_type alloc_space
+// (`heap` leaves it unset, so tools default to the last type, inuse_space).
+#ifndef PPROF_SIDECAR_AGENT_HEAP_HEAP_PROFILE_H_
+#define PPROF_SIDECAR_AGENT_HEAP_HEAP_PROFILE_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "agent/heap/go_heap.h"
+#include "agent/symbolize/process_symbolizer.h"
+
+namespace pprof_sidecar {
+
+enum class HeapProfileKind { kHeap, kAllocs };
+
+struct HeapProfileParams {
+  HeapProfileKind kind = HeapProfileKind::kHeap;
+  absl::Time time;
+  absl::Duration duration;  // zero for a snapshot; the window for a delta profile
+  std::vector<std::string> comments;
+};
+
+struct HeapProfileReport {
+  uint64_t records = 0;
+  uint64_t frames = 0;
+  uint64_t frames_unsymbolized = 0;
+};
+
+// runtime/pprof's scaleHeapSample: estimates the unsampled (count, size) of a bucket sampled by
+// a Poisson process with mean `rate` bytes: both divided by 1 - exp(-avgsize/rate).
+std::pair<int64_t, int64_t> ScaleHeapSample(int64_t count, int64_t size, int64_t rate);
+
+// True if runtime/pprof hides this frame at the top of a heap stack (runtime.* functions).
+bool IsHiddenGoRuntimeFrame(const std::string& function);
+
+// Builds, validates and gzips the profile of `snap`, read from process `pid`. Stack PCs are return
+// addresses: each is symbolized at pc-1 with inlined frames expanded; the fake PCs Go records for
+// inlined callers are folded into the location of their inlinee, as runtime/pprof does; leading
+// runtime.* frames are hidden (unless the whole stack is runtime); runtime.goexit is dropped.
+absl::StatusOr<std::string> BuildGoHeapProfile(const GoHeapSnapshot& snap, pid_t pid,
+                                               const HeapProfileParams& params,
+                                               ProcessSymbolizer* symbolizer,
+                                               HeapProfileReport* report);
+
+}  // namespace pprof_sidecar
+
+#endif  // PPROF_SIDECAR_AGENT_HEAP_HEAP_PROFILE_H_

@@ -1,0 +1,196 @@
+#include "agent/heap/heap_profiler.h"
+
+#include <elf.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "agent/heap/process_memory.h"
+#include "agent/symbolize/elf_file.h"
+#include "agent/symbolize/go_pclntab.h"
+#include "agent/symbolize/proc_maps.h"
+
+namespace pprof_sidecar {
+
+// What is cached per executable: where the variables are and how to relocate them.
+struct HeapProfiler::ExeInfo {
+  std::string key;
+  uint64_t dev_major = 0, dev_minor = 0, inode = 0;
+  bool is_go = false;
+  absl::Status locate_status;  // why vars are unknown, if they are
+  GoHeapVars vars;             // link-time
+  bool pie = false;
+  std::vector<ElfSegment> segments;
+};
+
+HeapProfiler::HeapProfiler(ProcessSymbolizer* symbolizer, GoHeapReadLimits limits)
+    : symbolizer_(symbolizer), limits_(limits) {}
+
+HeapProfiler::~HeapProfiler() = default;
+
+absl::StatusOr<std::shared_ptr<const HeapProfiler::ExeInfo>> HeapProfiler::Exe(pid_t pid) {
+  const std::string exe = absl::StrCat("/proc/", pid, "/exe");
+  struct stat st;
+  if (stat(exe.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat("process ", pid, " exited (", exe, ")"));
+  }
+  const std::string key = absl::StrCat(major(st.st_dev), ":", minor(st.st_dev), ":", st.st_ino);
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = exes_.find(key);
+    if (it != exes_.end()) return it->second;
+  }
+  auto info = std::make_shared<ExeInfo>();
+  info->key = key;
+  info->dev_major = major(st.st_dev);
+  info->dev_minor = minor(st.st_dev);
+  info->inode = st.st_ino;
+  absl::StatusOr<std::unique_ptr<ElfFile>> elf = ElfFile::Open(exe);
+  if (!elf.ok()) return elf.status();
+  info->pie = (*elf)->type() == ET_DYN;
+  info->segments = (*elf)->load_segments();
+  absl::StatusOr<std::unique_ptr<GoPclntab>> pcln = GoPclntab::FromElf(**elf);
+  if (pcln.ok()) {
+    info->is_go = true;
+    absl::StatusOr<GoHeapVars> vars = LocateGoHeapVars(**elf, **pcln);
+    if (vars.ok()) {
+      info->vars = *vars;
+      (vars->method == "symtab" ? by_symtab_ : by_code_).fetch_add(1);
+    } else {
+      info->locate_status = vars.status();
+    }
+  } else if (!absl::IsNotFound(pcln.status())) {
+    info->locate_status = pcln.status();
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  if (exes_.size() >= 16) exes_.clear();  // targets are few; bound the cache crudely
+  exes_[key] = info;
+  return std::shared_ptr<const ExeInfo>(info);
+}
+
+absl::StatusOr<GoHeapSnapshot> HeapProfiler::ReadGoSnapshot(pid_t pid, std::string* how) {
+  absl::StatusOr<std::shared_ptr<const ExeInfo>> exe = Exe(pid);
+  if (!exe.ok()) return exe.status();
+  const ExeInfo& info = **exe;
+  if (!info.is_go) {
+    if (!info.locate_status.ok()) return info.locate_status;
+    return absl::UnimplementedError(
+        absl::StrCat("pid ", pid,
+                     " is not a Go program: heap profiles are served for Go targets (read from "
+                     "the Go runtime); C/C++ allocator profiling is not available yet"));
+  }
+  if (!info.locate_status.ok()) {
+    return absl::Status(info.locate_status.code(),
+                        absl::StrCat("pid ", pid, ": ", info.locate_status.message()));
+  }
+  uint64_t bias = 0;
+  if (info.pie) {
+    absl::StatusOr<std::vector<MapEntry>> maps = ReadProcMaps(pid);
+    if (!maps.ok()) return maps.status();
+    // Match by inode (overlayfs may report another device in maps than stat does), else by
+    // the executable's path.
+    char buf[4096];
+    ssize_t n = readlink(absl::StrCat("/proc/", pid, "/exe").c_str(), buf, sizeof(buf) - 1);
+    std::string exe_path = n > 0 ? std::string(buf, n) : "";
+    if (absl::EndsWith(exe_path, " (deleted)")) exe_path.resize(exe_path.size() - 10);
+    bool found = false;
+    for (const MapEntry& e : *maps) {
+      if (e.inode != info.inode && (exe_path.empty() || e.path != exe_path)) continue;
+      for (const ElfSegment& s : info.segments) {
+        if (e.offset >= s.offset && e.offset - s.offset < std::max(s.filesz, uint64_t{1})) {
+          bias = e.start - (s.vaddr + (e.offset - s.offset));
+          found = true;
+          break;
+        }
+      }
+      if (found) break;
+    }
+    if (!found) {
+      return absl::NotFoundError(
+          absl::StrCat("pid ", pid, ": executable mapping not found in /proc/PID/maps"));
+    }
+  }
+  GoHeapVars rt = info.vars;
+  rt.mbuckets += bias;
+  rt.mprof_cycle += bias;
+  rt.mem_profile_rate += bias;
+  if (how) {
+    *how = absl::StrCat("runtime variables located via ", info.vars.method,
+                        info.pie ? absl::StrCat(", PIE load bias 0x", absl::Hex(bias)) : "");
+  }
+  absl::StatusOr<std::unique_ptr<ProcessMemory>> mem = ProcessMemory::Open(pid);
+  if (!mem.ok()) return mem.status();
+  const absl::Time t0 = absl::Now();
+  absl::StatusOr<GoHeapSnapshot> snap = ReadGoHeap(**mem, rt, limits_);
+  if (!snap.ok()) {
+    return absl::Status(snap.status().code(),
+                        absl::StrCat("pid ", pid, ": ", snap.status().message()));
+  }
+  last_read_micros_.store(absl::ToInt64Microseconds(absl::Now() - t0));
+  last_buckets_.store(snap->records.size());
+  return snap;
+}
+
+absl::StatusOr<std::string> HeapProfiler::Collect(pid_t pid, const HeapRequest& req) {
+  auto fail = [this](absl::Status st) {
+    errors_.fetch_add(1);
+    return st;
+  };
+  std::string how;
+  const absl::Time start = absl::Now();
+  absl::StatusOr<GoHeapSnapshot> snap = ReadGoSnapshot(pid, &how);
+  if (!snap.ok()) return fail(snap.status());
+  HeapProfileParams params;
+  params.kind = req.kind;
+  params.comments = req.comments;
+  if (req.delta > absl::ZeroDuration()) {
+    absl::StatusOr<std::shared_ptr<const ExeInfo>> before = Exe(pid);
+    absl::SleepFor(req.delta);
+    absl::StatusOr<std::shared_ptr<const ExeInfo>> after = Exe(pid);
+    if (!before.ok() || !after.ok() || (*before)->key != (*after)->key) {
+      return fail(absl::AbortedError(
+          absl::StrCat("pid ", pid, " exited or exec'd during the delta window")));
+    }
+    absl::StatusOr<GoHeapSnapshot> snap1 = ReadGoSnapshot(pid, nullptr);
+    if (!snap1.ok()) return fail(snap1.status());
+    params.time = absl::Now();
+    params.duration = params.time - start;
+    *snap = SubtractGoHeap(*snap1, *snap);
+    params.comments.push_back(absl::StrCat(
+        "pprof-sidecar: delta profile: buckets read at the start and the end of the window, "
+        "subtracted"));
+  } else {
+    params.time = start;
+    params.duration = absl::ZeroDuration();
+  }
+  params.comments.push_back(absl::StrCat("pprof-sidecar: ", how));
+  params.comments.push_back(
+      "pprof-sidecar: inuse_* is as of the target's last completed GC (Go's published heap "
+      "profile cycle)");
+  if (req.gc) {
+    params.comments.push_back(
+        "pprof-sidecar: gc=1 ignored: a GC cannot be forced from outside the target; this is the "
+        "profile published by its last GC");
+  }
+  absl::StatusOr<std::string> prof = BuildGoHeapProfile(*snap, pid, params, symbolizer_, nullptr);
+  if (!prof.ok()) return fail(prof.status());
+  profiles_.fetch_add(1);
+  return prof;
+}
+
+HeapProfilerStats HeapProfiler::stats() const {
+  HeapProfilerStats s;
+  s.profiles = profiles_.load();
+  s.errors = errors_.load();
+  s.located_by_symtab = by_symtab_.load();
+  s.located_by_code = by_code_.load();
+  s.last_buckets = last_buckets_.load();
+  s.last_read_micros = last_read_micros_.load();
+  return s;
+}
+
+}  // namespace pprof_sidecar

@@ -1,0 +1,81 @@
+// Serves heap and allocs profiles of a target process on request.
+//
+// Go targets: the runtime's own sampled heap profile is read from the target's memory (see
+// go_heap.h). Nothing is attached to the target, so it costs the target nothing in steady
+// state; a read costs one process_vm_readv per bucket plus a couple of words.
+//
+// Published cycle semantics are Go's: inuse_* is as of the last completed GC (allocations since
+// then are not in the profile yet). Go's `gc=1` runs a GC first; a GC cannot be forced from
+// outside the process, so here gc=1 is accepted and only noted in the profile's comments: the
+// profile is the one published by the target's last GC, as with gc=0 in Go.
+#ifndef PPROF_SIDECAR_AGENT_HEAP_HEAP_PROFILER_H_
+#define PPROF_SIDECAR_AGENT_HEAP_HEAP_PROFILER_H_
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "agent/heap/go_heap.h"
+#include "agent/heap/heap_profile.h"
+#include "agent/symbolize/process_symbolizer.h"
+
+namespace pprof_sidecar {
+
+struct HeapRequest {
+  HeapProfileKind kind = HeapProfileKind::kHeap;
+  // Zero: the current profile. Positive: a delta profile (second read minus first), as Go's
+  // net/http/pprof serves ?seconds=N for heap and allocs.
+  absl::Duration delta = absl::ZeroDuration();
+  bool gc = false;  // ?gc=1: cannot force a GC from outside; noted in the comments
+  std::vector<std::string> comments;
+};
+
+struct HeapProfilerStats {
+  uint64_t profiles = 0;           // profiles built
+  uint64_t errors = 0;             // requests that failed
+  uint64_t located_by_symtab = 0;  // binaries whose runtime variables came from .symtab
+  uint64_t located_by_code = 0;    // ... from decoding runtime functions (stripped binaries)
+  uint64_t last_buckets = 0;       // buckets in the last read
+  int64_t last_read_micros = 0;    // duration of the last bucket read
+};
+
+class HeapProfiler {
+ public:
+  explicit HeapProfiler(ProcessSymbolizer* symbolizer, GoHeapReadLimits limits = {});
+  ~HeapProfiler();
+
+  // The gzipped pprof profile of `pid`. Errors: NotFound (process gone), Unimplemented (not a Go
+  // program), FailedPrecondition (memory profiling disabled in the target), PermissionDenied
+  // (cannot read its memory), DataLoss (inconsistent buckets), Aborted (the target was replaced
+  // during a delta window).
+  absl::StatusOr<std::string> Collect(pid_t pid, const HeapRequest& req);
+
+  // One read of the Go heap profile buckets of `pid` (runtime variables located, load bias
+  // applied). `how` (optional) receives how the variables were found.
+  absl::StatusOr<GoHeapSnapshot> ReadGoSnapshot(pid_t pid, std::string* how = nullptr);
+
+  HeapProfilerStats stats() const;
+
+ private:
+  struct ExeInfo;
+  absl::StatusOr<std::shared_ptr<const ExeInfo>> Exe(pid_t pid);
+
+  ProcessSymbolizer* const symbolizer_;
+  const GoHeapReadLimits limits_;
+  mutable std::mutex mu_;
+  std::map<std::string, std::shared_ptr<const ExeInfo>> exes_;  // by "dev:inode" (bounded)
+  std::atomic<uint64_t> profiles_{0}, errors_{0}, by_symtab_{0}, by_code_{0}, last_buckets_{0};
+  std::atomic<int64_t> last_read_micros_{0};
+};
+
+}  // namespace pprof_sidecar
+
+#endif  // PPROF_SIDECAR_AGENT_HEAP_HEAP_PROFILER_H_
