@@ -125,7 +125,9 @@ absl::StatusOr<std::string> CpuProfiler::Collect(absl::Duration duration,
   // instead of leaving it in malloc's arenas between requests.
   w.samples.clear();
   w.samples.shrink_to_fit();
+#if !defined(__SANITIZE_ADDRESS__)  // ASan owns the heap: glibc's trim would walk no arenas
   malloc_trim(0);
+#endif
   reaching_root_.fetch_add(rep.samples_reaching_root);
   in_profiles_.fetch_add(rep.samples);
   user_unsym_.fetch_add(rep.user_frames_unsymbolized);
