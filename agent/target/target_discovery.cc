@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -95,6 +96,28 @@ absl::StatusOr<ProcessInfo> ReadProcessInfo(pid_t pid, const std::string& proc_r
   ssize_t n = readlink((base + "/exe").c_str(), buf, sizeof(buf) - 1);
   if (n > 0) info.exe.assign(buf, n);
   return info;
+}
+
+absl::Status CheckTargetReadable(pid_t pid, const std::string& proc_root) {
+  // maps can be readable where the binaries are not: check both (exe is a ptrace-checked link,
+  // like the map_files links the symbolizer opens).
+  const std::string base = absl::StrCat(proc_root, "/", pid);
+  std::string path = base + "/maps";
+  FILE* f = fopen(path.c_str(), "r");
+  char buf[256];
+  bool ok = f != nullptr && fread(buf, 1, sizeof(buf), f) > 0;
+  int err = errno;
+  if (f != nullptr) fclose(f);
+  if (ok) {
+    path = base + "/exe";
+    ok = readlink(path.c_str(), buf, sizeof(buf)) > 0;
+    err = errno;
+  }
+  if (ok) return absl::OkStatus();
+  return absl::PermissionDeniedError(absl::StrCat(
+      "cannot read ", path, ": ", err ? strerror(err) : "empty",
+      "; profiles will be unsymbolized: the agent needs CAP_SYS_PTRACE to read another "
+      "process's memory maps, binaries and memory"));
 }
 
 absl::StatusOr<Discovery> DiscoverTarget(const DiscoveryOptions& opts) {

@@ -34,6 +34,11 @@ struct ProcessInfo {
 // Reads /proc/<pid>/{stat,exe}. NotFound if the process is gone.
 absl::StatusOr<ProcessInfo> ReadProcessInfo(pid_t pid, const std::string& proc_root = "/proc");
 
+// OK if the agent can read the target's /proc/<pid>/maps and exe link, which symbolization needs
+// (reading another user's maps, exe and memory takes CAP_SYS_PTRACE). Otherwise
+// PermissionDenied (or the open error) with a message that names the missing capability.
+absl::Status CheckTargetReadable(pid_t pid, const std::string& proc_root = "/proc");
+
 struct DiscoveryOptions {
   pid_t target_pid = 0;     // 0: not set
   std::string target_name;  // "": not set

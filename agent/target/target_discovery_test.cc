@@ -113,5 +113,34 @@ TEST(TargetTrackerTest, FollowsARestartedTarget) {
   EXPECT_EQ(seen, (std::vector<pid_t>{first, 0, second}));
 }
 
+// A target whose maps cannot be read (here: a /proc tree without them, as without
+// CAP_SYS_PTRACE) is still tracked, and the tracker's status (shown by /healthz) says what is
+// missing.
+TEST(TargetTrackerTest, StatusNamesTheCapabilityWhenTheTargetIsUnreadable) {
+  const std::string root = testing::MakeTempDir("fakeproc");
+  const pid_t pid = getpid();
+  testing::RunCommand(absl::StrCat("mkdir -p '", root, "/", pid, "' && cp /proc/self/stat '", root,
+                                   "/", pid, "/stat'"));
+  EXPECT_TRUE(CheckTargetReadable(pid).ok());
+  absl::Status st = CheckTargetReadable(pid, root);
+  EXPECT_TRUE(absl::IsPermissionDenied(st)) << st;
+  DiscoveryOptions o;
+  o.target_pid = pid;
+  o.proc_root = root;
+  TargetTracker t(o, absl::Seconds(10), nullptr);
+  t.Start();
+  ASSERT_TRUE(t.current().has_value());
+  EXPECT_TRUE(absl::StrContains(t.status_message(), "CAP_SYS_PTRACE")) << t.status_message();
+  t.Stop();
+
+  o.proc_root = "/proc";
+  TargetTracker readable(o, absl::Seconds(10), nullptr);
+  readable.Start();
+  ASSERT_TRUE(readable.current().has_value());
+  EXPECT_FALSE(absl::StrContains(readable.status_message(), "warning"))
+      << readable.status_message();
+  readable.Stop();
+}
+
 }  // namespace
 }  // namespace pprof_sidecar

@@ -2,6 +2,8 @@
 
 #include <cstdio>
 
+#include "absl/strings/str_cat.h"
+
 namespace pprof_sidecar {
 
 TargetTracker::TargetTracker(DiscoveryOptions opts, absl::Duration interval, OnChange on_change)
@@ -47,6 +49,10 @@ void TargetTracker::CheckNow() {
   if (d.ok()) {
     next = d->target;
     status = d->explanation;
+    // Shown in /healthz: a target the agent cannot read gives unsymbolized profiles.
+    if (absl::Status r = CheckTargetReadable(next->pid, opts_.proc_root); !r.ok()) {
+      status = absl::StrCat(status, "\nwarning: ", r.message());
+    }
   } else {
     status = std::string(d.status().message());
   }

@@ -46,7 +46,7 @@ run_agent() {
   local caps="$1" port=$((20000 + RANDOM % 20000)) bset="-all"
   [ -n "$caps" ] && bset="-all,+${caps//,/,+}"
   : >"$work/agent.log"
-  rm -f "$work/prof.pb.gz" "$work/code"
+  rm -f "$work/prof.pb.gz" "$work/code" "$work/healthz"
   setpriv --bounding-set "$bset" --inh-caps -all -- "$AGENT" --target_pid="$target_pid" \
     --listen_address="127.0.0.1:$port" >"$work/agent.log" 2>&1 &
   agent_pid=$!
@@ -57,6 +57,7 @@ run_agent() {
     sleep 0.2
   done
   if grep -q 'serving http' "$work/agent.log"; then
+    curl -s --max-time 5 -o "$work/healthz" "http://127.0.0.1:$port/healthz" || true
     curl -s --max-time 30 -o "$work/prof.pb.gz" -w '%{http_code}' \
       "http://127.0.0.1:$port/debug/pprof/profile?seconds=3" >"$work/code" || echo 000 >"$work/code"
     kill "$agent_pid" 2>/dev/null || true
@@ -98,6 +99,14 @@ for missing in bpf perfmon sys_ptrace; do
     ok "without CAP_${missing^^}: no symbolized profile (agent: ${code})"
   fi
   upper="${missing^^}"
+  if [ "$missing" = sys_ptrace ]; then
+    # The agent runs, so /healthz must tell the operator why profiles are unsymbolized.
+    if grep -q "CAP_SYS_PTRACE" "$work/healthz" 2>/dev/null; then
+      ok "without CAP_SYS_PTRACE: /healthz names the capability"
+    else
+      bad "without CAP_SYS_PTRACE: /healthz does not name it: $(cat "$work/healthz" 2>/dev/null)"
+    fi
+  fi
   if grep -qiE "CAP_${upper}|\\b${upper}\\b" <<<"$msg"; then
     ok "without CAP_${upper}: the message names the capability"
   else
