@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 #include <thread>
 
@@ -34,6 +35,18 @@ DEFINE_int32(max_profile_seconds, 300, "Largest accepted ?seconds= for a CPU pro
 DEFINE_int32(rediscover_interval_ms, 500,
              "How often the agent checks that the target is alive and re-discovers it.");
 DEFINE_int32(symbol_cache_binaries, 64, "Most binaries kept parsed in the symbol cache.");
+DEFINE_int32(user_stack_bytes, 8192,
+             "Most bytes of user stack copied per sample for unwinding without frame pointers "
+             "(multiple of 8, 0..16384; 0 = frame pointers only).");
+DEFINE_bool(bpf_bound_stack_copy, true,
+            "Copy the user stack only up to its end (the goroutine's stack end for Go, else the "
+            "end of the stack's mapping) instead of always --user_stack_bytes.");
+DEFINE_bool(bpf_user_fp_walk, true,
+            "Also walk the user stack's frame pointers in the kernel (completes stacks across "
+            "Go stack switches).");
+DEFINE_int32(bpf_wakeup_bytes, 16 << 10,
+             "Wake the sample reader only when this many bytes wait in the ring buffer (it also "
+             "polls every 100 ms and before a window ends); 0 = wake at every sample.");
 
 namespace pprof_sidecar {
 namespace {
@@ -91,9 +104,16 @@ int Run() {
   struct rlimit rl = {RLIM_INFINITY, RLIM_INFINITY};
   setrlimit(RLIMIT_MEMLOCK, &rl);
 
+  BpfCpuSamplerOptions sampler_opts;
+  sampler_opts.user_stack_bytes = static_cast<uint32_t>(std::max(0, FLAGS_user_stack_bytes));
+  sampler_opts.bound_copy_go = FLAGS_bpf_bound_stack_copy;
+  sampler_opts.bound_copy_vma = FLAGS_bpf_bound_stack_copy;
+  sampler_opts.user_frame_pointer_walk = FLAGS_bpf_user_fp_walk;
+  sampler_opts.wakeup_bytes = static_cast<uint32_t>(std::max(0, FLAGS_bpf_wakeup_bytes));
+  sampler_opts.expected_hz = FLAGS_cpu_sampling_hz;
   // Load the BPF program once at startup so missing privileges are reported immediately.
   {
-    auto probe = NewBpfCpuSampler();
+    auto probe = NewBpfCpuSampler(sampler_opts);
     if (!probe.ok()) {
       fprintf(stderr, "pprof-sidecar: cannot load the BPF CPU sampler: %s\n",
               std::string(probe.status().message()).c_str());
@@ -104,7 +124,8 @@ int Run() {
   ProcessSymbolizer::Options so;
   so.max_binaries = FLAGS_symbol_cache_binaries;
   ProcessSymbolizer symbolizer(so);
-  CpuProfiler cpu([] { return NewBpfCpuSampler(); }, &symbolizer, FLAGS_cpu_sampling_hz);
+  CpuProfiler cpu([sampler_opts] { return NewBpfCpuSampler(sampler_opts); }, &symbolizer,
+                  FLAGS_cpu_sampling_hz);
 
   DiscoveryOptions dopts;
   dopts.target_pid = FLAGS_target_pid;

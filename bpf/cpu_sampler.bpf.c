@@ -16,7 +16,14 @@ char LICENSE[] SEC("license") = "GPL";
 /* Set by the loader between open and load. */
 const volatile __u64 pidns_dev = 0; /* st_dev of /proc/self/ns/pid of the agent */
 const volatile __u64 pidns_ino = 0; /* st_ino of /proc/self/ns/pid of the agent */
-const volatile __u32 user_stack_copy_bytes = 0;
+const volatile __u32 user_stack_copy_bytes = 0; /* upper bound of the stack copy */
+const volatile __u32 copy_bound = 0;            /* CPU_SAMPLER_BOUND_* bits */
+const volatile __u32 user_fp_walk = 1;          /* 1: bpf_get_stack(BPF_F_USER_STACK) */
+/* 0: every record wakes the reader. Else records are submitted without a wakeup unless this
+ * many bytes are waiting (the reader also polls on a short timer and before a window ends). */
+const volatile __u32 wakeup_bytes = 0;
+/* Benchmarks only: accumulate the time spent in each stage of kept samples in `stage_ns`. */
+const volatile __u32 stage_timing = 0;
 
 /* Target processes: tgid in the agent's pid namespace -> 1. */
 struct {
@@ -39,12 +46,28 @@ struct {
   __type(value, __u64);
 } counters SEC(".maps");
 
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, CPU_SAMPLER_STAGE_NUM);
+  __type(key, __u32);
+  __type(value, __u64);
+} stage_ns SEC(".maps");
+
 #define PAGE_SIZE_ 4096ULL
 #define MAX_PIDNS_LEVEL 8 /* nesting depth searched by the fallback below */
 
 static __always_inline void count(__u32 idx) {
   __u64 *v = bpf_map_lookup_elem(&counters, &idx);
   if (v) *v += 1;
+}
+
+/* Adds the time since *t to stage `idx` and restarts *t (only with the stage_timing knob). */
+static __always_inline void stage(__u32 idx, __u64 *t) {
+  if (!stage_timing) return;
+  __u64 now = bpf_ktime_get_ns();
+  __u64 *v = bpf_map_lookup_elem(&stage_ns, &idx);
+  if (v) *v += now - *t;
+  *t = now;
 }
 
 /* pid number of `pid` in the pid namespace with inode `ino`, or 0 if it is not visible there. */
@@ -96,21 +119,87 @@ static __always_inline __u32 copy_user_stack(__u8 *dst, __u64 sp, __u32 want) {
   return 0;
 }
 
+struct vma_end_ctx {
+  __u64 end;
+};
+
+static long vma_end_cb(struct task_struct *task, struct vm_area_struct *vma, void *data) {
+  ((struct vma_end_ctx *)data)->end = BPF_CORE_READ(vma, vm_end);
+  return 0;
+}
+
+/* The end (exclusive) of the stack holding `sp`, or 0 if unknown:
+ *  - a Go thread running on a goroutine or g0 stack: g.stack.hi, with g read from the thread's
+ *    TLS slot at fs_base-8 (Go 1.19-1.23 on linux/amd64) and accepted only if
+ *    g.stack.lo <= sp < g.stack.hi;
+ *  - otherwise the end of the VMA holding sp (main thread: [stack]; pthreads: their mapping). */
+static __always_inline __u64 stack_end(struct task_struct *task, __u64 sp) {
+  if (copy_bound & CPU_SAMPLER_BOUND_GO_G) {
+    __u64 fsbase = BPF_CORE_READ(task, thread.fsbase);
+    __u64 g = 0;
+    __u64 lohi[2] = {};
+    if (fsbase > 8 && bpf_probe_read_user(&g, sizeof(g), (const void *)(fsbase - 8)) == 0 &&
+        g != 0 && bpf_probe_read_user(lohi, sizeof(lohi), (const void *)g) == 0 &&
+        lohi[0] <= sp && sp < lohi[1] && lohi[1] - lohi[0] <= (1ULL << 30)) {
+      count(CPU_SAMPLER_CNT_COPY_BOUND_GO);
+      return lohi[1];
+    }
+  }
+  if (copy_bound & CPU_SAMPLER_BOUND_VMA) {
+    struct vma_end_ctx c = {};
+    if (bpf_find_vma(task, sp, vma_end_cb, &c, 0) == 0 && c.end > sp) {
+      count(CPU_SAMPLER_CNT_COPY_BOUND_VMA);
+      return c.end;
+    }
+  }
+  return 0;
+}
+
+/* Copies the user stack from `sp` up to its end (when known) or `max` bytes. */
+static __always_inline __u32 copy_bounded(__u8 *dst, struct task_struct *task, __u64 sp,
+                                          __u32 max) {
+  if (max == 0 || sp == 0) return 0;
+  __u64 end = copy_bound ? stack_end(task, sp) : 0;
+  if (end == 0) return copy_user_stack(dst, sp, max);
+  __u64 len = (end - sp + 7) & ~7ULL;
+  if (len > max) len = max;
+  len &= (CPU_SAMPLER_MAX_USER_STACK_COPY * 2 - 1);
+  if (len == 0 || len > max) return 0;
+  if (bpf_probe_read_user(dst, len, (const void *)sp) == 0) return len;
+  return copy_user_stack(dst, sp, len);
+}
+
+/* Per-CPU scratch record: built here, then only its used bytes are copied to the ring buffer. A
+ * ring buffer record reserved at full size would touch ~10 KiB of ring memory that has not been
+ * used since the ring last wrapped (cold in cache and TLB) at every sample; the scratch area is
+ * reused by every sample of its CPU and stays hot. */
+struct scratch_record {
+  struct cpu_sample_record h;
+  __u64 ips[2 * CPU_SAMPLER_MAX_FRAMES];
+  __u8 stack[CPU_SAMPLER_MAX_USER_STACK_COPY];
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct scratch_record);
+} scratch SEC(".maps");
+
 SEC("perf_event")
 int cpu_sample(struct bpf_perf_event_data *ctx) {
+  __u64 t = stage_timing ? bpf_ktime_get_ns() : 0;
   __u32 tgid, tid;
   if (current_ns_ids(&tgid, &tid)) return 0;
   if (!bpf_map_lookup_elem(&targets, &tgid)) return 0;
   count(CPU_SAMPLER_CNT_SAMPLES_SEEN);
+  stage(CPU_SAMPLER_STAGE_FILTER, &t);
 
-  __u32 copy_bytes = user_stack_copy_bytes;
-  if (copy_bytes > CPU_SAMPLER_MAX_USER_STACK_COPY) copy_bytes = CPU_SAMPLER_MAX_USER_STACK_COPY;
-  struct cpu_sample_record *rec =
-      bpf_ringbuf_reserve(&events, sizeof(struct cpu_sample_record) + copy_bytes, 0);
-  if (!rec) {
-    count(CPU_SAMPLER_CNT_DROPPED_RINGBUF_FULL);
-    return 0;
-  }
+  __u32 zero = 0;
+  struct scratch_record *sc = bpf_map_lookup_elem(&scratch, &zero);
+  if (!sc) return 0;
+  struct cpu_sample_record *rec = &sc->h;
+  stage(CPU_SAMPLER_STAGE_RESERVE, &t);
   rec->time_ns = bpf_ktime_get_ns();
   rec->pid = tgid;
   rec->tid = tid;
@@ -138,31 +227,56 @@ int cpu_sample(struct bpf_perf_event_data *ctx) {
     if (rec->user_sp == 0) rec->flags |= CPU_SAMPLE_F_USER_REGS_ERR;
   }
 
-  rec->kernel_nr = 0;
+  /* Kernel ips, then user ips right after them, then the stack copy: contiguous. */
+  __u32 knr = 0;
   if (in_kernel) {
-    long n = bpf_get_stack(ctx, rec->kernel_ips, sizeof(rec->kernel_ips), 0);
+    long n = bpf_get_stack(ctx, sc->ips, CPU_SAMPLER_MAX_FRAMES * sizeof(__u64), 0);
     if (n < 0) {
       rec->flags |= CPU_SAMPLE_F_KERNEL_STACK_ERR;
       count(CPU_SAMPLER_CNT_KERNEL_STACK_ERRORS);
     } else {
-      rec->kernel_nr = n / sizeof(__u64);
+      knr = n / sizeof(__u64);
     }
   }
+  if (knr > CPU_SAMPLER_MAX_FRAMES) knr = CPU_SAMPLER_MAX_FRAMES;
+  rec->kernel_nr = knr;
 
-  long n = bpf_get_stack(ctx, rec->user_ips, sizeof(rec->user_ips), BPF_F_USER_STACK);
-  if (n < 0) {
-    rec->user_nr = 0;
-    rec->flags |= CPU_SAMPLE_F_USER_STACK_ERR;
-    count(CPU_SAMPLER_CNT_USER_STACK_ERRORS);
-  } else {
-    rec->user_nr = n / sizeof(__u64);
+  stage(CPU_SAMPLER_STAGE_REGS_KSTACK, &t);
+  __u32 unr = 0;
+  if (user_fp_walk) {
+    long n = bpf_get_stack(ctx, &sc->ips[knr], CPU_SAMPLER_MAX_FRAMES * sizeof(__u64),
+                           BPF_F_USER_STACK);
+    if (n < 0) {
+      rec->flags |= CPU_SAMPLE_F_USER_STACK_ERR;
+      count(CPU_SAMPLER_CNT_USER_STACK_ERRORS);
+    } else {
+      unr = n / sizeof(__u64);
+    }
   }
+  if (unr > CPU_SAMPLER_MAX_FRAMES) unr = CPU_SAMPLER_MAX_FRAMES;
+  rec->user_nr = unr;
 
+  stage(CPU_SAMPLER_STAGE_USER_FP, &t);
+  __u32 copy_bytes = user_stack_copy_bytes;
+  if (copy_bytes > CPU_SAMPLER_MAX_USER_STACK_COPY) copy_bytes = CPU_SAMPLER_MAX_USER_STACK_COPY;
+  __u32 copied = 0;
   if (copy_bytes) {
-    rec->user_stack_len = copy_user_stack((__u8 *)(rec + 1), rec->user_sp, copy_bytes);
-    if (rec->user_stack_len == 0) count(CPU_SAMPLER_CNT_USER_STACK_COPY_ERRORS);
+    copied = copy_bounded((__u8 *)&sc->ips[knr + unr], bpf_get_current_task_btf(), rec->user_sp,
+                          copy_bytes);
+    if (copied == 0) count(CPU_SAMPLER_CNT_USER_STACK_COPY_ERRORS);
   }
+  if (copied > CPU_SAMPLER_MAX_USER_STACK_COPY) copied = CPU_SAMPLER_MAX_USER_STACK_COPY;
+  rec->user_stack_len = copied;
 
-  bpf_ringbuf_submit(rec, 0);
+  stage(CPU_SAMPLER_STAGE_COPY, &t);
+  __u64 flags = 0;
+  if (wakeup_bytes) {
+    flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+                                                                          : BPF_RB_NO_WAKEUP;
+  }
+  __u64 len = sizeof(struct cpu_sample_record) + (__u64)(knr + unr) * sizeof(__u64) + copied;
+  if (len > sizeof(*sc)) len = sizeof(*sc);
+  if (bpf_ringbuf_output(&events, sc, len, flags)) count(CPU_SAMPLER_CNT_DROPPED_RINGBUF_FULL);
+  stage(CPU_SAMPLER_STAGE_SUBMIT, &t);
   return 0;
 }

@@ -12,9 +12,14 @@
 /* Frames kept per stack (kernel and user each); bpf_get_stack writes at most this many. */
 #define CPU_SAMPLER_MAX_FRAMES 127
 
-/* Upper bound of the user stack copy that follows each record. The actual size is the rodata
- * knob `user_stack_copy_bytes` (0..CPU_SAMPLER_MAX_USER_STACK_COPY, a multiple of 8). */
+/* Upper bound of the user stack copy in each record. The actual bound is the rodata knob
+ * `user_stack_copy_bytes` (0..CPU_SAMPLER_MAX_USER_STACK_COPY, a multiple of 8). */
 #define CPU_SAMPLER_MAX_USER_STACK_COPY 16384
+
+/* Bits of the rodata knob `copy_bound`: how the stack copy finds the end of the stack, so that
+ * only the bytes between the stack pointer and the stack's end are copied. */
+#define CPU_SAMPLER_BOUND_VMA 0x1u  /* end of the VMA holding sp (bpf_find_vma) */
+#define CPU_SAMPLER_BOUND_GO_G 0x2u /* Go: g.stack.hi of the running g (TLS at fs_base-8) */
 
 /* cpu_sample_record.flags */
 #define CPU_SAMPLE_F_IN_KERNEL 0x1u        /* the sample interrupted kernel mode */
@@ -22,10 +27,9 @@
 #define CPU_SAMPLE_F_KERNEL_STACK_ERR 0x4u /* bpf_get_stack(kernel) failed */
 #define CPU_SAMPLE_F_USER_REGS_ERR 0x8u    /* user registers could not be read */
 
-/* One ring buffer record. Stacks are leaf first; user_ips[0] is the interrupted user ip. It is
- * followed immediately (at offset sizeof(struct cpu_sample_record)) by the stack copy area of
- * `user_stack_copy_bytes` bytes (the knob), of which the first `user_stack_len` hold the user
- * stack memory starting at `user_sp`. */
+/* One ring buffer record: this header, then `kernel_nr` kernel ips, then `user_nr` user ips
+ * (each leaf first; the first user ip is the interrupted user ip), then `user_stack_len` bytes of
+ * the user stack starting at `user_sp`. Records are as long as their content. */
 struct cpu_sample_record {
   __u64 time_ns; /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
   __u64 user_ip;
@@ -35,23 +39,34 @@ struct cpu_sample_record {
   __u32 tid; /* thread id in the agent's pid namespace */
   __u32 cpu;
   __u32 flags;           /* CPU_SAMPLE_F_* */
-  __u32 kernel_nr;       /* valid entries of kernel_ips */
-  __u32 user_nr;         /* valid entries of user_ips */
-  __u32 user_stack_len;  /* bytes of stack copied after the record */
+  __u32 kernel_nr;       /* kernel ips following the header, <= CPU_SAMPLER_MAX_FRAMES */
+  __u32 user_nr;         /* user ips following them, <= CPU_SAMPLER_MAX_FRAMES */
+  __u32 user_stack_len;  /* bytes of stack following the ips */
   __u32 reserved;
-  __u64 kernel_ips[CPU_SAMPLER_MAX_FRAMES];
-  __u64 user_ips[CPU_SAMPLER_MAX_FRAMES];
 };
 
 /* Indices of the per-CPU `counters` array. */
 enum cpu_sampler_counter {
   CPU_SAMPLER_CNT_SAMPLES_SEEN = 0,      /* program runs on a target thread */
-  CPU_SAMPLER_CNT_DROPPED_RINGBUF_FULL,  /* bpf_ringbuf_reserve failed */
+  CPU_SAMPLER_CNT_DROPPED_RINGBUF_FULL,  /* bpf_ringbuf_output failed: ring buffer full */
   CPU_SAMPLER_CNT_USER_STACK_ERRORS,
   CPU_SAMPLER_CNT_KERNEL_STACK_ERRORS,
   CPU_SAMPLER_CNT_USER_STACK_COPY_ERRORS, /* no byte of the user stack could be copied */
   CPU_SAMPLER_CNT_PIDNS_FALLBACK,         /* pid resolved by walking struct pid (nested ns) */
+  CPU_SAMPLER_CNT_COPY_BOUND_GO,          /* stack copy bounded by the Go g's stack.hi */
+  CPU_SAMPLER_CNT_COPY_BOUND_VMA,         /* stack copy bounded by the stack VMA's end */
   CPU_SAMPLER_CNT_NUM,
+};
+
+/* Indices of the per-CPU `stage_ns` array (benchmarks: the stage_timing knob). */
+enum cpu_sampler_stage {
+  CPU_SAMPLER_STAGE_FILTER = 0, /* pid namespace + target lookup (kept samples only) */
+  CPU_SAMPLER_STAGE_RESERVE,    /* scratch record lookup */
+  CPU_SAMPLER_STAGE_REGS_KSTACK, /* user registers, kernel stack */
+  CPU_SAMPLER_STAGE_USER_FP,    /* frame-pointer walk of the user stack */
+  CPU_SAMPLER_STAGE_COPY,       /* user stack copy */
+  CPU_SAMPLER_STAGE_SUBMIT,     /* ring buffer output (and wakeup) */
+  CPU_SAMPLER_STAGE_NUM,
 };
 
 #endif /* PPROF_SIDECAR_BPF_CPU_SAMPLER_H_ */

@@ -6,6 +6,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "agent/symbolize/proc_maps.h"
 #include "agent/unwind/cfi.h"
 #include "agent/unwind/unwinder.h"
 #include "pprof_encoder/builder.h"
@@ -71,6 +73,65 @@ struct PidState {
 
 }  // namespace
 
+struct SampleUnwinder::PidSession {
+  std::unique_ptr<ProcessSymbolizer::Session> session;
+  absl::Time created;
+};
+
+SampleUnwinder::SampleUnwinder(ProcessSymbolizer* symbolizer, absl::Duration maps_refresh)
+    : symbolizer_(symbolizer), maps_refresh_(maps_refresh) {}
+
+SampleUnwinder::~SampleUnwinder() = default;
+
+void SampleUnwinder::Reduce(CpuSample* s) {
+  if (symbolizer_ == nullptr || s->user_stack.empty() || s->regs.sp == 0 || s->regs.ip == 0) {
+    return;
+  }
+  const absl::Time now = absl::Now();
+  auto& ps = pids_[s->pid];
+  if (!ps || now - ps->created > maps_refresh_) {
+    if (!ps) ps = std::make_unique<PidSession>();
+    ps->session = symbolizer_->NewSession(s->pid);
+    ps->created = now;
+    // Bounded: forget pids not seen for a while (restarted targets).
+    for (auto it = pids_.begin(); it != pids_.end();) {
+      if (now - it->second->created > 60 * maps_refresh_) {
+        it = pids_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  SessionCodeLookup lookup(pids_[s->pid]->session.get());
+  UnwindResult r;
+  r.ips.reserve(64);
+  Unwind(s->regs, s->user_stack, s->user_ips, &lookup, UnwindOptions(), &r);
+  s->user_ips.assign(r.ips.begin(), r.ips.end());
+  s->user_unwound = true;
+  s->unwind_stitched = r.stitched_frames > 0;
+  s->unwind_stop = static_cast<uint8_t>(r.stop);
+  std::string().swap(s->user_stack);
+}
+
+void SampleUnwinder::Warm(uint32_t pid) {
+  if (symbolizer_ == nullptr || pid == 0) return;
+  std::unique_ptr<ProcessSymbolizer::Session> session = symbolizer_->NewSession(pid);
+  auto maps = ReadProcMaps(pid);
+  if (!maps.ok()) return;
+  SessionCodeLookup lookup(session.get());
+  for (const MapEntry& m : *maps) {
+    if (!m.IsFileBacked() || !m.exec) continue;
+    UnwindCodeLookup::Code code;
+    lookup.Find(m.start, &code);           // opens the binary, builds its CFI table
+    session->ResolveUser(m.start, false);  // symbol sources (DWARF, symtab) of the binary
+  }
+  session->ResolveKernel(0, false);  // loads /proc/kallsyms once
+  auto ps = std::make_unique<PidSession>();
+  ps->session = std::move(session);
+  ps->created = absl::Now();
+  pids_[pid] = std::move(ps);
+}
+
 absl::StatusOr<std::string> BuildCpuProfile(const std::vector<CpuSample>& samples,
                                             const CpuProfileParams& params,
                                             ProcessSymbolizer* symbolizer,
@@ -122,13 +183,20 @@ absl::StatusOr<std::string> BuildCpuProfile(const std::vector<CpuSample>& sample
     if (!ps.session && symbolizer) ps.session = symbolizer->NewSession(s.pid);
     const std::vector<uint64_t>* user_ips = &s.user_ips;
     bool used_unwinder = false;
-    if (ps.session && !s.user_stack.empty() && s.regs.sp != 0 && s.regs.ip != 0) {
+    UnwindStop stop = UnwindStop::kEndOfStack;
+    if (s.user_unwound) {
+      used_unwinder = true;
+      ++rep.samples_unwound;
+      if (s.unwind_stitched) ++rep.samples_stitched;
+      stop = static_cast<UnwindStop>(s.unwind_stop);
+    } else if (ps.session && !s.user_stack.empty() && s.regs.sp != 0 && s.regs.ip != 0) {
       SessionCodeLookup lookup(ps.session.get());
       Unwind(s.regs, s.user_stack, s.user_ips, &lookup, unwind_opts, &unwound);
       user_ips = &unwound.ips;
       used_unwinder = true;
       ++rep.samples_unwound;
       if (unwound.stitched_frames > 0) ++rep.samples_stitched;
+      stop = unwound.stop;
     }
     if (user_ips->empty()) ++rep.samples_without_user_stack;
     for (size_t i = 0; i < user_ips->size(); ++i) {
@@ -169,13 +237,13 @@ absl::StatusOr<std::string> BuildCpuProfile(const std::vector<CpuSample>& sample
       locs.push_back(it->second.first);
       if (i + 1 == user_ips->size()) root_fn = it->second.second;
     }
-    const bool end_of_stack = used_unwinder && unwound.stop == UnwindStop::kEndOfStack;
+    const bool end_of_stack = used_unwinder && stop == UnwindStop::kEndOfStack;
     if (IsThreadRootFunction(root_fn) || end_of_stack) {
       ++rep.samples_reaching_root;
     } else if (!used_unwinder) {
       ++rep.not_root_frame_pointers;
     } else {
-      switch (unwound.stop) {
+      switch (stop) {
         case UnwindStop::kNoCfi:
           ++rep.unwind_no_cfi;
           break;

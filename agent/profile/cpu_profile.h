@@ -6,6 +6,8 @@
 #define PPROF_SIDECAR_AGENT_PROFILE_CPU_PROFILE_H_
 
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -52,8 +54,32 @@ struct CpuProfileReport {
 // glibc's clone3 and _start) even if that frame's name is unknown (stripped libc).
 bool IsThreadRootFunction(const std::string& name);
 
+// Reduces samples as they arrive: unwinds the user stack copy into user_ips and frees the copy
+// (~10 KiB -> a few hundred bytes per sample), so that profile windows keep only PCs. Keeps one
+// maps session per pid, re-read every `maps_refresh` (new mappings: dlopen, a restarted target).
+// Not thread-safe: one instance per delivering thread (or behind a mutex).
+class SampleUnwinder {
+ public:
+  explicit SampleUnwinder(ProcessSymbolizer* symbolizer,
+                          absl::Duration maps_refresh = absl::Seconds(1));
+  ~SampleUnwinder();
+  // Unwinds `s` in place if it carries a stack copy (sets user_unwound, unwind_stop,
+  // unwind_stitched; clears user_stack); else leaves it as is.
+  void Reduce(CpuSample* s);
+  // Opens pid's binaries and builds their unwinding tables now (e.g. when the target is found),
+  // so that neither the first samples nor the first profile pay for it.
+  void Warm(uint32_t pid);
+
+ private:
+  struct PidSession;
+  ProcessSymbolizer* const symbolizer_;
+  const absl::Duration maps_refresh_;
+  std::map<uint32_t, std::unique_ptr<PidSession>> pids_;
+};
+
 // Builds, validates and gzips the profile. `samples` may come from several pids (a target that
-// restarted during the window); each pid is symbolized against its own mappings.
+// restarted during the window); each pid is symbolized against its own mappings. Samples already
+// reduced by SampleUnwinder are used as they are; others are unwound here.
 absl::StatusOr<std::string> BuildCpuProfile(const std::vector<CpuSample>& samples,
                                             const CpuProfileParams& params,
                                             ProcessSymbolizer* symbolizer,

@@ -3,6 +3,7 @@
 #include <malloc.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -17,7 +18,7 @@ struct CpuProfiler::Window {
 };
 
 CpuProfiler::CpuProfiler(SamplerFactory factory, ProcessSymbolizer* symbolizer, int hz)
-    : factory_(std::move(factory)), symbolizer_(symbolizer), hz_(hz) {}
+    : factory_(std::move(factory)), symbolizer_(symbolizer), hz_(hz), unwinder_(symbolizer) {}
 
 CpuProfiler::~CpuProfiler() {
   std::lock_guard<std::mutex> l(sampler_mu_);
@@ -25,6 +26,19 @@ CpuProfiler::~CpuProfiler() {
 }
 
 absl::Status CpuProfiler::SetTargets(const std::vector<uint32_t>& pids) {
+  std::vector<uint32_t> added;
+  {
+    std::lock_guard<std::mutex> l(sampler_mu_);
+    for (uint32_t p : pids) {
+      if (std::find(targets_.begin(), targets_.end(), p) == targets_.end()) added.push_back(p);
+    }
+  }
+  // Open the new targets' binaries and build their unwinding tables now rather than in the first
+  // window (or, worse, after it ended).
+  for (uint32_t p : added) {
+    std::lock_guard<std::mutex> l(unwind_mu_);
+    unwinder_.Warm(p);
+  }
   std::lock_guard<std::mutex> l(sampler_mu_);
   targets_ = pids;
   if (sampler_) return sampler_->SetTargets(pids);
@@ -65,6 +79,11 @@ void CpuProfiler::Release() {
 }
 
 void CpuProfiler::Deliver(const CpuSample& s) {
+  CpuSample reduced = s;
+  {
+    std::lock_guard<std::mutex> l(unwind_mu_);
+    unwinder_.Reduce(&reduced);
+  }
   std::lock_guard<std::mutex> l(windows_mu_);
   for (Window* w : windows_) {
     std::lock_guard<std::mutex> wl(w->mu);
@@ -73,7 +92,7 @@ void CpuProfiler::Deliver(const CpuSample& s) {
       dropped_full_.fetch_add(1);
       continue;
     }
-    w->samples.push_back(s);
+    w->samples.push_back(reduced);
   }
 }
 
@@ -101,6 +120,11 @@ absl::StatusOr<std::string> CpuProfiler::Collect(absl::Duration duration,
     }
     absl::SleepFor(std::min(absl::Milliseconds(100), deadline - absl::Now()));
   }
+  {
+    // Samples taken before the deadline may still wait in the sampler's buffer.
+    std::lock_guard<std::mutex> l(sampler_mu_);
+    if (sampler_) sampler_->Flush();
+  }
   Release();
   {
     std::lock_guard<std::mutex> l(windows_mu_);
@@ -121,8 +145,8 @@ absl::StatusOr<std::string> CpuProfiler::Collect(absl::Duration duration,
   p.comments = std::move(comments);
   CpuProfileReport rep;
   auto out = BuildCpuProfile(w.samples, p, symbolizer_, &rep);
-  // A window holds up to ~10 KiB per sample (stack copy); give that memory back to the system
-  // instead of leaving it in malloc's arenas between requests.
+  // Give the window's memory back to the system instead of leaving it in malloc's arenas
+  // between requests.
   w.samples.clear();
   w.samples.shrink_to_fit();
 #if !defined(__SANITIZE_ADDRESS__)  // ASan owns the heap: glibc's trim would walk no arenas

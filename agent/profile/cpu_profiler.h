@@ -2,8 +2,12 @@
 //
 // Protocol: each Collect() call opens its own window; the sampler runs while at least one
 // window is open (started by the first, stopped when the last closes) and every sample is
-// delivered to every window open at that moment. A window ends after its duration or when its
-// cancel callback returns true (client went away); its samples are then symbolized and encoded.
+// delivered to every window open at that moment. Each sample is unwound once as it arrives
+// (SampleUnwinder) and windows keep only its PCs, so a window costs a few hundred bytes per
+// sample whatever the stack copy size. A window ends after its duration or when its cancel
+// callback returns true (client went away); the sampler is flushed so that it holds every sample
+// taken until then, and its samples are symbolized and encoded. Targets' binaries and unwinding
+// tables are loaded when the target is set, not when the first profile is built.
 // Each window holds at most max_samples_per_window samples; the excess is counted and reported
 // in the profile's comments and in stats().
 #ifndef PPROF_SIDECAR_AGENT_PROFILE_CPU_PROFILER_H_
@@ -54,7 +58,8 @@ class CpuProfiler {
   CpuProfiler(SamplerFactory factory, ProcessSymbolizer* symbolizer, int hz);
   ~CpuProfiler();
 
-  // Target pids (agent's pid namespace); empty: no target.
+  // Target pids (agent's pid namespace); empty: no target. Warms the symbol and unwinding
+  // caches for new pids before returning.
   absl::Status SetTargets(const std::vector<uint32_t>& pids);
 
   // Samples for `duration` (or until `cancelled()` returns true), then returns the gzipped
@@ -81,6 +86,9 @@ class CpuProfiler {
   int users_ = 0;
   std::vector<uint32_t> targets_;
   SamplerStats base_stats_;
+
+  std::mutex unwind_mu_;  // guards unwinder_
+  SampleUnwinder unwinder_;
 
   mutable std::mutex windows_mu_;
   std::set<Window*> windows_;

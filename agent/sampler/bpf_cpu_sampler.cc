@@ -8,11 +8,16 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <fstream>
 #include <memory>
@@ -40,7 +45,6 @@ namespace {
 
 constexpr int kMaxHz = 100000;
 constexpr size_t kMaxTargets = 1024;  // max_entries of the `targets` map
-constexpr int kPollTimeoutMs = 50;
 
 int LibbpfPrint(enum libbpf_print_level level, const char* format, va_list args) {
   if (level == LIBBPF_DEBUG) return 0;
@@ -148,6 +152,7 @@ class BpfCpuSampler : public CpuSampler {
   absl::Status Start(int hz, Sink sink) override;
   absl::Status SetTargets(const std::vector<uint32_t>& tgids) override;
   void Stop() override;
+  void Flush() override;
   bool running() const override { return running_.load(); }
   SamplerStats stats() const override;
 
@@ -159,6 +164,14 @@ class BpfCpuSampler : public CpuSampler {
   std::unique_ptr<cpu_sampler_bpf, SkelDeleter> skel_;
   std::unique_ptr<ring_buffer, RingBufferDeleter> ringbuf_;
   uint32_t user_stack_bytes_ = 0;
+  int poll_interval_ms_ = 100;
+  UniqueFd epoll_fd_;  // the ring buffer's epoll fd and wake_fd_
+  UniqueFd wake_fd_;   // eventfd: Flush() and Stop() wake the reader through it
+
+  std::mutex flush_mu_;
+  std::condition_variable flush_cv_;
+  std::atomic<uint64_t> flush_requested_{0};
+  uint64_t flush_done_ = 0;  // guarded by flush_mu_
 
   std::mutex lifecycle_mu_;  // serializes Start/Stop
   std::atomic<bool> running_{false};
@@ -172,6 +185,7 @@ class BpfCpuSampler : public CpuSampler {
   std::set<uint32_t> targets_;
 
   std::atomic<uint64_t> delivered_{0};
+  std::atomic<uint64_t> bytes_copied_{0};
   std::atomic<uint64_t> cpus_opened_{0};
 };
 
@@ -183,7 +197,14 @@ absl::StatusOr<std::unique_ptr<CpuSampler>> BpfCpuSampler::Create(
         absl::StrCat("user_stack_bytes must be a multiple of 8 in [0, ",
                      CPU_SAMPLER_MAX_USER_STACK_COPY, "], got ", options.user_stack_bytes));
   }
-  const uint32_t rb = options.ringbuf_bytes;
+  uint32_t rb = options.ringbuf_bytes;
+  if (rb == 0) {
+    const long ncpu = std::max(1L, sysconf(_SC_NPROCESSORS_ONLN));
+    const uint64_t hz = static_cast<uint64_t>(std::max(1, std::min(options.expected_hz, kMaxHz)));
+    const uint64_t want = hz * static_cast<uint64_t>(ncpu) * 2048 / 10;  // 100 ms of ~2 KiB
+    rb = 64u << 10;
+    while (rb < want && rb < (8u << 20)) rb <<= 1;
+  }
   if (rb < 4096 || (rb & (rb - 1)) != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("ringbuf_bytes must be a power of two >= 4096, got ", rb));
@@ -198,11 +219,17 @@ absl::StatusOr<std::unique_ptr<CpuSampler>> BpfCpuSampler::Create(
 
   std::unique_ptr<BpfCpuSampler> s(new BpfCpuSampler());
   s->user_stack_bytes_ = options.user_stack_bytes;
+  s->poll_interval_ms_ = options.poll_interval_ms > 0 ? options.poll_interval_ms : 100;
   s->skel_.reset(cpu_sampler_bpf__open());
   if (!s->skel_) return ErrnoStatus("cpu_sampler_bpf__open", errno, "");
   s->skel_->rodata->pidns_dev = st.st_dev;
   s->skel_->rodata->pidns_ino = st.st_ino;
   s->skel_->rodata->user_stack_copy_bytes = options.user_stack_bytes;
+  s->skel_->rodata->copy_bound = (options.bound_copy_vma ? CPU_SAMPLER_BOUND_VMA : 0u) |
+                                 (options.bound_copy_go ? CPU_SAMPLER_BOUND_GO_G : 0u);
+  s->skel_->rodata->user_fp_walk = options.user_frame_pointer_walk ? 1 : 0;
+  s->skel_->rodata->wakeup_bytes = std::min(options.wakeup_bytes, rb / 4);
+  s->skel_->rodata->stage_timing = options.stage_timing ? 1 : 0;
   if (int err = bpf_map__set_max_entries(s->skel_->maps.events, rb); err != 0) {
     return ErrnoStatus("bpf_map__set_max_entries(events)", -err, "");
   }
@@ -212,6 +239,19 @@ absl::StatusOr<std::unique_ptr<CpuSampler>> BpfCpuSampler::Create(
   s->ringbuf_.reset(ring_buffer__new(bpf_map__fd(s->skel_->maps.events),
                                      &BpfCpuSampler::HandleRecord, s.get(), nullptr));
   if (!s->ringbuf_) return ErrnoStatus("ring_buffer__new(events)", errno, "");
+  s->wake_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (s->wake_fd_.get() < 0) return ErrnoStatus("eventfd", errno, "");
+  s->epoll_fd_.reset(epoll_create1(EPOLL_CLOEXEC));
+  if (s->epoll_fd_.get() < 0) return ErrnoStatus("epoll_create1", errno, "");
+  for (int fd : {ring_buffer__epoll_fd(s->ringbuf_.get()), s->wake_fd_.get()}) {
+    epoll_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    if (epoll_ctl(s->epoll_fd_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
+      return ErrnoStatus("epoll_ctl(ADD)", errno, "");
+    }
+  }
   return std::unique_ptr<CpuSampler>(std::move(s));
 }
 
@@ -261,16 +301,42 @@ absl::Status BpfCpuSampler::Start(int hz, Sink sink) {
 }
 
 void BpfCpuSampler::ReaderLoop() {
-  while (!stop_reader_.load()) {
-    int n = ring_buffer__poll(ringbuf_.get(), kPollTimeoutMs);
-    if (n < 0 && n != -EINTR) {
-      fprintf(stderr, "pprof-sidecar: ring_buffer__poll: %s\n", strerror(-n));
-      usleep(kPollTimeoutMs * 1000);
+  epoll_event evs[2];
+  while (true) {
+    int n = epoll_wait(epoll_fd_.get(), evs, 2, poll_interval_ms_);
+    if (n < 0 && errno != EINTR) {
+      fprintf(stderr, "pprof-sidecar: epoll_wait(ring buffer): %s\n", strerror(errno));
+      usleep(poll_interval_ms_ * 1000);
     }
+    uint64_t drain;
+    while (read(wake_fd_.get(), &drain, sizeof(drain)) > 0) {
+    }
+    const bool stop = stop_reader_.load();
+    const uint64_t want = flush_requested_.load();
+    if (stop) {
+      // The links are gone; let programs still running on other CPUs commit their records.
+      usleep(1000);
+    }
+    int c = ring_buffer__consume(ringbuf_.get());
+    if (c < 0 && c != -EINTR) {
+      fprintf(stderr, "pprof-sidecar: ring_buffer__consume: %s\n", strerror(-c));
+    }
+    {
+      std::lock_guard<std::mutex> l(flush_mu_);
+      flush_done_ = want;
+    }
+    flush_cv_.notify_all();
+    if (stop) break;
   }
-  // The links are gone; let programs still running on other CPUs commit their records.
-  usleep(10 * 1000);
-  ring_buffer__consume(ringbuf_.get());
+}
+
+void BpfCpuSampler::Flush() {
+  if (!running_.load()) return;
+  const uint64_t want = flush_requested_.fetch_add(1) + 1;
+  uint64_t one = 1;
+  if (write(wake_fd_.get(), &one, sizeof(one)) < 0) return;
+  std::unique_lock<std::mutex> l(flush_mu_);
+  flush_cv_.wait_for(l, std::chrono::seconds(2), [&] { return flush_done_ >= want; });
 }
 
 int BpfCpuSampler::HandleRecord(void* ctx, void* data, size_t size) {
@@ -282,19 +348,20 @@ int BpfCpuSampler::HandleRecord(void* ctx, void* data, size_t size) {
   s.tid = rec->tid;
   s.time_ns = rec->time_ns;
   s.cpu = rec->cpu;
-  const uint32_t knr =
-      rec->kernel_nr < CPU_SAMPLER_MAX_FRAMES ? rec->kernel_nr : CPU_SAMPLER_MAX_FRAMES;
-  const uint32_t unr =
-      rec->user_nr < CPU_SAMPLER_MAX_FRAMES ? rec->user_nr : CPU_SAMPLER_MAX_FRAMES;
-  s.kernel_ips.assign(rec->kernel_ips, rec->kernel_ips + knr);
-  s.user_ips.assign(rec->user_ips, rec->user_ips + unr);
+  // Header, kernel ips, user ips, stack bytes; a record shorter than its counts is clipped.
+  const size_t nips = (size - sizeof(cpu_sample_record)) / sizeof(uint64_t);
+  const uint64_t* ips = reinterpret_cast<const uint64_t*>(rec + 1);
+  const size_t knr = std::min<size_t>({rec->kernel_nr, CPU_SAMPLER_MAX_FRAMES, nips});
+  const size_t unr = std::min<size_t>({rec->user_nr, CPU_SAMPLER_MAX_FRAMES, nips - knr});
+  s.kernel_ips.assign(ips, ips + knr);
+  s.user_ips.assign(ips + knr, ips + knr + unr);
   s.regs.ip = rec->user_ip;
   s.regs.sp = rec->user_sp;
   s.regs.bp = rec->user_bp;
-  size_t stack_len = rec->user_stack_len;
-  const size_t avail = size - sizeof(cpu_sample_record);
-  if (stack_len > avail) stack_len = avail;
-  s.user_stack.assign(reinterpret_cast<const char*>(rec + 1), stack_len);
+  const size_t stack_off = sizeof(cpu_sample_record) + (knr + unr) * sizeof(uint64_t);
+  const size_t stack_len = std::min<size_t>(rec->user_stack_len, size - stack_off);
+  s.user_stack.assign(static_cast<const char*>(data) + stack_off, stack_len);
+  self->bytes_copied_.fetch_add(stack_len, std::memory_order_relaxed);
   s.in_kernel = (rec->flags & CPU_SAMPLE_F_IN_KERNEL) != 0;
   s.user_stack_error = (rec->flags & CPU_SAMPLE_F_USER_STACK_ERR) != 0;
   s.kernel_stack_error = (rec->flags & CPU_SAMPLE_F_KERNEL_STACK_ERR) != 0;
@@ -340,6 +407,10 @@ void BpfCpuSampler::Stop() {
   links_.clear();  // detaches the program from every perf event
   perf_fds_.clear();
   stop_reader_ = true;
+  uint64_t one = 1;
+  if (write(wake_fd_.get(), &one, sizeof(one)) < 0) {
+    // The reader still sees stop_reader_ at its next poll timeout.
+  }
   if (reader_.joinable()) reader_.join();
   sink_ = nullptr;
   running_ = false;
@@ -349,6 +420,14 @@ SamplerStats BpfCpuSampler::stats() const {
   SamplerStats st;
   st.samples_delivered = delivered_.load();
   st.cpus = cpus_opened_.load();
+  st.bytes_copied = bytes_copied_.load();
+  bpf_prog_info info;
+  memset(&info, 0, sizeof(info));
+  uint32_t info_len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(bpf_program__fd(skel_->progs.cpu_sample), &info, &info_len) == 0) {
+    st.bpf_run_time_ns = info.run_time_ns;
+    st.bpf_run_count = info.run_cnt;
+  }
   const int ncpus = libbpf_num_possible_cpus();
   if (ncpus <= 0) return st;
   std::vector<uint64_t> values(static_cast<size_t>(ncpus));
@@ -362,6 +441,16 @@ SamplerStats BpfCpuSampler::stats() const {
   st.dropped_ringbuf_full = sums[CPU_SAMPLER_CNT_DROPPED_RINGBUF_FULL];
   st.user_stack_errors = sums[CPU_SAMPLER_CNT_USER_STACK_ERRORS];
   st.kernel_stack_errors = sums[CPU_SAMPLER_CNT_KERNEL_STACK_ERRORS];
+  st.user_stack_copy_errors = sums[CPU_SAMPLER_CNT_USER_STACK_COPY_ERRORS];
+  st.copy_bounded_go = sums[CPU_SAMPLER_CNT_COPY_BOUND_GO];
+  st.copy_bounded_vma = sums[CPU_SAMPLER_CNT_COPY_BOUND_VMA];
+  static_assert(CPU_SAMPLER_STAGE_NUM == sizeof(st.stage_ns) / sizeof(st.stage_ns[0]),
+                "SamplerStats::stage_ns");
+  const int stage_fd = bpf_map__fd(skel_->maps.stage_ns);
+  for (uint32_t i = 0; i < CPU_SAMPLER_STAGE_NUM; ++i) {
+    if (bpf_map_lookup_elem(stage_fd, &i, values.data()) != 0) continue;
+    for (uint64_t v : values) st.stage_ns[i] += v;
+  }
   return st;
 }
 

@@ -23,29 +23,48 @@ struct UserRegs {
 
 // One CPU sample of one target thread. Stacks are leaf first. user_ips are from the kernel's
 // frame-pointer walk; `user_stack` holds a copy of the top of the user stack starting at regs.sp
-// (possibly empty) so that a CFI/pclntab unwinder can plug in later.
+// (possibly empty) for the CFI/pclntab unwinder.
 struct CpuSample {
-  uint32_t pid = 0;  // tgid in the agent's pid namespace
-  uint32_t tid = 0;  // thread id in the agent's pid namespace
+  uint32_t pid = 0;      // tgid in the agent's pid namespace
+  uint32_t tid = 0;      // thread id in the agent's pid namespace
   uint64_t time_ns = 0;  // CLOCK_MONOTONIC (bpf_ktime_get_ns)
   uint32_t cpu = 0;
   std::vector<uint64_t> kernel_ips;
   std::vector<uint64_t> user_ips;
   UserRegs regs;
   std::string user_stack;
-  bool in_kernel = false;          // sample interrupted kernel mode
-  bool user_stack_error = false;   // bpf_get_stack for the user stack failed
+  bool in_kernel = false;         // sample interrupted kernel mode
+  bool user_stack_error = false;  // bpf_get_stack for the user stack failed
   bool kernel_stack_error = false;
+  // Set once the sample has been unwound (SampleUnwinder, agent/profile/cpu_profile.h): user_ips
+  // then hold the unwound stack, user_stack is empty, and unwind_stop is the UnwindStop value
+  // (agent/unwind/unwinder.h) at which the unwinder ended.
+  bool user_unwound = false;
+  bool unwind_stitched = false;  // the unwound stack was completed from the frame-pointer walk
+  uint8_t unwind_stop = 0;
 };
 
 // Monotonic counters, all since the sampler was created.
 struct SamplerStats {
-  uint64_t samples_seen = 0;        // BPF program runs on a target thread
-  uint64_t samples_delivered = 0;   // records delivered to the sink
+  uint64_t samples_seen = 0;       // BPF program runs on a target thread
+  uint64_t samples_delivered = 0;  // records delivered to the sink
   uint64_t dropped_ringbuf_full = 0;
   uint64_t user_stack_errors = 0;
   uint64_t kernel_stack_errors = 0;
-  uint64_t cpus = 0;                // perf events opened
+  uint64_t cpus = 0;                    // perf events opened
+  uint64_t user_stack_copy_errors = 0;  // no byte of the user stack could be copied
+  uint64_t copy_bounded_go = 0;         // stack copies bounded by the running goroutine's stack end
+  uint64_t copy_bounded_vma = 0;        // ... by the end of the stack's memory mapping
+  uint64_t bytes_copied = 0;            // user stack bytes delivered
+  // The BPF program's own cost, from the kernel's BPF statistics (kernel.bpf_stats_enabled=1 or
+  // an fd of bpf_enable_stats(BPF_STATS_RUN_TIME) held by anyone; else both stay 0). Counts every
+  // invocation, including those filtered out because they interrupted another process.
+  uint64_t bpf_run_time_ns = 0;
+  uint64_t bpf_run_count = 0;
+  // Benchmarks (BpfCpuSamplerOptions::stage_timing): ns spent in each stage of kept samples:
+  // filter, ring buffer reserve, registers + kernel stack, user frame-pointer walk, stack copy,
+  // submit.
+  uint64_t stage_ns[6] = {};
 };
 
 class CpuSampler {
@@ -62,17 +81,42 @@ class CpuSampler {
   virtual absl::Status SetTargets(const std::vector<uint32_t>& tgids) = 0;
   // Detaches everything and joins the reader thread; idempotent. Delivers pending samples first.
   virtual void Stop() = 0;
+  // Returns once every sample the kernel recorded before the call has been delivered to the
+  // sink (records may otherwise wait up to the reader's poll interval). No-op when stopped.
+  virtual void Flush() {}
   virtual bool running() const = 0;
   virtual SamplerStats stats() const = 0;
 };
 
-// Tuning of the BPF implementation.
+// Tuning of the BPF implementation. The defaults are the fast configuration measured in
+// BENCHMARKS.md; the other values exist for A/B measurements (bench/sampler_bench).
 struct BpfCpuSamplerOptions {
-  // Bytes of user stack copied at each sample into CpuSample::user_stack (from regs.sp upward),
-  // for CFI/pclntab unwinders. 0 disables the copy. Multiple of 8, at most 16384.
+  // Most bytes of user stack copied at each sample into CpuSample::user_stack (from regs.sp
+  // upward), for CFI/pclntab unwinders. 0 disables the copy. Multiple of 8, at most 16384.
   uint32_t user_stack_bytes = 8192;
-  // Ring buffer size in bytes (power of two, >= 4096). Each record is ~2 KiB + user_stack_bytes.
-  uint32_t ringbuf_bytes = 8u << 20;
+  // Copy only up to the end of the stack when the program can find it: the running goroutine's
+  // g.stack.hi for Go threads, else the end of the memory mapping holding sp. Off: always
+  // user_stack_bytes (shortened only where the read would fault).
+  bool bound_copy_go = true;
+  bool bound_copy_vma = true;
+  // The kernel's frame-pointer walk of the user stack (CpuSample::user_ips). The unwinder uses it
+  // to complete stacks it cannot finish from the copy (Go stack switches).
+  bool user_frame_pointer_walk = true;
+  // 0: every record wakes the reader thread (~3 us of the sampled thread's time per sample
+  // here). Else records are submitted without a wakeup until this many bytes wait in the ring
+  // buffer (at most a quarter of it); the reader also polls every poll_interval_ms and on
+  // Flush()/Stop().
+  uint32_t wakeup_bytes = 16u << 10;
+  int poll_interval_ms = 100;
+  // Ring buffer size in bytes: a power of two >= 4096, or 0 to size it for `expected_hz` samples
+  // per second on every online CPU over 100 ms (at least 64 KiB, at most 8 MiB). Records are
+  // ~100 bytes + 8 per frame + the stack copy (~1-2 KiB bounded). Small is fast: every record
+  // is written to ring memory that was last touched one lap earlier, and a ring that fits in the
+  // cache costs the sampled thread far less (BENCHMARKS.md).
+  uint32_t ringbuf_bytes = 0;
+  int expected_hz = 100;
+  // Benchmarks only: time each stage of the program (adds ~6 clock reads per kept sample).
+  bool stage_timing = false;
 };
 
 // The BPF implementation (requires CAP_BPF + CAP_PERFMON or root).
