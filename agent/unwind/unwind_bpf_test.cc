@@ -213,5 +213,32 @@ TEST(UnwindCgoTest, GoCallingC) {
   CheckProfile("cgo", p, "main.hotGo", "main.coldGo");
 }
 
+// C calling back into Go: the Go callee runs on the goroutine's stack below the frames that
+// entered C, so the stack continues through runtime.cgocallback to runtime.cgocall and the Go
+// caller, as in Go's own traceback. Oldest and newest toolchains (the cgocallback frame and
+// systemstack_switch differ between them).
+class UnwindCgoCallbackTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(UnwindCgoCallbackTest, CCallingBackIntoGo) {
+  const std::string dir = MakeTempDir("unwind_cgo_callback");
+  auto bin = BuildGo(GetParam(), TestDataDir() + "/targets/unwind_cgo_callback", "",
+                     dir + "/unwind_cgo_callback");
+  ASSERT_TRUE(bin.ok()) << bin.status();
+  Profiled p = ProfileTarget({*bin, "-seconds", std::to_string(kSeconds + 5)}, dir);
+  EXPECT_GT(CumShare(p.after, "runtime.cgocallback"), 0.9);
+  EXPECT_GT(CumShare(p.after, "main.viaC"), 0.9) << "the Go caller of the C code is lost";
+  CheckProfile("cgo callback go" + GetParam(), p, "main.hotCb", "main.coldCb");
+}
+
+INSTANTIATE_TEST_SUITE_P(GoVersions, UnwindCgoCallbackTest,
+                         ::testing::Values(GoVersions().front(), GoVersions().back()),
+                         [](const ::testing::TestParamInfo<std::string>& i) {
+                           std::string n = "go" + i.param;
+                           for (char& ch : n) {
+                             if (ch == '.') ch = '_';
+                           }
+                           return n;
+                         });
+
 }  // namespace
 }  // namespace pprof_sidecar

@@ -34,10 +34,14 @@ bool IsGoRoot(absl::string_view name) {
 }
 
 // Go functions that switch stacks: the caller's frame is on another stack than the copy.
+// runtime.cgocallback is not one of them: when C calls back into Go, cgocallback opens its frame
+// on the goroutine's stack just below where the goroutine entered C, with the goroutine's saved
+// sched.pc (runtime.systemstack_switch) as its return address, so the goroutine's own callers
+// (runtime.cgocall, the Go code that called C) follow on the same stack, as Go's traceback
+// walks them.
 bool IsGoStackSwitch(absl::string_view name) {
   return name == "runtime.systemstack" || name == "runtime.asmcgocall" || name == "runtime.mcall" ||
-         name == "runtime.morestack" || name == "runtime.asmcgocall_no_g" ||
-         name == "runtime.systemstack_switch" || name == "runtime.cgocallback";
+         name == "runtime.morestack" || name == "runtime.asmcgocall_no_g";
 }
 
 class StackMem {
@@ -224,7 +228,9 @@ void Unwind(const UserRegs& regs, absl::string_view stack, const std::vector<uin
           if (fn->sp_delta >= 8) f.bp_known = mem.Read(ra_addr - 8, &f.bp);
           f.pc = ra;
           f.sp = ra_addr + 8;
-          f.exact_pc = false;
+          // cgocallback's "return address" is a saved sched.pc (systemstack_switch, in Go 1.19
+          // its very first byte), not the byte after a call: look it up as is, as Go does.
+          f.exact_pc = fn->name == "runtime.cgocallback";
           done = false;
         }
       }
