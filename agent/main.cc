@@ -57,24 +57,6 @@ void HandleSignal(int) {
   if (g_server) g_server->Stop();
 }
 
-// Symbolization reads the target's /proc/PID/maps and its binaries through /proc/PID/map_files;
-// without CAP_SYS_PTRACE (for a target of another user) every frame would be unsymbolized, so
-// say which capability is missing instead of serving silently useless profiles.
-void WarnIfTargetUnreadable(pid_t pid) {
-  const std::string path = absl::StrCat("/proc/", pid, "/maps");
-  FILE* f = fopen(path.c_str(), "r");
-  char buf[64];
-  const bool ok = f != nullptr && fread(buf, 1, sizeof(buf), f) > 0;
-  const int err = errno;
-  if (f != nullptr) fclose(f);
-  if (!ok) {
-    fprintf(stderr,
-            "pprof-sidecar: cannot read %s: %s — profiles will be unsymbolized; the agent needs "
-            "CAP_SYS_PTRACE to read another process's memory maps and binaries\n",
-            path.c_str(), strerror(err));
-  }
-}
-
 int Run() {
   if (FLAGS_cpu_sampling_hz < 1 || FLAGS_cpu_sampling_hz > 10000) {
     fprintf(stderr, "pprof-sidecar: --cpu_sampling_hz=%d out of range [1, 10000]\n",
@@ -134,7 +116,6 @@ int Run() {
                         [&cpu](const std::optional<ProcessInfo>& t) {
                           std::vector<uint32_t> pids;
                           if (t) pids.push_back(static_cast<uint32_t>(t->pid));
-                          if (t) WarnIfTargetUnreadable(t->pid);
                           absl::Status st = cpu.SetTargets(pids);
                           if (!st.ok()) {
                             fprintf(stderr, "pprof-sidecar: setting target: %s\n",
