@@ -4,10 +4,29 @@ add_library(heap STATIC
   ${CMAKE_CURRENT_LIST_DIR}/process_memory.cc
   ${CMAKE_CURRENT_LIST_DIR}/go_heap.cc
   ${CMAKE_CURRENT_LIST_DIR}/heap_profile.cc
-  ${CMAKE_CURRENT_LIST_DIR}/heap_profiler.cc)
+  ${CMAKE_CURRENT_LIST_DIR}/heap_profiler.cc
+  ${CMAKE_CURRENT_LIST_DIR}/malloc_profile_state.cc)
 target_include_directories(heap PUBLIC ${CMAKE_SOURCE_DIR})
 target_link_libraries(heap PUBLIC pprof_encoder process_symbolizer symbolize_go symbolize_elf
-  absl::status absl::statusor absl::strings absl::str_format absl::time)
+  absl::status absl::statusor absl::strings absl::str_format absl::time absl::flat_hash_map)
+
+# Malloc sampler for non-Go targets: uprobes on the allocator (bpf/heap_sampler.bpf.c).
+add_library(malloc_sampler STATIC ${CMAKE_CURRENT_LIST_DIR}/malloc_sampler.cc)
+target_include_directories(malloc_sampler PUBLIC ${CMAKE_SOURCE_DIR})
+target_link_libraries(malloc_sampler PUBLIC heap bpf_skeletons symbolize_elf process_symbolizer
+  absl::status absl::statusor absl::strings Threads::Threads)
+
+# Bookkeeping, interval table, unsampling and native profile building: no privileges.
+add_executable(malloc_profile_state_test ${CMAKE_CURRENT_LIST_DIR}/malloc_profile_state_test.cc)
+target_link_libraries(malloc_profile_state_test PRIVATE heap testutil GTest::gtest_main)
+gtest_discover_tests(malloc_profile_state_test DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 300)
+
+# Real uprobes on a C target built by the test (tests/targets/heap_c_split).
+add_executable(malloc_sampler_bpf_test ${CMAKE_CURRENT_LIST_DIR}/malloc_sampler_bpf_test.cc)
+target_link_libraries(malloc_sampler_bpf_test PRIVATE malloc_sampler heap server testutil
+  PkgConfig::HTTPLIB Threads::Threads GTest::gtest_main)
+gtest_discover_tests(malloc_sampler_bpf_test DISCOVERY_TIMEOUT 60
+  PROPERTIES LABELS privileged TIMEOUT 900 RUN_SERIAL TRUE)
 
 # Unit tests (fake memory) and locating the runtime variables in real binaries of every Go.
 add_executable(go_heap_test ${CMAKE_CURRENT_LIST_DIR}/go_heap_test.cc)

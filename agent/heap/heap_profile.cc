@@ -106,7 +106,7 @@ absl::StatusOr<std::string> BuildGoHeapProfile(const GoHeapSnapshot& snap, pid_t
     // Hide leading runtime frames (mallocgc's callers such as runtime.makeslice), keeping the
     // whole stack if every frame is in the runtime.
     size_t start = 0;
-    for (size_t i = 0; i < stk.size(); ++i) {
+    for (size_t i = 0; !params.native && i < stk.size(); ++i) {
       if (!IsHiddenGoRuntimeFrame(resolve(stk[i]).innermost)) {
         start = i;
         break;
@@ -117,7 +117,7 @@ absl::StatusOr<std::string> BuildGoHeapProfile(const GoHeapSnapshot& snap, pid_t
       const uint64_t pc = stk[i];
       const Frame& f = resolve(pc);
       ++rep.frames;
-      if (f.innermost == "runtime.goexit") {
+      if (!params.native && f.innermost == "runtime.goexit") {
         ++i;
         continue;
       }
@@ -126,7 +126,7 @@ absl::StatusOr<std::string> BuildGoHeapProfile(const GoHeapSnapshot& snap, pid_t
       // the outer functions of this PC's chain. They belong to this same location.
       size_t span = 1;
       const SourceLines& lines = f.resolved.lines;
-      while (span < lines.size() && i + span < stk.size() &&
+      while (!params.native && span < lines.size() && i + span < stk.size() &&
              resolve(stk[i + span]).innermost == lines[span].function) {
         ++span;
       }
@@ -153,12 +153,19 @@ absl::StatusOr<std::string> BuildGoHeapProfile(const GoHeapSnapshot& snap, pid_t
   }
 
   for (const auto& c : params.comments) b.AddComment(c);
-  b.AddComment(absl::StrFormat(
-      "pprof-sidecar: %d heap profile buckets of pid %d, MemProfileRate %d, heap profile cycle "
-      "%d%s; %d of %d frames unsymbolized",
-      rep.records, pid, rate, snap.cycle,
-      snap.no_gc_yet ? " (no GC completed yet: all sampled allocations shown)" : "",
-      rep.frames_unsymbolized, rep.frames));
+  if (params.native) {
+    b.AddComment(absl::StrFormat(
+        "pprof-sidecar: %d malloc profile buckets of pid %d, sampled every %d bytes on average; "
+        "%d of %d frames unsymbolized",
+        rep.records, pid, rate, rep.frames_unsymbolized, rep.frames));
+  } else {
+    b.AddComment(absl::StrFormat(
+        "pprof-sidecar: %d heap profile buckets of pid %d, MemProfileRate %d, heap profile cycle "
+        "%d%s; %d of %d frames unsymbolized",
+        rep.records, pid, rate, snap.cycle,
+        snap.no_gc_yet ? " (no GC completed yet: all sampled allocations shown)" : "",
+        rep.frames_unsymbolized, rep.frames));
+  }
   if (session && !session->maps_error().empty()) {
     b.AddComment(absl::StrCat("pprof-sidecar: pid ", pid, ": ", session->maps_error()));
   }

@@ -27,6 +27,9 @@ struct HeapProfileParams {
   absl::Time time;
   absl::Duration duration;  // zero for a snapshot; the window for a delta profile
   std::vector<std::string> comments;
+  // Native (malloc sampler) stacks: no Go runtime frame hiding or inline-PC folding, and the
+  // summary comment speaks of the sampling rate instead of Go's MemProfileRate/cycle.
+  bool native = false;
 };
 
 struct HeapProfileReport {
@@ -46,6 +49,8 @@ bool IsHiddenGoRuntimeFrame(const std::string& function);
 // addresses: each is symbolized at pc-1 with inlined frames expanded; the fake PCs Go records for
 // inlined callers are folded into the location of their inlinee, as runtime/pprof does; leading
 // runtime.* frames are hidden (unless the whole stack is runtime); runtime.goexit is dropped.
+// With params.native, `snap` comes from the malloc sampler (MallocProfileState::Snapshot):
+// every PC is a return address, symbolized at pc-1, one location per PC.
 absl::StatusOr<std::string> BuildGoHeapProfile(const GoHeapSnapshot& snap, pid_t pid,
                                                const HeapProfileParams& params,
                                                ProcessSymbolizer* symbolizer,

@@ -5,6 +5,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -80,8 +81,8 @@ absl::StatusOr<GoHeapSnapshot> HeapProfiler::ReadGoSnapshot(pid_t pid, std::stri
     if (!info.locate_status.ok()) return info.locate_status;
     return absl::UnimplementedError(
         absl::StrCat("pid ", pid,
-                     " is not a Go program: heap profiles are served for Go targets (read from "
-                     "the Go runtime); C/C++ allocator profiling is not available yet"));
+                     " is not a Go program: heap profiles are read from the Go runtime for Go "
+                     "targets, from the malloc sampler for others (disabled here)"));
   }
   if (!info.locate_status.ok()) {
     return absl::Status(info.locate_status.code(),
@@ -143,6 +144,9 @@ absl::StatusOr<std::string> HeapProfiler::Collect(pid_t pid, const HeapRequest& 
   std::string how;
   const absl::Time start = absl::Now();
   absl::StatusOr<GoHeapSnapshot> snap = ReadGoSnapshot(pid, &how);
+  if (!snap.ok() && absl::IsUnimplemented(snap.status()) && native_factory_) {
+    return CollectNative(pid, req);
+  }
   if (!snap.ok()) return fail(snap.status());
   HeapProfileParams params;
   params.kind = req.kind;
@@ -182,6 +186,116 @@ absl::StatusOr<std::string> HeapProfiler::Collect(pid_t pid, const HeapRequest& 
   return prof;
 }
 
+void HeapProfiler::EnableNative(NativeHeapFactory factory) { native_factory_ = std::move(factory); }
+
+void HeapProfiler::SetTarget(std::optional<pid_t> pid) {
+  if (!native_factory_) return;
+  std::lock_guard<std::mutex> nl(native_mu_);
+  std::shared_ptr<NativeHeapSource> old;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (native_ && pid && native_->pid() == *pid) return;
+    old = std::move(native_);
+  }
+  old.reset();  // detaches (unless a request still holds it)
+  if (!pid) return;
+  absl::StatusOr<std::shared_ptr<const ExeInfo>> exe = Exe(*pid);
+  if (!exe.ok() || (*exe)->is_go) return;
+  absl::StatusOr<std::unique_ptr<NativeHeapSource>> src = native_factory_(*pid);
+  if (!src.ok()) {
+    native_attach_errors_.fetch_add(1);
+    fprintf(stderr, "pprof-sidecar: malloc profiling of pid %d: %s\n", static_cast<int>(*pid),
+            std::string(src.status().message()).c_str());
+    return;
+  }
+  native_attaches_.fetch_add(1);
+  std::lock_guard<std::mutex> l(mu_);
+  native_ = std::shared_ptr<NativeHeapSource>(std::move(*src));
+}
+
+absl::StatusOr<std::shared_ptr<NativeHeapSource>> HeapProfiler::NativeFor(pid_t pid) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (native_ && native_->pid() == pid) return native_;
+  }
+  std::lock_guard<std::mutex> nl(native_mu_);
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (native_ && native_->pid() == pid) return native_;
+  }
+  absl::StatusOr<std::unique_ptr<NativeHeapSource>> src = native_factory_(pid);
+  if (!src.ok()) {
+    native_attach_errors_.fetch_add(1);
+    return src.status();
+  }
+  native_attaches_.fetch_add(1);
+  std::lock_guard<std::mutex> l(mu_);
+  native_ = std::shared_ptr<NativeHeapSource>(std::move(*src));
+  return native_;
+}
+
+absl::StatusOr<std::string> HeapProfiler::CollectNative(pid_t pid, const HeapRequest& req) {
+  auto fail = [this](absl::Status st) {
+    errors_.fetch_add(1);
+    return st;
+  };
+  absl::StatusOr<std::shared_ptr<NativeHeapSource>> src = NativeFor(pid);
+  if (!src.ok()) {
+    return fail(
+        absl::Status(src.status().code(), absl::StrCat("pid ", pid,
+                                                       " is not a Go program and its allocator "
+                                                       "could not be probed: ",
+                                                       src.status().message())));
+  }
+  const absl::Time start = absl::Now();
+  GoHeapSnapshot snap = (*src)->Snapshot();
+  HeapProfileParams params;
+  params.kind = req.kind;
+  params.comments = req.comments;
+  params.native = true;
+  if (req.delta > absl::ZeroDuration()) {
+    absl::SleepFor(req.delta);
+    absl::StatusOr<std::shared_ptr<NativeHeapSource>> after = NativeFor(pid);
+    if (!after.ok() || after->get() != src->get()) {
+      return fail(
+          absl::AbortedError(absl::StrCat("pid ", pid,
+                                          " exited or the malloc sampler was replaced during the "
+                                          "delta window")));
+    }
+    GoHeapSnapshot snap1 = (*src)->Snapshot();
+    params.time = absl::Now();
+    params.duration = params.time - start;
+    snap = SubtractGoHeap(snap1, snap);
+    params.comments.push_back(
+        "pprof-sidecar: delta profile: malloc sampler buckets at the start and the end of the "
+        "window, subtracted");
+  } else {
+    params.time = start;
+  }
+  const MallocSamplerStats st = (*src)->stats();
+  params.comments.push_back(
+      absl::StrCat("pprof-sidecar: malloc sampler (uprobes) attached at ",
+                   absl::FormatTime(absl::RFC3339_sec, (*src)->attached_at(), absl::UTCTimeZone()),
+                   ": alloc_* and inuse_* count allocations since then; ", (*src)->Describe()));
+  params.comments.push_back(absl::StrCat(
+      "pprof-sidecar: malloc sampler counters: calls ", st.calls, ", sampled ", st.sampled,
+      ", recorded ", st.recorded, ", tracked live ", st.live, ", frees of sampled ",
+      st.frees_tracked, "; lost: live map full ", st.live_full, ", ring buffer full ",
+      st.ringbuf_drops, " allocs / ", st.free_drops, " frees, stack errors ", st.stack_errors,
+      ", pending full ", st.pending_full, ", unmatched returns ", st.pending_mismatch,
+      ", bucket limit ", st.bucket_overflow));
+  params.comments.push_back(
+      "pprof-sidecar: stacks are frame-pointer walks from the allocator's caller: code built "
+      "without frame pointers loses callers");
+  if (req.gc) {
+    params.comments.push_back("pprof-sidecar: gc=1 has no meaning for a malloc heap: ignored");
+  }
+  absl::StatusOr<std::string> prof = BuildGoHeapProfile(snap, pid, params, symbolizer_, nullptr);
+  if (!prof.ok()) return fail(prof.status());
+  profiles_.fetch_add(1);
+  return prof;
+}
+
 HeapProfilerStats HeapProfiler::stats() const {
   HeapProfilerStats s;
   s.profiles = profiles_.load();
@@ -190,6 +304,17 @@ HeapProfilerStats HeapProfiler::stats() const {
   s.located_by_code = by_code_.load();
   s.last_buckets = last_buckets_.load();
   s.last_read_micros = last_read_micros_.load();
+  s.native_attaches = native_attaches_.load();
+  s.native_attach_errors = native_attach_errors_.load();
+  std::shared_ptr<NativeHeapSource> n;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    n = native_;
+  }
+  if (n) {
+    s.native_attached = true;
+    s.native = n->stats();
+  }
   return s;
 }
 

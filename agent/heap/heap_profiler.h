@@ -8,6 +8,12 @@
 // then are not in the profile yet). Go's `gc=1` runs a GC first; a GC cannot be forced from
 // outside the process, so here gc=1 is accepted and only noted in the profile's comments: the
 // profile is the one published by the target's last GC, as with gc=0 in Go.
+//
+// Other targets (C, C++, anything that is not Go), once EnableNative() is called: a malloc
+// sampler (malloc_sampler.h) attached to the target. inuse_* needs every allocation's history
+// from the start, so the policy is to attach as soon as the target is known (SetTarget) and keep
+// the probes while it exists; they are detached when the target changes or exits. inuse_* and
+// alloc_* then cover allocations since the attach time (named in the profile's comments).
 #ifndef PPROF_SIDECAR_AGENT_HEAP_HEAP_PROFILER_H_
 #define PPROF_SIDECAR_AGENT_HEAP_HEAP_PROFILER_H_
 
@@ -15,9 +21,11 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,6 +33,7 @@
 #include "absl/time/time.h"
 #include "agent/heap/go_heap.h"
 #include "agent/heap/heap_profile.h"
+#include "agent/heap/malloc_profile_state.h"
 #include "agent/symbolize/process_symbolizer.h"
 
 namespace pprof_sidecar {
@@ -45,7 +54,16 @@ struct HeapProfilerStats {
   uint64_t located_by_code = 0;    // ... from decoding runtime functions (stripped binaries)
   uint64_t last_buckets = 0;       // buckets in the last read
   int64_t last_read_micros = 0;    // duration of the last bucket read
+  // Malloc sampler (non-Go targets).
+  bool native_attached = false;  // a sampler is attached now
+  uint64_t native_attaches = 0;  // samplers started
+  uint64_t native_attach_errors = 0;
+  MallocSamplerStats native;  // of the current sampler
 };
+
+// Starts a malloc sampler for a pid (StartMallocSampler in production, a fake in tests).
+using NativeHeapFactory =
+    std::function<absl::StatusOr<std::unique_ptr<NativeHeapSource>>(pid_t pid)>;
 
 class HeapProfiler {
  public:
@@ -62,9 +80,20 @@ class HeapProfiler {
   // applied). `how` (optional) receives how the variables were found.
   absl::StatusOr<GoHeapSnapshot> ReadGoSnapshot(pid_t pid, std::string* how = nullptr);
 
+  // Serves non-Go targets from malloc samplers made by `factory`. Call before use.
+  void EnableNative(NativeHeapFactory factory);
+  // The current target (nullopt: none). Attaches a malloc sampler to a non-Go target now
+  // (attach errors are logged to stderr and answered on the next request), detaches the
+  // previous one. No-op without EnableNative. Thread-safe.
+  void SetTarget(std::optional<pid_t> pid);
+
   HeapProfilerStats stats() const;
 
  private:
+  // The sampler attached to `pid`, attaching one if needed.
+  absl::StatusOr<std::shared_ptr<NativeHeapSource>> NativeFor(pid_t pid);
+  absl::StatusOr<std::string> CollectNative(pid_t pid, const HeapRequest& req);
+
   struct ExeInfo;
   absl::StatusOr<std::shared_ptr<const ExeInfo>> Exe(pid_t pid);
 
@@ -74,6 +103,11 @@ class HeapProfiler {
   std::map<std::string, std::shared_ptr<const ExeInfo>> exes_;  // by "dev:inode" (bounded)
   std::atomic<uint64_t> profiles_{0}, errors_{0}, by_symtab_{0}, by_code_{0}, last_buckets_{0};
   std::atomic<int64_t> last_read_micros_{0};
+
+  NativeHeapFactory native_factory_;
+  std::mutex native_mu_;                      // serializes attach/detach
+  std::shared_ptr<NativeHeapSource> native_;  // guarded by mu_ (read) and native_mu_ (swap)
+  std::atomic<uint64_t> native_attaches_{0}, native_attach_errors_{0};
 };
 
 }  // namespace pprof_sidecar

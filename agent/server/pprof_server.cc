@@ -353,6 +353,29 @@ std::string PprofServer::MetricsText() const {
           h.last_buckets);
     gauge("pprof_sidecar_heap_read_seconds", "Duration of the last Go heap bucket read.",
           h.last_read_micros / 1e6);
+    // Malloc sampler (non-Go targets), current attachment.
+    const MallocSamplerStats& m = h.native;
+    gauge("pprof_sidecar_malloc_sampler_attached", "A malloc sampler is attached to the target.",
+          h.native_attached ? 1 : 0);
+    counter("pprof_sidecar_malloc_attach_errors_total", "Malloc sampler attach failures.",
+            h.native_attach_errors);
+    counter("pprof_sidecar_malloc_calls_total", "Allocation calls seen by the probes.", m.calls);
+    counter("pprof_sidecar_malloc_sampled_total", "Allocations sampled.", m.recorded);
+    gauge("pprof_sidecar_malloc_live_tracked", "Sampled allocations tracked as live.", m.live);
+    gauge("pprof_sidecar_malloc_buckets", "Malloc profile (stack, size) buckets.", m.buckets);
+    absl::StrAppend(&o,
+                    "# HELP pprof_sidecar_malloc_lost_total Malloc sampler events lost or "
+                    "degraded, by reason.\n# TYPE pprof_sidecar_malloc_lost_total counter\n");
+    for (const auto& [reason, v] : std::vector<std::pair<const char*, uint64_t>>{
+             {"live_map_full", m.live_full},
+             {"ringbuf_full_alloc", m.ringbuf_drops},
+             {"ringbuf_full_free", m.free_drops},
+             {"stack_error", m.stack_errors},
+             {"pending_full", m.pending_full},
+             {"unmatched_return", m.pending_mismatch},
+             {"bucket_limit", m.bucket_overflow}}) {
+      absl::StrAppend(&o, "pprof_sidecar_malloc_lost_total{reason=\"", reason, "\"} ", v, "\n");
+    }
   }
   {
     std::lock_guard<std::mutex> l(mu_);

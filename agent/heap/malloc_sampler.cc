@@ -1,0 +1,324 @@
+#include "agent/heap/malloc_sampler.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <elf.h>
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
+#include "agent/symbolize/elf_file.h"
+#include "bpf/heap_sampler.h"
+#include "bpf/heap_sampler.skel.h"
+
+namespace pprof_sidecar {
+namespace {
+
+constexpr const char* kAllocatorFunctions[] = {
+    "malloc", "calloc", "realloc", "posix_memalign", "aligned_alloc", "memalign", "free"};
+
+absl::Status ErrnoStatus(absl::string_view what, int err) {
+  std::string msg = absl::StrCat(what, ": ", strerror(err));
+  switch (err) {
+    case EPERM:
+    case EACCES:
+      return absl::PermissionDeniedError(
+          absl::StrCat(msg,
+                       " \xe2\x80\x94 needs CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_SYS_ADMIN "
+                       "(or root)"));
+    case ENOENT:
+    case ESRCH:
+      return absl::NotFoundError(msg);
+    case EINVAL:
+      return absl::InvalidArgumentError(msg);
+    case ENOMEM:
+    case EMFILE:
+    case E2BIG:
+      return absl::ResourceExhaustedError(msg);
+    default:
+      return absl::InternalError(msg);
+  }
+}
+
+// Shared libraries that carry a malloc implementation.
+bool IsAllocatorLibrary(absl::string_view path) {
+  size_t slash = path.rfind('/');
+  absl::string_view base = slash == absl::string_view::npos ? path : path.substr(slash + 1);
+  return absl::StartsWith(base, "libc.so") || absl::StartsWith(base, "libc-") ||
+         absl::StartsWith(base, "ld-musl-") || absl::StartsWith(base, "libjemalloc") ||
+         absl::StartsWith(base, "libtcmalloc") || absl::StartsWith(base, "libmimalloc");
+}
+
+struct SkelDeleter {
+  void operator()(heap_sampler_bpf* s) const { heap_sampler_bpf__destroy(s); }
+};
+struct LinkDeleter {
+  void operator()(bpf_link* l) const { bpf_link__destroy(l); }
+};
+struct RingBufferDeleter {
+  void operator()(ring_buffer* rb) const { ring_buffer__free(rb); }
+};
+using LinkPtr = std::unique_ptr<bpf_link, LinkDeleter>;
+
+class BpfMallocSampler : public NativeHeapSource {
+ public:
+  BpfMallocSampler(pid_t pid, const MallocSamplerOptions& o)
+      : pid_(pid),
+        opts_(o),
+        state_(MallocProfileState::Limits{o.max_live, o.max_buckets, HEAP_SAMPLER_MAX_FRAMES}) {}
+  ~BpfMallocSampler() override {
+    stop_.store(true);
+    if (reader_.joinable()) reader_.join();
+    links_.clear();  // detach before the programs and maps go away
+  }
+
+  absl::Status Init(const std::vector<AllocatorProbe>& probes);
+
+  pid_t pid() const override { return pid_; }
+  GoHeapSnapshot Snapshot() override {
+    std::lock_guard<std::mutex> l(mu_);
+    return state_.Snapshot(opts_.sample_bytes);
+  }
+  MallocSamplerStats stats() const override;
+  absl::Time attached_at() const override { return attached_at_; }
+  std::string Describe() const override { return describe_; }
+
+ private:
+  static int OnRecord(void* ctx, void* data, size_t size) {
+    auto* self = static_cast<BpfMallocSampler*>(ctx);
+    std::lock_guard<std::mutex> l(self->mu_);
+    self->state_.HandleRecord(data, size);
+    return 0;
+  }
+
+  const pid_t pid_;
+  const MallocSamplerOptions opts_;
+  std::unique_ptr<heap_sampler_bpf, SkelDeleter> skel_;
+  std::unique_ptr<ring_buffer, RingBufferDeleter> ringbuf_;
+  std::vector<LinkPtr> links_;
+  std::thread reader_;
+  std::atomic<bool> stop_{false};
+  absl::Time attached_at_;
+  std::string describe_;
+  mutable std::mutex mu_;
+  MallocProfileState state_;
+};
+
+absl::Status BpfMallocSampler::Init(const std::vector<AllocatorProbe>& probes) {
+  struct stat st;
+  if (stat("/proc/self/ns/pid", &st) != 0) return ErrnoStatus("stat(/proc/self/ns/pid)", errno);
+  skel_.reset(heap_sampler_bpf__open());
+  if (!skel_) return ErrnoStatus("heap_sampler_bpf__open", errno);
+  skel_->rodata->pidns_dev = st.st_dev;
+  skel_->rodata->pidns_ino = st.st_ino;
+  skel_->rodata->target_tgid = static_cast<uint32_t>(pid_);
+  skel_->rodata->sample_all = opts_.sample_bytes <= 1 ? 1 : 0;
+  const std::vector<uint64_t> table =
+      ExponentialIntervals(static_cast<double>(opts_.sample_bytes), HEAP_SAMPLER_INTERVALS);
+  for (size_t i = 0; i < table.size(); ++i) {
+    skel_->rodata->sample_intervals[i] = table[i];
+  }
+  if (int err = bpf_map__set_max_entries(skel_->maps.live, opts_.max_live); err != 0) {
+    return ErrnoStatus("bpf_map__set_max_entries(live)", -err);
+  }
+  if (int err = bpf_map__set_max_entries(skel_->maps.events, opts_.ringbuf_bytes); err != 0) {
+    return ErrnoStatus("bpf_map__set_max_entries(events)", -err);
+  }
+  if (int err = heap_sampler_bpf__load(skel_.get()); err != 0) {
+    return ErrnoStatus("heap_sampler_bpf__load", -err);
+  }
+  ringbuf_.reset(ring_buffer__new(bpf_map__fd(skel_->maps.events), &BpfMallocSampler::OnRecord,
+                                  this, nullptr));
+  if (!ringbuf_) return ErrnoStatus("ring_buffer__new(events)", errno);
+
+  auto& p = skel_->progs;
+  const std::map<std::string, std::pair<bpf_program*, bpf_program*>> progs = {
+      {"malloc", {p.malloc_entry, p.alloc_return}},
+      {"calloc", {p.calloc_entry, p.alloc_return}},
+      {"realloc", {p.realloc_entry, p.alloc_return}},
+      {"posix_memalign", {p.posix_memalign_entry, p.posix_memalign_return}},
+      {"aligned_alloc", {p.aligned_entry, p.alloc_return}},
+      {"memalign", {p.aligned_entry, p.alloc_return}},
+      {"free", {p.free_entry, nullptr}},
+  };
+  std::vector<std::string> attached, errors;
+  for (const AllocatorProbe& pr : probes) {
+    auto it = progs.find(pr.function);
+    if (it == progs.end()) continue;
+    auto attach = [&](bpf_program* prog, bool ret) -> absl::StatusOr<LinkPtr> {
+      // map_files first (the mapped inode); /proc/PID/root/<path> if the kernel refuses it.
+      std::string err;
+      for (const std::string& path :
+           {pr.binary, absl::StrCat("/proc/", pid_, "/root", pr.mapped)}) {
+        bpf_link* l = bpf_program__attach_uprobe(prog, ret, pid_, path.c_str(), pr.file_offset);
+        if (l != nullptr) return LinkPtr(l);
+        const int e = errno;
+        err = absl::StrCat(ret ? "uretprobe " : "uprobe ", pr.function, "@", path, "+0x",
+                           absl::Hex(pr.file_offset), ": ", strerror(e));
+        if (e == ESRCH) break;
+      }
+      return ErrnoStatus(err, errno);
+    };
+    // Return probe first: an entry without its return would leave pending entries behind.
+    LinkPtr ret_link;
+    if (it->second.second != nullptr) {
+      absl::StatusOr<LinkPtr> r = attach(it->second.second, true);
+      if (!r.ok()) {
+        errors.push_back(std::string(r.status().message()));
+        continue;
+      }
+      ret_link = *std::move(r);
+    }
+    absl::StatusOr<LinkPtr> e = attach(it->second.first, false);
+    if (!e.ok()) {
+      errors.push_back(std::string(e.status().message()));
+      continue;
+    }
+    if (ret_link) links_.push_back(std::move(ret_link));
+    links_.push_back(*std::move(e));
+    attached.push_back(absl::StrCat(pr.function, "@", pr.mapped));
+  }
+  if (attached.empty()) {
+    if (kill(pid_, 0) != 0 && errno == ESRCH) {
+      return absl::NotFoundError(absl::StrCat("process ", pid_, " exited"));
+    }
+    return absl::PermissionDeniedError(absl::StrCat("could not attach any allocator probe to pid ",
+                                                    pid_, ": ", absl::StrJoin(errors, "; ")));
+  }
+  attached_at_ = absl::Now();
+  describe_ = absl::StrCat("probes on ", absl::StrJoin(attached, ", "));
+  if (!errors.empty()) absl::StrAppend(&describe_, "; failed: ", absl::StrJoin(errors, "; "));
+  reader_ = std::thread([this] {
+    while (!stop_.load()) {
+      int n = ring_buffer__poll(ringbuf_.get(), 100);
+      if (n < 0 && n != -EINTR) break;
+    }
+    ring_buffer__consume(ringbuf_.get());
+  });
+  return absl::OkStatus();
+}
+
+MallocSamplerStats BpfMallocSampler::stats() const {
+  MallocSamplerStats s;
+  const int ncpu = libbpf_num_possible_cpus();
+  uint64_t c[HEAP_CNT_NUM] = {};
+  if (ncpu > 0) {
+    std::vector<uint64_t> vals(ncpu);
+    const int fd = bpf_map__fd(skel_->maps.counters);
+    for (uint32_t k = 0; k < HEAP_CNT_NUM; ++k) {
+      if (bpf_map_lookup_elem(fd, &k, vals.data()) != 0) continue;
+      for (uint64_t v : vals) c[k] += v;
+    }
+  }
+  s.calls = c[HEAP_CNT_CALLS];
+  s.bytes = c[HEAP_CNT_BYTES];
+  s.sampled = c[HEAP_CNT_SAMPLED];
+  s.recorded = c[HEAP_CNT_RECORDED];
+  s.frees = c[HEAP_CNT_FREES];
+  s.frees_tracked = c[HEAP_CNT_FREES_TRACKED];
+  s.live_full = c[HEAP_CNT_LIVE_FULL];
+  s.ringbuf_drops = c[HEAP_CNT_RINGBUF_DROPS];
+  s.free_drops = c[HEAP_CNT_FREE_DROPS];
+  s.stack_errors = c[HEAP_CNT_STACK_ERRORS];
+  s.pending_full = c[HEAP_CNT_PENDING_FULL];
+  s.pending_mismatch = c[HEAP_CNT_PENDING_MISMATCH];
+  s.failed = c[HEAP_CNT_FAILED];
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    state_.FillStats(&s);
+  }
+  s.probes = links_.size();
+  return s;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<AllocatorProbe>> FindAllocatorProbes(pid_t pid,
+                                                                const std::vector<MapEntry>& maps) {
+  struct stat exe_st;
+  const bool have_exe = stat(absl::StrCat("/proc/", pid, "/exe").c_str(), &exe_st) == 0;
+  std::vector<AllocatorProbe> out;
+  std::set<std::pair<uint64_t, std::string>> seen;  // (inode, path)
+  std::vector<std::string> skipped;
+  for (const MapEntry& e : maps) {
+    if (!e.IsFileBacked()) continue;
+    const bool is_exe = have_exe && e.inode == exe_st.st_ino;
+    if (!is_exe && !IsAllocatorLibrary(e.path)) continue;
+    if (!seen.insert({e.inode, e.path}).second) continue;
+    const std::string path = TargetFilePath(pid, e);
+    absl::StatusOr<std::unique_ptr<ElfFile>> elf = ElfFile::Open(path);
+    if (!elf.ok()) {
+      skipped.push_back(std::string(elf.status().message()));
+      continue;
+    }
+    // Never probe Go code (return probes on Go functions crash the target).
+    if ((*elf)->FindSection(".gopclntab") != nullptr ||
+        (*elf)->FindSection(".go.buildinfo") != nullptr) {
+      skipped.push_back(absl::StrCat(e.path, ": Go binary, not probed"));
+      continue;
+    }
+    for (const char* fn : kAllocatorFunctions) {
+      std::optional<ElfSymbol> sym = (*elf)->FindSymbol(fn);
+      if (!sym || sym->value == 0) continue;
+      for (const ElfSegment& s : (*elf)->load_segments()) {
+        if ((s.flags & PF_X) == 0 || sym->value < s.vaddr || sym->value - s.vaddr >= s.filesz) {
+          continue;
+        }
+        AllocatorProbe p;
+        p.function = fn;
+        p.binary = path;
+        p.mapped = e.path;
+        p.file_offset = sym->value - s.vaddr + s.offset;
+        out.push_back(std::move(p));
+        break;
+      }
+    }
+  }
+  if (out.empty()) {
+    return absl::NotFoundError(absl::StrCat(
+        "pid ", pid, ": no malloc implementation found in its executable or a mapped C library",
+        skipped.empty() ? "" : absl::StrCat(" (", absl::StrJoin(skipped, "; "), ")")));
+  }
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<NativeHeapSource>> StartMallocSampler(
+    pid_t pid, const MallocSamplerOptions& options) {
+  if (options.sample_bytes < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("heap sample bytes must be >= 1, got ", options.sample_bytes));
+  }
+  const uint32_t rb = options.ringbuf_bytes;
+  if (rb < 4096 || (rb & (rb - 1)) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ringbuf_bytes must be a power of two >= 4096, got ", rb));
+  }
+  if (options.max_live < 1 || options.max_buckets < 1) {
+    return absl::InvalidArgumentError("max_live and max_buckets must be positive");
+  }
+  absl::StatusOr<std::vector<MapEntry>> maps = ReadProcMaps(pid);
+  if (!maps.ok()) return maps.status();
+  absl::StatusOr<std::vector<AllocatorProbe>> probes = FindAllocatorProbes(pid, *maps);
+  if (!probes.ok()) return probes.status();
+  auto s = std::make_unique<BpfMallocSampler>(pid, options);
+  if (absl::Status st = s->Init(*probes); !st.ok()) {
+    return absl::Status(st.code(),
+                        absl::StrCat("malloc sampler for pid ", pid, ": ", st.message()));
+  }
+  return std::unique_ptr<NativeHeapSource>(std::move(s));
+}
+
+}  // namespace pprof_sidecar

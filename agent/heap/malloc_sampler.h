@@ -1,0 +1,66 @@
+// BPF malloc sampler for one non-Go target process: uprobes on the allocator functions it
+// actually maps (bpf/heap_sampler.bpf.c does the sampling), a reader thread feeding a
+// MallocProfileState.
+//
+// Covered functions: malloc, calloc, realloc, posix_memalign, aligned_alloc, memalign (entry +
+// return probes) and free (entry), in
+//   - the C library the target maps (glibc libc.so.6, musl's ld-musl-*.so.1), and
+//   - the executable, when it defines them itself (tcmalloc/jemalloc/mimalloc linked
+//     statically), and a mapped libjemalloc/libtcmalloc/libmimalloc shared library.
+// Binaries are opened and probed through /proc/PID/map_files (the very inode mapped, in the
+// target's mount namespace), else /proc/PID/root/<path>. Probes carry the target's pid, so the
+// kernel installs breakpoints in that process only. Go executables are never probed (Go moves
+// stacks: a return probe on a Go function crashes it).
+//
+// Not covered: new/delete of a C++ runtime that does not call malloc (libstdc++'s operator new
+// does call malloc, so it is covered), mmap, allocations through other symbols (valloc, pvalloc,
+// reallocarray, __libc_malloc, _int_malloc), allocators loaded after attach (dlopen).
+// Stacks are walked by the kernel through frame pointers from the allocator's caller: callers
+// built with -fomit-frame-pointer (the default of gcc -O2 on x86-64) lose frames.
+//
+// Everything is detached when the object is destroyed (RAII: links, ring buffer, skeleton).
+#ifndef PPROF_SIDECAR_AGENT_HEAP_MALLOC_SAMPLER_H_
+#define PPROF_SIDECAR_AGENT_HEAP_MALLOC_SAMPLER_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "agent/heap/malloc_profile_state.h"
+#include "agent/symbolize/proc_maps.h"
+
+namespace pprof_sidecar {
+
+struct MallocSamplerOptions {
+  int64_t sample_bytes = 512 * 1024;  // mean bytes between samples; 1 samples every allocation
+  uint32_t max_live = 1 << 20;        // live sampled allocations tracked for inuse_*
+  uint32_t max_buckets = 1 << 16;     // distinct (stack, size) buckets in user space
+  uint32_t ringbuf_bytes = 8 << 20;   // power of two
+};
+
+// One function to probe.
+struct AllocatorProbe {
+  std::string function;  // "malloc", ...
+  std::string binary;    // path the agent opens (/proc/PID/map_files/... or /proc/PID/root/...)
+  std::string mapped;    // path as the target sees it
+  uint64_t file_offset = 0;
+};
+
+// The allocator functions defined in the binaries `pid` maps (see the file comment), from
+// `maps` (/proc/PID/maps). NotFound if none is found.
+absl::StatusOr<std::vector<AllocatorProbe>> FindAllocatorProbes(pid_t pid,
+                                                                const std::vector<MapEntry>& maps);
+
+// Loads the BPF program, attaches it to `pid`'s allocator and starts reading. Errors:
+// InvalidArgument (options), NotFound (process gone / no allocator found), PermissionDenied
+// (needs CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN for map_files, CAP_SYS_PTRACE).
+absl::StatusOr<std::unique_ptr<NativeHeapSource>> StartMallocSampler(
+    pid_t pid, const MallocSamplerOptions& options);
+
+}  // namespace pprof_sidecar
+
+#endif  // PPROF_SIDECAR_AGENT_HEAP_MALLOC_SAMPLER_H_

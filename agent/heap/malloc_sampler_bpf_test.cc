@@ -1,0 +1,298 @@
+// Privileged: real uprobes on a C target built from source (tests/targets/heap_c_split) that
+// allocates 3 bytes at big_site (malloc) for every byte at small_site (calloc), keeps one
+// iteration in 8 live and prints its own truth. Checks the alloc_space split, the total against
+// the truth, inuse before and after the target frees, google/pprof validity, `go tool pprof
+// -top`, the HTTP path through HeapProfiler + PprofServer, and that everything is detached.
+#include <dirent.h>
+#include <httplib.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <set>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "agent/heap/heap_profiler.h"
+#include "agent/heap/malloc_sampler.h"
+#include "agent/server/pprof_server.h"
+#include "agent/testing/fake_cpu_sampler.h"
+#include "gtest/gtest.h"
+#include "tests/testutil/pprof_summary.h"
+#include "tests/testutil/testutil.h"
+
+namespace pprof_sidecar {
+namespace {
+
+using ::pprof_sidecar::testing::BuildNative;
+using ::pprof_sidecar::testing::MakeTempDir;
+using ::pprof_sidecar::testing::PprofSummary;
+using ::pprof_sidecar::testing::RunCommand;
+using ::pprof_sidecar::testing::SummarizeProfile;
+using ::pprof_sidecar::testing::TestDataDir;
+
+constexpr int64_t kRate = 128 * 1024;
+constexpr long kIters = 131072;  // x 4000 bytes = 512 MiB
+
+// The target, driven through its stdin/stdout; killed on destruction.
+class CTarget {
+ public:
+  ~CTarget() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    if (in_) fclose(in_);
+    if (out_) fclose(out_);
+  }
+  bool Start(const std::string& bin) {
+    int to[2], from[2];
+    if (pipe(to) != 0 || pipe(from) != 0) return false;
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(to[0], 0);
+      dup2(from[1], 1);
+      close(to[1]);
+      close(from[0]);
+      execl(bin.c_str(), bin.c_str(), nullptr);
+      _exit(127);
+    }
+    close(to[0]);
+    close(from[1]);
+    in_ = fdopen(to[1], "w");
+    out_ = fdopen(from[0], "r");
+    return absl::StartsWith(Line(), "ready ");
+  }
+  std::string Command(const std::string& cmd) {
+    fprintf(in_, "%s\n", cmd.c_str());
+    fflush(in_);
+    return Line();
+  }
+  void Kill() {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+  pid_t pid() const { return pid_; }
+
+ private:
+  std::string Line() {
+    char buf[256];
+    if (!fgets(buf, sizeof(buf), out_)) return "";
+    std::string s(buf);
+    if (!s.empty() && s.back() == '\n') s.pop_back();
+    return s;
+  }
+  pid_t pid_ = -1;
+  FILE* in_ = nullptr;
+  FILE* out_ = nullptr;
+};
+
+struct Truth {
+  uint64_t big = 0, small = 0, live_big = 0, live_small = 0;
+};
+Truth ParseDone(const std::string& line) {
+  Truth t;
+  std::vector<std::string> f = absl::StrSplit(line, ' ');
+  if (f.size() == 5 && f[0] == "done") {
+    (void)absl::SimpleAtoi(f[1], &t.big);
+    (void)absl::SimpleAtoi(f[2], &t.small);
+    (void)absl::SimpleAtoi(f[3], &t.live_big);
+    (void)absl::SimpleAtoi(f[4], &t.live_small);
+  }
+  return t;
+}
+
+// perf_event fds of this process (one per attached uprobe link).
+int PerfEventFds() {
+  int n = 0;
+  DIR* d = opendir("/proc/self/fd");
+  if (!d) return -1;
+  while (dirent* e = readdir(d)) {
+    char buf[256];
+    ssize_t len = readlinkat(dirfd(d), e->d_name, buf, sizeof(buf) - 1);
+    if (len > 0 && std::string(buf, len) == "anon_inode:[perf_event]") ++n;
+  }
+  closedir(d);
+  return n;
+}
+
+int64_t Flat(const PprofSummary& s, const std::string& fn, int index) {
+  auto it = s.funcs.find(fn);
+  return it == s.funcs.end() ? 0 : it->second.flat[index];
+}
+
+std::string BuildTarget(const std::string& dir) {
+  auto bin = BuildNative({TestDataDir() + "/targets/heap_c_split/heap_c_split.c"},
+                         "-O2 -g -fno-omit-frame-pointer -fno-builtin", dir + "/heap_c_split");
+  EXPECT_TRUE(bin.ok()) << bin.status();
+  return bin.ok() ? *bin : "";
+}
+
+std::string Save(const std::string& path, const std::string& data) {
+  std::ofstream(path, std::ios::binary) << data;
+  return path;
+}
+
+TEST(MallocSamplerBpfTest, FindsTheCLibraryAllocator) {
+  const std::string dir = MakeTempDir("malloc_probes");
+  CTarget t;
+  ASSERT_TRUE(t.Start(BuildTarget(dir)));
+  auto maps = ReadProcMaps(t.pid());
+  ASSERT_TRUE(maps.ok()) << maps.status();
+  auto probes = FindAllocatorProbes(t.pid(), *maps);
+  ASSERT_TRUE(probes.ok()) << probes.status();
+  std::set<std::string> fns;
+  for (const auto& p : *probes) {
+    EXPECT_TRUE(absl::StrContains(p.mapped, "libc.so")) << p.mapped;  // not the executable
+    EXPECT_GT(p.file_offset, 0u);
+    fns.insert(p.function);
+  }
+  EXPECT_EQ(fns, (std::set<std::string>{"malloc", "calloc", "realloc", "posix_memalign",
+                                        "aligned_alloc", "memalign", "free"}));
+}
+
+TEST(MallocSamplerBpfTest, SplitTotalsInuseAndDetach) {
+  const std::string dir = MakeTempDir("malloc_sampler");
+  CTarget t;
+  ASSERT_TRUE(t.Start(BuildTarget(dir)));
+  const int perf_fds_before = PerfEventFds();
+
+  ProcessSymbolizer symbolizer;
+  HeapProfiler heap(&symbolizer);
+  MallocSamplerOptions opts;
+  opts.sample_bytes = kRate;
+  heap.EnableNative([opts](pid_t pid) { return StartMallocSampler(pid, opts); });
+  heap.SetTarget(t.pid());
+  HeapProfilerStats hs = heap.stats();
+  ASSERT_TRUE(hs.native_attached) << "attach errors: " << hs.native_attach_errors;
+  EXPECT_EQ(hs.native.probes, 13u);  // 6 entry + 6 return + free
+  EXPECT_GT(PerfEventFds(), perf_fds_before);
+
+  const Truth truth = ParseDone(t.Command(absl::StrCat("alloc ", kIters)));
+  ASSERT_GT(truth.big, 0u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // ring buffer drained
+
+  // Served over HTTP like the agent does.
+  CpuProfiler cpu(
+      []() -> absl::StatusOr<std::unique_ptr<CpuSampler>> {
+        return std::unique_ptr<CpuSampler>(new ::pprof_sidecar::testing::FakeCpuSampler({}));
+      },
+      &symbolizer, 100);
+  ProcessInfo info;
+  info.pid = t.pid();
+  info.comm = "heap_c_split";
+  TargetView view{[info]() -> std::optional<ProcessInfo> { return info; },
+                  [] { return std::string("test"); }};
+  PprofServer server(&cpu, &symbolizer, view, ServerOptions());
+  server.SetHeapProfiler(&heap);
+  ASSERT_TRUE(server.Bind("127.0.0.1", 0).ok());
+  std::thread serve([&server] { (void)server.Serve(); });
+  httplib::Client cli("127.0.0.1", server.port());
+  auto res = cli.Get("/debug/pprof/allocs");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const std::string allocs_path = Save(dir + "/allocs.pb.gz", res->body);
+  auto metrics = cli.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_TRUE(absl::StrContains(metrics->body, "pprof_sidecar_malloc_sampled_total"))
+      << metrics->body;
+  EXPECT_TRUE(absl::StrContains(metrics->body,
+                                "pprof_sidecar_malloc_lost_total{reason=\"live_map_full\"} 0"))
+      << metrics->body;
+
+  auto s = SummarizeProfile(allocs_path);
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(s->sample_types.size(), 4u);
+  EXPECT_EQ(s->sample_types[1].type, "alloc_space");
+  EXPECT_EQ(s->sample_types[3].type, "inuse_space");
+  EXPECT_EQ(s->default_sample_type, "alloc_space");
+  EXPECT_EQ(s->period_type.type, "space");
+  EXPECT_EQ(s->period, kRate);
+  const double big = Flat(*s, "big_site", 1), small = Flat(*s, "small_site", 1);
+  const double truth_total = truth.big + truth.small;
+  EXPECT_NEAR(big / (big + small), static_cast<double>(truth.big) / truth_total, 0.05) << s->raw;
+  EXPECT_NEAR((big + small) / truth_total, 1.0, 0.10);
+  EXPECT_NEAR(static_cast<double>(s->totals[1]) / truth_total, 1.0, 0.10);
+  // inuse: one iteration in 8 kept live.
+  const double inuse = Flat(*s, "big_site", 3) + Flat(*s, "small_site", 3);
+  const double truth_live = truth.live_big + truth.live_small;
+  EXPECT_NEAR(inuse / truth_live, 1.0, 0.20);
+  bool drops_comment = false;
+  for (const auto& c : s->comments) drops_comment |= absl::StrContains(c, "live map full 0");
+  EXPECT_TRUE(drops_comment);
+
+  auto top = RunCommand(
+      absl::StrCat("go tool pprof -top -sample_index=alloc_space '", allocs_path, "' 2>&1"));
+  EXPECT_EQ(top.exit_code, 0) << top.output;
+  EXPECT_TRUE(absl::StrContains(top.output, "big_site")) << top.output;
+  EXPECT_TRUE(absl::StrContains(top.output, "small_site")) << top.output;
+
+  // inuse follows frees.
+  ASSERT_EQ(t.Command("free"), "freed");
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  res = cli.Get("/debug/pprof/heap");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  auto h = SummarizeProfile(Save(dir + "/heap.pb.gz", res->body));
+  ASSERT_TRUE(h.ok()) << h.status();
+  EXPECT_EQ(h->default_sample_type, "");  // heap: tools default to the last type, inuse_space
+  const double inuse_after = Flat(*h, "big_site", 3) + Flat(*h, "small_site", 3);
+  EXPECT_LT(inuse_after, 0.02 * inuse) << inuse_after << " vs " << inuse;
+  EXPECT_NEAR(Flat(*h, "big_site", 1), big, 0.02 * big);  // alloc totals stay
+
+  // Delta: only what was allocated during the window.
+  std::thread more([&t] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    t.Command(absl::StrCat("alloc ", kIters / 4));
+  });
+  res = cli.Get("/debug/pprof/allocs?seconds=3");
+  more.join();
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  auto d = SummarizeProfile(Save(dir + "/delta.pb.gz", res->body));
+  ASSERT_TRUE(d.ok()) << d.status();
+  const double delta_big = Flat(*d, "big_site", 1);
+  EXPECT_NEAR(delta_big / (truth.big / 4.0), 1.0, 0.2);
+
+  server.Stop();
+  serve.join();
+  // Detached when the target goes away.
+  heap.SetTarget(std::nullopt);
+  EXPECT_FALSE(heap.stats().native_attached);
+  EXPECT_EQ(PerfEventFds(), perf_fds_before);
+}
+
+TEST(MallocSamplerBpfTest, TargetExitWhileAttached) {
+  const std::string dir = MakeTempDir("malloc_exit");
+  CTarget t;
+  ASSERT_TRUE(t.Start(BuildTarget(dir)));
+  const int before = PerfEventFds();
+  MallocSamplerOptions opts;
+  opts.sample_bytes = 1;  // every allocation
+  auto src = StartMallocSampler(t.pid(), opts);
+  ASSERT_TRUE(src.ok()) << src.status();
+  t.Command("alloc 1000");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  MallocSamplerStats st = (*src)->stats();
+  EXPECT_GE(st.sampled, 2000u);
+  EXPECT_LE(st.sampled - st.recorded, 1u)
+      << "failed " << st.failed << " mismatch " << st.pending_mismatch << " pending_full "
+      << st.pending_full << " calls " << st.calls;
+  EXPECT_EQ(st.live, 250u + 1);  // 125 iterations x 2 kept, + the kept-pointer array
+  t.Kill();
+  src->reset();
+  EXPECT_EQ(PerfEventFds(), before);
+  // A gone process is a clear NotFound.
+  auto again = StartMallocSampler(t.pid() > 0 ? t.pid() : 999999, opts);
+  EXPECT_FALSE(again.ok());
+}
+
+}  // namespace
+}  // namespace pprof_sidecar

@@ -1,0 +1,235 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Malloc sampling program: entry uprobes and return uretprobes on the allocator functions of one
+ * target process (malloc, calloc, realloc, posix_memalign, aligned_alloc, memalign; free).
+ *
+ * Sampling is by bytes, like Go's runtime: a per-CPU countdown of bytes until the next sample is
+ * decremented by each allocation's size; the allocation that takes it to zero or below is
+ * sampled and the countdown is redrawn from an exponential distribution (the loader's
+ * `sample_intervals` table, mean = the sampling rate). So an allocation of s bytes is sampled
+ * with probability 1 - exp(-s/rate), which user space undoes like runtime/pprof.
+ *
+ * A sampled entry remembers its size per thread (`pending`); its return probe captures the user
+ * stack (frame pointers), emits a heap_alloc_event and records the address in `live`. `free`
+ * looks the address up in `live` and emits a heap_event FREE on a hit. Return probes of
+ * unsampled calls cost one hash lookup that misses. One object is loaded per target process. */
+#include "vmlinux.h"
+
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "bpf/heap_sampler.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Set by the loader between open and load. */
+const volatile __u64 pidns_dev = 0;   /* st_dev of /proc/self/ns/pid of the agent */
+const volatile __u64 pidns_ino = 0;   /* st_ino of /proc/self/ns/pid of the agent */
+const volatile __u32 target_tgid = 0; /* the target, in the agent's pid namespace */
+const volatile __u32 sample_all = 0;  /* rate 1: every allocation is sampled */
+const volatile __u64 sample_intervals[HEAP_SAMPLER_INTERVALS] = {};
+
+/* Sampled allocations not freed yet: address -> size. max_entries set by the loader. */
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 1 << 16);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __type(key, __u64);
+  __type(value, struct heap_live);
+} live SEC(".maps");
+
+/* Sampled calls between entry and return: kernel tid -> pending. */
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 16384);
+  __type(key, __u32);
+  __type(value, struct heap_pending);
+} pending SEC(".maps");
+
+/* Bytes left until the next sample, per CPU (0: not drawn yet). */
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, __s64);
+} countdown SEC(".maps");
+
+/* max_entries (bytes) is set by the loader before load. */
+struct {
+  __uint(type, BPF_MAP_TYPE_RINGBUF);
+  __uint(max_entries, 1 << 22);
+} events SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, HEAP_CNT_NUM);
+  __type(key, __u32);
+  __type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline void add(__u32 idx, __u64 n) {
+  __u64 *v = bpf_map_lookup_elem(&counters, &idx);
+  if (v) *v += n;
+}
+
+static __always_inline __s64 draw_interval(void) {
+  __u32 i = bpf_get_prandom_u32() & (HEAP_SAMPLER_INTERVALS - 1);
+  __s64 v = (__s64)sample_intervals[i];
+  return v > 0 ? v : 1;
+}
+
+/* True if the current thread belongs to the target. The kernel already filters uprobe hits by
+ * the target's mm; this guards the rare paths that record something (a forked child shares the
+ * breakpoints until exec). Threads of nested pid namespaces, where the helper cannot answer, are
+ * accepted on the kernel's filter alone. */
+static __always_inline int is_target(void) {
+  struct bpf_pidns_info ns = {};
+  if (bpf_get_ns_current_pid_tgid(pidns_dev, pidns_ino, &ns, sizeof(ns)) == 0) {
+    return ns.tgid == target_tgid;
+  }
+  return 1;
+}
+
+/* Entry of an allocation of `size` bytes: decides whether it is sampled. */
+static __always_inline int on_alloc_entry(struct pt_regs *ctx, __u64 size, __u64 memptr) {
+  add(HEAP_CNT_CALLS, 1);
+  add(HEAP_CNT_BYTES, size);
+  if (size == 0) return 0;
+  if (!sample_all) {
+    __u32 zero = 0;
+    __s64 *left = bpf_map_lookup_elem(&countdown, &zero);
+    if (!left) return 0;
+    __s64 v = *left;
+    if (v == 0) v = draw_interval();
+    v -= (__s64)size;
+    if (v > 0) {
+      *left = v;
+      return 0;
+    }
+    *left = draw_interval();
+  }
+  if (!is_target()) return 0;
+  add(HEAP_CNT_SAMPLED, 1);
+  __u32 tid = (__u32)bpf_get_current_pid_tgid();
+  struct heap_pending p = {.size = size, .memptr = memptr, .sp = PT_REGS_SP(ctx)};
+  if (bpf_map_update_elem(&pending, &tid, &p, BPF_ANY)) add(HEAP_CNT_PENDING_FULL, 1);
+  return 0;
+}
+
+static __always_inline void on_free(__u64 addr) {
+  add(HEAP_CNT_FREES, 1);
+  if (addr == 0) return;
+  struct heap_live *l = bpf_map_lookup_elem(&live, &addr);
+  if (!l) return;
+  if (!is_target()) return;
+  __u64 size = l->size;
+  if (bpf_map_delete_elem(&live, &addr)) return; /* freed concurrently: counted once */
+  add(HEAP_CNT_FREES_TRACKED, 1);
+  struct heap_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+  if (!e) {
+    add(HEAP_CNT_FREE_DROPS, 1);
+    return;
+  }
+  e->addr = addr;
+  e->size = size;
+  e->kind = HEAP_EV_FREE;
+  e->flags = 0;
+  bpf_ringbuf_submit(e, 0);
+}
+
+/* Return of an allocation: `addr` is the result (0 on failure), `ok` whether it succeeded. */
+static __always_inline int on_alloc_return(struct pt_regs *ctx, int posix_memalign) {
+  __u32 tid = (__u32)bpf_get_current_pid_tgid();
+  struct heap_pending *pp = bpf_map_lookup_elem(&pending, &tid);
+  if (!pp) return 0;
+  struct heap_pending p = *pp;
+  bpf_map_delete_elem(&pending, &tid);
+  /* The return lands at the entry's sp + 8 (the return address popped). Anything else is a
+   * pending entry of another call (e.g. one whose return was never seen). */
+  if (PT_REGS_SP(ctx) != p.sp + 8) {
+    add(HEAP_CNT_PENDING_MISMATCH, 1);
+    return 0;
+  }
+  __u64 addr = 0;
+  if (posix_memalign) {
+    if (PT_REGS_RC(ctx) == 0 && p.memptr != 0) {
+      bpf_probe_read_user(&addr, sizeof(addr), (const void *)p.memptr);
+    }
+  } else {
+    addr = PT_REGS_RC(ctx);
+  }
+  if (addr == 0) {
+    add(HEAP_CNT_FAILED, 1);
+    return 0;
+  }
+  /* Reserve before publishing the address in `live`: a free of it on another thread then
+   * reserves its record after this one, so user space sees the alloc first. */
+  struct heap_alloc_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+  if (!e) {
+    add(HEAP_CNT_RINGBUF_DROPS, 1);
+    return 0;
+  }
+  e->hdr.addr = addr;
+  e->hdr.size = p.size;
+  e->hdr.kind = HEAP_EV_ALLOC;
+  e->hdr.flags = 0;
+  e->reserved = 0;
+  long n = bpf_get_stack(ctx, e->user_ips, sizeof(e->user_ips), BPF_F_USER_STACK);
+  if (n < 0) {
+    e->user_nr = 0;
+    e->hdr.flags |= HEAP_EV_F_STACK_ERR;
+    add(HEAP_CNT_STACK_ERRORS, 1);
+  } else {
+    e->user_nr = n / sizeof(__u64);
+  }
+  struct heap_live l = {.size = p.size};
+  if (bpf_map_update_elem(&live, &addr, &l, BPF_ANY)) {
+    e->hdr.flags |= HEAP_EV_F_UNTRACKED;
+    add(HEAP_CNT_LIVE_FULL, 1);
+  }
+  add(HEAP_CNT_RECORDED, 1);
+  bpf_ringbuf_submit(e, 0);
+  return 0;
+}
+
+SEC("uprobe")
+int BPF_KPROBE(malloc_entry, __u64 size) { return on_alloc_entry(ctx, size, 0); }
+
+SEC("uprobe")
+int BPF_KPROBE(calloc_entry, __u64 nmemb, __u64 size) {
+  /* Factors of 4 GiB or more are not sampled (no 128-bit multiply in BPF to check overflow). */
+  if ((nmemb | size) >> 32) return 0;
+  return on_alloc_entry(ctx, nmemb * size, 0);
+}
+
+/* realloc(p, n): p is freed (when the call succeeds; a failed realloc keeps p, which is then
+ * under-reported) and n bytes are allocated. realloc(p, 0) only frees. */
+SEC("uprobe")
+int BPF_KPROBE(realloc_entry, __u64 ptr, __u64 size) {
+  on_free(ptr);
+  return on_alloc_entry(ctx, size, 0);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(posix_memalign_entry, __u64 memptr, __u64 alignment, __u64 size) {
+  return on_alloc_entry(ctx, size, memptr);
+}
+
+/* aligned_alloc(alignment, size) and memalign(alignment, size). */
+SEC("uprobe")
+int BPF_KPROBE(aligned_entry, __u64 alignment, __u64 size) {
+  return on_alloc_entry(ctx, size, 0);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(free_entry, __u64 ptr) {
+  on_free(ptr);
+  return 0;
+}
+
+/* Return of malloc, calloc, realloc, aligned_alloc, memalign. */
+SEC("uretprobe")
+int BPF_KPROBE(alloc_return) { return on_alloc_return(ctx, 0); }
+
+SEC("uretprobe")
+int BPF_KPROBE(posix_memalign_return) { return on_alloc_return(ctx, 1); }

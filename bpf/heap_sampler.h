@@ -1,0 +1,75 @@
+/* Types shared by the malloc sampling BPF program (heap_sampler.bpf.c) and its user-space loader
+ * (agent/heap/malloc_sampler.cc). Plain C with fixed-width kernel types so that both sides agree
+ * on the layout byte for byte. In BPF, vmlinux.h provides __u32 & co; elsewhere they come from
+ * <linux/types.h>. */
+#ifndef PPROF_SIDECAR_BPF_HEAP_SAMPLER_H_
+#define PPROF_SIDECAR_BPF_HEAP_SAMPLER_H_
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+/* Frames kept per sampled allocation stack; bpf_get_stack writes at most this many. */
+#define HEAP_SAMPLER_MAX_FRAMES 127
+
+/* Entries of the `sample_intervals` rodata table (a power of two): byte intervals between
+ * samples, drawn by the loader from an exponential distribution with the configured mean. */
+#define HEAP_SAMPLER_INTERVALS 4096
+
+/* heap_event.kind */
+#define HEAP_EV_ALLOC 1u /* a sampled allocation returned `addr` (struct heap_alloc_event) */
+#define HEAP_EV_FREE 2u  /* a sampled, tracked allocation was freed (struct heap_event only) */
+
+/* heap_event.flags */
+#define HEAP_EV_F_UNTRACKED 0x1u /* the live map was full: counts in alloc_* only, not inuse_* */
+#define HEAP_EV_F_STACK_ERR 0x2u /* bpf_get_stack(BPF_F_USER_STACK) failed: empty stack */
+
+/* Common header of every ring buffer record. */
+struct heap_event {
+  __u64 addr; /* the allocation's address */
+  __u64 size; /* bytes requested (for FREE: as recorded at allocation) */
+  __u32 kind; /* HEAP_EV_* */
+  __u32 flags;
+};
+
+/* A sampled allocation. The stack is captured in the return probe, so every entry is a return
+ * address (user_ips[0] is the allocator's caller right after its call instruction), leaf
+ * first, walked by the kernel through frame pointers. */
+struct heap_alloc_event {
+  struct heap_event hdr;
+  __u32 user_nr; /* valid entries of user_ips */
+  __u32 reserved;
+  __u64 user_ips[HEAP_SAMPLER_MAX_FRAMES];
+};
+
+/* Value of the live-allocation map (key: address). */
+struct heap_live {
+  __u64 size;
+};
+
+/* Value of the per-thread pending map (key: kernel tid) between an entry and its return. */
+struct heap_pending {
+  __u64 size;
+  __u64 memptr; /* posix_memalign: where the result is stored */
+  __u64 sp;     /* stack pointer at entry: the return must come back to sp + 8 */
+};
+
+/* Indices of the per-CPU `counters` array. */
+enum heap_sampler_counter {
+  HEAP_CNT_CALLS = 0,         /* allocation calls seen (entry probes) */
+  HEAP_CNT_BYTES,             /* bytes requested by those calls */
+  HEAP_CNT_SAMPLED,           /* allocations sampled (entry) */
+  HEAP_CNT_RECORDED,          /* sampled allocations that returned an address (events) */
+  HEAP_CNT_FREES,             /* free calls seen (incl. realloc's old pointer) */
+  HEAP_CNT_FREES_TRACKED,     /* frees of tracked (sampled) addresses */
+  HEAP_CNT_LIVE_FULL,         /* sampled allocations not tracked: live map full */
+  HEAP_CNT_RINGBUF_DROPS,     /* alloc events lost: ring buffer full */
+  HEAP_CNT_FREE_DROPS,        /* free events lost: ring buffer full (inuse over-reported) */
+  HEAP_CNT_STACK_ERRORS,      /* bpf_get_stack failed */
+  HEAP_CNT_PENDING_FULL,      /* sampled entries not remembered: pending map full */
+  HEAP_CNT_PENDING_MISMATCH,  /* pending entry of another call found at a return: dropped */
+  HEAP_CNT_FAILED,            /* sampled allocations that returned NULL / an error */
+  HEAP_CNT_NUM,
+};
+
+#endif /* PPROF_SIDECAR_BPF_HEAP_SAMPLER_H_ */
