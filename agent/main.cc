@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "agent/heap/heap_profiler.h"
+#include "agent/heap/malloc_sampler.h"
 #include "agent/profile/cpu_profiler.h"
 #include "agent/sampler/cpu_sampler.h"
 #include "agent/server/pprof_server.h"
@@ -35,6 +36,14 @@ DEFINE_int32(max_profile_seconds, 300, "Largest accepted ?seconds= for a CPU pro
 DEFINE_int32(rediscover_interval_ms, 500,
              "How often the agent checks that the target is alive and re-discovers it.");
 DEFINE_int32(symbol_cache_binaries, 64, "Most binaries kept parsed in the symbol cache.");
+DEFINE_bool(malloc_profiling, true,
+            "Non-Go targets: attach uprobes to the allocator (malloc & co) while the target "
+            "exists, for /debug/pprof/heap and /debug/pprof/allocs.");
+DEFINE_int64(heap_sample_bytes, 512 * 1024,
+             "Non-Go targets: mean bytes allocated between malloc samples (1: every allocation).");
+DEFINE_int32(heap_max_live, 1 << 20,
+             "Non-Go targets: most sampled live allocations tracked for inuse_* (overflow is "
+             "counted in /metrics and the profile's comments).");
 DEFINE_int32(user_stack_bytes, 8192,
              "Most bytes of user stack copied per sample for unwinding without frame pointers "
              "(multiple of 8, 0..16384; 0 = frame pointers only).");
@@ -61,6 +70,10 @@ int Run() {
   if (FLAGS_cpu_sampling_hz < 1 || FLAGS_cpu_sampling_hz > 10000) {
     fprintf(stderr, "pprof-sidecar: --cpu_sampling_hz=%d out of range [1, 10000]\n",
             FLAGS_cpu_sampling_hz);
+    return 2;
+  }
+  if (FLAGS_heap_sample_bytes < 1 || FLAGS_heap_max_live < 1) {
+    fprintf(stderr, "pprof-sidecar: --heap_sample_bytes and --heap_max_live must be positive\n");
     return 2;
   }
   if (FLAGS_max_profile_seconds < 1) {
@@ -109,13 +122,24 @@ int Run() {
   CpuProfiler cpu([sampler_opts] { return NewBpfCpuSampler(sampler_opts); }, &symbolizer,
                   FLAGS_cpu_sampling_hz);
 
+  // heap/allocs: Go targets' own heap profile, read from their memory on request; other
+  // targets: a malloc sampler attached while the target exists (inuse needs its history).
+  HeapProfiler heap(&symbolizer);
+  if (FLAGS_malloc_profiling) {
+    MallocSamplerOptions mopts;
+    mopts.sample_bytes = FLAGS_heap_sample_bytes;
+    mopts.max_live = static_cast<uint32_t>(FLAGS_heap_max_live);
+    heap.EnableNative([mopts](pid_t pid) { return StartMallocSampler(pid, mopts); });
+  }
+
   DiscoveryOptions dopts;
   dopts.target_pid = FLAGS_target_pid;
   dopts.target_name = FLAGS_target_name;
   TargetTracker tracker(dopts, absl::Milliseconds(FLAGS_rediscover_interval_ms),
-                        [&cpu](const std::optional<ProcessInfo>& t) {
+                        [&cpu, &heap](const std::optional<ProcessInfo>& t) {
                           std::vector<uint32_t> pids;
                           if (t) pids.push_back(static_cast<uint32_t>(t->pid));
+                          heap.SetTarget(t ? std::optional<pid_t>(t->pid) : std::nullopt);
                           absl::Status st = cpu.SetTargets(pids);
                           if (!st.ok()) {
                             fprintf(stderr, "pprof-sidecar: setting target: %s\n",
@@ -129,8 +153,6 @@ int Run() {
   TargetView view{[&tracker] { return tracker.current(); },
                   [&tracker] { return tracker.status_message(); }};
   PprofServer server(&cpu, &symbolizer, view, sopts);
-  // heap/allocs: Go targets' own heap profile, read from their memory on request.
-  HeapProfiler heap(&symbolizer);
   server.SetHeapProfiler(&heap);
   if (absl::Status st = server.Bind(hp->host, hp->port); !st.ok()) {
     fprintf(stderr, "pprof-sidecar: %s\n", std::string(st.message()).c_str());
