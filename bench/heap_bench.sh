@@ -1,0 +1,264 @@
+#!/usr/bin/env bash
+# Heap profiling benchmark (issue 4). Usage: bench/heap_bench.sh [BUILD_DIR]   (run as root)
+#
+# Env knobs: ROUNDS (default 3, C rows), GO_ROUNDS (default 7), C_ITERS (malloc loop iterations
+# per run, default 100000), GO_ITERS (default 4000000), LIVE_N (default 1000000),
+# BENCH_NO_BCC=1, BENCH_NO_INSTALL=1.
+#
+#  1. C malloc loop (bench/targets/malloc_loop: malloc of 16..4111 bytes, free of the block from
+#     64 iterations earlier), conditions interleaved per round, order rotated:
+#       base     no profiler
+#       agent    pprof-sidecar attached to the target (default --heap_sample_bytes=524288)
+#       memleak  memleak-bpfcc -p PID (bcc; every allocation with its stack), if it runs here
+#     Target on the last CPU, tools on CPU 0. Added cost = (run - same round's base run) / iters,
+#     in ns per loop iteration (one malloc + one free); plus each tool's BPF time per iteration
+#     (kernel.bpf_stats_enabled, run_time_ns of its programs), so the part spent in uprobe traps
+#     (kernel, identical for any uprobe tool) is visible.
+#  2. Agent RSS with LIVE_N live allocations tracked: --heap_sample_bytes=1 (every allocation
+#     sampled), --heap_max_live=LIVE_N+100000; the target holds LIVE_N blocks of 64 bytes; agent
+#     VmRSS/VmHWM before, with them live, and after they are freed; kernel memory of its maps.
+#  3. Go heap profiling: an allocation-heavy Go target (bench/targets/goalloc), base vs the agent
+#     serving /debug/pprof/heap once a second during the run (Go targets get no probes: the agent
+#     reads the runtime's buckets on request). Ratio of CPU and wall time, median over rounds.
+set -uo pipefail
+
+BUILD=$(cd "${1:-./build}" && pwd) || { echo "no build dir ${1:-./build}" >&2; exit 2; }
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+ROUNDS=${ROUNDS:-3}
+GO_ROUNDS=${GO_ROUNDS:-7}
+C_ITERS=${C_ITERS:-100000}
+GO_ITERS=${GO_ITERS:-4000000}
+LIVE_N=${LIVE_N:-1000000}
+AGENT=$BUILD/pprof-sidecar
+WORK=$(mktemp -d /tmp/pprof-sidecar-heapbench.XXXXXX)
+PORT=$((20000 + RANDOM % 20000))
+NCPU=$(nproc)
+
+log() { printf '%s\n' "$*"; }
+die() { echo "heap_bench: $*" >&2; exit 1; }
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+
+[[ $EUID -eq 0 ]] || die "must run as root"
+[[ -x $AGENT ]] || die "$AGENT missing: build first"
+
+AGENT_PID= ML_PID= BCC_PID= GO_PID=
+OLD_BPF_STATS=$(sysctl -n kernel.bpf_stats_enabled 2>/dev/null || echo 0)
+stop_pid() { [[ -n $1 ]] && kill "$1" 2>/dev/null && wait "$1" 2>/dev/null; }
+cleanup() {
+  stop_pid "$BCC_PID"
+  stop_pid "$AGENT_PID"
+  [[ -n $ML_PID ]] && kill "$ML_PID" 2>/dev/null
+  [[ -n $GO_PID ]] && kill "$GO_PID" 2>/dev/null
+  sysctl -qw kernel.bpf_stats_enabled="$OLD_BPF_STATS" 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+if ((NCPU >= 2)); then
+  PIN_TARGET=(taskset -c $((NCPU - 1))); PIN_TOOLS=(taskset -c 0)
+else
+  PIN_TARGET=(); PIN_TOOLS=()
+fi
+median() { sort -g | awk '{a[NR]=$1} END{if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+range() { sort -g | awk 'NR==1{lo=$1} {hi=$1} END{printf "[%s .. %s]", lo, hi}'; }
+
+log "== machine"
+log "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') x $NCPU"
+log "kernel: $(uname -r); load average at start: $(loadavg)"
+
+# ------------------------------------------------------------------ memleak-bpfcc (optional)
+BCC_OK=0
+bcc_setup() {
+  [[ ${BENCH_NO_BCC:-0} == 1 ]] && { log "bcc: disabled (BENCH_NO_BCC=1)"; return; }
+  if ! command -v memleak-bpfcc >/dev/null && [[ ${BENCH_NO_INSTALL:-0} != 1 ]] &&
+    command -v apt-get >/dev/null; then
+    log "bcc: installing bpfcc-tools and kernel headers..."
+    local hdr
+    hdr=$(apt-cache search --names-only '^linux-headers-6\.12\..*-amd64$' 2>/dev/null |
+      awk '{print $1}' | grep -v -e cloud -e rt | sort -V | tail -1)
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends bpfcc-tools \
+      ${hdr:+"$hdr"} >"$WORK/apt.log" 2>&1 || log "bcc: apt-get install failed"
+  fi
+  command -v memleak-bpfcc >/dev/null || { log "bcc: memleak-bpfcc not available: row skipped"; return; }
+  local mod=/lib/modules/$(uname -r)
+  if [[ ! -e $mod/build/Makefile ]]; then
+    local arch common
+    arch=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | grep -v -e cloud -e rt | sort -V | tail -1)
+    common=${arch%-amd64}-common
+    if [[ -d $arch && -d $common ]]; then
+      mkdir -p "$mod" && ln -sfn "$arch" "$mod/build" && ln -sfn "$common" "$mod/source"
+      log "bcc: linked $mod/build -> $arch, source -> $common"
+    else
+      log "bcc: no kernel headers for bcc: row skipped"; return
+    fi
+  fi
+  BCC_OK=1
+}
+bcc_setup
+sysctl -qw kernel.bpf_stats_enabled=1 || log "warning: cannot enable kernel.bpf_stats_enabled"
+
+# Sum of run_time_ns and run_cnt over the kprobe-type (uprobe) BPF programs PID holds.
+bpf_time() {
+  local f t=0 c=0 line
+  for f in /proc/"$1"/fdinfo/*; do
+    grep -q '^prog_type:[[:space:]]*2$' "$f" 2>/dev/null || continue
+    line=$(awk '/^run_time_ns:/{t=$2} /^run_cnt:/{c=$2} END{print t+0, c+0}' "$f")
+    t=$((t + ${line% *})); c=$((c + ${line#* }))
+  done
+  echo "$t $c"
+}
+metric() { curl -s "127.0.0.1:$PORT/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+rss_kb() { awk '/^VmRSS/{print $2}' /proc/"$1"/status; }
+hwm_kb() { awk '/^VmHWM/{print $2}' /proc/"$1"/status; }
+
+start_agent() {  # start_agent TARGET_PID [flags...]
+  local tp=$1; shift
+  "${PIN_TOOLS[@]}" "$AGENT" --target_pid="$tp" --listen_address=127.0.0.1:$PORT "$@" \
+    2>>"$WORK/agent.log" &
+  AGENT_PID=$!
+  for _ in $(seq 100); do curl -sf "127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+}
+stop_agent() { stop_pid "$AGENT_PID"; AGENT_PID=; }
+
+# ------------------------------------------------------------------ 1. C malloc loop
+log ""
+log "== 1. C malloc loop: $C_ITERS iterations (malloc 16..4111 B + free) per run, $ROUNDS rounds"
+gcc -O2 -g -fno-omit-frame-pointer "$SRC/bench/targets/malloc_loop/malloc_loop.c" \
+  -o "$WORK/malloc_loop" || die "gcc failed"
+coproc ML { exec "${PIN_TARGET[@]}" "$WORK/malloc_loop"; }
+read -r -t 10 -u "${ML[0]}" ready || die "malloc_loop did not start"
+ML_PID=${ready#ready }
+ml_run() {
+  echo "run $1" >&"${ML[1]}"
+  local line
+  read -r -u "${ML[0]}" line || die "malloc_loop died"
+  awk '{print $2, $3}' <<<"$line"
+}
+ml_run 20000 >/dev/null
+conds=(base agent)
+((BCC_OK)) && conds+=(memleak)
+declare -A WALL CPU BPFNS
+for ((r = 0; r < ROUNDS; r++)); do
+  n=${#conds[@]}
+  order=()
+  for ((k = 0; k < n; k++)); do order+=("${conds[$(((k + r) % n))]}"); done
+  for c in "${order[@]}"; do
+    case $c in
+      base)
+        read -r w cpu < <(ml_run "$C_ITERS") ;;
+      agent)
+        start_agent "$ML_PID"
+        for _ in $(seq 50); do [[ $(metric pprof_sidecar_malloc_sampler_attached) == 1 ]] && break; sleep 0.1; done
+        [[ $(metric pprof_sidecar_malloc_sampler_attached) == 1 ]] || { tail -5 "$WORK/agent.log"; die "agent did not attach"; }
+        read -r t0 _ < <(bpf_time "$AGENT_PID")
+        read -r w cpu < <(ml_run "$C_ITERS")
+        read -r t1 _ < <(bpf_time "$AGENT_PID")
+        BPFNS[$c]+="$(((t1 - t0) / C_ITERS)) "
+        stop_agent ;;
+      memleak)
+        "${PIN_TOOLS[@]}" memleak-bpfcc -p "$ML_PID" 3600 >"$WORK/memleak.log" 2>&1 &
+        BCC_PID=$!
+        for _ in $(seq 300); do grep -q 'Attaching' "$WORK/memleak.log" && break; sleep 0.2; done
+        sleep 1
+        read -r t0 _ < <(bpf_time "$BCC_PID")
+        read -r w cpu < <(ml_run "$C_ITERS")
+        read -r t1 _ < <(bpf_time "$BCC_PID")
+        BPFNS[$c]+="$(((t1 - t0) / C_ITERS)) "
+        stop_pid "$BCC_PID"; BCC_PID= ;;
+    esac
+    WALL[$c,$r]=$w; CPU[$c,$r]=$cpu
+    log "round $r $c: wall $((w / 1000000)) ms, cpu $((cpu / 1000000)) ms (load $(loadavg))"
+  done
+done
+log ""
+log "added cost per iteration (malloc + free), ns of target CPU: median [min .. max]"
+declare -A ADDED
+for c in "${conds[@]}"; do
+  [[ $c == base ]] && continue
+  vals=$(for ((r = 0; r < ROUNDS; r++)); do
+    echo "$(((CPU[$c,$r] - CPU[base,$r]) / C_ITERS))"
+  done)
+  ADDED[$c]=$(median <<<"$vals")
+  log "  $c: ${ADDED[$c]} ns $(range <<<"$vals"); BPF programs: $(tr ' ' '\n' <<<"${BPFNS[$c]}" | grep . | median) ns/iteration"
+done
+base_ns=$(for ((r = 0; r < ROUNDS; r++)); do echo "$((CPU[base,$r] / C_ITERS))"; done | median)
+log "  base: $base_ns ns per iteration"
+if [[ -n ${ADDED[memleak]:-} ]]; then
+  log "  agent / memleak added cost: $(awk -v a="${ADDED[agent]}" -v m="${ADDED[memleak]}" 'BEGIN{printf "%.2f", a/m}') (goal <= 0.50)"
+fi
+
+# ------------------------------------------------------------------ 2. RSS with LIVE_N live
+log ""
+log "== 2. agent RSS with $LIVE_N live allocations tracked (--heap_sample_bytes=1)"
+start_agent "$ML_PID" --heap_sample_bytes=1 --heap_max_live=$((LIVE_N + 100000))
+for _ in $(seq 50); do [[ $(metric pprof_sidecar_malloc_sampler_attached) == 1 ]] && break; sleep 0.1; done
+log "agent before: VmRSS $(rss_kb "$AGENT_PID") kB"
+echo "hold $LIVE_N 64" >&"${ML[1]}"
+read -r -u "${ML[0]}" held || die "malloc_loop died"
+prev=-1
+for _ in $(seq 120); do
+  cur=$(metric pprof_sidecar_malloc_live_tracked)
+  [[ $cur == "$prev" ]] && break
+  prev=$cur; sleep 1
+done
+t0=$(date +%s%N)
+curl -s "127.0.0.1:$PORT/debug/pprof/heap" -o "$WORK/heap.pb.gz"
+t1=$(date +%s%N)
+maps_kb=0
+for f in /proc/"$AGENT_PID"/fdinfo/*; do
+  m=$(awk '/^map_type:/{t=$2} /^memlock:/{print $2}' "$f" 2>/dev/null)
+  [[ -n $m ]] && maps_kb=$((maps_kb + m / 1024))
+done
+log "target: $held; agent live tracked: $(metric pprof_sidecar_malloc_live_tracked), sampled $(metric pprof_sidecar_malloc_sampled_total)"
+log "lost: $(curl -s "127.0.0.1:$PORT/metrics" | awk '/^pprof_sidecar_malloc_lost_total/{printf "%s ", $0}')"
+log "agent with them live: VmRSS $(rss_kb "$AGENT_PID") kB, VmHWM $(hwm_kb "$AGENT_PID") kB; BPF maps (memlock, kernel) ${maps_kb} kB"
+log "heap profile over them: $(((t1 - t0) / 1000000)) ms, $(stat -c %s "$WORK/heap.pb.gz") bytes"
+echo "release" >&"${ML[1]}"
+read -r -u "${ML[0]}" _ || die "malloc_loop died"
+sleep 3
+log "after release: live tracked $(metric pprof_sidecar_malloc_live_tracked), VmRSS $(rss_kb "$AGENT_PID") kB"
+stop_agent
+echo quit >&"${ML[1]}"; ML_PID=
+
+# ------------------------------------------------------------------ 3. Go target
+log ""
+log "== 3. Go allocation-heavy target: $GO_ITERS iterations per run, $GO_ROUNDS rounds"
+(cd "$SRC/bench/targets/goalloc" && GO111MODULE=off GOFLAGS= go build -o "$WORK/goalloc" .) ||
+  die "go build failed"
+coproc GA { exec "${PIN_TARGET[@]}" "$WORK/goalloc"; }
+read -r -t 10 -u "${GA[0]}" ready || die "goalloc did not start"
+GO_PID=${ready#ready }
+ga_run() {
+  echo "run $1" >&"${GA[1]}"
+  local line
+  read -r -u "${GA[0]}" line || die "goalloc died"
+  awk '{print $2, $3}' <<<"$line"
+}
+ga_run 500000 >/dev/null
+start_agent "$GO_PID"
+reqs=0
+cpu_ratios=() wall_ratios=()
+for ((r = 0; r < GO_ROUNDS; r++)); do
+  for c in $( ((r % 2)) && echo "agent base" || echo "base agent"); do
+    if [[ $c == agent ]]; then
+      ( while :; do curl -s "127.0.0.1:$PORT/debug/pprof/heap" -o /dev/null; sleep 1; done ) &
+      CURL_LOOP=$!
+      read -r w cpu < <(ga_run "$GO_ITERS")
+      kill "$CURL_LOOP"; wait "$CURL_LOOP" 2>/dev/null
+      AW=$w; AC=$cpu
+    else
+      read -r w cpu < <(ga_run "$GO_ITERS")
+      BW=$w; BC=$cpu
+    fi
+  done
+  cr=$(awk -v a="$AC" -v b="$BC" 'BEGIN{printf "%.4f", (a/b-1)*100}')
+  wr=$(awk -v a="$AW" -v b="$BW" 'BEGIN{printf "%.4f", (a/b-1)*100}')
+  cpu_ratios+=("$cr"); wall_ratios+=("$wr")
+  log "round $r: base cpu $((BC / 1000000)) ms, agent cpu $((AC / 1000000)) ms: ${cr} % (wall ${wr} %) (load $(loadavg))"
+done
+log "Go heap profiling added cost: CPU $(printf '%s\n' "${cpu_ratios[@]}" | median) % $(printf '%s\n' "${cpu_ratios[@]}" | range), wall $(printf '%s\n' "${wall_ratios[@]}" | median) % (goal <= 0.5 %)"
+log "heap profiles served: $(metric pprof_sidecar_heap_profiles_total), last bucket read $(metric pprof_sidecar_heap_read_seconds) s"
+stop_agent
+echo quit >&"${GA[1]}"; GO_PID=
+log ""
+log "load average at end: $(loadavg)"

@@ -1,0 +1,72 @@
+// goalloc is bench/heap_bench.sh's allocation-heavy Go target: a fixed amount of allocation
+// work (small and medium objects, a slowly rotating live set), repeated on command, timing
+// itself. Go's own heap profiler runs at its default MemProfileRate (512 KiB), as always.
+//
+// Commands on stdin, one per line: "run ITERS" -> "RESULT wall_ns cpu_ns checksum"; "quit".
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type node struct {
+	next *node
+	val  [6]uint64
+}
+
+var live [4096][]byte
+
+//go:noinline
+func allocSmall(i int) *node { return &node{val: [6]uint64{uint64(i)}} }
+
+//go:noinline
+func allocBuf(n int) []byte { return make([]byte, n) }
+
+func work(iters int) uint64 {
+	var sum uint64
+	var head *node
+	for i := 0; i < iters; i++ {
+		n := allocSmall(i)
+		n.next = head
+		if i%64 == 0 {
+			head = nil
+		} else {
+			head = n
+		}
+		b := allocBuf(64 + i%2048)
+		b[0] = byte(i)
+		sum += uint64(b[0]) + n.val[0]
+		if i%16 == 0 {
+			live[i/16%len(live)] = b
+		}
+	}
+	return sum
+}
+
+func cpuNanos() int64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+func main() {
+	fmt.Printf("ready %d\n", os.Getpid())
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		f := strings.Fields(in.Text())
+		if len(f) == 2 && f[0] == "run" {
+			iters, _ := strconv.Atoi(f[1])
+			w0, c0 := time.Now(), cpuNanos()
+			sum := work(iters)
+			fmt.Printf("RESULT %d %d %d\n", time.Since(w0).Nanoseconds(), cpuNanos()-c0, sum)
+		} else if len(f) == 1 && f[0] == "quit" {
+			return
+		}
+	}
+}
