@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Heap profiling benchmark (issue 4). Usage: bench/heap_bench.sh [BUILD_DIR]   (run as root)
 #
-# Env knobs: ROUNDS (default 3, C rows), GO_ROUNDS (default 7), C_ITERS (malloc loop iterations
-# per run, default 100000), GO_ITERS (default 4000000), LIVE_N (default 1000000),
+# Env knobs: ROUNDS (default 3, C rows), GO_ROUNDS (default 9), C_ITERS (malloc loop iterations
+# per run, default 100000), GO_ITERS (default 10000000), LIVE_N (default 1000000),
 # BENCH_NO_BCC=1, BENCH_NO_INSTALL=1.
 #
 #  1. C malloc loop (bench/targets/malloc_loop: malloc of 16..4111 bytes, free of the block from
@@ -25,9 +25,9 @@ set -uo pipefail
 BUILD=$(cd "${1:-./build}" && pwd) || { echo "no build dir ${1:-./build}" >&2; exit 2; }
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 ROUNDS=${ROUNDS:-3}
-GO_ROUNDS=${GO_ROUNDS:-7}
+GO_ROUNDS=${GO_ROUNDS:-9}
 C_ITERS=${C_ITERS:-100000}
-GO_ITERS=${GO_ITERS:-4000000}
+GO_ITERS=${GO_ITERS:-10000000}
 LIVE_N=${LIVE_N:-1000000}
 AGENT=$BUILD/pprof-sidecar
 WORK=$(mktemp -d /tmp/pprof-sidecar-heapbench.XXXXXX)
@@ -41,14 +41,14 @@ loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 [[ $EUID -eq 0 ]] || die "must run as root"
 [[ -x $AGENT ]] || die "$AGENT missing: build first"
 
-AGENT_PID= ML_PID= BCC_PID= GO_PID=
+AGENT_PID= MLP= BCC_PID= GOP=
 OLD_BPF_STATS=$(sysctl -n kernel.bpf_stats_enabled 2>/dev/null || echo 0)
 stop_pid() { [[ -n $1 ]] && kill "$1" 2>/dev/null && wait "$1" 2>/dev/null; }
 cleanup() {
   stop_pid "$BCC_PID"
   stop_pid "$AGENT_PID"
-  [[ -n $ML_PID ]] && kill "$ML_PID" 2>/dev/null
-  [[ -n $GO_PID ]] && kill "$GO_PID" 2>/dev/null
+  [[ -n $MLP ]] && kill "$MLP" 2>/dev/null
+  [[ -n $GOP ]] && kill "$GOP" 2>/dev/null
   sysctl -qw kernel.bpf_stats_enabled="$OLD_BPF_STATS" 2>/dev/null
   rm -rf "$WORK"
 }
@@ -127,7 +127,7 @@ gcc -O2 -g -fno-omit-frame-pointer "$SRC/bench/targets/malloc_loop/malloc_loop.c
   -o "$WORK/malloc_loop" || die "gcc failed"
 coproc ML { exec "${PIN_TARGET[@]}" "$WORK/malloc_loop"; }
 read -r -t 10 -u "${ML[0]}" ready || die "malloc_loop did not start"
-ML_PID=${ready#ready }
+MLP=${ready#ready }
 ml_run() {
   echo "run $1" >&"${ML[1]}"
   local line
@@ -147,7 +147,7 @@ for ((r = 0; r < ROUNDS; r++)); do
       base)
         read -r w cpu < <(ml_run "$C_ITERS") ;;
       agent)
-        start_agent "$ML_PID"
+        start_agent "$MLP"
         for _ in $(seq 50); do [[ $(metric pprof_sidecar_malloc_sampler_attached) == 1 ]] && break; sleep 0.1; done
         [[ $(metric pprof_sidecar_malloc_sampler_attached) == 1 ]] || { tail -5 "$WORK/agent.log"; die "agent did not attach"; }
         read -r t0 _ < <(bpf_time "$AGENT_PID")
@@ -156,7 +156,7 @@ for ((r = 0; r < ROUNDS; r++)); do
         BPFNS[$c]+="$(((t1 - t0) / C_ITERS)) "
         stop_agent ;;
       memleak)
-        "${PIN_TOOLS[@]}" memleak-bpfcc -p "$ML_PID" 3600 >"$WORK/memleak.log" 2>&1 &
+        "${PIN_TOOLS[@]}" memleak-bpfcc -p "$MLP" 3600 >"$WORK/memleak.log" 2>&1 &
         BCC_PID=$!
         for _ in $(seq 300); do grep -q 'Attaching' "$WORK/memleak.log" && break; sleep 0.2; done
         sleep 1
@@ -190,7 +190,7 @@ fi
 # ------------------------------------------------------------------ 2. RSS with LIVE_N live
 log ""
 log "== 2. agent RSS with $LIVE_N live allocations tracked (--heap_sample_bytes=1)"
-start_agent "$ML_PID" --heap_sample_bytes=1 --heap_max_live=$((LIVE_N + 100000))
+start_agent "$MLP" --heap_sample_bytes=1 --heap_max_live=$((LIVE_N + 100000))
 for _ in $(seq 50); do [[ $(metric pprof_sidecar_malloc_sampler_attached) == 1 ]] && break; sleep 0.1; done
 log "agent before: VmRSS $(rss_kb "$AGENT_PID") kB"
 echo "hold $LIVE_N 64" >&"${ML[1]}"
@@ -218,7 +218,7 @@ read -r -u "${ML[0]}" _ || die "malloc_loop died"
 sleep 3
 log "after release: live tracked $(metric pprof_sidecar_malloc_live_tracked), VmRSS $(rss_kb "$AGENT_PID") kB"
 stop_agent
-echo quit >&"${ML[1]}"; ML_PID=
+echo quit >&"${ML[1]}"; MLP=
 
 # ------------------------------------------------------------------ 3. Go target
 log ""
@@ -227,7 +227,7 @@ log "== 3. Go allocation-heavy target: $GO_ITERS iterations per run, $GO_ROUNDS 
   die "go build failed"
 coproc GA { exec "${PIN_TARGET[@]}" "$WORK/goalloc"; }
 read -r -t 10 -u "${GA[0]}" ready || die "goalloc did not start"
-GO_PID=${ready#ready }
+GOP=${ready#ready }
 ga_run() {
   echo "run $1" >&"${GA[1]}"
   local line
@@ -235,7 +235,7 @@ ga_run() {
   awk '{print $2, $3}' <<<"$line"
 }
 ga_run 500000 >/dev/null
-start_agent "$GO_PID"
+start_agent "$GOP"
 reqs=0
 cpu_ratios=() wall_ratios=()
 for ((r = 0; r < GO_ROUNDS; r++)); do
@@ -259,6 +259,6 @@ done
 log "Go heap profiling added cost: CPU $(printf '%s\n' "${cpu_ratios[@]}" | median) % $(printf '%s\n' "${cpu_ratios[@]}" | range), wall $(printf '%s\n' "${wall_ratios[@]}" | median) % (goal <= 0.5 %)"
 log "heap profiles served: $(metric pprof_sidecar_heap_profiles_total), last bucket read $(metric pprof_sidecar_heap_read_seconds) s"
 stop_agent
-echo quit >&"${GA[1]}"; GO_PID=
+echo quit >&"${GA[1]}"; GOP=
 log ""
 log "load average at end: $(loadavg)"

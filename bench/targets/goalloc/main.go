@@ -9,6 +9,7 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -21,6 +22,10 @@ type node struct {
 }
 
 var live [4096][]byte
+
+// Keeps heap profiling on: the linker sets MemProfileRate to 0 in programs from which
+// runtime.MemProfile is unreachable (a program importing net/http/pprof keeps it).
+var _ = runtime.MemProfile
 
 //go:noinline
 func allocSmall(i int) *node { return &node{val: [6]uint64{uint64(i)}} }
