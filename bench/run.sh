@@ -11,8 +11,10 @@
 #     round (the order rotates each round so no condition always follows another):
 #       base     no profiler
 #       gopprof  Go's own runtime/pprof CPU profiler (StartCPUProfile, 100 Hz)
-#       agent    pprof-sidecar sampling it at 100 Hz; one /debug/pprof/profile request whose
-#                window covers the whole run
+#       agent    pprof-sidecar sampling it at 100 Hz with unwinding on (the default: stack
+#                copies unwound by CFI/pclntab); one /debug/pprof/profile request whose window
+#                covers the whole run
+#       agentfp  the same with --user_stack_bytes=0 (frame pointers only, unwinding off)
 #       bcc      profile-bpfcc -F 100 -p PID (if it can run here)
 #     The target is pinned to the last CPU, agent and bcc to CPU 0, so the target's slowdown is
 #     the in-target cost (perf interrupt + BPF program + cache effects) and the agent's own CPU is
@@ -21,8 +23,15 @@
 #  2. Agent cost while profiling: BPF ns per sample (kernel.bpf_stats_enabled; run_time_ns and
 #     run_cnt of the agent's perf_event program, read from /proc/AGENT/fdinfo, the same counters
 #     bpftool prog show prints), agent VmRSS/VmHWM, agent CPU (utime+stime / wall of the window).
-#  3. Serving latency: curl total time - requested seconds, for every agent round.
-#  4. Cold symbolization of a large Go binary: bench/symbolize_bench (page cache warm, and
+#  3. Serving latency: curl total time - requested seconds, for every agent round, and for the
+#     first request of freshly started agents (FIRST_REPS, default 3).
+#  4. BPF A/B (bench/sampler_bench): the sampler's per-sample cost under the old configuration
+#     (8 KiB copy, 8 MiB ring, wakeup per record) and the default one, interleaved, on a busy
+#     Go target (bench/targets/burn, 1 goroutine pinned to the target CPU).
+#  5. Memory: agent VmRSS after each of RSS_WINDOWS (default 3) consecutive RSS_WINDOW_S (30)
+#     second windows on bench/targets/burn with 2 busy goroutines (both CPUs, unpinned), and the
+#     agent's CPU over them.
+#  6. Cold symbolization of a large Go binary: bench/symbolize_bench (page cache warm, and
 #     evicted).
 set -uo pipefail
 
@@ -33,6 +42,10 @@ TARGET_CPU_S=${TARGET_CPU_S:-2}
 BIG_GO_BINARY=${BIG_GO_BINARY:-/usr/lib/go-1.23/pkg/tool/linux_amd64/compile}
 AGENT=$BUILD/pprof-sidecar
 SYMBENCH=$BUILD/symbolize_bench
+SAMPLERBENCH=$BUILD/sampler_bench
+FIRST_REPS=${FIRST_REPS:-3}
+RSS_WINDOWS=${RSS_WINDOWS:-3}
+RSS_WINDOW_S=${RSS_WINDOW_S:-30}
 WORK=$(mktemp -d /tmp/pprof-sidecar-bench.XXXXXX)
 PORT=$((20000 + RANDOM % 20000))
 CLK_TCK=$(getconf CLK_TCK)
@@ -45,14 +58,16 @@ die() { echo "bench: $*" >&2; exit 1; }
 
 [[ $EUID -eq 0 ]] || die "must run as root (BPF, bpf_stats_enabled)"
 [[ -x $AGENT ]] || die "$AGENT missing: build first"
-if [[ ! -x $SYMBENCH ]]; then
-  cmake --build "$BUILD" --target symbolize_bench >/dev/null 2>&1 || true
-fi
+for t in symbolize_bench sampler_bench; do
+  [[ -x $BUILD/$t ]] || cmake --build "$BUILD" --target "$t" >/dev/null 2>&1 || true
+done
 
-AGENT_PID= TGT_PID= BCC_PID= OLD_BPF_STATS=$(sysctl -n kernel.bpf_stats_enabled 2>/dev/null || echo 0)
+AGENT_PID= AGENTFP_PID= TGT_PID= BCC_PID= EXTRA_PIDS= OLD_BPF_STATS=$(sysctl -n kernel.bpf_stats_enabled 2>/dev/null || echo 0)
 cleanup() {
   [[ -n $BCC_PID ]] && kill -TERM "$BCC_PID" 2>/dev/null
   [[ -n $AGENT_PID ]] && kill "$AGENT_PID" 2>/dev/null
+  [[ -n $AGENTFP_PID ]] && kill "$AGENTFP_PID" 2>/dev/null
+  for p in $EXTRA_PIDS; do kill "$p" 2>/dev/null; done
   if [[ -n $TGT_PID ]]; then
     [[ -n ${SPIN[1]:-} ]] && echo quit >&"${SPIN[1]}" 2>/dev/null
     sleep 0.2
@@ -110,6 +125,8 @@ log ""
 log "== building the Go target (bench/targets/spin) with $(go version | awk '{print $3}')"
 (cd "$SRC/bench/targets/spin" && GO111MODULE=off GOFLAGS= go build -o "$WORK/bench-spin" .) ||
   die "go build of bench/targets/spin failed"
+(cd "$SRC/bench/targets/burn" && GO111MODULE=off GOFLAGS= go build -o "$WORK/bench-burn" .) ||
+  die "go build of bench/targets/burn failed"
 coproc SPIN { exec "${PIN_TARGET[@]}" "$WORK/bench-spin" -gopprof_out="$WORK/gopprof.pb.gz"; }
 read -r -t 10 -u "${SPIN[0]}" ready || die "target did not start"
 TGT_PID=$(awk '{print $2}' <<<"$ready")
@@ -126,9 +143,16 @@ spin_run() {
 "${PIN_TOOLS[@]}" "$AGENT" --target_pid="$TGT_PID" --listen_address=127.0.0.1:$PORT \
   2>"$WORK/agent.log" &
 AGENT_PID=$!
-for _ in $(seq 50); do curl -sf "127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
-curl -sf "127.0.0.1:$PORT/healthz" >/dev/null || { cat "$WORK/agent.log"; die "agent did not start"; }
-log "agent pid $AGENT_PID on :$PORT, target pid $TGT_PID (pinned: ${PIN_TARGET[*]:-no})"
+PORTFP=$((PORT + 1))
+"${PIN_TOOLS[@]}" "$AGENT" --target_pid="$TGT_PID" --listen_address=127.0.0.1:$PORTFP \
+  --user_stack_bytes=0 2>"$WORK/agentfp.log" &
+AGENTFP_PID=$!
+for p in $PORT $PORTFP; do
+  for _ in $(seq 50); do curl -sf "127.0.0.1:$p/healthz" >/dev/null && break; sleep 0.1; done
+  curl -sf "127.0.0.1:$p/healthz" >/dev/null || { cat "$WORK"/agent*.log; die "agent did not start"; }
+done
+log "agent pid $AGENT_PID on :$PORT (unwinding on), $AGENTFP_PID on :$PORTFP (frame pointers" \
+  "only), target pid $TGT_PID (pinned: ${PIN_TARGET[*]:-no})"
 sysctl -qw kernel.bpf_stats_enabled=1 || log "warning: cannot enable kernel.bpf_stats_enabled"
 
 # run_time_ns, run_cnt and count of the newest perf_event (type 7) BPF program PID holds open
@@ -141,7 +165,7 @@ prog_stats() {
   done | sort -n | tail -1 | awk '{if (NF) print $2, $3, 1; else print 0, 0, 0}'
 }
 proc_cpu_ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
-metric() { curl -s "127.0.0.1:$PORT/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+metric() { curl -s "127.0.0.1:${2:-$PORT}/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 now_ns() { date +%s%N; }
 
 # ---------------------------------------------------------------- calibration
@@ -167,41 +191,45 @@ log "BPF ns per filtered-out invocation (target idle, $((n1 - n0)) invocations):
 
 # ---------------------------------------------------------------- conditions
 RESULTS=$WORK/results.tsv  # round cond wall_ns cpu_ns extra...
-AGENTX=$WORK/agent.tsv     # round bpf_ns bpf_cnt samples latency_s agent_cpu_frac rss_kb
+AGENTX=$WORK/agent.tsv     # round bpf_ns bpf_cnt samples latency_s agent_cpu_frac rss_kb hwm_kb cond
 : >"$RESULTS"; : >"$AGENTX"
 
 cond_base() { echo "$1 base $(spin_run base "$ITERS")" >>"$RESULTS"; }
 cond_gopprof() { echo "$1 gopprof $(spin_run gopprof "$ITERS")" >>"$RESULTS"; }
 
-cond_agent() {
-  local r=$1 s0 s1 b0 b1 c0 c1 t0 t1 res lat
-  s0=$(metric pprof_sidecar_samples_total)
-  c0=$(proc_cpu_ticks "$AGENT_PID"); t0=$(now_ns)
+# agent_round ROUND COND PORT PID
+agent_round() {
+  local r=$1 cond=$2 port=$3 apid=$4 s0 s1 b0 b1 c0 c1 t0 t1 res lat
+  s0=$(metric pprof_sidecar_samples_total "$port")
+  c0=$(proc_cpu_ticks "$apid"); t0=$(now_ns)
   curl -s -o "$WORK/agent.pb.gz" -w '%{http_code} %{time_total}\n' \
-    "127.0.0.1:$PORT/debug/pprof/profile?seconds=$WINDOW" >"$WORK/curl.out" &
+    "127.0.0.1:$port/debug/pprof/profile?seconds=$WINDOW" >"$WORK/curl.out" &
   local curl_pid=$!
   # Wait until the sampler's BPF program is loaded (the window starts right after).
   for _ in $(seq 100); do
-    read -r _ _ n < <(prog_stats "$AGENT_PID"); ((n > 0)) && break; sleep 0.05
+    read -r _ _ n < <(prog_stats "$apid"); ((n > 0)) && break; sleep 0.05
   done
   sleep 0.2
-  read -r b0 n0 _ < <(prog_stats "$AGENT_PID")
+  read -r b0 n0 _ < <(prog_stats "$apid")
   res=$(spin_run base "$ITERS")
-  read -r b1 n1 _ < <(prog_stats "$AGENT_PID")
+  read -r b1 n1 _ < <(prog_stats "$apid")
   wait "$curl_pid"
-  t1=$(now_ns); c1=$(proc_cpu_ticks "$AGENT_PID")
-  s1=$(metric pprof_sidecar_samples_total)
+  t1=$(now_ns); c1=$(proc_cpu_ticks "$apid")
+  s1=$(metric pprof_sidecar_samples_total "$port")
   read -r code total <"$WORK/curl.out"
   [[ $code == 200 ]] || log "  round $r: profile request answered $code"
   local rss hwm
-  rss=$(awk '/VmRSS/{print $2}' /proc/"$AGENT_PID"/status)
-  hwm=$(awk '/VmHWM/{print $2}' /proc/"$AGENT_PID"/status)
+  rss=$(awk '/VmRSS/{print $2}' /proc/"$apid"/status)
+  hwm=$(awk '/VmHWM/{print $2}' /proc/"$apid"/status)
   lat=$(python3 -c "print(f'{$total - $WINDOW:.4f}')")
-  echo "$r agent $res" >>"$RESULTS"
+  echo "$r $cond $res" >>"$RESULTS"
   echo "$r $((b1 - b0)) $((n1 - n0)) $((s1 - s0)) $lat" \
-    "$(python3 -c "print(f'{($c1 - $c0) / $CLK_TCK / (($t1 - $t0) / 1e9):.5f}')") $rss $hwm" \
+    "$(python3 -c "print(f'{($c1 - $c0) / $CLK_TCK / (($t1 - $t0) / 1e9):.5f}')") $rss $hwm $cond" \
     >>"$AGENTX"
 }
+
+cond_agent() { agent_round "$1" agent "$PORT" "$AGENT_PID"; }
+cond_agentfp() { agent_round "$1" agentfp "$PORTFP" "$AGENTFP_PID"; }
 
 cond_bcc() {
   local r=$1
@@ -228,7 +256,7 @@ cond_bcc() {
   echo "$r bcc $res $((b1 - b0)) $((n1 - n0))" >>"$RESULTS"
 }
 
-CONDS=(base gopprof agent bcc)
+CONDS=(base gopprof agent agentfp bcc)
 log ""
 log "== slowdown: $ROUNDS rounds of ${CONDS[*]} (rotating order)"
 for ((r = 1; r <= ROUNDS; r++)); do
@@ -237,6 +265,75 @@ for ((r = 1; r <= ROUNDS; r++)); do
   for cnd in "${order[@]}"; do "cond_$cnd" "$r"; done
   log "round $r/$ROUNDS done (order ${order[*]}; load average $(loadavg))"
 done
+
+# ---------------------------------------------------------------- BPF A/B
+ABOUT=$WORK/ab.txt
+: >"$ABOUT"
+if [[ -x $SAMPLERBENCH ]]; then
+  log ""
+  log "== BPF A/B: sampler_bench on bench-burn (1 goroutine, pinned) (load average $(loadavg))"
+  "${PIN_TARGET[@]}" "$WORK/bench-burn" -goroutines 1 -seconds 900 &
+  burn=$!; EXTRA_PIDS+=" $burn"
+  sleep 0.5
+  AB_VARIANTS=(old:8192:none:1:0:8192 default:8192:both:1:16384 fponly:0:none:1:16384
+    nofpwalk:8192:both:0:16384 wakeeach:8192:both:1:0)
+  "${PIN_TOOLS[@]}" "$SAMPLERBENCH" --pid="$burn" --slice_s=2 --rounds="${AB_ROUNDS:-5}" \
+    "${AB_VARIANTS[@]}" >>"$ABOUT" 2>/dev/null || log "sampler_bench failed"
+  echo "per-stage (stage timing on; adds clock reads):" >>"$ABOUT"
+  "${PIN_TOOLS[@]}" "$SAMPLERBENCH" --stages --pid="$burn" --slice_s=2 --rounds=3 \
+    old:8192:none:1:0:8192 default:8192:both:1:16384 >>"$ABOUT" 2>/dev/null
+  kill "$burn" 2>/dev/null; wait "$burn" 2>/dev/null
+  log "done (load average $(loadavg))"
+fi
+
+# ---------------------------------------------------------------- first request, memory
+# start_agent PORT ARGS... -> echoes the pid once /healthz answers
+start_agent() {
+  local port=$1; shift
+  "${PIN_TOOLS[@]}" "$AGENT" --listen_address=127.0.0.1:$port "$@" >/dev/null \
+    2>>"$WORK/agent-extra.log" &
+  local pid=$!
+  for _ in $(seq 50); do curl -sf "127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+  echo "$pid"
+}
+FIRST=$WORK/first.tsv  # rep first_latency_s second_latency_s
+: >"$FIRST"
+log ""
+log "== first request of a fresh agent: $FIRST_REPS agents, 5 s windows (load average $(loadavg))"
+for ((k = 1; k <= FIRST_REPS; k++)); do
+  "${PIN_TARGET[@]}" "$WORK/bench-burn" -goroutines 1 -seconds 60 &
+  burn=$!; EXTRA_PIDS+=" $burn"
+  p3=$((PORT + 2))
+  a3=$(start_agent "$p3" --target_pid="$burn"); EXTRA_PIDS+=" $a3"
+  sleep 1
+  l1=$(curl -s -o /dev/null -w '%{time_total}' "127.0.0.1:$p3/debug/pprof/profile?seconds=5")
+  l2=$(curl -s -o /dev/null -w '%{time_total}' "127.0.0.1:$p3/debug/pprof/profile?seconds=5")
+  echo "$k $(python3 -c "print(f'{$l1 - 5:.4f} {$l2 - 5:.4f}')")" >>"$FIRST"
+  kill "$a3" "$burn" 2>/dev/null; wait "$a3" "$burn" 2>/dev/null
+done
+
+RSSF=$WORK/rss.tsv  # window rss_kb hwm_kb latency_s agent_cpu_frac samples
+: >"$RSSF"
+log ""
+log "== memory: $RSS_WINDOWS consecutive ${RSS_WINDOW_S} s windows, bench-burn with 2 busy" \
+  "goroutines, unpinned (load average $(loadavg))"
+"$WORK/bench-burn" -goroutines 2 -seconds $((RSS_WINDOWS * (RSS_WINDOW_S + 2) + 20)) &
+burn=$!; EXTRA_PIDS+=" $burn"
+p4=$((PORT + 3))
+a4=$(start_agent "$p4" --target_pid="$burn"); EXTRA_PIDS+=" $a4"
+sleep 1
+log "  agent VmRSS before the first window: $(awk '/VmRSS/{print $2}' /proc/"$a4"/status) kB"
+for ((k = 1; k <= RSS_WINDOWS; k++)); do
+  s0=$(metric pprof_sidecar_samples_total "$p4"); c0=$(proc_cpu_ticks "$a4"); t0=$(now_ns)
+  lat=$(curl -s -o /dev/null -w '%{time_total}' \
+    "127.0.0.1:$p4/debug/pprof/profile?seconds=$RSS_WINDOW_S")
+  t1=$(now_ns); c1=$(proc_cpu_ticks "$a4"); s1=$(metric pprof_sidecar_samples_total "$p4")
+  echo "$k $(awk '/VmRSS/{print $2}' /proc/"$a4"/status) $(awk '/VmHWM/{print $2}' /proc/"$a4"/status)" \
+    "$(python3 -c "print(f'{$lat - $RSS_WINDOW_S:.4f} {($c1 - $c0) / $CLK_TCK / (($t1 - $t0) / 1e9):.5f}')")" \
+    "$((s1 - s0))" >>"$RSSF"
+  log "  window $k/$RSS_WINDOWS done (load average $(loadavg))"
+done
+kill "$a4" "$burn" 2>/dev/null; wait "$a4" "$burn" 2>/dev/null
 
 # ---------------------------------------------------------------- cold symbolization
 SYMOUT=$WORK/sym.tsv
@@ -257,9 +354,10 @@ fi
 # ---------------------------------------------------------------- report
 log ""
 log "== results (load average at end: $(loadavg); total bench time $(($(date +%s) - T_START)) s)"
-python3 - "$RESULTS" "$AGENTX" "$SYMOUT" "$TARGET_CPU_S" "$ITERS" "$IDLE_NS" <<'EOF'
+python3 - "$RESULTS" "$AGENTX" "$SYMOUT" "$TARGET_CPU_S" "$ITERS" "$IDLE_NS" "$FIRST" "$RSSF" \
+  "$ABOUT" <<'EOF'
 import statistics as st, sys, collections
-res_f, agent_f, sym_f, cpu_s, iters, idle_ns = sys.argv[1:7]
+res_f, agent_f, sym_f, cpu_s, iters, idle_ns, first_f, rss_f, ab_f = sys.argv[1:10]
 idle_ns = float(idle_ns)
 rounds = collections.defaultdict(dict)
 bcc_bpf = []
@@ -280,7 +378,7 @@ print("slowdown vs base, paired per round: median [min .. max]")
 base_cpu = [v["base"][1] / 1e9 for v in rounds.values() if "base" in v]
 base_wall = [v["base"][0] / 1e9 for v in rounds.values() if "base" in v]
 print(f"  base: cpu {spread(base_cpu, lambda x: f'{x:.3f}s')}  wall {spread(base_wall, lambda x: f'{x:.3f}s')}")
-for c in ("gopprof", "agent", "bcc"):
+for c in ("gopprof", "agent", "agentfp", "bcc"):
     rc = [v[c][1] / v["base"][1] for v in rounds.values() if c in v and "base" in v]
     rw = [v[c][0] / v["base"][0] for v in rounds.values() if c in v and "base" in v]
     if not rc:
@@ -292,29 +390,48 @@ if len(base_cpu) > 1:
     print(f"  noise: base cpu stdev/mean {st.stdev(base_cpu) / st.mean(base_cpu) * 100:.2f}%,"
           f" wall {st.stdev(base_wall) / st.mean(base_wall) * 100:.2f}%")
 
-ag = [l.split() for l in open(agent_f)]
-if ag:
+all_ag = [l.split() for l in open(agent_f)]
+for cond, label in (("agent", "unwinding on (default)"), ("agentfp", "frame pointers only")):
+    ag = [a for a in all_ag if len(a) > 8 and a[8] == cond]
+    if not ag:
+        continue
     ns_inv = [int(a[1]) / int(a[2]) for a in ag if int(a[2]) > 0]
     ns_kept = [int(a[1]) / int(a[3]) for a in ag if int(a[3]) > 0]
     ns_net = [(int(a[1]) - (int(a[2]) - int(a[3])) * idle_ns) / int(a[3]) for a in ag if int(a[3]) > 0]
     lat = [float(a[4]) * 1000 for a in ag]
     cpu = [float(a[5]) * 100 for a in ag]
     rss = [int(a[6]) / 1024 for a in ag]
-    print("  agent VmRSS after each round, in order: " + ", ".join(f"{x:.1f}" for x in rss) + " MB")
     hwm = max(int(a[7]) for a in ag) / 1024
     samples = [int(a[3]) for a in ag]
-    agent_cpu_s = [rounds[int(a[0])]["agent"][1] / 1e9 for a in ag]
+    agent_cpu_s = [rounds[int(a[0])][cond][1] / 1e9 for a in ag]
     per_cpu_s = [s / c for s, c in zip(samples, agent_cpu_s)]
-    print("agent while profiling at 100 Hz:")
+    print(f"agent ({cond}: {label}) while profiling the pinned target at 100 Hz:")
     print(f"  BPF ns per invocation (both CPUs, incl. filtered-out): {spread(ns_inv, lambda x: f'{x:.0f}')}")
     print(f"  BPF ns per target sample (all BPF time / kept samples): {spread(ns_kept, lambda x: f'{x:.0f}')}")
     print(f"  BPF ns per target sample, net of filtered-out invocations ({idle_ns:.0f} ns each): {spread(ns_net, lambda x: f'{x:.0f}')}")
     print(f"  target samples per target CPU-second (expect ~100): {spread(per_cpu_s, lambda x: f'{x:.1f}')}")
-    print(f"  agent CPU (utime+stime / window wall): {spread(cpu, lambda x: f'{x:.2f}%')}")
-    print(f"  agent VmRSS after window: {spread(rss, lambda x: f'{x:.1f} MB')}; VmHWM {hwm:.1f} MB")
+    print(f"  agent CPU (utime+stime / window wall, % of one core): {spread(cpu, lambda x: f'{x:.2f}%')}")
+    print("  agent VmRSS after each round, in order: " + ", ".join(f"{x:.1f}" for x in rss) + f" MB; VmHWM {hwm:.1f} MB")
     print(f"  latency window end -> last byte: {spread(lat, lambda x: f'{x:.0f} ms')} (n={len(lat)})")
-    first = lat[0]
-    print(f"  (first request, cold symbol cache for the target: {first:.0f} ms)")
+    print(f"  (first request of this agent: {lat[0]:.0f} ms)")
+fr = [l.split() for l in open(first_f)]
+if fr:
+    print("fresh agents, window end -> last byte (5 s windows, 1 busy goroutine):")
+    print(f"  first request: {spread([float(a[1]) * 1000 for a in fr], lambda x: f'{x:.0f} ms')}"
+          f"; second: {spread([float(a[2]) * 1000 for a in fr], lambda x: f'{x:.0f} ms')} (n={len(fr)})")
+rs = [l.split() for l in open(rss_f)]
+if rs:
+    print("memory: consecutive windows on 2 busy goroutines (both CPUs):")
+    print("  VmRSS after each window: " + ", ".join(f"{int(a[1]) / 1024:.1f}" for a in rs) +
+          f" MB; VmHWM {max(int(a[2]) for a in rs) / 1024:.1f} MB")
+    print("  samples per window: " + ", ".join(a[5] for a in rs) +
+          "; agent CPU (% of one core): " + ", ".join(f"{float(a[4]) * 100:.2f}" for a in rs) +
+          "; latency: " + ", ".join(f"{float(a[3]) * 1000:.0f}" for a in rs) + " ms")
+ab = open(ab_f).read().strip()
+if ab:
+    print("BPF A/B (sampler_bench; ns/kept is net of filtered-out invocations; medians over rounds):")
+    for line in ab.splitlines():
+        print("  " + line)
 if bcc_bpf:
     print(f"profile-bpfcc BPF ns per invocation: {spread(bcc_bpf, lambda x: f'{x:.0f}')}")
 

@@ -10,7 +10,9 @@
 //
 // Usage: sampler_bench --pid=N [--hz=100] [--slice_s=2] [--rounds=5] VARIANT...
 //   VARIANT = name:copy_bytes:bound:fp:wakeup_bytes[:ringbuf_kib]
-//     bound: none | vma | go | both;  fp: 0 | 1 (kernel frame-pointer walk of the user stack)
+//     bound: none | vma | go | both;  fp: kernel frame-pointer walk of the user stack: 0 off,
+//     1 on (127 frames), N > 1: at most N frames; negative: the same with the kernel's walker
+//     (bpf_get_stack) instead of the program's own
 //     wakeup_bytes: 0 = wake the reader at every record
 //   e.g. old:8192:none:1:0 new:8192:both:1:2097152
 #include <bpf/bpf.h>
@@ -72,6 +74,9 @@ bool ParseVariant(const std::string& spec, Variant* v) {
   }
   v->opts.user_stack_bytes = copy;
   v->opts.user_frame_pointer_walk = fp != 0;
+  v->opts.own_fp_walk = fp > 0;
+  if (fp < 0) fp = -fp;  // negative: the kernel's walker
+  if (fp > 1) v->opts.user_fp_max_frames = fp;
   v->opts.wakeup_bytes = wake;
   v->opts.bound_copy_vma = f[2] == "vma" || f[2] == "both";
   v->opts.bound_copy_go = f[2] == "go" || f[2] == "both";

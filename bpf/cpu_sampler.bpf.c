@@ -18,7 +18,11 @@ const volatile __u64 pidns_dev = 0; /* st_dev of /proc/self/ns/pid of the agent 
 const volatile __u64 pidns_ino = 0; /* st_ino of /proc/self/ns/pid of the agent */
 const volatile __u32 user_stack_copy_bytes = 0; /* upper bound of the stack copy */
 const volatile __u32 copy_bound = 0;            /* CPU_SAMPLER_BOUND_* bits */
-const volatile __u32 user_fp_walk = 1;          /* 1: bpf_get_stack(BPF_F_USER_STACK) */
+/* Most frames of the kernel's frame-pointer walk of the user stack (bpf_get_stack with
+ * BPF_F_USER_STACK); 0: no walk. */
+const volatile __u32 user_fp_walk = CPU_SAMPLER_MAX_FRAMES;
+/* 1: walk the frame pointers here (walk_user_fp) instead of the kernel's walker. */
+const volatile __u32 own_fp_walk = 0;
 /* 0: every record wakes the reader. Else records are submitted without a wakeup unless this
  * many bytes are waiting (the reader also polls on a short timer and before a window ends). */
 const volatile __u32 wakeup_bytes = 0;
@@ -117,6 +121,31 @@ static __always_inline __u32 copy_user_stack(__u8 *dst, __u64 sp, __u32 want) {
     if (bpf_probe_read_user(dst, len, (const void *)sp) == 0) return len;
   }
   return 0;
+}
+
+/* Lowest address a frame can live at (vm.mmap_min_addr's default): a chain that ends with a
+ * null frame pointer (Go's goexit, _start) stops here without reading page 0. A read that
+ * faults costs the sampled thread far more than a whole walk on this machine kind. */
+#define MIN_FRAME_ADDR 65536ULL
+#define MAX_USER_ADDR 0x00007ffffffff000ULL
+
+/* Frame-pointer walk of the user stack from (ip, bp): out[0] = ip, then the return address of
+ * each frame [fp] = caller's fp, [fp+8] = return address. Stops at a frame pointer that cannot
+ * be a user stack address, a failed read, a zero return address, or `max` entries. */
+static __always_inline __u32 walk_user_fp(__u64 *out, __u64 ip, __u64 fp, __u32 max) {
+  out[0] = ip;
+  __u32 n = 1;
+  for (int i = 1; i < CPU_SAMPLER_MAX_FRAMES; i++) {
+    if (i >= max) break;
+    if (fp < MIN_FRAME_ADDR || fp > MAX_USER_ADDR || (fp & 7)) break;
+    __u64 frame[2];
+    if (bpf_probe_read_user(frame, sizeof(frame), (const void *)fp)) break;
+    if (frame[1] == 0) break;
+    out[i] = frame[1];
+    n = i + 1;
+    fp = frame[0];
+  }
+  return n;
 }
 
 struct vma_end_ctx {
@@ -244,13 +273,18 @@ int cpu_sample(struct bpf_perf_event_data *ctx) {
   stage(CPU_SAMPLER_STAGE_REGS_KSTACK, &t);
   __u32 unr = 0;
   if (user_fp_walk) {
-    long n = bpf_get_stack(ctx, &sc->ips[knr], CPU_SAMPLER_MAX_FRAMES * sizeof(__u64),
-                           BPF_F_USER_STACK);
-    if (n < 0) {
-      rec->flags |= CPU_SAMPLE_F_USER_STACK_ERR;
-      count(CPU_SAMPLER_CNT_USER_STACK_ERRORS);
+    __u32 max_frames = user_fp_walk;
+    if (max_frames > CPU_SAMPLER_MAX_FRAMES) max_frames = CPU_SAMPLER_MAX_FRAMES;
+    if (own_fp_walk) {
+      if (rec->user_ip != 0) unr = walk_user_fp(&sc->ips[knr], rec->user_ip, rec->user_bp, max_frames);
     } else {
-      unr = n / sizeof(__u64);
+      long n = bpf_get_stack(ctx, &sc->ips[knr], max_frames * sizeof(__u64), BPF_F_USER_STACK);
+      if (n < 0) {
+        rec->flags |= CPU_SAMPLE_F_USER_STACK_ERR;
+        count(CPU_SAMPLER_CNT_USER_STACK_ERRORS);
+      } else {
+        unr = n / sizeof(__u64);
+      }
     }
   }
   if (unr > CPU_SAMPLER_MAX_FRAMES) unr = CPU_SAMPLER_MAX_FRAMES;

@@ -227,7 +227,11 @@ absl::StatusOr<std::unique_ptr<CpuSampler>> BpfCpuSampler::Create(
   s->skel_->rodata->user_stack_copy_bytes = options.user_stack_bytes;
   s->skel_->rodata->copy_bound = (options.bound_copy_vma ? CPU_SAMPLER_BOUND_VMA : 0u) |
                                  (options.bound_copy_go ? CPU_SAMPLER_BOUND_GO_G : 0u);
-  s->skel_->rodata->user_fp_walk = options.user_frame_pointer_walk ? 1 : 0;
+  s->skel_->rodata->user_fp_walk =
+      options.user_frame_pointer_walk
+          ? static_cast<uint32_t>(std::clamp(options.user_fp_max_frames, 1, CPU_SAMPLER_MAX_FRAMES))
+          : 0;
+  s->skel_->rodata->own_fp_walk = options.own_fp_walk ? 1 : 0;
   s->skel_->rodata->wakeup_bytes = std::min(options.wakeup_bytes, rb / 4);
   s->skel_->rodata->stage_timing = options.stage_timing ? 1 : 0;
   if (int err = bpf_map__set_max_entries(s->skel_->maps.events, rb); err != 0) {
