@@ -26,8 +26,8 @@
 #  3. Serving latency: curl total time - requested seconds, for every agent round, and for the
 #     first request of freshly started agents (FIRST_REPS, default 3).
 #  4. BPF A/B (bench/sampler_bench): the sampler's per-sample cost under the old configuration
-#     (8 KiB copy, 8 MiB ring, wakeup per record) and the default one, interleaved, on a busy
-#     Go target (bench/targets/burn, 1 goroutine pinned to the target CPU).
+#     (8 KiB copy, kernel frame-pointer walker, 8 MiB ring, wakeup per record), the default one
+#     and single-knob variants, interleaved, on the pinned spin target while it works.
 #  5. Memory: agent VmRSS after each of RSS_WINDOWS (default 3) consecutive RSS_WINDOW_S (30)
 #     second windows on bench/targets/burn with 2 busy goroutines (both CPUs, unpinned), and the
 #     agent's CPU over them.
@@ -271,18 +271,23 @@ ABOUT=$WORK/ab.txt
 : >"$ABOUT"
 if [[ -x $SAMPLERBENCH ]]; then
   log ""
-  log "== BPF A/B: sampler_bench on bench-burn (1 goroutine, pinned) (load average $(loadavg))"
-  "${PIN_TARGET[@]}" "$WORK/bench-burn" -goroutines 1 -seconds 900 &
-  burn=$!; EXTRA_PIDS+=" $burn"
-  sleep 0.5
-  AB_VARIANTS=(old:8192:none:1:0:8192 default:8192:both:1:16384 fponly:0:none:1:16384
-    nofpwalk:8192:both:0:16384 wakeeach:8192:both:1:0)
-  "${PIN_TOOLS[@]}" "$SAMPLERBENCH" --pid="$burn" --slice_s=2 --rounds="${AB_ROUNDS:-5}" \
+  log "== BPF A/B: sampler_bench on the pinned spin target while it works (load average $(loadavg))"
+  # name:copy_bytes:copy_bound:fp_walk:wakeup_bytes[:ring_kib] (see bench/sampler_bench.cc);
+  # "old" is the configuration before the rework: 8 KiB copy, kernel frame-pointer walker,
+  # wakeup per record, 8 MiB ring (records now compact either way).
+  AB_VARIANTS=(old:8192:none:-1:0:8192 default:8192:both:1:16384 kernelfp:8192:both:-1:16384
+    nofpwalk:8192:both:0:16384 wakeeach:8192:both:1:0 fponly:0:none:1:16384)
+  AB_ROUNDS=${AB_ROUNDS:-5}
+  # Enough fixed work to outlast both sampler_bench runs (~2 s slices + start-up).
+  ab_s=$(((${#AB_VARIANTS[@]} + 1) * AB_ROUNDS * 2 + 3 * 3 * 2 + 30))
+  echo "run base $((ITERS * ab_s / 2))" >&"${SPIN[1]}"
+  sleep 0.3
+  "${PIN_TOOLS[@]}" "$SAMPLERBENCH" --pid="$TGT_PID" --slice_s=2 --rounds="$AB_ROUNDS" \
     "${AB_VARIANTS[@]}" >>"$ABOUT" 2>/dev/null || log "sampler_bench failed"
   echo "per-stage (stage timing on; adds clock reads):" >>"$ABOUT"
-  "${PIN_TOOLS[@]}" "$SAMPLERBENCH" --stages --pid="$burn" --slice_s=2 --rounds=3 \
-    old:8192:none:1:0:8192 default:8192:both:1:16384 >>"$ABOUT" 2>/dev/null
-  kill "$burn" 2>/dev/null; wait "$burn" 2>/dev/null
+  "${PIN_TOOLS[@]}" "$SAMPLERBENCH" --stages --pid="$TGT_PID" --slice_s=2 --rounds=3 \
+    old:8192:none:-1:0:8192 default:8192:both:1:16384 >>"$ABOUT" 2>/dev/null
+  read -r -u "${SPIN[0]}" _ || die "target died"  # the long run's RESULT line
   log "done (load average $(loadavg))"
 fi
 
