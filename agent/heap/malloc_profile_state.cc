@@ -87,6 +87,8 @@ void MallocProfileState::OnFree(uint64_t addr) {
   }
   ++buckets_[it->second].frees;
   live_.erase(it);
+  // Give memory back after a mass free (the table never shrinks by itself).
+  if (live_.capacity() > 4096 && live_.size() < live_.capacity() / 16) live_.rehash(0);
 }
 
 bool MallocProfileState::HandleRecord(const void* data, size_t size) {

@@ -111,12 +111,13 @@ void PprofServer::Register() {
         "<p>Not served yet by pprof-sidecar: goroutine, threadcreate, block, mutex, "
         "trace.</p>\n<br>\n<p>\nProfile Descriptions:\n<ul>\n",
         "<li><div class=profile-name>allocs: </div> A sampling of all past memory allocations "
-        "of a Go target, read from its runtime (seconds=N: delta).</li>\n",
+        "of a Go target, read from its runtime; of other targets, sampled by malloc uprobes since "
+        "they were attached (seconds=N: delta).</li>\n",
         "<li><div class=profile-name>cmdline: </div> The command line invocation of the target "
         "program</li>\n",
         "<li><div class=profile-name>heap: </div> A sampling of memory allocations of live "
-        "objects of a Go target as of its last GC (gc=1 cannot force a GC from outside; "
-        "seconds=N: delta).</li>\n",
+        "objects of a Go target as of its last GC (gc=1 cannot force a GC from outside), or of "
+        "another target from malloc uprobes (seconds=N: delta).</li>\n",
         "<li><div class=profile-name>profile: </div> CPU profile of the target, sampled with "
         "eBPF. You can specify the duration in the seconds GET parameter. After you get the "
         "profile file, use the go tool pprof command to investigate the profile.</li>\n",

@@ -2,7 +2,8 @@
 // work (small and medium objects, a slowly rotating live set), repeated on command, timing
 // itself. Go's own heap profiler runs at its default MemProfileRate (512 KiB), as always.
 //
-// Commands on stdin, one per line: "run ITERS" -> "RESULT wall_ns cpu_ns checksum"; "quit".
+// Commands on stdin, one per line: "run ITERS" -> "RESULT wall_ns cpu_ns checksum";
+// "records" -> "RECORDS n" (heap profile records, from runtime.MemProfile); "quit".
 package main
 
 import (
@@ -22,10 +23,6 @@ type node struct {
 }
 
 var live [4096][]byte
-
-// Keeps heap profiling on: the linker sets MemProfileRate to 0 in programs from which
-// runtime.MemProfile is unreachable (a program importing net/http/pprof keeps it).
-var _ = runtime.MemProfile
 
 //go:noinline
 func allocSmall(i int) *node { return &node{val: [6]uint64{uint64(i)}} }
@@ -70,6 +67,11 @@ func main() {
 			w0, c0 := time.Now(), cpuNanos()
 			sum := work(iters)
 			fmt.Printf("RESULT %d %d %d\n", time.Since(w0).Nanoseconds(), cpuNanos()-c0, sum)
+		} else if len(f) == 1 && f[0] == "records" {
+			// Also keeps heap profiling on: the linker sets MemProfileRate to 0 in programs
+			// from which runtime.MemProfile is unreachable (net/http/pprof users reach it).
+			n, _ := runtime.MemProfile(nil, true)
+			fmt.Printf("RECORDS %d\n", n)
 		} else if len(f) == 1 && f[0] == "quit" {
 			return
 		}
