@@ -158,7 +158,13 @@ for ((r = 0; r < ROUNDS; r++)); do
       memleak)
         "${PIN_TOOLS[@]}" memleak-bpfcc -p "$MLP" 3600 >"$WORK/memleak.log" 2>&1 &
         BCC_PID=$!
-        for _ in $(seq 300); do grep -q 'Attaching' "$WORK/memleak.log" && break; sleep 0.2; done
+        # memleak prints "Attaching to pid" once its probes are attached (bcc compiles first).
+        for _ in $(seq 900); do grep -q 'Attaching' "$WORK/memleak.log" && break; sleep 0.2; done
+        if ! grep -q 'Attaching' "$WORK/memleak.log"; then
+          log "round $r memleak: did not attach within 180 s: round skipped"
+          stop_pid "$BCC_PID"; BCC_PID=
+          continue
+        fi
         sleep 1
         read -r t0 _ < <(bpf_time "$BCC_PID")
         read -r w cpu < <(ml_run "$C_ITERS")
@@ -176,7 +182,7 @@ declare -A ADDED
 for c in "${conds[@]}"; do
   [[ $c == base ]] && continue
   vals=$(for ((r = 0; r < ROUNDS; r++)); do
-    echo "$(((CPU[$c,$r] - CPU[base,$r]) / C_ITERS))"
+    [[ -n ${CPU[$c,$r]:-} ]] && echo "$(((CPU[$c,$r] - CPU[base,$r]) / C_ITERS))"
   done)
   ADDED[$c]=$(median <<<"$vals")
   log "  $c: ${ADDED[$c]} ns $(range <<<"$vals"); BPF programs: $(tr ' ' '\n' <<<"${BPFNS[$c]}" | grep . | median) ns/iteration"
