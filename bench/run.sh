@@ -180,7 +180,7 @@ log "iterations per run: $ITERS (warm-up: wall $(python3 -c "print(f'{$w/1e9:.2f
 
 # Cost of an invocation that is filtered out (the target is idle: every sample is another task's).
 IDLE_NS=0
-curl -s -o /dev/null "127.0.0.1:$PORT/debug/pprof/profile?seconds=3" &
+curl -s -o /dev/null "127.0.0.1:$PORT/debug/pprof/profile?seconds=6" &
 idle_curl=$!
 for _ in $(seq 100); do read -r _ _ n < <(prog_stats "$AGENT_PID"); ((n > 0)) && break; sleep 0.05; done
 sleep 0.2

@@ -41,41 +41,56 @@ absl::Status CpuProfiler::SetTargets(const std::vector<uint32_t>& pids) {
   }
   std::lock_guard<std::mutex> l(sampler_mu_);
   targets_ = pids;
+  if (!sampler_ && !pids.empty()) {
+    // Load (and verify) the BPF program now rather than at the first window's start. A failure
+    // is reported by the window that needs the sampler.
+    auto s = factory_();
+    if (s.ok()) sampler_ = *std::move(s);
+  }
   if (sampler_) return sampler_->SetTargets(pids);
   return absl::OkStatus();
 }
 
+namespace {
+void AddStats(const SamplerStats& s, SamplerStats* to) {
+  to->samples_seen += s.samples_seen;
+  to->samples_delivered += s.samples_delivered;
+  to->dropped_ringbuf_full += s.dropped_ringbuf_full;
+  to->user_stack_errors += s.user_stack_errors;
+  to->kernel_stack_errors += s.kernel_stack_errors;
+  to->cpus = s.cpus;
+}
+}  // namespace
+
 absl::Status CpuProfiler::Acquire() {
   std::lock_guard<std::mutex> l(sampler_mu_);
   if (users_ == 0) {
-    auto s = factory_();
-    if (!s.ok()) return absl::UnavailableError(s.status().message());
-    absl::Status st = (*s)->SetTargets(targets_);
-    if (st.ok()) st = (*s)->Start(hz_, [this](const CpuSample& x) { Deliver(x); });
-    if (!st.ok()) return absl::UnavailableError(st.message());
-    sampler_ = *std::move(s);
+    // The sampler (a loaded BPF program) is kept between windows; only its perf events are
+    // opened and closed per window.
+    if (!sampler_) {
+      auto s = factory_();
+      if (!s.ok()) return absl::UnavailableError(s.status().message());
+      sampler_ = *std::move(s);
+    }
+    absl::Status st = sampler_->SetTargets(targets_);
+    if (st.ok()) st = sampler_->Start(hz_, [this](const CpuSample& x) { Deliver(x); });
+    if (!st.ok()) {
+      AddStats(sampler_->stats(), &base_stats_);
+      sampler_.reset();
+      return absl::UnavailableError(st.message());
+    }
   }
   ++users_;
   return absl::OkStatus();
 }
 
 void CpuProfiler::Release() {
-  std::unique_ptr<CpuSampler> done;
-  {
-    std::lock_guard<std::mutex> l(sampler_mu_);
-    if (--users_ > 0) return;
-    done = std::move(sampler_);
-  }
-  // Stop outside the lock: it drains pending samples into the (now closing) windows.
-  done->Stop();
-  SamplerStats s = done->stats();
+  // Stop under the lock so that a window opening meanwhile restarts the sampler only after it
+  // stopped. Stop drains pending samples into the (now closing) windows; Deliver does not take
+  // sampler_mu_.
   std::lock_guard<std::mutex> l(sampler_mu_);
-  base_stats_.samples_seen += s.samples_seen;
-  base_stats_.samples_delivered += s.samples_delivered;
-  base_stats_.dropped_ringbuf_full += s.dropped_ringbuf_full;
-  base_stats_.user_stack_errors += s.user_stack_errors;
-  base_stats_.kernel_stack_errors += s.kernel_stack_errors;
-  base_stats_.cpus = s.cpus;
+  if (--users_ > 0) return;
+  if (sampler_) sampler_->Stop();
 }
 
 void CpuProfiler::Deliver(const CpuSample& s) {
@@ -172,15 +187,7 @@ CpuProfilerStats CpuProfiler::stats() const {
   {
     std::lock_guard<std::mutex> l(sampler_mu_);
     s.sampler = base_stats_;
-    if (sampler_) {
-      SamplerStats cur = sampler_->stats();
-      s.sampler.samples_seen += cur.samples_seen;
-      s.sampler.samples_delivered += cur.samples_delivered;
-      s.sampler.dropped_ringbuf_full += cur.dropped_ringbuf_full;
-      s.sampler.user_stack_errors += cur.user_stack_errors;
-      s.sampler.kernel_stack_errors += cur.kernel_stack_errors;
-      s.sampler.cpus = cur.cpus;
-    }
+    if (sampler_) AddStats(sampler_->stats(), &s.sampler);
   }
   {
     std::lock_guard<std::mutex> l(windows_mu_);

@@ -1,7 +1,8 @@
 // On-demand CPU profiling of the current target with any number of concurrent windows.
 //
 // Protocol: each Collect() call opens its own window; the sampler runs while at least one
-// window is open (started by the first, stopped when the last closes) and every sample is
+// window is open (started by the first, stopped when the last closes; the sampler object, i.e.
+// the loaded BPF program, is created when the first target is set and kept) and every sample is
 // delivered to every window open at that moment. Each sample is unwound once as it arrives
 // (SampleUnwinder) and windows keep only its PCs, so a window costs a few hundred bytes per
 // sample whatever the stack copy size. A window ends after its duration or when its cancel
@@ -85,7 +86,7 @@ class CpuProfiler {
   std::unique_ptr<CpuSampler> sampler_;
   int users_ = 0;
   std::vector<uint32_t> targets_;
-  SamplerStats base_stats_;
+  SamplerStats base_stats_;  // of samplers discarded after a failed start
 
   std::mutex unwind_mu_;  // guards unwinder_
   SampleUnwinder unwinder_;
