@@ -67,7 +67,14 @@ class SessionCodeLookup : public UnwindCodeLookup {
 // Per-pid state during one build: its maps session and address -> location caches.
 struct PidState {
   std::unique_ptr<ProcessSymbolizer::Session> session;
-  std::map<uint64_t, std::pair<uint64_t, std::string>> user_leaf, user_caller;  // loc id, root fn
+  struct UserFrame {
+    uint64_t loc = 0;  // builder location id; 0 for a Go wrapper until a stack keeps it
+    std::string fn;    // physical function ("" if unsymbolized)
+    bool wrapper = false;
+    uint64_t mapping_id = 0;
+    SourceLines lines;  // kept for wrappers only, to add their location when needed
+  };
+  std::map<uint64_t, UserFrame> user_leaf, user_caller;
   std::vector<uint64_t> mapping_ids;  // session mapping index -> builder mapping id
 };
 
@@ -199,6 +206,7 @@ absl::StatusOr<std::string> BuildCpuProfile(const std::vector<CpuSample>& sample
       stop = unwound.stop;
     }
     if (user_ips->empty()) ++rep.samples_without_user_stack;
+    std::string callee_fn;
     for (size_t i = 0; i < user_ips->size(); ++i) {
       ++rep.user_frames;
       const uint64_t ip = (*user_ips)[i];
@@ -225,17 +233,32 @@ absl::StatusOr<std::string> BuildCpuProfile(const std::vector<CpuSample>& sample
           }
           mapping_id = ps.mapping_ids[f.mapping];
         }
-        std::string fn = f.lines.empty() ? "" : f.lines.back().function;
+        PidState::UserFrame uf;
+        uf.fn = f.lines.empty() ? "" : f.lines.back().function;
         if (f.lines.empty()) ++rep.user_frames_unsymbolized;
-        it = cache
-                 .emplace(ip, std::make_pair(b.AddLocation(mapping_id, ip, ToLineInfos(f.lines)),
-                                             std::move(fn)))
-                 .first;
-      } else if (it->second.second.empty()) {
+        // Go wrappers in caller position are left out of stacks as Go's traceback does (a leaf
+        // is always kept, so a sample never loses the frame it was taken in).
+        uf.wrapper = i != 0 && f.lines.size() == 1 && f.lines[0].go_wrapper;
+        if (uf.wrapper) {
+          uf.mapping_id = mapping_id;
+          uf.lines = std::move(f.lines);
+        } else {
+          uf.loc = b.AddLocation(mapping_id, ip, ToLineInfos(f.lines));
+        }
+        it = cache.emplace(ip, std::move(uf)).first;
+      } else if (it->second.fn.empty()) {
         ++rep.user_frames_unsymbolized;
       }
-      locs.push_back(it->second.first);
-      if (i + 1 == user_ips->size()) root_fn = it->second.second;
+      PidState::UserFrame& uf = it->second;
+      // Go keeps a wrapper whose callee panicked: the wrapper is where the panic happened.
+      const bool keep = !uf.wrapper || callee_fn == "runtime.gopanic" ||
+                        callee_fn == "runtime.sigpanic" || callee_fn == "runtime.panicwrap";
+      if (keep) {
+        if (uf.loc == 0) uf.loc = b.AddLocation(uf.mapping_id, ip, ToLineInfos(uf.lines));
+        locs.push_back(uf.loc);
+      }
+      callee_fn = uf.fn;
+      if (i + 1 == user_ips->size()) root_fn = uf.fn;
     }
     const bool end_of_stack = used_unwinder && stop == UnwindStop::kEndOfStack;
     if (IsThreadRootFunction(root_fn) || end_of_stack) {

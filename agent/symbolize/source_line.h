@@ -17,9 +17,12 @@ struct SourceLine {
   std::string file;         // source file as recorded in the binary ("" if unknown)
   int64_t line = 0;         // 1-based line, 0 if unknown
   int64_t start_line = 0;   // first line of the function, 0 if unknown
+  // A Go compiler-generated wrapper (FuncIDWrapper: ABI and method wrappers, -fm closures).
+  // Go's tracebacks, and so runtime/pprof, leave these frames out of callers' stacks.
+  bool go_wrapper = false;
   bool operator==(const SourceLine& o) const {
     return function == o.function && system_name == o.system_name && file == o.file &&
-           line == o.line && start_line == o.start_line;
+           line == o.line && start_line == o.start_line && go_wrapper == o.go_wrapper;
   }
 };
 
