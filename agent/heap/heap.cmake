@@ -16,9 +16,11 @@ target_include_directories(malloc_sampler PUBLIC ${CMAKE_SOURCE_DIR})
 target_link_libraries(malloc_sampler PUBLIC heap bpf_skeletons symbolize_elf process_symbolizer
   absl::status absl::statusor absl::strings Threads::Threads)
 
-# Bookkeeping, interval table, unsampling and native profile building: no privileges.
+# Bookkeeping, interval table, unsampling, native profile building, probe placement: no
+# privileges.
 add_executable(malloc_profile_state_test ${CMAKE_CURRENT_LIST_DIR}/malloc_profile_state_test.cc)
-target_link_libraries(malloc_profile_state_test PRIVATE heap testutil GTest::gtest_main)
+target_link_libraries(malloc_profile_state_test PRIVATE heap malloc_sampler testutil
+  GTest::gtest_main)
 gtest_discover_tests(malloc_profile_state_test DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 300)
 
 # Real uprobes on a C target built by the test (tests/targets/heap_c_split).

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "agent/heap/heap_profile.h"
+#include "agent/heap/malloc_sampler.h"
 #include "bpf/heap_sampler.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/pprof_summary.h"
@@ -186,6 +187,26 @@ TEST(NativeHeapProfileTest, ValidProfileWithScaledValues) {
   EXPECT_EQ(s->totals[2], static_cast<int64_t>(6 * scale));
   EXPECT_EQ(s->totals[3], static_cast<int64_t>(6000 * scale));
   EXPECT_EQ(s->num_locations, 2);  // one per PC, nothing hidden or folded
+}
+
+TEST(EntryProbeSkipTest, SkipsOnlyWhatKeepsEntrySemantics) {
+  using S = std::string;
+  // glibc 2.36 free: test %rdi,%rdi; je rel32; push %rbp.
+  EXPECT_EQ(EntryProbeSkip(S("\x48\x85\xff\x0f\x84\xbf\x00\x00\x00\x55\x48", 11), true), 9u);
+  // Short je, then push %r12; after endbr64.
+  EXPECT_EQ(EntryProbeSkip(S("\xf3\x0f\x1e\xfa\x48\x85\xff\x74\x10\x41\x54", 11), true), 9u);
+  // The NULL check is only skipped for free.
+  EXPECT_EQ(EntryProbeSkip(S("\x48\x85\xff\x74\x10\x55", 6), false), 0u);
+  EXPECT_EQ(EntryProbeSkip(S("\xf3\x0f\x1e\xfa\x55", 5), false), 4u);
+  // Not followed by a push: probe the entry (after endbr64).
+  EXPECT_EQ(EntryProbeSkip(S("\x48\x85\xff\x74\x10\x48\x89\xf8", 8), true), 0u);
+  // Another register tested, a jne, or truncated code: nothing skipped.
+  EXPECT_EQ(EntryProbeSkip(S("\x48\x85\xf6\x74\x10\x55", 6), true), 0u);
+  EXPECT_EQ(EntryProbeSkip(S("\x48\x85\xff\x75\x10\x55", 6), true), 0u);
+  EXPECT_EQ(EntryProbeSkip(S("\x48\x85\xff\x0f\x84", 5), true), 0u);
+  EXPECT_EQ(EntryProbeSkip(S(""), true), 0u);
+  // malloc's `push %r12` entry is kept.
+  EXPECT_EQ(EntryProbeSkip(S("\x41\x54\x55\x53", 4), false), 0u);
 }
 
 }  // namespace

@@ -246,6 +246,28 @@ MallocSamplerStats BpfMallocSampler::stats() const {
 
 }  // namespace
 
+size_t EntryProbeSkip(absl::string_view code, bool skip_null_check) {
+  auto at = [&code](size_t i) { return i < code.size() ? static_cast<uint8_t>(code[i]) : 0; };
+  size_t off = 0;
+  if (at(0) == 0xf3 && at(1) == 0x0f && at(2) == 0x1e && at(3) == 0xfa) off = 4;  // endbr64
+  if (!skip_null_check) return off;
+  // test %rdi,%rdi (48 85 ff), then je rel8 (74 xx) or je rel32 (0f 84 xx xx xx xx).
+  if (at(off) != 0x48 || at(off + 1) != 0x85 || at(off + 2) != 0xff) return off;
+  size_t next;
+  if (at(off + 3) == 0x74) {
+    next = off + 5;
+  } else if (at(off + 3) == 0x0f && at(off + 4) == 0x84) {
+    next = off + 9;
+  } else {
+    return off;
+  }
+  // push %reg (50-57) or push %r8-%r15 (41 50-57): emulated by the kernel's uprobe code.
+  const uint8_t b = at(next);
+  const bool push =
+      (b >= 0x50 && b <= 0x57) || (b == 0x41 && at(next + 1) >= 0x50 && at(next + 1) <= 0x57);
+  return push ? next : off;
+}
+
 absl::StatusOr<std::vector<AllocatorProbe>> FindAllocatorProbes(pid_t pid,
                                                                 const std::vector<MapEntry>& maps) {
   struct stat exe_st;
@@ -270,6 +292,7 @@ absl::StatusOr<std::vector<AllocatorProbe>> FindAllocatorProbes(pid_t pid,
       skipped.push_back(absl::StrCat(e.path, ": Go binary, not probed"));
       continue;
     }
+    std::set<uint64_t> offsets;  // of this binary
     for (const char* fn : kAllocatorFunctions) {
       std::optional<ElfSymbol> sym = (*elf)->FindSymbol(fn);
       if (!sym || sym->value == 0) continue;
@@ -282,7 +305,12 @@ absl::StatusOr<std::vector<AllocatorProbe>> FindAllocatorProbes(pid_t pid,
         p.binary = path;
         p.mapped = e.path;
         p.file_offset = sym->value - s.vaddr + s.offset;
-        out.push_back(std::move(p));
+        const absl::string_view data = (*elf)->data();
+        if (p.file_offset < data.size()) {
+          p.file_offset += EntryProbeSkip(data.substr(p.file_offset, 16), p.function == "free");
+        }
+        // Aliases (glibc's aligned_alloc is memalign): probe each address once.
+        if (offsets.insert(p.file_offset).second) out.push_back(std::move(p));
         break;
       }
     }

@@ -149,13 +149,18 @@ TEST(MallocSamplerBpfTest, FindsTheCLibraryAllocator) {
   auto probes = FindAllocatorProbes(t.pid(), *maps);
   ASSERT_TRUE(probes.ok()) << probes.status();
   std::set<std::string> fns;
+  std::set<uint64_t> offsets;
   for (const auto& p : *probes) {
     EXPECT_TRUE(absl::StrContains(p.mapped, "libc.so")) << p.mapped;  // not the executable
     EXPECT_GT(p.file_offset, 0u);
+    EXPECT_TRUE(offsets.insert(p.file_offset).second) << "probed twice: " << p.function;
     fns.insert(p.function);
   }
-  EXPECT_EQ(fns, (std::set<std::string>{"malloc", "calloc", "realloc", "posix_memalign",
-                                        "aligned_alloc", "memalign", "free"}));
+  // glibc's aligned_alloc and memalign are one function: probed once, under the first name.
+  EXPECT_TRUE(fns.count("aligned_alloc") + fns.count("memalign") >= 1);
+  fns.erase("aligned_alloc");
+  fns.erase("memalign");
+  EXPECT_EQ(fns, (std::set<std::string>{"malloc", "calloc", "realloc", "posix_memalign", "free"}));
 }
 
 TEST(MallocSamplerBpfTest, SplitTotalsInuseAndDetach) {
@@ -172,7 +177,11 @@ TEST(MallocSamplerBpfTest, SplitTotalsInuseAndDetach) {
   heap.SetTarget(t.pid());
   HeapProfilerStats hs = heap.stats();
   ASSERT_TRUE(hs.native_attached) << "attach errors: " << hs.native_attach_errors;
-  EXPECT_EQ(hs.native.probes, 13u);  // 6 entry + 6 return + free
+  auto maps = ReadProcMaps(t.pid());
+  ASSERT_TRUE(maps.ok());
+  auto probes = FindAllocatorProbes(t.pid(), *maps);
+  ASSERT_TRUE(probes.ok());
+  EXPECT_EQ(hs.native.probes, 2 * probes->size() - 1);  // entry + return each, free entry only
   EXPECT_GT(PerfEventFds(), perf_fds_before);
 
   const Truth truth = ParseDone(t.Command(absl::StrCat("alloc ", kIters)));
