@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Heap profiling benchmark (issue 4). Usage: bench/heap_bench.sh [BUILD_DIR]   (run as root)
 #
-# Env knobs: ROUNDS (default 3, C rows), GO_ROUNDS (default 9), C_ITERS (malloc loop iterations
+# Env knobs: SECTIONS (default "1 2 3"), ROUNDS (default 3, C rows), GO_ROUNDS (default 9), C_ITERS (malloc loop iterations
 # per run, default 100000), GO_ITERS (default 10000000), LIVE_N (default 1000000),
 # BENCH_NO_BCC=1, BENCH_NO_INSTALL=1.
 #
@@ -29,6 +29,8 @@ GO_ROUNDS=${GO_ROUNDS:-9}
 C_ITERS=${C_ITERS:-100000}
 GO_ITERS=${GO_ITERS:-10000000}
 LIVE_N=${LIVE_N:-1000000}
+SECTIONS=${SECTIONS:-1 2 3}
+want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 AGENT=$BUILD/pprof-sidecar
 WORK=$(mktemp -d /tmp/pprof-sidecar-heapbench.XXXXXX)
 PORT=$((20000 + RANDOM % 20000))
@@ -135,6 +137,7 @@ ml_run() {
   awk '{print $2, $3}' <<<"$line"
 }
 ml_run 20000 >/dev/null
+if want 1; then
 conds=(base agent)
 ((BCC_OK)) && conds+=(memleak)
 declare -A WALL CPU BPFNS
@@ -192,8 +195,10 @@ log "  base: $base_ns ns per iteration"
 if [[ -n ${ADDED[memleak]:-} ]]; then
   log "  agent / memleak added cost: $(awk -v a="${ADDED[agent]}" -v m="${ADDED[memleak]}" 'BEGIN{printf "%.2f", a/m}') (goal <= 0.50)"
 fi
+fi
 
 # ------------------------------------------------------------------ 2. RSS with LIVE_N live
+if want 2; then
 log ""
 log "== 2. agent RSS with $LIVE_N live allocations tracked (--heap_sample_bytes=1)"
 start_agent "$MLP" --heap_sample_bytes=1 --heap_max_live=$((LIVE_N + 100000))
@@ -224,9 +229,11 @@ read -r -u "${ML[0]}" _ || die "malloc_loop died"
 sleep 3
 log "after release: live tracked $(metric pprof_sidecar_malloc_live_tracked), VmRSS $(rss_kb "$AGENT_PID") kB"
 stop_agent
+fi
 echo quit >&"${ML[1]}"; MLP=
 
 # ------------------------------------------------------------------ 3. Go target
+if want 3; then
 log ""
 log "== 3. Go allocation-heavy target: $GO_ITERS iterations per run, $GO_ROUNDS rounds"
 (cd "$SRC/bench/targets/goalloc" && GO111MODULE=off GOFLAGS= go build -o "$WORK/goalloc" .) ||
@@ -242,12 +249,14 @@ ga_run() {
 }
 ga_run 500000 >/dev/null
 start_agent "$GOP"
+ticks0=$(awk '{print $14 + $15}' /proc/"$AGENT_PID"/stat)
 reqs=0
 cpu_ratios=() wall_ratios=()
 for ((r = 0; r < GO_ROUNDS; r++)); do
   for c in $( ((r % 2)) && echo "agent base" || echo "base agent"); do
     if [[ $c == agent ]]; then
-      ( while :; do curl -s "127.0.0.1:$PORT/debug/pprof/heap" -o /dev/null; sleep 1; done ) &
+      # On the tools' CPU, so that curl itself does not run on the target's.
+      "${PIN_TOOLS[@]}" bash -c "while :; do curl -s 127.0.0.1:$PORT/debug/pprof/heap -o /dev/null; sleep 1; done" &
       CURL_LOOP=$!
       read -r w cpu < <(ga_run "$GO_ITERS")
       kill "$CURL_LOOP"; wait "$CURL_LOOP" 2>/dev/null
@@ -263,8 +272,11 @@ for ((r = 0; r < GO_ROUNDS; r++)); do
   log "round $r: base cpu $((BC / 1000000)) ms, agent cpu $((AC / 1000000)) ms: ${cr} % (wall ${wr} %) (load $(loadavg))"
 done
 log "Go heap profiling added cost: CPU $(printf '%s\n' "${cpu_ratios[@]}" | median) % $(printf '%s\n' "${cpu_ratios[@]}" | range), wall $(printf '%s\n' "${wall_ratios[@]}" | median) % (goal <= 0.5 %)"
-log "heap profiles served: $(metric pprof_sidecar_heap_profiles_total), last bucket read $(metric pprof_sidecar_heap_read_seconds) s"
+served=$(metric pprof_sidecar_heap_profiles_total)
+ticks1=$(awk '{print $14 + $15}' /proc/"$AGENT_PID"/stat)
+log "heap profiles served: $served, last bucket read $(metric pprof_sidecar_heap_read_seconds) s, agent CPU per request $(awk -v t=$((ticks1 - ticks0)) -v n="$served" -v hz="$(getconf CLK_TCK)" 'BEGIN{if (n > 0) printf "%.1f ms", t * 1000 / hz / n; else print "n/a"}') (includes its idle CPU over the rounds)"
 stop_agent
 echo quit >&"${GA[1]}"; GOP=
+fi
 log ""
 log "load average at end: $(loadavg)"
