@@ -28,6 +28,9 @@ const volatile __u64 pidns_ino = 0;   /* st_ino of /proc/self/ns/pid of the agen
 const volatile __u32 target_tgid = 0; /* the target, in the agent's pid namespace */
 const volatile __u32 sample_all = 0;  /* rate 1: every allocation is sampled */
 const volatile __u64 sample_intervals[HEAP_SAMPLER_INTERVALS] = {};
+const volatile __u32 nested_n = 0; /* valid entries of nested_lo/hi */
+const volatile __u64 nested_lo[HEAP_SAMPLER_MAX_RANGES] = {};
+const volatile __u64 nested_hi[HEAP_SAMPLER_MAX_RANGES] = {};
 
 /* Sampled allocations not freed yet: address -> size. max_entries set by the loader. */
 struct {
@@ -91,7 +94,30 @@ static __always_inline int is_target(void) {
 }
 
 /* Entry of an allocation of `size` bytes: decides whether it is sampled. */
+/* True if the probed allocator function was called by another probed allocator function: that
+ * allocation is the outer call's and is counted there. Two cases, told by the return address
+ * at the top of the stack on entry:
+ *  - a call: it lies in one of the allocator functions (nested_lo/hi);
+ *  - a tail call (glibc's realloc(NULL, n) jumps to malloc): the outer function's return probe
+ *    already replaced it with the uretprobe trampoline, in the process's uprobe XOL page. */
+static __always_inline int nested_call(struct pt_regs *ctx) {
+  __u64 ret = 0;
+  if (bpf_probe_read_user(&ret, sizeof(ret), (const void *)PT_REGS_SP(ctx))) return 0;
+  struct task_struct *task = bpf_get_current_task_btf();
+  __u64 xol = BPF_CORE_READ(task, mm, uprobes_state.xol_area, vaddr);
+  if (xol != 0 && ret >= xol && ret < xol + 4096) return 1;
+  for (int i = 0; i < HEAP_SAMPLER_MAX_RANGES; i++) {
+    if (i >= nested_n) break;
+    if (ret >= nested_lo[i] && ret < nested_hi[i]) return 1;
+  }
+  return 0;
+}
+
 static __always_inline int on_alloc_entry(struct pt_regs *ctx, __u64 size, __u64 memptr) {
+  if (nested_call(ctx)) {
+    add(HEAP_CNT_NESTED, 1);
+    return 0;
+  }
   add(HEAP_CNT_CALLS, 1);
   add(HEAP_CNT_BYTES, size);
   if (size == 0) return 0;

@@ -16,6 +16,11 @@
  * samples, drawn by the loader from an exponential distribution with the configured mean. */
 #define HEAP_SAMPLER_INTERVALS 4096
 
+/* Most address ranges of allocator functions (runtime addresses in the target) whose own calls
+ * to another probed allocator function are not counted again (glibc's realloc(NULL, n) and
+ * posix_memalign with a small alignment call malloc). */
+#define HEAP_SAMPLER_MAX_RANGES 16
+
 /* heap_event.kind */
 #define HEAP_EV_ALLOC 1u /* a sampled allocation returned `addr` (struct heap_alloc_event) */
 #define HEAP_EV_FREE 2u  /* a sampled, tracked allocation was freed (struct heap_event only) */
@@ -69,6 +74,7 @@ enum heap_sampler_counter {
   HEAP_CNT_PENDING_FULL,      /* sampled entries not remembered: pending map full */
   HEAP_CNT_PENDING_MISMATCH,  /* pending entry of another call found at a return: dropped */
   HEAP_CNT_FAILED,            /* sampled allocations that returned NULL / an error */
+  HEAP_CNT_NESTED,            /* allocator calls made by another probed allocator function */
   HEAP_CNT_NUM,
 };
 

@@ -283,7 +283,7 @@ absl::StatusOr<std::string> HeapProfiler::CollectNative(pid_t pid, const HeapReq
       st.frees_tracked, "; lost: live map full ", st.live_full, ", ring buffer full ",
       st.ringbuf_drops, " allocs / ", st.free_drops, " frees, stack errors ", st.stack_errors,
       ", pending full ", st.pending_full, ", unmatched returns ", st.pending_mismatch,
-      ", bucket limit ", st.bucket_overflow));
+      ", bucket limit ", st.bucket_overflow, "; nested allocator calls not recounted ", st.nested));
   params.comments.push_back(
       "pprof-sidecar: stacks are frame-pointer walks from the allocator's caller: code built "
       "without frame pointers loses callers");

@@ -37,6 +37,7 @@ struct MallocSamplerStats {
   uint64_t pending_full = 0;      // sampled calls forgotten between entry and return
   uint64_t pending_mismatch = 0;  // return probes that did not match their entry
   uint64_t failed = 0;            // sampled calls that returned NULL
+  uint64_t nested = 0;            // calls made by another probed function (counted there)
   // User space.
   uint64_t live = 0;             // sampled allocations currently tracked
   uint64_t buckets = 0;          // (stack, size) buckets

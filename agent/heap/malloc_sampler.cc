@@ -131,6 +131,15 @@ absl::Status BpfMallocSampler::Init(const std::vector<AllocatorProbe>& probes) {
   for (size_t i = 0; i < table.size(); ++i) {
     skel_->rodata->sample_intervals[i] = table[i];
   }
+  uint32_t nested = 0;
+  for (const AllocatorProbe& pr : probes) {
+    if (pr.function == "free" || pr.runtime_end <= pr.runtime_start) continue;
+    if (nested == HEAP_SAMPLER_MAX_RANGES) break;
+    skel_->rodata->nested_lo[nested] = pr.runtime_start;
+    skel_->rodata->nested_hi[nested] = pr.runtime_end;
+    ++nested;
+  }
+  skel_->rodata->nested_n = nested;
   if (int err = bpf_map__set_max_entries(skel_->maps.live, opts_.max_live); err != 0) {
     return ErrnoStatus("bpf_map__set_max_entries(live)", -err);
   }
@@ -236,6 +245,7 @@ MallocSamplerStats BpfMallocSampler::stats() const {
   s.pending_full = c[HEAP_CNT_PENDING_FULL];
   s.pending_mismatch = c[HEAP_CNT_PENDING_MISMATCH];
   s.failed = c[HEAP_CNT_FAILED];
+  s.nested = c[HEAP_CNT_NESTED];
   {
     std::lock_guard<std::mutex> l(mu_);
     state_.FillStats(&s);
@@ -305,6 +315,15 @@ absl::StatusOr<std::vector<AllocatorProbe>> FindAllocatorProbes(pid_t pid,
         p.binary = path;
         p.mapped = e.path;
         p.file_offset = sym->value - s.vaddr + s.offset;
+        for (const MapEntry& m : maps) {
+          if (m.inode != e.inode || m.path != e.path || !m.exec || p.file_offset < m.offset ||
+              p.file_offset - m.offset >= m.end - m.start) {
+            continue;
+          }
+          p.runtime_start = m.start + (p.file_offset - m.offset);
+          p.runtime_end = p.runtime_start + sym->size;
+          break;
+        }
         const absl::string_view data = (*elf)->data();
         if (p.file_offset < data.size()) {
           p.file_offset += EntryProbeSkip(data.substr(p.file_offset, 16), p.function == "free");

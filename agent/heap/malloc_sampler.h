@@ -49,6 +49,9 @@ struct AllocatorProbe {
   std::string binary;        // path the agent opens (/proc/PID/map_files/... or /proc/PID/root/...)
   std::string mapped;        // path as the target sees it
   uint64_t file_offset = 0;  // of the probed instruction (see EntryProbeSkip)
+  // The whole function in the target's address space (0, 0 if unknown): calls it makes to
+  // other probed functions are not counted twice.
+  uint64_t runtime_start = 0, runtime_end = 0;
 };
 
 // Bytes to skip at a function's entry before placing its probe, so that the probed instruction

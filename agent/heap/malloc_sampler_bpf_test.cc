@@ -291,9 +291,12 @@ TEST(MallocSamplerBpfTest, TargetExitWhileAttached) {
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   MallocSamplerStats st = (*src)->stats();
   EXPECT_GE(st.sampled, 2000u);
-  EXPECT_LE(st.sampled - st.recorded, 1u)
+  EXPECT_EQ(st.recorded, st.sampled)
       << "failed " << st.failed << " mismatch " << st.pending_mismatch << " pending_full "
       << st.pending_full << " calls " << st.calls;
+  // The kept-pointer array starts with realloc(NULL, n), which glibc serves by calling malloc:
+  // that inner call is not counted again.
+  EXPECT_GE(st.nested, 1u);
   EXPECT_EQ(st.live, 250u + 1);  // 125 iterations x 2 kept, + the kept-pointer array
   t.Kill();
   src->reset();
