@@ -52,4 +52,14 @@ if(PPROF_SIDECAR_FUZZ)
     absl::statusor absl::strings absl::str_format)
   target_compile_options(go_heap_fuzzer PRIVATE -fsanitize=fuzzer,address -g)
   target_link_options(go_heap_fuzzer PRIVATE -fsanitize=fuzzer,address)
+
+  # Probe placement over machine code, ring buffer record decoding.
+  add_executable(malloc_sampler_fuzzer ${CMAKE_CURRENT_LIST_DIR}/malloc_sampler_fuzzer.cc
+    ${CMAKE_CURRENT_LIST_DIR}/malloc_sampler.cc ${CMAKE_CURRENT_LIST_DIR}/malloc_profile_state.cc)
+  target_include_directories(malloc_sampler_fuzzer PRIVATE ${CMAKE_SOURCE_DIR})
+  target_link_libraries(malloc_sampler_fuzzer PRIVATE bpf_skeletons process_symbolizer
+    symbolize_elf pprof_encoder absl::flat_hash_map absl::status absl::statusor absl::strings
+    absl::str_format absl::time Threads::Threads)
+  target_compile_options(malloc_sampler_fuzzer PRIVATE -fsanitize=fuzzer,address -g)
+  target_link_options(malloc_sampler_fuzzer PRIVATE -fsanitize=fuzzer,address)
 endif()
