@@ -278,6 +278,50 @@ TEST(MallocSamplerBpfTest, SplitTotalsInuseAndDetach) {
   EXPECT_EQ(PerfEventFds(), perf_fds_before);
 }
 
+// An executable that defines malloc & co itself (like a static tcmalloc/jemalloc) and forwards
+// to glibc: its own functions are probed, and glibc's, reached from them by (tail) calls, are
+// not counted a second time.
+TEST(MallocSamplerBpfTest, AllocatorDefinedByTheExecutable) {
+  const std::string dir = MakeTempDir("malloc_own");
+  auto bin = BuildNative({TestDataDir() + "/targets/heap_c_split/heap_c_split.c",
+                          TestDataDir() + "/targets/heap_c_own_malloc/own_malloc.c"},
+                         "-O2 -g -fno-omit-frame-pointer -fno-builtin", dir + "/own_malloc");
+  ASSERT_TRUE(bin.ok()) << bin.status();
+  CTarget t;
+  ASSERT_TRUE(t.Start(*bin));
+  auto maps = ReadProcMaps(t.pid());
+  ASSERT_TRUE(maps.ok());
+  auto probes = FindAllocatorProbes(t.pid(), *maps);
+  ASSERT_TRUE(probes.ok()) << probes.status();
+  std::set<std::string> in_exe;
+  for (const auto& p : *probes) {
+    if (p.mapped == *bin) in_exe.insert(p.function);
+  }
+  EXPECT_EQ(in_exe, (std::set<std::string>{"malloc", "calloc", "realloc", "memalign",
+                                           "aligned_alloc", "free"}));
+
+  ProcessSymbolizer symbolizer;
+  HeapProfiler heap(&symbolizer);
+  MallocSamplerOptions opts;
+  opts.sample_bytes = 64 * 1024;
+  heap.EnableNative([opts](pid_t pid) { return StartMallocSampler(pid, opts); });
+  heap.SetTarget(t.pid());
+  ASSERT_TRUE(heap.stats().native_attached);
+  const Truth truth = ParseDone(t.Command("alloc 32768"));  // 128 MiB
+  ASSERT_GT(truth.big, 0u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  HeapRequest req;
+  req.kind = HeapProfileKind::kAllocs;
+  auto prof = heap.Collect(t.pid(), req);
+  ASSERT_TRUE(prof.ok()) << prof.status();
+  auto s = SummarizeProfile(Save(dir + "/allocs.pb.gz", *prof));
+  ASSERT_TRUE(s.ok()) << s.status();
+  // Counted once: within 10 % of the truth at each site (twice would be ~+100 %).
+  EXPECT_NEAR(Flat(*s, "big_site", 1) / truth.big, 1.0, 0.10) << s->raw;
+  EXPECT_NEAR(Flat(*s, "small_site", 1) / truth.small, 1.0, 0.10) << s->raw;
+  EXPECT_GT(heap.stats().native.nested, 60000u);  // every forwarded call seen as nested
+}
+
 TEST(MallocSamplerBpfTest, TargetExitWhileAttached) {
   const std::string dir = MakeTempDir("malloc_exit");
   CTarget t;
