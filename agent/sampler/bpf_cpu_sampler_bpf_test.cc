@@ -198,7 +198,9 @@ TEST_P(SamplerRateTest, SamplesOnlyTargetWithTrueProportions) {
   const int hz = GetParam();
   const Target& t = SpinTarget();
   ASSERT_TRUE(t.funcs.count("spin_hot") && t.funcs.count("spin_cold") && t.funcs.count("worker"));
-  auto sampler = NewBpfCpuSampler();
+  BpfCpuSamplerOptions opts;
+  opts.expected_hz = hz;  // ring buffer sized for this rate, as the agent does
+  auto sampler = NewBpfCpuSampler(opts);
   ASSERT_TRUE(sampler.ok()) << sampler.status();
   Collector col;
   ASSERT_TRUE((*sampler)->Start(hz, col.sink()).ok());

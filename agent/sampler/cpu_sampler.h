@@ -115,7 +115,9 @@ struct BpfCpuSamplerOptions {
   uint32_t wakeup_bytes = 16u << 10;
   int poll_interval_ms = 100;
   // Ring buffer size in bytes: a power of two >= 4096, or 0 to size it for `expected_hz` samples
-  // per second on every online CPU over 100 ms (at least 64 KiB, at most 8 MiB). Records are
+  // per second on every online CPU over 100 ms (at least 64 KiB, at most 8 MiB). Sampling much
+  // faster than expected_hz can overflow it when the reader is slow to run (drops are counted
+  // in dropped_ringbuf_full). Records are
   // ~100 bytes + 8 per frame + the stack copy (~1-2 KiB bounded). Small is fast: every record
   // is written to ring memory that was last touched one lap earlier, and a ring that fits in the
   // cache costs the sampled thread far less (BENCHMARKS.md).

@@ -1,7 +1,8 @@
 // Privileged end-to-end tests of unwinding without frame pointers: the real BPF sampler records
 // targets built here (Go hashing in crypto/sha256 assembly, C and C++ built with
 // -O2 -fomit-frame-pointer, Go calling C through cgo), BuildCpuProfile writes the profile and
-// google/pprof (pprofcheck) reads it back. In each, >= 95% of samples must reach the thread's
+// google/pprof (pprofcheck) reads it back. Samples are unwound as they arrive (SampleUnwinder), as
+// in the agent. In each, >= 95% of samples must reach the thread's
 // root frame and the known 3:1 CPU split must land within +-5 pp. The same samples built
 // without their stack copies (frame pointers only) are logged as the "before" figure.
 #include <signal.h>
@@ -82,19 +83,29 @@ Profiled ProfileTarget(const std::vector<std::string>& argv, const std::string& 
   EXPECT_TRUE(sampler.ok()) << sampler.status();
   if (!sampler.ok()) return out;
   std::mutex mu;
-  std::vector<CpuSample> samples;
+  std::vector<CpuSample> samples, reduced;
+  ProcessSymbolizer symbolizer;
+  // As the agent does (CpuProfiler): each sample is unwound as it arrives and only its PCs are
+  // kept; the raw samples are kept too for the frame-pointer-only "before" figure.
+  SampleUnwinder unwinder(&symbolizer);
+  unwinder.Warm(static_cast<uint32_t>(child.pid));
   EXPECT_TRUE((*sampler)->SetTargets({static_cast<uint32_t>(child.pid)}).ok());
   const absl::Time start = absl::Now();
   auto st = (*sampler)->Start(kHz, [&](const CpuSample& s) {
+    CpuSample r = s;
+    unwinder.Reduce(&r);
     std::lock_guard<std::mutex> l(mu);
     samples.push_back(s);
+    reduced.push_back(std::move(r));
   });
   EXPECT_TRUE(st.ok()) << st;
   absl::SleepFor(absl::Seconds(kSeconds));
   (*sampler)->Stop();
   out.samples = samples.size();
+  for (const CpuSample& r : reduced) {
+    EXPECT_TRUE(r.user_stack.empty());  // windows keep PCs, not stack copies
+  }
 
-  ProcessSymbolizer symbolizer;
   CpuProfileParams params;
   params.hz = kHz;
   params.start = start;
@@ -112,11 +123,10 @@ Profiled ProfileTarget(const std::vector<std::string>& argv, const std::string& 
     ASSERT_TRUE(s.ok()) << s.status();
     *sum = *std::move(s);
   };
-  // "before" first: it opens and caches the binaries, so the "after" time is the unwinding.
   std::vector<CpuSample> fp_only = samples;
   for (auto& s : fp_only) s.user_stack.clear();
   write_and_summarize(fp_only, "before", &out.before_report, &out.before);
-  write_and_summarize(samples, "after", &out.after_report, &out.after);
+  write_and_summarize(reduced, "after", &out.after_report, &out.after);
   return out;
 }
 
