@@ -317,8 +317,8 @@ TEST(MallocSamplerBpfTest, AllocatorDefinedByTheExecutable) {
   auto s = SummarizeProfile(Save(dir + "/allocs.pb.gz", *prof));
   ASSERT_TRUE(s.ok()) << s.status();
   // Counted once: within 10 % of the truth at each site (twice would be ~+100 %).
-  EXPECT_NEAR(Flat(*s, "big_site", 1) / truth.big, 1.0, 0.10) << s->raw;
-  EXPECT_NEAR(Flat(*s, "small_site", 1) / truth.small, 1.0, 0.10) << s->raw;
+  EXPECT_NEAR(static_cast<double>(Flat(*s, "big_site", 1)) / truth.big, 1.0, 0.10) << s->raw;
+  EXPECT_NEAR(static_cast<double>(Flat(*s, "small_site", 1)) / truth.small, 1.0, 0.10) << s->raw;
   EXPECT_GT(heap.stats().native.nested, 60000u);  // every forwarded call seen as nested
 }
 
