@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Heap profiling benchmark (issue 4). Usage: bench/heap_bench.sh [BUILD_DIR]   (run as root)
 #
-# Env knobs: SECTIONS (default "1 2 3"), ROUNDS (default 3, C rows), GO_ROUNDS (default 9), C_ITERS (malloc loop iterations
+# Env knobs: SECTIONS (default "1 2 3"), HEAP_REQ_INTERVAL (s between Go heap requests, 1), ROUNDS (default 3, C rows), GO_ROUNDS (default 9), C_ITERS (malloc loop iterations
 # per run, default 100000), GO_ITERS (default 10000000), LIVE_N (default 1000000),
 # BENCH_NO_BCC=1, BENCH_NO_INSTALL=1.
 #
@@ -30,6 +30,7 @@ C_ITERS=${C_ITERS:-100000}
 GO_ITERS=${GO_ITERS:-10000000}
 LIVE_N=${LIVE_N:-1000000}
 SECTIONS=${SECTIONS:-1 2 3}
+HEAP_REQ_INTERVAL=${HEAP_REQ_INTERVAL:-1}
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 AGENT=$BUILD/pprof-sidecar
 WORK=$(mktemp -d /tmp/pprof-sidecar-heapbench.XXXXXX)
@@ -256,7 +257,7 @@ for ((r = 0; r < GO_ROUNDS; r++)); do
   for c in $( ((r % 2)) && echo "agent base" || echo "base agent"); do
     if [[ $c == agent ]]; then
       # On the tools' CPU, so that curl itself does not run on the target's.
-      "${PIN_TOOLS[@]}" bash -c "while :; do curl -s 127.0.0.1:$PORT/debug/pprof/heap -o /dev/null; sleep 1; done" &
+      "${PIN_TOOLS[@]}" bash -c "while :; do curl -s 127.0.0.1:$PORT/debug/pprof/heap -o /dev/null; sleep $HEAP_REQ_INTERVAL; done" &
       CURL_LOOP=$!
       read -r w cpu < <(ga_run "$GO_ITERS")
       kill "$CURL_LOOP"; wait "$CURL_LOOP" 2>/dev/null
