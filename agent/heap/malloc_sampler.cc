@@ -169,17 +169,18 @@ absl::Status BpfMallocSampler::Init(const std::vector<AllocatorProbe>& probes) {
     if (it == progs.end()) continue;
     auto attach = [&](bpf_program* prog, bool ret) -> absl::StatusOr<LinkPtr> {
       // map_files first (the mapped inode); /proc/PID/root/<path> if the kernel refuses it.
-      std::string err;
+      std::string what;
+      int err = 0;
       for (const std::string& path :
            {pr.binary, absl::StrCat("/proc/", pid_, "/root", pr.mapped)}) {
         bpf_link* l = bpf_program__attach_uprobe(prog, ret, pid_, path.c_str(), pr.file_offset);
         if (l != nullptr) return LinkPtr(l);
-        const int e = errno;
-        err = absl::StrCat(ret ? "uretprobe " : "uprobe ", pr.function, "@", path, "+0x",
-                           absl::Hex(pr.file_offset), ": ", strerror(e));
-        if (e == ESRCH) break;
+        err = errno;
+        what = absl::StrCat(ret ? "uretprobe " : "uprobe ", pr.function, "@", path, "+0x",
+                            absl::Hex(pr.file_offset));
+        if (err == ESRCH) break;
       }
-      return ErrnoStatus(err, errno);
+      return ErrnoStatus(what, err);
     };
     // Return probe first: an entry without its return would leave pending entries behind.
     LinkPtr ret_link;
