@@ -1,11 +1,11 @@
 #include "agent/server/pprof_server.h"
 
+#include <httplib.h>
+
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <sstream>
-
-#include <httplib.h>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -19,8 +19,8 @@ namespace {
 
 // Go's profiles that this agent does not produce (yet): named so users get a precise answer
 // instead of "Unknown profile".
-const char* const kNotYetProfiles[] = {"heap", "allocs", "goroutine", "threadcreate",
-                                       "block", "mutex", "trace"};
+const char* const kNotYetProfiles[] = {"heap",  "allocs", "goroutine", "threadcreate",
+                                       "block", "mutex",  "trace"};
 
 // Error responses exactly as net/http/pprof's serveError writes them.
 void ServeError(httplib::Response& res, int status, const std::string& text) {
@@ -38,11 +38,20 @@ std::string HtmlEscape(const std::string& s) {
   std::string o;
   for (char c : s) {
     switch (c) {
-      case '<': o += "&lt;"; break;
-      case '>': o += "&gt;"; break;
-      case '&': o += "&amp;"; break;
-      case '"': o += "&quot;"; break;
-      default: o += c;
+      case '<':
+        o += "&lt;";
+        break;
+      case '>':
+        o += "&gt;";
+        break;
+      case '&':
+        o += "&amp;";
+        break;
+      case '"':
+        o += "&quot;";
+        break;
+      default:
+        o += c;
     }
   }
   return o;
@@ -82,16 +91,13 @@ void PprofServer::Register() {
   s.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   // A profile is only written once its window closes; give the client the whole window.
   s.set_write_timeout(30, 0);
-  s.set_logger([this](const httplib::Request&, const httplib::Response& res) {
-    CountRequest(res.status);
-  });
+  s.set_logger(
+      [this](const httplib::Request&, const httplib::Response& res) { CountRequest(res.status); });
 
-  s.Get("/", [](const httplib::Request&, httplib::Response& res) {
-    res.set_redirect("/debug/pprof/");
-  });
-  s.Get("/debug/pprof", [](const httplib::Request&, httplib::Response& res) {
-    res.set_redirect("/debug/pprof/");
-  });
+  s.Get("/",
+        [](const httplib::Request&, httplib::Response& res) { res.set_redirect("/debug/pprof/"); });
+  s.Get("/debug/pprof",
+        [](const httplib::Request&, httplib::Response& res) { res.set_redirect("/debug/pprof/"); });
 
   s.Get("/debug/pprof/", [this](const httplib::Request&, httplib::Response& res) {
     auto t = target_.current();
@@ -137,9 +143,9 @@ void PprofServer::Register() {
     if (!secs.ok()) return ServeError(res, 400, std::string(secs.status().message()));
     auto t = target_.current();
     if (!t) return ServeError(res, 503, absl::StrCat("no target process: ", target_.status()));
-    auto prof = cpu_->Collect(absl::Seconds(*secs), nullptr,
-                              {absl::StrCat("pprof-sidecar: target pid ", t->pid, " (", t->comm,
-                                            ") ", t->exe)});
+    auto prof = cpu_->Collect(
+        absl::Seconds(*secs), nullptr,
+        {absl::StrCat("pprof-sidecar: target pid ", t->pid, " (", t->comm, ") ", t->exe)});
     if (!prof.ok()) {
       int code = absl::IsUnavailable(prof.status()) ? 503 : 500;
       return ServeError(res, code,
@@ -195,18 +201,18 @@ void PprofServer::Register() {
     const std::string name = allocs ? "allocs" : "heap";
     res.set_header("X-Content-Type-Options", "nosniff");
     if (!heap_) {
-      return ServeError(res, 501, absl::StrCat("profile \"", name,
-                                               "\" is not served by this pprof-sidecar"));
+      return ServeError(res, 501,
+                        absl::StrCat("profile \"", name, "\" is not served by this pprof-sidecar"));
     }
     int debug = 0;
-    if (req.has_param("debug") && (!absl::SimpleAtoi(req.get_param_value("debug"), &debug) ||
-                                   debug != 0)) {
+    if (req.has_param("debug") &&
+        (!absl::SimpleAtoi(req.get_param_value("debug"), &debug) || debug != 0)) {
       return ServeError(res, 400,
                         "debug=N (legacy text format) is not served by pprof-sidecar; omit debug "
                         "for the protobuf profile");
     }
-    auto secs = ParseSecondsParam(req.has_param("seconds") ? req.get_param_value("seconds") : "",
-                                  0, opts_.max_profile_seconds);
+    auto secs = ParseSecondsParam(req.has_param("seconds") ? req.get_param_value("seconds") : "", 0,
+                                  opts_.max_profile_seconds);
     if (!secs.ok()) return ServeError(res, 400, std::string(secs.status().message()));
     auto t = target_.current();
     if (!t) return ServeError(res, 503, absl::StrCat("no target process: ", target_.status()));
@@ -220,11 +226,12 @@ void PprofServer::Register() {
     auto prof = heap_->Collect(static_cast<pid_t>(t->pid), hr);
     if (!prof.ok()) {
       const absl::Status& st = prof.status();
-      int code = absl::IsUnimplemented(st)                         ? 501
-                 : absl::IsNotFound(st) || absl::IsAborted(st)    ? 503
-                 : absl::IsPermissionDenied(st)                    ? 403
-                                                                   : 500;
-      return ServeError(res, code, absl::StrCat("Could not get ", name, " profile: ", st.message()));
+      int code = absl::IsUnimplemented(st)                     ? 501
+                 : absl::IsNotFound(st) || absl::IsAborted(st) ? 503
+                 : absl::IsPermissionDenied(st)                ? 403
+                                                               : 500;
+      return ServeError(res, code,
+                        absl::StrCat("Could not get ", name, " profile: ", st.message()));
     }
     profiles_served_.fetch_add(1);
     res.set_header("Content-Disposition",
@@ -249,11 +256,10 @@ void PprofServer::Register() {
 
   s.Get("/healthz", [this](const httplib::Request&, httplib::Response& res) {
     auto t = target_.current();
-    std::string body =
-        t ? absl::StrCat("ok\ntarget: pid ", t->pid, " (", t->comm, ") ", t->exe, "\n",
-                         target_.status(), "\n")
-          : absl::StrCat("ok\ntarget: none: ", target_.status(),
-                         "\nprofile endpoints answer 503 until a target appears\n");
+    std::string body = t ? absl::StrCat("ok\ntarget: pid ", t->pid, " (", t->comm, ") ", t->exe,
+                                        "\n", target_.status(), "\n")
+                         : absl::StrCat("ok\ntarget: none: ", target_.status(),
+                                        "\nprofile endpoints answer 503 until a target appears\n");
     res.set_content(body, "text/plain; charset=utf-8");
   });
 
@@ -264,16 +270,17 @@ void PprofServer::Register() {
   s.set_error_handler([](const httplib::Request&, httplib::Response& res) {
     if (res.body.empty() && res.status == 404) ServeError(res, 404, "404 page not found");
   });
-  s.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
-    std::string what = "internal error";
-    try {
-      if (ep) std::rethrow_exception(ep);
-    } catch (const std::exception& e) {
-      what = e.what();
-    } catch (...) {
-    }
-    ServeError(res, 500, what);
-  });
+  s.set_exception_handler(
+      [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+        std::string what = "internal error";
+        try {
+          if (ep) std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+          what = e.what();
+        } catch (...) {
+        }
+        ServeError(res, 500, what);
+      });
 }
 
 std::string PprofServer::MetricsText() const {
@@ -281,7 +288,8 @@ std::string PprofServer::MetricsText() const {
   SymbolizerStats y = symbolizer_->stats();
   auto t = target_.current();
   std::string o;
-  auto counter = [&o](const char* name, const char* help, uint64_t v, const std::string& labels = "") {
+  auto counter = [&o](const char* name, const char* help, uint64_t v,
+                      const std::string& labels = "") {
     absl::StrAppend(&o, "# HELP ", name, " ", help, "\n# TYPE ", name, " counter\n", name,
                     labels.empty() ? "" : "{" + labels + "}", " ", v, "\n");
   };
@@ -306,6 +314,27 @@ std::string PprofServer::MetricsText() const {
                   "pprof_sidecar_stack_errors_total{stack=\"user\"} ", c.sampler.user_stack_errors,
                   "\n", "pprof_sidecar_stack_errors_total{stack=\"kernel\"} ",
                   c.sampler.kernel_stack_errors, "\n");
+  counter("pprof_sidecar_stack_copy_errors_total",
+          "Samples whose user stack could not be copied at all (unwound from frame pointers).",
+          c.sampler.user_stack_copy_errors);
+  absl::StrAppend(&o,
+                  "# HELP pprof_sidecar_stack_copies_bounded_total User stack copies that stopped "
+                  "at the stack's end, by how the end was found.\n"
+                  "# TYPE pprof_sidecar_stack_copies_bounded_total counter\n",
+                  "pprof_sidecar_stack_copies_bounded_total{by=\"go_stack_hi\"} ",
+                  c.sampler.copy_bounded_go, "\n",
+                  "pprof_sidecar_stack_copies_bounded_total{by=\"vma_end\"} ",
+                  c.sampler.copy_bounded_vma, "\n");
+  counter("pprof_sidecar_stack_copy_bytes_total", "User stack bytes copied by the BPF program.",
+          c.sampler.bytes_copied);
+  counter("pprof_sidecar_bpf_run_time_ns_total",
+          "Time spent in the CPU sampling BPF program, all invocations (0 unless the kernel's BPF "
+          "statistics are enabled: sysctl kernel.bpf_stats_enabled=1).",
+          c.sampler.bpf_run_time_ns);
+  counter("pprof_sidecar_bpf_runs_total",
+          "Invocations of the CPU sampling BPF program, including those filtered out (0 unless "
+          "kernel.bpf_stats_enabled=1).",
+          c.sampler.bpf_run_count);
   counter("pprof_sidecar_profile_samples_total", "Samples written into served CPU profiles.",
           c.samples_in_profiles);
   counter("pprof_sidecar_profile_samples_truncated_total",
@@ -334,8 +363,7 @@ std::string PprofServer::MetricsText() const {
            {"bad_address", c.unwind_bad_address},
            {"stack_switch", c.unwind_stack_switch},
            {"frame_pointers_only", c.not_root_frame_pointers}}) {
-    absl::StrAppend(&o, "pprof_sidecar_unwind_truncated_total{reason=\"", reason, "\"} ", v,
-                    "\n");
+    absl::StrAppend(&o, "pprof_sidecar_unwind_truncated_total{reason=\"", reason, "\"} ", v, "\n");
   }
   gauge("pprof_sidecar_symbol_cache_binaries", "Binaries held in the symbol cache.",
         y.binaries_cached);
@@ -367,14 +395,14 @@ std::string PprofServer::MetricsText() const {
     absl::StrAppend(&o,
                     "# HELP pprof_sidecar_malloc_lost_total Malloc sampler events lost or "
                     "degraded, by reason.\n# TYPE pprof_sidecar_malloc_lost_total counter\n");
-    for (const auto& [reason, v] : std::vector<std::pair<const char*, uint64_t>>{
-             {"live_map_full", m.live_full},
-             {"ringbuf_full_alloc", m.ringbuf_drops},
-             {"ringbuf_full_free", m.free_drops},
-             {"stack_error", m.stack_errors},
-             {"pending_full", m.pending_full},
-             {"unmatched_return", m.pending_mismatch},
-             {"bucket_limit", m.bucket_overflow}}) {
+    for (const auto& [reason, v] :
+         std::vector<std::pair<const char*, uint64_t>>{{"live_map_full", m.live_full},
+                                                       {"ringbuf_full_alloc", m.ringbuf_drops},
+                                                       {"ringbuf_full_free", m.free_drops},
+                                                       {"stack_error", m.stack_errors},
+                                                       {"pending_full", m.pending_full},
+                                                       {"unmatched_return", m.pending_mismatch},
+                                                       {"bucket_limit", m.bucket_overflow}}) {
       absl::StrAppend(&o, "pprof_sidecar_malloc_lost_total{reason=\"", reason, "\"} ", v, "\n");
     }
   }

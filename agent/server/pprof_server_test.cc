@@ -1,12 +1,11 @@
 #include "agent/server/pprof_server.h"
 
+#include <httplib.h>
 #include <unistd.h>
 
 #include <fstream>
 #include <future>
 #include <thread>
-
-#include <httplib.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -199,7 +198,8 @@ TEST_F(PprofServerTest, SymbolEndpointResolvesTargetAddresses) {
   uint64_t pc = reinterpret_cast<uint64_t>(&PprofServerTestCaller) + 2;
   auto p = client_->Post("/debug/pprof/symbol", absl::StrCat("0x", absl::Hex(pc)), "text/plain");
   ASSERT_TRUE(p);
-  EXPECT_TRUE(absl::StrContains(p->body, absl::StrCat("0x", absl::Hex(pc), " PprofServerTestCaller")))
+  EXPECT_TRUE(
+      absl::StrContains(p->body, absl::StrCat("0x", absl::Hex(pc), " PprofServerTestCaller")))
       << p->body;
 }
 
@@ -216,12 +216,17 @@ TEST_F(PprofServerTest, MetricsCountRequestsAndSamples) {
     if (absl::StrContains(body, "pprof_sidecar_http_requests_total{code=\"400\"} 1")) break;
     usleep(20 * 1000);
   }
-  EXPECT_TRUE(absl::StrContains(body, "pprof_sidecar_http_requests_total{code=\"400\"} 1"))
-      << body;
+  EXPECT_TRUE(absl::StrContains(body, "pprof_sidecar_http_requests_total{code=\"400\"} 1")) << body;
   EXPECT_TRUE(absl::StrContains(body, "pprof_sidecar_http_requests_total{code=\"200\"} 1"));
   EXPECT_TRUE(
       absl::StrContains(body, "pprof_sidecar_samples_dropped_total{reason=\"ringbuf_full\"} 0"));
   EXPECT_FALSE(absl::StrContains(body, "pprof_sidecar_profile_samples_total 0\n"));
+  for (const char* m :
+       {"pprof_sidecar_stack_copy_errors_total 0",
+        "pprof_sidecar_stack_copies_bounded_total{by=\"go_stack_hi\"} 0",
+        "pprof_sidecar_stack_copy_bytes_total 0", "pprof_sidecar_bpf_runs_total 0"}) {
+    EXPECT_TRUE(absl::StrContains(body, m)) << m;
+  }
   EXPECT_TRUE(absl::StrContains(body, absl::StrCat("pprof_sidecar_target_pid ", getpid())));
 }
 
