@@ -6,6 +6,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "agent/profile/line_infos.h"
 #include "pprof_encoder/builder.h"
 
 namespace pprof_sidecar {
@@ -24,21 +25,6 @@ bool IsHiddenGoRuntimeFrame(const std::string& function) {
 }
 
 namespace {
-
-std::vector<pprof_encoder::LineInfo> ToLineInfos(const SourceLines& lines) {
-  std::vector<pprof_encoder::LineInfo> out;
-  out.reserve(lines.size());
-  for (const auto& l : lines) {
-    pprof_encoder::LineInfo li;
-    li.function = l.function;
-    li.system_name = l.system_name.empty() ? l.function : l.system_name;
-    li.filename = l.file;
-    li.line = l.line;
-    li.start_line = l.start_line;
-    out.push_back(std::move(li));
-  }
-  return out;
-}
 
 struct Frame {
   ResolvedFrame resolved;

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "agent/profile/line_infos.h"
 #include "agent/symbolize/proc_maps.h"
 #include "agent/unwind/cfi.h"
 #include "agent/unwind/unwinder.h"
@@ -24,21 +25,6 @@ bool IsThreadRootFunction(const std::string& name) {
 }
 
 namespace {
-
-std::vector<pprof_encoder::LineInfo> ToLineInfos(const SourceLines& lines) {
-  std::vector<pprof_encoder::LineInfo> out;
-  out.reserve(lines.size());
-  for (const auto& l : lines) {
-    pprof_encoder::LineInfo li;
-    li.function = l.function;
-    li.system_name = l.system_name.empty() ? l.function : l.system_name;
-    li.filename = l.file;
-    li.line = l.line;
-    li.start_line = l.start_line;
-    out.push_back(std::move(li));
-  }
-  return out;
-}
 
 // CFI tables, built once per cached binary.
 std::shared_ptr<const void> MakeCfiTable(const ElfFile& elf, const GoPclntab* go) {
