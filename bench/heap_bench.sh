@@ -70,34 +70,8 @@ log "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') x
 log "kernel: $(uname -r); load average at start: $(loadavg)"
 
 # ------------------------------------------------------------------ memleak-bpfcc (optional)
-BCC_OK=0
-bcc_setup() {
-  [[ ${BENCH_NO_BCC:-0} == 1 ]] && { log "bcc: disabled (BENCH_NO_BCC=1)"; return; }
-  if ! command -v memleak-bpfcc >/dev/null && [[ ${BENCH_NO_INSTALL:-0} != 1 ]] &&
-    command -v apt-get >/dev/null; then
-    log "bcc: installing bpfcc-tools and kernel headers..."
-    local hdr
-    hdr=$(apt-cache search --names-only '^linux-headers-6\.12\..*-amd64$' 2>/dev/null |
-      awk '{print $1}' | grep -v -e cloud -e rt | sort -V | tail -1)
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends bpfcc-tools \
-      ${hdr:+"$hdr"} >"$WORK/apt.log" 2>&1 || log "bcc: apt-get install failed"
-  fi
-  command -v memleak-bpfcc >/dev/null || { log "bcc: memleak-bpfcc not available: row skipped"; return; }
-  local mod=/lib/modules/$(uname -r)
-  if [[ ! -e $mod/build/Makefile ]]; then
-    local arch common
-    arch=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | grep -v -e cloud -e rt | sort -V | tail -1)
-    common=${arch%-amd64}-common
-    if [[ -d $arch && -d $common ]]; then
-      mkdir -p "$mod" && ln -sfn "$arch" "$mod/build" && ln -sfn "$common" "$mod/source"
-      log "bcc: linked $mod/build -> $arch, source -> $common"
-    else
-      log "bcc: no kernel headers for bcc: row skipped"; return
-    fi
-  fi
-  BCC_OK=1
-}
-bcc_setup
+source "$(dirname "${BASH_SOURCE[0]}")/bcc_setup.sh"
+bcc_setup memleak-bpfcc
 sysctl -qw kernel.bpf_stats_enabled=1 || log "warning: cannot enable kernel.bpf_stats_enabled"
 
 # Sum of run_time_ns and run_cnt over the kprobe-type (uprobe) BPF programs PID holds.

@@ -91,34 +91,8 @@ log "go: $(go version 2>/dev/null)"
 log "load average at start: $(loadavg)"
 
 # ---------------------------------------------------------------- optional profile-bpfcc
-BCC_OK=0
-bcc_setup() {
-  [[ ${BENCH_NO_BCC:-0} == 1 ]] && { log "bcc: disabled (BENCH_NO_BCC=1)"; return; }
-  if ! command -v profile-bpfcc >/dev/null && [[ ${BENCH_NO_INSTALL:-0} != 1 ]] &&
-    command -v apt-get >/dev/null; then
-    log "bcc: installing bpfcc-tools and kernel headers (optional extra)..."
-    local hdr
-    hdr=$(apt-cache search --names-only '^linux-headers-6\.12\..*-amd64$' 2>/dev/null |
-      awk '{print $1}' | grep -v -e cloud -e rt | sort -V | tail -1)
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends bpfcc-tools \
-      ${hdr:+"$hdr"} >"$WORK/apt.log" 2>&1 || log "bcc: apt-get install failed (see $WORK/apt.log)"
-  fi
-  command -v profile-bpfcc >/dev/null || { log "bcc: profile-bpfcc not available: row skipped"; return; }
-  local mod=/lib/modules/$(uname -r)
-  if [[ ! -e $mod/build/Makefile ]]; then
-    local arch common
-    arch=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | grep -v -e cloud -e rt | sort -V | tail -1)
-    common=${arch%-amd64}-common
-    if [[ -d $arch && -d $common ]]; then
-      mkdir -p "$mod" && ln -sfn "$arch" "$mod/build" && ln -sfn "$common" "$mod/source"
-      log "bcc: linked $mod/build -> $arch, source -> $common"
-    else
-      log "bcc: no kernel headers for bcc to compile against: row skipped"; return
-    fi
-  fi
-  BCC_OK=1
-}
-bcc_setup
+source "$(dirname "${BASH_SOURCE[0]}")/bcc_setup.sh"
+bcc_setup profile-bpfcc
 
 # ---------------------------------------------------------------- target
 log ""
