@@ -105,12 +105,16 @@ gcc -O2 -g -fno-omit-frame-pointer "$SRC/bench/targets/malloc_loop/malloc_loop.c
 coproc ML { exec "${PIN_TARGET[@]}" "$WORK/malloc_loop"; }
 read -r -t 10 -u "${ML[0]}" ready || die "malloc_loop did not start"
 MLP=${ready#ready }
-ml_run() {
-  echo "run $1" >&"${ML[1]}"
+# co_run NAME N: asks the coprocess NAME (a target answering "run N" with "RESULT WALL CPU ...") to do N
+# iterations; prints "WALL CPU".
+co_run() {
+  local -n fds=$1
+  echo "run $2" >&"${fds[1]}"
   local line
-  read -r -u "${ML[0]}" line || die "malloc_loop died"
+  read -r -u "${fds[0]}" line || die "$1 died"
   awk '{print $2, $3}' <<<"$line"
 }
+ml_run() { co_run ML "$1"; }
 ml_run 20000 >/dev/null
 if want 1; then
 conds=(base agent)
@@ -216,12 +220,7 @@ log "== 3. Go allocation-heavy target: $GO_ITERS iterations per run, $GO_ROUNDS 
 coproc GA { exec "${PIN_TARGET[@]}" "$WORK/goalloc"; }
 read -r -t 10 -u "${GA[0]}" ready || die "goalloc did not start"
 GOP=${ready#ready }
-ga_run() {
-  echo "run $1" >&"${GA[1]}"
-  local line
-  read -r -u "${GA[0]}" line || die "goalloc died"
-  awk '{print $2, $3}' <<<"$line"
-}
+ga_run() { co_run GA "$1"; }
 ga_run 500000 >/dev/null
 start_agent "$GOP"
 ticks0=$(awk '{print $14 + $15}' /proc/"$AGENT_PID"/stat)
