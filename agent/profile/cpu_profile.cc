@@ -192,7 +192,7 @@ absl::StatusOr<std::string> BuildCpuProfile(const std::vector<CpuSample>& sample
       stop = unwound.stop;
     }
     if (user_ips->empty()) ++rep.samples_without_user_stack;
-    std::string callee_fn;
+    const std::string* callee_fn = nullptr;  // physical function of the previous frame
     for (size_t i = 0; i < user_ips->size(); ++i) {
       ++rep.user_frames;
       const uint64_t ip = (*user_ips)[i];
@@ -237,13 +237,15 @@ absl::StatusOr<std::string> BuildCpuProfile(const std::vector<CpuSample>& sample
       }
       PidState::UserFrame& uf = it->second;
       // Go keeps a wrapper whose callee panicked: the wrapper is where the panic happened.
-      const bool keep = !uf.wrapper || callee_fn == "runtime.gopanic" ||
-                        callee_fn == "runtime.sigpanic" || callee_fn == "runtime.panicwrap";
+      const bool keep =
+          !uf.wrapper || (callee_fn != nullptr &&
+                          (*callee_fn == "runtime.gopanic" || *callee_fn == "runtime.sigpanic" ||
+                           *callee_fn == "runtime.panicwrap"));
       if (keep) {
         if (uf.loc == 0) uf.loc = b.AddLocation(uf.mapping_id, ip, ToLineInfos(uf.lines));
         locs.push_back(uf.loc);
       }
-      callee_fn = uf.fn;
+      callee_fn = &uf.fn;  // std::map nodes are stable
       if (i + 1 == user_ips->size()) root_fn = uf.fn;
     }
     const bool end_of_stack = used_unwinder && stop == UnwindStop::kEndOfStack;
