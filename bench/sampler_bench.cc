@@ -9,11 +9,13 @@
 //   root     share of samples whose stack reaches a thread root, from BuildCpuProfile
 //
 // Usage: sampler_bench --pid=N [--hz=100] [--slice_s=2] [--rounds=5] VARIANT...
-//   VARIANT = name:copy_bytes:bound:fp:wakeup_bytes[:ringbuf_kib]
+//   VARIANT = name:copy_bytes:bound:fp:wakeup_bytes[:ringbuf_kib[:verdict_cache]]
 //     bound: none | vma | go | both;  fp: kernel frame-pointer walk of the user stack: 0 off,
 //     1 on (127 frames), N > 1: at most N frames; negative: the same with the kernel's walker
 //     (bpf_get_stack) instead of the program's own
-//     wakeup_bytes: 0 = wake the reader at every record
+//     wakeup_bytes: 0 = wake the reader at every record; ringbuf_kib: empty = sized by default;
+//     verdict_cache: 0 = no per-CPU filter verdict cache (default 1)
+//   A variant named "null" loads a program that returns at once: the floor of BPF_STATS_RUN_TIME.
 //   e.g. old:8192:none:1:0 new:8192:both:1:2097152
 #include <bpf/bpf.h>
 #include <unistd.h>
@@ -58,14 +60,16 @@ double Median(std::vector<double> v) {
 
 bool ParseVariant(const std::string& spec, Variant* v) {
   std::vector<std::string> f = absl::StrSplit(spec, ':');
-  if (f.size() != 5 && f.size() != 6) return false;
-  if (f.size() == 6) {
+  if (f.size() < 5 || f.size() > 7) return false;
+  if (f.size() == 7) v->opts.cache_filter_verdict = f[6] != "0";
+  if (f.size() >= 6 && !f[5].empty()) {
     uint32_t kib;
     if (!absl::SimpleAtoi(f[5], &kib)) return false;
     v->opts.ringbuf_bytes = kib << 10;
   }
   v->name = f[0];
   v->idle = f[0] == "idle";
+  v->opts.null_program = f[0] == "null";
   uint32_t copy, wake;
   int fp;
   if (!absl::SimpleAtoi(f[1], &copy) || !absl::SimpleAtoi(f[3], &fp) ||

@@ -28,6 +28,13 @@ const volatile __u32 own_fp_walk = 0;
 const volatile __u32 wakeup_bytes = 0;
 /* Benchmarks only: accumulate the time spent in each stage of kept samples in `stage_ns`. */
 const volatile __u32 stage_timing = 0;
+/* Benchmarks only: 1 returns at once (prices the invocation itself and the BPF statistics). */
+const volatile __u32 null_program = 0;
+/* 1: remember the last filter verdict of each CPU (see `verdicts`). */
+const volatile __u32 verdict_cache = 0;
+
+/* Bumped by the loader after every change of `targets` (it invalidates `verdicts`). */
+volatile __u64 targets_gen = 0;
 
 /* Target processes: tgid in the agent's pid namespace -> 1. */
 struct {
@@ -45,13 +52,6 @@ struct {
 
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-  __uint(max_entries, CPU_SAMPLER_CNT_NUM);
-  __type(key, __u32);
-  __type(value, __u64);
-} counters SEC(".maps");
-
-struct {
-  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
   __uint(max_entries, CPU_SAMPLER_STAGE_NUM);
   __type(key, __u32);
   __type(value, __u64);
@@ -60,9 +60,33 @@ struct {
 #define PAGE_SIZE_ 4096ULL
 #define MAX_PIDNS_LEVEL 8 /* nesting depth searched by the fallback below */
 
+/* Per-CPU state and the record being built: see cpu_sampler_percpu_head. Only the record's used
+ * bytes are copied to the ring buffer. A ring buffer record reserved at full size would touch
+ * ~10 KiB of ring memory that has not been used since the ring last wrapped (cold in cache and TLB)
+ * at every sample; the scratch area is reused by every sample of its CPU and stays hot. */
+struct scratch_record {
+  struct cpu_sampler_percpu_head head;
+  struct cpu_sample_record h;
+  __u64 ips[2 * CPU_SAMPLER_MAX_FRAMES];
+  __u8 stack[CPU_SAMPLER_MAX_USER_STACK_COPY];
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct scratch_record);
+} scratch SEC(".maps");
+
+/* This CPU's scratch value; set at the start of every run that may count (never NULL there). */
+static __always_inline struct scratch_record *this_cpu_scratch(void) {
+  __u32 zero = 0;
+  return bpf_map_lookup_elem(&scratch, &zero);
+}
+
 static __always_inline void count(__u32 idx) {
-  __u64 *v = bpf_map_lookup_elem(&counters, &idx);
-  if (v) *v += 1;
+  struct scratch_record *sc = this_cpu_scratch();
+  if (sc && idx < CPU_SAMPLER_CNT_NUM) sc->head.counters[idx] += 1;
 }
 
 /* Adds the time since *t to stage `idx` and restarts *t (only with the stage_timing knob). */
@@ -198,35 +222,41 @@ static __always_inline __u32 copy_bounded(__u8 *dst, struct task_struct *task, _
   return copy_user_stack(dst, sp, len);
 }
 
-/* Per-CPU scratch record: built here, then only its used bytes are copied to the ring buffer. A
- * ring buffer record reserved at full size would touch ~10 KiB of ring memory that has not been
- * used since the ring last wrapped (cold in cache and TLB) at every sample; the scratch area is
- * reused by every sample of its CPU and stays hot. */
-struct scratch_record {
-  struct cpu_sample_record h;
-  __u64 ips[2 * CPU_SAMPLER_MAX_FRAMES];
-  __u8 stack[CPU_SAMPLER_MAX_USER_STACK_COPY];
-};
-
-struct {
-  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-  __uint(max_entries, 1);
-  __type(key, __u32);
-  __type(value, struct scratch_record);
-} scratch SEC(".maps");
-
 SEC("perf_event")
 int cpu_sample(struct bpf_perf_event_data *ctx) {
+  if (null_program) return 0;
   __u64 t = stage_timing ? bpf_ktime_get_ns() : 0;
-  __u32 tgid, tid;
-  if (current_ns_ids(&tgid, &tid)) return 0;
-  if (!bpf_map_lookup_elem(&targets, &tgid)) return 0;
-  count(CPU_SAMPLER_CNT_SAMPLES_SEEN);
+  struct scratch_record *sc = this_cpu_scratch();
+  if (!sc) return 0;
+  __u32 tgid = 0, tid = 0;
+  if (verdict_cache) {
+    struct cpu_sampler_percpu_head *v = &sc->head;
+    struct task_struct *task = bpf_get_current_task_btf();
+    __u64 pid_tgid = bpf_get_current_pid_tgid();
+    __u64 start_time = task->start_time;
+    /* Read before `targets`: a change of the map after this read makes the verdict stale. */
+    __u64 gen = targets_gen;
+    if (v->verdict_pid_tgid == pid_tgid && v->verdict_start_time == start_time &&
+        v->verdict_gen == gen) {
+      if (v->verdict_tgid == 0) return 0;
+      tgid = v->verdict_tgid;
+      tid = v->verdict_tid;
+    } else {
+      if (current_ns_ids(&tgid, &tid) || !bpf_map_lookup_elem(&targets, &tgid)) tgid = tid = 0;
+      v->verdict_pid_tgid = pid_tgid;
+      v->verdict_start_time = start_time;
+      v->verdict_gen = gen;
+      v->verdict_tgid = tgid;
+      v->verdict_tid = tid;
+      if (tgid == 0) return 0;
+    }
+  } else {
+    if (current_ns_ids(&tgid, &tid)) return 0;
+    if (!bpf_map_lookup_elem(&targets, &tgid)) return 0;
+  }
+  sc->head.counters[CPU_SAMPLER_CNT_SAMPLES_SEEN] += 1;
   stage(CPU_SAMPLER_STAGE_FILTER, &t);
 
-  __u32 zero = 0;
-  struct scratch_record *sc = bpf_map_lookup_elem(&scratch, &zero);
-  if (!sc) return 0;
   struct cpu_sample_record *rec = &sc->h;
   stage(CPU_SAMPLER_STAGE_RESERVE, &t);
   rec->time_ns = bpf_ktime_get_ns();
@@ -309,8 +339,9 @@ int cpu_sample(struct bpf_perf_event_data *ctx) {
                                                                           : BPF_RB_NO_WAKEUP;
   }
   __u64 len = sizeof(struct cpu_sample_record) + (__u64)(knr + unr) * sizeof(__u64) + copied;
-  if (len > sizeof(*sc)) len = sizeof(*sc);
-  if (bpf_ringbuf_output(&events, sc, len, flags)) count(CPU_SAMPLER_CNT_DROPPED_RINGBUF_FULL);
+  if (len > sizeof(*sc) - sizeof(sc->head)) len = sizeof(*sc) - sizeof(sc->head);
+  if (bpf_ringbuf_output(&events, rec, len, flags))
+    sc->head.counters[CPU_SAMPLER_CNT_DROPPED_RINGBUF_FULL] += 1;
   stage(CPU_SAMPLER_STAGE_SUBMIT, &t);
   return 0;
 }

@@ -58,6 +58,20 @@ enum cpu_sampler_counter {
   CPU_SAMPLER_CNT_NUM,
 };
 
+/* The start of each CPU's `scratch` value (the rest is the record being built): the filter's
+ * verdict cache and the counters, in the page the record's header is written to, so that a sample
+ * touches as few distinct pages as possible (each costs a TLB miss on machines whose kernel
+ * entries flush the TLB). The loader sums `counters` over CPUs. */
+struct cpu_sampler_percpu_head {
+  /* The filter's verdict for the thread this CPU last sampled (rodata knob verdict_cache). */
+  __u64 verdict_pid_tgid;   /* host pid/tgid (bpf_get_current_pid_tgid) */
+  __u64 verdict_start_time; /* task start time: with the host pid, unique since boot */
+  __u64 verdict_gen;        /* the loader's targets_gen the verdict was computed under */
+  __u32 verdict_tgid;       /* in the agent's pid namespace; 0: not a target */
+  __u32 verdict_tid;
+  __u64 counters[CPU_SAMPLER_CNT_NUM];
+};
+
 /* Indices of the per-CPU `stage_ns` array (benchmarks: the stage_timing knob). */
 enum cpu_sampler_stage {
   CPU_SAMPLER_STAGE_FILTER = 0, /* pid namespace + target lookup (kept samples only) */

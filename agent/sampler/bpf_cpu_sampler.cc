@@ -234,6 +234,8 @@ absl::StatusOr<std::unique_ptr<CpuSampler>> BpfCpuSampler::Create(
   s->skel_->rodata->own_fp_walk = options.own_fp_walk ? 1 : 0;
   s->skel_->rodata->wakeup_bytes = std::min(options.wakeup_bytes, rb / 4);
   s->skel_->rodata->stage_timing = options.stage_timing ? 1 : 0;
+  s->skel_->rodata->null_program = options.null_program ? 1 : 0;
+  s->skel_->rodata->verdict_cache = options.cache_filter_verdict ? 1 : 0;
   if (int err = bpf_map__set_max_entries(s->skel_->maps.events, rb); err != 0) {
     return ErrnoStatus("bpf_map__set_max_entries(events)", -err, "");
   }
@@ -383,6 +385,12 @@ absl::Status BpfCpuSampler::SetTargets(const std::vector<uint32_t>& tgids) {
   }
   std::lock_guard<std::mutex> l(targets_mu_);
   const int map_fd = bpf_map__fd(skel_->maps.targets);
+  // Every change, complete or not, invalidates the program's cached verdicts (after the map
+  // syscalls, which order it after the map's new content).
+  struct BumpGeneration {
+    __u64* gen;
+    ~BumpGeneration() { __atomic_fetch_add(gen, 1, __ATOMIC_SEQ_CST); }
+  } bump{&skel_->bss->targets_gen};
   for (auto it = targets_.begin(); it != targets_.end();) {
     if (want.count(*it)) {
       ++it;
@@ -434,12 +442,18 @@ SamplerStats BpfCpuSampler::stats() const {
   }
   const int ncpus = libbpf_num_possible_cpus();
   if (ncpus <= 0) return st;
-  std::vector<uint64_t> values(static_cast<size_t>(ncpus));
+  // The counters live at the start of each CPU's scratch value (cpu_sampler_percpu_head).
+  const size_t stride = (bpf_map__value_size(skel_->maps.scratch) + 7) / 8 * 8;
+  std::vector<uint8_t> percpu(stride * static_cast<size_t>(ncpus));
   uint64_t sums[CPU_SAMPLER_CNT_NUM] = {};
-  const int fd = bpf_map__fd(skel_->maps.counters);
-  for (uint32_t i = 0; i < CPU_SAMPLER_CNT_NUM; ++i) {
-    if (bpf_map_lookup_elem(fd, &i, values.data()) != 0) continue;
-    for (uint64_t v : values) sums[i] += v;
+  uint32_t zero = 0;
+  if (stride >= sizeof(cpu_sampler_percpu_head) &&
+      bpf_map_lookup_elem(bpf_map__fd(skel_->maps.scratch), &zero, percpu.data()) == 0) {
+    for (int cpu = 0; cpu < ncpus; ++cpu) {
+      cpu_sampler_percpu_head head;
+      memcpy(&head, percpu.data() + stride * static_cast<size_t>(cpu), sizeof(head));
+      for (uint32_t i = 0; i < CPU_SAMPLER_CNT_NUM; ++i) sums[i] += head.counters[i];
+    }
   }
   st.samples_seen = sums[CPU_SAMPLER_CNT_SAMPLES_SEEN];
   st.dropped_ringbuf_full = sums[CPU_SAMPLER_CNT_DROPPED_RINGBUF_FULL];
@@ -450,6 +464,7 @@ SamplerStats BpfCpuSampler::stats() const {
   st.copy_bounded_vma = sums[CPU_SAMPLER_CNT_COPY_BOUND_VMA];
   static_assert(CPU_SAMPLER_STAGE_NUM == sizeof(st.stage_ns) / sizeof(st.stage_ns[0]),
                 "SamplerStats::stage_ns");
+  std::vector<uint64_t> values(static_cast<size_t>(ncpus));
   const int stage_fd = bpf_map__fd(skel_->maps.stage_ns);
   for (uint32_t i = 0; i < CPU_SAMPLER_STAGE_NUM; ++i) {
     if (bpf_map_lookup_elem(stage_fd, &i, values.data()) != 0) continue;

@@ -123,6 +123,12 @@ struct BpfCpuSamplerOptions {
   // cache costs the sampled thread far less (BENCHMARKS.md).
   uint32_t ringbuf_bytes = 0;
   int expected_hz = 100;
+  // Remember each CPU's last filter verdict (keyed by the thread's host pid and start time, and
+  // by the content of the target set): a tick that interrupts the same thread as the previous
+  // one on its CPU skips the pid-namespace translation and the target lookup.
+  bool cache_filter_verdict = true;
+  // Benchmarks only: a program that returns at once (the floor of what BPF statistics measure).
+  bool null_program = false;
   // Benchmarks only: time each stage of the program (adds ~6 clock reads per kept sample).
   bool stage_timing = false;
 };
