@@ -303,7 +303,7 @@ TEST_F(E2eTest, CTargetSplitAndNames) {
                                         "-O0 -fno-omit-frame-pointer -pthread", dir_ + "/c_spin"));
   ASSERT_OK_AND_ASSIGN(target, StartChild({bin, "nowait", "2", "60", "split"}, "target"));
   CpuMonitor mon(target->pid());
-  // 97 Hz: not a divisor of c_spin's 20 ms hot/cold cycle, so sampling cannot phase-lock.
+  // 97 Hz and c_spin's randomized chunk lengths: sampling cannot phase-lock with its cycles.
   constexpr int kHz = 97;
   auto agent = StartAgent(
       {absl::StrCat("--target_pid=", target->pid()), absl::StrCat("--cpu_sampling_hz=", kHz)});

@@ -4,8 +4,10 @@
  *
  * Starts <threads> worker threads; with "wait" they start burning only after one byte arrives
  * on stdin (so the test can install the target filter first). "split" spends 75% of each
- * thread's CPU time in spin_hot() and 25% in spin_cold(), interleaved in 15 ms / 5 ms chunks of
- * thread CPU time. "syscall" burns CPU in the kernel by reading /dev/zero. Exits when every
+ * thread's CPU time in spin_hot() and 25% in spin_cold(), interleaved in chunks of thread CPU
+ * time of 15 ms / 5 ms times a random factor in [0.25, 1.75) drawn per cycle: fixed 20 ms cycles
+ * would phase-lock with a 100 Hz sampling clock (every 2nd tick at the same point of a cycle)
+ * and skew the sampled split far beyond sampling noise. "syscall" burns CPU in the kernel by reading /dev/zero. Exits when every
  * worker has used its CPU budget. Build with -O0 -fno-omit-frame-pointer. */
 #include <fcntl.h>
 #include <pthread.h>
@@ -29,14 +31,14 @@ static double thread_cpu_now(void) {
 __attribute__((noinline)) void spin_hot(double until) {
   volatile unsigned long x = 0;
   while (thread_cpu_now() < until) {
-    for (int i = 0; i < 200000; i++) x += i;
+    for (int i = 0; i < 20000; i++) x += i;
   }
 }
 
 __attribute__((noinline)) void spin_cold(double until) {
   volatile unsigned long x = 0;
   while (thread_cpu_now() < until) {
-    for (int i = 0; i < 200000; i++) x ^= i;
+    for (int i = 0; i < 20000; i++) x ^= i;
   }
 }
 
@@ -61,9 +63,11 @@ __attribute__((noinline)) void *worker(void *arg) {
     read_zero(end);
     return NULL;
   }
+  unsigned seed = (unsigned)(unsigned long)pthread_self() ^ (unsigned)getpid();
   while (t < end) {
-    spin_hot(t + 0.015);
-    spin_cold(t + 0.020);
+    double f = 0.25 + 1.5 * (rand_r(&seed) / ((double)RAND_MAX + 1));
+    spin_hot(t + 0.015 * f);
+    spin_cold(t + 0.020 * f);
     t = thread_cpu_now();
   }
   return NULL;
