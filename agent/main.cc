@@ -53,9 +53,10 @@ DEFINE_bool(bpf_bound_stack_copy, true,
 DEFINE_bool(bpf_user_fp_walk, true,
             "Also walk the user stack's frame pointers in the kernel (completes stacks across "
             "Go stack switches).");
-DEFINE_int32(bpf_wakeup_bytes, 16 << 10,
+DEFINE_int32(bpf_wakeup_bytes, -1,
              "Wake the sample reader only when this many bytes wait in the ring buffer (it also "
-             "polls every 100 ms and before a window ends); 0 = wake at every sample.");
+             "polls every 100 ms and before a window ends); 0 = wake at every sample; -1 (and "
+             "the most) = a quarter of the ring buffer.");
 
 namespace pprof_sidecar {
 namespace {
@@ -104,7 +105,8 @@ int Run() {
   sampler_opts.bound_copy_go = FLAGS_bpf_bound_stack_copy;
   sampler_opts.bound_copy_vma = FLAGS_bpf_bound_stack_copy;
   sampler_opts.user_frame_pointer_walk = FLAGS_bpf_user_fp_walk;
-  sampler_opts.wakeup_bytes = static_cast<uint32_t>(std::max(0, FLAGS_bpf_wakeup_bytes));
+  sampler_opts.wakeup_bytes =
+      FLAGS_bpf_wakeup_bytes < 0 ? UINT32_MAX : static_cast<uint32_t>(FLAGS_bpf_wakeup_bytes);
   sampler_opts.expected_hz = FLAGS_cpu_sampling_hz;
   // Load the BPF program once at startup so missing privileges are reported immediately.
   {

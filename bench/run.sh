@@ -246,11 +246,14 @@ ABOUT=$WORK/ab.txt
 if [[ -x $SAMPLERBENCH ]]; then
   log ""
   log "== BPF A/B: sampler_bench on the pinned spin target while it works (load average $(loadavg))"
-  # name:copy_bytes:copy_bound:fp_walk:wakeup_bytes[:ring_kib] (see bench/sampler_bench.cc);
-  # "old" is the configuration before the rework: 8 KiB copy, kernel frame-pointer walker,
-  # wakeup per record, 8 MiB ring (records now compact either way).
-  AB_VARIANTS=(old:8192:none:-1:0:8192 default:8192:both:1:16384 kernelfp:8192:both:-1:16384
-    nofpwalk:8192:both:0:16384 wakeeach:8192:both:1:0 fponly:0:none:1:16384)
+  # name:copy_bytes:copy_bound:fp_walk:wakeup_bytes[:ring_kib[:verdict_cache[:walk_in_copy]]]
+  # (see bench/sampler_bench.cc); "old" is the configuration before the rework: 8 KiB copy,
+  # kernel frame-pointer walker, wakeup per record, 8 MiB ring (records now compact either way);
+  # "wake16k" the default until the wakeup threshold became a quarter of a 512 KiB ring; "null"
+  # a program that returns at once (the floor of the BPF statistics).
+  AB_VARIANTS=(null:0:none:0:0 old:8192:none:-1:0:8192 default:8192:both:1:
+    wake16k:8192:both:1:16384:64 kernelfp:8192:both:-1: nofpwalk:8192:both:0:
+    nocache:8192:both:1:::0 nowalkcopy:8192:both:1::::0 fponly:0:none:1:)
   AB_ROUNDS=${AB_ROUNDS:-5}
   # Enough fixed work to outlast both sampler_bench runs (~2 s slices + start-up).
   ab_s=$(((${#AB_VARIANTS[@]} + 1) * AB_ROUNDS * 2 + 3 * 3 * 2 + 30))
@@ -260,7 +263,8 @@ if [[ -x $SAMPLERBENCH ]]; then
     "${AB_VARIANTS[@]}" >>"$ABOUT" 2>/dev/null || log "sampler_bench failed"
   echo "per-stage (stage timing on; adds clock reads):" >>"$ABOUT"
   "${PIN_TOOLS[@]}" "$SAMPLERBENCH" --stages --pid="$TGT_PID" --slice_s=2 --rounds=3 \
-    old:8192:none:-1:0:8192 default:8192:both:1:16384 >>"$ABOUT" 2>/dev/null
+    old:8192:none:-1:0:8192 default:8192:both:1: wake16k:8192:both:1:16384:64 >>"$ABOUT" \
+    2>/dev/null
   read -r -u "${SPIN[0]}" _ || die "target died"  # the long run's RESULT line
   log "done (load average $(loadavg))"
 fi

@@ -9,12 +9,14 @@
 //   root     share of samples whose stack reaches a thread root, from BuildCpuProfile
 //
 // Usage: sampler_bench --pid=N [--hz=100] [--slice_s=2] [--rounds=5] VARIANT...
-//   VARIANT = name:copy_bytes:bound:fp:wakeup_bytes[:ringbuf_kib[:verdict_cache]]
+//   VARIANT = name:copy_bytes:bound:fp:wakeup_bytes[:ringbuf_kib[:verdict_cache[:walk_in_copy]]]
 //     bound: none | vma | go | both;  fp: kernel frame-pointer walk of the user stack: 0 off,
 //     1 on (127 frames), N > 1: at most N frames; negative: the same with the kernel's walker
 //     (bpf_get_stack) instead of the program's own
-//     wakeup_bytes: 0 = wake the reader at every record; ringbuf_kib: empty = sized by default;
-//     verdict_cache: 0 = no per-CPU filter verdict cache (default 1)
+//     wakeup_bytes: 0 = wake the reader at every record, empty = default (a quarter of the
+//     ring); ringbuf_kib: empty = sized by default;
+//     verdict_cache: 0 = no per-CPU filter verdict cache (default 1); walk_in_copy: 0 = the
+//     frame-pointer walk reads every frame from user memory, not from the stack copy (default 1)
 //   A variant named "null" loads a program that returns at once: the floor of BPF_STATS_RUN_TIME.
 //   e.g. old:8192:none:1:0 new:8192:both:1:2097152
 #include <bpf/bpf.h>
@@ -60,8 +62,9 @@ double Median(std::vector<double> v) {
 
 bool ParseVariant(const std::string& spec, Variant* v) {
   std::vector<std::string> f = absl::StrSplit(spec, ':');
-  if (f.size() < 5 || f.size() > 7) return false;
-  if (f.size() == 7) v->opts.cache_filter_verdict = f[6] != "0";
+  if (f.size() < 5 || f.size() > 8) return false;
+  if (f.size() >= 7 && !f[6].empty()) v->opts.cache_filter_verdict = f[6] != "0";
+  if (f.size() == 8) v->opts.walk_frames_in_copy = f[7] != "0";
   if (f.size() >= 6 && !f[5].empty()) {
     uint32_t kib;
     if (!absl::SimpleAtoi(f[5], &kib)) return false;
@@ -70,10 +73,10 @@ bool ParseVariant(const std::string& spec, Variant* v) {
   v->name = f[0];
   v->idle = f[0] == "idle";
   v->opts.null_program = f[0] == "null";
-  uint32_t copy, wake;
+  uint32_t copy, wake = v->opts.wakeup_bytes;
   int fp;
   if (!absl::SimpleAtoi(f[1], &copy) || !absl::SimpleAtoi(f[3], &fp) ||
-      !absl::SimpleAtoi(f[4], &wake)) {
+      (!f[4].empty() && !absl::SimpleAtoi(f[4], &wake))) {
     return false;
   }
   v->opts.user_stack_bytes = copy;

@@ -32,6 +32,8 @@ const volatile __u32 stage_timing = 0;
 const volatile __u32 null_program = 0;
 /* 1: remember the last filter verdict of each CPU (see `verdicts`). */
 const volatile __u32 verdict_cache = 0;
+/* 1: the frame-pointer walk reads frames inside the stack copy from the copy. */
+const volatile __u32 walk_in_copy = 0;
 
 /* Bumped by the loader after every change of `targets` (it invalidates `verdicts`). */
 volatile __u64 targets_gen = 0;
@@ -67,8 +69,8 @@ struct {
 struct scratch_record {
   struct cpu_sampler_percpu_head head;
   struct cpu_sample_record h;
-  __u64 ips[2 * CPU_SAMPLER_MAX_FRAMES];
-  __u8 stack[CPU_SAMPLER_MAX_USER_STACK_COPY];
+  /* The stack copy, then (at the next multiple of 8) kernel ips and user ips. */
+  __u8 data[CPU_SAMPLER_MAX_USER_STACK_COPY + 2 * CPU_SAMPLER_MAX_FRAMES * sizeof(__u64)];
 };
 
 struct {
@@ -154,20 +156,34 @@ static __always_inline __u32 copy_user_stack(__u8 *dst, __u64 sp, __u32 want) {
 #define MAX_USER_ADDR 0x00007ffffffff000ULL
 
 /* Frame-pointer walk of the user stack from (ip, bp): out[0] = ip, then the return address of
- * each frame [fp] = caller's fp, [fp+8] = return address. Stops at a frame pointer that cannot
- * be a user stack address, a failed read, a zero return address, or `max` entries. */
-static __always_inline __u32 walk_user_fp(__u64 *out, __u64 ip, __u64 fp, __u32 max) {
+ * each frame [fp] = caller's fp, [fp+8] = return address. Frames inside the stack copy
+ * (`copy`, `copied` bytes of user memory from `sp`) are read from it; others (another stack, past
+ * the copy's end) from user memory. Stops at a frame pointer that cannot be a user stack address,
+ * a failed read, a zero return address, or `max` entries. */
+static __always_inline __u32 walk_user_fp(__u64 *out, __u64 ip, __u64 fp, __u32 max,
+                                          const __u8 *copy, __u64 sp, __u32 copied) {
   out[0] = ip;
   __u32 n = 1;
   for (int i = 1; i < CPU_SAMPLER_MAX_FRAMES; i++) {
     if (i >= max) break;
     if (fp < MIN_FRAME_ADDR || fp > MAX_USER_ADDR || (fp & 7)) break;
-    __u64 frame[2];
-    if (bpf_probe_read_user(frame, sizeof(frame), (const void *)fp)) break;
-    if (frame[1] == 0) break;
-    out[i] = frame[1];
+    /* Both paths leave the frame in registers only: a stack slot written by a load on one path
+     * and by the helper on the other would keep the verifier from merging the two states. */
+    __u64 next_fp, ret;
+    if (walk_in_copy && fp >= sp && fp - sp + 16 <= copied) {
+      __u64 off = (fp - sp) & (CPU_SAMPLER_MAX_USER_STACK_COPY - 1);
+      next_fp = *(const __u64 *)(copy + off);
+      ret = *(const __u64 *)(copy + off + 8);
+    } else {
+      __u64 frame[2];
+      if (bpf_probe_read_user(frame, sizeof(frame), (const void *)fp)) break;
+      next_fp = frame[0];
+      ret = frame[1];
+    }
+    if (ret == 0) break;
+    out[i] = ret;
     n = i + 1;
-    fp = frame[0];
+    fp = next_fp;
   }
   return n;
 }
@@ -264,7 +280,7 @@ int cpu_sample(struct bpf_perf_event_data *ctx) {
   rec->tid = tid;
   rec->cpu = bpf_get_smp_processor_id();
   rec->flags = 0;
-  rec->reserved = 0;
+  rec->ips_offset = 0;
   rec->user_stack_len = 0;
 
   /* User registers: from the interrupted context when it was user mode, else the registers
@@ -286,10 +302,27 @@ int cpu_sample(struct bpf_perf_event_data *ctx) {
     if (rec->user_sp == 0) rec->flags |= CPU_SAMPLE_F_USER_REGS_ERR;
   }
 
-  /* Kernel ips, then user ips right after them, then the stack copy: contiguous. */
+  stage(CPU_SAMPLER_STAGE_REGS_KSTACK, &t);
+  /* The stack copy first: the frame-pointer walk then reads the frames it holds from it. */
+  __u32 copy_bytes = user_stack_copy_bytes;
+  if (copy_bytes > CPU_SAMPLER_MAX_USER_STACK_COPY) copy_bytes = CPU_SAMPLER_MAX_USER_STACK_COPY;
+  __u32 copied = 0;
+  if (copy_bytes) {
+    copied = copy_bounded(sc->data, bpf_get_current_task_btf(), rec->user_sp, copy_bytes);
+    if (copied == 0) count(CPU_SAMPLER_CNT_USER_STACK_COPY_ERRORS);
+  }
+  if (copied > CPU_SAMPLER_MAX_USER_STACK_COPY) copied = CPU_SAMPLER_MAX_USER_STACK_COPY;
+  rec->user_stack_len = copied;
+  stage(CPU_SAMPLER_STAGE_COPY, &t);
+
+  /* Kernel ips, then user ips, after the copy's full region: a load-time constant, so the
+   * verifier sees fixed offsets (a copy shorter than the region leaves stale bytes between). */
+  const __u32 ips_off = (copy_bytes + 7) & ~7u;
+  rec->ips_offset = ips_off;
+  __u64 *ips = (__u64 *)(sc->data + ips_off);
   __u32 knr = 0;
   if (in_kernel) {
-    long n = bpf_get_stack(ctx, sc->ips, CPU_SAMPLER_MAX_FRAMES * sizeof(__u64), 0);
+    long n = bpf_get_stack(ctx, ips, CPU_SAMPLER_MAX_FRAMES * sizeof(__u64), 0);
     if (n < 0) {
       rec->flags |= CPU_SAMPLE_F_KERNEL_STACK_ERR;
       count(CPU_SAMPLER_CNT_KERNEL_STACK_ERRORS);
@@ -299,16 +332,23 @@ int cpu_sample(struct bpf_perf_event_data *ctx) {
   }
   if (knr > CPU_SAMPLER_MAX_FRAMES) knr = CPU_SAMPLER_MAX_FRAMES;
   rec->kernel_nr = knr;
-
   stage(CPU_SAMPLER_STAGE_REGS_KSTACK, &t);
+
   __u32 unr = 0;
   if (user_fp_walk) {
     __u32 max_frames = user_fp_walk;
     if (max_frames > CPU_SAMPLER_MAX_FRAMES) max_frames = CPU_SAMPLER_MAX_FRAMES;
     if (own_fp_walk) {
-      if (rec->user_ip != 0) unr = walk_user_fp(&sc->ips[knr], rec->user_ip, rec->user_bp, max_frames);
+      if (rec->user_ip != 0) {
+        /* The copy's length is reloaded from memory: the walk's bounds checks make the verifier
+         * track whatever they compare precisely, and `copied` is a different constant on each of
+         * copy_bounded's paths, which would multiply the walk's states by them. */
+        __u32 walk_copied = *(volatile __u32 *)&rec->user_stack_len;
+        unr = walk_user_fp(&ips[knr], rec->user_ip, rec->user_bp, max_frames, sc->data,
+                           rec->user_sp, walk_copied);
+      }
     } else {
-      long n = bpf_get_stack(ctx, &sc->ips[knr], max_frames * sizeof(__u64), BPF_F_USER_STACK);
+      long n = bpf_get_stack(ctx, &ips[knr], max_frames * sizeof(__u64), BPF_F_USER_STACK);
       if (n < 0) {
         rec->flags |= CPU_SAMPLE_F_USER_STACK_ERR;
         count(CPU_SAMPLER_CNT_USER_STACK_ERRORS);
@@ -319,26 +359,14 @@ int cpu_sample(struct bpf_perf_event_data *ctx) {
   }
   if (unr > CPU_SAMPLER_MAX_FRAMES) unr = CPU_SAMPLER_MAX_FRAMES;
   rec->user_nr = unr;
-
   stage(CPU_SAMPLER_STAGE_USER_FP, &t);
-  __u32 copy_bytes = user_stack_copy_bytes;
-  if (copy_bytes > CPU_SAMPLER_MAX_USER_STACK_COPY) copy_bytes = CPU_SAMPLER_MAX_USER_STACK_COPY;
-  __u32 copied = 0;
-  if (copy_bytes) {
-    copied = copy_bounded((__u8 *)&sc->ips[knr + unr], bpf_get_current_task_btf(), rec->user_sp,
-                          copy_bytes);
-    if (copied == 0) count(CPU_SAMPLER_CNT_USER_STACK_COPY_ERRORS);
-  }
-  if (copied > CPU_SAMPLER_MAX_USER_STACK_COPY) copied = CPU_SAMPLER_MAX_USER_STACK_COPY;
-  rec->user_stack_len = copied;
 
-  stage(CPU_SAMPLER_STAGE_COPY, &t);
   __u64 flags = 0;
   if (wakeup_bytes) {
     flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP
                                                                           : BPF_RB_NO_WAKEUP;
   }
-  __u64 len = sizeof(struct cpu_sample_record) + (__u64)(knr + unr) * sizeof(__u64) + copied;
+  __u64 len = sizeof(struct cpu_sample_record) + ips_off + (__u64)(knr + unr) * sizeof(__u64);
   if (len > sizeof(*sc) - sizeof(sc->head)) len = sizeof(*sc) - sizeof(sc->head);
   if (bpf_ringbuf_output(&events, rec, len, flags))
     sc->head.counters[CPU_SAMPLER_CNT_DROPPED_RINGBUF_FULL] += 1;

@@ -27,9 +27,10 @@
 #define CPU_SAMPLE_F_KERNEL_STACK_ERR 0x4u /* bpf_get_stack(kernel) failed */
 #define CPU_SAMPLE_F_USER_REGS_ERR 0x8u    /* user registers could not be read */
 
-/* One ring buffer record: this header, then `kernel_nr` kernel ips, then `user_nr` user ips
- * (each leaf first; the first user ip is the interrupted user ip), then `user_stack_len` bytes of
- * the user stack starting at `user_sp`. Records are as long as their content. */
+/* One ring buffer record: this header, then `user_stack_len` bytes of the user stack starting at
+ * `user_sp`, then, `ips_offset` (a multiple of 8, >= user_stack_len) bytes after the end of the
+ * header, `kernel_nr` kernel ips and `user_nr` user ips (each leaf first; the first user ip is the
+ * interrupted user ip). Bytes between the stack and the ips are undefined. */
 struct cpu_sample_record {
   __u64 time_ns; /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
   __u64 user_ip;
@@ -41,8 +42,8 @@ struct cpu_sample_record {
   __u32 flags;           /* CPU_SAMPLE_F_* */
   __u32 kernel_nr;       /* kernel ips following the header, <= CPU_SAMPLER_MAX_FRAMES */
   __u32 user_nr;         /* user ips following them, <= CPU_SAMPLER_MAX_FRAMES */
-  __u32 user_stack_len;  /* bytes of stack following the ips */
-  __u32 reserved;
+  __u32 user_stack_len;  /* bytes of stack following the header */
+  __u32 ips_offset;      /* where the ips start, in bytes from the end of the header */
 };
 
 /* Indices of the per-CPU `counters` array. */

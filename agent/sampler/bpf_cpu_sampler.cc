@@ -201,8 +201,8 @@ absl::StatusOr<std::unique_ptr<CpuSampler>> BpfCpuSampler::Create(
   if (rb == 0) {
     const long ncpu = std::max(1L, sysconf(_SC_NPROCESSORS_ONLN));
     const uint64_t hz = static_cast<uint64_t>(std::max(1, std::min(options.expected_hz, kMaxHz)));
-    const uint64_t want = hz * static_cast<uint64_t>(ncpu) * 2048 / 10;  // 100 ms of ~2 KiB
-    rb = 64u << 10;
+    const uint64_t want = hz * static_cast<uint64_t>(ncpu) * 2048 * 4 / 10;  // 400 ms of ~2 KiB
+    rb = 512u << 10;
     while (rb < want && rb < (8u << 20)) rb <<= 1;
   }
   if (rb < 4096 || (rb & (rb - 1)) != 0) {
@@ -236,6 +236,7 @@ absl::StatusOr<std::unique_ptr<CpuSampler>> BpfCpuSampler::Create(
   s->skel_->rodata->stage_timing = options.stage_timing ? 1 : 0;
   s->skel_->rodata->null_program = options.null_program ? 1 : 0;
   s->skel_->rodata->verdict_cache = options.cache_filter_verdict ? 1 : 0;
+  s->skel_->rodata->walk_in_copy = options.walk_frames_in_copy ? 1 : 0;
   if (int err = bpf_map__set_max_entries(s->skel_->maps.events, rb); err != 0) {
     return ErrnoStatus("bpf_map__set_max_entries(events)", -err, "");
   }
@@ -354,19 +355,24 @@ int BpfCpuSampler::HandleRecord(void* ctx, void* data, size_t size) {
   s.tid = rec->tid;
   s.time_ns = rec->time_ns;
   s.cpu = rec->cpu;
-  // Header, kernel ips, user ips, stack bytes; a record shorter than its counts is clipped.
-  const size_t nips = (size - sizeof(cpu_sample_record)) / sizeof(uint64_t);
-  const uint64_t* ips = reinterpret_cast<const uint64_t*>(rec + 1);
+  // Header, stack bytes, then (at ips_offset) kernel ips and user ips; a record shorter than its
+  // counts is clipped.
+  const char* body = static_cast<const char*>(data) + sizeof(cpu_sample_record);
+  const size_t body_len = size - sizeof(cpu_sample_record);
+  const size_t stack_len = std::min<size_t>(rec->user_stack_len, body_len);
+  s.user_stack.assign(body, stack_len);
+  const size_t ips_off =
+      std::min<size_t>(std::max<size_t>(rec->ips_offset, (stack_len + 7) / 8 * 8), body_len);
+  const size_t nips = (body_len - ips_off) / sizeof(uint64_t);
   const size_t knr = std::min<size_t>({rec->kernel_nr, CPU_SAMPLER_MAX_FRAMES, nips});
   const size_t unr = std::min<size_t>({rec->user_nr, CPU_SAMPLER_MAX_FRAMES, nips - knr});
-  s.kernel_ips.assign(ips, ips + knr);
-  s.user_ips.assign(ips + knr, ips + knr + unr);
+  std::vector<uint64_t> ips(knr + unr);
+  if (!ips.empty()) memcpy(ips.data(), body + ips_off, ips.size() * sizeof(uint64_t));
+  s.kernel_ips.assign(ips.begin(), ips.begin() + knr);
+  s.user_ips.assign(ips.begin() + knr, ips.end());
   s.regs.ip = rec->user_ip;
   s.regs.sp = rec->user_sp;
   s.regs.bp = rec->user_bp;
-  const size_t stack_off = sizeof(cpu_sample_record) + (knr + unr) * sizeof(uint64_t);
-  const size_t stack_len = std::min<size_t>(rec->user_stack_len, size - stack_off);
-  s.user_stack.assign(static_cast<const char*>(data) + stack_off, stack_len);
   self->bytes_copied_.fetch_add(stack_len, std::memory_order_relaxed);
   s.in_kernel = (rec->flags & CPU_SAMPLE_F_IN_KERNEL) != 0;
   s.user_stack_error = (rec->flags & CPU_SAMPLE_F_USER_STACK_ERR) != 0;

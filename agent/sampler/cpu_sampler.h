@@ -108,25 +108,29 @@ struct BpfCpuSamplerOptions {
   // every chain that ends with a null frame pointer (Go, glibc's _start), and that faulting read
   // costs ~15 us of the sampled thread's time on this machine kind.
   bool own_fp_walk = true;
-  // 0: every record wakes the reader thread (~3 us of the sampled thread's time per sample
-  // here). Else records are submitted without a wakeup until this many bytes wait in the ring
-  // buffer (at most a quarter of it); the reader also polls every poll_interval_ms and on
-  // Flush()/Stop().
-  uint32_t wakeup_bytes = 16u << 10;
+  // 0: every record wakes the reader thread. Else records are submitted without a wakeup until
+  // this many bytes wait in the ring buffer (at most a quarter of it, the default); the reader
+  // also polls every poll_interval_ms and on Flush()/Stop(). A wakeup is an irq_work (a
+  // self-interrupt) on the sampled CPU, ~15 us of the sampled thread's time on this (virtualized)
+  // machine kind: with 3 KiB records and a 16 KiB threshold it was 60 % of the program's cost.
+  uint32_t wakeup_bytes = UINT32_MAX;
   int poll_interval_ms = 100;
   // Ring buffer size in bytes: a power of two >= 4096, or 0 to size it for `expected_hz` samples
-  // per second on every online CPU over 100 ms (at least 64 KiB, at most 8 MiB). Sampling much
+  // per second on every online CPU over 400 ms (at least 512 KiB, at most 8 MiB), so that with
+  // the default wakeup threshold the 100 ms poll drains it before a wakeup is due. Sampling much
   // faster than expected_hz can overflow it when the reader is slow to run (drops are counted
-  // in dropped_ringbuf_full). Records are
-  // ~100 bytes + 8 per frame + the stack copy (~1-2 KiB bounded). Small is fast: every record
-  // is written to ring memory that was last touched one lap earlier, and a ring that fits in the
-  // cache costs the sampled thread far less (BENCHMARKS.md).
+  // in dropped_ringbuf_full). Records are ~100 bytes + 8 per frame + the stack copy (~1-4 KiB
+  // bounded); between 64 KiB and 1 MiB the size itself did not change the per-sample cost
+  // measurably here (BENCHMARKS.md).
   uint32_t ringbuf_bytes = 0;
   int expected_hz = 100;
   // Remember each CPU's last filter verdict (keyed by the thread's host pid and start time, and
   // by the content of the target set): a tick that interrupts the same thread as the previous
   // one on its CPU skips the pid-namespace translation and the target lookup.
   bool cache_filter_verdict = true;
+  // The frame-pointer walk reads frames that lie in the stack copy from the copy instead of user
+  // memory (one user read per frame saved). false only to measure what it saves.
+  bool walk_frames_in_copy = true;
   // Benchmarks only: a program that returns at once (the floor of what BPF statistics measure).
   bool null_program = false;
   // Benchmarks only: time each stage of the program (adds ~6 clock reads per kept sample).
