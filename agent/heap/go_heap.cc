@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "agent/symbolize/go_code.h"
 
 namespace pprof_sidecar {
 namespace {
@@ -34,35 +35,6 @@ const ElfSection* DataSectionOf(const ElfFile& elf, uint64_t addr, uint64_t len)
     }
   }
   return nullptr;
-}
-
-// Machine code of a function [entry, end) from the file image.
-absl::StatusOr<absl::string_view> FunctionCode(const ElfFile& elf, const GoPclntab::FuncInfo& f) {
-  std::optional<uint64_t> off = elf.VaddrToFileOffset(f.entry);
-  const uint64_t len = f.end > f.entry ? f.end - f.entry : 0;
-  absl::string_view data = elf.data();
-  if (!off || len == 0 || len > (1u << 20) || *off > data.size() || data.size() - *off < len) {
-    return absl::DataLossError(
-        absl::StrCat("code of ", f.name, " at 0x", absl::Hex(f.entry), " is not in the file"));
-  }
-  return data.substr(*off, len);
-}
-
-// Entries of the named functions (exact names) by walking the pclntab's function table.
-std::map<std::string, GoPclntab::FuncInfo> FindGoFuncs(const GoPclntab& pcln,
-                                                       const std::vector<std::string>& names) {
-  std::map<std::string, GoPclntab::FuncInfo> found;
-  uint64_t pc = pcln.min_pc();
-  size_t steps = 0;
-  while (pc < pcln.max_pc() && found.size() < names.size() && steps++ <= pcln.num_funcs()) {
-    absl::StatusOr<GoPclntab::FuncInfo> f = pcln.LookupFunc(pc);
-    if (!f.ok() || f->end <= pc) break;
-    for (const std::string& n : names) {
-      if (f->name == n) found.emplace(n, *f);
-    }
-    pc = f->end;
-  }
-  return found;
 }
 
 }  // namespace
@@ -162,7 +134,7 @@ absl::StatusOr<GoHeapVars> LocateGoHeapVarsFromCode(const ElfFile& elf, const Go
   v.method = "code";
   // mbuckets: the distinct 64-bit RIP-relative load target in writable data.
   {
-    absl::StatusOr<absl::string_view> code = FunctionCode(elf, funcs[kFlush]);
+    absl::StatusOr<absl::string_view> code = GoFunctionCode(elf, funcs[kFlush]);
     if (!code.ok()) return code.status();
     std::vector<uint64_t> targets;
     for (const RipLoad& l : FindRipRelativeLoads(*code, funcs[kFlush].entry, true)) {
@@ -179,7 +151,7 @@ absl::StatusOr<GoHeapVars> LocateGoHeapVarsFromCode(const ElfFile& elf, const Go
   }
   // mProfCycle: the first 32-bit RIP-relative load in writable data.
   {
-    absl::StatusOr<absl::string_view> code = FunctionCode(elf, funcs[kPostSweep]);
+    absl::StatusOr<absl::string_view> code = GoFunctionCode(elf, funcs[kPostSweep]);
     if (!code.ok()) return code.status();
     for (const RipLoad& l : FindRipRelativeLoads(*code, funcs[kPostSweep].entry, false)) {
       if (DataSectionOf(elf, l.target, 4)) {
@@ -194,7 +166,7 @@ absl::StatusOr<GoHeapVars> LocateGoHeapVarsFromCode(const ElfFile& elf, const Go
   }
   // MemProfileRate: the 64-bit load compared with 1 right after (mcache0's is tested for nil).
   {
-    absl::StatusOr<absl::string_view> code = FunctionCode(elf, funcs[kProfileAlloc]);
+    absl::StatusOr<absl::string_view> code = GoFunctionCode(elf, funcs[kProfileAlloc]);
     if (!code.ok()) return code.status();
     std::vector<uint64_t> targets;
     for (const RipLoad& l : FindRipRelativeLoads(*code, funcs[kProfileAlloc].entry, true)) {

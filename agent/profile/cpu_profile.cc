@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "agent/profile/line_infos.h"
+#include "agent/symbolize/go_code.h"
 #include "agent/symbolize/proc_maps.h"
 #include "agent/unwind/cfi.h"
 #include "agent/unwind/unwinder.h"
@@ -27,22 +28,42 @@ bool IsThreadRootFunction(const std::string& name) {
 namespace {
 
 // CFI tables, built once per cached binary.
-std::shared_ptr<const void> MakeCfiTable(const ElfFile& elf, const GoPclntab* go) {
-  auto t = CfiTable::FromElf(elf, /*use_debug_frame=*/go == nullptr);
-  if (!t.ok()) return nullptr;
-  return std::shared_ptr<const CfiTable>(*std::move(t));
+// What the unwinder needs of a binary beyond its symbols, built once per cached binary.
+struct UnwindTables {
+  std::unique_ptr<CfiTable> cfi;  // null: no CFI
+  GoCgoCall cgo;                  // zero: not a cgo binary (or not understood)
+};
+
+std::shared_ptr<const void> MakeUnwindTables(const ElfFile& elf, const GoPclntab* go) {
+  auto t = std::make_shared<UnwindTables>();
+  auto cfi = CfiTable::FromElf(elf, /*use_debug_frame=*/go == nullptr);
+  if (cfi.ok()) t->cfi = *std::move(cfi);
+  if (go != nullptr) {
+    absl::StatusOr<GoCgoCall> cgo = FindGoCgoCall(elf, *go);
+    if (cgo.ok()) t->cgo = *cgo;
+  }
+  if (t->cfi == nullptr && t->cgo.asmcgocall_return == 0) return nullptr;
+  return t;
 }
 
 class SessionCodeLookup : public UnwindCodeLookup {
  public:
   explicit SessionCodeLookup(ProcessSymbolizer::Session* s) : s_(s) {}
   bool Find(uint64_t pc, Code* out) override {
-    static const auto* const kFactory = new ProcessSymbolizer::Session::AuxFactory(MakeCfiTable);
+    static const auto* const kFactory =
+        new ProcessSymbolizer::Session::AuxFactory(MakeUnwindTables);
     ProcessSymbolizer::Session::CodeAt c;
     if (!s_->FindCode(pc, *kFactory, &c)) return false;
-    out->cfi = static_cast<const CfiTable*>(c.aux);
+    const auto* t = static_cast<const UnwindTables*>(c.aux);
+    *out = Code();
+    out->cfi = t != nullptr ? t->cfi.get() : nullptr;
     out->go = c.go;
     out->bias = c.bias;
+    if (t != nullptr && t->cgo.asmcgocall_return != 0) {
+      out->elf = c.elf;
+      out->cgocall_entry = t->cgo.cgocall_entry;
+      out->asmcgocall_return = t->cgo.asmcgocall_return;
+    }
     return true;
   }
 

@@ -1,5 +1,6 @@
 # Go runtime symbol table (.gopclntab) reader.
-add_library(symbolize_go STATIC ${CMAKE_CURRENT_LIST_DIR}/go_pclntab.cc)
+add_library(symbolize_go STATIC ${CMAKE_CURRENT_LIST_DIR}/go_pclntab.cc
+  ${CMAKE_CURRENT_LIST_DIR}/go_code.cc)
 target_include_directories(symbolize_go PUBLIC ${CMAKE_SOURCE_DIR})
 target_link_libraries(symbolize_go PUBLIC symbolize_elf absl::status absl::statusor absl::strings
   absl::str_format)
@@ -19,3 +20,8 @@ if(PPROF_SIDECAR_FUZZ)
   target_compile_options(go_pclntab_fuzzer PRIVATE -fsanitize=fuzzer,address -g)
   target_link_options(go_pclntab_fuzzer PRIVATE -fsanitize=fuzzer,address)
 endif()
+
+add_executable(go_code_test ${CMAKE_CURRENT_LIST_DIR}/go_code_test.cc)
+target_link_libraries(go_code_test PRIVATE symbolize_go testutil GTest::gtest_main)
+# Builds cgo programs from source with every Go toolchain (several seconds each).
+gtest_discover_tests(go_code_test DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 600)

@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -212,17 +213,45 @@ TEST(UnwindNativeTest, CppWithoutFramePointers) {
   CheckProfile("C++ -O2 -fomit-frame-pointer", p, "HotTask::Run", "ColdTask::Run");
 }
 
-TEST(UnwindCgoTest, GoCallingC) {
+// Go calling C: the C frames (CFI) on the g0 stack, then the goroutine's frames from
+// runtime.cgocall on, as Go's own profile shows them. Oldest and newest toolchains (Go 1.22 added
+// asmcgocall_landingpad between asmcgocall and the C code).
+class UnwindCgoTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(UnwindCgoTest, GoCallingC) {
   const std::string dir = MakeTempDir("unwind_cgo");
-  auto bin =
-      BuildGo(GoVersions().front(), TestDataDir() + "/targets/unwind_cgo", "", dir + "/unwind_cgo");
+  auto bin = BuildGo(GetParam(), TestDataDir() + "/targets/unwind_cgo", "", dir + "/unwind_cgo");
   ASSERT_TRUE(bin.ok()) << bin.status();
   Profiled p = ProfileTarget({*bin, "-seconds", std::to_string(kSeconds + 5)}, dir);
   EXPECT_GT(FlatShare(p.after, "c_mix"), 0.8);
   // The C callers are only found by CFI.
   EXPECT_GT(CumShare(p.after, "c_work"), 0.8);
-  CheckProfile("cgo", p, "main.hotGo", "main.coldGo");
+  // runtime.cgocall is on neither the C stack nor the frame-pointer chain; it must sit between
+  // the C side and the cgo wrapper that called it.
+  int64_t c_samples = 0, with_cgocall = 0;
+  for (const testing::SampleStack& st : p.after.samples) {
+    const auto& fr = st.frames;
+    if (std::find(fr.begin(), fr.end(), "c_work") == fr.end()) continue;
+    c_samples += st.values[0];
+    auto it = std::find(fr.begin(), fr.end(), "runtime.cgocall");
+    if (it != fr.end() && it + 1 != fr.end() && absl::StrContains(*(it + 1), "._Cfunc_c_work")) {
+      with_cgocall += st.values[0];
+    }
+  }
+  EXPECT_GT(with_cgocall, c_samples * 9 / 10)
+      << "runtime.cgocall missing between C and _Cfunc_c_work";
+  CheckProfile("cgo go" + GetParam(), p, "main.hotGo", "main.coldGo");
 }
+
+INSTANTIATE_TEST_SUITE_P(GoVersions, UnwindCgoTest,
+                         ::testing::Values(GoVersions().front(), GoVersions().back()),
+                         [](const ::testing::TestParamInfo<std::string>& i) {
+                           std::string n = "go" + i.param;
+                           for (char& ch : n) {
+                             if (ch == '.') ch = '_';
+                           }
+                           return n;
+                         });
 
 // C calling back into Go: the Go callee runs on the goroutine's stack below the frames that
 // entered C, so the stack continues through runtime.cgocallback to runtime.cgocall and the Go

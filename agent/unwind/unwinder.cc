@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "agent/symbolize/go_code.h"
+
 namespace pprof_sidecar {
 
 const char* UnwindStopName(UnwindStop s) {
@@ -153,9 +155,18 @@ UnwindStop StepCfi(const CfiRow& row, const StackMem& mem, Frame* f, bool* done)
   return UnwindStop::kEndOfStack;
 }
 
+// Where the walk stopped at runtime.asmcgocall (C code called through cgo), the binary's
+// runtime.cgocall and the runtime address of its return from asmcgocall.
+struct CgoStop {
+  const ElfFile* elf = nullptr;
+  uint64_t bias = 0;
+  uint64_t cgocall_entry = 0;  // link-time
+  uint64_t cgocall_frame = 0;  // runtime return address into cgocall
+};
+
 // Appends the part of the frame-pointer walk that continues the unwound stack, if one matches.
 void Stitch(const std::vector<uint64_t>& fp_ips, const Frame& last, uint64_t sample_bp,
-            UnwindResult* out) {
+            const CgoStop& cgo, UnwindResult* out) {
   if (fp_ips.size() < 2) return;
   // A return address of ours that the frame-pointer walk also found: continue after it.
   for (size_t j = out->ips.size(); j-- > 1;) {
@@ -170,8 +181,15 @@ void Stitch(const std::vector<uint64_t>& fp_ips, const Frame& last, uint64_t sam
   // The last frame still has the sampled rbp (e.g. C code called by Go's asmcgocall keeps the
   // Go caller's frame pointer): the kernel's walk from that rbp is the continuation.
   if (out->ips.size() > 1 && last.bp_known && last.bp == sample_bp && sample_bp != 0) {
+    // At asmcgocall, rbp is runtime.cgocall's frame pointer, so the chain starts with cgocall's
+    // return address (into the cgo wrapper, _Cfunc_*): cgocall's own frame is missing from it.
+    if (cgo.elf != nullptr && fp_ips[1] > cgo.bias &&
+        IsDirectCallReturn(*cgo.elf, fp_ips[1] - cgo.bias, cgo.cgocall_entry)) {
+      out->ips.push_back(cgo.cgocall_frame);
+      out->stitched_frames = 1;
+    }
     for (size_t m = 1; m < fp_ips.size(); ++m) out->ips.push_back(fp_ips[m]);
-    out->stitched_frames = fp_ips.size() - 1;
+    out->stitched_frames += fp_ips.size() - 1;
   }
 }
 
@@ -189,6 +207,7 @@ void Unwind(const UserRegs& regs, absl::string_view stack, const std::vector<uin
   f.bp = regs.bp;
   out->ips.push_back(regs.ip);
   UnwindStop stop = UnwindStop::kEndOfStack;
+  CgoStop cgo;
   while (true) {
     if (out->ips.size() >= options.max_frames) {
       stop = UnwindStop::kDepthLimit;
@@ -216,6 +235,12 @@ void Unwind(const UserRegs& regs, absl::string_view stack, const std::vector<uin
         stop = UnwindStop::kEndOfStack;
       } else if (IsGoStackSwitch(fn->name)) {
         stop = UnwindStop::kStackSwitch;
+        if (fn->name == "runtime.asmcgocall" && code.elf != nullptr && code.asmcgocall_return) {
+          cgo.elf = code.elf;
+          cgo.bias = code.bias;
+          cgo.cgocall_entry = code.cgocall_entry;
+          cgo.cgocall_frame = code.asmcgocall_return + code.bias;
+        }
       } else {
         const uint64_t ra_addr = f.sp + static_cast<uint64_t>(fn->sp_delta);
         uint64_t ra = 0;
@@ -242,7 +267,7 @@ void Unwind(const UserRegs& regs, absl::string_view stack, const std::vector<uin
   }
   out->unwound_frames = out->ips.size();
   out->stop = stop;
-  if (stop != UnwindStop::kEndOfStack) Stitch(fp_ips, f, regs.bp, out);
+  if (stop != UnwindStop::kEndOfStack) Stitch(fp_ips, f, regs.bp, cgo, out);
   if (out->ips.size() > options.max_frames) out->ips.resize(options.max_frames);
 }
 

@@ -6,7 +6,10 @@
 //     and the caller's rbp, including DWARF-expression CFAs (PLT stubs) and signal frames.
 // Frames alternate freely between the two (Go -> cgo -> libc). When the walk stops before the
 // thread's root (stack copy exhausted, stack switch, ...), the rest is stitched from the kernel's
-// frame-pointer walk when a frame matches it.
+// frame-pointer walk when a frame matches it. C code called from Go through cgo runs on the
+// thread's g0 stack: its walk ends at runtime.asmcgocall, and the goroutine's frames are the
+// frame-pointer chain from the sampled rbp (C preserves it), below runtime.cgocall's frame, which
+// is added from the binary's code when the chain's first return address is a call to cgocall.
 #ifndef PPROF_SIDECAR_AGENT_UNWIND_UNWINDER_H_
 #define PPROF_SIDECAR_AGENT_UNWIND_UNWINDER_H_
 
@@ -15,6 +18,7 @@
 
 #include "absl/strings/string_view.h"
 #include "agent/sampler/cpu_sampler.h"
+#include "agent/symbolize/elf_file.h"
 #include "agent/symbolize/go_pclntab.h"
 #include "agent/unwind/cfi.h"
 
@@ -40,6 +44,12 @@ class UnwindCodeLookup {
     const CfiTable* cfi = nullptr;  // may be null (no CFI in the binary)
     const GoPclntab* go = nullptr;  // non-null for Go binaries
     uint64_t bias = 0;              // runtime address - link-time address
+    // Go binaries with cgo (link-time addresses; 0: unknown): see FindGoCgoCall. Lets a sample
+    // in C code called through cgo keep the runtime.cgocall frame, which neither the C stack
+    // nor the frame-pointer chain holds.
+    const ElfFile* elf = nullptr;
+    uint64_t cgocall_entry = 0;
+    uint64_t asmcgocall_return = 0;
   };
   virtual ~UnwindCodeLookup() = default;
   // False if `pc` (a runtime address) is not inside a mapped binary.
