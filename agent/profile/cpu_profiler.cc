@@ -39,6 +39,11 @@ absl::Status CpuProfiler::SetTargets(const std::vector<uint32_t>& pids) {
     std::lock_guard<std::mutex> l(unwind_mu_);
     unwinder_.Warm(p);
   }
+#if !defined(__SANITIZE_ADDRESS__)
+  // Parsing binaries and tables leaves freed memory in malloc's arenas; give it back now rather
+  // than at the end of the first window.
+  if (!added.empty()) malloc_trim(0);
+#endif
   std::lock_guard<std::mutex> l(sampler_mu_);
   targets_ = pids;
   if (!sampler_ && !pids.empty()) {
