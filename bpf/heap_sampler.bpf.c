@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Malloc sampling program: entry uprobes and return uretprobes on the allocator functions of one
- * target process (malloc, calloc, realloc, posix_memalign, aligned_alloc, memalign; free).
+ * target process (malloc, calloc, realloc, posix_memalign, aligned_alloc, memalign, valloc,
+ * pvalloc; free). malloc_entry serves every allocator whose first argument is the size.
  *
  * Sampling is by bytes, like Go's runtime: a per-CPU countdown of bytes until the next sample is
  * decremented by each allocation's size; the allocation that takes it to zero or below is
@@ -113,7 +114,8 @@ static __always_inline int nested_call(struct pt_regs *ctx) {
   return 0;
 }
 
-static __always_inline int on_alloc_entry(struct pt_regs *ctx, __u64 size, __u64 memptr) {
+/* Whether an allocation of `size` bytes entering now is sampled (counts the call either way). */
+static __always_inline int sample_alloc(struct pt_regs *ctx, __u64 size) {
   if (nested_call(ctx)) {
     add(HEAP_CNT_NESTED, 1);
     return 0;
@@ -136,9 +138,23 @@ static __always_inline int on_alloc_entry(struct pt_regs *ctx, __u64 size, __u64
   }
   if (!is_target()) return 0;
   add(HEAP_CNT_SAMPLED, 1);
+  return 1;
+}
+
+/* Remembers the call for its return probe. */
+static __always_inline void put_pending(struct pt_regs *ctx, __u64 size, __u64 memptr,
+                                        __u64 old_ptr, __u32 sampled) {
   __u32 tid = (__u32)bpf_get_current_pid_tgid();
-  struct heap_pending p = {.size = size, .memptr = memptr, .sp = PT_REGS_SP(ctx)};
+  struct heap_pending p = {.size = size,
+                           .memptr = memptr,
+                           .sp = PT_REGS_SP(ctx),
+                           .old_ptr = old_ptr,
+                           .sampled = sampled};
   if (bpf_map_update_elem(&pending, &tid, &p, BPF_ANY)) add(HEAP_CNT_PENDING_FULL, 1);
+}
+
+static __always_inline int on_alloc_entry(struct pt_regs *ctx, __u64 size, __u64 memptr) {
+  if (sample_alloc(ctx, size)) put_pending(ctx, size, memptr, 0, 1);
   return 0;
 }
 
@@ -176,6 +192,10 @@ static __always_inline int on_alloc_return(struct pt_regs *ctx, int posix_memali
     add(HEAP_CNT_PENDING_MISMATCH, 1);
     return 0;
   }
+  /* realloc of a tracked block: freed when the call succeeded (realloc(p, 0) frees and may
+   * return NULL); a failed realloc leaves it live. */
+  if (p.old_ptr != 0 && (PT_REGS_RC(ctx) != 0 || p.size == 0)) on_free(p.old_ptr);
+  if (!p.sampled) return 0;
   __u64 addr = 0;
   if (posix_memalign) {
     if (PT_REGS_RC(ctx) == 0 && p.memptr != 0) {
@@ -228,12 +248,15 @@ int BPF_KPROBE(calloc_entry, __u64 nmemb, __u64 size) {
   return on_alloc_entry(ctx, nmemb * size, 0);
 }
 
-/* realloc(p, n): p is freed (when the call succeeds; a failed realloc keeps p, which is then
- * under-reported) and n bytes are allocated. realloc(p, 0) only frees. */
+/* realloc(p, n): n bytes are allocated and, if the call succeeds, p is freed (at the return:
+ * a failed realloc keeps p live). realloc(p, 0) only frees. */
 SEC("uprobe")
 int BPF_KPROBE(realloc_entry, __u64 ptr, __u64 size) {
-  on_free(ptr);
-  return on_alloc_entry(ctx, size, 0);
+  __u64 old_ptr = 0;
+  if (ptr != 0 && bpf_map_lookup_elem(&live, &ptr) && is_target()) old_ptr = ptr;
+  __u32 sampled = sample_alloc(ctx, size);
+  if (sampled || old_ptr) put_pending(ctx, size, 0, old_ptr, sampled);
+  return 0;
 }
 
 SEC("uprobe")
@@ -253,7 +276,7 @@ int BPF_KPROBE(free_entry, __u64 ptr) {
   return 0;
 }
 
-/* Return of malloc, calloc, realloc, aligned_alloc, memalign. */
+/* Return of malloc, calloc, realloc, aligned_alloc, memalign, valloc, pvalloc. */
 SEC("uretprobe")
 int BPF_KPROBE(alloc_return) { return on_alloc_return(ctx, 0); }
 

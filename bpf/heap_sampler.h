@@ -54,9 +54,12 @@ struct heap_live {
 
 /* Value of the per-thread pending map (key: kernel tid) between an entry and its return. */
 struct heap_pending {
-  __u64 size;
-  __u64 memptr; /* posix_memalign: where the result is stored */
-  __u64 sp;     /* stack pointer at entry: the return must come back to sp + 8 */
+  __u64 size;    /* bytes requested */
+  __u64 memptr;  /* posix_memalign: where the result is stored */
+  __u64 sp;      /* stack pointer at entry: the return must come back to sp + 8 */
+  __u64 old_ptr; /* realloc of a tracked block: freed at the return if the call succeeded */
+  __u32 sampled; /* the allocation is sampled: the return records it */
+  __u32 reserved;
 };
 
 /* Indices of the per-CPU `counters` array. */

@@ -27,8 +27,9 @@
 namespace pprof_sidecar {
 namespace {
 
-constexpr const char* kAllocatorFunctions[] = {
-    "malloc", "calloc", "realloc", "posix_memalign", "aligned_alloc", "memalign", "free"};
+constexpr const char* kAllocatorFunctions[] = {"malloc",         "calloc",        "realloc",
+                                               "posix_memalign", "aligned_alloc", "memalign",
+                                               "valloc",         "pvalloc",       "free"};
 
 absl::Status ErrnoStatus(absl::string_view what, int err) {
   std::string msg = absl::StrCat(what, ": ", strerror(err));
@@ -161,6 +162,8 @@ absl::Status BpfMallocSampler::Init(const std::vector<AllocatorProbe>& probes) {
       {"posix_memalign", {p.posix_memalign_entry, p.posix_memalign_return}},
       {"aligned_alloc", {p.aligned_entry, p.alloc_return}},
       {"memalign", {p.aligned_entry, p.alloc_return}},
+      {"valloc", {p.malloc_entry, p.alloc_return}},
+      {"pvalloc", {p.malloc_entry, p.alloc_return}},
       {"free", {p.free_entry, nullptr}},
   };
   std::vector<std::string> attached, errors;

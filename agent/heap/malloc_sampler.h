@@ -2,8 +2,8 @@
 // actually maps (bpf/heap_sampler.bpf.c does the sampling), a reader thread feeding a
 // MallocProfileState.
 //
-// Covered functions: malloc, calloc, realloc, posix_memalign, aligned_alloc, memalign (entry +
-// return probes) and free (entry), in
+// Covered functions: malloc, calloc, realloc, posix_memalign, aligned_alloc, memalign, valloc,
+// pvalloc (entry + return probes) and free (entry), in
 //   - the C library the target maps (glibc libc.so.6, musl's ld-musl-*.so.1), and
 //   - the executable, when it defines them itself (tcmalloc/jemalloc/mimalloc linked
 //     statically), and a mapped libjemalloc/libtcmalloc/libmimalloc shared library.
@@ -12,9 +12,11 @@
 // kernel installs breakpoints in that process only. Go executables are never probed (Go moves
 // stacks: a return probe on a Go function crashes it).
 //
-// Not covered: new/delete of a C++ runtime that does not call malloc (libstdc++'s operator new
-// does call malloc, so it is covered), mmap, allocations through other symbols (valloc, pvalloc,
-// reallocarray, __libc_malloc, _int_malloc), allocators loaded after attach (dlopen).
+// Probes sit on code addresses, so aliases and internal callers of the same code are covered too
+// (glibc's reallocarray and __libc_malloc). A realloc frees its old block only when it succeeds
+// (decided in the return probe). Not covered: new/delete of a C++ runtime that does not call
+// malloc (libstdc++'s operator new does call malloc, so it is covered), mmap, allocator code
+// that is not one of those functions (_int_malloc), allocators loaded after attach (dlopen).
 // Stacks are walked by the kernel through frame pointers from the allocator's caller: callers
 // built with -fomit-frame-pointer (the default of gcc -O2 on x86-64) lose frames.
 //

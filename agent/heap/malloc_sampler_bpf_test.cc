@@ -160,7 +160,64 @@ TEST(MallocSamplerBpfTest, FindsTheCLibraryAllocator) {
   EXPECT_TRUE(fns.count("aligned_alloc") + fns.count("memalign") >= 1);
   fns.erase("aligned_alloc");
   fns.erase("memalign");
-  EXPECT_EQ(fns, (std::set<std::string>{"malloc", "calloc", "realloc", "posix_memalign", "free"}));
+  EXPECT_EQ(fns, (std::set<std::string>{"malloc", "calloc", "realloc", "posix_memalign", "valloc",
+                                        "pvalloc", "free"}));
+}
+
+// Every allocation sampled (rate 1), so the profile must match the target's bytes exactly:
+// valloc and pvalloc are counted; a realloc that fails leaves its block live; one that succeeds
+// (realloc, or reallocarray, which glibc implements with realloc) frees the old block and
+// allocates the new one at its own call site.
+TEST(MallocSamplerBpfTest, ReallocOutcomesAndPageAlignedAllocators) {
+  const std::string dir = MakeTempDir("malloc_realloc");
+  CTarget t;
+  ASSERT_TRUE(t.Start(BuildTarget(dir)));
+  ProcessSymbolizer symbolizer;
+  HeapProfiler heap(&symbolizer);
+  MallocSamplerOptions opts;
+  opts.sample_bytes = 1;
+  heap.EnableNative([opts](pid_t pid) { return StartMallocSampler(pid, opts); });
+  heap.SetTarget(t.pid());
+  ASSERT_TRUE(heap.stats().native_attached) << heap.stats().native_attach_errors;
+  auto inuse = [&](const std::string& name) -> std::map<std::string, int64_t> {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // ring buffer drained
+    auto prof = heap.Collect(t.pid(), HeapRequest());
+    EXPECT_TRUE(prof.ok()) << prof.status();
+    if (!prof.ok()) return {};
+    auto s = SummarizeProfile(Save(dir + "/" + name + ".pb.gz", *prof));
+    EXPECT_TRUE(s.ok()) << s.status();
+    if (!s.ok()) return {};
+    std::map<std::string, int64_t> out;
+    for (const char* fn : {"valloc_site", "pvalloc_site", "realloc_site", "reallocarray_site",
+                           "realloc_fail_site"}) {
+      out[fn] = Flat(*s, fn, 3);
+    }
+    return out;
+  };
+  constexpr int kBlocks = 200;
+  ASSERT_EQ(t.Command(absl::StrCat("valloc ", kBlocks)), absl::StrCat("valloced ", kBlocks * 3000));
+  auto m = inuse("after_valloc");
+  EXPECT_EQ(m["valloc_site"], kBlocks * 3000);
+  EXPECT_EQ(m["pvalloc_site"], kBlocks * 3000);
+
+  ASSERT_EQ(t.Command("nogrow"), absl::StrCat("kept ", 2 * kBlocks * 3000));
+  m = inuse("after_failed_realloc");
+  EXPECT_EQ(m["valloc_site"], kBlocks * 3000) << "a failed realloc freed its block";
+  EXPECT_EQ(m["pvalloc_site"], kBlocks * 3000);
+  EXPECT_EQ(m["realloc_fail_site"], 0);
+  EXPECT_GE(heap.stats().native.failed, static_cast<uint64_t>(2 * kBlocks));
+
+  ASSERT_EQ(t.Command("grow"), absl::StrCat("grown ", 2 * kBlocks * 6000));
+  m = inuse("after_realloc");
+  EXPECT_EQ(m["valloc_site"], 0);
+  EXPECT_EQ(m["pvalloc_site"], 0);
+  EXPECT_EQ(m["realloc_site"], kBlocks * 6000);
+  EXPECT_EQ(m["reallocarray_site"], kBlocks * 6000);
+
+  ASSERT_EQ(t.Command("free"), "freed");
+  m = inuse("after_free");
+  EXPECT_EQ(m["realloc_site"], 0);
+  EXPECT_EQ(m["reallocarray_site"], 0);
 }
 
 TEST(MallocSamplerBpfTest, SplitTotalsInuseAndDetach) {
@@ -341,7 +398,7 @@ TEST(MallocSamplerBpfTest, TargetExitWhileAttached) {
   // The kept-pointer array starts with realloc(NULL, n), which glibc serves by calling malloc:
   // that inner call is not counted again.
   EXPECT_GE(st.nested, 1u);
-  EXPECT_EQ(st.live, 250u + 1);  // 125 iterations x 2 kept, + the kept-pointer array
+  EXPECT_EQ(st.live, 250u + 2);  // 125 iterations x 2 kept, + the kept-pointer and size arrays
   t.Kill();
   src->reset();
   EXPECT_EQ(PerfEventFds(), before);

@@ -4,9 +4,17 @@
  *   alloc N   run N iterations; prints "done big_bytes small_bytes live_big live_small"
  *             (cumulative bytes allocated per site, bytes currently live per site)
  *   free      frees everything kept; prints "freed"
+ *   valloc N  N blocks of `big` bytes from valloc_site (valloc) and N from pvalloc_site (pvalloc),
+ *             kept until "free"; prints "valloced BYTES" (bytes requested per site)
+ *   nogrow    realloc_fail_site tries to grow every kept block to an impossible size (each
+ *             realloc fails; the blocks stay as they are); prints "kept LIVE"
+ *   grow      grows every kept block to twice its size, the even-numbered ones in realloc_site
+ *             (realloc), the odd ones in reallocarray_site (reallocarray); prints "grown LIVE"
+ *             (LIVE: bytes now live in the kept blocks)
  *   quit
  * Prints "ready PID" first. Build with -fno-omit-frame-pointer -fno-builtin so that every call
  * reaches the C library and the stacks are walkable. */
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,11 +26,15 @@ static size_t nkept, capkept;
 static unsigned long long big_bytes, small_bytes, live_big, live_small;
 static volatile unsigned char sink;
 
-static void keep(void *p) {
+static size_t *kept_size; /* bytes of each kept block */
+
+static void keep(void *p, size_t n) {
   if (nkept == capkept) {
     capkept = capkept ? capkept * 2 : 1024;
     kept = realloc(kept, capkept * sizeof(void *));
+    kept_size = realloc(kept_size, capkept * sizeof(size_t));
   }
+  kept_size[nkept] = n;
   kept[nkept++] = p;
 }
 
@@ -45,8 +57,8 @@ __attribute__((noinline)) void run(long iters) {
     big_bytes += big;
     small_bytes += big / 3;
     if (i % keep_every == 0) {
-      keep(a);
-      keep(b);
+      keep(a, big);
+      keep(b, big / 3);
       live_big += big;
       live_small += big / 3;
     } else {
@@ -54,6 +66,35 @@ __attribute__((noinline)) void run(long iters) {
       free(b);
     }
   }
+}
+
+/* Each site keeps its frame across the call (no tail call), so it is the allocation's caller. */
+#define NO_TAIL_CALL(p) __asm__ volatile("" : : "r"(p) : "memory")
+
+__attribute__((noinline)) void *valloc_site(size_t n) {
+  void *p = valloc(n);
+  NO_TAIL_CALL(p);
+  return p;
+}
+__attribute__((noinline)) void *pvalloc_site(size_t n) {
+  void *p = pvalloc(n);
+  NO_TAIL_CALL(p);
+  return p;
+}
+__attribute__((noinline)) void *realloc_fail_site(void *p) {
+  void *q = realloc(p, (size_t)1 << 60);
+  NO_TAIL_CALL(q);
+  return q;
+}
+__attribute__((noinline)) void *realloc_site(void *p, size_t n) {
+  void *q = realloc(p, n);
+  NO_TAIL_CALL(q);
+  return q;
+}
+__attribute__((noinline)) void *reallocarray_site(void *p, size_t n) {
+  void *q = reallocarray(p, n / 2, 2);
+  NO_TAIL_CALL(q);
+  return q;
 }
 
 int main(int argc, char **argv) {
@@ -71,6 +112,34 @@ int main(int argc, char **argv) {
       nkept = 0;
       live_big = live_small = 0;
       printf("freed\n");
+    } else if (strncmp(line, "valloc ", 7) == 0) {
+      long n = atol(line + 7);
+      for (long i = 0; i < n; i++) {
+        void *a = valloc_site(big), *b = pvalloc_site(big);
+        if (!a || !b) abort();
+        ((unsigned char *)a)[0] = ((unsigned char *)b)[0] = 1;
+        keep(a, big);
+        keep(b, big);
+      }
+      printf("valloced %llu\n", (unsigned long long)n * big);
+    } else if (strncmp(line, "nogrow", 6) == 0) {
+      unsigned long long live = 0;
+      for (size_t i = 0; i < nkept; i++) {
+        if (realloc_fail_site(kept[i]) != NULL) abort();
+        live += kept_size[i];
+      }
+      printf("kept %llu\n", live);
+    } else if (strncmp(line, "grow", 4) == 0) {
+      unsigned long long live = 0;
+      for (size_t i = 0; i < nkept; i++) {
+        void *q = i % 2 == 0 ? realloc_site(kept[i], 2 * kept_size[i])
+                             : reallocarray_site(kept[i], 2 * kept_size[i]);
+        if (!q) abort();
+        kept[i] = q;
+        kept_size[i] *= 2;
+        live += kept_size[i];
+      }
+      printf("grown %llu\n", live);
     } else if (strncmp(line, "quit", 4) == 0) {
       break;
     }
