@@ -4,6 +4,7 @@
 // It reads commands from stdin, one per line, and answers each on stdout:
 //
 //	run MODE ITERS   -> "RESULT MODE wall_ns cpu_ns checksum"
+//	stolen MODE MS   -> "RESULT MODE wall_ns stolen_ns gaps" (see stolen)
 //	quit             -> exits
 //
 // MODE "base" runs the work as is; MODE "gopprof" wraps it in runtime/pprof's
@@ -106,27 +107,74 @@ func cpuNanos() int64 {
 	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
-func run(mode string, iters int) (string, error) {
-	var f *os.File
-	if mode == "gopprof" {
-		var err error
-		if f, err = os.Create(*gopprofOut); err != nil {
-			return "", err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return "", err
-		}
-	} else if mode != "base" {
-		return "", fmt.Errorf("unknown mode %q", mode)
+// withProfiler runs measure under MODE: "base" as is, "gopprof" inside runtime/pprof's
+// StartCPUProfile/StopCPUProfile (started before and stopped after the measurement).
+func withProfiler(mode string, measure func()) error {
+	if mode == "base" {
+		measure()
+		return nil
 	}
-	c0, t0 := cpuNanos(), time.Now()
-	sum := work(iters)
-	wall, cpu := time.Since(t0).Nanoseconds(), cpuNanos()-c0
-	if f != nil {
-		pprof.StopCPUProfile()
+	if mode != "gopprof" {
+		return fmt.Errorf("unknown mode %q", mode)
+	}
+	f, err := os.Create(*gopprofOut)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return err
+	}
+	measure()
+	pprof.StopCPUProfile()
+	return nil
+}
+
+func run(mode string, iters int) (string, error) {
+	var wall, cpu int64
+	var sum uint64
+	err := withProfiler(mode, func() {
+		c0, t0 := cpuNanos(), time.Now()
+		sum = work(iters)
+		wall, cpu = time.Since(t0).Nanoseconds(), cpuNanos()-c0
+	})
+	if err != nil {
+		return "", err
 	}
 	return fmt.Sprintf("RESULT %s %d %d %x", mode, wall, cpu, sum), nil
+}
+
+// A gap between two consecutive clock reads longer than this is time taken from the loop (one
+// iteration takes ~20-50 ns).
+const gapThreshold = 500 * time.Nanosecond
+
+// stolen reads the monotonic clock in a tight loop for ms milliseconds and sums the gaps: the
+// time this thread did not run its own code (interrupts and what runs in them — a sampling
+// profiler's perf interrupt and BPF program, Go's SIGPROF handler —, preemption, the
+// hypervisor). Unlike timing fixed work, it is not blurred by how fast the work itself ran.
+func stolen(mode string, ms int) (string, error) {
+	var wall, took, gaps int64
+	err := withProfiler(mode, func() {
+		start := time.Now()
+		end := start.Add(time.Duration(ms) * time.Millisecond)
+		last := start
+		for {
+			now := time.Now()
+			if d := now.Sub(last); d > gapThreshold {
+				took += int64(d)
+				gaps++
+			}
+			last = now
+			if now.After(end) {
+				break
+			}
+		}
+		wall = last.Sub(start).Nanoseconds()
+	})
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("RESULT %s %d %d %d", mode, wall, took, gaps), nil
 }
 
 func main() {
@@ -141,16 +189,21 @@ func main() {
 		if f[0] == "quit" {
 			return
 		}
-		if f[0] != "run" || len(f) != 3 {
+		if (f[0] != "run" && f[0] != "stolen") || len(f) != 3 {
 			fmt.Printf("ERROR bad command %q\n", in.Text())
 			continue
 		}
-		iters, err := strconv.Atoi(f[2])
-		if err != nil || iters <= 0 {
-			fmt.Printf("ERROR bad iterations %q\n", f[2])
+		n, err := strconv.Atoi(f[2])
+		if err != nil || n <= 0 {
+			fmt.Printf("ERROR bad count %q\n", f[2])
 			continue
 		}
-		line, err := run(f[1], iters)
+		var line string
+		if f[0] == "run" {
+			line, err = run(f[1], n)
+		} else {
+			line, err = stolen(f[1], n)
+		}
 		if err != nil {
 			fmt.Printf("ERROR %v\n", err)
 			continue
