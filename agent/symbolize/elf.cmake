@@ -7,7 +7,7 @@ set(_SYMBOLIZE_ELF_SRCS
 )
 add_library(symbolize_elf STATIC ${_SYMBOLIZE_ELF_SRCS})
 target_include_directories(symbolize_elf PUBLIC ${CMAKE_SOURCE_DIR})
-target_link_libraries(symbolize_elf PUBLIC absl::status absl::statusor absl::strings absl::flat_hash_map
+target_link_libraries(symbolize_elf PUBLIC absl::status absl::statusor absl::strings
   absl::str_format)
 
 foreach(_t elf_file_test elf_symbolizer_test proc_maps_test kallsyms_test)

@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <map>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -74,7 +74,7 @@ class Kallsyms::Builder {
 
  private:
   std::unique_ptr<Kallsyms> k_;
-  absl::flat_hash_map<std::string, uint16_t> module_index_;
+  std::map<std::string, uint16_t, std::less<>> module_index_;  // a few hundred modules at most
   size_t text_syms_ = 0;
 };
 
