@@ -11,6 +11,7 @@ namespace pprof_sidecar {
 namespace {
 
 using testing::BuildGo;
+using testing::GoVersionName;
 using testing::GoVersions;
 using testing::MakeTempDir;
 using testing::TestDataDir;
@@ -65,11 +66,7 @@ TEST_P(GoCgoCallTest, FindsCgocallsReturnFromAsmcgocall) {
 
 INSTANTIATE_TEST_SUITE_P(GoVersions, GoCgoCallTest, ::testing::ValuesIn(GoVersions()),
                          [](const ::testing::TestParamInfo<std::string>& i) {
-                           std::string n = "go" + i.param;
-                           for (char& ch : n) {
-                             if (ch == '.') ch = '_';
-                           }
-                           return n;
+                           return GoVersionName(i.param);
                          });
 
 }  // namespace

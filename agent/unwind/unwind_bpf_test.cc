@@ -36,6 +36,7 @@ using ::pprof_sidecar::testing::BuildGo;
 using ::pprof_sidecar::testing::BuildNative;
 using ::pprof_sidecar::testing::CumShare;
 using ::pprof_sidecar::testing::FlatShare;
+using ::pprof_sidecar::testing::GoVersionName;
 using ::pprof_sidecar::testing::GoVersions;
 using ::pprof_sidecar::testing::MakeTempDir;
 using ::pprof_sidecar::testing::PprofSummary;
@@ -187,11 +188,7 @@ TEST_P(UnwindGoHashTest, Sha256AssemblyReachesRoot) {
 
 INSTANTIATE_TEST_SUITE_P(GoVersions, UnwindGoHashTest, ::testing::ValuesIn(GoVersions()),
                          [](const ::testing::TestParamInfo<std::string>& i) {
-                           std::string n = "go" + i.param;
-                           for (char& ch : n) {
-                             if (ch == '.') ch = '_';
-                           }
-                           return n;
+                           return GoVersionName(i.param);
                          });
 
 TEST(UnwindNativeTest, CWithoutFramePointers) {
@@ -246,11 +243,7 @@ TEST_P(UnwindCgoTest, GoCallingC) {
 INSTANTIATE_TEST_SUITE_P(GoVersions, UnwindCgoTest,
                          ::testing::Values(GoVersions().front(), GoVersions().back()),
                          [](const ::testing::TestParamInfo<std::string>& i) {
-                           std::string n = "go" + i.param;
-                           for (char& ch : n) {
-                             if (ch == '.') ch = '_';
-                           }
-                           return n;
+                           return GoVersionName(i.param);
                          });
 
 // C calling back into Go: the Go callee runs on the goroutine's stack below the frames that
@@ -280,11 +273,7 @@ TEST_P(UnwindCgoCallbackTest, CCallingBackIntoGo) {
 INSTANTIATE_TEST_SUITE_P(GoVersions, UnwindCgoCallbackTest,
                          ::testing::Values(GoVersions().front(), GoVersions().back()),
                          [](const ::testing::TestParamInfo<std::string>& i) {
-                           std::string n = "go" + i.param;
-                           for (char& ch : n) {
-                             if (ch == '.') ch = '_';
-                           }
-                           return n;
+                           return GoVersionName(i.param);
                          });
 
 }  // namespace

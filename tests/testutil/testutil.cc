@@ -37,6 +37,14 @@ CommandResult RunCommand(const std::string& cmd) {
   return r;
 }
 
+std::string GoVersionName(const std::string& version) {
+  std::string n = "go" + version;
+  for (char& ch : n) {
+    if (ch == '.') ch = '_';
+  }
+  return n;
+}
+
 std::vector<std::string> GoVersions() {
   std::vector<std::string> out;
   for (const char* v : {"1.19", "1.21", "1.22", "1.23"}) {

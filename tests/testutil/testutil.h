@@ -24,6 +24,8 @@ CommandResult RunCommand(const std::string& cmd);
 // Go toolchains installed here, e.g. {"1.19", "1.21", "1.22", "1.23"} (those whose
 // /usr/lib/go-<v>/bin/go exists).
 std::vector<std::string> GoVersions();
+// A gtest parameter name for a Go version: "1.21" -> "go1_21".
+std::string GoVersionName(const std::string& version);
 // Builds the Go main package in `src_dir` (GOPATH mode, no network) with Go `version` and extra
 // `go build` flags (e.g. "-ldflags=-s -w", "-buildmode=pie", "-trimpath") into `out`.
 absl::StatusOr<std::string> BuildGo(const std::string& version, const std::string& src_dir,
