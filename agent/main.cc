@@ -32,6 +32,11 @@ DEFINE_bool(allow_non_loopback_listen, false,
             "Allow --listen_address on a non-loopback address (profiles expose code and data "
             "layout: keep them behind kube-rbac-proxy).");
 DEFINE_int32(cpu_sampling_hz, 100, "CPU sampling frequency per CPU (Go's default is 100).");
+DEFINE_string(cpu_sampling_clock, "auto",
+              "What takes CPU samples: 'tick' (the scheduler tick samples each target thread "
+              "once per 1/hz s of its CPU time, like Go's own profiler; no interrupt of its own), "
+              "'perf' (a software cpu-clock perf event per CPU: any rate, one hrtimer interrupt "
+              "per sample), or 'auto' (tick up to 100 Hz when the kernel allows it, else perf).");
 DEFINE_int32(max_profile_seconds, 300, "Largest accepted ?seconds= for a CPU profile.");
 DEFINE_int32(rediscover_interval_ms, 500,
              "How often the agent checks that the target is alive and re-discovers it.");
@@ -108,6 +113,15 @@ int Run() {
   sampler_opts.wakeup_bytes =
       FLAGS_bpf_wakeup_bytes < 0 ? UINT32_MAX : static_cast<uint32_t>(FLAGS_bpf_wakeup_bytes);
   sampler_opts.expected_hz = FLAGS_cpu_sampling_hz;
+  if (FLAGS_cpu_sampling_clock == "tick") {
+    sampler_opts.clock = BpfCpuSamplerOptions::Clock::kTick;
+  } else if (FLAGS_cpu_sampling_clock == "perf") {
+    sampler_opts.clock = BpfCpuSamplerOptions::Clock::kPerfCpuClock;
+  } else if (FLAGS_cpu_sampling_clock != "auto") {
+    fprintf(stderr, "pprof-sidecar: --cpu_sampling_clock must be auto, tick or perf, not \"%s\"\n",
+            FLAGS_cpu_sampling_clock.c_str());
+    return 2;
+  }
   // Load the BPF program once at startup so missing privileges are reported immediately.
   {
     auto probe = NewBpfCpuSampler(sampler_opts);

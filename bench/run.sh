@@ -11,10 +11,11 @@
 #     round (the order rotates each round so no condition always follows another):
 #       base     no profiler
 #       gopprof  Go's own runtime/pprof CPU profiler (StartCPUProfile, 100 Hz)
-#       agent    pprof-sidecar sampling it at 100 Hz with unwinding on (the default: stack
-#                copies unwound by CFI/pclntab); one /debug/pprof/profile request whose window
-#                covers the whole run
-#       agentfp  the same with --user_stack_bytes=0 (frame pointers only, unwinding off)
+#       agent    pprof-sidecar sampling it at 100 Hz with its defaults: samples taken at the
+#                scheduler tick, unwinding on (stack copies unwound by CFI/pclntab); one
+#                /debug/pprof/profile request whose window covers the whole run
+#       agentperf  the same with --cpu_sampling_clock=perf (a cpu-clock perf event per CPU)
+#       agentfp  the default with --user_stack_bytes=0 (frame pointers only, unwinding off)
 #       bcc      profile-bpfcc -F 100 -p PID (if it can run here)
 #     The target is pinned to the last CPU, agent and bcc to CPU 0, so the target's slowdown is
 #     the in-target cost (perf interrupt + BPF program + cache effects) and the agent's own CPU is
@@ -25,7 +26,7 @@
 #     the time each profiler takes from the target directly, at a far finer resolution than
 #     timing fixed work.
 #  2. Agent cost while profiling: BPF ns per sample (kernel.bpf_stats_enabled; run_time_ns and
-#     run_cnt of the agent's perf_event program, read from /proc/AGENT/fdinfo, the same counters
+#     run_cnt of the agent's sampling programs, read from /proc/AGENT/fdinfo, the same counters
 #     bpftool prog show prints), agent VmRSS/VmHWM, agent CPU (utime+stime / wall of the window).
 #  3. Serving latency: curl total time - requested seconds, for every agent round, and for the
 #     first request of freshly started agents (FIRST_REPS, default 3).
@@ -66,11 +67,12 @@ for t in symbolize_bench sampler_bench; do
   [[ -x $BUILD/$t ]] || cmake --build "$BUILD" --target "$t" >/dev/null 2>&1 || true
 done
 
-AGENT_PID= AGENTFP_PID= TGT_PID= BCC_PID= EXTRA_PIDS= OLD_BPF_STATS=$(sysctl -n kernel.bpf_stats_enabled 2>/dev/null || echo 0)
+AGENT_PID= AGENTFP_PID= AGENTPERF_PID= TGT_PID= BCC_PID= EXTRA_PIDS= OLD_BPF_STATS=$(sysctl -n kernel.bpf_stats_enabled 2>/dev/null || echo 0)
 cleanup() {
   [[ -n $BCC_PID ]] && kill -TERM "$BCC_PID" 2>/dev/null
   [[ -n $AGENT_PID ]] && kill "$AGENT_PID" 2>/dev/null
   [[ -n $AGENTFP_PID ]] && kill "$AGENTFP_PID" 2>/dev/null
+  [[ -n $AGENTPERF_PID ]] && kill "$AGENTPERF_PID" 2>/dev/null
   for p in $EXTRA_PIDS; do kill "$p" 2>/dev/null; done
   if [[ -n $TGT_PID ]]; then
     [[ -n ${SPIN[1]:-} ]] && echo quit >&"${SPIN[1]}" 2>/dev/null
@@ -125,22 +127,29 @@ PORTFP=$((PORT + 1))
 "${PIN_TOOLS[@]}" "$AGENT" --target_pid="$TGT_PID" --listen_address=127.0.0.1:$PORTFP \
   --user_stack_bytes=0 2>"$WORK/agentfp.log" &
 AGENTFP_PID=$!
-for p in $PORT $PORTFP; do
+PORTPERF=$((PORT + 5))
+"${PIN_TOOLS[@]}" "$AGENT" --target_pid="$TGT_PID" --listen_address=127.0.0.1:$PORTPERF \
+  --cpu_sampling_clock=perf 2>"$WORK/agentperf.log" &
+AGENTPERF_PID=$!
+for p in $PORT $PORTFP $PORTPERF; do
   for _ in $(seq 50); do curl -sf "127.0.0.1:$p/healthz" >/dev/null && break; sleep 0.1; done
   curl -sf "127.0.0.1:$p/healthz" >/dev/null || { cat "$WORK"/agent*.log; die "agent did not start"; }
 done
-log "agent pid $AGENT_PID on :$PORT (unwinding on), $AGENTFP_PID on :$PORTFP (frame pointers" \
-  "only), target pid $TGT_PID (pinned: ${PIN_TARGET[*]:-no})"
+log "agent pid $AGENT_PID on :$PORT (defaults), $AGENTPERF_PID on :$PORTPERF (perf clock)," \
+  "$AGENTFP_PID on :$PORTFP (frame pointers only), target pid $TGT_PID" \
+  "(pinned: ${PIN_TARGET[*]:-no})"
 sysctl -qw kernel.bpf_stats_enabled=1 || log "warning: cannot enable kernel.bpf_stats_enabled"
 
 # run_time_ns, run_cnt and count of the newest perf_event (type 7) BPF program PID holds open
 # (the sampler's; a restarted sampler loads a new program with a higher id).
+# prog_stats PID -> "run_time_ns run_cnt found": summed over the process's CPU sampling programs
+# (tracepoint and perf_event programs: the agent's tick and cpu-clock ones, bcc's)
 prog_stats() {
   local f
   for f in /proc/"$1"/fdinfo/*; do
-    grep -q '^prog_type:[[:space:]]*7$' "$f" 2>/dev/null || continue
+    grep -qE '^prog_type:[[:space:]]*(5|7)$' "$f" 2>/dev/null || continue
     awk '/^prog_id:/{i=$2} /^run_time_ns:/{t=$2} /^run_cnt:/{c=$2} END{print i+0, t+0, c+0}' "$f"
-  done | sort -n | tail -1 | awk '{if (NF) print $2, $3, 1; else print 0, 0, 0}'
+  done | sort -un -k1,1 | awk '{t += $2; c += $3; n++} END{print t+0, c+0, (n > 0)}'
 }
 proc_cpu_ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
 metric() { curl -s "127.0.0.1:${2:-$PORT}/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
@@ -182,7 +191,7 @@ measure() {
     local line
     read -r -u "${SPIN[0]}" line || die "target died"
     [[ $line == RESULT* ]] || die "target: $line"
-    awk '{print $3, $4}' <<<"$line"
+    awk '{print $3, $4, $6, $5, $7}' <<<"$line"  # wall stolen short_stolen gaps short_gaps
   else
     spin_run "$1" "$ITERS"
   fi
@@ -224,6 +233,7 @@ agent_round() {
 
 cond_agent() { agent_round "$1" agent "$PORT" "$AGENT_PID"; }
 cond_agentfp() { agent_round "$1" agentfp "$PORTFP" "$AGENTFP_PID"; }
+cond_agentperf() { agent_round "$1" agentperf "$PORTPERF" "$AGENTPERF_PID"; }
 
 cond_bcc() {
   local r=$1
@@ -250,7 +260,7 @@ cond_bcc() {
   echo "$r bcc $res $((b1 - b0)) $((n1 - n0))" >>"$RESULTS"
 }
 
-CONDS=(base gopprof agent agentfp bcc)
+CONDS=(base gopprof agent agentperf agentfp bcc)
 log ""
 log "== slowdown: $ROUNDS rounds of ${CONDS[*]} (rotating order)"
 for ((r = 1; r <= ROUNDS; r++)); do
@@ -286,14 +296,16 @@ ABOUT=$WORK/ab.txt
 if [[ -x $SAMPLERBENCH ]]; then
   log ""
   log "== BPF A/B: sampler_bench on the pinned spin target while it works (load average $(loadavg))"
-  # name:copy_bytes:copy_bound:fp_walk:wakeup_bytes[:ring_kib[:verdict_cache[:walk_in_copy]]]
+  # name:copy_bytes:copy_bound:fp_walk:wakeup_bytes[:ring_kib[:verdict_cache[:walk_in_copy[:clock]]]]
   # (see bench/sampler_bench.cc); "old" is the configuration before the rework: 8 KiB copy,
   # kernel frame-pointer walker, wakeup per record, 8 MiB ring (records now compact either way);
   # "wake16k" the default until the wakeup threshold became a quarter of a 512 KiB ring; "null"
   # a program that returns at once (the floor of the BPF statistics).
-  AB_VARIANTS=(null:0:none:0:0 old:8192:none:-1:0:8192 default:8192:both:1:
-    wake16k:8192:both:1:16384:64 kernelfp:8192:both:-1: nofpwalk:8192:both:0:
-    nocache:8192:both:1:::0 nowalkcopy:8192:both:1::::0 fponly:0:none:1:)
+  # All at the perf clock but "tick" (the default clock; the same program body).
+  AB_VARIANTS=(null:0:none:0:0::::perf old:8192:none:-1:0:8192:::perf default:8192:both:1:::::perf
+    tick:8192:both:1:::::tick wake16k:8192:both:1:16384:64:::perf kernelfp:8192:both:-1:::::perf
+    nofpwalk:8192:both:0:::::perf nocache:8192:both:1:::0::perf nowalkcopy:8192:both:1::::0:perf
+    fponly:0:none:1:::::perf)
   AB_ROUNDS=${AB_ROUNDS:-5}
   # Enough fixed work to outlast both sampler_bench runs (~2 s slices + start-up).
   ab_s=$(((${#AB_VARIANTS[@]} + 1) * AB_ROUNDS * 2 + 3 * 3 * 2 + 30))
@@ -303,7 +315,8 @@ if [[ -x $SAMPLERBENCH ]]; then
     "${AB_VARIANTS[@]}" >>"$ABOUT" 2>/dev/null || log "sampler_bench failed"
   echo "per-stage (stage timing on; adds clock reads):" >>"$ABOUT"
   "${PIN_TOOLS[@]}" "$SAMPLERBENCH" --stages --pid="$TGT_PID" --slice_s=2 --rounds=3 \
-    old:8192:none:-1:0:8192 default:8192:both:1: wake16k:8192:both:1:16384:64 >>"$ABOUT" \
+    old:8192:none:-1:0:8192:::perf default:8192:both:1:::::perf tick:8192:both:1:::::tick \
+    wake16k:8192:both:1:16384:64:::perf >>"$ABOUT" \
     2>/dev/null
   read -r -u "${SPIN[0]}" _ || die "target died"  # the long run's RESULT line
   log "done (load average $(loadavg))"
@@ -401,7 +414,7 @@ print("slowdown vs base, paired per round: median [min .. max]")
 base_cpu = [v["base"][1] / 1e9 for v in rounds.values() if "base" in v]
 base_wall = [v["base"][0] / 1e9 for v in rounds.values() if "base" in v]
 print(f"  base: cpu {spread(base_cpu, lambda x: f'{x:.3f}s')}  wall {spread(base_wall, lambda x: f'{x:.3f}s')}")
-for c in ("gopprof", "agent", "agentfp", "bcc"):
+for c in ("gopprof", "agent", "agentperf", "agentfp", "bcc"):
     rc = [v[c][1] / v["base"][1] for v in rounds.values() if c in v and "base" in v]
     rw = [v[c][0] / v["base"][0] for v in rounds.values() if c in v and "base" in v]
     if not rc:
@@ -416,12 +429,13 @@ if len(base_cpu) > 1:
 stolen = collections.defaultdict(dict)
 for line in open(stolen_f):
     f = line.split()
-    stolen[int(f[0])][f[1]] = (int(f[2]), int(f[3]))
+    # wall, stolen, stolen in gaps <= 1 ms, gaps, gaps <= 1 ms
+    stolen[int(f[0])][f[1]] = tuple(int(x) for x in f[2:7])
 if stolen:
     print("stolen time (gaps in the target's clock-reading loop), % of its time: median [min .. max]")
     bfrac = [v["base"][1] / v["base"][0] * 100 for v in stolen.values() if "base" in v]
     print(f"  base: {spread(bfrac, lambda x: f'{x:.3f}%')} (timer ticks, preemption, hypervisor)")
-    for c in ("gopprof", "agent", "agentfp", "bcc"):
+    for c in ("gopprof", "agent", "agentperf", "agentfp", "bcc"):
         d = [(v[c][1] / v[c][0] - v["base"][1] / v["base"][0]) * 100
              for v in stolen.values() if c in v and "base" in v]
         if not d:
@@ -429,9 +443,26 @@ if stolen:
         us = [x / 100 * 1e6 / 100 for x in d]  # per sample at 100 Hz
         print(f"  {c:8s}: {spread(d, lambda x: f'{x:+.3f}%')} over base"
               f" = {st.median(us):.1f} us per sample at 100 Hz (n={len(d)})")
+    print("  the same counting only gaps <= 1 ms (interrupts and what runs in them; longer gaps are"
+          " the vCPU or thread descheduled, the bulk of the spread above):")
+    bshort = [v["base"][2] / v["base"][0] * 100 for v in stolen.values() if "base" in v]
+    bgaps = [v["base"][4] / v["base"][0] * 1e9 for v in stolen.values() if "base" in v]
+    print(f"  base: {spread(bshort, lambda x: f'{x:.3f}%')} in {st.median(bgaps):.0f} gaps/s")
+    for c in ("gopprof", "agent", "agentperf", "agentfp", "bcc"):
+        d = [(v[c][2] / v[c][0] - v["base"][2] / v["base"][0]) * 100
+             for v in stolen.values() if c in v and "base" in v]
+        g = [(v[c][4] / v[c][0] - v["base"][4] / v["base"][0]) * 1e9
+             for v in stolen.values() if c in v and "base" in v]
+        if not d:
+            continue
+        us = [x / 100 * 1e6 / 100 for x in d]
+        print(f"  {c:8s}: {spread(d, lambda x: f'{x:+.3f}%')} over base"
+              f" = {st.median(us):.1f} us per sample at 100 Hz; {st.median(g):+.0f} gaps/s (n={len(d)})")
 
 all_ag = [l.split() for l in open(agent_f)]
-for cond, label in (("agent", "unwinding on (default)"), ("agentfp", "frame pointers only")):
+for cond, label in (("agent", "defaults: tick clock, unwinding on"),
+                    ("agentperf", "cpu-clock perf events, unwinding on"),
+                    ("agentfp", "tick clock, frame pointers only")):
     ag = [a for a in all_ag if len(a) > 8 and a[8] == cond]
     if not ag:
         continue

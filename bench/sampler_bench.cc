@@ -9,14 +9,17 @@
 //   root     share of samples whose stack reaches a thread root, from BuildCpuProfile
 //
 // Usage: sampler_bench --pid=N [--hz=100] [--slice_s=2] [--rounds=5] VARIANT...
-//   VARIANT = name:copy_bytes:bound:fp:wakeup_bytes[:ringbuf_kib[:verdict_cache[:walk_in_copy]]]
+//   VARIANT = name:copy_bytes:bound:fp:wakeup_bytes[:ringbuf_kib[:verdict_cache[:walk_in_copy
+//             [:clock]]]]
 //     bound: none | vma | go | both;  fp: kernel frame-pointer walk of the user stack: 0 off,
 //     1 on (127 frames), N > 1: at most N frames; negative: the same with the kernel's walker
 //     (bpf_get_stack) instead of the program's own
 //     wakeup_bytes: 0 = wake the reader at every record, empty = default (a quarter of the
 //     ring); ringbuf_kib: empty = sized by default;
 //     verdict_cache: 0 = no per-CPU filter verdict cache (default 1); walk_in_copy: 0 = the
-//     frame-pointer walk reads every frame from user memory, not from the stack copy (default 1)
+//     frame-pointer walk reads every frame from user memory, not from the stack copy (default 1);
+//     clock: tick | perf | auto (default; the "idle" variant is perf: with the tick, ns/kept is
+//     net of the perf program's filter cost, an upper bound of the tick program's)
 //   A variant named "null" loads a program that returns at once: the floor of BPF_STATS_RUN_TIME.
 //   e.g. old:8192:none:1:0 new:8192:both:1:2097152
 #include <bpf/bpf.h>
@@ -62,9 +65,18 @@ double Median(std::vector<double> v) {
 
 bool ParseVariant(const std::string& spec, Variant* v) {
   std::vector<std::string> f = absl::StrSplit(spec, ':');
-  if (f.size() < 5 || f.size() > 8) return false;
+  if (f.size() < 5 || f.size() > 9) return false;
   if (f.size() >= 7 && !f[6].empty()) v->opts.cache_filter_verdict = f[6] != "0";
-  if (f.size() == 8) v->opts.walk_frames_in_copy = f[7] != "0";
+  if (f.size() >= 8 && !f[7].empty()) v->opts.walk_frames_in_copy = f[7] != "0";
+  if (f.size() == 9 && !f[8].empty()) {
+    if (f[8] == "tick") {
+      v->opts.clock = BpfCpuSamplerOptions::Clock::kTick;
+    } else if (f[8] == "perf") {
+      v->opts.clock = BpfCpuSamplerOptions::Clock::kPerfCpuClock;
+    } else if (f[8] != "auto") {
+      return false;
+    }
+  }
   if (f.size() >= 6 && !f[5].empty()) {
     uint32_t kib;
     if (!absl::SimpleAtoi(f[5], &kib)) return false;
@@ -122,7 +134,7 @@ int Main(int argc, char** argv) {
     return 2;
   }
   Variant idle;
-  ParseVariant("idle:0:none:0:0", &idle);
+  ParseVariant("idle:0:none:0:0::::perf", &idle);
   variants.insert(variants.begin(), idle);
   const int stats_fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
   if (stats_fd < 0) fprintf(stderr, "bpf_enable_stats failed: %s\n", strerror(errno));

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
-/* CPU sampling program: attached to per-CPU software cpu-clock perf events. For every sample
- * that interrupted a thread of a target process it emits one cpu_sample_record (stacks, user
- * registers, a copy of the top of the user stack) to the `events` ring buffer. Threads of other
- * processes are never recorded. */
+/* CPU sampling programs: `cpu_tick` at the scheduler tick, or `cpu_sample` attached to per-CPU
+ * software cpu-clock perf events (one of the two is attached). For every sample of a thread of a
+ * target process they emit one cpu_sample_record (stacks, user registers, a copy of the top of
+ * the user stack) to the `events` ring buffer. Threads of other processes are never recorded. */
 #include "vmlinux.h"
 
 #include <bpf/bpf_core_read.h>
@@ -34,6 +34,9 @@ const volatile __u32 null_program = 0;
 const volatile __u32 verdict_cache = 0;
 /* 1: the frame-pointer walk reads frames inside the stack copy from the copy. */
 const volatile __u32 walk_in_copy = 0;
+/* 1: when the sampled rbp cannot start a frame-pointer chain, start it at the first frame
+ * record found in the stack copy (scan_fp_seed). */
+const volatile __u32 fp_seed_scan = 0;
 
 /* Bumped by the loader after every change of `targets` (it invalidates `verdicts`). */
 volatile __u64 targets_gen = 0;
@@ -188,6 +191,71 @@ static __always_inline __u32 walk_user_fp(__u64 *out, __u64 ip, __u64 fp, __u32 
   return n;
 }
 
+/* A frame's caller frame pointer: null (the chain's end) or a user stack address. */
+static __always_inline int plausible_next_fp(__u64 fp) {
+  return fp == 0 || (fp >= MIN_FRAME_ADDR && fp <= MAX_USER_ADDR && !(fp & 7));
+}
+
+static __always_inline int plausible_ret(__u64 ret) {
+  return ret >= MIN_FRAME_ADDR && ret <= MAX_USER_ADDR;
+}
+
+/* Whether `fp` can start a frame-pointer chain: it is a user stack address whose frame record
+ * holds a plausible caller frame pointer and return address. Reads as walk_user_fp does. */
+static __always_inline int fp_starts_chain(__u64 fp, const __u8 *copy, __u64 sp, __u32 copied) {
+  if (fp < MIN_FRAME_ADDR || fp > MAX_USER_ADDR || (fp & 7)) return 0;
+  __u64 next_fp, ret;
+  if (fp >= sp && fp - sp + 16 <= copied) {
+    __u64 off = (fp - sp) & (CPU_SAMPLER_MAX_USER_STACK_COPY - 1);
+    next_fp = *(const __u64 *)(copy + off);
+    ret = *(const __u64 *)(copy + off + 8);
+  } else {
+    __u64 frame[2];
+    if (bpf_probe_read_user(frame, sizeof(frame), (const void *)fp)) return 0;
+    next_fp = frame[0];
+    ret = frame[1];
+  }
+  return plausible_next_fp(next_fp) && plausible_ret(ret);
+}
+
+#define FP_SEED_MAX_SPAN (16ULL << 20) /* largest distance from a frame record to its caller's */
+/* Slots scanned: the first 4 KiB of the copy. */
+#define FP_SEED_SCAN_SLOTS 512
+
+struct seed_scan {
+  const __u8 *copy;
+  __u64 sp;
+  __u32 copied;
+  __u64 found;
+};
+
+/* bpf_loop callback (the loop is verified once, not once per path into it): slot i. */
+static long seed_scan_slot(__u64 i, void *data) {
+  struct seed_scan *c = data;
+  __u32 off = (__u32)i * 8;
+  if (off + 16 > c->copied) return 1;
+  off &= CPU_SAMPLER_MAX_USER_STACK_COPY - 1;
+  __u64 v = *(const __u64 *)(c->copy + off);
+  __u64 r = *(const __u64 *)(c->copy + off + 8);
+  __u64 a = c->sp + off;
+  if (v <= a || v - a > FP_SEED_MAX_SPAN || (v & 7)) return 0;
+  if (!plausible_ret(r) || (r >= c->sp && r - c->sp <= FP_SEED_MAX_SPAN)) return 0;
+  c->found = a;
+  return 1;
+}
+
+/* The address of the first frame record in the first 4 KiB of the stack copy (`copied` bytes of
+ * user memory from `sp`), lowest first: a slot holding an 8-aligned address above itself (the
+ * caller's frame pointer, within FP_SEED_MAX_SPAN) followed by a plausible return address that
+ * is not itself an address in that span of the stack. 0: none. The frames of a function that
+ * clobbers rbp still hold the records their prologues saved (Go's assembler adds the prologue to
+ * every function with a frame), so the first record is usually the sampled function's own. */
+static __always_inline __u64 scan_fp_seed(const __u8 *copy, __u64 sp, __u32 copied) {
+  struct seed_scan c = {.copy = copy, .sp = sp, .copied = copied, .found = 0};
+  bpf_loop(FP_SEED_SCAN_SLOTS, seed_scan_slot, &c, 0);
+  return c.found;
+}
+
 struct vma_end_ctx {
   __u64 end;
 };
@@ -238,13 +306,9 @@ static __always_inline __u32 copy_bounded(__u8 *dst, struct task_struct *task, _
   return copy_user_stack(dst, sp, len);
 }
 
-SEC("perf_event")
-int cpu_sample(struct bpf_perf_event_data *ctx) {
-  if (null_program) return 0;
-  __u64 t = stage_timing ? bpf_ktime_get_ns() : 0;
-  struct scratch_record *sc = this_cpu_scratch();
-  if (!sc) return 0;
-  __u32 tgid = 0, tid = 0;
+/* Resolves the current thread against the target set: 0 and the thread's tgid and tid in the agent's pid
+ * namespace when it belongs to a target process, else -1. */
+static __always_inline int filter_current(struct scratch_record *sc, __u32 *tgid, __u32 *tid) {
   if (verdict_cache) {
     struct cpu_sampler_percpu_head *v = &sc->head;
     struct task_struct *task = bpf_get_current_task_btf();
@@ -254,55 +318,36 @@ int cpu_sample(struct bpf_perf_event_data *ctx) {
     __u64 gen = targets_gen;
     if (v->verdict_pid_tgid == pid_tgid && v->verdict_start_time == start_time &&
         v->verdict_gen == gen) {
-      if (v->verdict_tgid == 0) return 0;
-      tgid = v->verdict_tgid;
-      tid = v->verdict_tid;
-    } else {
-      if (current_ns_ids(&tgid, &tid) || !bpf_map_lookup_elem(&targets, &tgid)) tgid = tid = 0;
-      v->verdict_pid_tgid = pid_tgid;
-      v->verdict_start_time = start_time;
-      v->verdict_gen = gen;
-      v->verdict_tgid = tgid;
-      v->verdict_tid = tid;
-      if (tgid == 0) return 0;
+      if (v->verdict_tgid == 0) return -1;
+      *tgid = v->verdict_tgid;
+      *tid = v->verdict_tid;
+      return 0;
     }
-  } else {
-    if (current_ns_ids(&tgid, &tid)) return 0;
-    if (!bpf_map_lookup_elem(&targets, &tgid)) return 0;
+    __u32 g = 0, t = 0;
+    if (current_ns_ids(&g, &t) || !bpf_map_lookup_elem(&targets, &g)) g = t = 0;
+    v->verdict_pid_tgid = pid_tgid;
+    v->verdict_start_time = start_time;
+    v->verdict_gen = gen;
+    v->verdict_tgid = g;
+    v->verdict_tid = t;
+    if (g == 0) return -1;
+    *tgid = g;
+    *tid = t;
+    return 0;
   }
-  sc->head.counters[CPU_SAMPLER_CNT_SAMPLES_SEEN] += 1;
-  stage(CPU_SAMPLER_STAGE_FILTER, &t);
+  if (current_ns_ids(tgid, tid)) return -1;
+  if (!bpf_map_lookup_elem(&targets, tgid)) return -1;
+  return 0;
+}
 
+/* Completes the record whose header fields up to the user registers and flags are set (kernel
+ * stack taken when `want_kstack`), and submits it. */
+static __always_inline void capture_and_submit(void *ctx, struct scratch_record *sc,
+                                               int want_kstack, __u64 *t) {
   struct cpu_sample_record *rec = &sc->h;
-  stage(CPU_SAMPLER_STAGE_RESERVE, &t);
-  rec->time_ns = bpf_ktime_get_ns();
-  rec->pid = tgid;
-  rec->tid = tid;
-  rec->cpu = bpf_get_smp_processor_id();
-  rec->flags = 0;
   rec->ips_offset = 0;
   rec->user_stack_len = 0;
-
-  /* User registers: from the interrupted context when it was user mode, else the registers
-   * saved at kernel entry. */
-  /* x86-64: user code runs only in the lower canonical half, the kernel in the upper one (the
-   * ctx only allows 8-byte loads of pt_regs, so the 2-byte cs is not readable here). */
-  int in_kernel = (__s64)ctx->regs.ip < 0;
-  if (!in_kernel) {
-    rec->user_ip = ctx->regs.ip;
-    rec->user_sp = ctx->regs.sp;
-    rec->user_bp = ctx->regs.bp;
-  } else {
-    rec->flags |= CPU_SAMPLE_F_IN_KERNEL;
-    struct task_struct *task = bpf_get_current_task_btf();
-    struct pt_regs *uregs = (struct pt_regs *)bpf_task_pt_regs(task);
-    rec->user_ip = BPF_CORE_READ(uregs, ip);
-    rec->user_sp = BPF_CORE_READ(uregs, sp);
-    rec->user_bp = BPF_CORE_READ(uregs, bp);
-    if (rec->user_sp == 0) rec->flags |= CPU_SAMPLE_F_USER_REGS_ERR;
-  }
-
-  stage(CPU_SAMPLER_STAGE_REGS_KSTACK, &t);
+  stage(CPU_SAMPLER_STAGE_REGS_KSTACK, t);
   /* The stack copy first: the frame-pointer walk then reads the frames it holds from it. */
   __u32 copy_bytes = user_stack_copy_bytes;
   if (copy_bytes > CPU_SAMPLER_MAX_USER_STACK_COPY) copy_bytes = CPU_SAMPLER_MAX_USER_STACK_COPY;
@@ -313,7 +358,7 @@ int cpu_sample(struct bpf_perf_event_data *ctx) {
   }
   if (copied > CPU_SAMPLER_MAX_USER_STACK_COPY) copied = CPU_SAMPLER_MAX_USER_STACK_COPY;
   rec->user_stack_len = copied;
-  stage(CPU_SAMPLER_STAGE_COPY, &t);
+  stage(CPU_SAMPLER_STAGE_COPY, t);
 
   /* Kernel ips, then user ips, after the copy's full region: a load-time constant, so the
    * verifier sees fixed offsets (a copy shorter than the region leaves stale bytes between). */
@@ -321,18 +366,18 @@ int cpu_sample(struct bpf_perf_event_data *ctx) {
   rec->ips_offset = ips_off;
   __u64 *ips = (__u64 *)(sc->data + ips_off);
   __u32 knr = 0;
-  if (in_kernel) {
+  if (want_kstack) {
     long n = bpf_get_stack(ctx, ips, CPU_SAMPLER_MAX_FRAMES * sizeof(__u64), 0);
     if (n < 0) {
       rec->flags |= CPU_SAMPLE_F_KERNEL_STACK_ERR;
       count(CPU_SAMPLER_CNT_KERNEL_STACK_ERRORS);
     } else {
-      knr = n / sizeof(__u64);
+      knr = (__u64)n / sizeof(__u64);
     }
   }
   if (knr > CPU_SAMPLER_MAX_FRAMES) knr = CPU_SAMPLER_MAX_FRAMES;
   rec->kernel_nr = knr;
-  stage(CPU_SAMPLER_STAGE_REGS_KSTACK, &t);
+  stage(CPU_SAMPLER_STAGE_REGS_KSTACK, t);
 
   __u32 unr = 0;
   if (user_fp_walk) {
@@ -344,8 +389,17 @@ int cpu_sample(struct bpf_perf_event_data *ctx) {
          * track whatever they compare precisely, and `copied` is a different constant on each of
          * copy_bounded's paths, which would multiply the walk's states by them. */
         __u32 walk_copied = *(volatile __u32 *)&rec->user_stack_len;
-        unr = walk_user_fp(&ips[knr], rec->user_ip, rec->user_bp, max_frames, sc->data,
-                           rec->user_sp, walk_copied);
+        __u64 fp = rec->user_bp;
+        if (fp_seed_scan && walk_copied >= 16 &&
+            !fp_starts_chain(fp, sc->data, rec->user_sp, walk_copied)) {
+          __u64 seed = scan_fp_seed(sc->data, rec->user_sp, walk_copied);
+          if (seed != 0) {
+            fp = seed;
+            rec->flags |= CPU_SAMPLE_F_FP_SCANNED;
+          }
+        }
+        unr = walk_user_fp(&ips[knr], rec->user_ip, fp, max_frames, sc->data, rec->user_sp,
+                           walk_copied);
       }
     } else {
       long n = bpf_get_stack(ctx, &ips[knr], max_frames * sizeof(__u64), BPF_F_USER_STACK);
@@ -353,13 +407,13 @@ int cpu_sample(struct bpf_perf_event_data *ctx) {
         rec->flags |= CPU_SAMPLE_F_USER_STACK_ERR;
         count(CPU_SAMPLER_CNT_USER_STACK_ERRORS);
       } else {
-        unr = n / sizeof(__u64);
+        unr = (__u64)n / sizeof(__u64);
       }
     }
   }
   if (unr > CPU_SAMPLER_MAX_FRAMES) unr = CPU_SAMPLER_MAX_FRAMES;
   rec->user_nr = unr;
-  stage(CPU_SAMPLER_STAGE_USER_FP, &t);
+  stage(CPU_SAMPLER_STAGE_USER_FP, t);
 
   __u64 flags = 0;
   if (wakeup_bytes) {
@@ -370,6 +424,125 @@ int cpu_sample(struct bpf_perf_event_data *ctx) {
   if (len > sizeof(*sc) - sizeof(sc->head)) len = sizeof(*sc) - sizeof(sc->head);
   if (bpf_ringbuf_output(&events, rec, len, flags))
     sc->head.counters[CPU_SAMPLER_CNT_DROPPED_RINGBUF_FULL] += 1;
-  stage(CPU_SAMPLER_STAGE_SUBMIT, &t);
+  stage(CPU_SAMPLER_STAGE_SUBMIT, t);
+}
+
+/* Sets the header fields every record starts with. */
+static __always_inline void begin_record(struct scratch_record *sc, __u32 tgid, __u32 tid,
+                                         __u32 weight) {
+  struct cpu_sample_record *rec = &sc->h;
+  rec->time_ns = bpf_ktime_get_ns();
+  rec->pid = tgid;
+  rec->tid = tid;
+  rec->cpu = bpf_get_smp_processor_id();
+  rec->flags = 0;
+  rec->weight = weight;
+  rec->reserved = 0;
+}
+
+/* The user registers saved at the current thread's entry to the kernel. */
+static __always_inline void saved_user_regs(struct cpu_sample_record *rec) {
+  struct task_struct *task = bpf_get_current_task_btf();
+  struct pt_regs *uregs = (struct pt_regs *)bpf_task_pt_regs(task);
+  rec->user_ip = BPF_CORE_READ(uregs, ip);
+  rec->user_sp = BPF_CORE_READ(uregs, sp);
+  rec->user_bp = BPF_CORE_READ(uregs, bp);
+  if (rec->user_sp == 0) rec->flags |= CPU_SAMPLE_F_USER_REGS_ERR;
+}
+
+/* perf clock: one sample per period of the CPU's cpu-clock event (its own hrtimer interrupt)
+ * that interrupted a target thread. */
+SEC("perf_event")
+int cpu_sample(struct bpf_perf_event_data *ctx) {
+  if (null_program) return 0;
+  __u64 t = stage_timing ? bpf_ktime_get_ns() : 0;
+  struct scratch_record *sc = this_cpu_scratch();
+  if (!sc) return 0;
+  __u32 tgid = 0, tid = 0;
+  if (filter_current(sc, &tgid, &tid)) return 0;
+  sc->head.counters[CPU_SAMPLER_CNT_SAMPLES_SEEN] += 1;
+  stage(CPU_SAMPLER_STAGE_FILTER, &t);
+  stage(CPU_SAMPLER_STAGE_RESERVE, &t);
+  begin_record(sc, tgid, tid, 1);
+  struct cpu_sample_record *rec = &sc->h;
+  /* User registers: from the interrupted context when it was user mode, else the registers
+   * saved at kernel entry. */
+  /* x86-64: user code runs only in the lower canonical half, the kernel in the upper one (the
+   * ctx only allows 8-byte loads of pt_regs, so the 2-byte cs is not readable here). */
+  int in_kernel = (__s64)ctx->regs.ip < 0;
+  if (!in_kernel) {
+    rec->user_ip = ctx->regs.ip;
+    rec->user_sp = ctx->regs.sp;
+    rec->user_bp = ctx->regs.bp;
+  } else {
+    rec->flags |= CPU_SAMPLE_F_IN_KERNEL;
+    saved_user_regs(rec);
+  }
+  capture_and_submit(ctx, sc, in_kernel, &t);
+  return 0;
+}
+
+/* Tick clock: the scheduler tick's hrtimer callback (`tick_handler`, found by the loader) runs
+ * on every CPU that is not idle, HZ times a second, on top of whatever thread it interrupted;
+ * sampling there costs no interrupt of its own. Like the per-thread CPU timers of Go's profiler
+ * (which the kernel also checks at the tick), a thread is sampled at the first tick after its
+ * CPU time (se.sum_exec_runtime, updated by the previous tick or context switch) crossed the
+ * next multiple of the period; its first boundary is a random point of the first period. */
+const volatile __u64 tick_handler = 0;
+/* Set by the loader at every start; a new tick_gen restarts every thread's schedule. The program
+ * stays attached between profile windows (detaching a tracepoint program waits for RCU grace
+ * periods: ~70 ms here) and does nothing while tick_enabled is 0. */
+volatile __u64 tick_period_ns = 0;
+volatile __u64 tick_gen = 0;
+volatile __u32 tick_enabled = 0;
+
+struct tick_state {
+  __u64 next_ns; /* sum_exec_runtime at which the thread's next sample is due */
+  __u64 gen;     /* tick_gen this schedule belongs to */
+};
+
+/* One entry per target thread that ran at a tick, freed with the thread. */
+struct {
+  __uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __type(key, int);
+  __type(value, struct tick_state);
+} tick_states SEC(".maps");
+
+SEC("tracepoint/timer/hrtimer_expire_entry")
+int cpu_tick(struct trace_event_raw_hrtimer_expire_entry *ctx) {
+  if ((__u64)ctx->function != tick_handler || !tick_enabled || null_program) return 0;
+  __u64 t = stage_timing ? bpf_ktime_get_ns() : 0;
+  struct scratch_record *sc = this_cpu_scratch();
+  if (!sc) return 0;
+  __u32 tgid = 0, tid = 0;
+  if (filter_current(sc, &tgid, &tid)) return 0;
+  __u64 period = tick_period_ns;
+  __u64 gen = tick_gen;
+  if (period == 0) return 0;
+  struct task_struct *task = bpf_get_current_task_btf();
+  __u64 runtime = task->se.sum_exec_runtime;
+  struct tick_state *ts =
+      bpf_task_storage_get(&tick_states, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+  if (!ts) {
+    sc->head.counters[CPU_SAMPLER_CNT_TICK_STATE_ERRORS] += 1;
+    return 0;
+  }
+  if (ts->gen != gen) {
+    ts->gen = gen;
+    ts->next_ns = runtime + 1 + bpf_get_prandom_u32() % period;
+    return 0;
+  }
+  if (runtime < ts->next_ns) return 0;
+  __u64 periods = (runtime - ts->next_ns) / period + 1;
+  ts->next_ns += periods * period;
+  if (periods > 0xffffffffULL) periods = 0xffffffffULL;
+  sc->head.counters[CPU_SAMPLER_CNT_SAMPLES_SEEN] += 1;
+  stage(CPU_SAMPLER_STAGE_FILTER, &t);
+  stage(CPU_SAMPLER_STAGE_RESERVE, &t);
+  begin_record(sc, tgid, tid, (__u32)periods);
+  sc->h.flags |= CPU_SAMPLE_F_TICK;
+  saved_user_regs(&sc->h);
+  capture_and_submit(ctx, sc, 1, &t);
   return 0;
 }

@@ -26,6 +26,16 @@
 #define CPU_SAMPLE_F_USER_STACK_ERR 0x2u   /* bpf_get_stack(BPF_F_USER_STACK) failed */
 #define CPU_SAMPLE_F_KERNEL_STACK_ERR 0x4u /* bpf_get_stack(kernel) failed */
 #define CPU_SAMPLE_F_USER_REGS_ERR 0x8u    /* user registers could not be read */
+/* Taken at the scheduler tick (the `cpu_tick` program): whether the tick interrupted kernel mode
+ * is not known to the program, the kernel stack is always taken and starts with the interrupt's
+ * own frames (the tick handler up to the interrupt entry stub), which the reader strips. */
+#define CPU_SAMPLE_F_TICK 0x10u
+/* The frame-pointer walk did not start at the sampled rbp, which cannot be a frame pointer (code
+ * using rbp as a general register, e.g. Go <= 1.20's crypto assembly), but at the first
+ * (saved frame pointer, return address) pair found in the stack copy: the first user ips after
+ * the sampled ip may skip frames, and only a consumer that can match them against frames it
+ * unwound itself should use them. */
+#define CPU_SAMPLE_F_FP_SCANNED 0x20u
 
 /* One ring buffer record: this header, then `user_stack_len` bytes of the user stack starting at
  * `user_sp`, then, `ips_offset` (a multiple of 8, >= user_stack_len) bytes after the end of the
@@ -44,6 +54,11 @@ struct cpu_sample_record {
   __u32 user_nr;         /* user ips following them, <= CPU_SAMPLER_MAX_FRAMES */
   __u32 user_stack_len;  /* bytes of stack following the header */
   __u32 ips_offset;      /* where the ips start, in bytes from the end of the header */
+  /* Sampling periods this sample stands for: 1, except at the tick when the thread's CPU time
+   * crossed more than one period boundary since its last sample (it ran between ticks, or the
+   * period is shorter than the tick). */
+  __u32 weight;
+  __u32 reserved;
 };
 
 /* Indices of the per-CPU `counters` array. */
@@ -56,6 +71,7 @@ enum cpu_sampler_counter {
   CPU_SAMPLER_CNT_PIDNS_FALLBACK,         /* pid resolved by walking struct pid (nested ns) */
   CPU_SAMPLER_CNT_COPY_BOUND_GO,          /* stack copy bounded by the Go g's stack.hi */
   CPU_SAMPLER_CNT_COPY_BOUND_VMA,         /* stack copy bounded by the stack VMA's end */
+  CPU_SAMPLER_CNT_TICK_STATE_ERRORS,      /* tick: no per-thread state (task storage full) */
   CPU_SAMPLER_CNT_NUM,
 };
 

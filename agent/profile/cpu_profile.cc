@@ -119,7 +119,9 @@ void SampleUnwinder::Reduce(CpuSample* s) {
   SessionCodeLookup lookup(pids_[s->pid]->session.get());
   UnwindResult r;
   r.ips.reserve(64);
-  Unwind(s->regs, s->user_stack, s->user_ips, &lookup, UnwindOptions(), &r);
+  UnwindOptions opts;
+  opts.fp_ips_scanned = s->fp_walk_scanned;
+  Unwind(s->regs, s->user_stack, s->user_ips, &lookup, opts, &r);
   s->user_ips.assign(r.ips.begin(), r.ips.end());
   s->user_unwound = true;
   s->unwind_stitched = r.stitched_frames > 0;
@@ -168,7 +170,7 @@ absl::StatusOr<std::string> BuildCpuProfile(const std::vector<CpuSample>& sample
 
   std::vector<uint64_t> locs;
   UnwindResult unwound;
-  const UnwindOptions unwind_opts;
+  UnwindOptions unwind_opts;
   for (const CpuSample& s : samples) {
     ++rep.samples;
     locs.clear();
@@ -205,12 +207,20 @@ absl::StatusOr<std::string> BuildCpuProfile(const std::vector<CpuSample>& sample
       stop = static_cast<UnwindStop>(s.unwind_stop);
     } else if (ps.session && !s.user_stack.empty() && s.regs.sp != 0 && s.regs.ip != 0) {
       SessionCodeLookup lookup(ps.session.get());
+      unwind_opts.fp_ips_scanned = s.fp_walk_scanned;
       Unwind(s.regs, s.user_stack, s.user_ips, &lookup, unwind_opts, &unwound);
       user_ips = &unwound.ips;
       used_unwinder = true;
       ++rep.samples_unwound;
       if (unwound.stitched_frames > 0) ++rep.samples_stitched;
       stop = unwound.stop;
+    }
+    // A chain found by scanning the stack copy may skip frames: without the unwinder to
+    // vouch for it, only the sampled pc is kept.
+    std::vector<uint64_t> leaf_only;
+    if (!used_unwinder && s.fp_walk_scanned && user_ips->size() > 1) {
+      leaf_only.push_back(user_ips->front());
+      user_ips = &leaf_only;
     }
     if (user_ips->empty()) ++rep.samples_without_user_stack;
     const std::string* callee_fn = nullptr;  // physical function of the previous frame
@@ -295,17 +305,19 @@ absl::StatusOr<std::string> BuildCpuProfile(const std::vector<CpuSample>& sample
           break;
       }
     }
-    b.AddSample(locs, {1, period});
+    const int64_t w = std::max<uint32_t>(s.weight, 1);
+    b.AddSample(locs, {w, w * period});
   }
 
   for (const auto& c : params.comments) b.AddComment(c);
   const double reach =
       rep.samples ? 100.0 * rep.samples_reaching_root / static_cast<double>(rep.samples) : 100.0;
   b.AddComment(absl::StrFormat(
-      "pprof-sidecar: %d samples at %d Hz; %.1f%% of stacks reach a thread root frame; "
+      "pprof-sidecar: %d samples at %d Hz%s; %.1f%% of stacks reach a thread root frame; "
       "%d of %d user frames and %d of %d kernel frames unsymbolized",
-      rep.samples, params.hz, reach, rep.user_frames_unsymbolized, rep.user_frames,
-      rep.kernel_frames_unsymbolized, rep.kernel_frames));
+      rep.samples, params.hz, params.clock.empty() ? "" : " taken at " + params.clock, reach,
+      rep.user_frames_unsymbolized, rep.user_frames, rep.kernel_frames_unsymbolized,
+      rep.kernel_frames));
   b.AddComment(absl::StrFormat(
       "pprof-sidecar: unwinding: %d samples unwound from stack copies (%d completed from frame "
       "pointers), %d from frame pointers only; not reaching a root: no_cfi=%d "

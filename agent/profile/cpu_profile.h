@@ -21,6 +21,7 @@ namespace pprof_sidecar {
 
 struct CpuProfileParams {
   int hz = 100;
+  std::string clock;  // what took the samples, for the profile's comment (empty: not said)
   absl::Time start;
   absl::Duration duration;
   std::vector<std::string> comments;  // added verbatim (drops, target changes, ...)

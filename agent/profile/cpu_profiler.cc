@@ -63,7 +63,9 @@ void AddStats(const SamplerStats& s, SamplerStats* to) {
   to->dropped_ringbuf_full += s.dropped_ringbuf_full;
   to->user_stack_errors += s.user_stack_errors;
   to->kernel_stack_errors += s.kernel_stack_errors;
+  to->tick_state_errors += s.tick_state_errors;
   to->cpus = s.cpus;
+  to->tick_clock = s.tick_clock;
 }
 }  // namespace
 
@@ -133,6 +135,7 @@ absl::StatusOr<std::string> CpuProfiler::Collect(absl::Duration duration,
   }
   const absl::Time deadline = start + duration;
   bool was_cancelled = false;
+  std::string clock;
   while (absl::Now() < deadline) {
     if (cancelled && cancelled()) {
       was_cancelled = true;
@@ -143,7 +146,10 @@ absl::StatusOr<std::string> CpuProfiler::Collect(absl::Duration duration,
   {
     // Samples taken before the deadline may still wait in the sampler's buffer.
     std::lock_guard<std::mutex> l(sampler_mu_);
-    if (sampler_) sampler_->Flush();
+    if (sampler_) {
+      sampler_->Flush();
+      clock = sampler_->stats().tick_clock ? "the scheduler tick" : "cpu-clock perf events";
+    }
   }
   Release();
   {
@@ -160,6 +166,7 @@ absl::StatusOr<std::string> CpuProfiler::Collect(absl::Duration duration,
   }
   CpuProfileParams p;
   p.hz = hz_;
+  p.clock = std::move(clock);
   p.start = start;
   p.duration = actual;
   p.comments = std::move(comments);

@@ -1,6 +1,6 @@
-// BPF implementation of CpuSampler: per-CPU software cpu-clock perf events run the
-// `cpu_sample` program (bpf/cpu_sampler.bpf.c), which filters by target tgid and emits records
-// to a ring buffer; a reader thread converts them to CpuSample for the sink.
+// BPF implementation of CpuSampler: the scheduler tick (`cpu_tick`) or per-CPU software cpu-clock
+// perf events (`cpu_sample`) run a program of bpf/cpu_sampler.bpf.c that filters by target tgid
+// and emits records to a ring buffer; a reader thread converts them to CpuSample for the sink.
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
@@ -44,6 +44,8 @@ namespace pprof_sidecar {
 namespace {
 
 constexpr int kMaxHz = 100000;
+// The auto clock uses the tick up to this rate: no kernel configuration ticks slower (HZ=100).
+constexpr int kTickMaxAutoHz = 100;
 constexpr size_t kMaxTargets = 1024;  // max_entries of the `targets` map
 
 int LibbpfPrint(enum libbpf_print_level level, const char* format, va_list args) {
@@ -111,6 +113,64 @@ absl::StatusOr<std::vector<int>> OnlineCpus() {
   return cpus;
 }
 
+// Kernel addresses the tick clock needs, from /proc/kallsyms (all zero when its addresses are
+// hidden from us: kernel.kptr_restrict without CAP_SYSLOG).
+struct TickKernelInfo {
+  uint64_t tick_handler = 0;  // the tick's hrtimer callback
+  uint64_t irqentry_lo = 0;   // [lo, hi): the interrupt entry stubs (__irqentry_text_*)
+  uint64_t irqentry_hi = 0;
+  std::string error;  // why the tick clock is unavailable, when it is
+  bool ok() const { return error.empty(); }
+};
+
+TickKernelInfo ReadTickKernelInfo() {
+  TickKernelInfo info;
+  FILE* f = fopen("/proc/kallsyms", "re");
+  if (f == nullptr) {
+    info.error = absl::StrCat("open(/proc/kallsyms): ", strerror(errno));
+    return info;
+  }
+  uint64_t nohz_handler = 0, sched_timer = 0;
+  char line[512];
+  while (fgets(line, sizeof(line), f) != nullptr) {
+    // "ffffffff814332e0 t tick_nohz_handler" (module symbols have a trailing "\t[module]").
+    char* sp1 = strchr(line, ' ');
+    if (sp1 == nullptr || sp1[1] == 0 || sp1[2] != ' ') continue;
+    char* name = sp1 + 3;
+    name[strcspn(name, "\t\n")] = 0;
+    uint64_t* slot = nullptr;
+    if (strcmp(name, "tick_nohz_handler") == 0) {  // Linux >= 6.9
+      slot = &nohz_handler;
+    } else if (strcmp(name, "tick_sched_timer") == 0) {  // before
+      slot = &sched_timer;
+    } else if (strcmp(name, "__irqentry_text_start") == 0) {
+      slot = &info.irqentry_lo;
+    } else if (strcmp(name, "__irqentry_text_end") == 0) {
+      slot = &info.irqentry_hi;
+    } else {
+      continue;
+    }
+    *sp1 = 0;
+    uint64_t addr = 0;
+    if (absl::SimpleHexAtoi(line, &addr)) *slot = addr;
+  }
+  fclose(f);
+  info.tick_handler = nohz_handler != 0 ? nohz_handler : sched_timer;
+  if (info.tick_handler == 0) {
+    info.error =
+        "the tick's hrtimer handler (tick_nohz_handler or tick_sched_timer) has no "
+        "address in /proc/kallsyms";
+  } else if (info.irqentry_lo == 0 || info.irqentry_hi <= info.irqentry_lo) {
+    info.error = "/proc/kallsyms has no __irqentry_text_start/__irqentry_text_end";
+  }
+  return info;
+}
+
+const TickKernelInfo& TickInfo() {
+  static const TickKernelInfo* info = new TickKernelInfo(ReadTickKernelInfo());
+  return *info;
+}
+
 class UniqueFd {
  public:
   explicit UniqueFd(int fd = -1) : fd_(fd) {}
@@ -147,7 +207,10 @@ class BpfCpuSampler : public CpuSampler {
  public:
   static absl::StatusOr<std::unique_ptr<CpuSampler>> Create(const BpfCpuSamplerOptions& options);
 
-  ~BpfCpuSampler() override { Stop(); }
+  ~BpfCpuSampler() override {
+    Stop();
+    tick_link_.reset();
+  }
 
   absl::Status Start(int hz, Sink sink) override;
   absl::Status SetTargets(const std::vector<uint32_t>& tgids) override;
@@ -160,8 +223,19 @@ class BpfCpuSampler : public CpuSampler {
   BpfCpuSampler() = default;
   static int HandleRecord(void* ctx, void* data, size_t size);
   void ReaderLoop();
+  // Strips the tick interrupt's own frames from a tick sample's kernel stack.
+  void StripTickFrames(CpuSample* s) const;
 
   std::unique_ptr<cpu_sampler_bpf, SkelDeleter> skel_;
+  BpfCpuSamplerOptions::Clock clock_ = BpfCpuSamplerOptions::Clock::kAuto;
+  bool tick_loaded_ = false;      // cpu_tick loaded (the kernel and kallsyms allow the tick clock)
+  std::string tick_unavailable_;  // why not, when not
+  std::atomic<bool> tick_running_{false};
+  // The tick program's link: attached at the first tick-clock Start and kept until destruction
+  // (detaching waits for RCU grace periods, ~70 ms); between windows the program is disabled
+  // (tick_enabled) and records older than session_start_ns_ are dropped.
+  std::unique_ptr<bpf_link, LinkDeleter> tick_link_;
+  std::atomic<uint64_t> session_start_ns_{0};
   std::unique_ptr<ring_buffer, RingBufferDeleter> ringbuf_;
   uint32_t user_stack_bytes_ = 0;
   int poll_interval_ms_ = 100;
@@ -187,6 +261,8 @@ class BpfCpuSampler : public CpuSampler {
   std::atomic<uint64_t> delivered_{0};
   std::atomic<uint64_t> bytes_copied_{0};
   std::atomic<uint64_t> cpus_opened_{0};
+  mutable std::atomic<uint64_t> tick_kstack_unstripped_{0};
+  std::atomic<uint64_t> after_stop_{0};
 };
 
 absl::StatusOr<std::unique_ptr<CpuSampler>> BpfCpuSampler::Create(
@@ -220,29 +296,54 @@ absl::StatusOr<std::unique_ptr<CpuSampler>> BpfCpuSampler::Create(
   std::unique_ptr<BpfCpuSampler> s(new BpfCpuSampler());
   s->user_stack_bytes_ = options.user_stack_bytes;
   s->poll_interval_ms_ = options.poll_interval_ms > 0 ? options.poll_interval_ms : 100;
-  s->skel_.reset(cpu_sampler_bpf__open());
-  if (!s->skel_) return ErrnoStatus("cpu_sampler_bpf__open", errno, "");
-  s->skel_->rodata->pidns_dev = st.st_dev;
-  s->skel_->rodata->pidns_ino = st.st_ino;
-  s->skel_->rodata->user_stack_copy_bytes = options.user_stack_bytes;
-  s->skel_->rodata->copy_bound = (options.bound_copy_vma ? CPU_SAMPLER_BOUND_VMA : 0u) |
-                                 (options.bound_copy_go ? CPU_SAMPLER_BOUND_GO_G : 0u);
-  s->skel_->rodata->user_fp_walk =
-      options.user_frame_pointer_walk
-          ? static_cast<uint32_t>(std::clamp(options.user_fp_max_frames, 1, CPU_SAMPLER_MAX_FRAMES))
-          : 0;
-  s->skel_->rodata->own_fp_walk = options.own_fp_walk ? 1 : 0;
-  s->skel_->rodata->wakeup_bytes = std::min(options.wakeup_bytes, rb / 4);
-  s->skel_->rodata->stage_timing = options.stage_timing ? 1 : 0;
-  s->skel_->rodata->null_program = options.null_program ? 1 : 0;
-  s->skel_->rodata->verdict_cache = options.cache_filter_verdict ? 1 : 0;
-  s->skel_->rodata->walk_in_copy = options.walk_frames_in_copy ? 1 : 0;
-  if (int err = bpf_map__set_max_entries(s->skel_->maps.events, rb); err != 0) {
-    return ErrnoStatus("bpf_map__set_max_entries(events)", -err, "");
+  s->clock_ = options.clock;
+  using Clock = BpfCpuSamplerOptions::Clock;
+  bool with_tick = options.clock != Clock::kPerfCpuClock;
+  if (with_tick && !TickInfo().ok()) {
+    if (options.clock == Clock::kTick) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("tick clock unavailable: ", TickInfo().error));
+    }
+    s->tick_unavailable_ = TickInfo().error;
+    with_tick = false;
   }
-  if (int err = cpu_sampler_bpf__load(s->skel_.get()); err != 0) {
+  // With the tick program first; in auto mode a kernel that refuses it (no task storage, no
+  // tracepoint programs) still gets the perf clock.
+  for (;;) {
+    s->skel_.reset(cpu_sampler_bpf__open());
+    if (!s->skel_) return ErrnoStatus("cpu_sampler_bpf__open", errno, "");
+    s->skel_->rodata->pidns_dev = st.st_dev;
+    s->skel_->rodata->pidns_ino = st.st_ino;
+    s->skel_->rodata->user_stack_copy_bytes = options.user_stack_bytes;
+    s->skel_->rodata->copy_bound = (options.bound_copy_vma ? CPU_SAMPLER_BOUND_VMA : 0u) |
+                                   (options.bound_copy_go ? CPU_SAMPLER_BOUND_GO_G : 0u);
+    s->skel_->rodata->user_fp_walk =
+        options.user_frame_pointer_walk
+            ? static_cast<uint32_t>(
+                  std::clamp(options.user_fp_max_frames, 1, CPU_SAMPLER_MAX_FRAMES))
+            : 0;
+    s->skel_->rodata->own_fp_walk = options.own_fp_walk ? 1 : 0;
+    s->skel_->rodata->wakeup_bytes = std::min(options.wakeup_bytes, rb / 4);
+    s->skel_->rodata->stage_timing = options.stage_timing ? 1 : 0;
+    s->skel_->rodata->null_program = options.null_program ? 1 : 0;
+    s->skel_->rodata->verdict_cache = options.cache_filter_verdict ? 1 : 0;
+    s->skel_->rodata->walk_in_copy = options.walk_frames_in_copy ? 1 : 0;
+    s->skel_->rodata->fp_seed_scan = options.scan_for_frame_record ? 1 : 0;
+    s->skel_->rodata->tick_handler = with_tick ? TickInfo().tick_handler : 0;
+    if (int err = bpf_map__set_max_entries(s->skel_->maps.events, rb); err != 0) {
+      return ErrnoStatus("bpf_map__set_max_entries(events)", -err, "");
+    }
+    bpf_program__set_autoload(s->skel_->progs.cpu_tick, with_tick);
+    int err = cpu_sampler_bpf__load(s->skel_.get());
+    if (err == 0) break;
+    if (with_tick && options.clock == Clock::kAuto) {
+      s->tick_unavailable_ = absl::StrCat("loading the tick program: ", strerror(-err));
+      with_tick = false;
+      continue;
+    }
     return ErrnoStatus("cpu_sampler_bpf__load", -err, "CAP_BPF and CAP_PERFMON (or root)");
   }
+  s->tick_loaded_ = with_tick;
   s->ringbuf_.reset(ring_buffer__new(bpf_map__fd(s->skel_->maps.events),
                                      &BpfCpuSampler::HandleRecord, s.get(), nullptr));
   if (!s->ringbuf_) return ErrnoStatus("ring_buffer__new(events)", errno, "");
@@ -272,9 +373,42 @@ absl::Status BpfCpuSampler::Start(int hz, Sink sink) {
   absl::StatusOr<std::vector<int>> cpus = OnlineCpus();
   if (!cpus.ok()) return cpus.status();
 
+  using Clock = BpfCpuSamplerOptions::Clock;
+  bool tick = false;
+  if (clock_ == Clock::kTick) {
+    tick = true;  // Create() failed unless the tick program loaded
+  } else if (clock_ == Clock::kAuto) {
+    tick = tick_loaded_ && hz <= kTickMaxAutoHz;
+    if (!tick_loaded_) {
+      static std::once_flag logged;
+      std::call_once(logged, [this] {
+        fprintf(stderr,
+                "pprof-sidecar: tick clock unavailable (%s): sampling with cpu-clock perf "
+                "events\n",
+                tick_unavailable_.c_str());
+      });
+    }
+  }
   std::vector<UniqueFd> fds;
   std::vector<std::unique_ptr<bpf_link, LinkDeleter>> links;
-  for (int cpu : *cpus) {
+  timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);  // bpf_ktime_get_ns's clock
+  session_start_ns_ = static_cast<uint64_t>(now.tv_sec) * 1000000000ULL + now.tv_nsec;
+  if (tick) {
+    // A new schedule for every thread (generation), at this rate, before the program runs.
+    skel_->bss->tick_period_ns = 1000000000ULL / static_cast<uint64_t>(hz);
+    __atomic_fetch_add(&skel_->bss->tick_gen, 1, __ATOMIC_SEQ_CST);
+    if (!tick_link_) {
+      bpf_link* link =
+          bpf_program__attach_tracepoint(skel_->progs.cpu_tick, "timer", "hrtimer_expire_entry");
+      if (link == nullptr) {
+        return ErrnoStatus("bpf_program__attach_tracepoint(timer/hrtimer_expire_entry)", errno,
+                           "CAP_BPF and CAP_PERFMON (or root)");
+      }
+      tick_link_.reset(link);
+    }
+  }
+  for (int cpu : tick ? std::vector<int>() : *cpus) {
     perf_event_attr attr;
     memset(&attr, 0, sizeof(attr));
     attr.size = sizeof(attr);
@@ -297,7 +431,9 @@ absl::Status BpfCpuSampler::Start(int hz, Sink sink) {
     }
     links.emplace_back(link);
   }
-  cpus_opened_ += fds.size();
+  cpus_opened_ += tick ? cpus->size() : fds.size();
+  tick_running_ = tick;
+  if (tick) __atomic_store_n(&skel_->bss->tick_enabled, 1, __ATOMIC_SEQ_CST);
   perf_fds_ = std::move(fds);
   links_ = std::move(links);
   sink_ = std::move(sink);
@@ -350,6 +486,11 @@ int BpfCpuSampler::HandleRecord(void* ctx, void* data, size_t size) {
   auto* self = static_cast<BpfCpuSampler*>(ctx);
   if (size < sizeof(cpu_sample_record)) return 0;
   const auto* rec = static_cast<const cpu_sample_record*>(data);
+  // Left in the ring by a program run that raced with the previous Stop().
+  if (rec->time_ns < self->session_start_ns_.load(std::memory_order_relaxed)) {
+    self->after_stop_.fetch_add(1, std::memory_order_relaxed);
+    return 0;
+  }
   CpuSample s;
   s.pid = rec->pid;
   s.tid = rec->tid;
@@ -374,12 +515,34 @@ int BpfCpuSampler::HandleRecord(void* ctx, void* data, size_t size) {
   s.regs.sp = rec->user_sp;
   s.regs.bp = rec->user_bp;
   self->bytes_copied_.fetch_add(stack_len, std::memory_order_relaxed);
+  s.weight = std::max<uint32_t>(rec->weight, 1);
   s.in_kernel = (rec->flags & CPU_SAMPLE_F_IN_KERNEL) != 0;
   s.user_stack_error = (rec->flags & CPU_SAMPLE_F_USER_STACK_ERR) != 0;
   s.kernel_stack_error = (rec->flags & CPU_SAMPLE_F_KERNEL_STACK_ERR) != 0;
+  s.fp_walk_scanned = (rec->flags & CPU_SAMPLE_F_FP_SCANNED) != 0;
+  if ((rec->flags & CPU_SAMPLE_F_TICK) != 0 && !s.kernel_stack_error) self->StripTickFrames(&s);
   self->delivered_.fetch_add(1);
   self->sink_(s);
   return 0;
+}
+
+void BpfCpuSampler::StripTickFrames(CpuSample* s) const {
+  // The tick's stack runs from the tracepoint through the hrtimer interrupt's handlers to its
+  // entry stub; the frames after the stub are those of the interrupted kernel code (none when
+  // the tick interrupted user mode).
+  const TickKernelInfo& k = TickInfo();
+  auto& ips = s->kernel_ips;
+  auto stub = std::find_if(ips.begin(), ips.end(),
+                           [&](uint64_t ip) { return ip >= k.irqentry_lo && ip < k.irqentry_hi; });
+  if (stub == ips.end()) {
+    // Not the path this was written for: the frames cannot be told apart, none is kept.
+    tick_kstack_unstripped_.fetch_add(1, std::memory_order_relaxed);
+    ips.clear();
+    s->kernel_stack_error = true;
+    return;
+  }
+  ips.erase(ips.begin(), stub + 1);
+  s->in_kernel = !ips.empty();
 }
 
 absl::Status BpfCpuSampler::SetTargets(const std::vector<uint32_t>& tgids) {
@@ -422,6 +585,7 @@ absl::Status BpfCpuSampler::SetTargets(const std::vector<uint32_t>& tgids) {
 void BpfCpuSampler::Stop() {
   std::lock_guard<std::mutex> l(lifecycle_mu_);
   if (!running_) return;
+  __atomic_store_n(&skel_->bss->tick_enabled, 0, __ATOMIC_SEQ_CST);
   links_.clear();  // detaches the program from every perf event
   perf_fds_.clear();
   stop_reader_ = true;
@@ -437,14 +601,20 @@ void BpfCpuSampler::Stop() {
 SamplerStats BpfCpuSampler::stats() const {
   SamplerStats st;
   st.samples_delivered = delivered_.load();
+  st.samples_after_stop = after_stop_.load();
   st.cpus = cpus_opened_.load();
+  st.tick_clock = tick_running_.load();
+  st.kernel_stack_errors += tick_kstack_unstripped_.load();
   st.bytes_copied = bytes_copied_.load();
-  bpf_prog_info info;
-  memset(&info, 0, sizeof(info));
-  uint32_t info_len = sizeof(info);
-  if (bpf_obj_get_info_by_fd(bpf_program__fd(skel_->progs.cpu_sample), &info, &info_len) == 0) {
-    st.bpf_run_time_ns = info.run_time_ns;
-    st.bpf_run_count = info.run_cnt;
+  for (bpf_program* prog : {skel_->progs.cpu_sample, skel_->progs.cpu_tick}) {
+    if (prog == skel_->progs.cpu_tick && !tick_loaded_) continue;
+    bpf_prog_info info;
+    memset(&info, 0, sizeof(info));
+    uint32_t info_len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(bpf_program__fd(prog), &info, &info_len) == 0) {
+      st.bpf_run_time_ns += info.run_time_ns;
+      st.bpf_run_count += info.run_cnt;
+    }
   }
   const int ncpus = libbpf_num_possible_cpus();
   if (ncpus <= 0) return st;
@@ -464,7 +634,8 @@ SamplerStats BpfCpuSampler::stats() const {
   st.samples_seen = sums[CPU_SAMPLER_CNT_SAMPLES_SEEN];
   st.dropped_ringbuf_full = sums[CPU_SAMPLER_CNT_DROPPED_RINGBUF_FULL];
   st.user_stack_errors = sums[CPU_SAMPLER_CNT_USER_STACK_ERRORS];
-  st.kernel_stack_errors = sums[CPU_SAMPLER_CNT_KERNEL_STACK_ERRORS];
+  st.kernel_stack_errors += sums[CPU_SAMPLER_CNT_KERNEL_STACK_ERRORS];
+  st.tick_state_errors = sums[CPU_SAMPLER_CNT_TICK_STATE_ERRORS];
   st.user_stack_copy_errors = sums[CPU_SAMPLER_CNT_USER_STACK_COPY_ERRORS];
   st.copy_bounded_go = sums[CPU_SAMPLER_CNT_COPY_BOUND_GO];
   st.copy_bounded_vma = sums[CPU_SAMPLER_CNT_COPY_BOUND_VMA];

@@ -29,6 +29,9 @@ struct CpuSample {
   uint32_t tid = 0;      // thread id in the agent's pid namespace
   uint64_t time_ns = 0;  // CLOCK_MONOTONIC (bpf_ktime_get_ns)
   uint32_t cpu = 0;
+  // Sampling periods this sample stands for (1 but for tick-clock samples of a thread whose CPU
+  // time crossed several period boundaries between two ticks it was caught running at).
+  uint32_t weight = 1;
   std::vector<uint64_t> kernel_ips;
   std::vector<uint64_t> user_ips;
   UserRegs regs;
@@ -36,6 +39,10 @@ struct CpuSample {
   bool in_kernel = false;         // sample interrupted kernel mode
   bool user_stack_error = false;  // bpf_get_stack for the user stack failed
   bool kernel_stack_error = false;
+  // user_ips did not start at regs.bp, which could not be a frame pointer, but at the first frame
+  // record found in user_stack (BpfCpuSamplerOptions::scan_for_frame_record): past user_ips[0]
+  // they may skip frames; use them only where they match frames unwound otherwise.
+  bool fp_walk_scanned = false;
   // Set once the sample has been unwound (SampleUnwinder, agent/profile/cpu_profile.h): user_ips
   // then hold the unwound stack, user_stack is empty, and unwind_stop is the UnwindStop value
   // (agent/unwind/unwinder.h) at which the unwinder ended.
@@ -46,12 +53,15 @@ struct CpuSample {
 
 // Monotonic counters, all since the sampler was created.
 struct SamplerStats {
-  uint64_t samples_seen = 0;       // BPF program runs on a target thread
-  uint64_t samples_delivered = 0;  // records delivered to the sink
+  uint64_t samples_seen = 0;        // BPF program runs on a target thread
+  uint64_t samples_delivered = 0;   // records delivered to the sink
+  uint64_t samples_after_stop = 0;  // records a program run racing with Stop() left behind
   uint64_t dropped_ringbuf_full = 0;
   uint64_t user_stack_errors = 0;
   uint64_t kernel_stack_errors = 0;
-  uint64_t cpus = 0;                    // perf events opened
+  uint64_t cpus = 0;                    // online CPUs sampled (perf events opened, or ticked)
+  bool tick_clock = false;              // sampling at the scheduler tick, else cpu-clock events
+  uint64_t tick_state_errors = 0;       // tick clock: threads skipped for want of per-thread state
   uint64_t user_stack_copy_errors = 0;  // no byte of the user stack could be copied
   uint64_t copy_bounded_go = 0;         // stack copies bounded by the running goroutine's stack end
   uint64_t copy_bounded_vma = 0;        // ... by the end of the stack's memory mapping
@@ -72,14 +82,15 @@ class CpuSampler {
   using Sink = std::function<void(const CpuSample&)>;
   virtual ~CpuSampler() = default;
 
-  // Opens a software cpu-clock perf event on every online CPU with period 1e9/hz ns and attaches
-  // the sampling program. Samples of the targets are delivered to `sink` from the sampler's own
-  // thread until Stop(). Errors name the failing syscall and CPU.
+  // Starts sampling every target thread once per 1/hz s of its CPU time (see
+  // BpfCpuSamplerOptions::clock for how). Samples of the targets are delivered to `sink` from the
+  // sampler's own thread until Stop(). Errors name the failing syscall and CPU.
   virtual absl::Status Start(int hz, Sink sink) = 0;
   // Replaces the set of target processes (tgids as seen in the agent's pid namespace). Only
   // their threads are ever recorded; an empty set records nothing. Can be called any time.
   virtual absl::Status SetTargets(const std::vector<uint32_t>& tgids) = 0;
-  // Detaches everything and joins the reader thread; idempotent. Delivers pending samples first.
+  // Stops sampling (detaches the perf events; the tick program, kept attached for the next Start,
+  // is disabled) and joins the reader thread; idempotent. Delivers pending samples first.
   virtual void Stop() = 0;
   // Returns once every sample the kernel recorded before the call has been delivered to the
   // sink (records may otherwise wait up to the reader's poll interval). No-op when stopped.
@@ -91,6 +102,19 @@ class CpuSampler {
 // Tuning of the BPF implementation. The defaults are the fast configuration measured in
 // BENCHMARKS.md; the other values exist for A/B measurements (bench/sampler_bench).
 struct BpfCpuSamplerOptions {
+  // What takes the samples.
+  //  - kTick: the scheduler tick, which already interrupts every busy CPU HZ times a second: a
+  //    program on its hrtimer callback (tracepoint timer:hrtimer_expire_entry) samples a target
+  //    thread at the first tick after its CPU time crossed the next multiple of 1/hz s, the way
+  //    the kernel delivers Go's own per-thread profiling timers. No interrupt of its own; rates
+  //    above HZ give weighted samples at the tick rate. Needs /proc/kallsyms addresses (the tick
+  //    handler) and high-resolution timers.
+  //  - kPerfCpuClock: a software cpu-clock perf event on every online CPU with period 1e9/hz ns:
+  //    any rate, but each sample is an hrtimer interrupt of its own (~15-30 us of the sampled
+  //    thread's time in a VM, BENCHMARKS.md).
+  //  - kAuto: kTick for hz <= 100 (no kernel ticks slower) when available, else kPerfCpuClock.
+  enum class Clock { kAuto, kTick, kPerfCpuClock };
+  Clock clock = Clock::kAuto;
   // Most bytes of user stack copied at each sample into CpuSample::user_stack (from regs.sp
   // upward), for CFI/pclntab unwinders. 0 disables the copy. Multiple of 8, at most 16384.
   uint32_t user_stack_bytes = 8192;
@@ -131,6 +155,11 @@ struct BpfCpuSamplerOptions {
   // The frame-pointer walk reads frames that lie in the stack copy from the copy instead of user
   // memory (one user read per frame saved). false only to measure what it saves.
   bool walk_frames_in_copy = true;
+  // When the sampled rbp cannot start a frame-pointer chain (code that uses rbp as a general
+  // register: Go <= 1.20's crypto assembly, C built without frame pointers), the walk starts at
+  // the first frame record in the stack copy instead (CpuSample::fp_walk_scanned). It lets the
+  // unwinder complete stacks deeper than the copy: the chain continues past its end.
+  bool scan_for_frame_record = true;
   // Benchmarks only: a program that returns at once (the floor of what BPF statistics measure).
   bool null_program = false;
   // Benchmarks only: time each stage of the program (adds ~6 clock reads per kept sample).

@@ -314,6 +314,16 @@ std::string PprofServer::MetricsText() const {
                   "pprof_sidecar_stack_errors_total{stack=\"user\"} ", c.sampler.user_stack_errors,
                   "\n", "pprof_sidecar_stack_errors_total{stack=\"kernel\"} ",
                   c.sampler.kernel_stack_errors, "\n");
+  absl::StrAppend(&o,
+                  "# HELP pprof_sidecar_cpu_sampling_clock What takes CPU samples (1: this one): "
+                  "the scheduler tick or cpu-clock perf events.\n"
+                  "# TYPE pprof_sidecar_cpu_sampling_clock gauge\n",
+                  "pprof_sidecar_cpu_sampling_clock{clock=\"tick\"} ", c.sampler.tick_clock ? 1 : 0,
+                  "\n", "pprof_sidecar_cpu_sampling_clock{clock=\"perf\"} ",
+                  c.sampler.tick_clock ? 0 : 1, "\n");
+  counter("pprof_sidecar_tick_state_errors_total",
+          "Tick clock: samples skipped because the thread's sampling state could not be created.",
+          c.sampler.tick_state_errors);
   counter("pprof_sidecar_stack_copy_errors_total",
           "Samples whose user stack could not be copied at all (unwound from frame pointers).",
           c.sampler.user_stack_copy_errors);

@@ -37,7 +37,7 @@ class PprofServerTest : public ::testing::Test {
               reinterpret_cast<uint64_t>(&PprofServerTestCaller) + 5};
     cpu_ = std::make_unique<CpuProfiler>(
         [this]() -> absl::StatusOr<std::unique_ptr<CpuSampler>> {
-          return std::unique_ptr<CpuSampler>(new FakeCpuSampler(stack_));
+          return std::unique_ptr<CpuSampler>(new FakeCpuSampler(stack_, weight_));
         },
         &symbolizer_, 100);
     ASSERT_TRUE(cpu_->SetTargets({static_cast<uint32_t>(getpid())}).ok());
@@ -63,6 +63,7 @@ class PprofServerTest : public ::testing::Test {
   }
 
   std::vector<uint64_t> stack_;
+  uint32_t weight_ = 1;  // of every fake sample
   ProcessSymbolizer symbolizer_;
   std::unique_ptr<CpuProfiler> cpu_;
   ProcessInfo self_;
@@ -141,6 +142,38 @@ TEST_F(PprofServerTest, ProfileIsValidAndSymbolizedFromTheTargetBinary) {
   EXPECT_EQ(sum->totals[1], sum->totals[0] * 10000000);
   EXPECT_NEAR(testing::FlatShare(*sum, "PprofServerTestLeaf"), 1.0, 1e-9);
   EXPECT_NEAR(testing::CumShare(*sum, "PprofServerTestCaller"), 1.0, 1e-9);
+}
+
+// Tick-clock samples standing for several periods each count them all.
+class WeightedSamplesTest : public PprofServerTest {
+ protected:
+  WeightedSamplesTest() { weight_ = 4; }
+};
+
+TEST_F(WeightedSamplesTest, ValuesCountEveryPeriodOfASample) {
+  auto r = client_->Get("/debug/pprof/profile?seconds=1");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  std::string path = testing::MakeTempDir("pprof-server-test") + "/cpu.pb.gz";
+  std::ofstream(path, std::ios::binary) << r->body;
+  auto sum = testing::SummarizeProfile(path);
+  ASSERT_TRUE(sum.ok()) << sum.status();
+  int64_t records = 0;
+  for (const auto& s : sum->samples) {
+    ASSERT_EQ(s.values.size(), 2u);
+    EXPECT_EQ(s.values[0] % 4, 0) << s.values[0];
+    records += s.values[0] / 4;
+  }
+  // ~25 samples of weight 4 over one second: ~100 periods of 10 ms, as at any clock.
+  EXPECT_GT(sum->totals[0], 50);
+  EXPECT_LT(sum->totals[0], 150);
+  EXPECT_EQ(sum->totals[1], sum->totals[0] * 10000000);
+  bool said = false;
+  for (const auto& c : sum->comments) {
+    said |= absl::StrContains(
+        c, absl::StrCat(records, " samples at 100 Hz taken at the scheduler tick"));
+  }
+  EXPECT_TRUE(said) << "no comment on " << records << " tick samples";
 }
 
 TEST_F(PprofServerTest, ConcurrentProfilesAreAllServed) {

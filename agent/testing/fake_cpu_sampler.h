@@ -16,8 +16,10 @@ namespace pprof_sidecar::testing {
 
 class FakeCpuSampler : public CpuSampler {
  public:
-  // Each tick emits one sample per target with `stack` as user stack (leaf first).
-  explicit FakeCpuSampler(std::vector<uint64_t> stack) : stack_(std::move(stack)) {}
+  // Every `weight` periods of 1/hz s emits one sample per target with `stack` as user stack (leaf
+  // first) and that weight, as the tick clock does when its ticks are slower than the rate.
+  explicit FakeCpuSampler(std::vector<uint64_t> stack, uint32_t weight = 1)
+      : stack_(std::move(stack)), weight_(weight) {}
   ~FakeCpuSampler() override { Stop(); }
 
   absl::Status Start(int hz, Sink sink) override {
@@ -25,7 +27,7 @@ class FakeCpuSampler : public CpuSampler {
     running_ = true;
     thread_ = std::thread([this, hz, sink] {
       while (running_) {
-        std::this_thread::sleep_for(std::chrono::microseconds(1000000 / hz));
+        std::this_thread::sleep_for(std::chrono::microseconds(1000000LL * weight_ / hz));
         std::vector<uint32_t> targets;
         {
           std::lock_guard<std::mutex> l(mu_);
@@ -35,6 +37,7 @@ class FakeCpuSampler : public CpuSampler {
           CpuSample s;
           s.pid = s.tid = pid;
           s.user_ips = stack_;
+          s.weight = weight_;
           ++seen_;
           ++delivered_;
           sink(s);
@@ -57,11 +60,13 @@ class FakeCpuSampler : public CpuSampler {
     SamplerStats s;
     s.samples_seen = seen_;
     s.samples_delivered = delivered_;
+    s.tick_clock = weight_ > 1;
     return s;
   }
 
  private:
   const std::vector<uint64_t> stack_;
+  const uint32_t weight_;
   std::mutex mu_;
   std::vector<uint32_t> targets_;
   std::atomic<bool> running_{false};

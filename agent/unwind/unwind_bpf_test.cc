@@ -186,6 +186,20 @@ TEST_P(UnwindGoHashTest, Sha256AssemblyReachesRoot) {
   CheckProfile("go" + GetParam() + " sha256", p, "main.hashHot", "main.hashCold");
 }
 
+// The same under a 64 KiB frame: the stack copy ends long before the goroutine's root, and the
+// sampled rbp (sha256's general register) cannot start a frame-pointer chain; the sampler finds
+// the first frame record in the copy and walks on from it past the copy's end.
+TEST_P(UnwindGoHashTest, Sha256AssemblyUnderDeepFrameReachesRoot) {
+  const std::string dir = MakeTempDir("unwind_gohash_deep");
+  auto bin =
+      BuildGo(GetParam(), TestDataDir() + "/targets/unwind_gohash", "", dir + "/unwind_gohash");
+  ASSERT_TRUE(bin.ok()) << bin.status();
+  Profiled p = ProfileTarget({*bin, "-deep", "-seconds", std::to_string(kSeconds + 5)}, dir);
+  EXPECT_GT(FlatShare(p.after, "crypto/sha256.block"), 0.6);
+  EXPECT_GT(CumShare(p.after, "main.deepLoop"), 0.95);
+  CheckProfile("go" + GetParam() + " sha256 deep", p, "main.hashHot", "main.hashCold");
+}
+
 INSTANTIATE_TEST_SUITE_P(GoVersions, UnwindGoHashTest, ::testing::ValuesIn(GoVersions()),
                          [](const ::testing::TestParamInfo<std::string>& i) {
                            return GoVersionName(i.param);

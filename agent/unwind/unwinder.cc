@@ -166,7 +166,7 @@ struct CgoStop {
 
 // Appends the part of the frame-pointer walk that continues the unwound stack, if one matches.
 void Stitch(const std::vector<uint64_t>& fp_ips, const Frame& last, uint64_t sample_bp,
-            const CgoStop& cgo, UnwindResult* out) {
+            bool fp_ips_scanned, const CgoStop& cgo, UnwindResult* out) {
   if (fp_ips.size() < 2) return;
   // A return address of ours that the frame-pointer walk also found: continue after it.
   for (size_t j = out->ips.size(); j-- > 1;) {
@@ -180,7 +180,8 @@ void Stitch(const std::vector<uint64_t>& fp_ips, const Frame& last, uint64_t sam
   }
   // The last frame still has the sampled rbp (e.g. C code called by Go's asmcgocall keeps the
   // Go caller's frame pointer): the kernel's walk from that rbp is the continuation.
-  if (out->ips.size() > 1 && last.bp_known && last.bp == sample_bp && sample_bp != 0) {
+  if (!fp_ips_scanned && out->ips.size() > 1 && last.bp_known && last.bp == sample_bp &&
+      sample_bp != 0) {
     // At asmcgocall, rbp is runtime.cgocall's frame pointer, so the chain starts with cgocall's
     // return address (into the cgo wrapper, _Cfunc_*): cgocall's own frame is missing from it.
     if (cgo.elf != nullptr && fp_ips[1] > cgo.bias &&
@@ -267,7 +268,9 @@ void Unwind(const UserRegs& regs, absl::string_view stack, const std::vector<uin
   }
   out->unwound_frames = out->ips.size();
   out->stop = stop;
-  if (stop != UnwindStop::kEndOfStack) Stitch(fp_ips, f, regs.bp, cgo, out);
+  if (stop != UnwindStop::kEndOfStack) {
+    Stitch(fp_ips, f, regs.bp, options.fp_ips_scanned, cgo, out);
+  }
   if (out->ips.size() > options.max_frames) out->ips.resize(options.max_frames);
 }
 

@@ -58,6 +58,9 @@ class UnwindCodeLookup {
 
 struct UnwindOptions {
   size_t max_frames = 127;
+  // fp_ips did not start at regs.bp (CpuSample::fp_walk_scanned): only a part of it that
+  // continues a return address the unwinder found is used.
+  bool fp_ips_scanned = false;
 };
 
 struct UnwindResult {

@@ -4,7 +4,7 @@
 // It reads commands from stdin, one per line, and answers each on stdout:
 //
 //	run MODE ITERS   -> "RESULT MODE wall_ns cpu_ns checksum"
-//	stolen MODE MS   -> "RESULT MODE wall_ns stolen_ns gaps" (see stolen)
+//	stolen MODE MS   -> "RESULT MODE wall_ns stolen_ns gaps short_ns short_gaps" (see stolen)
 //	quit             -> exits
 //
 // MODE "base" runs the work as is; MODE "gopprof" wraps it in runtime/pprof's
@@ -149,12 +149,18 @@ func run(mode string, iters int) (string, error) {
 // iteration takes ~20-50 ns).
 const gapThreshold = 500 * time.Nanosecond
 
+// Gaps up to this long are "short": an interrupt and what runs in it (a profiler's sample costs
+// tens of microseconds at most). Longer ones are the vCPU or the thread being descheduled, which
+// no profiler here causes (they are pinned to another CPU) and which dominate the spread of
+// the total on a shared VM.
+const shortGapMax = time.Millisecond
+
 // stolen reads the monotonic clock in a tight loop for ms milliseconds and sums the gaps: the
 // time this thread did not run its own code (interrupts and what runs in them — a sampling
 // profiler's perf interrupt and BPF program, Go's SIGPROF handler —, preemption, the
 // hypervisor). Unlike timing fixed work, it is not blurred by how fast the work itself ran.
 func stolen(mode string, ms int) (string, error) {
-	var wall, took, gaps int64
+	var wall, took, gaps, short, shortGaps int64
 	err := withProfiler(mode, func() {
 		start := time.Now()
 		end := start.Add(time.Duration(ms) * time.Millisecond)
@@ -164,6 +170,10 @@ func stolen(mode string, ms int) (string, error) {
 			if d := now.Sub(last); d > gapThreshold {
 				took += int64(d)
 				gaps++
+				if d <= shortGapMax {
+					short += int64(d)
+					shortGaps++
+				}
 			}
 			last = now
 			if now.After(end) {
@@ -175,7 +185,7 @@ func stolen(mode string, ms int) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("RESULT %s %d %d %d", mode, wall, took, gaps), nil
+	return fmt.Sprintf("RESULT %s %d %d %d %d %d", mode, wall, took, gaps, short, shortGaps), nil
 }
 
 func main() {
