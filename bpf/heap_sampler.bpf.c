@@ -32,6 +32,10 @@ const volatile __u64 sample_intervals[HEAP_SAMPLER_INTERVALS] = {};
 const volatile __u32 nested_n = 0; /* valid entries of nested_lo/hi */
 const volatile __u64 nested_lo[HEAP_SAMPLER_MAX_RANGES] = {};
 const volatile __u64 nested_hi[HEAP_SAMPLER_MAX_RANGES] = {};
+/* 0: records wake the reader as libbpf's default does (when it has caught up). Else only once
+ * this many bytes wait: the reader also polls on a timer and drains before every snapshot. A
+ * wakeup is an irq_work self-interrupt on the allocating thread's CPU (~15 us in a VM). */
+const volatile __u32 wakeup_bytes = 0;
 
 /* Sampled allocations not freed yet: address -> size. max_entries set by the loader. */
 struct {
@@ -70,6 +74,12 @@ struct {
   __type(key, __u32);
   __type(value, __u64);
 } counters SEC(".maps");
+
+static __always_inline __u64 submit_flags(void) {
+  if (!wakeup_bytes) return 0;
+  return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+                                                                       : BPF_RB_NO_WAKEUP;
+}
 
 static __always_inline void add(__u32 idx, __u64 n) {
   __u64 *v = bpf_map_lookup_elem(&counters, &idx);
@@ -176,7 +186,7 @@ static __always_inline void on_free(__u64 addr) {
   e->size = size;
   e->kind = HEAP_EV_FREE;
   e->flags = 0;
-  bpf_ringbuf_submit(e, 0);
+  bpf_ringbuf_submit(e, submit_flags());
 }
 
 /* Return of an allocation: `addr` is the result (0 on failure), `ok` whether it succeeded. */
@@ -234,7 +244,7 @@ static __always_inline int on_alloc_return(struct pt_regs *ctx, int posix_memali
     add(HEAP_CNT_LIVE_FULL, 1);
   }
   add(HEAP_CNT_RECORDED, 1);
-  bpf_ringbuf_submit(e, 0);
+  bpf_ringbuf_submit(e, submit_flags());
   return 0;
 }
 

@@ -6,10 +6,15 @@
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <map>
 #include <mutex>
 #include <set>
@@ -82,16 +87,29 @@ class BpfMallocSampler : public NativeHeapSource {
         state_(MallocProfileState::Limits{o.max_live, o.max_buckets, HEAP_SAMPLER_MAX_FRAMES}) {}
   ~BpfMallocSampler() override {
     stop_.store(true);
+    Wake();
     if (reader_.joinable()) reader_.join();
     links_.clear();  // detach before the programs and maps go away
+    if (wake_fd_ >= 0) close(wake_fd_);
+    if (epoll_fd_ >= 0) close(epoll_fd_);
   }
 
   absl::Status Init(const std::vector<AllocatorProbe>& probes);
 
   pid_t pid() const override { return pid_; }
   GoHeapSnapshot Snapshot() override {
+    Flush();
     std::lock_guard<std::mutex> l(mu_);
     return state_.Snapshot(opts_.sample_bytes);
+  }
+  // Returns once every record submitted before the call has been handled (records otherwise
+  // wait up to the reader's 100 ms poll).
+  void Flush() {
+    if (!reader_.joinable()) return;
+    const uint64_t want = flush_requested_.fetch_add(1) + 1;
+    Wake();
+    std::unique_lock<std::mutex> l(flush_mu_);
+    flush_cv_.wait_for(l, std::chrono::seconds(2), [&] { return flush_done_ >= want; });
   }
   MallocSamplerStats stats() const override;
   absl::Time attached_at() const override { return attached_at_; }
@@ -110,8 +128,22 @@ class BpfMallocSampler : public NativeHeapSource {
   std::unique_ptr<heap_sampler_bpf, SkelDeleter> skel_;
   std::unique_ptr<ring_buffer, RingBufferDeleter> ringbuf_;
   std::vector<LinkPtr> links_;
+  void Wake() {
+    uint64_t one = 1;
+    if (wake_fd_ >= 0 && write(wake_fd_, &one, sizeof(one)) < 0) {
+      // The reader still wakes at its next poll timeout.
+    }
+  }
+  void ReaderLoop();
+
   std::thread reader_;
   std::atomic<bool> stop_{false};
+  int wake_fd_ = -1;   // eventfd: Flush() and the destructor wake the reader through it
+  int epoll_fd_ = -1;  // the ring buffer's epoll fd and wake_fd_
+  std::mutex flush_mu_;
+  std::condition_variable flush_cv_;
+  std::atomic<uint64_t> flush_requested_{0};
+  uint64_t flush_done_ = 0;  // guarded by flush_mu_
   absl::Time attached_at_;
   std::string describe_;
   mutable std::mutex mu_;
@@ -144,6 +176,7 @@ absl::Status BpfMallocSampler::Init(const std::vector<AllocatorProbe>& probes) {
   if (int err = bpf_map__set_max_entries(skel_->maps.live, opts_.max_live); err != 0) {
     return ErrnoStatus("bpf_map__set_max_entries(live)", -err);
   }
+  skel_->rodata->wakeup_bytes = std::min(opts_.wakeup_bytes, opts_.ringbuf_bytes / 4);
   if (int err = bpf_map__set_max_entries(skel_->maps.events, opts_.ringbuf_bytes); err != 0) {
     return ErrnoStatus("bpf_map__set_max_entries(events)", -err);
   }
@@ -214,14 +247,41 @@ absl::Status BpfMallocSampler::Init(const std::vector<AllocatorProbe>& probes) {
   attached_at_ = absl::Now();
   describe_ = absl::StrCat("probes on ", absl::StrJoin(attached, ", "));
   if (!errors.empty()) absl::StrAppend(&describe_, "; failed: ", absl::StrJoin(errors, "; "));
-  reader_ = std::thread([this] {
-    while (!stop_.load()) {
-      int n = ring_buffer__poll(ringbuf_.get(), 100);
-      if (n < 0 && n != -EINTR) break;
+  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wake_fd_ < 0) return ErrnoStatus("eventfd", errno);
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_fd_ < 0) return ErrnoStatus("epoll_create1", errno);
+  for (int fd : {ring_buffer__epoll_fd(ringbuf_.get()), wake_fd_}) {
+    epoll_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+      return ErrnoStatus("epoll_ctl(ADD)", errno);
     }
-    ring_buffer__consume(ringbuf_.get());
-  });
+  }
+  reader_ = std::thread([this] { ReaderLoop(); });
   return absl::OkStatus();
+}
+
+void BpfMallocSampler::ReaderLoop() {
+  epoll_event evs[2];
+  while (true) {
+    int n = epoll_wait(epoll_fd_, evs, 2, 100);
+    if (n < 0 && errno != EINTR) usleep(100 * 1000);
+    uint64_t drain;
+    while (read(wake_fd_, &drain, sizeof(drain)) > 0) {
+    }
+    const bool stop = stop_.load();
+    const uint64_t want = flush_requested_.load();
+    ring_buffer__consume(ringbuf_.get());
+    {
+      std::lock_guard<std::mutex> l(flush_mu_);
+      flush_done_ = want;
+    }
+    flush_cv_.notify_all();
+    if (stop) break;
+  }
 }
 
 MallocSamplerStats BpfMallocSampler::stats() const {

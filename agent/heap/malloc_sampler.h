@@ -43,6 +43,10 @@ struct MallocSamplerOptions {
   uint32_t max_live = 1 << 20;        // live sampled allocations tracked for inuse_*
   uint32_t max_buckets = 1 << 16;     // distinct (stack, size) buckets in user space
   uint32_t ringbuf_bytes = 8 << 20;   // power of two
+  // Records wake the reader only once this many bytes wait (at most a quarter of the ring, the
+  // default); it also polls every 100 ms and drains the ring before every snapshot. 0: libbpf's
+  // default (a wakeup whenever the reader has caught up: one per record at low rates).
+  uint32_t wakeup_bytes = UINT32_MAX;
 };
 
 // One function to probe.
