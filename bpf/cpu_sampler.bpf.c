@@ -256,11 +256,28 @@ static __always_inline __u64 scan_fp_seed(const __u8 *copy, __u64 sp, __u32 copi
   return c.found;
 }
 
+/* Per target thread, freed with the thread. */
+struct thread_state {
+  __u64 next_ns;  /* tick clock: sum_exec_runtime at which the next sample is due */
+  __u64 gen;      /* tick_gen that schedule belongs to */
+  __u64 stack_lo; /* the memory mapping the thread's stack was last found in */
+  __u64 stack_hi;
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __type(key, int);
+  __type(value, struct thread_state);
+} thread_states SEC(".maps");
+
 struct vma_end_ctx {
+  __u64 start;
   __u64 end;
 };
 
 static long vma_end_cb(struct task_struct *task, struct vm_area_struct *vma, void *data) {
+  ((struct vma_end_ctx *)data)->start = BPF_CORE_READ(vma, vm_start);
   ((struct vma_end_ctx *)data)->end = BPF_CORE_READ(vma, vm_end);
   return 0;
 }
@@ -283,9 +300,24 @@ static __always_inline __u64 stack_end(struct task_struct *task, __u64 sp) {
     }
   }
   if (copy_bound & CPU_SAMPLER_BOUND_VMA) {
+    /* bpf_find_vma defers its mmap_lock unlock to an irq_work (a self-interrupt, ~15 us in a
+     * VM) when called with interrupts off, as here: the mapping is looked up once per thread
+     * and stack, then remembered. A stale range (the mapping changed) costs at most a copy that
+     * faults at the real end and is retried shorter. */
+    struct thread_state *ts =
+        bpf_task_storage_get(&thread_states, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+    if (ts && ts->stack_lo <= sp && sp < ts->stack_hi) {
+      count(CPU_SAMPLER_CNT_COPY_BOUND_VMA);
+      return ts->stack_hi;
+    }
     struct vma_end_ctx c = {};
     if (bpf_find_vma(task, sp, vma_end_cb, &c, 0) == 0 && c.end > sp) {
       count(CPU_SAMPLER_CNT_COPY_BOUND_VMA);
+      count(CPU_SAMPLER_CNT_VMA_LOOKUPS);
+      if (ts) {
+        ts->stack_lo = c.start;
+        ts->stack_hi = c.end;
+      }
       return c.end;
     }
   }
@@ -496,18 +528,6 @@ volatile __u64 tick_period_ns = 0;
 volatile __u64 tick_gen = 0;
 volatile __u32 tick_enabled = 0;
 
-struct tick_state {
-  __u64 next_ns; /* sum_exec_runtime at which the thread's next sample is due */
-  __u64 gen;     /* tick_gen this schedule belongs to */
-};
-
-/* One entry per target thread that ran at a tick, freed with the thread. */
-struct {
-  __uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-  __uint(map_flags, BPF_F_NO_PREALLOC);
-  __type(key, int);
-  __type(value, struct tick_state);
-} tick_states SEC(".maps");
 
 SEC("tracepoint/timer/hrtimer_expire_entry")
 int cpu_tick(struct trace_event_raw_hrtimer_expire_entry *ctx) {
@@ -522,8 +542,8 @@ int cpu_tick(struct trace_event_raw_hrtimer_expire_entry *ctx) {
   if (period == 0) return 0;
   struct task_struct *task = bpf_get_current_task_btf();
   __u64 runtime = task->se.sum_exec_runtime;
-  struct tick_state *ts =
-      bpf_task_storage_get(&tick_states, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+  struct thread_state *ts =
+      bpf_task_storage_get(&thread_states, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
   if (!ts) {
     sc->head.counters[CPU_SAMPLER_CNT_TICK_STATE_ERRORS] += 1;
     return 0;

@@ -72,6 +72,7 @@ enum cpu_sampler_counter {
   CPU_SAMPLER_CNT_COPY_BOUND_GO,          /* stack copy bounded by the Go g's stack.hi */
   CPU_SAMPLER_CNT_COPY_BOUND_VMA,         /* stack copy bounded by the stack VMA's end */
   CPU_SAMPLER_CNT_TICK_STATE_ERRORS,      /* tick: no per-thread state (task storage full) */
+  CPU_SAMPLER_CNT_VMA_LOOKUPS,            /* bpf_find_vma calls (stack mapping not remembered) */
   CPU_SAMPLER_CNT_NUM,
 };
 

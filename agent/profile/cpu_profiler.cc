@@ -60,9 +60,17 @@ namespace {
 void AddStats(const SamplerStats& s, SamplerStats* to) {
   to->samples_seen += s.samples_seen;
   to->samples_delivered += s.samples_delivered;
+  to->samples_after_stop += s.samples_after_stop;
   to->dropped_ringbuf_full += s.dropped_ringbuf_full;
   to->user_stack_errors += s.user_stack_errors;
   to->kernel_stack_errors += s.kernel_stack_errors;
+  to->user_stack_copy_errors += s.user_stack_copy_errors;
+  to->copy_bounded_go += s.copy_bounded_go;
+  to->copy_bounded_vma += s.copy_bounded_vma;
+  to->stack_vma_lookups += s.stack_vma_lookups;
+  to->bytes_copied += s.bytes_copied;
+  to->bpf_run_time_ns += s.bpf_run_time_ns;
+  to->bpf_run_count += s.bpf_run_count;
   to->tick_state_errors += s.tick_state_errors;
   to->cpus = s.cpus;
   to->tick_clock = s.tick_clock;

@@ -636,6 +636,7 @@ SamplerStats BpfCpuSampler::stats() const {
   st.user_stack_errors = sums[CPU_SAMPLER_CNT_USER_STACK_ERRORS];
   st.kernel_stack_errors += sums[CPU_SAMPLER_CNT_KERNEL_STACK_ERRORS];
   st.tick_state_errors = sums[CPU_SAMPLER_CNT_TICK_STATE_ERRORS];
+  st.stack_vma_lookups = sums[CPU_SAMPLER_CNT_VMA_LOOKUPS];
   st.user_stack_copy_errors = sums[CPU_SAMPLER_CNT_USER_STACK_COPY_ERRORS];
   st.copy_bounded_go = sums[CPU_SAMPLER_CNT_COPY_BOUND_GO];
   st.copy_bounded_vma = sums[CPU_SAMPLER_CNT_COPY_BOUND_VMA];

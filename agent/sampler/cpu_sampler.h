@@ -65,6 +65,7 @@ struct SamplerStats {
   uint64_t user_stack_copy_errors = 0;  // no byte of the user stack could be copied
   uint64_t copy_bounded_go = 0;         // stack copies bounded by the running goroutine's stack end
   uint64_t copy_bounded_vma = 0;        // ... by the end of the stack's memory mapping
+  uint64_t stack_vma_lookups = 0;       // ... of which looked up (bpf_find_vma), not remembered
   uint64_t bytes_copied = 0;            // user stack bytes delivered
   // The BPF program's own cost, from the kernel's BPF statistics (kernel.bpf_stats_enabled=1 or
   // an fd of bpf_enable_stats(BPF_STATS_RUN_TIME) held by anyone; else both stay 0). Counts every

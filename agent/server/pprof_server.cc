@@ -335,6 +335,9 @@ std::string PprofServer::MetricsText() const {
                   c.sampler.copy_bounded_go, "\n",
                   "pprof_sidecar_stack_copies_bounded_total{by=\"vma_end\"} ",
                   c.sampler.copy_bounded_vma, "\n");
+  counter("pprof_sidecar_stack_vma_lookups_total",
+          "Stack mappings looked up by the BPF program (once per thread and stack; remembered).",
+          c.sampler.stack_vma_lookups);
   counter("pprof_sidecar_stack_copy_bytes_total", "User stack bytes copied by the BPF program.",
           c.sampler.bytes_copied);
   counter("pprof_sidecar_bpf_run_time_ns_total",
