@@ -168,6 +168,13 @@ struct CgoStop {
 void Stitch(const std::vector<uint64_t>& fp_ips, const Frame& last, uint64_t sample_bp,
             bool fp_ips_scanned, const CgoStop& cgo, UnwindResult* out) {
   if (fp_ips.size() < 2) return;
+  // Not even the sampled frame could be unwound (code without CFI or pclntab: the [vdso], JIT
+  // code): the walk from the sampled rbp is all there is.
+  if (out->ips.size() == 1 && !fp_ips_scanned && fp_ips[0] == out->ips[0]) {
+    for (size_t m = 1; m < fp_ips.size(); ++m) out->ips.push_back(fp_ips[m]);
+    out->stitched_frames = fp_ips.size() - 1;
+    return;
+  }
   // A return address of ours that the frame-pointer walk also found: continue after it.
   for (size_t j = out->ips.size(); j-- > 1;) {
     for (size_t k = 1; k < fp_ips.size(); ++k) {
