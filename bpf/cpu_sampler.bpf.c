@@ -514,13 +514,15 @@ int cpu_sample(struct bpf_perf_event_data *ctx) {
   return 0;
 }
 
-/* Tick clock: the scheduler tick's hrtimer callback (`tick_handler`, found by the loader) runs
- * on every CPU that is not idle, HZ times a second, on top of whatever thread it interrupted;
- * sampling there costs no interrupt of its own. Like the per-thread CPU timers of Go's profiler
- * (which the kernel also checks at the tick), a thread is sampled at the first tick after its
- * CPU time (se.sum_exec_runtime, updated by the previous tick or context switch) crossed the
- * next multiple of the period; its first boundary is a random point of the first period. */
-const volatile __u64 tick_handler = 0;
+/* Tick clock: the local APIC timer interrupt, which brings the scheduler tick to every CPU that
+ * is not idle (HZ times a second) and fires every other hrtimer, runs this on top of whatever
+ * thread it interrupted; sampling there costs no interrupt of its own. Like the per-thread CPU
+ * timers of Go's profiler (which the kernel checks at the tick), a thread is sampled at the
+ * first timer interrupt after its CPU time (se.sum_exec_runtime, updated by the previous tick or
+ * context switch) crossed the next multiple of the period; its first boundary is a random point
+ * of the first period. The tracepoint sits at the top of the interrupt (three frames below the
+ * entry stub, against five at the tick's own hrtimer callback: each frame the kernel stack walk
+ * unwinds costs ~0.35 us here). */
 /* Set by the loader at every start; a new tick_gen restarts every thread's schedule. The program
  * stays attached between profile windows (detaching a tracepoint program waits for RCU grace
  * periods: ~70 ms here) and does nothing while tick_enabled is 0. */
@@ -529,9 +531,9 @@ volatile __u64 tick_gen = 0;
 volatile __u32 tick_enabled = 0;
 
 
-SEC("tracepoint/timer/hrtimer_expire_entry")
-int cpu_tick(struct trace_event_raw_hrtimer_expire_entry *ctx) {
-  if ((__u64)ctx->function != tick_handler || !tick_enabled || null_program) return 0;
+SEC("tracepoint/irq_vectors/local_timer_entry")
+int cpu_tick(struct trace_event_raw_x86_irq_vector *ctx) {
+  if (!tick_enabled || null_program) return 0;
   __u64 t = stage_timing ? bpf_ktime_get_ns() : 0;
   struct scratch_record *sc = this_cpu_scratch();
   if (!sc) return 0;

@@ -26,9 +26,9 @@
 #define CPU_SAMPLE_F_USER_STACK_ERR 0x2u   /* bpf_get_stack(BPF_F_USER_STACK) failed */
 #define CPU_SAMPLE_F_KERNEL_STACK_ERR 0x4u /* bpf_get_stack(kernel) failed */
 #define CPU_SAMPLE_F_USER_REGS_ERR 0x8u    /* user registers could not be read */
-/* Taken at the scheduler tick (the `cpu_tick` program): whether the tick interrupted kernel mode
+/* Taken at a local timer interrupt (the `cpu_tick` program): whether it interrupted kernel mode
  * is not known to the program, the kernel stack is always taken and starts with the interrupt's
- * own frames (the tick handler up to the interrupt entry stub), which the reader strips. */
+ * own frames (up to the interrupt entry stub), which the reader strips. */
 #define CPU_SAMPLE_F_TICK 0x10u
 /* The frame-pointer walk did not start at the sampled rbp, which cannot be a frame pointer (code
  * using rbp as a general register, e.g. Go <= 1.20's crypto assembly), but at the first

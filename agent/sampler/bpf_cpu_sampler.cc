@@ -116,8 +116,7 @@ absl::StatusOr<std::vector<int>> OnlineCpus() {
 // Kernel addresses the tick clock needs, from /proc/kallsyms (all zero when its addresses are
 // hidden from us: kernel.kptr_restrict without CAP_SYSLOG).
 struct TickKernelInfo {
-  uint64_t tick_handler = 0;  // the tick's hrtimer callback
-  uint64_t irqentry_lo = 0;   // [lo, hi): the interrupt entry stubs (__irqentry_text_*)
+  uint64_t irqentry_lo = 0;  // [lo, hi): the interrupt entry stubs (__irqentry_text_*)
   uint64_t irqentry_hi = 0;
   std::string error;  // why the tick clock is unavailable, when it is
   bool ok() const { return error.empty(); }
@@ -130,20 +129,15 @@ TickKernelInfo ReadTickKernelInfo() {
     info.error = absl::StrCat("open(/proc/kallsyms): ", strerror(errno));
     return info;
   }
-  uint64_t nohz_handler = 0, sched_timer = 0;
   char line[512];
   while (fgets(line, sizeof(line), f) != nullptr) {
-    // "ffffffff814332e0 t tick_nohz_handler" (module symbols have a trailing "\t[module]").
+    // "ffffffff81000300 T __irqentry_text_start" (module symbols have a trailing "\t[module]").
     char* sp1 = strchr(line, ' ');
     if (sp1 == nullptr || sp1[1] == 0 || sp1[2] != ' ') continue;
     char* name = sp1 + 3;
     name[strcspn(name, "\t\n")] = 0;
     uint64_t* slot = nullptr;
-    if (strcmp(name, "tick_nohz_handler") == 0) {  // Linux >= 6.9
-      slot = &nohz_handler;
-    } else if (strcmp(name, "tick_sched_timer") == 0) {  // before
-      slot = &sched_timer;
-    } else if (strcmp(name, "__irqentry_text_start") == 0) {
+    if (strcmp(name, "__irqentry_text_start") == 0) {
       slot = &info.irqentry_lo;
     } else if (strcmp(name, "__irqentry_text_end") == 0) {
       slot = &info.irqentry_hi;
@@ -153,15 +147,11 @@ TickKernelInfo ReadTickKernelInfo() {
     *sp1 = 0;
     uint64_t addr = 0;
     if (absl::SimpleHexAtoi(line, &addr)) *slot = addr;
+    if (info.irqentry_lo != 0 && info.irqentry_hi != 0) break;
   }
   fclose(f);
-  info.tick_handler = nohz_handler != 0 ? nohz_handler : sched_timer;
-  if (info.tick_handler == 0) {
-    info.error =
-        "the tick's hrtimer handler (tick_nohz_handler or tick_sched_timer) has no "
-        "address in /proc/kallsyms";
-  } else if (info.irqentry_lo == 0 || info.irqentry_hi <= info.irqentry_lo) {
-    info.error = "/proc/kallsyms has no __irqentry_text_start/__irqentry_text_end";
+  if (info.irqentry_lo == 0 || info.irqentry_hi <= info.irqentry_lo) {
+    info.error = "/proc/kallsyms has no addresses for __irqentry_text_start/__irqentry_text_end";
   }
   return info;
 }
@@ -329,7 +319,6 @@ absl::StatusOr<std::unique_ptr<CpuSampler>> BpfCpuSampler::Create(
     s->skel_->rodata->verdict_cache = options.cache_filter_verdict ? 1 : 0;
     s->skel_->rodata->walk_in_copy = options.walk_frames_in_copy ? 1 : 0;
     s->skel_->rodata->fp_seed_scan = options.scan_for_frame_record ? 1 : 0;
-    s->skel_->rodata->tick_handler = with_tick ? TickInfo().tick_handler : 0;
     if (int err = bpf_map__set_max_entries(s->skel_->maps.events, rb); err != 0) {
       return ErrnoStatus("bpf_map__set_max_entries(events)", -err, "");
     }
@@ -400,9 +389,9 @@ absl::Status BpfCpuSampler::Start(int hz, Sink sink) {
     __atomic_fetch_add(&skel_->bss->tick_gen, 1, __ATOMIC_SEQ_CST);
     if (!tick_link_) {
       bpf_link* link =
-          bpf_program__attach_tracepoint(skel_->progs.cpu_tick, "timer", "hrtimer_expire_entry");
+          bpf_program__attach_tracepoint(skel_->progs.cpu_tick, "irq_vectors", "local_timer_entry");
       if (link == nullptr) {
-        return ErrnoStatus("bpf_program__attach_tracepoint(timer/hrtimer_expire_entry)", errno,
+        return ErrnoStatus("bpf_program__attach_tracepoint(irq_vectors/local_timer_entry)", errno,
                            "CAP_BPF and CAP_PERFMON (or root)");
       }
       tick_link_.reset(link);

@@ -105,11 +105,11 @@ class CpuSampler {
 struct BpfCpuSamplerOptions {
   // What takes the samples.
   //  - kTick: the scheduler tick, which already interrupts every busy CPU HZ times a second: a
-  //    program on its hrtimer callback (tracepoint timer:hrtimer_expire_entry) samples a target
-  //    thread at the first tick after its CPU time crossed the next multiple of 1/hz s, the way
-  //    the kernel delivers Go's own per-thread profiling timers. No interrupt of its own; rates
-  //    above HZ give weighted samples at the tick rate. Needs /proc/kallsyms addresses (the tick
-  //    handler) and high-resolution timers.
+  //    program on the local timer interrupt (tracepoint irq_vectors:local_timer_entry) samples a
+  //    target thread at the first timer interrupt after its CPU time crossed the next multiple
+  //    of 1/hz s, the way the kernel delivers Go's own per-thread profiling timers. No interrupt
+  //    of its own; rates above HZ give weighted samples at the tick rate. Needs /proc/kallsyms
+  //    addresses (to strip the interrupt's own kernel frames). x86-64.
   //  - kPerfCpuClock: a software cpu-clock perf event on every online CPU with period 1e9/hz ns:
   //    any rate, but each sample is an hrtimer interrupt of its own (~15-30 us of the sampled
   //    thread's time in a VM, BENCHMARKS.md).
