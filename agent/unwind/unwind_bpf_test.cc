@@ -200,6 +200,18 @@ TEST_P(UnwindGoHashTest, Sha256AssemblyUnderDeepFrameReachesRoot) {
   CheckProfile("go" + GetParam() + " sha256 deep", p, "main.hashHot", "main.hashCold");
 }
 
+// Go reading the clock: samples in the vDSO (no pclntab, no CFI file) on the g0 stack keep the
+// frame-pointer chain from the sampled rbp, which crosses back to the goroutine.
+TEST_P(UnwindGoHashTest, ClockReadsInTheVdsoReachRoot) {
+  const std::string dir = MakeTempDir("unwind_govdso");
+  auto bin =
+      BuildGo(GetParam(), TestDataDir() + "/targets/unwind_govdso", "", dir + "/unwind_govdso");
+  ASSERT_TRUE(bin.ok()) << bin.status();
+  Profiled p = ProfileTarget({*bin, "-seconds", std::to_string(kSeconds + 5)}, dir);
+  EXPECT_GT(CumShare(p.after, "time.Now"), 0.5);
+  CheckProfile("go" + GetParam() + " vdso", p, "main.clockHot", "main.clockCold");
+}
+
 INSTANTIATE_TEST_SUITE_P(GoVersions, UnwindGoHashTest, ::testing::ValuesIn(GoVersions()),
                          [](const ::testing::TestParamInfo<std::string>& i) {
                            return GoVersionName(i.param);
