@@ -25,6 +25,10 @@
 #     STOLEN_MS (default 2000) and sums the gaps longer than 500 ns (STOLEN_ROUNDS, default ROUNDS):
 #     the time each profiler takes from the target directly, at a far finer resolution than
 #     timing fixed work.
+#  1c. Gap attribution (GAP_ROUNDS, default 6): the same loop logging every gap while
+#     sampler_bench runs the tick and perf clocks (with and without stack copies) in rotating 2 s
+#     slices and logs every sample's time; bench/gap_attrib.py prices each sample as the length
+#     of the gap holding it minus an unsampled tick gap of the same seconds.
 #  2. Agent cost while profiling: BPF ns per sample (kernel.bpf_stats_enabled; run_time_ns and
 #     run_cnt of the agent's sampling programs, read from /proc/AGENT/fdinfo, the same counters
 #     bpftool prog show prints), agent VmRSS/VmHWM, agent CPU (utime+stime / wall of the window).
@@ -290,6 +294,31 @@ for ((r = 1; r <= STOLEN_ROUNDS; r++)); do
 done
 RESULTS=${SAVED[0]} AGENTX=${SAVED[1]} WINDOW=${SAVED[2]} MEASURE=time
 
+# ---------------------------------------------------------------- gap attribution
+# Per-sample stolen time, sample by sample: the target logs every gap of its clock loop, the
+# sampler (sampler_bench, same program and options as the agent) logs every sample's time, and
+# bench/gap_attrib.py compares gaps that hold a sample with the tick gaps of the same seconds that
+# hold none, so the VM's drifting background cancels.
+GAPF=$WORK/gaps.txt TIMESF=$WORK/times.txt GAPOUT=$WORK/gapattr.txt
+: >"$GAPOUT"
+if [[ -x $SAMPLERBENCH ]]; then
+  GAP_ROUNDS=${GAP_ROUNDS:-6}
+  GAP_VARIANTS=(tick:8192:both:1:::::tick perf:8192:both:1:::::perf
+    fptick:0:none:1:::::tick fpperf:0:none:1:::::perf)
+  gap_ms=$(((${#GAP_VARIANTS[@]} + 1) * GAP_ROUNDS * 2600 + 8000))  # slices + program loads
+  log ""
+  log "== gap attribution: $GAP_ROUNDS rounds of ${GAP_VARIANTS[*]} (load average $(loadavg))"
+  rm -f "$TIMESF"
+  echo "gaplog $gap_ms $GAPF" >&"${SPIN[1]}"
+  sleep 0.5
+  "${PIN_TOOLS[@]}" "$SAMPLERBENCH" --pid="$TGT_PID" --slice_s=2 --rounds="$GAP_ROUNDS" \
+    --times_out="$TIMESF" "${GAP_VARIANTS[@]}" >/dev/null 2>&1 || log "sampler_bench failed"
+  read -r -u "${SPIN[0]}" line || die "target died"
+  [[ $line == RESULT* ]] || die "target: $line"
+  python3 "$SRC/bench/gap_attrib.py" "$GAPF" "$TIMESF" >"$GAPOUT" || log "gap_attrib failed"
+  log "done (load average $(loadavg))"
+fi
+
 # ---------------------------------------------------------------- BPF A/B
 ABOUT=$WORK/ab.txt
 : >"$ABOUT"
@@ -391,9 +420,9 @@ fi
 log ""
 log "== results (load average at end: $(loadavg); total bench time $(($(date +%s) - T_START)) s)"
 python3 - "$RESULTS" "$AGENTX" "$SYMOUT" "$TARGET_CPU_S" "$ITERS" "$IDLE_NS" "$FIRST" "$RSSF" \
-  "$ABOUT" "$STOLENF" <<'EOF'
+  "$ABOUT" "$STOLENF" "$GAPOUT" <<'EOF'
 import statistics as st, sys, collections
-res_f, agent_f, sym_f, cpu_s, iters, idle_ns, first_f, rss_f, ab_f, stolen_f = sys.argv[1:11]
+res_f, agent_f, sym_f, cpu_s, iters, idle_ns, first_f, rss_f, ab_f, stolen_f, gap_f = sys.argv[1:12]
 idle_ns = float(idle_ns)
 rounds = collections.defaultdict(dict)
 bcc_bpf = []
@@ -498,6 +527,9 @@ if rs:
     print("  samples per window: " + ", ".join(a[5] for a in rs) +
           "; agent CPU (% of one core): " + ", ".join(f"{float(a[4]) * 100:.2f}" for a in rs) +
           "; latency: " + ", ".join(f"{float(a[3]) * 1000:.0f}" for a in rs) + " ms")
+gap = open(gap_f).read().strip()
+if gap:
+    print(gap)
 ab = open(ab_f).read().strip()
 if ab:
     print("BPF A/B (sampler_bench; ns/kept is net of filtered-out invocations; medians over rounds):")

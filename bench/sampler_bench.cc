@@ -8,7 +8,10 @@
 //   copy     mean user stack bytes per kept sample
 //   root     share of samples whose stack reaches a thread root, from BuildCpuProfile
 //
-// Usage: sampler_bench --pid=N [--hz=100] [--slice_s=2] [--rounds=5] VARIANT...
+// Usage: sampler_bench --pid=N [--hz=100] [--slice_s=2] [--rounds=5] [--times_out=FILE]
+//                     VARIANT...
+//   --times_out: appends "variant time_ns" for every target sample (bpf_ktime_get_ns, i.e.
+//   CLOCK_MONOTONIC) and "variant slice start_ns end_ns" per slice, for bench/gap_attrib.py.
 //   VARIANT = name:copy_bytes:bound:fp:wakeup_bytes[:ringbuf_kib[:verdict_cache[:walk_in_copy
 //             [:clock]]]]
 //     bound: none | vma | go | both;  fp: kernel frame-pointer walk of the user stack: 0 off,
@@ -23,6 +26,7 @@
 //   A variant named "null" loads a program that returns at once: the floor of BPF_STATS_RUN_TIME.
 //   e.g. old:8192:none:1:0 new:8192:both:1:2097152
 #include <bpf/bpf.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -106,6 +110,7 @@ int Main(int argc, char** argv) {
   int pid = 0, hz = 100, rounds = 5;
   bool stages = false;
   double slice_s = 2;
+  std::string times_out;
   std::vector<Variant> variants;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -116,6 +121,8 @@ int Main(int argc, char** argv) {
       hz = atoi(val("--hz=").c_str());
     } else if (a.rfind("--rounds=", 0) == 0) {
       rounds = atoi(val("--rounds=").c_str());
+    } else if (a.rfind("--times_out=", 0) == 0) {
+      times_out = val("--times_out=");
     } else if (a == "--stages") {
       stages = true;
     } else if (a.rfind("--slice_s=", 0) == 0) {
@@ -141,6 +148,16 @@ int Main(int argc, char** argv) {
 
   ProcessSymbolizer symbolizer;
   std::map<std::string, std::vector<Slice>> res;
+  FILE* times = nullptr;
+  if (!times_out.empty() && (times = fopen(times_out.c_str(), "a")) == nullptr) {
+    fprintf(stderr, "open %s: %s\n", times_out.c_str(), strerror(errno));
+    return 1;
+  }
+  auto mono_ns = [] {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + ts.tv_nsec;
+  };
   for (int r = 0; r < rounds; ++r) {
     for (size_t k = 0; k < variants.size(); ++k) {
       const Variant& v = variants[(k + r) % variants.size()];
@@ -157,6 +174,7 @@ int Main(int argc, char** argv) {
       std::mutex mu;
       std::vector<CpuSample> samples;
       const absl::Time start = absl::Now();
+      const uint64_t start_ns = mono_ns();
       absl::Status st = (*s)->Start(hz, [&](const CpuSample& x) {
         std::lock_guard<std::mutex> l(mu);
         samples.push_back(x);
@@ -167,6 +185,14 @@ int Main(int argc, char** argv) {
       }
       absl::SleepFor(absl::Seconds(slice_s));
       (*s)->Stop();
+      if (times != nullptr) {
+        fprintf(times, "%s slice %llu %llu\n", v.name.c_str(),
+                static_cast<unsigned long long>(start_ns),
+                static_cast<unsigned long long>(mono_ns()));
+        for (const CpuSample& x : samples) {
+          fprintf(times, "%s %llu\n", v.name.c_str(), static_cast<unsigned long long>(x.time_ns));
+        }
+      }
       const SamplerStats ss = (*s)->stats();
       Slice sl;
       sl.ns = static_cast<double>(ss.bpf_run_time_ns);

@@ -5,6 +5,10 @@
 //
 //	run MODE ITERS   -> "RESULT MODE wall_ns cpu_ns checksum"
 //	stolen MODE MS   -> "RESULT MODE wall_ns stolen_ns gaps short_ns short_gaps" (see stolen)
+//	gaplog MS PATH   -> "RESULT gaplog wall_ns gaps": the clock loop of stolen for MS ms, every
+//	                    gap written to PATH as "start_ns duration_ns" after a line "range
+//	                    START_NS END_NS" (CLOCK_MONOTONIC, the clock of BPF's sample times;
+//	                    bench/gap_attrib.py)
 //	quit             -> exits
 //
 // MODE "base" runs the work as is; MODE "gopprof" wraps it in runtime/pprof's
@@ -30,7 +34,13 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	_ "unsafe" // go:linkname
 )
+
+// CLOCK_MONOTONIC in ns (time.Now's monotonic reading is relative to process start).
+//
+//go:linkname nanotime runtime.nanotime
+func nanotime() int64
 
 var gopprofOut = flag.String("gopprof_out", os.DevNull, "where mode gopprof writes its profile")
 
@@ -188,6 +198,43 @@ func stolen(mode string, ms int) (string, error) {
 	return fmt.Sprintf("RESULT %s %d %d %d %d %d", mode, wall, took, gaps, short, shortGaps), nil
 }
 
+// gaplog is stolen's loop that keeps every gap.
+func gaplog(ms int, path string) (string, error) {
+	starts := make([]int64, 0, 1<<20)
+	durs := make([]int64, 0, 1<<20)
+	start := nanotime()
+	end := start + int64(ms)*1e6
+	last := start
+	for {
+		now := nanotime()
+		if d := now - last; d > int64(gapThreshold) && len(starts) < cap(starts) {
+			starts = append(starts, last)
+			durs = append(durs, d)
+		}
+		last = now
+		if now > end {
+			break
+		}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return "", err
+	}
+	w := bufio.NewWriter(f)
+	fmt.Fprintf(w, "range %d %d\n", start, last)
+	for i := range starts {
+		fmt.Fprintf(w, "%d %d\n", starts[i], durs[i])
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return "", err
+	}
+	if err := f.Close(); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("RESULT gaplog %d %d", last-start, len(starts)), nil
+}
+
 func main() {
 	flag.Parse()
 	if flag.NArg() > 1<<20 {
@@ -204,6 +251,20 @@ func main() {
 		}
 		if f[0] == "quit" {
 			return
+		}
+		if f[0] == "gaplog" && len(f) == 3 {
+			ms, err := strconv.Atoi(f[1])
+			if err != nil || ms <= 0 {
+				fmt.Printf("ERROR bad ms %q\n", f[1])
+				continue
+			}
+			line, err := gaplog(ms, f[2])
+			if err != nil {
+				fmt.Printf("ERROR %v\n", err)
+				continue
+			}
+			fmt.Println(line)
+			continue
 		}
 		if (f[0] != "run" && f[0] != "stolen") || len(f) != 3 {
 			fmt.Printf("ERROR bad command %q\n", in.Text())
