@@ -13,7 +13,7 @@ target_link_libraries(heap PUBLIC pprof_encoder process_symbolizer symbolize_go 
 # Malloc sampler for non-Go targets: uprobes on the allocator (bpf/heap_sampler.bpf.c).
 add_library(malloc_sampler STATIC ${CMAKE_CURRENT_LIST_DIR}/malloc_sampler.cc)
 target_include_directories(malloc_sampler PUBLIC ${CMAKE_SOURCE_DIR})
-target_link_libraries(malloc_sampler PUBLIC heap bpf_skeletons symbolize_elf process_symbolizer
+target_link_libraries(malloc_sampler PUBLIC heap ring_reader bpf_skeletons symbolize_elf process_symbolizer
   absl::status absl::statusor absl::strings Threads::Threads)
 
 # Bookkeeping, interval table, unsampling, native profile building, probe placement: no
@@ -55,7 +55,8 @@ if(PPROF_SIDECAR_FUZZ)
 
   # Probe placement over machine code, ring buffer record decoding.
   add_executable(malloc_sampler_fuzzer ${CMAKE_CURRENT_LIST_DIR}/malloc_sampler_fuzzer.cc
-    ${CMAKE_CURRENT_LIST_DIR}/malloc_sampler.cc ${CMAKE_CURRENT_LIST_DIR}/malloc_profile_state.cc)
+    ${CMAKE_CURRENT_LIST_DIR}/malloc_sampler.cc ${CMAKE_CURRENT_LIST_DIR}/malloc_profile_state.cc
+    ${CMAKE_SOURCE_DIR}/agent/sampler/ring_reader.cc)
   target_include_directories(malloc_sampler_fuzzer PRIVATE ${CMAKE_SOURCE_DIR})
   target_link_libraries(malloc_sampler_fuzzer PRIVATE bpf_skeletons process_symbolizer
     symbolize_elf pprof_encoder absl::flat_hash_map absl::status absl::statusor absl::strings

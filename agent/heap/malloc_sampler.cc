@@ -6,15 +6,11 @@
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
-#include <condition_variable>
 #include <map>
 #include <mutex>
 #include <set>
@@ -25,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "agent/sampler/ring_reader.h"
 #include "agent/symbolize/elf_file.h"
 #include "bpf/heap_sampler.h"
 #include "bpf/heap_sampler.skel.h"
@@ -86,30 +83,18 @@ class BpfMallocSampler : public NativeHeapSource {
         opts_(o),
         state_(MallocProfileState::Limits{o.max_live, o.max_buckets, HEAP_SAMPLER_MAX_FRAMES}) {}
   ~BpfMallocSampler() override {
-    stop_.store(true);
-    Wake();
-    if (reader_.joinable()) reader_.join();
+    if (reader_) reader_->Stop();
     links_.clear();  // detach before the programs and maps go away
-    if (wake_fd_ >= 0) close(wake_fd_);
-    if (epoll_fd_ >= 0) close(epoll_fd_);
   }
 
   absl::Status Init(const std::vector<AllocatorProbe>& probes);
 
   pid_t pid() const override { return pid_; }
   GoHeapSnapshot Snapshot() override {
-    Flush();
+    // Records wait in the ring up to the reader's 100 ms poll: take them all first.
+    if (reader_) reader_->Flush();
     std::lock_guard<std::mutex> l(mu_);
     return state_.Snapshot(opts_.sample_bytes);
-  }
-  // Returns once every record submitted before the call has been handled (records otherwise
-  // wait up to the reader's 100 ms poll).
-  void Flush() {
-    if (!reader_.joinable()) return;
-    const uint64_t want = flush_requested_.fetch_add(1) + 1;
-    Wake();
-    std::unique_lock<std::mutex> l(flush_mu_);
-    flush_cv_.wait_for(l, std::chrono::seconds(2), [&] { return flush_done_ >= want; });
   }
   MallocSamplerStats stats() const override;
   absl::Time attached_at() const override { return attached_at_; }
@@ -128,22 +113,7 @@ class BpfMallocSampler : public NativeHeapSource {
   std::unique_ptr<heap_sampler_bpf, SkelDeleter> skel_;
   std::unique_ptr<ring_buffer, RingBufferDeleter> ringbuf_;
   std::vector<LinkPtr> links_;
-  void Wake() {
-    uint64_t one = 1;
-    if (wake_fd_ >= 0 && write(wake_fd_, &one, sizeof(one)) < 0) {
-      // The reader still wakes at its next poll timeout.
-    }
-  }
-  void ReaderLoop();
-
-  std::thread reader_;
-  std::atomic<bool> stop_{false};
-  int wake_fd_ = -1;   // eventfd: Flush() and the destructor wake the reader through it
-  int epoll_fd_ = -1;  // the ring buffer's epoll fd and wake_fd_
-  std::mutex flush_mu_;
-  std::condition_variable flush_cv_;
-  std::atomic<uint64_t> flush_requested_{0};
-  uint64_t flush_done_ = 0;  // guarded by flush_mu_
+  std::unique_ptr<RingReader> reader_;
   absl::Time attached_at_;
   std::string describe_;
   mutable std::mutex mu_;
@@ -247,41 +217,11 @@ absl::Status BpfMallocSampler::Init(const std::vector<AllocatorProbe>& probes) {
   attached_at_ = absl::Now();
   describe_ = absl::StrCat("probes on ", absl::StrJoin(attached, ", "));
   if (!errors.empty()) absl::StrAppend(&describe_, "; failed: ", absl::StrJoin(errors, "; "));
-  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (wake_fd_ < 0) return ErrnoStatus("eventfd", errno);
-  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
-  if (epoll_fd_ < 0) return ErrnoStatus("epoll_create1", errno);
-  for (int fd : {ring_buffer__epoll_fd(ringbuf_.get()), wake_fd_}) {
-    epoll_event ev;
-    memset(&ev, 0, sizeof(ev));
-    ev.events = EPOLLIN;
-    ev.data.fd = fd;
-    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
-      return ErrnoStatus("epoll_ctl(ADD)", errno);
-    }
-  }
-  reader_ = std::thread([this] { ReaderLoop(); });
+  auto reader = RingReader::Create(ringbuf_.get(), 100);
+  if (!reader.ok()) return reader.status();
+  reader_ = *std::move(reader);
+  reader_->Start();
   return absl::OkStatus();
-}
-
-void BpfMallocSampler::ReaderLoop() {
-  epoll_event evs[2];
-  while (true) {
-    int n = epoll_wait(epoll_fd_, evs, 2, 100);
-    if (n < 0 && errno != EINTR) usleep(100 * 1000);
-    uint64_t drain;
-    while (read(wake_fd_, &drain, sizeof(drain)) > 0) {
-    }
-    const bool stop = stop_.load();
-    const uint64_t want = flush_requested_.load();
-    ring_buffer__consume(ringbuf_.get());
-    {
-      std::lock_guard<std::mutex> l(flush_mu_);
-      flush_done_ = want;
-    }
-    flush_cv_.notify_all();
-    if (stop) break;
-  }
 }
 
 MallocSamplerStats BpfMallocSampler::stats() const {

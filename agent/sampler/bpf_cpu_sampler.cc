@@ -8,8 +8,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -17,7 +15,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <fstream>
 #include <memory>
@@ -25,7 +22,6 @@
 #include <set>
 #include <sstream>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -37,6 +33,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "agent/sampler/cpu_sampler.h"
+#include "agent/sampler/ring_reader.h"
 #include "bpf/cpu_sampler.h"
 #include "bpf/cpu_sampler.skel.h"
 
@@ -212,7 +209,6 @@ class BpfCpuSampler : public CpuSampler {
  private:
   BpfCpuSampler() = default;
   static int HandleRecord(void* ctx, void* data, size_t size);
-  void ReaderLoop();
   // Strips the tick interrupt's own frames from a tick sample's kernel stack.
   void StripTickFrames(CpuSample* s) const;
 
@@ -227,22 +223,13 @@ class BpfCpuSampler : public CpuSampler {
   std::unique_ptr<bpf_link, LinkDeleter> tick_link_;
   std::atomic<uint64_t> session_start_ns_{0};
   std::unique_ptr<ring_buffer, RingBufferDeleter> ringbuf_;
+  std::unique_ptr<RingReader> reader_;  // after ringbuf_: destroyed first
   uint32_t user_stack_bytes_ = 0;
-  int poll_interval_ms_ = 100;
-  UniqueFd epoll_fd_;  // the ring buffer's epoll fd and wake_fd_
-  UniqueFd wake_fd_;   // eventfd: Flush() and Stop() wake the reader through it
-
-  std::mutex flush_mu_;
-  std::condition_variable flush_cv_;
-  std::atomic<uint64_t> flush_requested_{0};
-  uint64_t flush_done_ = 0;  // guarded by flush_mu_
 
   std::mutex lifecycle_mu_;  // serializes Start/Stop
   std::atomic<bool> running_{false};
-  std::atomic<bool> stop_reader_{false};
   std::vector<UniqueFd> perf_fds_;
   std::vector<std::unique_ptr<bpf_link, LinkDeleter>> links_;
-  std::thread reader_;
   Sink sink_;
 
   std::mutex targets_mu_;
@@ -285,7 +272,6 @@ absl::StatusOr<std::unique_ptr<CpuSampler>> BpfCpuSampler::Create(
 
   std::unique_ptr<BpfCpuSampler> s(new BpfCpuSampler());
   s->user_stack_bytes_ = options.user_stack_bytes;
-  s->poll_interval_ms_ = options.poll_interval_ms > 0 ? options.poll_interval_ms : 100;
   s->clock_ = options.clock;
   using Clock = BpfCpuSamplerOptions::Clock;
   bool with_tick = options.clock != Clock::kPerfCpuClock;
@@ -336,19 +322,9 @@ absl::StatusOr<std::unique_ptr<CpuSampler>> BpfCpuSampler::Create(
   s->ringbuf_.reset(ring_buffer__new(bpf_map__fd(s->skel_->maps.events),
                                      &BpfCpuSampler::HandleRecord, s.get(), nullptr));
   if (!s->ringbuf_) return ErrnoStatus("ring_buffer__new(events)", errno, "");
-  s->wake_fd_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (s->wake_fd_.get() < 0) return ErrnoStatus("eventfd", errno, "");
-  s->epoll_fd_.reset(epoll_create1(EPOLL_CLOEXEC));
-  if (s->epoll_fd_.get() < 0) return ErrnoStatus("epoll_create1", errno, "");
-  for (int fd : {ring_buffer__epoll_fd(s->ringbuf_.get()), s->wake_fd_.get()}) {
-    epoll_event ev;
-    memset(&ev, 0, sizeof(ev));
-    ev.events = EPOLLIN;
-    ev.data.fd = fd;
-    if (epoll_ctl(s->epoll_fd_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
-      return ErrnoStatus("epoll_ctl(ADD)", errno, "");
-    }
-  }
+  auto reader = RingReader::Create(s->ringbuf_.get(), options.poll_interval_ms);
+  if (!reader.ok()) return reader.status();
+  s->reader_ = *std::move(reader);
   return std::unique_ptr<CpuSampler>(std::move(s));
 }
 
@@ -426,49 +402,13 @@ absl::Status BpfCpuSampler::Start(int hz, Sink sink) {
   perf_fds_ = std::move(fds);
   links_ = std::move(links);
   sink_ = std::move(sink);
-  stop_reader_ = false;
   running_ = true;
-  reader_ = std::thread([this] { ReaderLoop(); });
+  reader_->Start();
   return absl::OkStatus();
 }
 
-void BpfCpuSampler::ReaderLoop() {
-  epoll_event evs[2];
-  while (true) {
-    int n = epoll_wait(epoll_fd_.get(), evs, 2, poll_interval_ms_);
-    if (n < 0 && errno != EINTR) {
-      fprintf(stderr, "pprof-sidecar: epoll_wait(ring buffer): %s\n", strerror(errno));
-      usleep(poll_interval_ms_ * 1000);
-    }
-    uint64_t drain;
-    while (read(wake_fd_.get(), &drain, sizeof(drain)) > 0) {
-    }
-    const bool stop = stop_reader_.load();
-    const uint64_t want = flush_requested_.load();
-    if (stop) {
-      // The links are gone; let programs still running on other CPUs commit their records.
-      usleep(1000);
-    }
-    int c = ring_buffer__consume(ringbuf_.get());
-    if (c < 0 && c != -EINTR) {
-      fprintf(stderr, "pprof-sidecar: ring_buffer__consume: %s\n", strerror(-c));
-    }
-    {
-      std::lock_guard<std::mutex> l(flush_mu_);
-      flush_done_ = want;
-    }
-    flush_cv_.notify_all();
-    if (stop) break;
-  }
-}
-
 void BpfCpuSampler::Flush() {
-  if (!running_.load()) return;
-  const uint64_t want = flush_requested_.fetch_add(1) + 1;
-  uint64_t one = 1;
-  if (write(wake_fd_.get(), &one, sizeof(one)) < 0) return;
-  std::unique_lock<std::mutex> l(flush_mu_);
-  flush_cv_.wait_for(l, std::chrono::seconds(2), [&] { return flush_done_ >= want; });
+  if (running_.load()) reader_->Flush();
 }
 
 int BpfCpuSampler::HandleRecord(void* ctx, void* data, size_t size) {
@@ -577,12 +517,8 @@ void BpfCpuSampler::Stop() {
   __atomic_store_n(&skel_->bss->tick_enabled, 0, __ATOMIC_SEQ_CST);
   links_.clear();  // detaches the program from every perf event
   perf_fds_.clear();
-  stop_reader_ = true;
-  uint64_t one = 1;
-  if (write(wake_fd_.get(), &one, sizeof(one)) < 0) {
-    // The reader still sees stop_reader_ at its next poll timeout.
-  }
-  if (reader_.joinable()) reader_.join();
+  // The links are gone; programs still running on other CPUs get 1 ms to commit their records.
+  reader_->Stop(/*settle_us=*/1000);
   sink_ = nullptr;
   running_ = false;
 }

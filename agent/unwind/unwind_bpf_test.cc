@@ -173,14 +173,26 @@ void CheckProfile(const std::string& what, const Profiled& p, const std::string&
   EXPECT_NEAR(h / (h + c), 0.75, 0.05) << what;
 }
 
-class UnwindGoHashTest : public ::testing::TestWithParam<std::string> {};
+class UnwindGoHashTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  // Builds tests/targets/`target` with the Go version under test and profiles it run with
+  // `args` (plus -seconds); false on a failed build.
+  bool BuildAndProfile(const std::string& target, std::vector<std::string> args, Profiled* p) {
+    const std::string dir = MakeTempDir(target);
+    auto bin = BuildGo(GetParam(), TestDataDir() + "/targets/" + target, "", dir + "/" + target);
+    EXPECT_TRUE(bin.ok()) << bin.status();
+    if (!bin.ok()) return false;
+    args.insert(args.begin(), *bin);
+    args.push_back("-seconds");
+    args.push_back(std::to_string(kSeconds + 5));
+    *p = ProfileTarget(args, dir);
+    return true;
+  }
+};
 
 TEST_P(UnwindGoHashTest, Sha256AssemblyReachesRoot) {
-  const std::string dir = MakeTempDir("unwind_gohash");
-  auto bin =
-      BuildGo(GetParam(), TestDataDir() + "/targets/unwind_gohash", "", dir + "/unwind_gohash");
-  ASSERT_TRUE(bin.ok()) << bin.status();
-  Profiled p = ProfileTarget({*bin, "-seconds", std::to_string(kSeconds + 5)}, dir);
+  Profiled p;
+  ASSERT_TRUE(BuildAndProfile("unwind_gohash", {}, &p));
   // Most samples are in the sha256 block assembly.
   EXPECT_GT(FlatShare(p.after, "crypto/sha256.block"), 0.6);
   CheckProfile("go" + GetParam() + " sha256", p, "main.hashHot", "main.hashCold");
@@ -190,11 +202,8 @@ TEST_P(UnwindGoHashTest, Sha256AssemblyReachesRoot) {
 // sampled rbp (sha256's general register) cannot start a frame-pointer chain; the sampler finds
 // the first frame record in the copy and walks on from it past the copy's end.
 TEST_P(UnwindGoHashTest, Sha256AssemblyUnderDeepFrameReachesRoot) {
-  const std::string dir = MakeTempDir("unwind_gohash_deep");
-  auto bin =
-      BuildGo(GetParam(), TestDataDir() + "/targets/unwind_gohash", "", dir + "/unwind_gohash");
-  ASSERT_TRUE(bin.ok()) << bin.status();
-  Profiled p = ProfileTarget({*bin, "-deep", "-seconds", std::to_string(kSeconds + 5)}, dir);
+  Profiled p;
+  ASSERT_TRUE(BuildAndProfile("unwind_gohash", {"-deep"}, &p));
   EXPECT_GT(FlatShare(p.after, "crypto/sha256.block"), 0.6);
   EXPECT_GT(CumShare(p.after, "main.deepLoop"), 0.95);
   CheckProfile("go" + GetParam() + " sha256 deep", p, "main.hashHot", "main.hashCold");
@@ -203,11 +212,8 @@ TEST_P(UnwindGoHashTest, Sha256AssemblyUnderDeepFrameReachesRoot) {
 // Go reading the clock: samples in the vDSO (no pclntab, no CFI file) on the g0 stack keep the
 // frame-pointer chain from the sampled rbp, which crosses back to the goroutine.
 TEST_P(UnwindGoHashTest, ClockReadsInTheVdsoReachRoot) {
-  const std::string dir = MakeTempDir("unwind_govdso");
-  auto bin =
-      BuildGo(GetParam(), TestDataDir() + "/targets/unwind_govdso", "", dir + "/unwind_govdso");
-  ASSERT_TRUE(bin.ok()) << bin.status();
-  Profiled p = ProfileTarget({*bin, "-seconds", std::to_string(kSeconds + 5)}, dir);
+  Profiled p;
+  ASSERT_TRUE(BuildAndProfile("unwind_govdso", {}, &p));
   EXPECT_GT(CumShare(p.after, "time.Now"), 0.5);
   CheckProfile("go" + GetParam() + " vdso", p, "main.clockHot", "main.clockCold");
 }
