@@ -360,7 +360,9 @@ TEST(MallocSamplerBpfTest, AllocatorDefinedByTheExecutable) {
   ProcessSymbolizer symbolizer;
   HeapProfiler heap(&symbolizer);
   MallocSamplerOptions opts;
-  opts.sample_bytes = 64 * 1024;
+  // 16 KiB: ~1,900 samples at small_site (1000-byte callocs), so the estimate's relative SD is
+  // ~2.3 % and the 15 % bound below is ~6.5 sigma, while counting twice would be +100 %.
+  opts.sample_bytes = 16 * 1024;
   heap.EnableNative([opts](pid_t pid) { return StartMallocSampler(pid, opts); });
   heap.SetTarget(t.pid());
   ASSERT_TRUE(heap.stats().native_attached);
@@ -373,9 +375,9 @@ TEST(MallocSamplerBpfTest, AllocatorDefinedByTheExecutable) {
   ASSERT_TRUE(prof.ok()) << prof.status();
   auto s = SummarizeProfile(Save(dir + "/allocs.pb.gz", *prof));
   ASSERT_TRUE(s.ok()) << s.status();
-  // Counted once: within 10 % of the truth at each site (twice would be ~+100 %).
-  EXPECT_NEAR(static_cast<double>(Flat(*s, "big_site", 1)) / truth.big, 1.0, 0.10) << s->raw;
-  EXPECT_NEAR(static_cast<double>(Flat(*s, "small_site", 1)) / truth.small, 1.0, 0.10) << s->raw;
+  // Counted once: within 15 % of the truth at each site (twice would be ~+100 %).
+  EXPECT_NEAR(static_cast<double>(Flat(*s, "big_site", 1)) / truth.big, 1.0, 0.15) << s->raw;
+  EXPECT_NEAR(static_cast<double>(Flat(*s, "small_site", 1)) / truth.small, 1.0, 0.15) << s->raw;
   EXPECT_GT(heap.stats().native.nested, 60000u);  // every forwarded call seen as nested
 }
 
