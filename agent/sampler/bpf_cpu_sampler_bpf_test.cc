@@ -260,8 +260,11 @@ TEST_P(SamplerRateTest, SamplesOnlyTargetWithTrueProportions) {
   EXPECT_EQ((*sampler)->stats().tick_clock, want_tick);
 
   Child other = Spawn({t.path, "nowait", "1", "30", "split"});
-  // >= 600 expected samples at either rate keeps the sampling noise well inside the tolerance.
-  Child target = Spawn({t.path, "wait", "2", hz >= 1000 ? "1.5" : "3", "split"});
+  // ~2,000 sample records in all (2 threads): the 0.75 split's binomial SD is then 0.0097, so
+  // +-5 pp is 5 sigma (600 records, as before, made it 2.8). The tick clock records at most
+  // CONFIG_HZ (250 here) samples per second, weighting each for the periods it covers.
+  const char* seconds = hz < 1000 ? "10" : opts.clock == Clock::kTick ? "4" : "1.5";
+  Child target = Spawn({t.path, "wait", "2", seconds, "split"});
   SleepMs(150);  // threads created, blocked on stdin
   const std::set<uint32_t> tids = Tids(target.pid);
   ASSERT_EQ(tids.size(), 3u);
@@ -497,10 +500,10 @@ TEST(BpfCpuSamplerTest, SetTargetsEmptyStopsDeliveryAndStopCleansUp) {
   EXPECT_TRUE((*sampler)->stats().tick_clock);
   EXPECT_EQ(CountFds("anon_inode:bpf_link") - links_before, 1);
   ASSERT_TRUE((*sampler)->SetTargets({static_cast<uint32_t>(spinner.pid)}).ok());
-  SleepMs(300);
+  SleepMs(1000);
   (*sampler)->Stop();
   const size_t after_tick = col.size();
-  EXPECT_GT(after_tick, after_stop + 20);
+  EXPECT_GT(after_tick, after_stop + 50);  // ~100 from a spinning thread, if it gets the CPU
   EXPECT_EQ(CountFds("anon_inode:bpf_link") - links_before, 1);
   SleepMs(200);
   EXPECT_EQ(col.size(), after_tick);  // disabled: nothing more
@@ -557,16 +560,19 @@ TEST(BpfCpuSamplerTest, TargetInNestedPidNamespace) {
   const double cpu_s = unshare.Wait();
   (*sampler)->Stop();
   const std::vector<CpuSample> samples = col.samples();
-  size_t hot = 0;
+  size_t hot = 0, weight = 0;
   for (const CpuSample& s : samples) {
     ASSERT_EQ(s.pid, inner);
     ASSERT_TRUE(tids.count(s.tid)) << s.tid;
-    hot += !s.user_ips.empty() && t.funcs.at("spin_hot").Contains(s.user_ips[0]);
+    weight += s.weight;
+    hot += !s.user_ips.empty() && t.funcs.at("spin_hot").Contains(s.user_ips[0]) ? s.weight : 0;
   }
   const double expected = 100 * cpu_s;
-  printf("nested ns: cpu=%.3fs samples=%zu hot=%zu\n", cpu_s, samples.size(), hot);
-  EXPECT_NEAR(samples.size(), expected, expected * 0.10);
-  EXPECT_GT(hot, samples.size() / 2);
+  printf("nested ns: cpu=%.3fs samples=%zu weight=%zu hot=%zu\n", cpu_s, samples.size(), weight,
+         hot);
+  // As in SamplerRateTest: one short window may lose ticks on a shared VM.
+  EXPECT_NEAR(weight, expected, expected * 0.20);
+  EXPECT_GT(hot, weight / 2);
 }
 
 struct ProgRunStats {

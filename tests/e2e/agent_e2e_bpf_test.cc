@@ -40,11 +40,11 @@ constexpr double kSplitTolerance = 0.05;  // ±5 percentage points
 constexpr double kSampleTolerance = 0.10;
 constexpr double kWindowSampleTolerance = 0.25;
 // A 75 % share measured over n samples has a binomial standard deviation of
-// sqrt(0.75 * 0.25 / n): 800 samples put ±5 pp at 3.3 sigma (sampling a deterministic loop is
-// steadier than that in practice). A quiet 2-CPU machine yields them in one 5 s window; split
-// tests take up to kMaxWindows windows when the machine is busy.
-constexpr int64_t kMinSplitSamples = 800;
-constexpr int kMaxWindows = 4;
+// sqrt(0.75 * 0.25 / n): 2,000 samples put ±5 pp at 5.2 sigma (800 gave 3.3 sigma, and shares
+// of 0.72..0.78 were seen). A quiet 2-CPU machine yields them in two 5 s windows; split tests
+// take up to kMaxWindows windows when the machine is busy.
+constexpr int64_t kMinSplitSamples = 2000;
+constexpr int kMaxWindows = 6;
 
 std::string GoSplitSrc() { return TestDataDir() + "/targets/go_cpu_split"; }
 std::string GoSplitMain() { return GoSplitSrc() + "/main.go"; }
