@@ -162,6 +162,10 @@ int Run() {
                                     std::string(st.message()).c_str());
                           }
                         });
+  // Allocators mapped after the attach (dlopen) are probed on the tracker's next check.
+  tracker.SetOnRecheck([&heap](const std::optional<ProcessInfo>& t) {
+    if (t) heap.SetTarget(t->pid);
+  });
   tracker.Start();
 
   ServerOptions sopts;

@@ -29,13 +29,17 @@ const volatile __u64 pidns_ino = 0;   /* st_ino of /proc/self/ns/pid of the agen
 const volatile __u32 target_tgid = 0; /* the target, in the agent's pid namespace */
 const volatile __u32 sample_all = 0;  /* rate 1: every allocation is sampled */
 const volatile __u64 sample_intervals[HEAP_SAMPLER_INTERVALS] = {};
-const volatile __u32 nested_n = 0; /* valid entries of nested_lo/hi */
-const volatile __u64 nested_lo[HEAP_SAMPLER_MAX_RANGES] = {};
-const volatile __u64 nested_hi[HEAP_SAMPLER_MAX_RANGES] = {};
 /* 0: records wake the reader as libbpf's default does (when it has caught up). Else only once
  * this many bytes wait: the reader also polls on a timer and drains before every snapshot. A
  * wakeup is an irq_work self-interrupt on the allocating thread's CPU (~15 us in a VM). */
 const volatile __u32 wakeup_bytes = 0;
+
+/* The probed allocator functions' address ranges in the target, for nested_call(). Written by
+ * the agent at any time (allocators mapped after attach add ranges): entries first, then
+ * nested_n; a reader racing a rewrite at worst misjudges one call as not nested. */
+volatile __u32 nested_n = 0; /* valid entries of nested_lo/hi */
+volatile __u64 nested_lo[HEAP_SAMPLER_MAX_RANGES];
+volatile __u64 nested_hi[HEAP_SAMPLER_MAX_RANGES];
 
 /* Sampled allocations not freed yet: address -> size. max_entries set by the loader. */
 struct {
@@ -117,8 +121,9 @@ static __always_inline int nested_call(struct pt_regs *ctx) {
   struct task_struct *task = bpf_get_current_task_btf();
   __u64 xol = BPF_CORE_READ(task, mm, uprobes_state.xol_area, vaddr);
   if (xol != 0 && ret >= xol && ret < xol + 4096) return 1;
+  __u32 n = nested_n;
   for (int i = 0; i < HEAP_SAMPLER_MAX_RANGES; i++) {
-    if (i >= nested_n) break;
+    if (i >= n) break;
     if (ret >= nested_lo[i] && ret < nested_hi[i]) return 1;
   }
   return 0;

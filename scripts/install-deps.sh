@@ -29,6 +29,7 @@ PKGS=(
   # tests
   libgtest-dev libgmock-dev golang-go golang-1.19-go golang-github-google-pprof-dev
   util-linux procps curl file binutils
+  libjemalloc2 libtcmalloc-minimal4  # allocator libraries the malloc sampler tests probe
 )
 BACKPORTS=(golang-1.21-go golang-1.22-go golang-1.23-go)
 

@@ -5,6 +5,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <thread>
 
@@ -191,23 +192,49 @@ void HeapProfiler::EnableNative(NativeHeapFactory factory) { native_factory_ = s
 void HeapProfiler::SetTarget(std::optional<pid_t> pid) {
   if (!native_factory_) return;
   std::lock_guard<std::mutex> nl(native_mu_);
-  std::shared_ptr<NativeHeapSource> old;
+  std::shared_ptr<NativeHeapSource> old, same;
   {
     std::lock_guard<std::mutex> l(mu_);
-    if (native_ && pid && native_->pid() == *pid) return;
-    old = std::move(native_);
+    if (native_ && pid && native_->pid() == *pid) {
+      same = native_;
+    } else {
+      old = std::move(native_);
+    }
+  }
+  if (same) {
+    absl::StatusOr<int> added = same->ProbeNewMappings();
+    if (!added.ok()) {
+      fprintf(stderr, "pprof-sidecar: malloc profiling of pid %d: new mappings: %s\n",
+              static_cast<int>(*pid), std::string(added.status().message()).c_str());
+    } else if (*added > 0) {
+      native_late_probes_.fetch_add(*added);
+      fprintf(stderr,
+              "pprof-sidecar: malloc profiling of pid %d: %d newly mapped allocator "
+              "functions probed; %s\n",
+              static_cast<int>(*pid), *added, same->Describe().c_str());
+    }
+    return;
   }
   old.reset();  // detaches (unless a request still holds it)
   if (!pid) return;
+  // A failed attach is retried on later calls for the same pid, backing off 1 s .. 64 s.
+  const absl::Time now = absl::Now();
+  if (*pid == failed_pid_ && now < next_retry_) return;
   absl::StatusOr<std::shared_ptr<const ExeInfo>> exe = Exe(*pid);
   if (!exe.ok() || (*exe)->is_go) return;
   absl::StatusOr<std::unique_ptr<NativeHeapSource>> src = native_factory_(*pid);
   if (!src.ok()) {
     native_attach_errors_.fetch_add(1);
-    fprintf(stderr, "pprof-sidecar: malloc profiling of pid %d: %s\n", static_cast<int>(*pid),
-            std::string(src.status().message()).c_str());
+    retry_backoff_ =
+        *pid == failed_pid_ ? std::min(retry_backoff_ * 2, absl::Seconds(64)) : absl::Seconds(1);
+    failed_pid_ = *pid;
+    next_retry_ = now + retry_backoff_;
+    fprintf(stderr, "pprof-sidecar: malloc profiling of pid %d: %s (retrying in %s)\n",
+            static_cast<int>(*pid), std::string(src.status().message()).c_str(),
+            absl::FormatDuration(retry_backoff_).c_str());
     return;
   }
+  failed_pid_ = 0;
   native_attaches_.fetch_add(1);
   std::lock_guard<std::mutex> l(mu_);
   native_ = std::shared_ptr<NativeHeapSource>(std::move(*src));
@@ -306,6 +333,7 @@ HeapProfilerStats HeapProfiler::stats() const {
   s.last_read_micros = last_read_micros_.load();
   s.native_attaches = native_attaches_.load();
   s.native_attach_errors = native_attach_errors_.load();
+  s.native_late_probes = native_late_probes_.load();
   std::shared_ptr<NativeHeapSource> n;
   {
     std::lock_guard<std::mutex> l(mu_);

@@ -58,7 +58,8 @@ struct HeapProfilerStats {
   bool native_attached = false;  // a sampler is attached now
   uint64_t native_attaches = 0;  // samplers started
   uint64_t native_attach_errors = 0;
-  MallocSamplerStats native;  // of the current sampler
+  uint64_t native_late_probes = 0;  // functions probed after the attach (mapped later)
+  MallocSamplerStats native;        // of the current sampler
 };
 
 // Starts a malloc sampler for a pid (StartMallocSampler in production, a fake in tests).
@@ -84,7 +85,9 @@ class HeapProfiler {
   void EnableNative(NativeHeapFactory factory);
   // The current target (nullopt: none). Attaches a malloc sampler to a non-Go target now
   // (attach errors are logged to stderr and answered on the next request), detaches the
-  // previous one. No-op without EnableNative. Thread-safe.
+  // previous one. Call it again with the same pid on every check of the target (the agent does,
+  // every --rediscover_interval_ms): that probes allocators mapped since the attach, and retries
+  // a failed attach (backing off from 1 s to 64 s). No-op without EnableNative. Thread-safe.
   void SetTarget(std::optional<pid_t> pid);
 
   HeapProfilerStats stats() const;
@@ -107,7 +110,11 @@ class HeapProfiler {
   NativeHeapFactory native_factory_;
   std::mutex native_mu_;                      // serializes attach/detach
   std::shared_ptr<NativeHeapSource> native_;  // guarded by mu_ (read) and native_mu_ (swap)
-  std::atomic<uint64_t> native_attaches_{0}, native_attach_errors_{0};
+  std::atomic<uint64_t> native_attaches_{0}, native_attach_errors_{0}, native_late_probes_{0};
+  // Retry schedule of a failed attach (guarded by native_mu_).
+  pid_t failed_pid_ = 0;
+  absl::Time next_retry_;
+  absl::Duration retry_backoff_;
 };
 
 }  // namespace pprof_sidecar

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -37,9 +38,11 @@ using ::pprof_sidecar::testing::RunCommand;
 using ::pprof_sidecar::testing::SummarizeProfile;
 using ::pprof_sidecar::testing::TestDataDir;
 
-constexpr int kRate = 16384;  // MemProfileRate the target sets (many samples quickly)
-constexpr int kSize = 8192;   // object size at both sites
-constexpr int kKeep = 512;    // live objects per site
+// MemProfileRate the target sets: 86 % of the 8 KiB objects sampled, so the split and the
+// inuse per site (512 live objects) are measured over hundreds of samples (SD <= 2 %).
+constexpr int kRate = 4096;
+constexpr int kSize = 8192;  // object size at both sites
+constexpr int kKeep = 512;   // live objects per site
 
 // A started target; killed on destruction. `port` is what it printed ("port=N"), if anything.
 struct Target {
@@ -313,6 +316,60 @@ TEST(HeapServerTest, ServesHeapAndAllocsForTheTarget) {
   EXPECT_EQ(as->default_sample_type, "alloc_space");
   EXPECT_GE(as->duration_nanos, 1000000000);
   EXPECT_GT(Flat(*as, "main.bigSite", 1), Flat(*as, "main.smallSite", 1));
+}
+
+// Non-Go targets: SetTarget with the same pid (the tracker's recheck) asks the attached sampler
+// for newly mapped allocators; a failed attach is retried, not on every check but after a
+// growing delay.
+class FakeNativeSource : public NativeHeapSource {
+ public:
+  FakeNativeSource(pid_t pid, std::atomic<int>* rechecks) : pid_(pid), rechecks_(rechecks) {}
+  pid_t pid() const override { return pid_; }
+  GoHeapSnapshot Snapshot() override { return {}; }
+  MallocSamplerStats stats() const override { return {}; }
+  absl::Time attached_at() const override { return absl::UnixEpoch(); }
+  std::string Describe() const override { return "fake"; }
+  absl::StatusOr<int> ProbeNewMappings() override {
+    return rechecks_->fetch_add(1) == 0 ? 3 : 0;  // the first recheck finds 3 new functions
+  }
+
+ private:
+  const pid_t pid_;
+  std::atomic<int>* const rechecks_;
+};
+
+TEST(HeapNativeTest, RechecksAttachedSamplerAndRetriesFailedAttachWithBackoff) {
+  auto t = Start("/bin/sleep", {"30"}, false);
+  ProcessSymbolizer symbolizer;
+  HeapProfiler heap(&symbolizer);
+  std::atomic<int> attempts{0}, rechecks{0};
+  heap.EnableNative([&](pid_t pid) -> absl::StatusOr<std::unique_ptr<NativeHeapSource>> {
+    if (attempts.fetch_add(1) < 2) return absl::NotFoundError("no allocator mapped yet");
+    return std::make_unique<FakeNativeSource>(pid, &rechecks);
+  });
+  heap.SetTarget(t->pid);  // fails; next try in 1 s
+  heap.SetTarget(t->pid);
+  heap.SetTarget(t->pid);
+  EXPECT_EQ(attempts.load(), 1);
+  EXPECT_EQ(heap.stats().native_attach_errors, 1u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  heap.SetTarget(t->pid);  // fails again; next try in 2 s
+  EXPECT_EQ(attempts.load(), 2);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  heap.SetTarget(t->pid);  // still backing off
+  EXPECT_EQ(attempts.load(), 2);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  heap.SetTarget(t->pid);  // attaches
+  EXPECT_EQ(attempts.load(), 3);
+  ASSERT_TRUE(heap.stats().native_attached);
+  EXPECT_EQ(rechecks.load(), 0);
+  heap.SetTarget(t->pid);
+  heap.SetTarget(t->pid);
+  EXPECT_EQ(rechecks.load(), 2);
+  EXPECT_EQ(heap.stats().native_late_probes, 3u);
+  EXPECT_EQ(attempts.load(), 3);
+  heap.SetTarget(std::nullopt);
+  EXPECT_FALSE(heap.stats().native_attached);
 }
 
 }  // namespace

@@ -60,6 +60,10 @@ class NativeHeapSource {
   virtual absl::Time attached_at() const = 0;
   // Human-readable: which binaries and functions are probed.
   virtual std::string Describe() const = 0;
+  // Re-reads the target's mappings and probes allocators mapped since the last look (dlopen'ed,
+  // or a C library mapped after an early attach). Returns how many functions were newly probed
+  // (0 when the mappings that matter did not change: cheap enough to call every second).
+  virtual absl::StatusOr<int> ProbeNewMappings() { return 0; }
 };
 
 // Byte intervals between samples for the BPF program's table: `n` quantiles of the exponential

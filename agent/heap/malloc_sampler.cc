@@ -15,6 +15,7 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -87,7 +88,8 @@ class BpfMallocSampler : public NativeHeapSource {
     links_.clear();  // detach before the programs and maps go away
   }
 
-  absl::Status Init(const std::vector<AllocatorProbe>& probes);
+  absl::Status Init(const std::vector<AllocatorProbe>& probes, const std::vector<MapEntry>& maps);
+  absl::StatusOr<int> ProbeNewMappings() override;
 
   pid_t pid() const override { return pid_; }
   GoHeapSnapshot Snapshot() override {
@@ -98,7 +100,10 @@ class BpfMallocSampler : public NativeHeapSource {
   }
   MallocSamplerStats stats() const override;
   absl::Time attached_at() const override { return attached_at_; }
-  std::string Describe() const override { return describe_; }
+  std::string Describe() const override {
+    std::lock_guard<std::mutex> l(attach_mu_);
+    return describe_;
+  }
 
  private:
   static int OnRecord(void* ctx, void* data, size_t size) {
@@ -108,19 +113,47 @@ class BpfMallocSampler : public NativeHeapSource {
     return 0;
   }
 
+  // Attaches the probes of `probes` not attached yet (each function's return probe, then its
+  // entry). Returns how many functions were newly probed; failures go to errors_.
+  int AttachNew(const std::vector<AllocatorProbe>& probes);
+  // Publishes the functions' address ranges to the BPF program's nested_call().
+  void SetNestedRanges(const std::vector<AllocatorProbe>& probes);
+
   const pid_t pid_;
   const MallocSamplerOptions opts_;
   std::unique_ptr<heap_sampler_bpf, SkelDeleter> skel_;
   std::unique_ptr<ring_buffer, RingBufferDeleter> ringbuf_;
-  std::vector<LinkPtr> links_;
   std::unique_ptr<RingReader> reader_;
   absl::Time attached_at_;
+
+  mutable std::mutex attach_mu_;  // guards the fields below
+  std::vector<LinkPtr> links_;
+  std::set<std::tuple<uint64_t, std::string, uint64_t>> probed_;  // (inode, mapped, file offset)
+  std::vector<std::string> attached_, errors_;  // "function@path"; last round's failures
+  std::string maps_key_;                        // AllocatorMappingsKey when last probed
   std::string describe_;
+  std::atomic<uint64_t> nlinks_{0};
+
   mutable std::mutex mu_;
   MallocProfileState state_;
 };
 
-absl::Status BpfMallocSampler::Init(const std::vector<AllocatorProbe>& probes) {
+// What FindAllocatorProbes depends on in `maps`: the executable and allocator libraries mapped
+// executable, with their addresses. Unchanged key: nothing new to probe.
+std::string AllocatorMappingsKey(pid_t pid, const std::vector<MapEntry>& maps) {
+  struct stat exe_st;
+  const bool have_exe = stat(absl::StrCat("/proc/", pid, "/exe").c_str(), &exe_st) == 0;
+  std::string key;
+  for (const MapEntry& e : maps) {
+    if (!e.IsFileBacked() || !e.exec) continue;
+    if (!(have_exe && e.inode == exe_st.st_ino) && !IsAllocatorLibrary(e.path)) continue;
+    absl::StrAppend(&key, e.inode, ":", e.start, ":", e.path, "\n");
+  }
+  return key;
+}
+
+absl::Status BpfMallocSampler::Init(const std::vector<AllocatorProbe>& probes,
+                                    const std::vector<MapEntry>& maps) {
   struct stat st;
   if (stat("/proc/self/ns/pid", &st) != 0) return ErrnoStatus("stat(/proc/self/ns/pid)", errno);
   skel_.reset(heap_sampler_bpf__open());
@@ -134,15 +167,6 @@ absl::Status BpfMallocSampler::Init(const std::vector<AllocatorProbe>& probes) {
   for (size_t i = 0; i < table.size(); ++i) {
     skel_->rodata->sample_intervals[i] = table[i];
   }
-  uint32_t nested = 0;
-  for (const AllocatorProbe& pr : probes) {
-    if (pr.function == "free" || pr.runtime_end <= pr.runtime_start) continue;
-    if (nested == HEAP_SAMPLER_MAX_RANGES) break;
-    skel_->rodata->nested_lo[nested] = pr.runtime_start;
-    skel_->rodata->nested_hi[nested] = pr.runtime_end;
-    ++nested;
-  }
-  skel_->rodata->nested_n = nested;
   if (int err = bpf_map__set_max_entries(skel_->maps.live, opts_.max_live); err != 0) {
     return ErrnoStatus("bpf_map__set_max_entries(live)", -err);
   }
@@ -157,6 +181,25 @@ absl::Status BpfMallocSampler::Init(const std::vector<AllocatorProbe>& probes) {
                                   this, nullptr));
   if (!ringbuf_) return ErrnoStatus("ring_buffer__new(events)", errno);
 
+  std::lock_guard<std::mutex> l(attach_mu_);
+  maps_key_ = AllocatorMappingsKey(pid_, maps);
+  SetNestedRanges(probes);
+  if (AttachNew(probes) == 0) {
+    if (kill(pid_, 0) != 0 && errno == ESRCH) {
+      return absl::NotFoundError(absl::StrCat("process ", pid_, " exited"));
+    }
+    return absl::PermissionDeniedError(absl::StrCat("could not attach any allocator probe to pid ",
+                                                    pid_, ": ", absl::StrJoin(errors_, "; ")));
+  }
+  attached_at_ = absl::Now();
+  auto reader = RingReader::Create(ringbuf_.get(), 100);
+  if (!reader.ok()) return reader.status();
+  reader_ = *std::move(reader);
+  reader_->Start();
+  return absl::OkStatus();
+}
+
+int BpfMallocSampler::AttachNew(const std::vector<AllocatorProbe>& probes) {
   auto& p = skel_->progs;
   const std::map<std::string, std::pair<bpf_program*, bpf_program*>> progs = {
       {"malloc", {p.malloc_entry, p.alloc_return}},
@@ -169,10 +212,13 @@ absl::Status BpfMallocSampler::Init(const std::vector<AllocatorProbe>& probes) {
       {"pvalloc", {p.malloc_entry, p.alloc_return}},
       {"free", {p.free_entry, nullptr}},
   };
-  std::vector<std::string> attached, errors;
+  errors_.clear();
+  int added = 0;
   for (const AllocatorProbe& pr : probes) {
     auto it = progs.find(pr.function);
     if (it == progs.end()) continue;
+    auto key = std::make_tuple(pr.inode, pr.mapped, pr.file_offset);
+    if (probed_.count(key) != 0) continue;
     auto attach = [&](bpf_program* prog, bool ret) -> absl::StatusOr<LinkPtr> {
       // map_files first (the mapped inode); /proc/PID/root/<path> if the kernel refuses it.
       std::string what;
@@ -193,35 +239,65 @@ absl::Status BpfMallocSampler::Init(const std::vector<AllocatorProbe>& probes) {
     if (it->second.second != nullptr) {
       absl::StatusOr<LinkPtr> r = attach(it->second.second, true);
       if (!r.ok()) {
-        errors.push_back(std::string(r.status().message()));
+        errors_.push_back(std::string(r.status().message()));
         continue;
       }
       ret_link = *std::move(r);
     }
     absl::StatusOr<LinkPtr> e = attach(it->second.first, false);
     if (!e.ok()) {
-      errors.push_back(std::string(e.status().message()));
+      errors_.push_back(std::string(e.status().message()));
       continue;
     }
     if (ret_link) links_.push_back(std::move(ret_link));
     links_.push_back(*std::move(e));
-    attached.push_back(absl::StrCat(pr.function, "@", pr.mapped));
+    probed_.insert(key);
+    attached_.push_back(absl::StrCat(pr.function, "@", pr.mapped));
+    ++added;
   }
-  if (attached.empty()) {
-    if (kill(pid_, 0) != 0 && errno == ESRCH) {
-      return absl::NotFoundError(absl::StrCat("process ", pid_, " exited"));
-    }
-    return absl::PermissionDeniedError(absl::StrCat("could not attach any allocator probe to pid ",
-                                                    pid_, ": ", absl::StrJoin(errors, "; ")));
+  nlinks_.store(links_.size());
+  describe_ = absl::StrCat("probes on ", absl::StrJoin(attached_, ", "));
+  if (!errors_.empty()) absl::StrAppend(&describe_, "; failed: ", absl::StrJoin(errors_, "; "));
+  return added;
+}
+
+void BpfMallocSampler::SetNestedRanges(const std::vector<AllocatorProbe>& probes) {
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  for (const AllocatorProbe& pr : probes) {
+    if (pr.function == "free" || pr.runtime_end <= pr.runtime_start) continue;
+    if (ranges.size() == HEAP_SAMPLER_MAX_RANGES) break;
+    ranges.emplace_back(pr.runtime_start, pr.runtime_end);
   }
-  attached_at_ = absl::Now();
-  describe_ = absl::StrCat("probes on ", absl::StrJoin(attached, ", "));
-  if (!errors.empty()) absl::StrAppend(&describe_, "; failed: ", absl::StrJoin(errors, "; "));
-  auto reader = RingReader::Create(ringbuf_.get(), 100);
-  if (!reader.ok()) return reader.status();
-  reader_ = *std::move(reader);
-  reader_->Start();
-  return absl::OkStatus();
+  auto* bss = skel_->bss;
+  const uint32_t n = __atomic_load_n(&bss->nested_n, __ATOMIC_RELAXED);
+  // Entries [0, n) stay valid while they are rewritten only if they are unchanged: else hide
+  // them first.
+  bool prefix_same = n <= ranges.size();
+  for (uint32_t i = 0; prefix_same && i < n; ++i) {
+    prefix_same = bss->nested_lo[i] == ranges[i].first && bss->nested_hi[i] == ranges[i].second;
+  }
+  if (!prefix_same) __atomic_store_n(&bss->nested_n, 0, __ATOMIC_RELEASE);
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    bss->nested_lo[i] = ranges[i].first;
+    bss->nested_hi[i] = ranges[i].second;
+  }
+  __atomic_store_n(&bss->nested_n, static_cast<uint32_t>(ranges.size()), __ATOMIC_RELEASE);
+}
+
+absl::StatusOr<int> BpfMallocSampler::ProbeNewMappings() {
+  absl::StatusOr<std::vector<MapEntry>> maps = ReadProcMaps(pid_);
+  if (!maps.ok()) return maps.status();
+  std::lock_guard<std::mutex> l(attach_mu_);
+  std::string key = AllocatorMappingsKey(pid_, *maps);
+  if (key == maps_key_) return 0;
+  maps_key_ = std::move(key);
+  absl::StatusOr<std::vector<AllocatorProbe>> probes = FindAllocatorProbes(pid_, *maps);
+  if (!probes.ok()) {
+    if (absl::IsNotFound(probes.status())) return 0;  // e.g. exec'ed into a Go binary
+    return probes.status();
+  }
+  SetNestedRanges(*probes);
+  return AttachNew(*probes);
 }
 
 MallocSamplerStats BpfMallocSampler::stats() const {
@@ -254,7 +330,7 @@ MallocSamplerStats BpfMallocSampler::stats() const {
     std::lock_guard<std::mutex> l(mu_);
     state_.FillStats(&s);
   }
-  s.probes = links_.size();
+  s.probes = nlinks_.load();
   return s;
 }
 
@@ -318,6 +394,7 @@ absl::StatusOr<std::vector<AllocatorProbe>> FindAllocatorProbes(pid_t pid,
         p.function = fn;
         p.binary = path;
         p.mapped = e.path;
+        p.inode = e.inode;
         p.file_offset = sym->value - s.vaddr + s.offset;
         for (const MapEntry& m : maps) {
           if (m.inode != e.inode || m.path != e.path || !m.exec || p.file_offset < m.offset ||
@@ -365,7 +442,7 @@ absl::StatusOr<std::unique_ptr<NativeHeapSource>> StartMallocSampler(
   absl::StatusOr<std::vector<AllocatorProbe>> probes = FindAllocatorProbes(pid, *maps);
   if (!probes.ok()) return probes.status();
   auto s = std::make_unique<BpfMallocSampler>(pid, options);
-  if (absl::Status st = s->Init(*probes); !st.ok()) {
+  if (absl::Status st = s->Init(*probes, *maps); !st.ok()) {
     return absl::Status(st.code(),
                         absl::StrCat("malloc sampler for pid ", pid, ": ", st.message()));
   }

@@ -16,7 +16,10 @@
 // (glibc's reallocarray and __libc_malloc). A realloc frees its old block only when it succeeds
 // (decided in the return probe). Not covered: new/delete of a C++ runtime that does not call
 // malloc (libstdc++'s operator new does call malloc, so it is covered), mmap, allocator code
-// that is not one of those functions (_int_malloc), allocators loaded after attach (dlopen).
+// that is not one of those functions (_int_malloc). Allocators mapped after the attach (dlopen,
+// or the C library of a target caught right after exec) are probed by ProbeNewMappings(), which
+// the agent calls on every target check (every 500 ms by default): allocations they serve before
+// that are not seen.
 // Stacks are walked by the kernel through frame pointers from the allocator's caller: callers
 // built with -fomit-frame-pointer (the default of gcc -O2 on x86-64) lose frames.
 //
@@ -54,6 +57,7 @@ struct AllocatorProbe {
   std::string function;      // "malloc", ...
   std::string binary;        // path the agent opens (/proc/PID/map_files/... or /proc/PID/root/...)
   std::string mapped;        // path as the target sees it
+  uint64_t inode = 0;        // of the mapped file
   uint64_t file_offset = 0;  // of the probed instruction (see EntryProbeSkip)
   // The whole function in the target's address space (0, 0 if unknown): calls it makes to
   // other probed functions are not counted twice.

@@ -401,6 +401,11 @@ std::string PprofServer::MetricsText() const {
           h.native_attached ? 1 : 0);
     counter("pprof_sidecar_malloc_attach_errors_total", "Malloc sampler attach failures.",
             h.native_attach_errors);
+    gauge("pprof_sidecar_malloc_probes", "Allocator uprobes and uretprobes attached now.",
+          m.probes);
+    counter("pprof_sidecar_malloc_late_probed_functions_total",
+            "Allocator functions probed after the attach (libraries mapped later).",
+            h.native_late_probes);
     counter("pprof_sidecar_malloc_calls_total", "Allocation calls seen by the probes.", m.calls);
     counter("pprof_sidecar_malloc_sampled_total", "Allocations sampled.", m.recorded);
     gauge("pprof_sidecar_malloc_live_tracked", "Sampled allocations tracked as live.", m.live);

@@ -4,6 +4,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "agent/target/target_tracker.h"
@@ -96,9 +98,17 @@ TEST(TargetTrackerTest, FollowsARestartedTarget) {
     std::lock_guard<std::mutex> l(mu);
     seen.push_back(p ? p->pid : 0);
   });
+  std::atomic<int> rechecks_of_first{0}, other_rechecks{0};
+  t.SetOnRecheck([&](const std::optional<ProcessInfo>& p) {
+    (p && p->pid == first ? rechecks_of_first : other_rechecks).fetch_add(1);
+  });
   t.Start();
   ASSERT_TRUE(t.current().has_value());
   EXPECT_EQ(t.current()->pid, first);
+  // Every check that keeps the target is reported to on_recheck.
+  for (int i = 0; i < 50 && rechecks_of_first.load() < 2; ++i) usleep(100 * 1000);
+  EXPECT_GE(rechecks_of_first.load(), 2);
+  EXPECT_EQ(other_rechecks.load(), 0);
   Kill(first);
   for (int i = 0; i < 20 && t.current().has_value(); ++i) usleep(100 * 1000);
   EXPECT_FALSE(t.current().has_value());

@@ -41,7 +41,10 @@ void TargetTracker::CheckNow() {
   if (cur) {
     auto now = ReadProcessInfo(cur->pid, opts_.proc_root);
     // A zombie keeps its /proc entry but has no exe and no threads to sample.
-    if (now.ok() && now->start_time == cur->start_time && !now->exe.empty()) return;
+    if (now.ok() && now->start_time == cur->start_time && !now->exe.empty()) {
+      if (on_recheck_) on_recheck_(cur);
+      return;
+    }
   }
   auto d = DiscoverTarget(opts_);
   std::optional<ProcessInfo> next;

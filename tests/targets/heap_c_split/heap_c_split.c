@@ -11,9 +11,14 @@
  *   grow      grows every kept block to twice its size, the even-numbered ones in realloc_site
  *             (realloc), the odd ones in reallocarray_site (reallocarray); prints "grown LIVE"
  *             (LIVE: bytes now live in the kept blocks)
+ *   dlopen PATH  loads an allocator library (RTLD_LOCAL: it replaces nothing) and looks up its
+ *             malloc and free; prints "loaded" or "error MESSAGE"
+ *   late N    N blocks of `big` bytes from late_site through that library's malloc, each freed
+ *             at once; prints "latedone BYTES" (bytes requested there so far)
  *   quit
  * Prints "ready PID" first. Build with -fno-omit-frame-pointer -fno-builtin so that every call
  * reaches the C library and the stacks are walkable. */
+#include <dlfcn.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,6 +102,16 @@ __attribute__((noinline)) void *reallocarray_site(void *p, size_t n) {
   return q;
 }
 
+static void *(*lib_malloc)(size_t);
+static void (*lib_free)(void *);
+static unsigned long long late_bytes;
+
+__attribute__((noinline)) void *late_site(size_t n) {
+  void *p = lib_malloc(n);
+  NO_TAIL_CALL(p);
+  return p;
+}
+
 int main(int argc, char **argv) {
   if (argc > 1) big = strtoul(argv[1], NULL, 10);
   if (argc > 2) keep_every = strtoul(argv[2], NULL, 10);
@@ -140,6 +155,27 @@ int main(int argc, char **argv) {
         live += kept_size[i];
       }
       printf("grown %llu\n", live);
+    } else if (strncmp(line, "dlopen ", 7) == 0) {
+      line[strcspn(line, "\n")] = 0;
+      void *h = dlopen(line + 7, RTLD_NOW | RTLD_LOCAL);
+      if (h) {
+        lib_malloc = (void *(*)(size_t))dlsym(h, "malloc");
+        lib_free = (void (*)(void *))dlsym(h, "free");
+      }
+      if (h && lib_malloc && lib_free) {
+        printf("loaded\n");
+      } else {
+        printf("error %s\n", dlerror());
+      }
+    } else if (strncmp(line, "late ", 5) == 0) {
+      long n = atol(line + 5);
+      for (long i = 0; i < n && lib_malloc; i++) {
+        void *p = late_site(big);
+        ((volatile unsigned char *)p)[0] = 1;
+        lib_free(p);
+        late_bytes += big;
+      }
+      printf("latedone %llu\n", late_bytes);
     } else if (strncmp(line, "quit", 4) == 0) {
       break;
     }
