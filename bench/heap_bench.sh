@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Heap profiling benchmark (issue 4). Usage: bench/heap_bench.sh [BUILD_DIR]   (run as root)
 #
-# Env knobs: SECTIONS (default "1 2 3"), HEAP_REQ_INTERVAL (s between Go heap requests, 1), ROUNDS (default 3, C rows), GO_ROUNDS (default 9), C_ITERS (malloc loop iterations
+# Env knobs: SECTIONS (default "1 2 5"), AB_BLOCKS (section 5, default 40), HEAP_REQ_INTERVAL (s between Go heap requests, 1), ROUNDS (default 3, C rows), GO_ROUNDS (default 9), C_ITERS (malloc loop iterations
 # per run, default 100000), GO_ITERS (default 10000000), LIVE_N (default 1000000),
 # BENCH_NO_BCC=1, BENCH_NO_INSTALL=1.
 #
@@ -22,6 +22,10 @@
 #     reads the runtime's buckets on request). Ratio of CPU and wall time, median over rounds.
 #  4. Go heap requests measured as stolen time (not in the default SECTIONS): the spin target's
 #     clock loop, base vs the agent serving /debug/pprof/heap every HEAP_REQ_INTERVAL s.
+#  5. Go heap requests against goalloc, A/B inside one run (bench/go_heap_ab.py): throughput with
+#     the agent idle, serving /debug/pprof/heap 10 times a second, and the target serving its own;
+#     once with the agent on another CPU, once on the target's. Replaces 3 in the defaults (3
+#     times separate runs, whose spread is far above 0.5 %).
 set -uo pipefail
 
 BUILD=$(cd "${1:-./build}" && pwd) || { echo "no build dir ${1:-./build}" >&2; exit 2; }
@@ -31,7 +35,8 @@ GO_ROUNDS=${GO_ROUNDS:-9}
 C_ITERS=${C_ITERS:-100000}
 GO_ITERS=${GO_ITERS:-10000000}
 LIVE_N=${LIVE_N:-1000000}
-SECTIONS=${SECTIONS:-1 2 3}
+SECTIONS=${SECTIONS:-1 2 5}
+AB_BLOCKS=${AB_BLOCKS:-40}
 HEAP_REQ_INTERVAL=${HEAP_REQ_INTERVAL:-1}
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 AGENT=$BUILD/pprof-sidecar
@@ -100,8 +105,10 @@ start_agent() {  # start_agent TARGET_PID [flags...]
 stop_agent() { stop_pid "$AGENT_PID"; AGENT_PID=; }
 
 # ------------------------------------------------------------------ 1. C malloc loop
-log ""
-log "== 1. C malloc loop: $C_ITERS iterations (malloc 16..4111 B + free) per run, $ROUNDS rounds"
+if want 1; then
+  log ""
+  log "== 1. C malloc loop: $C_ITERS iterations (malloc 16..4111 B + free) per run, $ROUNDS rounds"
+fi
 gcc -O2 -g -fno-omit-frame-pointer "$SRC/bench/targets/malloc_loop/malloc_loop.c" \
   -o "$WORK/malloc_loop" || die "gcc failed"
 coproc ML { exec "${PIN_TARGET[@]}" "$WORK/malloc_loop"; }
@@ -293,6 +300,22 @@ done
 log "Go heap requests every ${HEAP_REQ_INTERVAL} s, stolen time over base: $(printf '%s\n' "${diffs[@]}" | median) pp $(printf '%s\n' "${diffs[@]}" | range) (goal <= 0.5 %); heap profiles served: $(metric pprof_sidecar_heap_profiles_total)"
 stop_agent
 echo quit >&"${SP[1]}"; GOP=
+fi
+if want 5; then
+log ""
+log "== 5. Go heap requests against an allocation-heavy target, A/B inside one run (bench/go_heap_ab.py)"
+# goalloc -stream allocates without pause and reports its throughput per 100 ms; phases idle /
+# agent heap requests / the target's own /debug/pprof/heap alternate in random order per block,
+# so drift between runs cancels (timing separate runs, section 3, spreads +-15 %). At 10 requests
+# per second (10x the 1/s a scraper would use) to resolve the agent's share; then with the agent
+# on the target's CPU, where its CPU time per request counts too.
+(cd "$SRC/bench/targets/goalloc" && GO111MODULE=off GOFLAGS= go build -o "$WORK/goalloc" .) ||
+  die "go build failed"
+python3 "$SRC/bench/go_heap_ab.py" "$AGENT" "$WORK/goalloc" --blocks "$AB_BLOCKS" --rate 10 ||
+  die "go_heap_ab failed"
+log "-- agent on the target's CPU"
+python3 "$SRC/bench/go_heap_ab.py" "$AGENT" "$WORK/goalloc" --blocks "$AB_BLOCKS" --rate 10 \
+  --same_cpu || die "go_heap_ab failed"
 fi
 log ""
 log "load average at end: $(loadavg)"

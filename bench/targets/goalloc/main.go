@@ -4,17 +4,26 @@
 //
 // Commands on stdin, one per line: "run ITERS" -> "RESULT wall_ns cpu_ns checksum";
 // "records" -> "RECORDS n" (heap profile records, from runtime.MemProfile); "quit".
+//
+// With -stream it instead works without pause and prints, for every window of -window_ms of wall
+// time, "W start_ns end_ns iters cpu_ns" (CLOCK_MONOTONIC, the clock of Python's
+// time.monotonic_ns(); cpu_ns: the process's CPU time in the window), for bench/go_heap_ab.py.
+// -http ADDR serves net/http/pprof (the target's own /debug/pprof/heap) from the same process.
 package main
 
 import (
 	"bufio"
+	"flag"
 	"fmt"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 type node struct {
@@ -57,8 +66,42 @@ func cpuNanos() int64 {
 	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
+func monoNanos() int64 {
+	var ts syscall.Timespec
+	syscall.Syscall(syscall.SYS_CLOCK_GETTIME, 1 /* CLOCK_MONOTONIC */, uintptr(unsafe.Pointer(&ts)), 0)
+	return ts.Nano()
+}
+
+// stream works in chunks of 256 iterations and reports each window of wall time.
+func stream(window time.Duration) {
+	out := bufio.NewWriter(os.Stdout)
+	var sum uint64
+	for {
+		start, c0 := monoNanos(), cpuNanos()
+		deadline := time.Now().Add(window)
+		iters := 0
+		for time.Now().Before(deadline) {
+			sum += work(256)
+			iters += 256
+		}
+		fmt.Fprintf(out, "W %d %d %d %d\n", start, monoNanos(), iters, cpuNanos()-c0)
+		out.Flush()
+	}
+}
+
 func main() {
+	streamMode := flag.Bool("stream", false, "work without pause, report every window")
+	windowMs := flag.Int("window_ms", 100, "window length with -stream")
+	httpAddr := flag.String("http", "", "serve net/http/pprof on this address")
+	flag.Parse()
+	if *httpAddr != "" {
+		go func() { fmt.Fprintln(os.Stderr, http.ListenAndServe(*httpAddr, nil)) }()
+	}
 	fmt.Printf("ready %d\n", os.Getpid())
+	if *streamMode {
+		stream(time.Duration(*windowMs) * time.Millisecond)
+		return
+	}
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 		f := strings.Fields(in.Text())
