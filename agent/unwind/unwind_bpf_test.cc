@@ -210,12 +210,15 @@ TEST_P(UnwindGoHashTest, Sha256AssemblyUnderDeepFrameReachesRoot) {
 }
 
 // Go reading the clock: samples in the vDSO (no pclntab, no CFI file) on the g0 stack keep the
-// frame-pointer chain from the sampled rbp, which crosses back to the goroutine.
+// frame-pointer chain from the sampled rbp, which crosses back to the goroutine; so do samples
+// in runtime.nanotime1 / time.now while their SP is on g0 (the pclntab's SP offsets do not apply
+// there: 2-3.5 % of the samples did not reach the root before that case was handled).
 TEST_P(UnwindGoHashTest, ClockReadsInTheVdsoReachRoot) {
   Profiled p;
   ASSERT_TRUE(BuildAndProfile("unwind_govdso", {}, &p));
   EXPECT_GT(CumShare(p.after, "time.Now"), 0.5);
   CheckProfile("go" + GetParam() + " vdso", p, "main.clockHot", "main.clockCold");
+  EXPECT_GE(RootShare(p.after), 0.99) << Roots(p.after);
 }
 
 INSTANTIATE_TEST_SUITE_P(GoVersions, UnwindGoHashTest, ::testing::ValuesIn(GoVersions()),

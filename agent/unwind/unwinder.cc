@@ -46,6 +46,12 @@ bool IsGoStackSwitch(absl::string_view name) {
          name == "runtime.morestack" || name == "runtime.asmcgocall_no_g";
 }
 
+// Go functions that call the vDSO on the g0 stack (sys_linux_amd64.s, time_linux_amd64.s): they
+// move SP to g0 and back while their BP frame stays on the goroutine stack.
+bool IsGoVdsoCaller(absl::string_view name) {
+  return name == "runtime.nanotime1" || name == "time.now";
+}
+
 class StackMem {
  public:
   StackMem(uint64_t base, absl::string_view bytes) : base_(base), bytes_(bytes) {}
@@ -249,6 +255,13 @@ void Unwind(const UserRegs& regs, absl::string_view stack, const std::vector<uin
           cgo.cgocall_entry = code.cgocall_entry;
           cgo.cgocall_frame = code.asmcgocall_return + code.bias;
         }
+      } else if (out->ips.size() == 1 && IsGoVdsoCaller(fn->name) && fn->sp_delta >= 16 &&
+                 f.bp + 8 != f.sp + static_cast<uint64_t>(fn->sp_delta)) {
+        // Sampled between such a function's switch of SP to g0 and its restore (its frame is
+        // set up, yet BP is not where the pclntab's SP offset puts the frame): the pclntab
+        // offsets apply to the goroutine stack, not to SP. The frame-pointer chain from the
+        // sampled BP continues the stack (Stitch).
+        stop = UnwindStop::kStackSwitch;
       } else {
         const uint64_t ra_addr = f.sp + static_cast<uint64_t>(fn->sp_delta);
         uint64_t ra = 0;
