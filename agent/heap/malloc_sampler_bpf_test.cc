@@ -339,6 +339,41 @@ TEST(MallocSamplerBpfTest, SplitTotalsInuseAndDetach) {
   EXPECT_EQ(PerfEventFds(), perf_fds_before);
 }
 
+constexpr char kLibDir[] = "/usr/lib/x86_64-linux-gnu";
+
+// The allocs profile of the sampler `heap` holds for `pid`, saved to `path` and summarized.
+PprofSummary CollectAllocs(HeapProfiler& heap, pid_t pid, const std::string& path) {
+  HeapRequest req;
+  req.kind = HeapProfileKind::kAllocs;
+  auto prof = heap.Collect(pid, req);
+  EXPECT_TRUE(prof.ok()) << prof.status();
+  if (!prof.ok()) return {};
+  auto s = SummarizeProfile(Save(path, *prof));
+  EXPECT_TRUE(s.ok()) << s.status();
+  return s.ok() ? *s : PprofSummary{};
+}
+
+// A HeapProfiler serving non-Go targets from malloc samplers at `sample_bytes`, attached to
+// `pid` now.
+struct NativeHeap {
+  ProcessSymbolizer symbolizer;
+  HeapProfiler heap{&symbolizer};
+  NativeHeap(pid_t pid, int64_t sample_bytes) {
+    MallocSamplerOptions opts;
+    opts.sample_bytes = sample_bytes;
+    heap.EnableNative([opts](pid_t p) { return StartMallocSampler(p, opts); });
+    heap.SetTarget(pid);
+  }
+};
+
+uint64_t LateBytes(const std::string& line) {
+  uint64_t v = 0;
+  if (!absl::StartsWith(line, "latedone ") || !absl::SimpleAtoi(line.substr(9), &v)) {
+    ADD_FAILURE() << "unexpected reply: " << line;
+  }
+  return v;
+}
+
 // An executable that defines malloc & co itself (like a static tcmalloc/jemalloc) and forwards
 // to glibc: its own functions are probed, and glibc's, reached from them by (tail) calls, are
 // not counted a second time.
@@ -361,50 +396,18 @@ TEST(MallocSamplerBpfTest, AllocatorDefinedByTheExecutable) {
   EXPECT_EQ(in_exe, (std::set<std::string>{"malloc", "calloc", "realloc", "memalign",
                                            "aligned_alloc", "free"}));
 
-  ProcessSymbolizer symbolizer;
-  HeapProfiler heap(&symbolizer);
-  MallocSamplerOptions opts;
   // 16 KiB: ~1,900 samples at small_site (1000-byte callocs), so the estimate's relative SD is
   // ~2.3 % and the 15 % bound below is ~6.5 sigma, while counting twice would be +100 %.
-  opts.sample_bytes = 16 * 1024;
-  heap.EnableNative([opts](pid_t pid) { return StartMallocSampler(pid, opts); });
-  heap.SetTarget(t.pid());
+  NativeHeap nh(t.pid(), 16 * 1024);
+  HeapProfiler& heap = nh.heap;
   ASSERT_TRUE(heap.stats().native_attached);
   const Truth truth = ParseDone(t.Command("alloc 32768"));  // 128 MiB
   ASSERT_GT(truth.big, 0u);
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  HeapRequest req;
-  req.kind = HeapProfileKind::kAllocs;
-  auto prof = heap.Collect(t.pid(), req);
-  ASSERT_TRUE(prof.ok()) << prof.status();
-  auto s = SummarizeProfile(Save(dir + "/allocs.pb.gz", *prof));
-  ASSERT_TRUE(s.ok()) << s.status();
+  const PprofSummary s = CollectAllocs(heap, t.pid(), dir + "/allocs.pb.gz");
   // Counted once: within 15 % of the truth at each site (twice would be ~+100 %).
-  EXPECT_NEAR(static_cast<double>(Flat(*s, "big_site", 1)) / truth.big, 1.0, 0.15) << s->raw;
-  EXPECT_NEAR(static_cast<double>(Flat(*s, "small_site", 1)) / truth.small, 1.0, 0.15) << s->raw;
+  EXPECT_NEAR(static_cast<double>(Flat(s, "big_site", 1)) / truth.big, 1.0, 0.15) << s.raw;
+  EXPECT_NEAR(static_cast<double>(Flat(s, "small_site", 1)) / truth.small, 1.0, 0.15) << s.raw;
   EXPECT_GT(heap.stats().native.nested, 60000u);  // every forwarded call seen as nested
-}
-
-constexpr char kLibDir[] = "/usr/lib/x86_64-linux-gnu";
-
-// The allocs profile of the sampler `heap` holds for `pid`, saved to `path` and summarized.
-PprofSummary CollectAllocs(HeapProfiler& heap, pid_t pid, const std::string& path) {
-  HeapRequest req;
-  req.kind = HeapProfileKind::kAllocs;
-  auto prof = heap.Collect(pid, req);
-  EXPECT_TRUE(prof.ok()) << prof.status();
-  if (!prof.ok()) return {};
-  auto s = SummarizeProfile(Save(path, *prof));
-  EXPECT_TRUE(s.ok()) << s.status();
-  return s.ok() ? *s : PprofSummary{};
-}
-
-uint64_t LateBytes(const std::string& line) {
-  uint64_t v = 0;
-  if (!absl::StartsWith(line, "latedone ") || !absl::SimpleAtoi(line.substr(9), &v)) {
-    ADD_FAILURE() << "unexpected reply: " << line;
-  }
-  return v;
 }
 
 // A shared-library allocator preloaded into the target (jemalloc, as LD_PRELOAD deployments of
@@ -415,12 +418,8 @@ TEST(MallocSamplerBpfTest, PreloadedJemalloc) {
   const std::string dir = MakeTempDir("malloc_jemalloc");
   CTarget t;
   ASSERT_TRUE(t.Start(BuildTarget(dir), {"LD_PRELOAD=" + lib}));
-  ProcessSymbolizer symbolizer;
-  HeapProfiler heap(&symbolizer);
-  MallocSamplerOptions opts;
-  opts.sample_bytes = 16 * 1024;
-  heap.EnableNative([opts](pid_t pid) { return StartMallocSampler(pid, opts); });
-  heap.SetTarget(t.pid());
+  NativeHeap nh(t.pid(), 16 * 1024);
+  HeapProfiler& heap = nh.heap;
   ASSERT_TRUE(heap.stats().native_attached);
   const Truth truth = ParseDone(t.Command("alloc 32768"));
   ASSERT_GT(truth.big, 0u);
@@ -444,12 +443,8 @@ TEST(MallocSamplerBpfTest, AllocatorLoadedAfterAttach) {
   const std::string dir = MakeTempDir("malloc_late");
   CTarget t;
   ASSERT_TRUE(t.Start(BuildTarget(dir)));
-  ProcessSymbolizer symbolizer;
-  HeapProfiler heap(&symbolizer);
-  MallocSamplerOptions opts;
-  opts.sample_bytes = 16 * 1024;
-  heap.EnableNative([opts](pid_t pid) { return StartMallocSampler(pid, opts); });
-  heap.SetTarget(t.pid());
+  NativeHeap nh(t.pid(), 16 * 1024);
+  HeapProfiler& heap = nh.heap;
   ASSERT_TRUE(heap.stats().native_attached);
   const uint64_t probes_before = heap.stats().native.probes;
   heap.SetTarget(t.pid());  // nothing new mapped: nothing attached
