@@ -330,7 +330,10 @@ class FakeNativeSource : public NativeHeapSource {
   absl::Time attached_at() const override { return absl::UnixEpoch(); }
   std::string Describe() const override { return "fake"; }
   absl::StatusOr<int> ProbeNewMappings() override {
-    return rechecks_->fetch_add(1) == 0 ? 3 : 0;  // the first recheck finds 3 new functions
+    // The first recheck finds 3 new functions; the third takes 5 ms (a large maps file).
+    const int n = rechecks_->fetch_add(1);
+    if (n == 2) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    return n == 0 ? 3 : 0;
   }
 
  private:
@@ -363,11 +366,21 @@ TEST(HeapNativeTest, RechecksAttachedSamplerAndRetriesFailedAttachWithBackoff) {
   EXPECT_EQ(attempts.load(), 3);
   ASSERT_TRUE(heap.stats().native_attached);
   EXPECT_EQ(rechecks.load(), 0);
-  heap.SetTarget(t->pid);
-  heap.SetTarget(t->pid);
+  auto recheck_after = [&](int ms) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    heap.SetTarget(t->pid);
+  };
+  recheck_after(0);
+  recheck_after(200);  // the fake's rechecks take microseconds: due again after milliseconds
   EXPECT_EQ(rechecks.load(), 2);
   EXPECT_EQ(heap.stats().native_late_probes, 3u);
   EXPECT_EQ(attempts.load(), 3);
+  // A recheck that took 5 ms is not repeated for 5 s (at most 0.1 % of the time).
+  recheck_after(200);
+  EXPECT_EQ(rechecks.load(), 3);
+  recheck_after(200);
+  recheck_after(200);
+  EXPECT_EQ(rechecks.load(), 3);
   heap.SetTarget(std::nullopt);
   EXPECT_FALSE(heap.stats().native_attached);
 }

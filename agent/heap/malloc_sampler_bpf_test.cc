@@ -456,7 +456,11 @@ TEST(MallocSamplerBpfTest, AllocatorLoadedAfterAttach) {
   PprofSummary s = CollectAllocs(heap, t.pid(), dir + "/before.pb.gz");
   EXPECT_EQ(Flat(s, "late_site", 1), 0) << s.raw;
 
-  heap.SetTarget(t.pid());  // the tracker's next check
+  // The tracker's next checks (rechecks are spaced by 1000x their duration: tens of ms here).
+  for (int i = 0; i < 30 && heap.stats().native_late_probes == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    heap.SetTarget(t.pid());
+  }
   // malloc, calloc, realloc, posix_memalign, memalign (= aligned_alloc), valloc, pvalloc, free.
   EXPECT_GE(heap.stats().native_late_probes, 8u);
   EXPECT_GT(heap.stats().native.probes, probes_before);
