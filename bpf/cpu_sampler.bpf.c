@@ -372,11 +372,34 @@ static __always_inline int filter_current(struct scratch_record *sc, __u32 *tgid
   return 0;
 }
 
+/* The return addresses active uretprobes hid behind their trampoline (cpu_sample_record). The
+ * kernel keeps them per thread in utask->return_instances, newest first; a "chained" instance (a
+ * probed function tail-called by another) shares the stack slot, and the address, of the next
+ * one, so it is skipped. */
+static __always_inline void read_uret_returns(struct cpu_sample_record *rec) {
+  struct task_struct *task = bpf_get_current_task_btf();
+  struct uprobe_task *ut = task->utask;
+  if (!ut) return;
+  struct return_instance *ri = BPF_CORE_READ(ut, return_instances);
+  if (!ri) return;
+  rec->uret_trampoline = BPF_CORE_READ(task, mm, uprobes_state.xol_area, vaddr);
+  __u32 n = 0;
+  for (int i = 0; i < 2 * CPU_SAMPLER_MAX_URET && ri && n < CPU_SAMPLER_MAX_URET; i++) {
+    if (!BPF_CORE_READ(ri, chained)) {
+      rec->uret_returns[n & (CPU_SAMPLER_MAX_URET - 1)] = BPF_CORE_READ(ri, orig_ret_vaddr);
+      n++;
+    }
+    ri = BPF_CORE_READ(ri, next);
+  }
+  rec->uret_nr = n;
+}
+
 /* Completes the record whose header fields up to the user registers and flags are set (kernel
  * stack taken when `want_kstack`), and submits it. */
 static __always_inline void capture_and_submit(void *ctx, struct scratch_record *sc,
                                                int want_kstack, __u64 *t) {
   struct cpu_sample_record *rec = &sc->h;
+  read_uret_returns(rec);
   rec->ips_offset = 0;
   rec->user_stack_len = 0;
   stage(CPU_SAMPLER_STAGE_REGS_KSTACK, t);
@@ -469,8 +492,10 @@ static __always_inline void begin_record(struct scratch_record *sc, __u32 tgid, 
   rec->cpu = bpf_get_smp_processor_id();
   rec->flags = 0;
   rec->weight = weight;
-  rec->reserved = 0;
+  rec->uret_nr = 0;
+  rec->uret_trampoline = 0;
 }
+
 
 /* The user registers saved at the current thread's entry to the kernel. */
 static __always_inline void saved_user_regs(struct cpu_sample_record *rec) {

@@ -12,6 +12,10 @@
 /* Frames kept per stack (kernel and user each); bpf_get_stack writes at most this many. */
 #define CPU_SAMPLER_MAX_FRAMES 127
 
+/* Return addresses recorded per sample that uretprobes replaced on the stack (see
+ * cpu_sample_record.uret_returns). */
+#define CPU_SAMPLER_MAX_URET 4
+
 /* Upper bound of the user stack copy in each record. The actual bound is the rodata knob
  * `user_stack_copy_bytes` (0..CPU_SAMPLER_MAX_USER_STACK_COPY, a multiple of 8). */
 #define CPU_SAMPLER_MAX_USER_STACK_COPY 16384
@@ -58,7 +62,14 @@ struct cpu_sample_record {
    * crossed more than one period boundary since its last sample (it ran between ticks, or the
    * period is shorter than the tick). */
   __u32 weight;
-  __u32 reserved;
+  __u32 uret_nr; /* valid entries of uret_returns */
+  /* Return probes (uretprobes, e.g. the agent's own malloc sampler) replace the return address
+   * of each probed call on the user stack by a trampoline in the process's uprobe XOL page
+   * (`uret_trampoline`, 0 if none) until the call returns. The real return addresses, innermost
+   * first, one per trampoline on the stack, from the kernel's list for the thread: unwinders put
+   * them back in order. */
+  __u64 uret_trampoline;
+  __u64 uret_returns[CPU_SAMPLER_MAX_URET];
 };
 
 /* Indices of the per-CPU `counters` array. */

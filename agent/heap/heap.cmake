@@ -25,7 +25,7 @@ gtest_discover_tests(malloc_profile_state_test DISCOVERY_TIMEOUT 60 PROPERTIES T
 
 # Real uprobes on a C target built by the test (tests/targets/heap_c_split).
 add_executable(malloc_sampler_bpf_test ${CMAKE_CURRENT_LIST_DIR}/malloc_sampler_bpf_test.cc)
-target_link_libraries(malloc_sampler_bpf_test PRIVATE malloc_sampler heap server testutil
+target_link_libraries(malloc_sampler_bpf_test PRIVATE malloc_sampler sampler heap server testutil
   PkgConfig::HTTPLIB Threads::Threads GTest::gtest_main)
 gtest_discover_tests(malloc_sampler_bpf_test DISCOVERY_TIMEOUT 60
   PROPERTIES LABELS privileged TIMEOUT 900 RUN_SERIAL TRUE)

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -22,6 +23,8 @@
 #include "absl/strings/str_split.h"
 #include "agent/heap/heap_profiler.h"
 #include "agent/heap/malloc_sampler.h"
+#include "agent/profile/cpu_profile.h"
+#include "agent/sampler/cpu_sampler.h"
 #include "agent/server/pprof_server.h"
 #include "agent/testing/fake_cpu_sampler.h"
 #include "gtest/gtest.h"
@@ -475,6 +478,55 @@ TEST(MallocSamplerBpfTest, AllocatorLoadedAfterAttach) {
   const uint64_t late_probes = heap.stats().native_late_probes;
   heap.SetTarget(t.pid());
   EXPECT_EQ(heap.stats().native_late_probes, late_probes);  // probed once
+}
+
+// CPU stacks through calls the malloc sampler's return probes are in: until such a call returns,
+// its return address on the stack is the uretprobe trampoline. The CPU sampler records the real
+// addresses (the kernel's utask->return_instances) and the unwinder puts them back, so samples in
+// malloc & co keep their callers.
+TEST(MallocSamplerBpfTest, CpuStacksThroughReturnProbes) {
+  const std::string dir = MakeTempDir("malloc_uret");
+  CTarget t;
+  ASSERT_TRUE(t.Start(BuildTarget(dir)));
+  auto heap = StartMallocSampler(t.pid(), MallocSamplerOptions());
+  ASSERT_TRUE(heap.ok()) << heap.status();
+  auto cpu = NewBpfCpuSampler();
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  std::mutex mu;
+  std::vector<CpuSample> samples;
+  ASSERT_TRUE((*cpu)
+                  ->Start(1000,
+                          [&](const CpuSample& s) {
+                            std::lock_guard<std::mutex> l(mu);
+                            samples.push_back(s);
+                          })
+                  .ok());
+  ASSERT_TRUE((*cpu)->SetTargets({static_cast<uint32_t>(t.pid())}).ok());
+  ASSERT_TRUE(absl::StartsWith(t.Command("alloc 100000"), "done "));
+  (*cpu)->Stop();
+  ProcessSymbolizer symbolizer;
+  SampleUnwinder unwinder(&symbolizer);
+  std::unique_ptr<ProcessSymbolizer::Session> session = symbolizer.NewSession(t.pid());
+  size_t with_uret = 0, through_run = 0, trampolines = 0;
+  std::lock_guard<std::mutex> l(mu);
+  for (CpuSample& s : samples) {
+    if (s.regs.uret_returns.empty()) continue;
+    ++with_uret;
+    unwinder.Reduce(&s);
+    bool run = false;
+    for (size_t i = 0; i < s.user_ips.size(); ++i) {
+      trampolines += s.user_ips[i] == s.regs.uret_trampoline;
+      for (const SourceLine& line : session->ResolveUser(s.user_ips[i], i > 0).lines) {
+        run |= line.function == "run";
+      }
+    }
+    through_run += run;
+  }
+  printf("samples %zu, in a probed call %zu, through run() %zu, trampolines left %zu\n",
+         samples.size(), with_uret, through_run, trampolines);
+  ASSERT_GT(with_uret, 30u);
+  EXPECT_EQ(trampolines, 0u);
+  EXPECT_GE(through_run, with_uret * 95 / 100);
 }
 
 TEST(MallocSamplerBpfTest, TargetExitWhileAttached) {

@@ -443,6 +443,13 @@ int BpfCpuSampler::HandleRecord(void* ctx, void* data, size_t size) {
   s.regs.ip = rec->user_ip;
   s.regs.sp = rec->user_sp;
   s.regs.bp = rec->user_bp;
+  if (rec->uret_trampoline != 0) {
+    s.regs.uret_trampoline = rec->uret_trampoline;
+    s.regs.uret_returns.assign(
+        rec->uret_returns,
+        rec->uret_returns + std::min<uint32_t>(rec->uret_nr, CPU_SAMPLER_MAX_URET));
+    RestoreUretReturns(s.regs, &s.user_ips);
+  }
   self->bytes_copied_.fetch_add(stack_len, std::memory_order_relaxed);
   s.weight = std::max<uint32_t>(rec->weight, 1);
   s.in_kernel = (rec->flags & CPU_SAMPLE_F_IN_KERNEL) != 0;

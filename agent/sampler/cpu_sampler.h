@@ -19,7 +19,31 @@ namespace pprof_sidecar {
 // User registers at the sample, for unwinders that do not rely on frame pointers.
 struct UserRegs {
   uint64_t ip = 0, sp = 0, bp = 0;
+  // Active return probes (uretprobes: the agent's own malloc sampler puts them on the target's
+  // allocation functions) replace the return address of each probed call on the stack by their
+  // trampoline until the call returns. uret_returns are the real addresses, innermost first, one
+  // per trampoline on the stack; uret_trampoline is its address (0: no return probe active).
+  uint64_t uret_trampoline = 0;
+  std::vector<uint64_t> uret_returns;
+
+  // Whether `pc` is in the trampoline's code (a thread returning through it).
+  bool InUretTrampoline(uint64_t pc) const {
+    return uret_trampoline != 0 && pc >= uret_trampoline && pc < uret_trampoline + 64;
+  }
 };
+
+// Puts the real return addresses back into a leaf-first stack (a frame-pointer walk): each
+// occurrence of the trampoline, in order, by the next of regs.uret_returns; a leaf executing the
+// trampoline by the address it returns to.
+inline void RestoreUretReturns(const UserRegs& regs, std::vector<uint64_t>* ips) {
+  size_t next = 0;
+  for (size_t i = 0; i < ips->size() && next < regs.uret_returns.size(); ++i) {
+    uint64_t& ip = (*ips)[i];
+    if (ip == regs.uret_trampoline || (i == 0 && regs.InUretTrampoline(ip))) {
+      ip = regs.uret_returns[next++];
+    }
+  }
+}
 
 // One CPU sample of one target thread. Stacks are leaf first. user_ips are from the kernel's
 // frame-pointer walk; `user_stack` holds a copy of the top of the user stack starting at regs.sp

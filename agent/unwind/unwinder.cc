@@ -222,10 +222,25 @@ void Unwind(const UserRegs& regs, absl::string_view stack, const std::vector<uin
   out->ips.push_back(regs.ip);
   UnwindStop stop = UnwindStop::kEndOfStack;
   CgoStop cgo;
+  size_t next_uret = 0;  // regs.uret_returns used so far
   while (true) {
     if (out->ips.size() >= options.max_frames) {
       stop = UnwindStop::kDepthLimit;
       break;
+    }
+    // A return probe's trampoline stands for the next real return address (see UserRegs); a leaf
+    // executing the trampoline is about to return to it.
+    if (next_uret < regs.uret_returns.size() &&
+        (f.pc == regs.uret_trampoline || (out->ips.size() == 1 && regs.InUretTrampoline(f.pc)))) {
+      if (f.pc != regs.uret_trampoline || f.exact_pc) {
+        // Executing the trampoline: x86-64's (Linux >= 6.11) pushes rax, rcx and r11 (1, 1 and
+        // 2 bytes of code) before its uretprobe syscall; the older one is a lone int3.
+        const uint64_t off = f.pc - regs.uret_trampoline;
+        f.sp += off >= 4 ? 24 : std::min<uint64_t>(off, 2) * 8;
+      }
+      f.pc = regs.uret_returns[next_uret++];
+      f.exact_pc = false;
+      out->ips.back() = f.pc;
     }
     const uint64_t pc = f.exact_pc ? f.pc : f.pc - 1;
     UnwindCodeLookup::Code code;
