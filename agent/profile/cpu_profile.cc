@@ -9,6 +9,7 @@
 #include "absl/time/clock.h"
 #include "agent/profile/line_infos.h"
 #include "agent/symbolize/go_code.h"
+#include "agent/symbolize/kallsyms.h"
 #include "agent/symbolize/proc_maps.h"
 #include "agent/unwind/cfi.h"
 #include "agent/unwind/unwinder.h"
@@ -97,9 +98,29 @@ SampleUnwinder::SampleUnwinder(ProcessSymbolizer* symbolizer, absl::Duration map
 
 SampleUnwinder::~SampleUnwinder() = default;
 
+namespace {
+
+// Whether `s` was taken while the kernel handled a breakpoint (int3) the thread hit in user mode:
+// a uprobe, such as the malloc sampler's entry probes. The saved user ip is then one past the
+// int3 and the probed instruction has not run yet (the kernel emulates or single-steps it once
+// the handlers are done).
+bool AtUserBreakpoint(const CpuSample& s, ProcessSymbolizer* symbolizer) {
+  if (s.kernel_ips.empty() || s.regs.ip == 0) return false;
+  const Kallsyms* k = symbolizer->kallsyms();
+  if (k == nullptr) return false;
+  std::optional<Kallsyms::Symbol> entry = k->Lookup(s.kernel_ips.back());
+  return entry && entry->name == "asm_exc_int3";
+}
+
+}  // namespace
+
 void SampleUnwinder::Reduce(CpuSample* s) {
   if (symbolizer_ == nullptr || s->user_stack.empty() || s->regs.sp == 0 || s->regs.ip == 0) {
     return;
+  }
+  if (AtUserBreakpoint(*s, symbolizer_)) {
+    if (!s->user_ips.empty() && s->user_ips[0] == s->regs.ip) --s->user_ips[0];
+    --s->regs.ip;
   }
   const absl::Time now = absl::Now();
   auto& ps = pids_[s->pid];

@@ -106,9 +106,11 @@ class ProcessSymbolizer {
 
   SymbolizerStats stats() const;
 
+  // The kernel's symbols (/proc/kallsyms, loaded on first use); null if unreadable.
+  const Kallsyms* kallsyms();
+
  private:
   std::shared_ptr<Binary> GetBinary(pid_t pid, const MapEntry& e);
-  const Kallsyms* kallsyms();
 
   const Options opts_;
   mutable std::mutex mu_;
