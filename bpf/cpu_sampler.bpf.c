@@ -496,7 +496,6 @@ static __always_inline void begin_record(struct scratch_record *sc, __u32 tgid, 
   rec->uret_trampoline = 0;
 }
 
-
 /* The user registers saved at the current thread's entry to the kernel. */
 static __always_inline void saved_user_regs(struct cpu_sample_record *rec) {
   struct task_struct *task = bpf_get_current_task_btf();

@@ -98,29 +98,24 @@ SampleUnwinder::SampleUnwinder(ProcessSymbolizer* symbolizer, absl::Duration map
 
 SampleUnwinder::~SampleUnwinder() = default;
 
-namespace {
-
-// Whether `s` was taken while the kernel handled a breakpoint (int3) the thread hit in user mode:
-// a uprobe, such as the malloc sampler's entry probes. The saved user ip is then one past the
-// int3 and the probed instruction has not run yet (the kernel emulates or single-steps it once
-// the handlers are done).
-bool AtUserBreakpoint(const CpuSample& s, ProcessSymbolizer* symbolizer) {
-  if (s.kernel_ips.empty() || s.regs.ip == 0) return false;
-  const Kallsyms* k = symbolizer->kallsyms();
-  if (k == nullptr) return false;
-  std::optional<Kallsyms::Symbol> entry = k->Lookup(s.kernel_ips.back());
-  return entry && entry->name == "asm_exc_int3";
-}
-
-}  // namespace
-
 void SampleUnwinder::Reduce(CpuSample* s) {
   if (symbolizer_ == nullptr || s->user_stack.empty() || s->regs.sp == 0 || s->regs.ip == 0) {
     return;
   }
-  if (AtUserBreakpoint(*s, symbolizer_)) {
-    if (!s->user_ips.empty() && s->user_ips[0] == s->regs.ip) --s->user_ips[0];
-    --s->regs.ip;
+  if (!s->kernel_ips.empty()) {
+    // Looked up once per entry stub address, not per sample.
+    const uint64_t stub = s->kernel_ips.back();
+    auto it = int3_entry_.find(stub);
+    if (it == int3_entry_.end()) {
+      if (int3_entry_.size() >= 1024) int3_entry_.clear();  // not entry stubs after all
+      const Kallsyms* k = symbolizer_->kallsyms();
+      std::optional<Kallsyms::Symbol> entry = k ? k->Lookup(stub) : std::nullopt;
+      it = int3_entry_.emplace(stub, entry && entry->name == "asm_exc_int3").first;
+    }
+    if (it->second) {
+      if (!s->user_ips.empty() && s->user_ips[0] == s->regs.ip) --s->user_ips[0];
+      --s->regs.ip;
+    }
   }
   const absl::Time now = absl::Now();
   auto& ps = pids_[s->pid];

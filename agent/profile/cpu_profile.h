@@ -65,7 +65,9 @@ class SampleUnwinder {
                           absl::Duration maps_refresh = absl::Seconds(1));
   ~SampleUnwinder();
   // Unwinds `s` in place if it carries a stack copy (sets user_unwound, unwind_stop,
-  // unwind_stitched; clears user_stack); else leaves it as is.
+  // unwind_stitched; clears user_stack); else leaves it as is. A sample taken while the kernel
+  // handled a user breakpoint (a uprobe: its kernel stack was entered at asm_exc_int3) starts at
+  // the int3, one byte before the saved user ip, where the probed instruction has not run yet.
   void Reduce(CpuSample* s);
   // Opens pid's binaries and builds their unwinding tables now (e.g. when the target is found),
   // so that neither the first samples nor the first profile pay for it.
@@ -76,6 +78,9 @@ class SampleUnwinder {
   ProcessSymbolizer* const symbolizer_;
   const absl::Duration maps_refresh_;
   std::map<uint32_t, std::unique_ptr<PidSession>> pids_;
+  // Outermost kernel return addresses seen (the kernel entry stubs, a handful): whether each is
+  // in asm_exc_int3. Bounded.
+  std::map<uint64_t, bool> int3_entry_;
 };
 
 // Builds, validates and gzips the profile. `samples` may come from several pids (a target that
