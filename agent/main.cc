@@ -1,18 +1,28 @@
 // pprof-sidecar: serves Go's /debug/pprof contract for another process in the pod, sampled
 // with eBPF. See README.md for the user's view and docs/DESIGN.md for the data path.
+#include <arpa/inet.h>
 #include <gflags/gflags.h>
+#include <linux/perf_event.h>
 #include <malloc.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "agent/heap/heap_profiler.h"
 #include "agent/heap/malloc_sampler.h"
 #include "agent/profile/cpu_profiler.h"
@@ -37,6 +47,14 @@ DEFINE_string(cpu_sampling_clock, "auto",
               "once per 1/hz s of its CPU time, like Go's own profiler; no interrupt of its own), "
               "'perf' (a software cpu-clock perf event per CPU: any rate, one hrtimer interrupt "
               "per sample), or 'auto' (tick up to 100 Hz when the kernel allows it, else perf).");
+DEFINE_string(probe, "",
+              "Probe mode (for the container's exec probes; the agent listens on loopback only): "
+              "GET this path (e.g. /healthz) from the agent at --listen_address, print the answer, "
+              "exit 0 if it is 200, else 1.");
+DEFINE_string(bpf_program, "auto",
+              "Which build of the CPU sampling program: 'default', 'compat' (for kernels without "
+              "bpf_loop/bpf_find_vma (5.17), bpf_task_pt_regs (5.15) or task storage (5.11)), or "
+              "'auto' (probe the kernel).");
 DEFINE_int32(max_profile_seconds, 300, "Largest accepted ?seconds= for a CPU profile.");
 DEFINE_int32(rediscover_interval_ms, 500,
              "How often the agent checks that the target is alive and re-discovers it.");
@@ -58,6 +76,12 @@ DEFINE_bool(bpf_bound_stack_copy, true,
 DEFINE_bool(bpf_user_fp_walk, true,
             "Also walk the user stack's frame pointers in the kernel (completes stacks across "
             "Go stack switches).");
+DEFINE_int32(max_concurrent_profiles, 64,
+             "Profile windows (CPU profiles, heap/allocs with seconds=N) served at once; more "
+             "are answered 503. Other requests have their own workers.");
+DEFINE_int32(shutdown_timeout_seconds, 5,
+             "After SIGTERM/SIGINT: profile windows in progress are cut short and served, and "
+             "the agent exits within this many seconds (Kubernetes' default grace period is 30).");
 DEFINE_int32(bpf_wakeup_bytes, -1,
              "Wake the sample reader only when this many bytes wait in the ring buffer (it also "
              "polls every 100 ms and before a window ends); 0 = wake at every sample; -1 (and "
@@ -66,10 +90,162 @@ DEFINE_int32(bpf_wakeup_bytes, -1,
 namespace pprof_sidecar {
 namespace {
 
-PprofServer* g_server = nullptr;
+std::atomic<PprofServer*> g_server{nullptr};
+volatile sig_atomic_t g_stopping = 0;
+struct timespec g_stop_requested = {};  // CLOCK_MONOTONIC
 
+void LogCpuReadiness(const absl::Status& prepared, const CpuReadiness& r) {
+  if (!prepared.ok()) {
+    fprintf(stderr, "pprof-sidecar: CPU profiles unavailable: %s\n",
+            std::string(prepared.message()).c_str());
+    return;
+  }
+  fprintf(stderr, "pprof-sidecar: CPU sampling: %s clock%s%s, %s BPF program\n",
+          r.sampler.clock.c_str(), r.sampler.tick_attach.empty() ? "" : " at ",
+          r.sampler.tick_attach.c_str(), r.sampler.program_variant.c_str());
+  if (!r.sampler.tick_unavailable.empty()) {
+    fprintf(stderr, "pprof-sidecar: tick clock unavailable: %s\n",
+            r.sampler.tick_unavailable.c_str());
+  }
+  for (const std::string& f : r.sampler.reduced) {
+    fprintf(stderr, "pprof-sidecar: kernel lacks %s\n", f.c_str());
+  }
+}
+
+// Whether the running kernel is older than `major`.`minor` (false when unknown).
+bool KernelOlderThan(int major, int minor) {
+  struct utsname u;
+  int ma = 0, mi = 0;
+  if (uname(&u) != 0 || sscanf(u.release, "%d.%d", &ma, &mi) != 2) return false;
+  return ma < major || (ma == major && mi < minor);
+}
+
+// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK (newer ones to the memory cgroup): lifts
+// it, and says so when it cannot (no CAP_SYS_RESOURCE) and the kernel is one of those.
+void RaiseMemlockLimit() {
+  struct rlimit rl = {RLIM_INFINITY, RLIM_INFINITY};
+  if (setrlimit(RLIMIT_MEMLOCK, &rl) == 0 || !KernelOlderThan(5, 11)) return;
+  const int err = errno;
+  if (getrlimit(RLIMIT_MEMLOCK, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return;
+  fprintf(stderr,
+          "pprof-sidecar: RLIMIT_MEMLOCK is %llu KiB and cannot be raised (%s; needs "
+          "CAP_SYS_RESOURCE): this kernel (before 5.11) charges BPF maps to it, and the samplers "
+          "fail to load if theirs do not fit\n",
+          static_cast<unsigned long long>(rl.rlim_cur / 1024), strerror(err));
+}
+
+// Debian's kernels (and others with its patch) refuse perf_event_open(2) at
+// kernel.perf_event_paranoid >= 3 to anything but CAP_SYS_ADMIN, CAP_PERFMON included; Ubuntu's
+// accept CAP_PERFMON. Both samplers need perf events (the CPU sampler's perf clock and its check at
+// start, the malloc sampler's uprobes): says why when they are refused that way.
+void ExplainPerfEventRefusal() {
+  perf_event_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.size = sizeof(attr);
+  attr.type = PERF_TYPE_SOFTWARE;
+  attr.config = PERF_COUNT_SW_CPU_CLOCK;
+  attr.disabled = 1;
+  const int fd =
+      static_cast<int>(syscall(__NR_perf_event_open, &attr, -1, 0, -1, PERF_FLAG_FD_CLOEXEC));
+  if (fd >= 0) {
+    close(fd);
+    return;
+  }
+  const int err = errno;
+  int paranoid = 0;
+  FILE* f = fopen("/proc/sys/kernel/perf_event_paranoid", "r");
+  if (f == nullptr) return;
+  const bool read = fscanf(f, "%d", &paranoid) == 1;
+  fclose(f);
+  if ((err != EACCES && err != EPERM) || !read || paranoid < 3) return;
+  fprintf(stderr,
+          "pprof-sidecar: perf_event_open is refused (%s) at kernel.perf_event_paranoid=%d: "
+          "kernels with Debian's patch then allow it only with CAP_SYS_ADMIN; set "
+          "kernel.perf_event_paranoid=2 on the node, or grant SYS_ADMIN\n",
+          strerror(err), paranoid);
+}
+
+// Async-signal-safe: the server drains (windows cut short and served); a stuck shutdown is
+// ended by SIGALRM.
 void HandleSignal(int) {
-  if (g_server) g_server->Stop();
+  if (PprofServer* s = g_server.load()) s->Stop();
+  if (!g_stopping) {
+    g_stopping = 1;
+    clock_gettime(CLOCK_MONOTONIC, &g_stop_requested);
+    alarm(static_cast<unsigned>(FLAGS_shutdown_timeout_seconds));
+  }
+}
+
+void HandleAlarm(int) {
+  static const char kMsg[] =
+      "pprof-sidecar: shutdown did not finish within --shutdown_timeout_seconds; exiting now\n";
+  ssize_t n = write(STDERR_FILENO, kMsg, sizeof(kMsg) - 1);
+  (void)n;
+  _exit(1);
+}
+
+void InstallSignalHandlers() {
+  struct sigaction sa = {};
+  sigemptyset(&sa.sa_mask);
+  sa.sa_handler = HandleSignal;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  sa.sa_handler = HandleAlarm;
+  sigaction(SIGALRM, &sa, nullptr);
+  sa.sa_handler = SIG_IGN;
+  sigaction(SIGPIPE, &sa, nullptr);
+}
+
+// --probe: one GET against a running agent on a numeric loopback address (the agent refuses any
+// other unless told). Prints the body; exits 0 on a 200, 1 otherwise (refused, 503, timeout).
+int Probe(const HostPort& hp) {
+  const std::string what = absl::StrCat("http://", hp.host, ":", hp.port, FLAGS_probe);
+  auto fail = [&](const char* why) {
+    fprintf(stderr, "pprof-sidecar: probe %s: %s\n", what.c_str(), why);
+    return 1;
+  };
+  struct sockaddr_in6 a6 = {};
+  struct sockaddr_in a4 = {};
+  const bool v6 = inet_pton(AF_INET6, hp.host.c_str(), &a6.sin6_addr) == 1;
+  if (!v6 && inet_pton(AF_INET, hp.host == "localhost" ? "127.0.0.1" : hp.host.c_str(),
+                       &a4.sin_addr) != 1) {
+    return fail("not a numeric address");
+  }
+  a6.sin6_family = AF_INET6;
+  a6.sin6_port = htons(hp.port);
+  a4.sin_family = AF_INET;
+  a4.sin_port = htons(hp.port);
+  const int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return fail(strerror(errno));
+  struct timeval tv = {5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  const int rc = v6 ? connect(fd, reinterpret_cast<sockaddr*>(&a6), sizeof(a6))
+                    : connect(fd, reinterpret_cast<sockaddr*>(&a4), sizeof(a4));
+  if (rc != 0) {
+    const int e = errno;
+    close(fd);
+    return fail(strerror(e));
+  }
+  const std::string req = absl::StrCat("GET ", FLAGS_probe, " HTTP/1.1\r\nHost: ", hp.host,
+                                       "\r\nConnection: close\r\n\r\n");
+  std::string resp;
+  bool ok = send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size());
+  char buf[4096];
+  for (ssize_t n; ok && resp.size() < (1 << 20) && (n = recv(fd, buf, sizeof(buf), 0)) != 0;) {
+    if (n < 0)
+      ok = false;
+    else
+      resp.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  if (!ok) return fail("no complete answer within 5 s");
+  const size_t body = resp.find("\r\n\r\n");
+  if (resp.compare(0, 9, "HTTP/1.1 ") != 0 || body == std::string::npos) {
+    return fail("not an HTTP answer");
+  }
+  fputs(resp.c_str() + body + 4, stdout);
+  return resp.compare(9, 3, "200") == 0 ? 0 : 1;
 }
 
 int Run() {
@@ -86,12 +262,19 @@ int Run() {
     fprintf(stderr, "pprof-sidecar: --max_profile_seconds must be positive\n");
     return 2;
   }
+  if (FLAGS_max_concurrent_profiles < 1 || FLAGS_shutdown_timeout_seconds < 2) {
+    fprintf(stderr,
+            "pprof-sidecar: --max_concurrent_profiles must be positive and "
+            "--shutdown_timeout_seconds at least 2\n");
+    return 2;
+  }
   auto hp = ParseListenAddress(FLAGS_listen_address);
   if (!hp.ok()) {
     fprintf(stderr, "pprof-sidecar: --listen_address: %s\n",
             std::string(hp.status().message()).c_str());
     return 2;
   }
+  if (!FLAGS_probe.empty()) return Probe(*hp);
   if (!IsLoopbackHost(hp->host) && !FLAGS_allow_non_loopback_listen) {
     fprintf(stderr,
             "pprof-sidecar: refusing to listen on non-loopback address %s: profiles expose the "
@@ -101,9 +284,8 @@ int Run() {
     return 2;
   }
 
-  // Older kernels account BPF maps against RLIMIT_MEMLOCK; newer ones use memcg. Best effort.
-  struct rlimit rl = {RLIM_INFINITY, RLIM_INFINITY};
-  setrlimit(RLIMIT_MEMLOCK, &rl);
+  RaiseMemlockLimit();
+  ExplainPerfEventRefusal();
 
   BpfCpuSamplerOptions sampler_opts;
   sampler_opts.user_stack_bytes = static_cast<uint32_t>(std::max(0, FLAGS_user_stack_bytes));
@@ -122,14 +304,14 @@ int Run() {
             FLAGS_cpu_sampling_clock.c_str());
     return 2;
   }
-  // Load the BPF program once at startup so missing privileges are reported immediately.
-  {
-    auto probe = NewBpfCpuSampler(sampler_opts);
-    if (!probe.ok()) {
-      fprintf(stderr, "pprof-sidecar: cannot load the BPF CPU sampler: %s\n",
-              std::string(probe.status().message()).c_str());
-      return 1;
-    }
+  if (FLAGS_bpf_program == "default") {
+    sampler_opts.variant = BpfCpuSamplerOptions::Variant::kDefault;
+  } else if (FLAGS_bpf_program == "compat") {
+    sampler_opts.variant = BpfCpuSamplerOptions::Variant::kCompat;
+  } else if (FLAGS_bpf_program != "auto") {
+    fprintf(stderr, "pprof-sidecar: --bpf_program must be auto, default or compat, not \"%s\"\n",
+            FLAGS_bpf_program.c_str());
+    return 2;
   }
 
   ProcessSymbolizer::Options so;
@@ -137,6 +319,10 @@ int Run() {
   ProcessSymbolizer symbolizer(so);
   CpuProfiler cpu([sampler_opts] { return NewBpfCpuSampler(sampler_opts); }, &symbolizer,
                   FLAGS_cpu_sampling_hz);
+  // Load and attach the CPU sampler now, so that /healthz tells the truth from the start. Without
+  // it the agent still serves what needs no BPF (heap profiles of Go targets) and says why.
+  const absl::Status prepared = cpu.Prepare();  // before readiness(): it fills it
+  LogCpuReadiness(prepared, cpu.readiness());
 
   // heap/allocs: Go targets' own heap profile, read from their memory on request; other
   // targets: a malloc sampler attached while the target exists (inuse needs its history).
@@ -151,17 +337,21 @@ int Run() {
   DiscoveryOptions dopts;
   dopts.target_pid = FLAGS_target_pid;
   dopts.target_name = FLAGS_target_name;
+  auto pids_of = [](const std::optional<ProcessInfo>& t) {
+    return t ? std::vector<uint32_t>{static_cast<uint32_t>(t->pid)} : std::vector<uint32_t>{};
+  };
   TargetTracker tracker(dopts, absl::Milliseconds(FLAGS_rediscover_interval_ms),
-                        [&cpu, &heap](const std::optional<ProcessInfo>& t) {
-                          std::vector<uint32_t> pids;
-                          if (t) pids.push_back(static_cast<uint32_t>(t->pid));
+                        [&cpu, &heap, pids_of](const std::optional<ProcessInfo>& t) {
                           heap.SetTarget(t ? std::optional<pid_t>(t->pid) : std::nullopt);
-                          absl::Status st = cpu.SetTargets(pids);
-                          if (!st.ok()) {
-                            fprintf(stderr, "pprof-sidecar: setting target: %s\n",
-                                    std::string(st.message()).c_str());
-                          }
+                          cpu.Warm(pids_of(t));
                         });
+  // The CPU sampler filters for a new target before a request can see it.
+  tracker.SetBeforePublish([&cpu, pids_of](const std::optional<ProcessInfo>& t) {
+    absl::Status st = cpu.SetTargets(pids_of(t));
+    if (!st.ok()) {
+      fprintf(stderr, "pprof-sidecar: setting target: %s\n", std::string(st.message()).c_str());
+    }
+  });
   // Allocators mapped after the attach (dlopen) are probed on the tracker's next check.
   tracker.SetOnRecheck([&heap](const std::optional<ProcessInfo>& t) {
     if (t) heap.SetTarget(t->pid);
@@ -170,6 +360,11 @@ int Run() {
 
   ServerOptions sopts;
   sopts.max_profile_seconds = FLAGS_max_profile_seconds;
+  sopts.max_concurrent_windows = static_cast<size_t>(FLAGS_max_concurrent_profiles);
+  // Responses in flight (profiles cut short) are written until 1.5 s before the hard limit,
+  // which leaves time to stop the tracker and detach the probes.
+  sopts.http.drain_timeout =
+      absl::Seconds(FLAGS_shutdown_timeout_seconds) - absl::Milliseconds(1500);
   TargetView view{[&tracker] { return tracker.current(); },
                   [&tracker] { return tracker.status_message(); }};
   PprofServer server(&cpu, &symbolizer, view, sopts);
@@ -178,20 +373,37 @@ int Run() {
     fprintf(stderr, "pprof-sidecar: %s\n", std::string(st.message()).c_str());
     return 1;
   }
-  g_server = &server;
-  signal(SIGTERM, HandleSignal);
-  signal(SIGINT, HandleSignal);
-  signal(SIGPIPE, SIG_IGN);
+  g_server.store(&server);
+  InstallSignalHandlers();
   fprintf(stderr, "pprof-sidecar: serving http://%s:%d/debug/pprof/ (cpu %d Hz)\n",
           hp->host.c_str(), server.port(), FLAGS_cpu_sampling_hz);
-  absl::Status st = server.Serve();
-  g_server = nullptr;
-  tracker.Stop();
+  absl::Status st;
+  std::atomic<bool> served{false};
+  std::thread serve([&] {
+    st = server.Serve();
+    served.store(true);
+  });
+  // Once stopping, the malloc probes are detached while the profile windows still open are cut
+  // short and written (each detach waits for a kernel grace period: ~0.1 s a probe, more on a
+  // loaded node), rather than after them.
+  while (!g_stopping && !served.load()) absl::SleepFor(absl::Milliseconds(20));
+  tracker.Stop();  // no more attaches
+  heap.SetTarget(std::nullopt);
+  serve.join();
+  g_server.store(nullptr);
   if (!st.ok()) {
     fprintf(stderr, "pprof-sidecar: %s\n", std::string(st.message()).c_str());
     return 1;
   }
-  fprintf(stderr, "pprof-sidecar: stopped\n");
+  if (g_stopping) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    const double ms = (now.tv_sec - g_stop_requested.tv_sec) * 1e3 +
+                      (now.tv_nsec - g_stop_requested.tv_nsec) / 1e6;
+    fprintf(stderr, "pprof-sidecar: stopped %.0f ms after the signal (probes detach next)\n", ms);
+  } else {
+    fprintf(stderr, "pprof-sidecar: stopped\n");
+  }
   return 0;
 }
 
@@ -203,6 +415,11 @@ int main(int argc, char** argv) {
   // with one malloc arena per thread each of them would keep its own high-water mark of sample
   // buffers (~10 MB each). Two shared arenas keep the agent's RSS bounded by one window's worth.
   mallopt(M_ARENA_MAX, 2);
+  // Blocks of 256 KiB and more (libbpf's copy of the kernel's BTF, decompressed debug sections,
+  // sample windows) get their own mappings, returned to the system when freed. glibc's default
+  // threshold grows to the largest block freed so far (up to 32 MiB), after which such
+  // transient blocks land in the heap and keep the agent's RSS at its high-water mark.
+  mallopt(M_MMAP_THRESHOLD, 256 * 1024);
   gflags::SetUsageMessage("eBPF profiler serving Go's /debug/pprof for another process");
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   return pprof_sidecar::Run();

@@ -4,17 +4,36 @@ target_link_libraries(target_discovery_test PRIVATE target testutil GTest::gtest
 gtest_discover_tests(target_discovery_test DISCOVERY_TIMEOUT 30)
 
 add_executable(pprof_server_test server/pprof_server_test.cc)
-target_link_libraries(pprof_server_test PRIVATE server testutil GTest::gtest_main)
+target_link_libraries(pprof_server_test PRIVATE server testutil PkgConfig::HTTPLIB GTest::gtest_main)
 gtest_discover_tests(pprof_server_test DISCOVERY_TIMEOUT 30)
+
+add_executable(http_request_test server/http_request_test.cc)
+target_link_libraries(http_request_test PRIVATE http_server GTest::gtest_main)
+gtest_discover_tests(http_request_test DISCOVERY_TIMEOUT 30)
+
+# Real sockets: slow, many and oversized clients; measures latency and the process's memory.
+add_executable(http_server_test server/http_server_test.cc)
+target_link_libraries(http_server_test PRIVATE http_server testutil GTest::gtest_main)
+gtest_discover_tests(http_server_test DISCOVERY_TIMEOUT 30 PROPERTIES TIMEOUT 300)
 
 add_executable(http_params_test server/http_params_test.cc)
 target_link_libraries(http_params_test PRIVATE http_params GTest::gtest_main)
 gtest_discover_tests(http_params_test DISCOVERY_TIMEOUT 30)
 
 if(PPROF_SIDECAR_FUZZ)
+  add_executable(http_request_fuzzer server/http_request_fuzzer.cc server/http_request.cc)
+  target_include_directories(http_request_fuzzer PRIVATE ${CMAKE_SOURCE_DIR})
+  target_link_libraries(http_request_fuzzer PRIVATE absl::status absl::statusor absl::strings)
+  target_compile_options(http_request_fuzzer PRIVATE -fsanitize=fuzzer,address -g)
+  target_link_options(http_request_fuzzer PRIVATE -fsanitize=fuzzer,address)
+
   add_executable(http_params_fuzzer server/http_params_fuzzer.cc server/http_params.cc)
   target_include_directories(http_params_fuzzer PRIVATE ${CMAKE_SOURCE_DIR})
   target_link_libraries(http_params_fuzzer PRIVATE absl::status absl::statusor absl::strings)
   target_compile_options(http_params_fuzzer PRIVATE -fsanitize=fuzzer,address -g)
   target_link_options(http_params_fuzzer PRIVATE -fsanitize=fuzzer,address)
 endif()
+
+add_executable(cpu_profile_test profile/cpu_profile_test.cc)
+target_link_libraries(cpu_profile_test PRIVATE profile testutil absl::strings GTest::gtest_main)
+gtest_discover_tests(cpu_profile_test DISCOVERY_TIMEOUT 30)

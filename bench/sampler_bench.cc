@@ -45,6 +45,7 @@
 #include "absl/time/time.h"
 #include "agent/profile/cpu_profile.h"
 #include "agent/sampler/cpu_sampler.h"
+#include "agent/sampler/cpu_sampler_bench.h"
 #include "agent/symbolize/process_symbolizer.h"
 
 namespace pprof_sidecar {
@@ -53,6 +54,7 @@ namespace {
 struct Variant {
   std::string name;
   BpfCpuSamplerOptions opts;
+  BpfCpuSamplerBenchKnobs knobs;
   bool idle = false;
 };
 
@@ -70,8 +72,8 @@ double Median(std::vector<double> v) {
 bool ParseVariant(const std::string& spec, Variant* v) {
   std::vector<std::string> f = absl::StrSplit(spec, ':');
   if (f.size() < 5 || f.size() > 9) return false;
-  if (f.size() >= 7 && !f[6].empty()) v->opts.cache_filter_verdict = f[6] != "0";
-  if (f.size() >= 8 && !f[7].empty()) v->opts.walk_frames_in_copy = f[7] != "0";
+  if (f.size() >= 7 && !f[6].empty()) v->knobs.cache_filter_verdict = f[6] != "0";
+  if (f.size() >= 8 && !f[7].empty()) v->knobs.walk_frames_in_copy = f[7] != "0";
   if (f.size() == 9 && !f[8].empty()) {
     if (f[8] == "tick") {
       v->opts.clock = BpfCpuSamplerOptions::Clock::kTick;
@@ -88,7 +90,7 @@ bool ParseVariant(const std::string& spec, Variant* v) {
   }
   v->name = f[0];
   v->idle = f[0] == "idle";
-  v->opts.null_program = f[0] == "null";
+  v->knobs.null_program = f[0] == "null";
   uint32_t copy, wake = v->opts.wakeup_bytes;
   int fp;
   if (!absl::SimpleAtoi(f[1], &copy) || !absl::SimpleAtoi(f[3], &fp) ||
@@ -97,7 +99,7 @@ bool ParseVariant(const std::string& spec, Variant* v) {
   }
   v->opts.user_stack_bytes = copy;
   v->opts.user_frame_pointer_walk = fp != 0;
-  v->opts.own_fp_walk = fp > 0;
+  v->knobs.own_fp_walk = fp > 0;
   if (fp < 0) fp = -fp;  // negative: the kernel's walker
   if (fp > 1) v->opts.user_fp_max_frames = fp;
   v->opts.wakeup_bytes = wake;
@@ -161,9 +163,9 @@ int Main(int argc, char** argv) {
   for (int r = 0; r < rounds; ++r) {
     for (size_t k = 0; k < variants.size(); ++k) {
       const Variant& v = variants[(k + r) % variants.size()];
-      BpfCpuSamplerOptions o = v.opts;
-      o.stage_timing = stages;
-      auto s = NewBpfCpuSampler(o);
+      BpfCpuSamplerBenchKnobs knobs = v.knobs;
+      knobs.stage_timing = stages;
+      auto s = NewBpfCpuSamplerForBench(v.opts, knobs);
       if (!s.ok()) {
         fprintf(stderr, "%s: %s\n", v.name.c_str(), std::string(s.status().message()).c_str());
         return 1;
@@ -199,7 +201,8 @@ int Main(int argc, char** argv) {
       sl.inv = static_cast<double>(ss.bpf_run_count);
       sl.kept = static_cast<double>(ss.samples_seen);
       sl.bytes = static_cast<double>(ss.bytes_copied);
-      for (int i = 0; i < 6; ++i) sl.stage[i] = static_cast<double>(ss.stage_ns[i]);
+      const auto stage_ns = BenchStageNs(**s);
+      for (int i = 0; i < kBenchStages; ++i) sl.stage[i] = static_cast<double>(stage_ns[i]);
       if (!samples.empty()) {
         CpuProfileParams p;
         p.hz = hz;

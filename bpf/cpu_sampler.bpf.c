@@ -13,6 +13,17 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+/* Two objects are built from this file: the default one, and with CPU_SAMPLER_COMPAT the one for
+ * kernels older than 5.17 (down to 5.10), which lacks what those kernels refuse at load whether
+ * or not it would run: bpf_loop and bpf_find_vma (callback functions, 5.17), task storage and
+ * bpf_get_current_task_btf (5.11), bpf_task_pt_regs (5.15). docs/DESIGN.md ("Kernels") lists
+ * what each costs when it is missing. */
+#ifdef CPU_SAMPLER_COMPAT
+#define current_task() ((struct task_struct *)bpf_get_current_task())
+#else
+#define current_task() bpf_get_current_task_btf()
+#endif
+
 /* Set by the loader between open and load. */
 const volatile __u64 pidns_dev = 0; /* st_dev of /proc/self/ns/pid of the agent */
 const volatile __u64 pidns_ino = 0; /* st_ino of /proc/self/ns/pid of the agent */
@@ -21,19 +32,35 @@ const volatile __u32 copy_bound = 0;            /* CPU_SAMPLER_BOUND_* bits */
 /* Most frames of the kernel's frame-pointer walk of the user stack (bpf_get_stack with
  * BPF_F_USER_STACK); 0: no walk. */
 const volatile __u32 user_fp_walk = CPU_SAMPLER_MAX_FRAMES;
-/* 1: walk the frame pointers here (walk_user_fp) instead of the kernel's walker. */
-const volatile __u32 own_fp_walk = 0;
 /* 0: every record wakes the reader. Else records are submitted without a wakeup unless this
  * many bytes are waiting (the reader also polls on a short timer and before a window ends). */
 const volatile __u32 wakeup_bytes = 0;
-/* Benchmarks only: accumulate the time spent in each stage of kept samples in `stage_ns`. */
+#ifdef CPU_SAMPLER_BENCH
+/* The bench build (bench/sampler_bench only) turns parts of the program off or times them, to
+ * measure what each costs; the agent's builds have them fixed as defined below. */
+/* 1: walk the frame pointers here (walk_user_fp); 0: with the kernel's walker (bpf_get_stack). */
+const volatile __u32 own_fp_walk = 0;
+/* 1: accumulate the time spent in each stage of kept samples in `stage_ns`. */
 const volatile __u32 stage_timing = 0;
-/* Benchmarks only: 1 returns at once (prices the invocation itself and the BPF statistics). */
+/* 1: return at once (prices the invocation itself and the BPF statistics). */
 const volatile __u32 null_program = 0;
 /* 1: remember the last filter verdict of each CPU (see `verdicts`). */
 const volatile __u32 verdict_cache = 0;
 /* 1: the frame-pointer walk reads frames inside the stack copy from the copy. */
 const volatile __u32 walk_in_copy = 0;
+#else
+#define own_fp_walk 1
+#define stage_timing 0
+#define null_program 0
+#define verdict_cache 1
+#ifdef CPU_SAMPLER_COMPAT
+/* Without bpf_loop the verifier walks every frame of the walk: reading frames from the copy, a
+ * branch per frame, would multiply its states past its limit. */
+#define walk_in_copy 0
+#else
+#define walk_in_copy 1
+#endif
+#endif
 /* 1: when the sampled rbp cannot start a frame-pointer chain, start it at the first frame
  * record found in the stack copy (scan_fp_seed). */
 const volatile __u32 fp_seed_scan = 0;
@@ -55,12 +82,14 @@ struct {
   __uint(max_entries, 1 << 22);
 } events SEC(".maps");
 
+#ifdef CPU_SAMPLER_BENCH
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
   __uint(max_entries, CPU_SAMPLER_STAGE_NUM);
   __type(key, __u32);
   __type(value, __u64);
 } stage_ns SEC(".maps");
+#endif
 
 #define PAGE_SIZE_ 4096ULL
 #define MAX_PIDNS_LEVEL 8 /* nesting depth searched by the fallback below */
@@ -72,8 +101,9 @@ struct {
 struct scratch_record {
   struct cpu_sampler_percpu_head head;
   struct cpu_sample_record h;
-  /* The stack copy, then (at the next multiple of 8) kernel ips and user ips. */
-  __u8 data[CPU_SAMPLER_MAX_USER_STACK_COPY + 2 * CPU_SAMPLER_MAX_FRAMES * sizeof(__u64)];
+  /* The stack copy, then (at the next multiple of 8) kernel ips and user ips (and one spare slot
+   * for the verifier: the walk's masked index could reach it). */
+  __u8 data[CPU_SAMPLER_MAX_USER_STACK_COPY + (2 * CPU_SAMPLER_MAX_FRAMES + 1) * sizeof(__u64)];
 };
 
 struct {
@@ -96,11 +126,13 @@ static __always_inline void count(__u32 idx) {
 
 /* Adds the time since *t to stage `idx` and restarts *t (only with the stage_timing knob). */
 static __always_inline void stage(__u32 idx, __u64 *t) {
+#ifdef CPU_SAMPLER_BENCH
   if (!stage_timing) return;
   __u64 now = bpf_ktime_get_ns();
   __u64 *v = bpf_map_lookup_elem(&stage_ns, &idx);
   if (v) *v += now - *t;
   *t = now;
+#endif
 }
 
 /* pid number of `pid` in the pid namespace with inode `ino`, or 0 if it is not visible there. */
@@ -125,7 +157,7 @@ static __always_inline int current_ns_ids(__u32 *tgid, __u32 *tid) {
     *tid = ns.pid;
     return 0;
   }
-  struct task_struct *task = bpf_get_current_task_btf();
+  struct task_struct *task = current_task();
   struct pid *thread_pid = BPF_CORE_READ(task, thread_pid);
   struct pid *leader_pid = BPF_CORE_READ(task, group_leader, thread_pid);
   if (!thread_pid || !leader_pid) return -1;
@@ -147,6 +179,11 @@ static __always_inline __u32 copy_user_stack(__u8 *dst, __u64 sp, __u32 want) {
   for (int k = CPU_SAMPLER_MAX_USER_STACK_COPY / PAGE_SIZE_; k >= 0; k--) {
     __u64 len = page_rem + (__u64)k * PAGE_SIZE_;
     if (len >= want) continue;
+    /* len < want <= the copy's size, which older verifiers (5.10's) do not conclude from a
+     * comparison of two unknown values and then reject the read; opaque to the compiler, which
+     * would drop the check. */
+    asm volatile("" : "+r"(len));
+    if (len > CPU_SAMPLER_MAX_USER_STACK_COPY) continue;
     if (bpf_probe_read_user(dst, len, (const void *)sp) == 0) return len;
   }
   return 0;
@@ -158,37 +195,75 @@ static __always_inline __u32 copy_user_stack(__u8 *dst, __u64 sp, __u32 want) {
 #define MIN_FRAME_ADDR 65536ULL
 #define MAX_USER_ADDR 0x00007ffffffff000ULL
 
+/* Reads the frame record at `fp` ([fp] = caller's fp, [fp+8] = return address): from the stack
+ * copy (`copy`, `copied` bytes of user memory from `sp`) when it lies inside and `in_copy`, else
+ * from user memory. 0 on success. */
+static __always_inline int read_frame(__u64 fp, const __u8 *copy, __u64 sp, __u32 copied,
+                                      int in_copy, __u64 *next_fp, __u64 *ret) {
+  if (in_copy && fp >= sp && fp - sp + 16 <= copied) {
+    __u64 off = (fp - sp) & (CPU_SAMPLER_MAX_USER_STACK_COPY - 1);
+    *next_fp = *(const __u64 *)(copy + off);
+    *ret = *(const __u64 *)(copy + off + 8);
+    return 0;
+  }
+  __u64 frame[2];
+  if (bpf_probe_read_user(frame, sizeof(frame), (const void *)fp)) return -1;
+  *next_fp = frame[0];
+  *ret = frame[1];
+  return 0;
+}
+
+struct fp_walk {
+  __u64 *out;
+  const __u8 *copy;
+  __u64 sp;
+  __u64 fp;
+  __u32 copied;
+  __u32 max;
+  __u32 n;
+};
+
+/* One step of the walk: frame i + 1. */
+static __always_inline long fp_walk_step(__u64 i, struct fp_walk *w) {
+  __u32 idx = (__u32)i + 1;
+  if (idx >= w->max || idx >= CPU_SAMPLER_MAX_FRAMES) return 1;
+  __u64 fp = w->fp;
+  if (fp < MIN_FRAME_ADDR || fp > MAX_USER_ADDR || (fp & 7)) return 1;
+  __u64 next_fp = 0, ret = 0;
+  if (read_frame(fp, w->copy, w->sp, w->copied, walk_in_copy, &next_fp, &ret)) return 1;
+  if (ret == 0) return 1;
+  /* The compiler knows idx < 127 and would drop a plain mask; the verifier needs it. */
+  asm volatile("" : "+r"(idx));
+  w->out[idx & 127] = ret;
+  w->n = idx + 1;
+  w->fp = next_fp;
+  return 0;
+}
+
+#ifndef CPU_SAMPLER_COMPAT
+/* bpf_loop callback: the step is verified once, not once per frame. */
+static long fp_walk_cb(__u64 i, void *data) { return fp_walk_step(i, data); }
+#endif
+
 /* Frame-pointer walk of the user stack from (ip, bp): out[0] = ip, then the return address of
- * each frame [fp] = caller's fp, [fp+8] = return address. Frames inside the stack copy
- * (`copy`, `copied` bytes of user memory from `sp`) are read from it; others (another stack, past
- * the copy's end) from user memory. Stops at a frame pointer that cannot be a user stack address,
- * a failed read, a zero return address, or `max` entries. */
+ * each frame. Frames inside the stack copy (`copy`, `copied` bytes of user memory from `sp`) are
+ * read from it; others (another stack, past the copy's end) from user memory. Stops at a frame
+ * pointer that cannot be a user stack address, a failed read, a zero return address, or `max`
+ * entries. Returns the number of entries. */
 static __always_inline __u32 walk_user_fp(__u64 *out, __u64 ip, __u64 fp, __u32 max,
                                           const __u8 *copy, __u64 sp, __u32 copied) {
   out[0] = ip;
-  __u32 n = 1;
-  for (int i = 1; i < CPU_SAMPLER_MAX_FRAMES; i++) {
-    if (i >= max) break;
-    if (fp < MIN_FRAME_ADDR || fp > MAX_USER_ADDR || (fp & 7)) break;
-    /* Both paths leave the frame in registers only: a stack slot written by a load on one path
-     * and by the helper on the other would keep the verifier from merging the two states. */
-    __u64 next_fp, ret;
-    if (walk_in_copy && fp >= sp && fp - sp + 16 <= copied) {
-      __u64 off = (fp - sp) & (CPU_SAMPLER_MAX_USER_STACK_COPY - 1);
-      next_fp = *(const __u64 *)(copy + off);
-      ret = *(const __u64 *)(copy + off + 8);
-    } else {
-      __u64 frame[2];
-      if (bpf_probe_read_user(frame, sizeof(frame), (const void *)fp)) break;
-      next_fp = frame[0];
-      ret = frame[1];
-    }
-    if (ret == 0) break;
-    out[i] = ret;
-    n = i + 1;
-    fp = next_fp;
+  struct fp_walk w = {
+      .out = out, .copy = copy, .sp = sp, .fp = fp, .copied = copied, .max = max, .n = 1};
+#ifndef CPU_SAMPLER_COMPAT
+  bpf_loop(CPU_SAMPLER_MAX_FRAMES - 1, fp_walk_cb, &w, 0);
+#else
+  /* Without bpf_loop (5.17) the verifier walks every iteration (walk_in_copy is off there). */
+  for (int i = 0; i < CPU_SAMPLER_MAX_FRAMES - 1; i++) {
+    if (fp_walk_step(i, &w)) break;
   }
-  return n;
+#endif
+  return w.n;
 }
 
 /* A frame's caller frame pointer: null (the chain's end) or a user stack address. */
@@ -204,17 +279,8 @@ static __always_inline int plausible_ret(__u64 ret) {
  * holds a plausible caller frame pointer and return address. Reads as walk_user_fp does. */
 static __always_inline int fp_starts_chain(__u64 fp, const __u8 *copy, __u64 sp, __u32 copied) {
   if (fp < MIN_FRAME_ADDR || fp > MAX_USER_ADDR || (fp & 7)) return 0;
-  __u64 next_fp, ret;
-  if (fp >= sp && fp - sp + 16 <= copied) {
-    __u64 off = (fp - sp) & (CPU_SAMPLER_MAX_USER_STACK_COPY - 1);
-    next_fp = *(const __u64 *)(copy + off);
-    ret = *(const __u64 *)(copy + off + 8);
-  } else {
-    __u64 frame[2];
-    if (bpf_probe_read_user(frame, sizeof(frame), (const void *)fp)) return 0;
-    next_fp = frame[0];
-    ret = frame[1];
-  }
+  __u64 next_fp = 0, ret = 0;
+  if (read_frame(fp, copy, sp, copied, 1, &next_fp, &ret)) return 0;
   return plausible_next_fp(next_fp) && plausible_ret(ret);
 }
 
@@ -229,6 +295,7 @@ struct seed_scan {
   __u64 found;
 };
 
+#ifndef CPU_SAMPLER_COMPAT
 /* bpf_loop callback (the loop is verified once, not once per path into it): slot i. */
 static long seed_scan_slot(__u64 i, void *data) {
   struct seed_scan *c = data;
@@ -243,6 +310,7 @@ static long seed_scan_slot(__u64 i, void *data) {
   c->found = a;
   return 1;
 }
+#endif
 
 /* The address of the first frame record in the first 4 KiB of the stack copy (`copied` bytes of
  * user memory from `sp`), lowest first: a slot holding an 8-aligned address above itself (the
@@ -251,19 +319,26 @@ static long seed_scan_slot(__u64 i, void *data) {
  * clobbers rbp still hold the records their prologues saved (Go's assembler adds the prologue to
  * every function with a frame), so the first record is usually the sampled function's own. */
 static __always_inline __u64 scan_fp_seed(const __u8 *copy, __u64 sp, __u32 copied) {
+#ifdef CPU_SAMPLER_COMPAT
+  return 0; /* bpf_loop: 5.17 */
+#else
   struct seed_scan c = {.copy = copy, .sp = sp, .copied = copied, .found = 0};
   bpf_loop(FP_SEED_SCAN_SLOTS, seed_scan_slot, &c, 0);
   return c.found;
+#endif
 }
 
-/* Per target thread, freed with the thread. */
+/* Per target thread. */
 struct thread_state {
   __u64 next_ns;  /* tick clock: sum_exec_runtime at which the next sample is due */
   __u64 gen;      /* tick_gen that schedule belongs to */
   __u64 stack_lo; /* the memory mapping the thread's stack was last found in */
   __u64 stack_hi;
+  __u64 start_time; /* compat: the thread's start time (a reused tid starts afresh) */
 };
 
+#ifndef CPU_SAMPLER_COMPAT
+/* Freed with the thread. */
 struct {
   __uint(type, BPF_MAP_TYPE_TASK_STORAGE);
   __uint(map_flags, BPF_F_NO_PREALLOC);
@@ -271,6 +346,32 @@ struct {
   __type(value, struct thread_state);
 } thread_states SEC(".maps");
 
+/* The state of `task` (the current thread), created on first use; NULL when none can be had. */
+static __always_inline struct thread_state *thread_state_of(struct task_struct *task) {
+  return bpf_task_storage_get(&thread_states, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+}
+#else
+/* Without task storage (5.11): keyed by host tid, least recently used evicted. An evicted
+ * thread's next tick starts a new schedule, as after a new window. */
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, 16384);
+  __type(key, __u32);
+  __type(value, struct thread_state);
+} thread_states SEC(".maps");
+
+static __always_inline struct thread_state *thread_state_of(struct task_struct *task) {
+  __u32 tid = BPF_CORE_READ(task, pid);
+  __u64 start = BPF_CORE_READ(task, start_time);
+  struct thread_state *ts = bpf_map_lookup_elem(&thread_states, &tid);
+  if (ts && ts->start_time == start) return ts;
+  struct thread_state fresh = {.start_time = start};
+  if (bpf_map_update_elem(&thread_states, &tid, &fresh, BPF_ANY)) return 0;
+  return bpf_map_lookup_elem(&thread_states, &tid);
+}
+#endif
+
+#ifndef CPU_SAMPLER_COMPAT
 struct vma_end_ctx {
   __u64 start;
   __u64 end;
@@ -281,6 +382,7 @@ static long vma_end_cb(struct task_struct *task, struct vm_area_struct *vma, voi
   ((struct vma_end_ctx *)data)->end = BPF_CORE_READ(vma, vm_end);
   return 0;
 }
+#endif
 
 /* The end (exclusive) of the stack holding `sp`, or 0 if unknown:
  *  - a Go thread running on a goroutine or g0 stack: g.stack.hi, with g read from the thread's
@@ -299,13 +401,13 @@ static __always_inline __u64 stack_end(struct task_struct *task, __u64 sp) {
       return lohi[1];
     }
   }
+#ifndef CPU_SAMPLER_COMPAT /* bpf_find_vma: 5.17 */
   if (copy_bound & CPU_SAMPLER_BOUND_VMA) {
     /* bpf_find_vma defers its mmap_lock unlock to an irq_work (a self-interrupt, ~15 us in a
      * VM) when called with interrupts off, as here: the mapping is looked up once per thread
      * and stack, then remembered. A stale range (the mapping changed) costs at most a copy that
      * faults at the real end and is retried shorter. */
-    struct thread_state *ts =
-        bpf_task_storage_get(&thread_states, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+    struct thread_state *ts = thread_state_of(task);
     if (ts && ts->stack_lo <= sp && sp < ts->stack_hi) {
       count(CPU_SAMPLER_CNT_COPY_BOUND_VMA);
       return ts->stack_hi;
@@ -321,6 +423,7 @@ static __always_inline __u64 stack_end(struct task_struct *task, __u64 sp) {
       return c.end;
     }
   }
+#endif
   return 0;
 }
 
@@ -343,9 +446,9 @@ static __always_inline __u32 copy_bounded(__u8 *dst, struct task_struct *task, _
 static __always_inline int filter_current(struct scratch_record *sc, __u32 *tgid, __u32 *tid) {
   if (verdict_cache) {
     struct cpu_sampler_percpu_head *v = &sc->head;
-    struct task_struct *task = bpf_get_current_task_btf();
+    struct task_struct *task = current_task();
     __u64 pid_tgid = bpf_get_current_pid_tgid();
-    __u64 start_time = task->start_time;
+    __u64 start_time = BPF_CORE_READ(task, start_time);
     /* Read before `targets`: a change of the map after this read makes the verdict stale. */
     __u64 gen = targets_gen;
     if (v->verdict_pid_tgid == pid_tgid && v->verdict_start_time == start_time &&
@@ -377,8 +480,8 @@ static __always_inline int filter_current(struct scratch_record *sc, __u32 *tgid
  * probed function tail-called by another) shares the stack slot, and the address, of the next
  * one, so it is skipped. */
 static __always_inline void read_uret_returns(struct cpu_sample_record *rec) {
-  struct task_struct *task = bpf_get_current_task_btf();
-  struct uprobe_task *ut = task->utask;
+  struct task_struct *task = current_task();
+  struct uprobe_task *ut = BPF_CORE_READ(task, utask);
   if (!ut) return;
   struct return_instance *ri = BPF_CORE_READ(ut, return_instances);
   if (!ri) return;
@@ -408,7 +511,7 @@ static __always_inline void capture_and_submit(void *ctx, struct scratch_record 
   if (copy_bytes > CPU_SAMPLER_MAX_USER_STACK_COPY) copy_bytes = CPU_SAMPLER_MAX_USER_STACK_COPY;
   __u32 copied = 0;
   if (copy_bytes) {
-    copied = copy_bounded(sc->data, bpf_get_current_task_btf(), rec->user_sp, copy_bytes);
+    copied = copy_bounded(sc->data, current_task(), rec->user_sp, copy_bytes);
     if (copied == 0) count(CPU_SAMPLER_CNT_USER_STACK_COPY_ERRORS);
   }
   if (copied > CPU_SAMPLER_MAX_USER_STACK_COPY) copied = CPU_SAMPLER_MAX_USER_STACK_COPY;
@@ -434,7 +537,7 @@ static __always_inline void capture_and_submit(void *ctx, struct scratch_record 
   rec->kernel_nr = knr;
   stage(CPU_SAMPLER_STAGE_REGS_KSTACK, t);
 
-  __u32 unr = 0;
+  __u64 unr = 0;
   if (user_fp_walk) {
     __u32 max_frames = user_fp_walk;
     if (max_frames > CPU_SAMPLER_MAX_FRAMES) max_frames = CPU_SAMPLER_MAX_FRAMES;
@@ -466,6 +569,8 @@ static __always_inline void capture_and_submit(void *ctx, struct scratch_record 
       }
     }
   }
+  /* Opaque to the compiler, which would otherwise drop the clamp the verifier needs. */
+  asm volatile("" : "+r"(unr));
   if (unr > CPU_SAMPLER_MAX_FRAMES) unr = CPU_SAMPLER_MAX_FRAMES;
   rec->user_nr = unr;
   stage(CPU_SAMPLER_STAGE_USER_FP, t);
@@ -496,10 +601,32 @@ static __always_inline void begin_record(struct scratch_record *sc, __u32 tgid, 
   rec->uret_trampoline = 0;
 }
 
+#ifdef CPU_SAMPLER_COMPAT
+/* x86-64 without KASAN: the kernel stack of a task, whose top holds the user registers saved at
+ * its entry to the kernel (task_pt_regs). */
+#define KERNEL_THREAD_SIZE (16384ULL)
+#endif
+
+/* The user registers saved at the top of `task`'s kernel stack at its entry to the kernel. */
+static __always_inline struct pt_regs *user_regs_of(struct task_struct *task) {
+#ifdef CPU_SAMPLER_COMPAT
+  /* bpf_task_pt_regs: 5.15. The computed location is checked: its cs must be user mode. */
+  __u64 top = (__u64)BPF_CORE_READ(task, stack) + KERNEL_THREAD_SIZE;
+  struct pt_regs *uregs = (struct pt_regs *)(top - bpf_core_type_size(struct pt_regs));
+  if ((BPF_CORE_READ(uregs, cs) & 3) != 3) return 0;
+  return uregs;
+#else
+  return (struct pt_regs *)bpf_task_pt_regs(task);
+#endif
+}
+
 /* The user registers saved at the current thread's entry to the kernel. */
 static __always_inline void saved_user_regs(struct cpu_sample_record *rec) {
-  struct task_struct *task = bpf_get_current_task_btf();
-  struct pt_regs *uregs = (struct pt_regs *)bpf_task_pt_regs(task);
+  struct pt_regs *uregs = user_regs_of(current_task());
+  if (!uregs) {
+    rec->flags |= CPU_SAMPLE_F_USER_REGS_ERR;
+    return;
+  }
   rec->user_ip = BPF_CORE_READ(uregs, ip);
   rec->user_sp = BPF_CORE_READ(uregs, sp);
   rec->user_bp = BPF_CORE_READ(uregs, bp);
@@ -538,38 +665,88 @@ int cpu_sample(struct bpf_perf_event_data *ctx) {
   return 0;
 }
 
-/* Tick clock: the local APIC timer interrupt, which brings the scheduler tick to every CPU that
- * is not idle (HZ times a second) and fires every other hrtimer, runs this on top of whatever
- * thread it interrupted; sampling there costs no interrupt of its own. Like the per-thread CPU
- * timers of Go's profiler (which the kernel checks at the tick), a thread is sampled at the
- * first timer interrupt after its CPU time (se.sum_exec_runtime, updated by the previous tick or
- * context switch) crossed the next multiple of the period; its first boundary is a random point
- * of the first period. The tracepoint sits at the top of the interrupt (three frames below the
- * entry stub, against five at the tick's own hrtimer callback: each frame the kernel stack walk
- * unwinds costs ~0.35 us here). */
-/* Set by the loader at every start; a new tick_gen restarts every thread's schedule. The program
- * stays attached between profile windows (detaching a tracepoint program waits for RCU grace
- * periods: ~70 ms here) and does nothing while tick_enabled is 0. */
+/* Set by the loader at every start; a new tick_gen restarts every thread's schedule. The tick
+ * program stays attached between profile windows (detaching waits for RCU grace periods: ~70 ms
+ * here) and does nothing while tick_enabled is 0. */
 volatile __u64 tick_period_ns = 0;
 volatile __u64 tick_gen = 0;
 volatile __u32 tick_enabled = 0;
 
+/* The tick's hrtimer function (tick_sched_timer, tick_nohz_handler in newer kernels), learned by
+ * the loader from the expirations recorded in `tick_learn` while `learn_tgid` is set: then every
+ * expiration is recorded instead of sampled. */
+volatile __u64 tick_fn = 0;
+volatile __u32 learn_tgid = 0; /* the loader's tgid in its pid namespace */
 
-SEC("tracepoint/irq_vectors/local_timer_entry")
-int cpu_tick(struct trace_event_raw_x86_irq_vector *ctx) {
-  if (!tick_enabled || null_program) return 0;
+struct tick_learn_buf {
+  __u32 n; /* expirations recorded, the last CPU_SAMPLER_TICK_LEARN kept */
+  __u32 pad;
+  struct cpu_sampler_tick_obs obs[CPU_SAMPLER_TICK_LEARN];
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct tick_learn_buf);
+} tick_learn SEC(".maps");
+
+/* Whether the current thread's innermost entry to the kernel was an interrupt from user mode:
+ * the entry code stores ~vector (negative) in orig_ax for interrupts, the syscall number or the
+ * exception's error code (non-negative) otherwise. The tick cannot nest in another hard
+ * interrupt's handler, so it then interrupted user mode (or, rarely, a softirq run on the way out
+ * of an interrupt from user mode). */
+static __always_inline int interrupted_user_mode(void) {
+  struct task_struct *task = current_task();
+  struct pt_regs *uregs = user_regs_of(task);
+  if (!uregs) return 0;
+  return (__s64)BPF_CORE_READ(uregs, orig_ax) < 0;
+}
+
+/* Learning: records this expiration, and for the loader's own thread interrupted in user mode the
+ * last frame of the kernel stack (the return address into the interrupt entry stub). */
+static __always_inline void learn_tick(void *ctx, struct hrtimer *timer, __u64 fn) {
+  __u32 zero = 0;
+  struct tick_learn_buf *b = bpf_map_lookup_elem(&tick_learn, &zero);
+  if (!b) return;
+  struct cpu_sampler_tick_obs *o = &b->obs[b->n & (CPU_SAMPLER_TICK_LEARN - 1)];
+  b->n++;
+  o->timer = (__u64)timer;
+  o->fn = fn;
+  o->expires = BPF_CORE_READ(timer, _softexpires);
+  o->stub = 0;
+  struct bpf_pidns_info ns = {};
+  if (bpf_get_ns_current_pid_tgid(pidns_dev, pidns_ino, &ns, sizeof(ns)) || ns.tgid != learn_tgid ||
+      !interrupted_user_mode())
+    return;
+  struct scratch_record *sc = this_cpu_scratch();
+  if (!sc) return;
+  __u64 *ips = (__u64 *)sc->data;
+  long n = bpf_get_stack(ctx, ips, CPU_SAMPLER_MAX_FRAMES * sizeof(__u64), 0);
+  if (n >= (long)sizeof(__u64)) o->stub = ips[(n / sizeof(__u64) - 1) & 127];
+}
+
+/* Tick clock. Like the per-thread CPU timers of Go's profiler, which the kernel checks at the
+ * scheduler tick, a target thread is sampled at the first tick that finds it running after its
+ * CPU time (se.sum_exec_runtime, as of the previous tick or context switch) crossed the next
+ * multiple of the period; its first boundary is a random point of the first period, and a sample
+ * standing for k crossed periods has weight k. Ticks interrupt the running thread at times
+ * unrelated to what it does, so the samples' places are unbiased; no interrupt of its own is
+ * added. A tick in user mode takes no kernel stack; in kernel mode, the kernel stack starts with
+ * the tick's own frames, which the reader strips up to the interrupt entry stub. */
+static __always_inline int tick_sample(void *ctx) {
   __u64 t = stage_timing ? bpf_ktime_get_ns() : 0;
   struct scratch_record *sc = this_cpu_scratch();
   if (!sc) return 0;
-  __u32 tgid = 0, tid = 0;
-  if (filter_current(sc, &tgid, &tid)) return 0;
+  sc->head.counters[CPU_SAMPLER_CNT_TICKS] += 1;
   __u64 period = tick_period_ns;
   __u64 gen = tick_gen;
   if (period == 0) return 0;
-  struct task_struct *task = bpf_get_current_task_btf();
-  __u64 runtime = task->se.sum_exec_runtime;
-  struct thread_state *ts =
-      bpf_task_storage_get(&thread_states, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+  __u32 tgid = 0, tid = 0;
+  if (filter_current(sc, &tgid, &tid)) return 0;
+  struct task_struct *task = current_task();
+  __u64 runtime = BPF_CORE_READ(task, se.sum_exec_runtime);
+  struct thread_state *ts = thread_state_of(task);
   if (!ts) {
     sc->head.counters[CPU_SAMPLER_CNT_TICK_STATE_ERRORS] += 1;
     return 0;
@@ -587,8 +764,26 @@ int cpu_tick(struct trace_event_raw_x86_irq_vector *ctx) {
   stage(CPU_SAMPLER_STAGE_FILTER, &t);
   stage(CPU_SAMPLER_STAGE_RESERVE, &t);
   begin_record(sc, tgid, tid, (__u32)periods);
-  sc->h.flags |= CPU_SAMPLE_F_TICK;
+  /* The user registers saved at the top of the thread's kernel stack: the interrupt's own when it
+   * came from user mode. */
   saved_user_regs(&sc->h);
-  capture_and_submit(ctx, sc, 1, &t);
+  int user_tick = interrupted_user_mode();
+  if (!user_tick) sc->h.flags |= CPU_SAMPLE_F_IN_KERNEL | CPU_SAMPLE_F_TICK;
+  capture_and_submit(ctx, sc, !user_tick, &t);
   return 0;
+}
+
+/* Every hrtimer expiration, the tick's among them (with high-resolution timers the tick is an
+ * hrtimer of each CPU), as a BTF-typed tracepoint: attached by BTF id, without tracefs or
+ * /proc/kallsyms. */
+SEC("tp_btf/hrtimer_expire_entry")
+int BPF_PROG(cpu_tick, struct hrtimer *timer, ktime_t *now) {
+  if (!tick_enabled || null_program) return 0;
+  __u64 fn = (__u64)BPF_CORE_READ(timer, function);
+  if (learn_tgid) {
+    learn_tick(ctx, timer, fn);
+    return 0;
+  }
+  if (fn != tick_fn) return 0;
+  return tick_sample(ctx);
 }

@@ -30,9 +30,8 @@
 #define CPU_SAMPLE_F_USER_STACK_ERR 0x2u   /* bpf_get_stack(BPF_F_USER_STACK) failed */
 #define CPU_SAMPLE_F_KERNEL_STACK_ERR 0x4u /* bpf_get_stack(kernel) failed */
 #define CPU_SAMPLE_F_USER_REGS_ERR 0x8u    /* user registers could not be read */
-/* Taken at a local timer interrupt (the `cpu_tick` program): whether it interrupted kernel mode
- * is not known to the program, the kernel stack is always taken and starts with the interrupt's
- * own frames (up to the interrupt entry stub), which the reader strips. */
+/* Taken at the scheduler tick in kernel mode: the kernel stack starts with the tick's own frames,
+ * up to the interrupt entry stub, which the reader strips. */
 #define CPU_SAMPLE_F_TICK 0x10u
 /* The frame-pointer walk did not start at the sampled rbp, which cannot be a frame pointer (code
  * using rbp as a general register, e.g. Go <= 1.20's crypto assembly), but at the first
@@ -72,6 +71,19 @@ struct cpu_sample_record {
   __u64 uret_returns[CPU_SAMPLER_MAX_URET];
 };
 
+/* Hrtimer expirations recorded per CPU while the loader learns which is the tick (a power of 2). */
+#define CPU_SAMPLER_TICK_LEARN 512
+
+/* One hrtimer expiration seen while learning. */
+struct cpu_sampler_tick_obs {
+  __u64 timer;   /* the hrtimer's address */
+  __u64 fn;      /* its function */
+  __s64 expires; /* its (soft) expiry time, ns of CLOCK_MONOTONIC */
+  /* For the loader's own thread interrupted in user mode: the kernel stack's last frame (the
+   * return address into the interrupt entry stub); else 0. */
+  __u64 stub;
+};
+
 /* Indices of the per-CPU `counters` array. */
 enum cpu_sampler_counter {
   CPU_SAMPLER_CNT_SAMPLES_SEEN = 0,      /* program runs on a target thread */
@@ -84,6 +96,7 @@ enum cpu_sampler_counter {
   CPU_SAMPLER_CNT_COPY_BOUND_VMA,         /* stack copy bounded by the stack VMA's end */
   CPU_SAMPLER_CNT_TICK_STATE_ERRORS,      /* tick: no per-thread state (task storage full) */
   CPU_SAMPLER_CNT_VMA_LOOKUPS,            /* bpf_find_vma calls (stack mapping not remembered) */
+  CPU_SAMPLER_CNT_TICKS,                  /* tick clock: ticks seen while enabled (any thread) */
   CPU_SAMPLER_CNT_NUM,
 };
 

@@ -118,7 +118,8 @@ static __always_inline int is_target(void) {
 static __always_inline int nested_call(struct pt_regs *ctx) {
   __u64 ret = 0;
   if (bpf_probe_read_user(&ret, sizeof(ret), (const void *)PT_REGS_SP(ctx))) return 0;
-  struct task_struct *task = bpf_get_current_task_btf();
+  /* Not bpf_get_current_task_btf (5.11): the field is read with BPF_CORE_READ either way. */
+  struct task_struct *task = (struct task_struct *)bpf_get_current_task();
   __u64 xol = BPF_CORE_READ(task, mm, uprobes_state.xol_area, vaddr);
   if (xol != 0 && ret >= xol && ret < xol + 4096) return 1;
   __u32 n = nested_n;

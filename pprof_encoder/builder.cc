@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
@@ -338,7 +339,8 @@ absl::StatusOr<std::string> Gzip(absl::string_view data) {
     return absl::InternalError(absl::StrCat("deflateInit2: zlib error ", rc));
   }
   std::string out;
-  char buf[64 * 1024];
+  // On the heap: 64 KiB on the stack stays resident in each of the HTTP server's threads.
+  std::vector<char> buf(64 * 1024);
   size_t off = 0;
   int flush = Z_NO_FLUSH;
   int rc = Z_OK;
@@ -350,10 +352,10 @@ absl::StatusOr<std::string> Gzip(absl::string_view data) {
     off += chunk;
     flush = off == data.size() ? Z_FINISH : Z_NO_FLUSH;
     do {
-      zs.next_out = reinterpret_cast<Bytef*>(buf);
-      zs.avail_out = sizeof(buf);
+      zs.next_out = reinterpret_cast<Bytef*>(buf.data());
+      zs.avail_out = static_cast<uInt>(buf.size());
       rc = deflate(&zs, flush);
-      out.append(buf, sizeof(buf) - zs.avail_out);
+      out.append(buf.data(), buf.size() - zs.avail_out);
     } while (zs.avail_out == 0);
   } while (flush != Z_FINISH);
   deflateEnd(&zs);
@@ -367,7 +369,7 @@ absl::StatusOr<std::string> Gunzip(absl::string_view data) {
     return absl::InternalError(absl::StrCat("inflateInit2: zlib error ", rc));
   }
   std::string out;
-  char buf[64 * 1024];
+  std::vector<char> buf(64 * 1024);  // on the heap, as in Gzip
   zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
   size_t in_left = data.size();
   int rc = Z_OK;
@@ -377,8 +379,8 @@ absl::StatusOr<std::string> Gunzip(absl::string_view data) {
       zs.avail_in = chunk;
       in_left -= chunk;
     }
-    zs.next_out = reinterpret_cast<Bytef*>(buf);
-    zs.avail_out = sizeof(buf);
+    zs.next_out = reinterpret_cast<Bytef*>(buf.data());
+    zs.avail_out = static_cast<uInt>(buf.size());
     rc = inflate(&zs, Z_NO_FLUSH);
     if (rc != Z_OK && rc != Z_STREAM_END) {
       std::string msg = zs.msg ? zs.msg : "";
@@ -386,7 +388,7 @@ absl::StatusOr<std::string> Gunzip(absl::string_view data) {
       if (rc == Z_BUF_ERROR) return absl::DataLossError("gunzip: truncated gzip stream");
       return absl::DataLossError(absl::StrCat("gunzip: zlib error ", rc, " ", msg));
     }
-    out.append(buf, sizeof(buf) - zs.avail_out);
+    out.append(buf.data(), buf.size() - zs.avail_out);
     if (out.size() > kMaxGunzipBytes) {
       inflateEnd(&zs);
       return absl::ResourceExhaustedError("gunzip: output exceeds 1 GiB");

@@ -30,7 +30,7 @@ build/pprof-sidecar --target_name='demo-target' --listen_address="127.0.0.1:$por
   2>"$out/agent.log" &
 pids+=($!)
 
-for _ in $(seq 50); do
+for _ in $(seq 200); do
   curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break
   sleep 0.1
 done

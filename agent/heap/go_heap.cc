@@ -5,10 +5,14 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <optional>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "agent/symbolize/go_buildinfo.h"
 #include "agent/symbolize/go_code.h"
+#include "agent/symbolize/x86_decode.h"
 
 namespace pprof_sidecar {
 namespace {
@@ -16,92 +20,192 @@ namespace {
 // runtime.bucket header: next, allnext, typ, hash, size, nstk (one word each).
 constexpr size_t kBucketHeaderSize = 6 * 8;
 constexpr uint64_t kMemProfileBucketType = 1;  // runtime.memProfile
-// memRecord: active + future[3], each memRecordCycle of 4 words.
-constexpr size_t kMemRecordWords = 4 * 4;
 constexpr int kMaxReadAttempts = 4;
 constexpr size_t kSpeculativeStack = 32;  // maxStack before Go 1.23
+constexpr uint64_t kDefaultMemProfileRate = 512 * 1024;
+// The newest release whose layouts this file knows (tests cover every release up to it).
+constexpr int kNewestKnownMinor = 27;
 
-bool InSection(const ElfSection& s, uint64_t addr, uint64_t len) {
-  return s.addr != 0 && addr >= s.addr && addr - s.addr <= s.size &&
-         s.size - (addr - s.addr) >= len;
+enum class DataClass { kOther, kNoptrData, kData, kBss, kNoptrBss };
+
+const char* ClassName(DataClass c) {
+  switch (c) {
+    case DataClass::kNoptrData: return ".noptrdata";
+    case DataClass::kData: return ".data";
+    case DataClass::kBss: return ".bss";
+    case DataClass::kNoptrBss: return ".noptrbss";
+    default: return "other";
+  }
 }
 
-// Writable, allocated, non-TLS data section containing [addr, addr+len).
-const ElfSection* DataSectionOf(const ElfFile& elf, uint64_t addr, uint64_t len) {
+bool In(uint64_t lo, uint64_t hi, uint64_t addr, uint64_t len) {
+  return lo != 0 && addr >= lo && addr < hi && hi - addr >= len;
+}
+
+// The Go data section holding [addr, addr+len): from the runtime's moduledata when the pclntab
+// reader validated it (survives stripped section headers), else from ELF section names.
+DataClass ClassOf(const ElfFile& elf, const GoPclntab& pcln, uint64_t addr, uint64_t len) {
+  if (const auto& md = pcln.module_data()) {
+    if (In(md->noptrdata, md->enoptrdata, addr, len)) return DataClass::kNoptrData;
+    if (In(md->data, md->edata, addr, len)) return DataClass::kData;
+    if (In(md->bss, md->ebss, addr, len)) return DataClass::kBss;
+    if (In(md->noptrbss, md->enoptrbss, addr, len)) return DataClass::kNoptrBss;
+    return DataClass::kOther;
+  }
   for (const ElfSection& s : elf.sections()) {
-    if ((s.flags & SHF_ALLOC) && (s.flags & SHF_WRITE) && !(s.flags & SHF_TLS) &&
-        InSection(s, addr, len)) {
-      return &s;
+    if (!In(s.addr, s.addr + s.size, addr, len)) continue;
+    if (s.name == ".noptrdata") return DataClass::kNoptrData;
+    if (s.name == ".data") return DataClass::kData;
+    if (s.name == ".bss") return DataClass::kBss;
+    if (s.name == ".noptrbss") return DataClass::kNoptrBss;
+  }
+  return DataClass::kOther;
+}
+
+// One variable of the census: where it lives, how it is accessed, and which runtime functions
+// access it in the Go source of the releases covered (any subset may exist in a given binary).
+struct VarSpec {
+  const char* name;
+  int bytes;
+  std::vector<DataClass> classes;
+  std::vector<std::string> anchors;
+  bool address_taken_counts = false;  // an LEA of the variable is a vote too
+  uint64_t noptrdata_value = 0;       // if in .noptrdata, the value the file must hold (0: any)
+};
+
+const std::vector<VarSpec>& Specs() {
+  static const auto* specs = new std::vector<VarSpec>{
+      // stkbucket links new buckets in through &mbuckets (an LEA). mProfCycle's functions take
+      // the addresses of the profile's locks, so only real 4-byte accesses count for it.
+      {"runtime.mbuckets", 8, {DataClass::kBss},
+       {"runtime.mProf_FlushLocked", "runtime.memProfileInternal", "runtime.MemProfile",
+        "runtime.iterate_memprof", "runtime.mProf_Flush", "runtime.mProf_PostSweep",
+        "runtime.stkbucket"},
+       true},
+      {"runtime.mProfCycle", 4, {DataClass::kNoptrBss},
+       {"runtime.mProf_NextCycle", "runtime.mProf_Flush", "runtime.mProf_PostSweep",
+        "runtime.mProf_Malloc", "runtime.mProf_Free", "runtime.memProfileInternal",
+        "runtime.MemProfile"}},
+      {"runtime.MemProfileRate", 8, {DataClass::kNoptrData, DataClass::kNoptrBss},
+       {"runtime.profilealloc", "runtime.nextSample", "runtime.schedinit", "runtime.mallocgc",
+        "runtime.mallocgcLarge", "runtime.mallocgcTiny", "runtime.mallocgcSmallNoscan",
+        "runtime.mallocgcSmallScanNoHeader", "runtime.mallocgcSmallScanHeader",
+        "runtime.allocmcache"},
+       false, kDefaultMemProfileRate},
+  };
+  return *specs;
+}
+
+// The 8-byte value stored in the file at `addr` (nullopt for .bss-like or unmapped addresses).
+std::optional<uint64_t> FileWord(const ElfFile& elf, uint64_t addr) {
+  std::optional<uint64_t> off = elf.VaddrToFileOffset(addr);
+  absl::string_view d = elf.data();
+  if (!off || *off > d.size() || d.size() - *off < 8) return std::nullopt;
+  uint64_t v;
+  memcpy(&v, d.data() + *off, 8);
+  return v;
+}
+
+struct CensusResult {
+  uint64_t addr = 0;
+  int votes = 0, anchors_present = 0;
+};
+
+absl::StatusOr<CensusResult> Census(const ElfFile& elf, const GoPclntab& pcln, const VarSpec& spec,
+                                    const std::map<std::string, GoPclntab::FuncInfo>& funcs) {
+  std::map<uint64_t, int> votes;
+  CensusResult r;
+  for (const std::string& fn : spec.anchors) {
+    auto it = funcs.find(fn);
+    if (it == funcs.end()) continue;
+    absl::StatusOr<absl::string_view> code = GoFunctionCode(elf, it->second);
+    if (!code.ok()) continue;
+    ++r.anchors_present;
+    std::set<uint64_t> seen;
+    for (const RipRef& ref : FindRipReferences(*code, it->second.entry)) {
+      const bool counts = ref.bytes == spec.bytes || (spec.address_taken_counts && ref.bytes == 0);
+      if (!counts || !seen.insert(ref.target).second) continue;
+      const DataClass c = ClassOf(elf, pcln, ref.target, spec.bytes);
+      if (std::find(spec.classes.begin(), spec.classes.end(), c) == spec.classes.end()) continue;
+      if (c == DataClass::kNoptrData && spec.noptrdata_value != 0 &&
+          FileWord(elf, ref.target) != spec.noptrdata_value) {
+        continue;
+      }
+      ++votes[ref.target];
     }
   }
-  return nullptr;
+  int second = 0;
+  for (const auto& [addr, n] : votes) {
+    if (n > r.votes) {
+      second = r.votes;
+      r.votes = n;
+      r.addr = addr;
+    } else if (n > second) {
+      second = n;
+    }
+  }
+  std::string where;
+  for (DataClass c : spec.classes) {
+    absl::StrAppend(&where, where.empty() ? "" : " or ", ClassName(c));
+  }
+  if (r.votes < 2 || second == r.votes) {
+    return absl::NotFoundError(absl::StrCat(
+        spec.name, ": no ", spec.bytes, "-byte ", where, " word accessed by at least two of its ",
+        r.anchors_present, " anchor functions found (", absl::StrJoin(spec.anchors, ", "),
+        "); best ", r.votes, second == r.votes && r.votes > 0 ? " (tied)" : ""));
+  }
+  return r;
+}
+
+struct RawBucket {
+  GoHeapRecord rec;
+  uint64_t cyc[4][4];  // active, future[0..2]; each allocs, frees, alloc_bytes, free_bytes
+  // The 16 words after the stack read as Go <= 1.26's memRecord (`have_wide`: all were readable).
+  uint64_t wide[16];
+  bool have_wide = false;
+};
+
+// Whether `rb` holds Go <= 1.26's memRecord: every cycle keeps bytes = count x size (a bucket is
+// one allocation size; Go 1.27 dropped the byte counters for that reason) and the published
+// frees never exceed the published allocations. nullopt: no counts to judge by.
+std::optional<bool> LooksFourWord(const RawBucket& rb) {
+  if (!rb.have_wide || rb.rec.size == 0) return std::nullopt;
+  bool any = false, ok = rb.wide[1] <= rb.wide[0];
+  for (int c = 0; c < 4; ++c) {
+    const uint64_t* w = rb.wide + 4 * c;
+    any = any || w[0] != 0 || w[1] != 0;
+    ok = ok && w[2] == w[0] * rb.rec.size && w[3] == w[1] * rb.rec.size;
+  }
+  if (!any) return std::nullopt;
+  return ok;
+}
+
+// The layout the release implies must be the one the records show. A record torn by a
+// concurrent update can look wrong, so the majority of the buckets holding counts decides.
+absl::Status CheckRecords(const std::vector<RawBucket>& raw, const GoHeapVars& vars) {
+  size_t counted = 0, four = 0;
+  for (const RawBucket& rb : raw) {
+    std::optional<bool> f = LooksFourWord(rb);
+    if (!f) continue;
+    ++counted;
+    four += *f;
+  }
+  const bool expect_four = vars.cycle_words == 4;
+  if (counted == 0 || (expect_four ? four * 2 > counted : four * 2 <= counted)) {
+    return absl::OkStatus();
+  }
+  return absl::DataLossError(absl::StrCat(
+      expect_four ? counted - four : four, " of ", counted,
+      " heap profile buckets do not hold runtime.memRecord as ",
+      vars.go_version.empty() ? "the assumed Go release" : vars.go_version, " lays it out (",
+      vars.cycle_words, "-word cycles): the Go release changed the heap profile's layout"));
 }
 
 }  // namespace
 
-std::vector<RipLoad> FindRipRelativeLoads(absl::string_view code, uint64_t code_addr, bool wide) {
-  std::vector<RipLoad> out;
-  const auto* p = reinterpret_cast<const uint8_t*>(code.data());
-  const size_t n = code.size();
-  for (size_t i = 0; i < n; ++i) {
-    size_t op;  // index of the 0x8B opcode
-    int rex_r = 0;
-    if (wide) {
-      if ((p[i] & 0xF8) != 0x48) continue;  // REX with W set
-      rex_r = (p[i] & 0x04) ? 8 : 0;
-      op = i + 1;
-    } else {
-      if (p[i] != 0x8B) continue;
-      if (i > 0 && (p[i - 1] & 0xF8) == 0x48) continue;  // that is a 64-bit load
-      if (i > 0 && (p[i - 1] & 0xF0) == 0x40) rex_r = (p[i - 1] & 0x04) ? 8 : 0;
-      op = i;
-    }
-    if (op + 6 > n || p[op] != 0x8B || (p[op + 1] & 0xC7) != 0x05) continue;
-    int32_t disp;
-    memcpy(&disp, p + op + 2, 4);
-    RipLoad l;
-    l.end = op + 6;
-    l.target = code_addr + l.end + static_cast<int64_t>(disp);
-    l.reg = rex_r | ((p[op + 1] >> 3) & 7);
-    out.push_back(l);
-  }
-  return out;
-}
-
-bool IsCmpImm8At(absl::string_view code, size_t offset, int reg, int8_t imm) {
-  const auto* p = reinterpret_cast<const uint8_t*>(code.data());
-  const size_t n = code.size();
-  size_t i = offset;
-  // Skip NOP padding: 90, 66 90, 0f 1f /0 (with SIB/disp forms up to 9 bytes).
-  for (int k = 0; k < 4 && i < n; ++k) {
-    if (p[i] == 0x90) {
-      i += 1;
-    } else if (i + 1 < n && p[i] == 0x66 && p[i + 1] == 0x90) {
-      i += 2;
-    } else if (i + 2 < n && p[i] == 0x0F && p[i + 1] == 0x1F) {
-      const uint8_t modrm = p[i + 2];
-      size_t len = 3;
-      if ((modrm & 0xC7) == 0x04 || (modrm & 0xC7) == 0x44 || (modrm & 0xC7) == 0x84) ++len;
-      if ((modrm & 0xC0) == 0x40) len += 1;
-      if ((modrm & 0xC0) == 0x80) len += 4;
-      i += len;
-    } else if (i + 3 < n && p[i] == 0x66 && p[i + 1] == 0x0F && p[i + 2] == 0x1F) {
-      const uint8_t modrm = p[i + 3];
-      size_t len = 4;
-      if ((modrm & 0xC7) == 0x04 || (modrm & 0xC7) == 0x44 || (modrm & 0xC7) == 0x84) ++len;
-      if ((modrm & 0xC0) == 0x40) len += 1;
-      if ((modrm & 0xC0) == 0x80) len += 4;
-      i += len;
-    } else {
-      break;
-    }
-  }
-  if (i + 4 > n) return false;
-  const uint8_t rex = p[i];
-  if ((rex & 0xFA) != 0x48) return false;  // REX.W, optionally REX.B; no REX.R/X
-  if (p[i + 1] != 0x83 || (p[i + 2] & 0xF8) != 0xF8) return false;  // 83 /7, mod=11
-  const int r = ((rex & 1) ? 8 : 0) | (p[i + 2] & 7);
-  return r == reg && static_cast<int8_t>(p[i + 3]) == imm;
+int GoHeapCycleWords(absl::string_view go_version) {
+  std::optional<GoRelease> r = ParseGoRelease(go_version);
+  return r && r->minor < 27 ? 4 : 2;
 }
 
 absl::StatusOr<GoHeapVars> LocateGoHeapVarsBySymtab(const ElfFile& elf) {
@@ -121,67 +225,25 @@ absl::StatusOr<GoHeapVars> LocateGoHeapVarsBySymtab(const ElfFile& elf) {
 }
 
 absl::StatusOr<GoHeapVars> LocateGoHeapVarsFromCode(const ElfFile& elf, const GoPclntab& pcln) {
-  static const char kFlush[] = "runtime.mProf_FlushLocked";
-  static const char kPostSweep[] = "runtime.mProf_PostSweep";
-  static const char kProfileAlloc[] = "runtime.profilealloc";
-  auto funcs = FindGoFuncs(pcln, {kFlush, kPostSweep, kProfileAlloc});
-  for (const char* n : {kFlush, kPostSweep, kProfileAlloc}) {
-    if (!funcs.count(n)) {
-      return absl::NotFoundError(absl::StrCat("function ", n, " not found in the Go pclntab"));
-    }
+  std::vector<std::string> names;
+  for (const VarSpec& spec : Specs()) {
+    names.insert(names.end(), spec.anchors.begin(), spec.anchors.end());
   }
+  const std::map<std::string, GoPclntab::FuncInfo> funcs = FindGoFuncs(pcln, names);
   GoHeapVars v;
   v.method = "code";
-  // mbuckets: the distinct 64-bit RIP-relative load target in writable data.
-  {
-    absl::StatusOr<absl::string_view> code = GoFunctionCode(elf, funcs[kFlush]);
-    if (!code.ok()) return code.status();
-    std::vector<uint64_t> targets;
-    for (const RipLoad& l : FindRipRelativeLoads(*code, funcs[kFlush].entry, true)) {
-      if (DataSectionOf(elf, l.target, 8) &&
-          std::find(targets.begin(), targets.end(), l.target) == targets.end()) {
-        targets.push_back(l.target);
-      }
+  uint64_t* out[] = {&v.mbuckets, &v.mprof_cycle, &v.mem_profile_rate};
+  std::vector<std::string> errors;
+  for (size_t i = 0; i < Specs().size(); ++i) {
+    absl::StatusOr<CensusResult> r = Census(elf, pcln, Specs()[i], funcs);
+    if (!r.ok()) {
+      errors.emplace_back(r.status().message());
+      continue;
     }
-    if (targets.size() != 1) {
-      return absl::NotFoundError(absl::StrCat("runtime.mbuckets: expected one data load in ",
-                                              kFlush, ", found ", targets.size()));
-    }
-    v.mbuckets = targets[0];
+    *out[i] = r->addr;
+    absl::StrAppend(&v.census, v.census.empty() ? "" : " ", r->votes, "/", r->anchors_present);
   }
-  // mProfCycle: the first 32-bit RIP-relative load in writable data.
-  {
-    absl::StatusOr<absl::string_view> code = GoFunctionCode(elf, funcs[kPostSweep]);
-    if (!code.ok()) return code.status();
-    for (const RipLoad& l : FindRipRelativeLoads(*code, funcs[kPostSweep].entry, false)) {
-      if (DataSectionOf(elf, l.target, 4)) {
-        v.mprof_cycle = l.target;
-        break;
-      }
-    }
-    if (v.mprof_cycle == 0) {
-      return absl::NotFoundError(
-          absl::StrCat("runtime.mProfCycle: no 32-bit data load in ", kPostSweep));
-    }
-  }
-  // MemProfileRate: the 64-bit load compared with 1 right after (mcache0's is tested for nil).
-  {
-    absl::StatusOr<absl::string_view> code = GoFunctionCode(elf, funcs[kProfileAlloc]);
-    if (!code.ok()) return code.status();
-    std::vector<uint64_t> targets;
-    for (const RipLoad& l : FindRipRelativeLoads(*code, funcs[kProfileAlloc].entry, true)) {
-      if (DataSectionOf(elf, l.target, 8) && IsCmpImm8At(*code, l.end, l.reg, 1) &&
-          std::find(targets.begin(), targets.end(), l.target) == targets.end()) {
-        targets.push_back(l.target);
-      }
-    }
-    if (targets.size() != 1) {
-      return absl::NotFoundError(absl::StrCat("runtime.MemProfileRate: expected one load compared ",
-                                              "with 1 in ", kProfileAlloc, ", found ",
-                                              targets.size()));
-    }
-    v.mem_profile_rate = targets[0];
-  }
+  if (!errors.empty()) return absl::NotFoundError(absl::StrJoin(errors, "; "));
   if (v.mbuckets == v.mprof_cycle || v.mbuckets == v.mem_profile_rate ||
       v.mprof_cycle == v.mem_profile_rate) {
     return absl::NotFoundError("runtime heap profile variables decoded to overlapping addresses");
@@ -190,12 +252,26 @@ absl::StatusOr<GoHeapVars> LocateGoHeapVarsFromCode(const ElfFile& elf, const Go
 }
 
 absl::StatusOr<GoHeapVars> LocateGoHeapVars(const ElfFile& elf, const GoPclntab& pcln) {
+  absl::StatusOr<std::string> version = GoBuildVersion(elf);
+  const std::string release = version.ok() ? *version : "an unknown Go release";
   absl::StatusOr<GoHeapVars> v = LocateGoHeapVarsBySymtab(elf);
-  if (v.ok()) return v;
-  absl::StatusOr<GoHeapVars> c = LocateGoHeapVarsFromCode(elf, pcln);
-  if (c.ok()) return c;
-  return absl::NotFoundError(absl::StrCat("cannot locate the Go runtime's heap profile: ",
-                                          v.status().message(), "; ", c.status().message()));
+  if (!v.ok()) {
+    absl::StatusOr<GoHeapVars> c = LocateGoHeapVarsFromCode(elf, pcln);
+    if (!c.ok()) {
+      std::optional<GoRelease> r = version.ok() ? ParseGoRelease(*version) : std::nullopt;
+      const bool newer = r && r->minor > kNewestKnownMinor;
+      return absl::NotFoundError(absl::StrCat(
+          "cannot locate the Go runtime's heap profile in a binary built with ", release,
+          newer ? absl::StrCat(" (newer than go1.", kNewestKnownMinor,
+                               ", the newest release this agent knows)")
+                : "",
+          ": ", v.status().message(), "; ", c.status().message()));
+    }
+    v = std::move(c);
+  }
+  v->go_version = version.ok() ? *version : "";
+  v->cycle_words = GoHeapCycleWords(v->go_version);
+  return v;
 }
 
 absl::StatusOr<GoHeapSnapshot> ReadGoHeap(MemoryReader& mem, const GoHeapVars& vars,
@@ -210,10 +286,10 @@ absl::StatusOr<GoHeapSnapshot> ReadGoHeap(MemoryReader& mem, const GoHeapVars& v
         "binary can read a heap profile: import runtime/pprof or net/http/pprof, or reference "
         "runtime.MemProfile, to keep it on)"));
   }
-  struct RawBucket {
-    GoHeapRecord rec;
-    uint64_t cyc[4][4];  // active, future[0..2]; each allocs, frees, alloc_bytes, free_bytes
-  };
+  if (vars.cycle_words != 2 && vars.cycle_words != 4) {
+    return absl::InvalidArgumentError(absl::StrCat("bad memRecordCycle size ", vars.cycle_words));
+  }
+  const size_t cw = vars.cycle_words, record_words = 4 * cw;
   GoHeapSnapshot snap;
   snap.mem_profile_rate = static_cast<int64_t>(*rate);
   std::vector<RawBucket> raw;
@@ -235,7 +311,7 @@ absl::StatusOr<GoHeapSnapshot> ReadGoHeap(MemoryReader& mem, const GoHeapVars& v
       }
       // One read covers the header, up to kSpeculativeStack frames and the memRecord; deeper
       // stacks (Go 1.23+) or the end of a mapping need a second, exact read.
-      words.resize(6 + kSpeculativeStack + kMemRecordWords);
+      words.resize(6 + kSpeculativeStack + 16);  // the longest memRecord of any release
       absl::StatusOr<size_t> got = mem.ReadPartial(b, words.data(), words.size() * 8);
       if (!got.ok() || *got < kBucketHeaderSize) {
         if (absl::Status st = mem.Read(b, words.data(), kBucketHeaderSize); !st.ok()) return st;
@@ -249,17 +325,30 @@ absl::StatusOr<GoHeapSnapshot> ReadGoHeap(MemoryReader& mem, const GoHeapVars& v
                                                 " is not a memory profile bucket (type ", typ, ", ",
                                                 nstk, " frames)"));
       }
-      const size_t need = 6 + nstk + kMemRecordWords;
+      const size_t need = 6 + nstk + record_words;
       if (need > words.size() || *got < need * 8) {
-        words.resize(need);
-        if (absl::Status st = mem.Read(b, words.data(), need * 8); !st.ok()) return st;
+        words.resize(std::max(need, 6 + nstk + 16));
+        got = mem.ReadPartial(b, words.data(), words.size() * 8);
+        if (!got.ok() || *got < need * 8) {
+          if (absl::Status st = mem.Read(b, words.data(), need * 8); !st.ok()) return st;
+          got = need * 8;
+        }
       }
       words.erase(words.begin(), words.begin() + 6);
       RawBucket rb;
       rb.rec.bucket = b;
       rb.rec.size = size;
+      rb.have_wide = *got >= (6 + nstk + 16) * 8;
+      if (rb.have_wide) memcpy(rb.wide, words.data() + nstk, sizeof(rb.wide));
       rb.rec.stack.assign(words.begin(), words.begin() + nstk);
-      memcpy(rb.cyc, words.data() + nstk, sizeof(rb.cyc));
+      for (size_t c = 0; c < 4; ++c) {
+        const uint64_t* w = words.data() + nstk + c * cw;
+        rb.cyc[c][0] = w[0];
+        rb.cyc[c][1] = w[1];
+        // Go 1.27+ keep counts only: each bucket holds one allocation size.
+        rb.cyc[c][2] = cw == 4 ? w[2] : w[0] * size;
+        rb.cyc[c][3] = cw == 4 ? w[3] : w[1] * size;
+      }
       raw.push_back(std::move(rb));
       b = hdr[1];  // allnext
     }
@@ -271,6 +360,7 @@ absl::StatusOr<GoHeapSnapshot> ReadGoHeap(MemoryReader& mem, const GoHeapVars& v
     if (*c0 == *c1 || attempt + 1 >= kMaxReadAttempts) break;
     ++snap.retries;
   }
+  if (absl::Status st = CheckRecords(raw, vars); !st.ok()) return st;
   // As runtime.MemProfile: fold the current cycle's future into active (it does so under lock
   // when called between mProf_NextCycle and mProf_Flush; after the flush that slot is zero).
   snap.cycle = cycle_word >> 1;

@@ -4,23 +4,31 @@
 // heap-profile buckets: runtime.mbuckets heads a list (linked through bucket.allnext) of
 //   bucket header {next, allnext, typ, hash, size, nstk}  (6 words)
 //   stack         [nstk]uintptr return PCs, leaf first
-//   memRecord     {active, future[3]}, each {allocs, frees, alloc_bytes, free_bytes} (words)
-// The layout is the same in Go 1.19 through 1.23 (1.23 only allows deeper stacks). Published
-// values follow the runtime's 3-cycle scheme keyed by runtime.mProfCycle; ReadGoHeap reproduces
-// exactly what runtime.MemProfile returns (which folds future[cycle % 3] into active, and when
-// no GC has completed yet, all of future) without writing to the target.
+//   memRecord     {active, future[3]} of memRecordCycle:
+//                   Go 1.19-1.26: {allocs, frees, alloc_bytes, free_bytes} (4 words)
+//                   Go 1.27+:     {allocs, frees} (bytes are counts x size)
+// Published values follow the runtime's 3-cycle scheme keyed by runtime.mProfCycle; ReadGoHeap
+// reproduces exactly what runtime.MemProfile returns (which folds future[cycle % 3] into active,
+// and when no GC has completed yet, all of future) without writing to the target. The record
+// layout is chosen by the binary's Go release (its build info) and checked on every read.
 //
 // Locating the variables. With a .symtab: by name. In stripped (-s -w) binaries the symbol table
-// and DWARF are gone, but .gopclntab still names every function, so the agent finds small
-// runtime functions that load each variable with one RIP-relative instruction and decodes the
-// address from their machine code (x86-64):
-//   runtime.mbuckets        the only RIP-relative 64-bit load in runtime.mProf_FlushLocked
-//   runtime.mProfCycle      the first RIP-relative 32-bit load in runtime.mProf_PostSweep
-//   runtime.MemProfileRate  the RIP-relative 64-bit load in runtime.profilealloc whose register
-//                           is then compared with 1 (nextSample's `MemProfileRate == 1`,
-//                           inlined), which tells it from the load of runtime.mcache0
-// Each candidate must land in a writable data section of the binary. Addresses are link-time;
-// PIE binaries are relocated with the load bias from /proc/PID/maps.
+// and DWARF are gone, but .gopclntab still names every function and moduledata still bounds the
+// data sections, so each variable is found by a census of the runtime functions that use it:
+// every RIP-relative memory operand of those functions is decoded (any instruction: mov, cmp,
+// lock cmpxchg, ...; x86_decode.h), and the variable is the address that
+//   - lies in the data section its type puts it in (moduledata's bounds, else section names):
+//       runtime.mbuckets        .bss       (a pointer), accessed as 8 bytes
+//       runtime.mProfCycle      .noptrbss  (an atomic uint32), accessed as 4 bytes
+//       runtime.MemProfileRate  .noptrdata holding 512*1024 in the file (1.20+), or .noptrbss
+//                               (1.19 initializes it at run time), accessed as 8 bytes
+//   - is accessed by the most of the variable's anchor functions (at least two, strictly more
+//     than any other address): functions that use it in the Go source of every release from
+//     1.19 (mProf_FlushLocked, memProfileInternal/MemProfile, mProf_Malloc, profilealloc,
+//     mallocgc and its 1.24+ split, schedinit, ...). A function missing in a release (renamed,
+//     inlined) only lowers the count; so does a compiler choosing other instructions.
+// ReadGoHeap then checks what it finds there (bucket types, stack depths, bytes = counts x size).
+// Addresses are link-time; PIE binaries are relocated with the load bias from /proc/PID/maps.
 #ifndef PPROF_SIDECAR_AGENT_HEAP_GO_HEAP_H_
 #define PPROF_SIDECAR_AGENT_HEAP_GO_HEAP_H_
 
@@ -38,33 +46,28 @@
 
 namespace pprof_sidecar {
 
-// Link-time addresses of the runtime variables the heap profile needs.
+// Link-time addresses of the runtime variables the heap profile needs, and the record layout.
 struct GoHeapVars {
   uint64_t mbuckets = 0;          // runtime.mbuckets (*bucket)
   uint64_t mprof_cycle = 0;       // runtime.mProfCycle (uint32: cycle << 1 | flushed)
   uint64_t mem_profile_rate = 0;  // runtime.MemProfileRate (int)
   std::string method;             // "symtab" or "code"
+  std::string census;             // for "code": anchors agreeing per variable, e.g. "3/5 6/7 4/9"
+  int cycle_words = 4;            // words per memRecordCycle (GoHeapCycleWords)
+  std::string go_version;         // the binary's Go release, if known ("go1.27.4")
 };
+
+// Words per memRecordCycle for a Go release ("go1.26.11"): 4 up to Go 1.26, 2 from Go 1.27.
+// Releases that do not parse get the newest layout.
+int GoHeapCycleWords(absl::string_view go_version);
 
 // By .symtab name; NotFound if the binary has no symbol table or lacks one of the variables.
 absl::StatusOr<GoHeapVars> LocateGoHeapVarsBySymtab(const ElfFile& elf);
-// From the machine code of runtime functions found through the pclntab (see the file comment).
+// By the census of the runtime's code (see the file comment).
 absl::StatusOr<GoHeapVars> LocateGoHeapVarsFromCode(const ElfFile& elf, const GoPclntab& pcln);
-// Symtab first, then code.
+// Symtab first, then code; the layout and go_version from the binary's build info. Errors name
+// the Go release and what could not be located.
 absl::StatusOr<GoHeapVars> LocateGoHeapVars(const ElfFile& elf, const GoPclntab& pcln);
-
-// A RIP-relative MOV load (opcode 8B, ModRM mod=00 rm=101) found in machine code.
-struct RipLoad {
-  uint64_t target = 0;  // link-time address loaded from
-  int reg = 0;          // destination register number (0-15, REX.R applied)
-  size_t end = 0;       // offset in the code just past the instruction
-};
-// RIP-relative MOV loads in `code` (which starts at link-time address `code_addr`), in code
-// order. `wide` selects REX.W (64-bit) loads, else 32-bit loads without REX.W. A byte-pattern
-// scan (no full decoder): callers validate what they use.
-std::vector<RipLoad> FindRipRelativeLoads(absl::string_view code, uint64_t code_addr, bool wide);
-// True if, after optional NOP padding, `code` at `offset` holds `cmp $imm8, reg` (64-bit).
-bool IsCmpImm8At(absl::string_view code, size_t offset, int reg, int8_t imm);
 
 // One bucket as runtime.MemProfile reports it (raw sampled counts, before scaling).
 struct GoHeapRecord {

@@ -1,11 +1,12 @@
 // Fuzzes the parts of agent/heap that consume untrusted bytes: the Go heap bucket-list walker
-// (the target's memory is the fuzzer input, mapped at a fixed base) and the machine-code scanner.
+// (the target's memory is the fuzzer input, mapped at a fixed base) and the x86-64 decoder.
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "agent/heap/go_heap.h"
+#include "agent/symbolize/x86_decode.h"
 
 namespace {
 
@@ -37,15 +38,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   vars.mbuckets = kBase + 16;
   pprof_sidecar::GoHeapReadLimits limits;
   limits.max_buckets = 4096;
-  auto snap = pprof_sidecar::ReadGoHeap(mem, vars, limits);
-  if (snap.ok()) pprof_sidecar::SubtractGoHeap(*snap, *snap);
-
-  absl::string_view code(reinterpret_cast<const char*>(data), size);
-  for (bool wide : {true, false}) {
-    for (const auto& l : pprof_sidecar::FindRipRelativeLoads(code, 0x401000, wide)) {
-      pprof_sidecar::IsCmpImm8At(code, l.end, l.reg, 1);
-    }
+  for (int words : {4, 2}) {  // Go <= 1.26 and Go 1.27+ records
+    vars.cycle_words = words;
+    auto snap = pprof_sidecar::ReadGoHeap(mem, vars, limits);
+    if (snap.ok()) pprof_sidecar::SubtractGoHeap(*snap, *snap);
   }
-  for (size_t i = 0; i < size && i < 64; ++i) pprof_sidecar::IsCmpImm8At(code, i, 0, 1);
+
+  // The x86-64 decoder the runtime-variable census walks functions with.
+  absl::string_view code(reinterpret_cast<const char*>(data), size);
+  bool complete = false;
+  pprof_sidecar::FindRipReferences(code, 0x401000, &complete);
+  for (size_t i = 0; i < size && i < 64; ++i) pprof_sidecar::DecodeX86(code, i);
   return 0;
 }

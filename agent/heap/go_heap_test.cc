@@ -5,6 +5,7 @@
 #include <cstring>
 #include <map>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "agent/heap/heap_profile.h"
 #include "gmock/gmock.h"
@@ -15,7 +16,9 @@ namespace pprof_sidecar {
 namespace {
 
 using ::pprof_sidecar::testing::BuildGo;
+using ::pprof_sidecar::testing::GoVersionName;
 using ::pprof_sidecar::testing::GoVersions;
+using ::pprof_sidecar::testing::kGoStrippedPie;
 using ::pprof_sidecar::testing::MakeTempDir;
 using ::pprof_sidecar::testing::TestDataDir;
 
@@ -174,78 +177,97 @@ TEST(ScaleHeapSampleTest, UnsamplesLikeRuntimePprof) {
   EXPECT_NEAR(small.second, 512 * 1024 * 10, 512 * 10);
 }
 
-TEST(FindRipRelativeLoadsTest, DecodesTargets) {
-  // 0x1000: mov 0x10(%rip),%rcx   48 8b 0d 10 00 00 00   -> 0x1007 + 0x10
-  // 0x1007: mov -0x20(%rip),%ecx  8b 0d e0 ff ff ff      -> 0x100d - 0x20
-  // 0x100d: mov 0x8(%rip),%r9     4c 8b 0d 08 00 00 00   -> 0x1014 + 8
-  // 0x1014: mov (%rax),%rcx       48 8b 08                (not RIP-relative)
-  std::string code(
-      "\x48\x8b\x0d\x10\x00\x00\x00\x8b\x0d\xe0\xff\xff\xff\x4c\x8b\x0d\x08\x00\x00\x00\x48\x8b"
-      "\x08",
-      23);
-  auto wide = FindRipRelativeLoads(code, 0x1000, true);
-  ASSERT_EQ(wide.size(), 2u);
-  EXPECT_EQ(wide[0].target, 0x1017u);
-  EXPECT_EQ(wide[0].reg, 1);  // rcx
-  EXPECT_EQ(wide[0].end, 7u);
-  EXPECT_EQ(wide[1].target, 0x101cu);
-  EXPECT_EQ(wide[1].reg, 9);  // r9
-  auto narrow = FindRipRelativeLoads(code, 0x1000, false);
-  ASSERT_EQ(narrow.size(), 1u);
-  EXPECT_EQ(narrow[0].target, 0x100du - 0x20);
-  // Truncated instruction at the end: no read past the buffer.
-  EXPECT_TRUE(FindRipRelativeLoads(code.substr(0, 5), 0x1000, true).empty());
+TEST(GoHeapCycleWordsTest, ByRelease) {
+  EXPECT_EQ(GoHeapCycleWords("go1.19.13"), 4);
+  EXPECT_EQ(GoHeapCycleWords("go1.26.11"), 4);
+  EXPECT_EQ(GoHeapCycleWords("go1.27.4"), 2);
+  EXPECT_EQ(GoHeapCycleWords("go1.27rc1"), 2);
+  EXPECT_EQ(GoHeapCycleWords("devel go1.28-abcdef Mon Jan 1"), 2);
 }
 
-TEST(FindRipRelativeLoadsTest, CmpAfterNops) {
-  // 66 90 (nop); cmp $0x1,%rax = 48 83 f8 01
-  std::string c1("\x66\x90\x48\x83\xf8\x01", 6);
-  EXPECT_TRUE(IsCmpImm8At(c1, 0, 0, 1));
-  EXPECT_FALSE(IsCmpImm8At(c1, 0, 6, 1));  // rsi
-  EXPECT_FALSE(IsCmpImm8At(c1, 0, 0, 2));
-  // cmp $0x1,%rsi = 48 83 fe 01; cmp $0x1,%r9 = 49 83 f9 01
-  EXPECT_TRUE(IsCmpImm8At(std::string("\x48\x83\xfe\x01", 4), 0, 6, 1));
-  EXPECT_TRUE(IsCmpImm8At(std::string("\x49\x83\xf9\x01", 4), 0, 9, 1));
-  EXPECT_FALSE(IsCmpImm8At(std::string("\x48\x83\xfe", 3), 0, 6, 1));
+// Go 1.27's records: {allocs, frees} per cycle, bytes = count x size.
+TEST(ReadGoHeapTest, TwoWordCyclesOfGo127) {
+  FakeMemory m;
+  constexpr uint64_t kBucket = 0x200000;
+  m.Put64(kRate, 4096);
+  m.Put32(kCycle, 4 << 1);  // index 1 + 4 % 3 = 2: future[1]
+  m.Put64(kMbuckets, kBucket);
+  const uint64_t hdr[6] = {0, 0, 1, 0xabc, 64, 1};
+  m.PutBytes(kBucket, hdr, sizeof(hdr));
+  m.Put64(kBucket + 48, 0x401000);
+  const uint64_t cyc[8] = {10, 4, 1, 0, 2, 1, 3, 0};  // active, future[0..2]
+  m.PutBytes(kBucket + 56, cyc, sizeof(cyc));
+  GoHeapVars v = Vars();
+  v.cycle_words = 2;
+  auto snap = ReadGoHeap(m, v);
+  ASSERT_TRUE(snap.ok()) << snap.status();
+  ASSERT_EQ(snap->records.size(), 1u);
+  EXPECT_EQ(snap->records[0].allocs, 12);
+  EXPECT_EQ(snap->records[0].frees, 5);
+  EXPECT_EQ(snap->records[0].alloc_bytes, 12 * 64);
+  EXPECT_EQ(snap->records[0].free_bytes, 5 * 64);
+  // Read as the 4-word layout of Go <= 1.26, the same memory is not a heap profile.
+  v.cycle_words = 4;
+  v.go_version = "go1.26.11";
+  for (int i = 8; i < 16; ++i) m.Put64(kBucket + 56 + 8 * i, 0);  // the longer record
+  auto wrong = ReadGoHeap(m, v);
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_TRUE(absl::IsDataLoss(wrong.status())) << wrong.status();
+  EXPECT_THAT(std::string(wrong.status().message()), ::testing::HasSubstr("go1.26.11"));
 }
 
-// The machine-code decoding must find exactly what the symbol table says, for every Go version
-// and for PIE; stripped binaries must still be located.
-TEST(LocateGoHeapVarsTest, CodeMatchesSymtabForEveryGoVersion) {
+// For every Go release of the matrix: the census of the runtime's code finds exactly what the
+// symbol table says (plain build, and the PIE build of the production flavor before stripping),
+// and the stripped PIE build is located the same way, at the same addresses.
+class LocateGoHeapVarsTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(LocateGoHeapVarsTest, CensusMatchesSymtab) {
+  const std::string& v = GetParam();
   const std::string dir = MakeTempDir("go_heap_locate");
-  for (const std::string& v : GoVersions()) {
-    for (const char* flags : {"", "-buildmode=pie"}) {
-      SCOPED_TRACE(absl::StrCat("go", v, " ", flags));
-      const std::string out = absl::StrCat(dir, "/t", v, flags[0] ? "pie" : "");
-      auto built = BuildGo(v, TestDataDir() + "/targets/heap_go_split", flags, out);
-      ASSERT_TRUE(built.ok()) << built.status();
-      auto elf = ElfFile::Open(out);
-      ASSERT_TRUE(elf.ok()) << elf.status();
-      auto pcln = GoPclntab::FromElf(**elf);
-      ASSERT_TRUE(pcln.ok()) << pcln.status();
-      auto sym = LocateGoHeapVarsBySymtab(**elf);
-      ASSERT_TRUE(sym.ok()) << sym.status();
-      auto code = LocateGoHeapVarsFromCode(**elf, **pcln);
-      ASSERT_TRUE(code.ok()) << code.status();
-      EXPECT_EQ(code->mbuckets, sym->mbuckets);
-      EXPECT_EQ(code->mprof_cycle, sym->mprof_cycle);
-      EXPECT_EQ(code->mem_profile_rate, sym->mem_profile_rate);
-      EXPECT_EQ(code->method, "code");
-    }
-    SCOPED_TRACE(absl::StrCat("go", v, " stripped"));
-    const std::string out = absl::StrCat(dir, "/s", v);
-    auto built = BuildGo(v, TestDataDir() + "/targets/heap_go_split", "'-ldflags=-s -w'", out);
+  GoHeapVars pie_vars;
+  for (const char* flags : {"", "-buildmode=pie -trimpath"}) {
+    SCOPED_TRACE(absl::StrCat("go", v, " ", flags));
+    const std::string out = absl::StrCat(dir, "/t", flags[0] ? "pie" : "");
+    auto built = BuildGo(v, TestDataDir() + "/targets/heap_go_split", flags, out);
     ASSERT_TRUE(built.ok()) << built.status();
     auto elf = ElfFile::Open(out);
     ASSERT_TRUE(elf.ok()) << elf.status();
-    EXPECT_FALSE(LocateGoHeapVarsBySymtab(**elf).ok());
     auto pcln = GoPclntab::FromElf(**elf);
     ASSERT_TRUE(pcln.ok()) << pcln.status();
-    auto vars = LocateGoHeapVars(**elf, **pcln);
-    ASSERT_TRUE(vars.ok()) << vars.status();
-    EXPECT_EQ(vars->method, "code");
+    ASSERT_TRUE((*pcln)->module_data().has_value());
+    auto sym = LocateGoHeapVarsBySymtab(**elf);
+    ASSERT_TRUE(sym.ok()) << sym.status();
+    auto code = LocateGoHeapVarsFromCode(**elf, **pcln);
+    ASSERT_TRUE(code.ok()) << code.status();
+    printf("go%s %s: census (agreeing/anchors present) %s\n", v.c_str(), flags,
+           code->census.c_str());
+    EXPECT_EQ(code->mbuckets, sym->mbuckets);
+    EXPECT_EQ(code->mprof_cycle, sym->mprof_cycle);
+    EXPECT_EQ(code->mem_profile_rate, sym->mem_profile_rate);
+    EXPECT_EQ(code->method, "code");
+    pie_vars = *code;
   }
+  SCOPED_TRACE(absl::StrCat("go", v, " stripped PIE"));
+  const std::string out = dir + "/stripped";
+  auto built = BuildGo(v, TestDataDir() + "/targets/heap_go_split", kGoStrippedPie, out);
+  ASSERT_TRUE(built.ok()) << built.status();
+  auto elf = ElfFile::Open(out);
+  ASSERT_TRUE(elf.ok()) << elf.status();
+  EXPECT_FALSE(LocateGoHeapVarsBySymtab(**elf).ok());
+  auto pcln = GoPclntab::FromElf(**elf);
+  ASSERT_TRUE(pcln.ok()) << pcln.status();
+  auto vars = LocateGoHeapVars(**elf, **pcln);
+  ASSERT_TRUE(vars.ok()) << vars.status();
+  EXPECT_EQ(vars->method, "code");
+  EXPECT_EQ(vars->mbuckets, pie_vars.mbuckets);
+  EXPECT_EQ(vars->mprof_cycle, pie_vars.mprof_cycle);
+  EXPECT_EQ(vars->mem_profile_rate, pie_vars.mem_profile_rate);
+  EXPECT_TRUE(absl::StartsWith(vars->go_version, "go" + v)) << vars->go_version;
+  EXPECT_EQ(vars->cycle_words, GoHeapCycleWords("go" + v));
 }
+
+INSTANTIATE_TEST_SUITE_P(GoVersions, LocateGoHeapVarsTest, ::testing::ValuesIn(GoVersions()),
+                         [](const auto& i) { return GoVersionName(i.param); });
 
 }  // namespace
 }  // namespace pprof_sidecar

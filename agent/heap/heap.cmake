@@ -44,9 +44,10 @@ gtest_discover_tests(heap_profiler_test DISCOVERY_TIMEOUT 60
   PROPERTIES LABELS privileged TIMEOUT 900 RUN_SERIAL TRUE)
 
 if(PPROF_SIDECAR_FUZZ)
-  # Bucket-list walker and machine-code scanner over fuzzer-controlled bytes.
+  # Bucket-list walker (both record layouts) and the x86-64 decoder over fuzzer-controlled bytes.
   add_executable(go_heap_fuzzer ${CMAKE_CURRENT_LIST_DIR}/go_heap_fuzzer.cc
-    ${CMAKE_CURRENT_LIST_DIR}/go_heap.cc ${CMAKE_CURRENT_LIST_DIR}/process_memory.cc)
+    ${CMAKE_CURRENT_LIST_DIR}/go_heap.cc ${CMAKE_CURRENT_LIST_DIR}/process_memory.cc
+    ${CMAKE_SOURCE_DIR}/agent/symbolize/x86_decode.cc)
   target_include_directories(go_heap_fuzzer PRIVATE ${CMAKE_SOURCE_DIR})
   target_link_libraries(go_heap_fuzzer PRIVATE symbolize_go symbolize_elf absl::status
     absl::statusor absl::strings absl::str_format)

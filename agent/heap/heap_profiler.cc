@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "agent/heap/process_memory.h"
 #include "agent/symbolize/elf_file.h"
+#include "agent/symbolize/go_buildinfo.h"
 #include "agent/symbolize/go_pclntab.h"
 #include "agent/symbolize/proc_maps.h"
 
@@ -23,6 +24,8 @@ struct HeapProfiler::ExeInfo {
   std::string key;
   uint64_t dev_major = 0, dev_minor = 0, inode = 0;
   bool is_go = false;
+  std::string go_version;      // from the build info, if any
+  absl::Status pcln_status;    // why the pclntab cannot be read, if it cannot
   absl::Status locate_status;  // why vars are unknown, if they are
   GoHeapVars vars;             // link-time
   bool pie = false;
@@ -55,6 +58,8 @@ absl::StatusOr<std::shared_ptr<const HeapProfiler::ExeInfo>> HeapProfiler::Exe(p
   if (!elf.ok()) return elf.status();
   info->pie = (*elf)->type() == ET_DYN;
   info->segments = (*elf)->load_segments();
+  absl::StatusOr<std::string> version = GoBuildVersion(**elf);
+  if (version.ok()) info->go_version = *version;
   absl::StatusOr<std::unique_ptr<GoPclntab>> pcln = GoPclntab::FromElf(**elf);
   if (pcln.ok()) {
     info->is_go = true;
@@ -65,8 +70,14 @@ absl::StatusOr<std::shared_ptr<const HeapProfiler::ExeInfo>> HeapProfiler::Exe(p
     } else {
       info->locate_status = vars.status();
     }
-  } else if (!absl::IsNotFound(pcln.status())) {
-    info->locate_status = pcln.status();
+  } else if (!absl::IsNotFound(pcln.status()) || version.ok()) {
+    // A Go binary (build info) whose pclntab this agent cannot read: a newer Go release.
+    info->is_go = version.ok();
+    info->pcln_status = absl::Status(
+        pcln.status().code(),
+        absl::StrCat(version.ok() ? absl::StrCat("a ", *version, " binary: ") : "",
+                     "cannot read its Go symbol table (.gopclntab): ", pcln.status().message()));
+    info->locate_status = info->pcln_status;
   }
   std::lock_guard<std::mutex> l(mu_);
   if (exes_.size() >= 16) exes_.clear();  // targets are few; bound the cache crudely
@@ -121,7 +132,10 @@ absl::StatusOr<GoHeapSnapshot> HeapProfiler::ReadGoSnapshot(pid_t pid, std::stri
   rt.mprof_cycle += bias;
   rt.mem_profile_rate += bias;
   if (how) {
-    *how = absl::StrCat("runtime variables located via ", info.vars.method,
+    const GoHeapVars& v = info.vars;
+    *how = absl::StrCat(v.go_version.empty() ? "Go" : v.go_version,
+                        " runtime variables located via ", v.method,
+                        v.census.empty() ? "" : " (anchors agreeing " + v.census + ")",
                         info.pie ? absl::StrCat(", PIE load bias 0x", absl::Hex(bias)) : "");
   }
   absl::StatusOr<std::unique_ptr<ProcessMemory>> mem = ProcessMemory::Open(pid);
@@ -135,6 +149,22 @@ absl::StatusOr<GoHeapSnapshot> HeapProfiler::ReadGoSnapshot(pid_t pid, std::stri
   last_read_micros_.store(absl::ToInt64Microseconds(absl::Now() - t0));
   last_buckets_.store(snap->records.size());
   return snap;
+}
+
+absl::Status HeapProfiler::SleepDelta(const HeapRequest& req, HeapProfileParams* params) {
+  const absl::Time start = absl::Now(), deadline = start + req.delta;
+  while (absl::Now() < deadline) {
+    if (req.cancelled && req.cancelled()) return absl::CancelledError("client went away");
+    if (req.cut_short && req.cut_short()) {
+      params->comments.push_back(absl::StrCat(
+          "pprof-sidecar: delta window cut short after ",
+          absl::FormatDuration(absl::Trunc(absl::Now() - start, absl::Milliseconds(1))), " of the ",
+          absl::FormatDuration(req.delta), " asked: ", req.cut_short_reason));
+      break;
+    }
+    absl::SleepFor(std::min(absl::Milliseconds(50), deadline - absl::Now()));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> HeapProfiler::Collect(pid_t pid, const HeapRequest& req) {
@@ -154,7 +184,7 @@ absl::StatusOr<std::string> HeapProfiler::Collect(pid_t pid, const HeapRequest& 
   params.comments = req.comments;
   if (req.delta > absl::ZeroDuration()) {
     absl::StatusOr<std::shared_ptr<const ExeInfo>> before = Exe(pid);
-    absl::SleepFor(req.delta);
+    if (absl::Status st = SleepDelta(req, &params); !st.ok()) return fail(st);
     absl::StatusOr<std::shared_ptr<const ExeInfo>> after = Exe(pid);
     if (!before.ok() || !after.ok() || (*before)->key != (*after)->key) {
       return fail(absl::AbortedError(
@@ -185,6 +215,28 @@ absl::StatusOr<std::string> HeapProfiler::Collect(pid_t pid, const HeapRequest& 
   if (!prof.ok()) return fail(prof.status());
   profiles_.fetch_add(1);
   return prof;
+}
+
+absl::StatusOr<GoTargetInfo> HeapProfiler::TargetInfo(pid_t pid) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (info_pid_ == pid && absl::Now() - info_time_ < absl::Seconds(10)) return info_;
+  }
+  absl::StatusOr<std::shared_ptr<const ExeInfo>> exe = Exe(pid);
+  if (!exe.ok()) return exe.status();
+  GoTargetInfo info;
+  info.is_go = (*exe)->is_go;
+  info.go_version = (*exe)->go_version;
+  info.symbols = (*exe)->pcln_status;
+  if (info.is_go) {
+    absl::StatusOr<GoHeapSnapshot> snap = ReadGoSnapshot(pid);
+    if (!snap.ok()) info.heap = snap.status();
+  }
+  std::lock_guard<std::mutex> l(mu_);
+  info_pid_ = pid;
+  info_time_ = absl::Now();
+  info_ = info;
+  return info;
 }
 
 void HeapProfiler::EnableNative(NativeHeapFactory factory) { native_factory_ = std::move(factory); }
@@ -288,7 +340,7 @@ absl::StatusOr<std::string> HeapProfiler::CollectNative(pid_t pid, const HeapReq
   params.comments = req.comments;
   params.native = true;
   if (req.delta > absl::ZeroDuration()) {
-    absl::SleepFor(req.delta);
+    if (absl::Status st = SleepDelta(req, &params); !st.ok()) return fail(st);
     absl::StatusOr<std::shared_ptr<NativeHeapSource>> after = NativeFor(pid);
     if (!after.ok() || after->get() != src->get()) {
       return fail(

@@ -45,6 +45,12 @@ struct HeapRequest {
   absl::Duration delta = absl::ZeroDuration();
   bool gc = false;  // ?gc=1: cannot force a GC from outside; noted in the comments
   std::vector<std::string> comments;
+  // A delta window ends early when this returns true (polled every 50 ms): the delta so far is
+  // returned, its comments say it was cut short and why (`cut_short_reason`).
+  std::function<bool()> cut_short;
+  std::string cut_short_reason = "the agent is shutting down";
+  // The client went away: the delta window is dropped (Cancelled).
+  std::function<bool()> cancelled;
 };
 
 struct HeapProfilerStats {
@@ -60,6 +66,14 @@ struct HeapProfilerStats {
   uint64_t native_attach_errors = 0;
   uint64_t native_late_probes = 0;  // functions probed after the attach (mapped later)
   MallocSamplerStats native;        // of the current sampler
+};
+
+// What the agent can read of a Go target's runtime, for /healthz and /metrics.
+struct GoTargetInfo {
+  bool is_go = false;
+  std::string go_version;  // "go1.27.4" (build info); empty if unknown
+  absl::Status symbols;    // not OK: Go functions cannot be named (CPU profiles lose them)
+  absl::Status heap;       // not OK: why /debug/pprof/heap and /allocs cannot be served
 };
 
 // Starts a malloc sampler for a pid (StartMallocSampler in production, a fake in tests).
@@ -93,10 +107,16 @@ class HeapProfiler {
 
   HeapProfilerStats stats() const;
 
+  // The Go release of `pid`'s executable and which profiles of it can be read. The heap check is
+  // a real read of the buckets, done at most every 10 s per process (callers may poll).
+  absl::StatusOr<GoTargetInfo> TargetInfo(pid_t pid);
+
  private:
   // The sampler attached to `pid`, attaching one if needed.
   absl::StatusOr<std::shared_ptr<NativeHeapSource>> NativeFor(pid_t pid);
   absl::StatusOr<std::string> CollectNative(pid_t pid, const HeapRequest& req);
+  // Waits for req.delta, or less if the request is cut short (noted in params) or cancelled.
+  absl::Status SleepDelta(const HeapRequest& req, HeapProfileParams* params);
 
   struct ExeInfo;
   absl::StatusOr<std::shared_ptr<const ExeInfo>> Exe(pid_t pid);
@@ -107,6 +127,9 @@ class HeapProfiler {
   std::map<std::string, std::shared_ptr<const ExeInfo>> exes_;  // by "dev:inode" (bounded)
   std::atomic<uint64_t> profiles_{0}, errors_{0}, by_symtab_{0}, by_code_{0}, last_buckets_{0};
   std::atomic<int64_t> last_read_micros_{0};
+  pid_t info_pid_ = 0;  // TargetInfo's last answer (guarded by mu_)
+  absl::Time info_time_;
+  GoTargetInfo info_;
 
   NativeHeapFactory native_factory_;
   std::mutex native_mu_;                      // serializes attach/detach

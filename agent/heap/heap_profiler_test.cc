@@ -5,6 +5,7 @@
 #include "agent/heap/heap_profiler.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <httplib.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -16,6 +17,7 @@
 #include <fstream>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -32,6 +34,7 @@ namespace {
 
 using ::pprof_sidecar::testing::BuildGo;
 using ::pprof_sidecar::testing::GoVersions;
+using ::pprof_sidecar::testing::kGoStrippedPie;
 using ::pprof_sidecar::testing::MakeTempDir;
 using ::pprof_sidecar::testing::PprofSummary;
 using ::pprof_sidecar::testing::RunCommand;
@@ -104,9 +107,7 @@ class HeapGoTest : public ::testing::TestWithParam<std::tuple<std::string, std::
 TEST_P(HeapGoTest, MatchesTheTargetsOwnHeapProfile) {
   const auto& [version, variant] = GetParam();
   const std::string dir = MakeTempDir("heap_go");
-  std::string flags = variant == "stripped" ? "'-ldflags=-s -w'"
-                      : variant == "pie"    ? "-buildmode=pie"
-                                            : "";
+  const std::string flags = variant == "stripped" ? kGoStrippedPie : "";
   auto bin = BuildGo(version, TestDataDir() + "/targets/heap_go_split", flags, dir + "/target");
   ASSERT_TRUE(bin.ok()) << bin.status();
   auto target = Start(*bin, {absl::StrCat("-rate=", kRate), absl::StrCat("-size=", kSize),
@@ -124,7 +125,8 @@ TEST_P(HeapGoTest, MatchesTheTargetsOwnHeapProfile) {
   absl::StatusOr<std::string> ours;
   int go_status = 0;
   std::string go_body;
-  for (int attempt = 0; attempt < 10; ++attempt) {
+  bool same_cycle = false;
+  for (int attempt = 0; attempt < 10 && !same_cycle; ++attempt) {
     auto before = heap.ReadGoSnapshot(target->pid);
     ASSERT_TRUE(before.ok()) << before.status();
     ours = heap.Collect(target->pid, req);
@@ -133,8 +135,9 @@ TEST_P(HeapGoTest, MatchesTheTargetsOwnHeapProfile) {
     go_body = res ? res->body : "";
     auto after = heap.ReadGoSnapshot(target->pid);
     ASSERT_TRUE(after.ok()) << after.status();
-    if (before->cycle == after->cycle) break;
+    same_cycle = before->cycle == after->cycle;
   }
+  ASSERT_TRUE(same_cycle) << "a GC published a new heap profile during every attempt";
   ASSERT_TRUE(ours.ok()) << ours.status();
   ASSERT_EQ(go_status, 200);
 
@@ -162,12 +165,18 @@ TEST_P(HeapGoTest, MatchesTheTargetsOwnHeapProfile) {
   const double big = Flat(*s, "main.bigSite", alloc), small = Flat(*s, "main.smallSite", alloc);
   ASSERT_GT(big + small, 0) << s->raw;
   EXPECT_NEAR(big / (big + small), 0.75, 0.05);
-  // Same numbers as the target's own profile (same counters; a GC in between may move them).
-  EXPECT_NEAR(big, Flat(*g, "main.bigSite", alloc), 0.10 * big);
-  // inuse_space total within 10% of Go's own.
+  // The same numbers as the target's own profile: both are the runtime's published cycle,
+  // read between the same two GCs, scaled the same way.
   ASSERT_GT(g->totals[inuse], 0);
-  EXPECT_NEAR(static_cast<double>(s->totals[inuse]), static_cast<double>(g->totals[inuse]),
-              0.10 * g->totals[inuse]);
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(s->totals[i], g->totals[i]) << s->sample_types[i].type;
+  }
+  EXPECT_EQ(big, Flat(*g, "main.bigSite", alloc));
+  EXPECT_EQ(small, Flat(*g, "main.smallSite", alloc));
+  printf("go%s %s: inuse_space %lld (Go's own %lld), alloc_space %lld (Go's own %lld)\n",
+         version.c_str(), variant.c_str(), static_cast<long long>(s->totals[inuse]),
+         static_cast<long long>(g->totals[inuse]), static_cast<long long>(s->totals[alloc]),
+         static_cast<long long>(g->totals[alloc]));
   // The known live share: kKeep objects per site (sampling noise and floating garbage: 30%).
   const double live = static_cast<double>(kKeep) * kSize;
   EXPECT_NEAR(Flat(*s, "main.bigSite", inuse), live, 0.30 * live);
@@ -181,8 +190,9 @@ TEST_P(HeapGoTest, MatchesTheTargetsOwnHeapProfile) {
   }
 
   // go tool pprof reads it and lists the sites.
-  auto top = RunCommand(absl::StrCat("/usr/lib/go-", version,
-                                     "/bin/go tool pprof -top -sample_index=alloc_space '", dir,
+  auto go = ::pprof_sidecar::testing::GoTool(version);
+  ASSERT_TRUE(go.ok()) << go.status();
+  auto top = RunCommand(absl::StrCat(*go, " tool pprof -top -sample_index=alloc_space '", dir,
                                      "/ours.pb.gz' 2>&1"));
   EXPECT_EQ(top.exit_code, 0) << top.output;
   EXPECT_THAT(top.output, ::testing::HasSubstr("main.bigSite"));
@@ -213,6 +223,13 @@ TEST_P(HeapGoTest, MatchesTheTargetsOwnHeapProfile) {
   EXPECT_GE(st.profiles, 3u);
   EXPECT_EQ(st.errors, 0u);
   EXPECT_EQ(variant == "stripped" ? st.located_by_code : st.located_by_symtab, 1u);
+  // The Go release is known and a heap read works: nothing is reported unavailable.
+  auto info = heap.TargetInfo(target->pid);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_TRUE(info->is_go);
+  EXPECT_TRUE(absl::StartsWith(info->go_version, "go" + version)) << info->go_version;
+  EXPECT_TRUE(info->symbols.ok()) << info->symbols;
+  EXPECT_TRUE(info->heap.ok()) << info->heap;
   fprintf(stderr, "go%s %s: %lu buckets read in %ld us\n", version.c_str(), variant.c_str(),
           static_cast<unsigned long>(st.last_buckets), static_cast<long>(st.last_read_micros));
 }
@@ -221,9 +238,8 @@ std::vector<std::tuple<std::string, std::string>> Params() {
   std::vector<std::tuple<std::string, std::string>> p;
   for (const auto& v : GoVersions()) {
     p.emplace_back(v, "plain");
-    p.emplace_back(v, "stripped");
+    p.emplace_back(v, "stripped");  // stripped PIE, -trimpath
   }
-  if (!GoVersions().empty()) p.emplace_back(GoVersions().back(), "pie");
   return p;
 }
 
@@ -240,7 +256,7 @@ INSTANTIATE_TEST_SUITE_P(AllGo, HeapGoTest, ::testing::ValuesIn(Params()),
 TEST(HeapGoErrorsTest, MemProfileRateZeroIsAClearError) {
   const std::string dir = MakeTempDir("heap_go_rate0");
   auto bin = BuildGo(GoVersions().front(), TestDataDir() + "/targets/heap_go_split",
-                     "'-ldflags=-s -w'", dir + "/target");
+                     kGoStrippedPie, dir + "/target");
   ASSERT_TRUE(bin.ok()) << bin.status();
   auto target = Start(*bin, {"-rate=-1"});
   ASSERT_GT(target->port, 0);
@@ -250,6 +266,68 @@ TEST(HeapGoErrorsTest, MemProfileRateZeroIsAClearError) {
   ASSERT_FALSE(p.ok());
   EXPECT_TRUE(absl::IsFailedPrecondition(p.status())) << p.status();
   EXPECT_THAT(std::string(p.status().message()), ::testing::HasSubstr("MemProfileRate is 0"));
+
+  // Over HTTP: the target's state, not an agent failure: 503 with the reason (was a 500).
+  auto info = ReadProcessInfo(target->pid);
+  ASSERT_TRUE(info.ok()) << info.status();
+  CpuProfiler cpu(
+      []() -> absl::StatusOr<std::unique_ptr<CpuSampler>> {
+        return std::unique_ptr<CpuSampler>(new ::pprof_sidecar::testing::FakeCpuSampler({}));
+      },
+      &symbolizer, 100);
+  TargetView view{[&]() -> std::optional<ProcessInfo> { return *info; },
+                  [] { return std::string("test"); }};
+  PprofServer server(&cpu, &symbolizer, view, ServerOptions());
+  server.SetHeapProfiler(&heap);
+  ASSERT_TRUE(server.Bind("127.0.0.1", 0).ok());
+  std::thread serve([&] { (void)server.Serve(); });
+  httplib::Client cli("127.0.0.1", server.port());
+  cli.set_read_timeout(30, 0);
+  for (const char* path : {"/debug/pprof/heap", "/debug/pprof/allocs"}) {
+    auto r = cli.Get(path);
+    ASSERT_TRUE(r) << path;
+    EXPECT_EQ(r->status, 503) << path << ": " << r->body;
+    EXPECT_THAT(r->body, ::testing::HasSubstr("MemProfileRate is 0")) << path;
+    EXPECT_EQ(r->get_header_value("X-Go-Pprof"), "1");
+  }
+  server.Stop();
+  serve.join();
+}
+
+// A delta window cut short (the agent is stopping) returns the delta so far and says so.
+TEST(HeapGoDeltaTest, CutShortWindowReturnsTheDeltaSoFar) {
+  const std::string dir = MakeTempDir("heap_go_cut");
+  auto bin = BuildGo(GoVersions().back(), TestDataDir() + "/targets/heap_go_split",
+                     "'-ldflags=-s -w'", dir + "/target");
+  ASSERT_TRUE(bin.ok()) << bin.status();
+  auto target = Start(*bin, {absl::StrCat("-rate=", kRate)});
+  ASSERT_GT(target->port, 0);
+  ProcessSymbolizer symbolizer;
+  HeapProfiler heap(&symbolizer);
+  HeapRequest req;
+  req.kind = HeapProfileKind::kAllocs;
+  req.delta = absl::Seconds(300);
+  const absl::Time t0 = absl::Now();
+  req.cut_short = [t0] { return absl::Now() - t0 > absl::Seconds(2); };
+  req.cut_short_reason = "test stop";
+  auto p = heap.Collect(target->pid, req);
+  const absl::Duration took = absl::Now() - t0;
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_LT(took, absl::Seconds(10));
+  auto s = SummarizeProfile(WriteFile(dir + "/cut.pb.gz", *p));
+  ASSERT_TRUE(s.ok()) << s.status();
+  bool said = false;
+  for (const auto& c : s->comments)
+    said |= absl::StrContains(c, "cut short") && absl::StrContains(c, "test stop");
+  EXPECT_TRUE(said);
+  EXPECT_GE(s->duration_nanos, 2000000000);
+  EXPECT_LT(s->duration_nanos, 10000000000LL);
+  // The client going away drops the window instead.
+  req.cut_short = nullptr;
+  const absl::Time t1 = absl::Now();
+  req.cancelled = [t1] { return absl::Now() - t1 > absl::Seconds(1); };
+  auto c = heap.Collect(target->pid, req);
+  EXPECT_TRUE(absl::IsCancelled(c.status())) << c.status();
 }
 
 TEST(HeapGoErrorsTest, NonGoTargetIsUnimplemented) {
@@ -265,7 +343,7 @@ TEST(HeapGoErrorsTest, NonGoTargetIsUnimplemented) {
 TEST(HeapServerTest, ServesHeapAndAllocsForTheTarget) {
   const std::string dir = MakeTempDir("heap_server");
   auto bin = BuildGo(GoVersions().back(), TestDataDir() + "/targets/heap_go_split",
-                     "'-ldflags=-s -w'", dir + "/target");
+                     kGoStrippedPie, dir + "/target");
   ASSERT_TRUE(bin.ok()) << bin.status();
   auto target = Start(*bin, {absl::StrCat("-rate=", kRate)});
   ASSERT_GT(target->port, 0);
@@ -305,6 +383,15 @@ TEST(HeapServerTest, ServesHeapAndAllocsForTheTarget) {
   EXPECT_EQ(bad->status, 400);
   EXPECT_EQ(dbg->status, 400);
   EXPECT_THAT(m->body, ::testing::HasSubstr("pprof_sidecar_heap_profiles_total 2"));
+  // The target's Go release is named, nothing is unavailable.
+  auto go = ::pprof_sidecar::testing::GoTool(GoVersions().back());
+  ASSERT_TRUE(go.ok()) << go.status();
+  const std::string release(
+      absl::StripAsciiWhitespace(RunCommand(*go + " env GOVERSION").output));
+  EXPECT_THAT(m->body, ::testing::HasSubstr(absl::StrCat("pprof_sidecar_target_info{pid=\"",
+                                                         target->pid, "\",go_version=\"",
+                                                         release, "\"} 1")));
+  EXPECT_THAT(m->body, ::testing::HasSubstr("pprof_sidecar_target_heap_available 1"));
 
   auto hs = SummarizeProfile(WriteFile(dir + "/heap.pb.gz", h->body));
   ASSERT_TRUE(hs.ok()) << hs.status();
@@ -316,6 +403,105 @@ TEST(HeapServerTest, ServesHeapAndAllocsForTheTarget) {
   EXPECT_EQ(as->default_sample_type, "alloc_space");
   EXPECT_GE(as->duration_nanos, 1000000000);
   EXPECT_GT(Flat(*as, "main.bigSite", 1), Flat(*as, "main.smallSite", 1));
+}
+
+// Replaces every occurrence of `from` by `to` (same length) in `bytes`; returns the count.
+int Patch(std::string* bytes, const std::string& from, const std::string& to) {
+  int n = 0;
+  for (size_t p = bytes->find(from); p != std::string::npos; p = bytes->find(from, p + 1)) {
+    bytes->replace(p, to.size(), to);
+    ++n;
+  }
+  return n;
+}
+
+// A Go release newer than the agent, simulated on the newest toolchain's stripped PIE build: its
+// build info (and runtime.buildVersion) relabelled go1.99.0, and functions that use
+// runtime.mbuckets renamed, as a release that reorganized them would. One renamed anchor changes
+// nothing (the others still agree); all of them renamed, the heap answer names the release and
+// what could not be located, /healthz says heap and allocs are unavailable and why, /metrics
+// carries the release.
+TEST(HeapServerTest, ANewerGoReleaseIsNamedWithWhatCannotBeRead) {
+  const std::string dir = MakeTempDir("heap_newer_go");
+  auto bin = BuildGo(GoVersions().back(), TestDataDir() + "/targets/heap_go_split",
+                     kGoStrippedPie, dir + "/target");
+  ASSERT_TRUE(bin.ok()) << bin.status();
+  std::ifstream in(*bin, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto go = ::pprof_sidecar::testing::GoTool(GoVersions().back());
+  ASSERT_TRUE(go.ok()) << go.status();
+  const std::string release(
+      absl::StripAsciiWhitespace(RunCommand(*go + " env GOVERSION").output));
+  std::string future = "go1.99.0";
+  future.resize(release.size(), '0');  // same length ("go1.99.00" for a two-digit patch)
+  ASSERT_GE(Patch(&bytes, release, future), 1);
+  auto write = [&](const std::string& path, const std::string& data) {
+    WriteFile(path, data);
+    chmod(path.c_str(), 0755);
+    return path;
+  };
+
+  // One anchor of runtime.mbuckets gone: still located.
+  std::string one = bytes;
+  ASSERT_EQ(Patch(&one, std::string("runtime.mProf_FlushLocked\0", 26),
+                  std::string("runtime.mProf_FlushLockeZ\0", 26)),
+            1);  // its name in the pclntab
+  {
+    auto target = Start(write(dir + "/one", one), {absl::StrCat("-rate=", kRate)});
+    ASSERT_GT(target->port, 0);
+    ProcessSymbolizer symbolizer;
+    HeapProfiler heap(&symbolizer);
+    auto p = heap.Collect(target->pid, HeapRequest());
+    EXPECT_TRUE(p.ok()) << p.status();
+  }
+
+  // Every anchor of runtime.mbuckets renamed.
+  for (const char* fn : {"runtime.memProfileInternal", "runtime.MemProfile", "runtime.stkbucket",
+                         "runtime.iterate_memprof", "runtime.mProf_Flush",
+                         "runtime.mProf_PostSweep"}) {
+    std::string from = std::string(fn) + '\0', to = from;
+    to[to.size() - 2] = 'Z';
+    Patch(&one, from, to);
+  }
+  auto target = Start(write(dir + "/all", one), {absl::StrCat("-rate=", kRate)});
+  ASSERT_GT(target->port, 0);
+  auto info = ReadProcessInfo(target->pid);
+  ASSERT_TRUE(info.ok()) << info.status();
+  ProcessSymbolizer symbolizer;
+  HeapProfiler heap(&symbolizer);
+  auto p = heap.Collect(target->pid, HeapRequest());
+  ASSERT_FALSE(p.ok());
+  EXPECT_THAT(std::string(p.status().message()), ::testing::HasSubstr(future));
+  EXPECT_THAT(std::string(p.status().message()), ::testing::HasSubstr("newer than go1.27"));
+  EXPECT_THAT(std::string(p.status().message()), ::testing::HasSubstr("runtime.mbuckets"));
+
+  CpuProfiler cpu(
+      []() -> absl::StatusOr<std::unique_ptr<CpuSampler>> {
+        return std::unique_ptr<CpuSampler>(new ::pprof_sidecar::testing::FakeCpuSampler({}));
+      },
+      &symbolizer, 100);
+  TargetView view{[&]() -> std::optional<ProcessInfo> { return *info; },
+                  [] { return std::string("test"); }};
+  PprofServer server(&cpu, &symbolizer, view, ServerOptions());
+  server.SetHeapProfiler(&heap);
+  ASSERT_TRUE(server.Bind("127.0.0.1", 0).ok());
+  std::thread serve([&] { (void)server.Serve(); });
+  httplib::Client cli("127.0.0.1", server.port());
+  auto h = cli.Get("/debug/pprof/heap");
+  auto health = cli.Get("/healthz");
+  auto m = cli.Get("/metrics");
+  server.Stop();
+  serve.join();
+  ASSERT_TRUE(h && health && m);
+  EXPECT_EQ(h->status, 503) << h->body;
+  EXPECT_THAT(h->body, ::testing::HasSubstr(future));
+  EXPECT_THAT(health->body, ::testing::HasSubstr("go: " + future));
+  EXPECT_THAT(health->body, ::testing::HasSubstr("unavailable: heap, allocs: "));
+  EXPECT_THAT(health->body, ::testing::HasSubstr("runtime.mbuckets"));
+  EXPECT_THAT(m->body, ::testing::HasSubstr("go_version=\"" + future + "\""));
+  EXPECT_THAT(m->body, ::testing::HasSubstr("pprof_sidecar_target_heap_available 0"));
+  printf("/healthz:\n%s\n/debug/pprof/heap: %d %s\n", health->body.c_str(), h->status,
+         h->body.c_str());
 }
 
 // Non-Go targets: SetTarget with the same pid (the tracker's recheck) asks the attached sampler

@@ -220,11 +220,14 @@ int BpfMallocSampler::AttachNew(const std::vector<AllocatorProbe>& probes) {
     auto key = std::make_tuple(pr.inode, pr.mapped, pr.file_offset);
     if (probed_.count(key) != 0) continue;
     auto attach = [&](bpf_program* prog, bool ret) -> absl::StatusOr<LinkPtr> {
-      // map_files first (the mapped inode); /proc/PID/root/<path> if the kernel refuses it.
+      // map_files first (the mapped inode); else the file the agent opened (the same inode, or
+      // the mapped path resolved inside the target's root): never a path the kernel would
+      // resolve in the agent's root.
       std::string what;
       int err = 0;
-      for (const std::string& path :
-           {pr.binary, absl::StrCat("/proc/", pid_, "/root", pr.mapped)}) {
+      std::vector<std::string> paths = {pr.binary};
+      if (pr.file) paths.push_back(pr.file->ProcPath());
+      for (const std::string& path : paths) {
         bpf_link* l = bpf_program__attach_uprobe(prog, ret, pid_, path.c_str(), pr.file_offset);
         if (l != nullptr) return LinkPtr(l);
         err = errno;
@@ -370,12 +373,18 @@ absl::StatusOr<std::vector<AllocatorProbe>> FindAllocatorProbes(pid_t pid,
     const bool is_exe = have_exe && e.inode == exe_st.st_ino;
     if (!is_exe && !IsAllocatorLibrary(e.path)) continue;
     if (!seen.insert({e.inode, e.path}).second) continue;
-    const std::string path = TargetFilePath(pid, e);
-    absl::StatusOr<std::unique_ptr<ElfFile>> elf = ElfFile::Open(path);
+    absl::StatusOr<OpenedTargetFile> file = OpenTargetFile(pid, e);
+    if (!file.ok()) {
+      skipped.push_back(std::string(file.status().message()));
+      continue;
+    }
+    const std::string path = file->path;
+    absl::StatusOr<std::unique_ptr<ElfFile>> elf = ElfFile::Open(file->fd, path);
     if (!elf.ok()) {
       skipped.push_back(std::string(elf.status().message()));
       continue;
     }
+    auto opened = std::make_shared<const TargetFd>(std::move(file->fd));
     // Never probe Go code (return probes on Go functions crash the target).
     if ((*elf)->FindSection(".gopclntab") != nullptr ||
         (*elf)->FindSection(".go.buildinfo") != nullptr) {
@@ -393,6 +402,7 @@ absl::StatusOr<std::vector<AllocatorProbe>> FindAllocatorProbes(pid_t pid,
         AllocatorProbe p;
         p.function = fn;
         p.binary = path;
+        p.file = opened;
         p.mapped = e.path;
         p.inode = e.inode;
         p.file_offset = sym->value - s.vaddr + s.offset;
@@ -429,19 +439,25 @@ absl::StatusOr<std::unique_ptr<NativeHeapSource>> StartMallocSampler(
     return absl::InvalidArgumentError(
         absl::StrCat("heap sample bytes must be >= 1, got ", options.sample_bytes));
   }
-  const uint32_t rb = options.ringbuf_bytes;
+  MallocSamplerOptions opts = options;
+  if (opts.ringbuf_bytes == 0) {
+    const uint64_t want = (uint64_t{1} << 38) / static_cast<uint64_t>(opts.sample_bytes);
+    opts.ringbuf_bytes = 256u << 10;
+    while (opts.ringbuf_bytes < want && opts.ringbuf_bytes < (8u << 20)) opts.ringbuf_bytes <<= 1;
+  }
+  const uint32_t rb = opts.ringbuf_bytes;
   if (rb < 4096 || (rb & (rb - 1)) != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("ringbuf_bytes must be a power of two >= 4096, got ", rb));
   }
-  if (options.max_live < 1 || options.max_buckets < 1) {
+  if (opts.max_live < 1 || opts.max_buckets < 1) {
     return absl::InvalidArgumentError("max_live and max_buckets must be positive");
   }
   absl::StatusOr<std::vector<MapEntry>> maps = ReadProcMaps(pid);
   if (!maps.ok()) return maps.status();
   absl::StatusOr<std::vector<AllocatorProbe>> probes = FindAllocatorProbes(pid, *maps);
   if (!probes.ok()) return probes.status();
-  auto s = std::make_unique<BpfMallocSampler>(pid, options);
+  auto s = std::make_unique<BpfMallocSampler>(pid, opts);
   if (absl::Status st = s->Init(*probes, *maps); !st.ok()) {
     return absl::Status(st.code(),
                         absl::StrCat("malloc sampler for pid ", pid, ": ", st.message()));

@@ -19,6 +19,9 @@ namespace pprof_sidecar {
 
 bool IsThreadRootFunction(const std::string& name) {
   static const std::set<std::string> kRoots = {
+      // runtime.mcall runs its function on g0 with no way back (it clears BP): Go's traceback
+      // ends g0 stacks there too.
+      "runtime.mcall",
       "runtime.goexit",  "runtime.main", "runtime.mstart",    "runtime.rt0_go",
       "runtime.mstart0", "_start",       "__libc_start_main", "__libc_start_call_main",
       "clone",           "clone3",       "start_thread",      "__clone",
@@ -90,7 +93,9 @@ struct PidState {
 
 struct SampleUnwinder::PidSession {
   std::unique_ptr<ProcessSymbolizer::Session> session;
-  absl::Time created;
+  absl::Time created;                                               // or last found unchanged
+  std::shared_ptr<const ProcessSymbolizer::MapsSnapshot> snapshot;  // of session; lazily
+  size_t snapshot_binaries = 0;  // session->binaries_opened() when snapshot was taken
 };
 
 SampleUnwinder::SampleUnwinder(ProcessSymbolizer* symbolizer, absl::Duration maps_refresh)
@@ -98,11 +103,12 @@ SampleUnwinder::SampleUnwinder(ProcessSymbolizer* symbolizer, absl::Duration map
 
 SampleUnwinder::~SampleUnwinder() = default;
 
-void SampleUnwinder::Reduce(CpuSample* s) {
-  if (symbolizer_ == nullptr || s->user_stack.empty() || s->regs.sp == 0 || s->regs.ip == 0) {
-    return;
-  }
-  if (!s->kernel_ips.empty()) {
+void SampleUnwinder::Reduce(CpuSample* s,
+                            std::shared_ptr<const ProcessSymbolizer::MapsSnapshot>* maps) {
+  if (symbolizer_ == nullptr) return;
+  const bool unwind = !s->user_stack.empty() && s->regs.sp != 0 && s->regs.ip != 0;
+  if (!unwind && maps == nullptr) return;
+  if (unwind && !s->kernel_ips.empty()) {
     // Looked up once per entry stub address, not per sample.
     const uint64_t stub = s->kernel_ips.back();
     auto it = int3_entry_.find(stub);
@@ -121,7 +127,13 @@ void SampleUnwinder::Reduce(CpuSample* s) {
   auto& ps = pids_[s->pid];
   if (!ps || now - ps->created > maps_refresh_) {
     if (!ps) ps = std::make_unique<PidSession>();
-    ps->session = symbolizer_->NewSession(s->pid);
+    std::unique_ptr<ProcessSymbolizer::Session> fresh = symbolizer_->NewSession(s->pid);
+    // Unchanged file mappings: keep the session, its opened binaries and its snapshot.
+    if (!ps->session ||
+        !(fresh->maps_error().empty() ? ps->session->SameFileMappings(*fresh) : true)) {
+      ps->session = std::move(fresh);
+      ps->snapshot.reset();
+    }
     ps->created = now;
     // Bounded: forget pids not seen for a while (restarted targets).
     for (auto it = pids_.begin(); it != pids_.end();) {
@@ -132,17 +144,27 @@ void SampleUnwinder::Reduce(CpuSample* s) {
       }
     }
   }
-  SessionCodeLookup lookup(pids_[s->pid]->session.get());
-  UnwindResult r;
-  r.ips.reserve(64);
-  UnwindOptions opts;
-  opts.fp_ips_scanned = s->fp_walk_scanned;
-  Unwind(s->regs, s->user_stack, s->user_ips, &lookup, opts, &r);
-  s->user_ips.assign(r.ips.begin(), r.ips.end());
-  s->user_unwound = true;
-  s->unwind_stitched = r.stitched_frames > 0;
-  s->unwind_stop = static_cast<uint8_t>(r.stop);
-  std::string().swap(s->user_stack);
+  PidSession& p = *pids_[s->pid];
+  if (unwind) {
+    SessionCodeLookup lookup(p.session.get());
+    UnwindResult r;
+    r.ips.reserve(64);
+    UnwindOptions opts;
+    opts.fp_ips_scanned = s->fp_walk_scanned;
+    Unwind(s->regs, s->user_stack, s->user_ips, &lookup, opts, &r);
+    s->user_ips.assign(r.ips.begin(), r.ips.end());
+    s->user_unwound = true;
+    s->unwind_stitched = r.stitched_frames > 0;
+    s->unwind_stop = static_cast<uint8_t>(r.stop);
+    std::string().swap(s->user_stack);
+  }
+  if (maps != nullptr) {
+    if (!p.snapshot || p.session->binaries_opened() != p.snapshot_binaries) {
+      p.snapshot = p.session->Snapshot();
+      p.snapshot_binaries = p.session->binaries_opened();
+    }
+    *maps = p.snapshot;
+  }
 }
 
 void SampleUnwinder::Warm(uint32_t pid) {
@@ -154,9 +176,9 @@ void SampleUnwinder::Warm(uint32_t pid) {
   for (const MapEntry& m : *maps) {
     if (!m.IsFileBacked() || !m.exec) continue;
     UnwindCodeLookup::Code code;
-    lookup.Find(m.start, &code);           // opens the binary, builds its CFI table
-    session->ResolveUser(m.start, false);  // symbol sources (DWARF, symtab) of the binary
+    lookup.Find(m.start, &code);  // opens the binary, builds its CFI table
   }
+  session->ReleasePages();
   session->ResolveKernel(0, false);  // loads /proc/kallsyms once
   auto ps = std::make_unique<PidSession>();
   ps->session = std::move(session);
@@ -168,6 +190,16 @@ absl::StatusOr<std::string> BuildCpuProfile(const std::vector<CpuSample>& sample
                                             const CpuProfileParams& params,
                                             ProcessSymbolizer* symbolizer,
                                             CpuProfileReport* report) {
+  std::vector<const CpuSample*> ptrs;
+  ptrs.reserve(samples.size());
+  for (const CpuSample& s : samples) ptrs.push_back(&s);
+  return BuildCpuProfile(ptrs, params, symbolizer, report);
+}
+
+absl::StatusOr<std::string> BuildCpuProfile(
+    const std::vector<const CpuSample*>& samples, const CpuProfileParams& params,
+    ProcessSymbolizer* symbolizer, CpuProfileReport* report,
+    const std::vector<std::shared_ptr<const ProcessSymbolizer::MapsSnapshot>>* maps) {
   CpuProfileReport local;
   CpuProfileReport& rep = report ? *report : local;
   rep = CpuProfileReport();
@@ -181,38 +213,61 @@ absl::StatusOr<std::string> BuildCpuProfile(const std::vector<CpuSample>& sample
   b.SetTimeNanos(absl::ToUnixNanos(params.start));
   b.SetDurationNanos(absl::ToInt64Nanoseconds(params.duration));
 
-  std::map<uint32_t, PidState> pids;
+  // One state per process image: pid, and the mappings the samples were taken under.
+  std::map<std::pair<uint32_t, const void*>, PidState> pids;
+  auto state_of = [&](size_t i) -> PidState& {
+    const std::shared_ptr<const ProcessSymbolizer::MapsSnapshot>* snap =
+        maps != nullptr && i < maps->size() ? &(*maps)[i] : nullptr;
+    PidState& ps = pids[{samples[i]->pid, snap ? snap->get() : nullptr}];
+    if (!ps.session && symbolizer) {
+      ps.session = snap && *snap ? symbolizer->NewSession(samples[i]->pid, *snap)
+                                 : symbolizer->NewSession(samples[i]->pid);
+    }
+    return ps;
+  };
   std::map<uint64_t, uint64_t> kernel_leaf, kernel_caller;  // ip -> location id
+  const bool kernel_names = symbolizer == nullptr || symbolizer->kallsyms() != nullptr;
+  uint64_t kernel_hidden_loc = 0;
 
   std::vector<uint64_t> locs;
   UnwindResult unwound;
   UnwindOptions unwind_opts;
-  for (const CpuSample& s : samples) {
+  for (size_t si = 0; si < samples.size(); ++si) {
+    const CpuSample& s = *samples[si];
+    PidState& ps = state_of(si);
     ++rep.samples;
     locs.clear();
-    // Kernel part (leaf first).
-    for (size_t i = 0; i < s.kernel_ips.size(); ++i) {
+    // Kernel part (leaf first). Without kernel symbols (their addresses are hidden from the agent
+    // without CAP_SYSLOG) a sample's kernel frames are one "[kernel]" frame: addresses alone would
+    // tell the reader nothing but the kernel's randomized base.
+    if (!s.kernel_ips.empty() && !kernel_names) {
+      rep.kernel_frames += s.kernel_ips.size();
+      rep.kernel_frames_hidden += s.kernel_ips.size();
+      if (kernel_hidden_loc == 0) kernel_hidden_loc = b.AddLocation(0, 0, {{"[kernel]"}});
+      locs.push_back(kernel_hidden_loc);
+    }
+    for (size_t i = 0; kernel_names && i < s.kernel_ips.size(); ++i) {
       ++rep.kernel_frames;
       const uint64_t ip = s.kernel_ips[i];
       auto& cache = i == 0 ? kernel_leaf : kernel_caller;
       auto it = cache.find(ip);
       if (it == cache.end()) {
         ResolvedFrame f;
-        if (symbolizer) {
-          auto& ps = pids[s.pid];
-          if (!ps.session) ps.session = symbolizer->NewSession(s.pid);
-          f = ps.session->ResolveKernel(ip, i != 0);
+        if (ps.session) f = ps.session->ResolveKernel(ip, i != 0);
+        if (f.lines.empty()) {
+          ++rep.kernel_frames_unsymbolized;
+          f.lines.push_back(SourceLine{"[kernel]", "[kernel]", "", 0, 0});
         }
-        if (f.lines.empty()) ++rep.kernel_frames_unsymbolized;
-        it = cache.emplace(ip, b.AddLocation(0, ip, ToLineInfos(f.lines))).first;
+        // Kernel frames keep their names but not their addresses: a kernel text address tells
+        // every profile reader the kernel's randomization offset (KASLR), and pprof needs none
+        // for a location that has its function.
+        it = cache.emplace(ip, b.AddLocation(0, 0, ToLineInfos(f.lines))).first;
       }
       locs.push_back(it->second);
     }
     // User part (leaf first): unwound from the stack copy when there is one, else the kernel's
     // frame-pointer walk.
     std::string root_fn;
-    auto& ps = pids[s.pid];
-    if (!ps.session && symbolizer) ps.session = symbolizer->NewSession(s.pid);
     const std::vector<uint64_t>* user_ips = &s.user_ips;
     bool used_unwinder = false;
     UnwindStop stop = UnwindStop::kEndOfStack;
@@ -326,6 +381,11 @@ absl::StatusOr<std::string> BuildCpuProfile(const std::vector<CpuSample>& sample
   }
 
   for (const auto& c : params.comments) b.AddComment(c);
+  if (rep.kernel_frames_hidden > 0) {
+    b.AddComment(absl::StrCat(
+        "pprof-sidecar: ", rep.kernel_frames_hidden, " kernel frames shown as [kernel]: ",
+        symbolizer->kallsyms_error(), " (grant the agent CAP_SYSLOG for kernel function names)"));
+  }
   const double reach =
       rep.samples ? 100.0 * rep.samples_reaching_root / static_cast<double>(rep.samples) : 100.0;
   b.AddComment(absl::StrFormat(
@@ -341,11 +401,14 @@ absl::StatusOr<std::string> BuildCpuProfile(const std::vector<CpuSample>& sample
       rep.samples_unwound, rep.samples_stitched, rep.samples - rep.samples_unwound,
       rep.unwind_no_cfi, rep.unwind_read_outside_stack, rep.unwind_depth_limit,
       rep.unwind_bad_address, rep.unwind_stack_switch, rep.not_root_frame_pointers));
-  for (const auto& [pid, ps] : pids) {
+  std::set<std::string> maps_errors;
+  for (const auto& [key, ps] : pids) {
     if (ps.session && !ps.session->maps_error().empty()) {
-      b.AddComment(absl::StrCat("pprof-sidecar: pid ", pid, ": ", ps.session->maps_error()));
+      maps_errors.insert(
+          absl::StrCat("pprof-sidecar: pid ", key.first, ": ", ps.session->maps_error()));
     }
   }
+  for (const std::string& e : maps_errors) b.AddComment(e);
   return b.Finish();
 }
 

@@ -1,7 +1,9 @@
 // Turning raw CPU samples into a pprof CPU profile identical in shape to what Go's
 // runtime/pprof writes: sample types samples/count and cpu/nanoseconds, period type
 // cpu/nanoseconds, period 1e9/hz, locations with multi-Line inline expansion, mappings with build
-// ids. Kernel frames (no mapping) sit on top of the user frames of the same sample.
+// ids. Kernel frames (no mapping) sit on top of the user frames of the same sample; their
+// locations have address 0 (the name is kept; a raw kernel address would reveal the kernel's
+// KASLR offset to every reader of the profile), and an unsymbolized one is named "[kernel]".
 #ifndef PPROF_SIDECAR_AGENT_PROFILE_CPU_PROFILE_H_
 #define PPROF_SIDECAR_AGENT_PROFILE_CPU_PROFILE_H_
 
@@ -36,6 +38,7 @@ struct CpuProfileReport {
   uint64_t user_frames_unsymbolized = 0;
   uint64_t kernel_frames = 0;
   uint64_t kernel_frames_unsymbolized = 0;
+  uint64_t kernel_frames_hidden = 0;  // collapsed into "[kernel]": no kernel symbols readable
   // User-space unwinding (agent/unwind) from the sample's registers and stack copy.
   uint64_t samples_unwound = 0;   // user stack from the unwinder (vs. frame pointers only)
   uint64_t samples_stitched = 0;  // ... completed from the frame-pointer walk
@@ -68,9 +71,14 @@ class SampleUnwinder {
   // unwind_stitched; clears user_stack); else leaves it as is. A sample taken while the kernel
   // handled a user breakpoint (a uprobe: its kernel stack was entered at asm_exc_int3) starts at
   // the int3, one byte before the saved user ip, where the probed instruction has not run yet.
-  void Reduce(CpuSample* s);
+  // If `maps` is given, sets it to the mappings (and binaries) the sample's process had when it
+  // arrived, to symbolize it against them later (a process that exec'd since keeps its old
+  // image); one snapshot is shared by consecutive samples until the file mappings change.
+  void Reduce(CpuSample* s, std::shared_ptr<const ProcessSymbolizer::MapsSnapshot>* maps = nullptr);
   // Opens pid's binaries and builds their unwinding tables now (e.g. when the target is found),
-  // so that neither the first samples nor the first profile pay for it.
+  // so that neither the first samples nor the first profile pay for it. DWARF is left for the
+  // first profile whose samples land in a binary: most binaries never need it, and its indexes
+  // are the largest memory the agent would hold.
   void Warm(uint32_t pid);
 
  private:
@@ -90,6 +98,13 @@ absl::StatusOr<std::string> BuildCpuProfile(const std::vector<CpuSample>& sample
                                             const CpuProfileParams& params,
                                             ProcessSymbolizer* symbolizer,
                                             CpuProfileReport* report);
+// The same for samples held elsewhere (shared between profile windows). With `maps` (one per
+// sample, from SampleUnwinder::Reduce; null entries allowed) each sample is symbolized against
+// the mappings its process had when it was taken, else against the mappings read now.
+absl::StatusOr<std::string> BuildCpuProfile(
+    const std::vector<const CpuSample*>& samples, const CpuProfileParams& params,
+    ProcessSymbolizer* symbolizer, CpuProfileReport* report,
+    const std::vector<std::shared_ptr<const ProcessSymbolizer::MapsSnapshot>>* maps = nullptr);
 
 }  // namespace pprof_sidecar
 

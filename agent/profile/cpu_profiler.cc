@@ -10,9 +10,17 @@
 
 namespace pprof_sidecar {
 
+// A sample as windows keep it: reduced, with the mappings its process had then.
+struct CpuProfiler::Delivered {
+  CpuSample sample;
+  std::shared_ptr<const ProcessSymbolizer::MapsSnapshot> maps;
+};
+
 struct CpuProfiler::Window {
   std::mutex mu;
-  std::vector<CpuSample> samples;
+  // Shared by every window open when the sample arrived: concurrent windows cost a pointer per
+  // sample each, not a copy.
+  std::vector<std::shared_ptr<const Delivered>> samples;
   size_t max_samples = 0;
   uint64_t dropped = 0;
 };
@@ -26,34 +34,56 @@ CpuProfiler::~CpuProfiler() {
 }
 
 absl::Status CpuProfiler::SetTargets(const std::vector<uint32_t>& pids) {
-  std::vector<uint32_t> added;
-  {
-    std::lock_guard<std::mutex> l(sampler_mu_);
-    for (uint32_t p : pids) {
-      if (std::find(targets_.begin(), targets_.end(), p) == targets_.end()) added.push_back(p);
-    }
-  }
-  // Open the new targets' binaries and build their unwinding tables now rather than in the first
-  // window (or, worse, after it ended).
-  for (uint32_t p : added) {
+  std::lock_guard<std::mutex> l(sampler_mu_);
+  // Load the BPF program now rather than at the first window's start (the agent normally did
+  // at start: Prepare), and before Warm: libbpf's parse of the kernel's BTF (~11 MB, freed
+  // after the load) then does not add to the memory the target's binaries hold. A failure is
+  // reported by the window that needs the sampler.
+  if (!sampler_ && !pids.empty()) CreateSamplerLocked().IgnoreError();
+  targets_ = pids;
+  if (sampler_) return sampler_->SetTargets(pids);
+  return absl::OkStatus();
+}
+
+void CpuProfiler::Warm(const std::vector<uint32_t>& pids) {
+  for (uint32_t p : pids) {
     std::lock_guard<std::mutex> l(unwind_mu_);
     unwinder_.Warm(p);
   }
 #if !defined(__SANITIZE_ADDRESS__)
   // Parsing binaries and tables leaves freed memory in malloc's arenas; give it back now rather
   // than at the end of the first window.
-  if (!added.empty()) malloc_trim(0);
+  if (!pids.empty()) malloc_trim(0);
 #endif
-  std::lock_guard<std::mutex> l(sampler_mu_);
-  targets_ = pids;
-  if (!sampler_ && !pids.empty()) {
-    // Load (and verify) the BPF program now rather than at the first window's start. A failure
-    // is reported by the window that needs the sampler.
-    auto s = factory_();
-    if (s.ok()) sampler_ = *std::move(s);
+}
+
+absl::Status CpuProfiler::CreateSamplerLocked() {
+  auto s = factory_();
+  if (!s.ok()) {
+    sampler_error_ = std::string(s.status().message());
+    return absl::UnavailableError(s.status().message());
   }
-  if (sampler_) return sampler_->SetTargets(pids);
+  sampler_ = *std::move(s);
+  sampler_error_.clear();
   return absl::OkStatus();
+}
+
+absl::Status CpuProfiler::Prepare() {
+  std::lock_guard<std::mutex> l(sampler_mu_);
+  if (sampler_) return absl::OkStatus();
+  return CreateSamplerLocked();
+}
+
+CpuReadiness CpuProfiler::readiness() const {
+  std::lock_guard<std::mutex> l(sampler_mu_);
+  CpuReadiness r;
+  r.ready = sampler_ != nullptr;
+  if (sampler_) {
+    r.sampler = sampler_->info();
+  } else {
+    r.reason = sampler_error_.empty() ? "the CPU sampler was not created yet" : sampler_error_;
+  }
+  return r;
 }
 
 namespace {
@@ -83,15 +113,14 @@ absl::Status CpuProfiler::Acquire() {
     // The sampler (a loaded BPF program) is kept between windows; only its perf events are
     // opened and closed per window.
     if (!sampler_) {
-      auto s = factory_();
-      if (!s.ok()) return absl::UnavailableError(s.status().message());
-      sampler_ = *std::move(s);
+      if (absl::Status st = CreateSamplerLocked(); !st.ok()) return st;
     }
     absl::Status st = sampler_->SetTargets(targets_);
     if (st.ok()) st = sampler_->Start(hz_, [this](const CpuSample& x) { Deliver(x); });
     if (!st.ok()) {
       AddStats(sampler_->stats(), &base_stats_);
       sampler_.reset();
+      sampler_error_ = std::string(st.message());
       return absl::UnavailableError(st.message());
     }
   }
@@ -109,11 +138,13 @@ void CpuProfiler::Release() {
 }
 
 void CpuProfiler::Deliver(const CpuSample& s) {
-  CpuSample reduced = s;
+  auto reduced = std::make_shared<Delivered>();
+  reduced->sample = s;
   {
     std::lock_guard<std::mutex> l(unwind_mu_);
-    unwinder_.Reduce(&reduced);
+    unwinder_.Reduce(&reduced->sample, &reduced->maps);
   }
+  std::shared_ptr<const Delivered> shared = std::move(reduced);
   std::lock_guard<std::mutex> l(windows_mu_);
   for (Window* w : windows_) {
     std::lock_guard<std::mutex> wl(w->mu);
@@ -122,12 +153,11 @@ void CpuProfiler::Deliver(const CpuSample& s) {
       dropped_full_.fetch_add(1);
       continue;
     }
-    w->samples.push_back(reduced);
+    w->samples.push_back(shared);
   }
 }
 
-absl::StatusOr<std::string> CpuProfiler::Collect(absl::Duration duration,
-                                                 const std::function<bool()>& cancelled,
+absl::StatusOr<std::string> CpuProfiler::Collect(absl::Duration duration, const WindowEnd& end,
                                                  std::vector<std::string> comments) {
   Window w;
   const long ncpu = std::max(1L, sysconf(_SC_NPROCESSORS_ONLN));
@@ -142,14 +172,18 @@ absl::StatusOr<std::string> CpuProfiler::Collect(absl::Duration duration,
     windows_.insert(&w);
   }
   const absl::Time deadline = start + duration;
-  bool was_cancelled = false;
+  bool was_cancelled = false, was_cut_short = false;
   std::string clock;
   while (absl::Now() < deadline) {
-    if (cancelled && cancelled()) {
+    if (end.cancelled && end.cancelled()) {
       was_cancelled = true;
       break;
     }
-    absl::SleepFor(std::min(absl::Milliseconds(100), deadline - absl::Now()));
+    if (end.cut_short && end.cut_short()) {
+      was_cut_short = true;
+      break;
+    }
+    absl::SleepFor(std::min(absl::Milliseconds(50), deadline - absl::Now()));
   }
   {
     // Samples taken before the deadline may still wait in the sampler's buffer.
@@ -168,6 +202,12 @@ absl::StatusOr<std::string> CpuProfiler::Collect(absl::Duration duration,
   if (was_cancelled) return absl::CancelledError("client went away");
 
   std::lock_guard<std::mutex> wl(w.mu);
+  if (was_cut_short) {
+    comments.push_back(
+        absl::StrCat("pprof-sidecar: window cut short after ",
+                     absl::FormatDuration(absl::Trunc(actual, absl::Milliseconds(1))), " of the ",
+                     absl::FormatDuration(duration), " asked: ", end.cut_short_reason));
+  }
   if (w.dropped > 0) {
     comments.push_back(
         absl::StrCat("pprof-sidecar: ", w.dropped, " samples dropped: window buffer full"));
@@ -179,7 +219,17 @@ absl::StatusOr<std::string> CpuProfiler::Collect(absl::Duration duration,
   p.duration = actual;
   p.comments = std::move(comments);
   CpuProfileReport rep;
-  auto out = BuildCpuProfile(w.samples, p, symbolizer_, &rep);
+  std::vector<const CpuSample*> samples;
+  std::vector<std::shared_ptr<const ProcessSymbolizer::MapsSnapshot>> maps;
+  samples.reserve(w.samples.size());
+  maps.reserve(w.samples.size());
+  for (const auto& x : w.samples) {
+    samples.push_back(&x->sample);
+    maps.push_back(x->maps);
+  }
+  auto out = BuildCpuProfile(samples, p, symbolizer_, &rep, &maps);
+  samples = {};
+  maps = {};
   // Give the window's memory back to the system instead of leaving it in malloc's arenas
   // between requests.
   w.samples.clear();

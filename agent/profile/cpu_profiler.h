@@ -5,9 +5,10 @@
 // the loaded BPF program, is created when the first target is set and kept) and every sample is
 // delivered to every window open at that moment. Each sample is unwound once as it arrives
 // (SampleUnwinder) and windows keep only its PCs, so a window costs a few hundred bytes per
-// sample whatever the stack copy size. A window ends after its duration or when its cancel
-// callback returns true (client went away); the sampler is flushed so that it holds every sample
-// taken until then, and its samples are symbolized and encoded. Targets' binaries and unwinding
+// sample whatever the stack copy size. A window ends after its duration, when its client went
+// away (dropped), or when it is cut short (the agent stops: the profile of what was sampled is
+// still built); the sampler is flushed so that it holds every sample taken until then, and its
+// samples are symbolized and encoded. Targets' binaries and unwinding
 // tables are loaded when the target is set, not when the first profile is built.
 // Each window holds at most max_samples_per_window samples; the excess is counted and reported
 // in the profile's comments and in stats().
@@ -53,28 +54,59 @@ struct CpuProfilerStats {
   uint64_t not_root_frame_pointers = 0;
 };
 
+// Whether CPU profiles can be taken, and how (for /healthz and /metrics).
+struct CpuReadiness {
+  bool ready = false;
+  std::string reason;   // why not, when not ready
+  SamplerInfo sampler;  // how, when ready
+};
+
 class CpuProfiler {
  public:
   using SamplerFactory = std::function<absl::StatusOr<std::unique_ptr<CpuSampler>>()>;
   CpuProfiler(SamplerFactory factory, ProcessSymbolizer* symbolizer, int hz);
   ~CpuProfiler();
 
-  // Target pids (agent's pid namespace); empty: no target. Warms the symbol and unwinding
-  // caches for new pids before returning.
-  absl::Status SetTargets(const std::vector<uint32_t>& pids);
+  // Creates the sampler now (it is ready when created: its programs loaded and attached), so that
+  // readiness() tells the truth before the first target and the first profile. Returns why not.
+  absl::Status Prepare();
+  CpuReadiness readiness() const;
 
-  // Samples for `duration` (or until `cancelled()` returns true), then returns the gzipped
-  // profile. Errors: Unavailable if the sampler cannot start (the message names the cause).
+  // Target pids (agent's pid namespace); empty: no target. Only updates the sampler's filter
+  // (quick; touches nothing of the targets).
+  absl::Status SetTargets(const std::vector<uint32_t>& pids);
+  // Opens the targets' binaries and builds their symbol and unwinding tables now rather than in
+  // the first window (which would otherwise do it). May take long for a large binary.
+  void Warm(const std::vector<uint32_t>& pids);
+
+  // What may end a window before its duration (each polled every 50 ms; unset: never).
+  struct WindowEnd {
+    // The client went away: the window is dropped (Cancelled).
+    std::function<bool()> cancelled;
+    // End the window now and return the profile of what was sampled so far; its comments say
+    // it was cut short, after how long and why (`cut_short_reason`).
+    std::function<bool()> cut_short;
+    std::string cut_short_reason = "the agent is shutting down";
+  };
+
+  // Samples for `duration` (or until `end` says otherwise), then returns the gzipped profile.
+  // Errors: Unavailable if the sampler cannot start (the message names the cause); Cancelled.
+  absl::StatusOr<std::string> Collect(absl::Duration duration, const WindowEnd& end,
+                                      std::vector<std::string> comments = {});
   absl::StatusOr<std::string> Collect(absl::Duration duration,
                                       const std::function<bool()>& cancelled,
-                                      std::vector<std::string> comments = {});
+                                      std::vector<std::string> comments = {}) {
+    return Collect(duration, WindowEnd{cancelled, nullptr, ""}, std::move(comments));
+  }
 
   CpuProfilerStats stats() const;
   int hz() const { return hz_; }
 
  private:
   struct Window;
-  absl::Status Acquire();  // refcounted sampler start
+  struct Delivered;
+  absl::Status Acquire();              // refcounted sampler start
+  absl::Status CreateSamplerLocked();  // with sampler_mu_ held, when sampler_ is null
   void Release();
   void Deliver(const CpuSample& s);
 
@@ -86,7 +118,8 @@ class CpuProfiler {
   std::unique_ptr<CpuSampler> sampler_;
   int users_ = 0;
   std::vector<uint32_t> targets_;
-  SamplerStats base_stats_;  // of samplers discarded after a failed start
+  SamplerStats base_stats_;    // of samplers discarded after a failed start
+  std::string sampler_error_;  // why the last attempt to create the sampler failed
 
   std::mutex unwind_mu_;  // guards unwinder_
   SampleUnwinder unwinder_;

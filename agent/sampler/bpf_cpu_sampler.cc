@@ -5,6 +5,7 @@
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <linux/perf_event.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -29,13 +30,19 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "agent/sampler/cpu_sampler.h"
 #include "agent/sampler/ring_reader.h"
+#include "agent/sampler/tick_identify.h"
 #include "bpf/cpu_sampler.h"
 #include "bpf/cpu_sampler.skel.h"
+#include "bpf/cpu_sampler_compat.skel.h"
+#ifdef PPROF_SIDECAR_SAMPLER_BENCH
+#include "agent/sampler/cpu_sampler_bench.h"
+#endif
 
 namespace pprof_sidecar {
 namespace {
@@ -110,54 +117,6 @@ absl::StatusOr<std::vector<int>> OnlineCpus() {
   return cpus;
 }
 
-// Kernel addresses the tick clock needs, from /proc/kallsyms (all zero when its addresses are
-// hidden from us: kernel.kptr_restrict without CAP_SYSLOG).
-struct TickKernelInfo {
-  uint64_t irqentry_lo = 0;  // [lo, hi): the interrupt entry stubs (__irqentry_text_*)
-  uint64_t irqentry_hi = 0;
-  std::string error;  // why the tick clock is unavailable, when it is
-  bool ok() const { return error.empty(); }
-};
-
-TickKernelInfo ReadTickKernelInfo() {
-  TickKernelInfo info;
-  FILE* f = fopen("/proc/kallsyms", "re");
-  if (f == nullptr) {
-    info.error = absl::StrCat("open(/proc/kallsyms): ", strerror(errno));
-    return info;
-  }
-  char line[512];
-  while (fgets(line, sizeof(line), f) != nullptr) {
-    // "ffffffff81000300 T __irqentry_text_start" (module symbols have a trailing "\t[module]").
-    char* sp1 = strchr(line, ' ');
-    if (sp1 == nullptr || sp1[1] == 0 || sp1[2] != ' ') continue;
-    char* name = sp1 + 3;
-    name[strcspn(name, "\t\n")] = 0;
-    uint64_t* slot = nullptr;
-    if (strcmp(name, "__irqentry_text_start") == 0) {
-      slot = &info.irqentry_lo;
-    } else if (strcmp(name, "__irqentry_text_end") == 0) {
-      slot = &info.irqentry_hi;
-    } else {
-      continue;
-    }
-    *sp1 = 0;
-    uint64_t addr = 0;
-    if (absl::SimpleHexAtoi(line, &addr)) *slot = addr;
-    if (info.irqentry_lo != 0 && info.irqentry_hi != 0) break;
-  }
-  fclose(f);
-  if (info.irqentry_lo == 0 || info.irqentry_hi <= info.irqentry_lo) {
-    info.error = "/proc/kallsyms has no addresses for __irqentry_text_start/__irqentry_text_end";
-  }
-  return info;
-}
-
-const TickKernelInfo& TickInfo() {
-  static const TickKernelInfo* info = new TickKernelInfo(ReadTickKernelInfo());
-  return *info;
-}
-
 class UniqueFd {
  public:
   explicit UniqueFd(int fd = -1) : fd_(fd) {}
@@ -190,9 +149,69 @@ struct RingBufferDeleter {
   void operator()(ring_buffer* rb) const { ring_buffer__free(rb); }
 };
 
+// Opens the default program or its compat build. Both come from one source with the same maps,
+// programs and variables, so the default skeleton's struct describes either object.
+cpu_sampler_bpf* OpenSkeleton(bool compat) {
+  static_assert(sizeof(*cpu_sampler_bpf().rodata) == sizeof(*cpu_sampler_compat_bpf().rodata),
+                "the compat build's read-only variables differ");
+  static_assert(sizeof(*cpu_sampler_bpf().bss) == sizeof(*cpu_sampler_compat_bpf().bss),
+                "the compat build's variables differ");
+  auto* obj = static_cast<cpu_sampler_bpf*>(calloc(1, sizeof(cpu_sampler_bpf)));
+  if (obj == nullptr) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  int err = cpu_sampler_bpf__create_skeleton(obj);
+  if (err == 0 && compat) {
+    obj->skeleton->data =
+        const_cast<void*>(cpu_sampler_compat_bpf__elf_bytes(&obj->skeleton->data_sz));
+  }
+  if (err == 0) err = bpf_object__open_skeleton(obj->skeleton, nullptr);
+  if (err != 0) {
+    cpu_sampler_bpf__destroy(obj);
+    errno = -err;
+    return nullptr;
+  }
+  return obj;
+}
+
+// Kernel features the default program needs that this kernel lacks, each with what the compat
+// build does without it.
+std::vector<std::string> MissingKernelFeatures() {
+  std::vector<std::string> missing;
+  auto helper = [&missing](bpf_func_id id, const char* what) {
+    if (libbpf_probe_bpf_helper(BPF_PROG_TYPE_PERF_EVENT, id, nullptr) != 1) {
+      missing.push_back(what);
+    }
+  };
+  if (libbpf_probe_bpf_map_type(BPF_MAP_TYPE_TASK_STORAGE, nullptr) != 1) {
+    missing.push_back(
+        "task storage (5.11): tick-clock thread state in an LRU hash of 16384 threads");
+  }
+  helper(BPF_FUNC_get_current_task_btf,
+         "bpf_get_current_task_btf (5.11): task fields read with bpf_probe_read_kernel");
+  helper(BPF_FUNC_task_pt_regs,
+         "bpf_task_pt_regs (5.15): user registers located at the top of the kernel stack");
+  helper(BPF_FUNC_find_vma,
+         "bpf_find_vma (5.17): stack copies of non-Go threads not bounded by their mapping");
+  helper(BPF_FUNC_loop,
+         "bpf_loop (5.17): the frame-pointer walk reads every frame from user memory, no "
+         "frame-record scan where rbp is not a frame pointer");
+  return missing;
+}
+
 class BpfCpuSampler : public CpuSampler {
  public:
-  static absl::StatusOr<std::unique_ptr<CpuSampler>> Create(const BpfCpuSamplerOptions& options);
+  // Bench switches: the bench build of the program only (cpu_sampler_bench.h).
+  struct Knobs {
+    bool own_fp_walk = true, cache_filter_verdict = true, walk_frames_in_copy = true;
+    bool null_program = false, stage_timing = false;
+  };
+  static absl::StatusOr<std::unique_ptr<CpuSampler>> Create(const BpfCpuSamplerOptions& options,
+                                                            const Knobs& knobs);
+#ifdef PPROF_SIDECAR_SAMPLER_BENCH
+  std::array<uint64_t, kBenchStages> StageNs() const;
+#endif
 
   ~BpfCpuSampler() override {
     Stop();
@@ -205,22 +224,39 @@ class BpfCpuSampler : public CpuSampler {
   void Flush() override;
   bool running() const override { return running_.load(); }
   SamplerStats stats() const override;
+  SamplerInfo info() const override { return info_; }
 
  private:
   BpfCpuSampler() = default;
   static int HandleRecord(void* ctx, void* data, size_t size);
   // Strips the tick interrupt's own frames from a tick sample's kernel stack.
   void StripTickFrames(CpuSample* s) const;
+  // Opens, configures and loads the program (the tick program too when `tick`) into skel_.
+  absl::Status Load(const BpfCpuSamplerOptions& options, const Knobs& knobs, bool compat, bool tick,
+                    uint32_t rb);
+  // Attaches the loaded tick program, learns which hrtimer is the tick and checks that the
+  // program runs at the tick.
+  absl::Status AttachTick();
+  // Records hrtimer expirations while spinning for `spin`, and tells which is the tick.
+  absl::StatusOr<TickIdentity> LearnTick(int64_t tick_ns, std::chrono::milliseconds spin);
+  // Ticks the tick program has seen while enabled, over all CPUs.
+  uint64_t TicksSeen() const;
+  // Attaches cpu_sample to a cpu-clock perf event of this CPU once, then detaches it.
+  absl::Status ProvePerfEvent();
+  bpf_program* TickProgram() const { return tick_ ? skel_->progs.cpu_tick : nullptr; }
 
   std::unique_ptr<cpu_sampler_bpf, SkelDeleter> skel_;
   BpfCpuSamplerOptions::Clock clock_ = BpfCpuSamplerOptions::Clock::kAuto;
-  bool tick_loaded_ = false;      // cpu_tick loaded (the kernel and kallsyms allow the tick clock)
-  std::string tick_unavailable_;  // why not, when not
+  bool tick_ = false;  // the tick program is loaded and attached
+  SamplerInfo info_;
   std::atomic<bool> tick_running_{false};
-  // The tick program's link: attached at the first tick-clock Start and kept until destruction
+  // The tick program's link: attached when the sampler is created and kept until destruction
   // (detaching waits for RCU grace periods, ~70 ms); between windows the program is disabled
   // (tick_enabled) and records older than session_start_ns_ are dropped.
   std::unique_ptr<bpf_link, LinkDeleter> tick_link_;
+  // The return address into the interrupt entry stub, after which a kernel-mode tick's kernel
+  // stack holds the interrupted code's frames (0: unknown; those frames are then dropped).
+  uint64_t tick_stub_ret_ = 0;
   std::atomic<uint64_t> session_start_ns_{0};
   std::unique_ptr<ring_buffer, RingBufferDeleter> ringbuf_;
   std::unique_ptr<RingReader> reader_;  // after ringbuf_: destroyed first
@@ -242,8 +278,191 @@ class BpfCpuSampler : public CpuSampler {
   std::atomic<uint64_t> after_stop_{0};
 };
 
+constexpr char kTickAttach[] = "tp_btf/hrtimer_expire_entry";
+
+// The per-CPU values of a BPF_MAP_TYPE_PERCPU_ARRAY's element 0, each `T`.
+template <typename T>
+std::vector<T> PerCpuValues(bpf_map* map) {
+  const int ncpus = libbpf_num_possible_cpus();
+  const size_t stride = (bpf_map__value_size(map) + 7) / 8 * 8;
+  std::vector<T> out;
+  if (ncpus <= 0 || stride < sizeof(T)) return out;
+  std::vector<uint8_t> raw(stride * static_cast<size_t>(ncpus));
+  uint32_t zero = 0;
+  if (bpf_map_lookup_elem(bpf_map__fd(map), &zero, raw.data()) != 0) return out;
+  out.resize(static_cast<size_t>(ncpus));
+  for (int cpu = 0; cpu < ncpus; ++cpu) {
+    memcpy(&out[static_cast<size_t>(cpu)], raw.data() + stride * static_cast<size_t>(cpu),
+           sizeof(T));
+  }
+  return out;
+}
+
+// Spins the calling thread in user mode for `d` or until `done()`.
+template <typename F>
+void SpinFor(std::chrono::milliseconds d, F done) {
+  const auto deadline = std::chrono::steady_clock::now() + d;
+  while (std::chrono::steady_clock::now() < deadline && !done()) {
+    for (volatile int i = 0; i < 100000; i = i + 1) {
+    }
+  }
+}
+
+// 1/HZ in ns: the resolution of the tick-updated clock.
+int64_t TickNs() {
+  timespec res;
+  if (clock_getres(CLOCK_MONOTONIC_COARSE, &res) != 0) return 0;
+  return static_cast<int64_t>(res.tv_sec) * 1000000000 + res.tv_nsec;
+}
+
+struct TickLearnBuf {
+  uint32_t n;
+  uint32_t pad;
+  cpu_sampler_tick_obs obs[CPU_SAMPLER_TICK_LEARN];
+};
+
+uint64_t BpfCpuSampler::TicksSeen() const {
+  uint64_t sum = 0;
+  for (const cpu_sampler_percpu_head& h :
+       PerCpuValues<cpu_sampler_percpu_head>(skel_->maps.scratch)) {
+    sum += h.counters[CPU_SAMPLER_CNT_TICKS];
+  }
+  return sum;
+}
+
+absl::Status BpfCpuSampler::Load(const BpfCpuSamplerOptions& options, const Knobs& knobs,
+                                 bool compat, bool tick, uint32_t rb) {
+  struct stat st;
+  if (stat("/proc/self/ns/pid", &st) != 0) return ErrnoStatus("stat(/proc/self/ns/pid)", errno, "");
+  tick_link_.reset();
+  skel_.reset(OpenSkeleton(compat));
+  if (!skel_) return ErrnoStatus("opening the BPF CPU sampler", errno, "");
+  auto* ro = skel_->rodata;
+  ro->pidns_dev = st.st_dev;
+  ro->pidns_ino = st.st_ino;
+  ro->user_stack_copy_bytes = options.user_stack_bytes;
+  ro->copy_bound = (options.bound_copy_vma ? CPU_SAMPLER_BOUND_VMA : 0u) |
+                   (options.bound_copy_go ? CPU_SAMPLER_BOUND_GO_G : 0u);
+  ro->user_fp_walk =
+      options.user_frame_pointer_walk
+          ? static_cast<uint32_t>(std::clamp(options.user_fp_max_frames, 1, CPU_SAMPLER_MAX_FRAMES))
+          : 0;
+  ro->wakeup_bytes = std::min(options.wakeup_bytes, rb / 4);
+#ifdef PPROF_SIDECAR_SAMPLER_BENCH
+  ro->own_fp_walk = knobs.own_fp_walk ? 1 : 0;
+  ro->stage_timing = knobs.stage_timing ? 1 : 0;
+  ro->null_program = knobs.null_program ? 1 : 0;
+  ro->verdict_cache = knobs.cache_filter_verdict ? 1 : 0;
+  ro->walk_in_copy = knobs.walk_frames_in_copy && !compat ? 1 : 0;
+#else
+  (void)knobs;
+#endif
+  // The frame-record scan needs bpf_loop.
+  ro->fp_seed_scan = options.scan_for_frame_record && !compat ? 1 : 0;
+  if (int err = bpf_map__set_max_entries(skel_->maps.events, rb); err != 0) {
+    return ErrnoStatus("bpf_map__set_max_entries(events)", -err, "");
+  }
+  bpf_program__set_autoload(skel_->progs.cpu_tick, tick);
+  if (int err = cpu_sampler_bpf__load(skel_.get()); err != 0) {
+    return ErrnoStatus(absl::StrCat("loading the ", compat ? "compat " : "", "BPF CPU sampler",
+                                    tick ? " with its tick program" : ""),
+                       -err, "CAP_BPF and CAP_PERFMON (or root)");
+  }
+  tick_ = tick;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TickIdentity> BpfCpuSampler::LearnTick(int64_t tick_ns,
+                                                      std::chrono::milliseconds spin) {
+  auto* bss = skel_->bss;
+  const int ncpus = libbpf_num_possible_cpus();
+  std::vector<uint8_t> zeros((bpf_map__value_size(skel_->maps.tick_learn) + 7) / 8 * 8 *
+                             static_cast<size_t>(std::max(ncpus, 1)));
+  uint32_t zero = 0;
+  if (bpf_map_update_elem(bpf_map__fd(skel_->maps.tick_learn), &zero, zeros.data(), BPF_ANY) != 0) {
+    return ErrnoStatus("bpf_map_update_elem(tick_learn)", errno, "");
+  }
+  __atomic_store_n(&bss->learn_tgid, static_cast<uint32_t>(getpid()), __ATOMIC_SEQ_CST);
+  __atomic_store_n(&bss->tick_enabled, 1, __ATOMIC_SEQ_CST);
+  SpinFor(spin, [] { return false; });
+  __atomic_store_n(&bss->tick_enabled, 0, __ATOMIC_SEQ_CST);
+  __atomic_store_n(&bss->learn_tgid, 0, __ATOMIC_SEQ_CST);
+  std::vector<std::vector<HrtimerExpiration>> per_cpu;
+  for (const TickLearnBuf& b : PerCpuValues<TickLearnBuf>(skel_->maps.tick_learn)) {
+    auto& cpu = per_cpu.emplace_back();
+    for (uint32_t i = 0; i < std::min<uint32_t>(b.n, CPU_SAMPLER_TICK_LEARN); ++i) {
+      const cpu_sampler_tick_obs& o = b.obs[i];
+      cpu.push_back({o.timer, o.fn, o.expires, o.stub});
+    }
+  }
+  return IdentifyTick(per_cpu, tick_ns);
+}
+
+absl::Status BpfCpuSampler::AttachTick() {
+  bpf_link* link = bpf_program__attach_trace(skel_->progs.cpu_tick);
+  if (link == nullptr) {
+    return ErrnoStatus(absl::StrCat("attaching ", kTickAttach), errno,
+                       "CAP_BPF and CAP_PERFMON (or root)");
+  }
+  tick_link_.reset(link);
+  auto* bss = skel_->bss;
+  // Learning: every hrtimer expiration is recorded while this thread spins in user mode; the tick
+  // expires on the 1/HZ grid of every busy CPU, this one at least. A busy machine can crowd the
+  // record (the last CPU_SAMPLER_TICK_LEARN expirations of each CPU): then again, longer.
+  const int64_t tick_ns = TickNs();
+  if (tick_ns <= 0) return absl::UnavailableError("clock_getres(CLOCK_MONOTONIC_COARSE) failed");
+  absl::StatusOr<TickIdentity> id = absl::UnknownError("not tried");
+  for (int attempt = 0; attempt < 3 && !id.ok(); ++attempt) {
+    id = LearnTick(tick_ns, std::chrono::milliseconds(std::max<int64_t>(60, 12 * tick_ns / 1000000)
+                                                      << attempt));
+  }
+  if (!id.ok()) {
+    tick_link_.reset();
+    return absl::UnavailableError(
+        absl::StrCat("identifying the tick among hrtimers: ", id.status().message()));
+  }
+  bss->tick_fn = id->fn;
+  tick_stub_ret_ = id->stub;
+  // Proof that the program now runs at the tick: enabled with no period (nothing is sampled).
+  bss->tick_period_ns = 0;
+  const uint64_t before = TicksSeen();
+  __atomic_store_n(&bss->tick_enabled, 1, __ATOMIC_SEQ_CST);
+  SpinFor(std::chrono::milliseconds(std::max<int64_t>(60, 12 * tick_ns / 1000000)),
+          [&] { return TicksSeen() > before; });
+  __atomic_store_n(&bss->tick_enabled, 0, __ATOMIC_SEQ_CST);
+  if (TicksSeen() == before) {
+    tick_link_.reset();
+    return absl::UnavailableError(absl::StrCat(kTickAttach, " did not run at the tick"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BpfCpuSampler::ProvePerfEvent() {
+  perf_event_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.size = sizeof(attr);
+  attr.type = PERF_TYPE_SOFTWARE;
+  attr.config = PERF_COUNT_SW_CPU_CLOCK;
+  attr.sample_period = 10000000;
+  attr.disabled = 1;
+  const int cpu = std::max(0, sched_getcpu());
+  UniqueFd fd(
+      static_cast<int>(syscall(__NR_perf_event_open, &attr, -1, cpu, -1, PERF_FLAG_FD_CLOEXEC)));
+  if (fd.get() < 0) {
+    return ErrnoStatus(absl::StrCat("perf_event_open(cpu-clock, cpu=", cpu, ")"), errno,
+                       "CAP_PERFMON (or root)");
+  }
+  std::unique_ptr<bpf_link, LinkDeleter> link(
+      bpf_program__attach_perf_event(skel_->progs.cpu_sample, fd.get()));
+  if (!link) {
+    return ErrnoStatus("bpf_program__attach_perf_event", errno,
+                       "CAP_BPF and CAP_PERFMON (or root)");
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<CpuSampler>> BpfCpuSampler::Create(
-    const BpfCpuSamplerOptions& options) {
+    const BpfCpuSamplerOptions& options, const Knobs& knobs) {
   if (options.user_stack_bytes > CPU_SAMPLER_MAX_USER_STACK_COPY ||
       options.user_stack_bytes % 8 != 0) {
     return absl::InvalidArgumentError(
@@ -265,60 +484,40 @@ absl::StatusOr<std::unique_ptr<CpuSampler>> BpfCpuSampler::Create(
   static std::once_flag print_once;
   std::call_once(print_once, [] { libbpf_set_print(LibbpfPrint); });
 
-  struct stat st;
-  if (stat("/proc/self/ns/pid", &st) != 0) {
-    return ErrnoStatus("stat(/proc/self/ns/pid)", errno, "");
-  }
-
+  using Clock = BpfCpuSamplerOptions::Clock;
+  using Variant = BpfCpuSamplerOptions::Variant;
   std::unique_ptr<BpfCpuSampler> s(new BpfCpuSampler());
   s->user_stack_bytes_ = options.user_stack_bytes;
   s->clock_ = options.clock;
-  using Clock = BpfCpuSamplerOptions::Clock;
-  bool with_tick = options.clock != Clock::kPerfCpuClock;
-  if (with_tick && !TickInfo().ok()) {
-    if (options.clock == Clock::kTick) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("tick clock unavailable: ", TickInfo().error));
-    }
-    s->tick_unavailable_ = TickInfo().error;
-    with_tick = false;
+  bool compat = options.variant == Variant::kCompat;
+  if (options.variant == Variant::kAuto) {
+    s->info_.reduced = MissingKernelFeatures();
+    compat = !s->info_.reduced.empty();
   }
-  // With the tick program first; in auto mode a kernel that refuses it (no task storage, no
-  // tracepoint programs) still gets the perf clock.
-  for (;;) {
-    s->skel_.reset(cpu_sampler_bpf__open());
-    if (!s->skel_) return ErrnoStatus("cpu_sampler_bpf__open", errno, "");
-    s->skel_->rodata->pidns_dev = st.st_dev;
-    s->skel_->rodata->pidns_ino = st.st_ino;
-    s->skel_->rodata->user_stack_copy_bytes = options.user_stack_bytes;
-    s->skel_->rodata->copy_bound = (options.bound_copy_vma ? CPU_SAMPLER_BOUND_VMA : 0u) |
-                                   (options.bound_copy_go ? CPU_SAMPLER_BOUND_GO_G : 0u);
-    s->skel_->rodata->user_fp_walk =
-        options.user_frame_pointer_walk
-            ? static_cast<uint32_t>(
-                  std::clamp(options.user_fp_max_frames, 1, CPU_SAMPLER_MAX_FRAMES))
-            : 0;
-    s->skel_->rodata->own_fp_walk = options.own_fp_walk ? 1 : 0;
-    s->skel_->rodata->wakeup_bytes = std::min(options.wakeup_bytes, rb / 4);
-    s->skel_->rodata->stage_timing = options.stage_timing ? 1 : 0;
-    s->skel_->rodata->null_program = options.null_program ? 1 : 0;
-    s->skel_->rodata->verdict_cache = options.cache_filter_verdict ? 1 : 0;
-    s->skel_->rodata->walk_in_copy = options.walk_frames_in_copy ? 1 : 0;
-    s->skel_->rodata->fp_seed_scan = options.scan_for_frame_record ? 1 : 0;
-    if (int err = bpf_map__set_max_entries(s->skel_->maps.events, rb); err != 0) {
-      return ErrnoStatus("bpf_map__set_max_entries(events)", -err, "");
+  s->info_.program_variant = compat ? "compat" : "default";
+
+  // The tick program when it loads, attaches and fires; else (auto) the perf clock alone.
+  if (options.clock != Clock::kPerfCpuClock) {
+    absl::Status st = s->Load(options, knobs, compat, /*tick=*/true, rb);
+    if (st.ok()) st = s->AttachTick();
+    if (st.ok()) {
+      s->info_.tick_attach = kTickAttach;
+    } else {
+      s->tick_ = false;
+      if (options.clock == Clock::kTick) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("tick clock unavailable: ", st.message()));
+      }
+      s->info_.tick_unavailable = std::string(st.message());
     }
-    bpf_program__set_autoload(s->skel_->progs.cpu_tick, with_tick);
-    int err = cpu_sampler_bpf__load(s->skel_.get());
-    if (err == 0) break;
-    if (with_tick && options.clock == Clock::kAuto) {
-      s->tick_unavailable_ = absl::StrCat("loading the tick program: ", strerror(-err));
-      with_tick = false;
-      continue;
-    }
-    return ErrnoStatus("cpu_sampler_bpf__load", -err, "CAP_BPF and CAP_PERFMON (or root)");
+  } else {
+    s->info_.tick_unavailable = "not requested (perf clock chosen)";
   }
-  s->tick_loaded_ = with_tick;
+  if (!s->tick_) {
+    if (absl::Status st = s->Load(options, knobs, compat, /*tick=*/false, rb); !st.ok()) return st;
+  }
+  if (absl::Status st = s->ProvePerfEvent(); !st.ok()) return st;
+  s->info_.clock = s->tick_ ? "tick" : "perf";
   s->ringbuf_.reset(ring_buffer__new(bpf_map__fd(s->skel_->maps.events),
                                      &BpfCpuSampler::HandleRecord, s.get(), nullptr));
   if (!s->ringbuf_) return ErrnoStatus("ring_buffer__new(events)", errno, "");
@@ -339,21 +538,8 @@ absl::Status BpfCpuSampler::Start(int hz, Sink sink) {
   if (!cpus.ok()) return cpus.status();
 
   using Clock = BpfCpuSamplerOptions::Clock;
-  bool tick = false;
-  if (clock_ == Clock::kTick) {
-    tick = true;  // Create() failed unless the tick program loaded
-  } else if (clock_ == Clock::kAuto) {
-    tick = tick_loaded_ && hz <= kTickMaxAutoHz;
-    if (!tick_loaded_) {
-      static std::once_flag logged;
-      std::call_once(logged, [this] {
-        fprintf(stderr,
-                "pprof-sidecar: tick clock unavailable (%s): sampling with cpu-clock perf "
-                "events\n",
-                tick_unavailable_.c_str());
-      });
-    }
-  }
+  // Create() failed for kTick unless the tick program is attached.
+  const bool tick = tick_ && (clock_ == Clock::kTick || hz <= kTickMaxAutoHz);
   std::vector<UniqueFd> fds;
   std::vector<std::unique_ptr<bpf_link, LinkDeleter>> links;
   timespec now;
@@ -363,15 +549,6 @@ absl::Status BpfCpuSampler::Start(int hz, Sink sink) {
     // A new schedule for every thread (generation), at this rate, before the program runs.
     skel_->bss->tick_period_ns = 1000000000ULL / static_cast<uint64_t>(hz);
     __atomic_fetch_add(&skel_->bss->tick_gen, 1, __ATOMIC_SEQ_CST);
-    if (!tick_link_) {
-      bpf_link* link =
-          bpf_program__attach_tracepoint(skel_->progs.cpu_tick, "irq_vectors", "local_timer_entry");
-      if (link == nullptr) {
-        return ErrnoStatus("bpf_program__attach_tracepoint(irq_vectors/local_timer_entry)", errno,
-                           "CAP_BPF and CAP_PERFMON (or root)");
-      }
-      tick_link_.reset(link);
-    }
   }
   for (int cpu : tick ? std::vector<int>() : *cpus) {
     perf_event_attr attr;
@@ -463,22 +640,18 @@ int BpfCpuSampler::HandleRecord(void* ctx, void* data, size_t size) {
 }
 
 void BpfCpuSampler::StripTickFrames(CpuSample* s) const {
-  // The tick's stack runs from the tracepoint through the hrtimer interrupt's handlers to its
-  // entry stub; the frames after the stub are those of the interrupted kernel code (none when
-  // the tick interrupted user mode).
-  const TickKernelInfo& k = TickInfo();
+  // The tick's stack runs from the tick's handler through the timer interrupt to its entry stub;
+  // the frames after the stub are those of the interrupted kernel code.
   auto& ips = s->kernel_ips;
-  auto stub = std::find_if(ips.begin(), ips.end(),
-                           [&](uint64_t ip) { return ip >= k.irqentry_lo && ip < k.irqentry_hi; });
+  auto stub = tick_stub_ret_ == 0 ? ips.end() : std::find(ips.begin(), ips.end(), tick_stub_ret_);
   if (stub == ips.end()) {
-    // Not the path this was written for: the frames cannot be told apart, none is kept.
+    // The frames cannot be told apart: none is kept.
     tick_kstack_unstripped_.fetch_add(1, std::memory_order_relaxed);
     ips.clear();
     s->kernel_stack_error = true;
     return;
   }
   ips.erase(ips.begin(), stub + 1);
-  s->in_kernel = !ips.empty();
 }
 
 absl::Status BpfCpuSampler::SetTargets(const std::vector<uint32_t>& tgids) {
@@ -538,8 +711,8 @@ SamplerStats BpfCpuSampler::stats() const {
   st.tick_clock = tick_running_.load();
   st.kernel_stack_errors += tick_kstack_unstripped_.load();
   st.bytes_copied = bytes_copied_.load();
-  for (bpf_program* prog : {skel_->progs.cpu_sample, skel_->progs.cpu_tick}) {
-    if (prog == skel_->progs.cpu_tick && !tick_loaded_) continue;
+  for (bpf_program* prog : {skel_->progs.cpu_sample, TickProgram()}) {
+    if (prog == nullptr) continue;
     bpf_prog_info info;
     memset(&info, 0, sizeof(info));
     uint32_t info_len = sizeof(info);
@@ -572,22 +745,47 @@ SamplerStats BpfCpuSampler::stats() const {
   st.user_stack_copy_errors = sums[CPU_SAMPLER_CNT_USER_STACK_COPY_ERRORS];
   st.copy_bounded_go = sums[CPU_SAMPLER_CNT_COPY_BOUND_GO];
   st.copy_bounded_vma = sums[CPU_SAMPLER_CNT_COPY_BOUND_VMA];
-  static_assert(CPU_SAMPLER_STAGE_NUM == sizeof(st.stage_ns) / sizeof(st.stage_ns[0]),
-                "SamplerStats::stage_ns");
+  return st;
+}
+
+#ifdef PPROF_SIDECAR_SAMPLER_BENCH
+std::array<uint64_t, kBenchStages> BpfCpuSampler::StageNs() const {
+  static_assert(CPU_SAMPLER_STAGE_NUM == kBenchStages, "kBenchStages");
+  std::array<uint64_t, kBenchStages> out{};
+  const int ncpus = libbpf_num_possible_cpus();
+  if (ncpus <= 0) return out;
   std::vector<uint64_t> values(static_cast<size_t>(ncpus));
   const int stage_fd = bpf_map__fd(skel_->maps.stage_ns);
   for (uint32_t i = 0; i < CPU_SAMPLER_STAGE_NUM; ++i) {
     if (bpf_map_lookup_elem(stage_fd, &i, values.data()) != 0) continue;
-    for (uint64_t v : values) st.stage_ns[i] += v;
+    for (uint64_t v : values) out[i] += v;
   }
-  return st;
+  return out;
 }
+#endif
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CpuSampler>> NewBpfCpuSampler(const BpfCpuSamplerOptions& options) {
-  return BpfCpuSampler::Create(options);
+  return BpfCpuSampler::Create(options, BpfCpuSampler::Knobs());
 }
+
+#ifdef PPROF_SIDECAR_SAMPLER_BENCH
+absl::StatusOr<std::unique_ptr<CpuSampler>> NewBpfCpuSamplerForBench(
+    const BpfCpuSamplerOptions& options, const BpfCpuSamplerBenchKnobs& knobs) {
+  BpfCpuSampler::Knobs k;
+  k.own_fp_walk = knobs.own_fp_walk;
+  k.cache_filter_verdict = knobs.cache_filter_verdict;
+  k.walk_frames_in_copy = knobs.walk_frames_in_copy;
+  k.null_program = knobs.null_program;
+  k.stage_timing = knobs.stage_timing;
+  return BpfCpuSampler::Create(options, k);
+}
+
+std::array<uint64_t, kBenchStages> BenchStageNs(const CpuSampler& sampler) {
+  return static_cast<const BpfCpuSampler&>(sampler).StageNs();
+}
+#endif
 
 absl::StatusOr<std::unique_ptr<CpuSampler>> NewBpfCpuSampler() {
   return NewBpfCpuSampler(BpfCpuSamplerOptions());

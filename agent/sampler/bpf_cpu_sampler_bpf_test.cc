@@ -235,9 +235,12 @@ class KernelSymbols {
   std::map<uint64_t, std::string> syms_;
 };
 
+using Variant = BpfCpuSamplerOptions::Variant;
+
 struct RateCase {
   int hz;
   Clock clock;
+  Variant variant = Variant::kAuto;  // kCompat: the program for kernels < 5.17, forced here
 };
 
 class SamplerRateTest : public ::testing::TestWithParam<RateCase> {};
@@ -251,8 +254,10 @@ TEST_P(SamplerRateTest, SamplesOnlyTargetWithTrueProportions) {
   BpfCpuSamplerOptions opts;
   opts.expected_hz = hz;  // ring buffer sized for this rate, as the agent does
   opts.clock = GetParam().clock;
+  opts.variant = GetParam().variant;
   auto sampler = NewBpfCpuSampler(opts);
   ASSERT_TRUE(sampler.ok()) << sampler.status();
+  if (opts.variant == Variant::kCompat) EXPECT_EQ((*sampler)->info().program_variant, "compat");
   Collector col;
   ASSERT_TRUE((*sampler)->Start(hz, col.sink()).ok());
   // auto: the tick up to 100 Hz, cpu-clock events above.
@@ -333,12 +338,16 @@ INSTANTIATE_TEST_SUITE_P(Rates, SamplerRateTest,
                          ::testing::Values(RateCase{100, Clock::kAuto},
                                            RateCase{100, Clock::kPerfCpuClock},
                                            RateCase{1000, Clock::kAuto},
-                                           RateCase{1000, Clock::kTick}),
+                                           RateCase{1000, Clock::kTick},
+                                           RateCase{100, Clock::kAuto, Variant::kCompat},
+                                           RateCase{100, Clock::kPerfCpuClock, Variant::kCompat}),
                          [](const ::testing::TestParamInfo<RateCase>& i) {
-                           return absl::StrCat(i.param.hz, "Hz_", ClockName(i.param.clock));
+                           return absl::StrCat(i.param.hz, "Hz_", ClockName(i.param.clock),
+                                               i.param.variant == Variant::kCompat ? "_compat"
+                                                                                   : "");
                          });
 
-class KernelStackTest : public ::testing::TestWithParam<Clock> {};
+class KernelStackTest : public ::testing::TestWithParam<std::pair<Clock, Variant>> {};
 
 // Kernel stacks start at the interrupted kernel code: at the tick, the interrupt's own frames
 // (entry stub, hrtimer handlers, the tracepoint) are stripped. Counts stacks with frames of
@@ -351,11 +360,12 @@ TEST_P(KernelStackTest, KernelStacksForSyscallHeavyTarget) {
   const uint64_t irqentry_hi = ksyms.Address("__irqentry_text_end");
   ASSERT_LT(irqentry_lo, irqentry_hi);
   BpfCpuSamplerOptions opts;
-  opts.clock = GetParam();
+  opts.clock = GetParam().first;
+  opts.variant = GetParam().second;
   auto sampler = NewBpfCpuSampler(opts);
   ASSERT_TRUE(sampler.ok()) << sampler.status();
   Collector col;
-  const bool tick = GetParam() == Clock::kTick;
+  const bool tick = GetParam().first == Clock::kTick;
   ASSERT_TRUE((*sampler)->Start(tick ? 100 : 1000, col.sink()).ok());
   ASSERT_EQ((*sampler)->stats().tick_clock, tick);
   Child target = Spawn({t.path, "wait", "1", tick ? "3" : "0.5", "syscall"});
@@ -396,7 +406,7 @@ TEST_P(KernelStackTest, KernelStacksForSyscallHeavyTarget) {
   printf(
       "clock=%s samples=%zu in_kernel=%zu kstack_ok=%zu ustack_ok=%zu read_path=%zu "
       "irq_frames=%zu\n",
-      ClockName(GetParam()), samples.size(), in_kernel, kstack_ok, ustack_ok, read_path,
+      ClockName(GetParam().first), samples.size(), in_kernel, kstack_ok, ustack_ok, read_path,
       irq_frames);
   EXPECT_GE(in_kernel, samples.size() * 30 / 100);
   EXPECT_GE(kstack_ok, in_kernel * 95 / 100);
@@ -408,10 +418,15 @@ TEST_P(KernelStackTest, KernelStacksForSyscallHeavyTarget) {
   EXPECT_EQ((*sampler)->stats().kernel_stack_errors, 0u);
 }
 
+// The compat program finds the user registers of a thread in the kernel without bpf_task_pt_regs.
 INSTANTIATE_TEST_SUITE_P(Clocks, KernelStackTest,
-                         ::testing::Values(Clock::kTick, Clock::kPerfCpuClock),
-                         [](const ::testing::TestParamInfo<Clock>& i) {
-                           return std::string(ClockName(i.param));
+                         ::testing::Values(std::make_pair(Clock::kTick, Variant::kAuto),
+                                           std::make_pair(Clock::kPerfCpuClock, Variant::kAuto),
+                                           std::make_pair(Clock::kTick, Variant::kCompat),
+                                           std::make_pair(Clock::kPerfCpuClock, Variant::kCompat)),
+                         [](const ::testing::TestParamInfo<std::pair<Clock, Variant>>& i) {
+                           return absl::StrCat(ClockName(i.param.first),
+                                               i.param.second == Variant::kCompat ? "_compat" : "");
                          });
 
 // The stack copy starts at regs.sp: in spin_hot's body the saved return address at bp+8 must be
@@ -455,6 +470,9 @@ TEST(BpfCpuSamplerTest, SetTargetsEmptyStopsDeliveryAndStopCleansUp) {
   const int links_before = CountFds("anon_inode:bpf_link");
   auto sampler = NewBpfCpuSampler();
   ASSERT_TRUE(sampler.ok()) << sampler.status();
+  // Created ready: the tick program is attached (one link for all CPUs), disabled.
+  ASSERT_EQ((*sampler)->info().clock, "tick") << (*sampler)->info().tick_unavailable;
+  EXPECT_EQ(CountFds("anon_inode:bpf_link") - links_before, 1);
   Collector col;
   EXPECT_FALSE((*sampler)->running());
   ASSERT_TRUE((*sampler)->Start(1000, col.sink()).ok());
@@ -462,7 +480,7 @@ TEST(BpfCpuSamplerTest, SetTargetsEmptyStopsDeliveryAndStopCleansUp) {
   absl::Status again = (*sampler)->Start(100, col.sink());
   EXPECT_EQ(again.code(), absl::StatusCode::kFailedPrecondition) << again;
   const int ncpus = static_cast<int>(std::thread::hardware_concurrency());
-  EXPECT_EQ(CountFds("anon_inode:bpf_link") - links_before, ncpus);
+  EXPECT_EQ(CountFds("anon_inode:bpf_link") - links_before, ncpus + 1);
 
   Child spinner = Spawn({t.path, "nowait", "1", "30", "split"});
   ASSERT_TRUE((*sampler)->SetTargets({static_cast<uint32_t>(spinner.pid)}).ok());
@@ -484,7 +502,7 @@ TEST(BpfCpuSamplerTest, SetTargetsEmptyStopsDeliveryAndStopCleansUp) {
   EXPECT_FALSE((*sampler)->running());
   const size_t after_stop = col.size();
   (*sampler)->Stop();
-  EXPECT_EQ(CountFds("anon_inode:bpf_link"), links_before);
+  EXPECT_EQ(CountFds("anon_inode:bpf_link") - links_before, 1);
   EXPECT_EQ(CountFds("anon_inode:[perf_event]"), 0);
   SleepMs(200);
   EXPECT_EQ(col.size(), after_stop);
@@ -494,8 +512,8 @@ TEST(BpfCpuSamplerTest, SetTargetsEmptyStopsDeliveryAndStopCleansUp) {
   EXPECT_EQ(st.samples_delivered, after_stop);
   EXPECT_EQ(st.cpus, static_cast<uint64_t>(ncpus));
 
-  // Restart after Stop works; at 100 Hz the tick clock: one link (a tracepoint) for all CPUs,
-  // kept (disabled) after Stop for the next Start, detached with the sampler.
+  // Restart after Stop works; at 100 Hz the tick clock: its one link, kept (disabled) after Stop
+  // for the next Start, detached with the sampler.
   ASSERT_TRUE((*sampler)->Start(100, col.sink()).ok());
   EXPECT_TRUE((*sampler)->stats().tick_clock);
   EXPECT_EQ(CountFds("anon_inode:bpf_link") - links_before, 1);
@@ -573,89 +591,6 @@ TEST(BpfCpuSamplerTest, TargetInNestedPidNamespace) {
   // As in SamplerRateTest: one short window may lose ticks on a shared VM.
   EXPECT_NEAR(weight, expected, expected * 0.20);
   EXPECT_GT(hot, weight / 2);
-}
-
-struct ProgRunStats {
-  uint64_t run_time_ns = 0, run_cnt = 0;
-};
-ProgRunStats ReadProgStats(int prog_fd) {
-  bpf_prog_info info;
-  memset(&info, 0, sizeof(info));
-  uint32_t len = sizeof(info);
-  if (bpf_obj_get_info_by_fd(prog_fd, &info, &len) != 0) return ProgRunStats();
-  return ProgRunStats{info.run_time_ns, info.run_cnt};
-}
-
-// Measures the BPF program's cost with kernel BPF stats: first with no target (filter cost of
-// every run), then with a 2-thread target spinning on both CPUs; the cost per target sample is
-// the second phase's run time minus the filter cost of its non-target runs. Reported, and
-// sanity-checked.
-TEST(BpfCpuSamplerTest, MeasureBpfCostPerSample) {
-  const Target& t = SpinTarget();
-  int stats_fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
-  ASSERT_GE(stats_fd, 0) << strerror(errno);
-  struct Case {
-    Clock clock;
-    uint32_t copy;
-  };
-  for (const Case c : {Case{Clock::kPerfCpuClock, 0}, Case{Clock::kPerfCpuClock, 4096},
-                       Case{Clock::kPerfCpuClock, 8192}, Case{Clock::kPerfCpuClock, 16384},
-                       Case{Clock::kTick, 8192}}) {
-    const uint32_t copy = c.copy;
-    const char* prog_name = c.clock == Clock::kTick ? "cpu_tick" : "cpu_sample";
-    BpfCpuSamplerOptions opts;
-    opts.user_stack_bytes = copy;
-    opts.clock = c.clock;
-    auto sampler = NewBpfCpuSampler(opts);
-    ASSERT_TRUE(sampler.ok()) << sampler.status();
-    // Our program is the most recently loaded one of that name.
-    int prog_fd = -1;
-    for (uint32_t id = 0; bpf_prog_get_next_id(id, &id) == 0;) {
-      int fd = bpf_prog_get_fd_by_id(id);
-      if (fd < 0) continue;
-      bpf_prog_info info;
-      memset(&info, 0, sizeof(info));
-      uint32_t len = sizeof(info);
-      if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && strcmp(info.name, prog_name) == 0) {
-        if (prog_fd >= 0) close(prog_fd);
-        prog_fd = fd;
-      } else {
-        close(fd);
-      }
-    }
-    ASSERT_GE(prog_fd, 0);
-    Collector col;
-    Child spinner = Spawn({t.path, "nowait", "2", "30", "split"});
-    ASSERT_TRUE((*sampler)->Start(100, col.sink()).ok());
-    const ProgRunStats p0 = ReadProgStats(prog_fd);
-    SleepMs(1000);
-    const ProgRunStats p1 = ReadProgStats(prog_fd);
-    ASSERT_TRUE((*sampler)->SetTargets({static_cast<uint32_t>(spinner.pid)}).ok());
-    const uint64_t seen0 = (*sampler)->stats().samples_seen;
-    SleepMs(2000);
-    const ProgRunStats p2 = ReadProgStats(prog_fd);
-    const uint64_t seen = (*sampler)->stats().samples_seen - seen0;
-    (*sampler)->Stop();
-    spinner.Kill();
-    close(prog_fd);
-    ASSERT_GT(p1.run_cnt, p0.run_cnt);
-    ASSERT_GT(seen, 0u);
-    const double filter_ns =
-        static_cast<double>(p1.run_time_ns - p0.run_time_ns) / (p1.run_cnt - p0.run_cnt);
-    const uint64_t runs2 = p2.run_cnt - p1.run_cnt;
-    ASSERT_GE(runs2, seen);
-    const double sample_ns =
-        (static_cast<double>(p2.run_time_ns - p1.run_time_ns) - filter_ns * (runs2 - seen)) / seen;
-    printf(
-        "clock=%s user_stack_bytes=%u: other run %.0f ns; target sample %.0f ns (%llu "
-        "samples)\n",
-        ClockName(c.clock), copy, filter_ns, sample_ns, static_cast<unsigned long long>(seen));
-    ::testing::Test::RecordProperty(
-        absl::StrCat("ns_per_sample_", ClockName(c.clock), "_copy", copy),
-        static_cast<int>(sample_ns));
-    EXPECT_GT(sample_ns, 0);
-  }
-  close(stats_fd);
 }
 
 }  // namespace

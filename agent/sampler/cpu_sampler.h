@@ -96,10 +96,20 @@ struct SamplerStats {
   // invocation, including those filtered out because they interrupted another process.
   uint64_t bpf_run_time_ns = 0;
   uint64_t bpf_run_count = 0;
-  // Benchmarks (BpfCpuSamplerOptions::stage_timing): ns spent in each stage of kept samples:
-  // filter, ring buffer reserve, registers + kernel stack, user frame-pointer walk, stack copy,
-  // submit.
-  uint64_t stage_ns[6] = {};
+};
+
+// How a sampler samples, for /healthz and /metrics.
+struct SamplerInfo {
+  // "tick" or "perf": the clock samples are taken with when the profile's rate allows the tick.
+  std::string clock;
+  // What the tick program is attached to ("tp_btf/hrtimer_expire_entry", ...), empty without it.
+  std::string tick_attach;
+  // Why the tick clock is not available (empty when it is).
+  std::string tick_unavailable;
+  // "default", or "compat" on kernels without the newer BPF features.
+  std::string program_variant;
+  // Kernel features the running kernel lacks, each with what the agent does without it.
+  std::vector<std::string> reduced;
 };
 
 class CpuSampler {
@@ -122,6 +132,7 @@ class CpuSampler {
   virtual void Flush() {}
   virtual bool running() const = 0;
   virtual SamplerStats stats() const = 0;
+  virtual SamplerInfo info() const { return SamplerInfo(); }
 };
 
 // Tuning of the BPF implementation. The defaults are the fast configuration measured in
@@ -129,17 +140,24 @@ class CpuSampler {
 struct BpfCpuSamplerOptions {
   // What takes the samples.
   //  - kTick: the scheduler tick, which already interrupts every busy CPU HZ times a second: a
-  //    program on the local timer interrupt (tracepoint irq_vectors:local_timer_entry) samples a
-  //    target thread at the first timer interrupt after its CPU time crossed the next multiple
-  //    of 1/hz s, the way the kernel delivers Go's own per-thread profiling timers. No interrupt
-  //    of its own; rates above HZ give weighted samples at the tick rate. Needs /proc/kallsyms
-  //    addresses (to strip the interrupt's own kernel frames). x86-64.
+  //    program on the tick's hrtimer (tp_btf/hrtimer_expire_entry: no tracefs, no kallsyms; the
+  //    tick's hrtimer function is learned when the sampler is created) samples a target thread at
+  //    the first tick after its CPU time crossed the next multiple of 1/hz s, the way the kernel
+  //    delivers Go's own per-thread profiling timers. No interrupt of its own; rates above HZ
+  //    give weighted samples at the tick rate. Needs high-resolution timers. x86-64.
   //  - kPerfCpuClock: a software cpu-clock perf event on every online CPU with period 1e9/hz ns:
   //    any rate, but each sample is an hrtimer interrupt of its own (~15-30 us of the sampled
   //    thread's time in a VM, BENCHMARKS.md).
-  //  - kAuto: kTick for hz <= 100 (no kernel ticks slower) when available, else kPerfCpuClock.
+  //  - kAuto: kTick for hz <= 100 (no kernel ticks slower) when it loads, attaches and fires,
+  //    else kPerfCpuClock.
+  // The sampler is created ready: every program it will use is loaded and attached (the tick) or
+  // was attached once (perf), so that a failure shows at creation, not at the first profile.
   enum class Clock { kAuto, kTick, kPerfCpuClock };
   Clock clock = Clock::kAuto;
+  // Which build of the program: kDefault, or kCompat for kernels that lack bpf_loop, bpf_find_vma
+  // (5.17), bpf_task_pt_regs (5.15), task storage (5.11). kAuto probes the kernel.
+  enum class Variant { kAuto, kDefault, kCompat };
+  Variant variant = Variant::kAuto;
   // Most bytes of user stack copied at each sample into CpuSample::user_stack (from regs.sp
   // upward), for CFI/pclntab unwinders. 0 disables the copy. Multiple of 8, at most 16384.
   uint32_t user_stack_bytes = 8192;
@@ -152,43 +170,24 @@ struct BpfCpuSamplerOptions {
   // to complete stacks it cannot finish from the copy (Go stack switches).
   bool user_frame_pointer_walk = true;
   int user_fp_max_frames = 127;  // 1..127
-  // Walk the frame pointers in the program itself rather than with the kernel's walker
-  // (bpf_get_stack), never reading below 64 KiB: the kernel's walker reads page 0 at the end of
-  // every chain that ends with a null frame pointer (Go, glibc's _start), and that faulting read
-  // costs ~15 us of the sampled thread's time on this machine kind.
-  bool own_fp_walk = true;
   // 0: every record wakes the reader thread. Else records are submitted without a wakeup until
   // this many bytes wait in the ring buffer (at most a quarter of it, the default); the reader
-  // also polls every poll_interval_ms and on Flush()/Stop(). A wakeup is an irq_work (a
-  // self-interrupt) on the sampled CPU, ~15 us of the sampled thread's time on this (virtualized)
-  // machine kind: with 3 KiB records and a 16 KiB threshold it was 60 % of the program's cost.
+  // also polls every poll_interval_ms and on Flush()/Stop(). A wakeup is a self-interrupt on the
+  // sampled CPU, charged to the sampled thread (its cost: BENCHMARKS.md).
   uint32_t wakeup_bytes = UINT32_MAX;
   int poll_interval_ms = 100;
   // Ring buffer size in bytes: a power of two >= 4096, or 0 to size it for `expected_hz` samples
   // per second on every online CPU over 400 ms (at least 512 KiB, at most 8 MiB), so that with
   // the default wakeup threshold the 100 ms poll drains it before a wakeup is due. Sampling much
   // faster than expected_hz can overflow it when the reader is slow to run (drops are counted
-  // in dropped_ringbuf_full). Records are ~100 bytes + 8 per frame + the stack copy (~1-4 KiB
-  // bounded); between 64 KiB and 1 MiB the size itself did not change the per-sample cost
-  // measurably here (BENCHMARKS.md).
+  // in dropped_ringbuf_full). Records are ~100 bytes + 8 per frame + the stack copy.
   uint32_t ringbuf_bytes = 0;
   int expected_hz = 100;
-  // Remember each CPU's last filter verdict (keyed by the thread's host pid and start time, and
-  // by the content of the target set): a tick that interrupts the same thread as the previous
-  // one on its CPU skips the pid-namespace translation and the target lookup.
-  bool cache_filter_verdict = true;
-  // The frame-pointer walk reads frames that lie in the stack copy from the copy instead of user
-  // memory (one user read per frame saved). false only to measure what it saves.
-  bool walk_frames_in_copy = true;
   // When the sampled rbp cannot start a frame-pointer chain (code that uses rbp as a general
   // register: Go <= 1.20's crypto assembly, C built without frame pointers), the walk starts at
   // the first frame record in the stack copy instead (CpuSample::fp_walk_scanned). It lets the
   // unwinder complete stacks deeper than the copy: the chain continues past its end.
   bool scan_for_frame_record = true;
-  // Benchmarks only: a program that returns at once (the floor of what BPF statistics measure).
-  bool null_program = false;
-  // Benchmarks only: time each stage of the program (adds ~6 clock reads per kept sample).
-  bool stage_timing = false;
 };
 
 // The BPF implementation (requires CAP_BPF + CAP_PERFMON or root).

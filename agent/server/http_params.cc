@@ -48,9 +48,10 @@ bool IsLoopbackHost(const std::string& host) {
   return false;
 }
 
-absl::StatusOr<int> ParseSecondsParam(const std::string& value, int default_seconds,
+absl::StatusOr<int> ParseSecondsParam(const std::optional<std::string>& param, int default_seconds,
                                       int max_seconds) {
-  if (value.empty()) return default_seconds;
+  if (!param) return default_seconds;
+  const std::string& value = *param;
   int64_t s;
   if (!absl::SimpleAtoi(value, &s) || s <= 0) {
     return absl::InvalidArgumentError(

@@ -4,6 +4,7 @@
 #define PPROF_SIDECAR_AGENT_SERVER_HTTP_PARAMS_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,9 +22,11 @@ absl::StatusOr<HostPort> ParseListenAddress(const std::string& addr);
 // True if `host` is a loopback address or "localhost".
 bool IsLoopbackHost(const std::string& host);
 
-// Parses the `seconds` query value as Go's handler does, but strictly: "" -> default; a
-// non-integer, zero or negative value -> InvalidArgument; above max -> InvalidArgument.
-absl::StatusOr<int> ParseSecondsParam(const std::string& value, int default_seconds,
+// Parses the `seconds` query parameter, more strictly than Go's handler (which uses 30 for
+// anything it cannot parse): absent (nullopt) -> default; present, it must be a positive
+// integer of at most max: "" (`seconds=`), a non-integer, zero or a negative value, or above
+// max -> InvalidArgument.
+absl::StatusOr<int> ParseSecondsParam(const std::optional<std::string>& value, int default_seconds,
                                       int max_seconds);
 
 // The program counters of a /debug/pprof/symbol request, as Go's handler reads them: words

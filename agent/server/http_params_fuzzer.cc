@@ -8,6 +8,7 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string s(reinterpret_cast<const char*>(data), size);
   auto secs = pprof_sidecar::ParseSecondsParam(s, 30, 300);
+  if (s.empty() && secs.ok()) abort();  // a present but empty value is an error
   if (secs.ok() && (*secs <= 0 || *secs > 300)) abort();
   auto hp = pprof_sidecar::ParseListenAddress(s);
   if (hp.ok()) {

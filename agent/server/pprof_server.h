@@ -1,6 +1,8 @@
 // HTTP front end: Go's net/http/pprof contract for the target process, plus /healthz and
-// /metrics. Handlers only depend on CpuProfiler (which hides the sampler) and a view of the
-// current target, so they are testable without privileges with a fake sampler.
+// /metrics, on the agent's own HttpServer (http_server.h: bounded connections and requests,
+// separate workers for profile windows). Handlers only depend on CpuProfiler (which hides the
+// sampler) and a view of the current target, so they are testable without privileges with a
+// fake sampler.
 #ifndef PPROF_SIDECAR_AGENT_SERVER_PPROF_SERVER_H_
 #define PPROF_SIDECAR_AGENT_SERVER_PPROF_SERVER_H_
 
@@ -17,19 +19,19 @@
 #include "agent/heap/heap_profiler.h"
 #include "agent/profile/cpu_profiler.h"
 #include "agent/server/http_params.h"
+#include "agent/server/http_server.h"
 #include "agent/symbolize/process_symbolizer.h"
 #include "agent/target/target_discovery.h"
-
-namespace httplib {
-class Server;
-}
 
 namespace pprof_sidecar {
 
 struct ServerOptions {
   int max_profile_seconds = 300;
   int default_profile_seconds = 30;
-  size_t worker_threads = 32;  // bounds concurrent requests (each CPU profile holds one)
+  // Profile windows (CPU profiles, heap/allocs deltas) in progress at once; more are answered
+  // 503. Other requests have their own workers, so windows never delay /healthz or /metrics.
+  size_t max_concurrent_windows = 64;
+  HttpServer::Options http;  // connection, size and time limits
 };
 
 // Where the current target comes from (TargetTracker in production, a lambda in tests).
@@ -46,28 +48,39 @@ class PprofServer {
 
   // Binds; port 0 picks a free port (see port()). Errors name the address.
   absl::Status Bind(const std::string& host, int port);
-  // Serves until Stop(). Returns an error if the server failed.
+  // Serves until Stop() and the drain that follows (HttpServer::Shutdown).
   absl::Status Serve();
+  // Async-signal-safe: stops accepting; profile windows in progress are cut short and served.
   void Stop();
-  int port() const { return port_; }
+  int port() const { return server_->port(); }
   // Serves /debug/pprof/heap and /debug/pprof/allocs from `heap` (else they answer 501). Call
   // before Serve().
   void SetHeapProfiler(HeapProfiler* heap) { heap_ = heap; }
 
   // Prometheus text exposition of all counters.
   std::string MetricsText() const;
+  // /healthz: the CPU clock in use (or why CPU profiles cannot be taken) and the target.
+  std::string HealthText(const CpuReadiness& cpu) const;
 
  private:
   void Register();
+  // /healthz lines on a Go target: its release and the profiles that cannot be read, with why.
+  std::string TargetProfiles(pid_t pid) const;
   void CountRequest(int status);
+  void ServeIndex(const HttpRequest& req, HttpResponse* res);
+  void ServeProfile(const HttpRequest& req, const RequestContext& ctx, HttpResponse* res);
+  void ServeCmdline(const HttpRequest& req, HttpResponse* res);
+  void ServeSymbol(const HttpRequest& req, HttpResponse* res);
+  void ServeHeap(const HttpRequest& req, const RequestContext& ctx, HttpResponse* res);
+  void ServeOtherProfile(const HttpRequest& req, HttpResponse* res);
+  void ServeHealthz(HttpResponse* res);
 
   CpuProfiler* const cpu_;
   ProcessSymbolizer* const symbolizer_;
   HeapProfiler* heap_ = nullptr;
   const TargetView target_;
   const ServerOptions opts_;
-  std::unique_ptr<httplib::Server> server_;
-  int port_ = 0;
+  std::unique_ptr<HttpServer> server_;
   mutable std::mutex mu_;
   std::map<int, uint64_t> requests_by_code_;
   std::atomic<uint64_t> profiles_served_{0};

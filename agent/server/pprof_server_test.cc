@@ -1,6 +1,10 @@
 #include "agent/server/pprof_server.h"
 
+#include <arpa/inet.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -37,6 +41,7 @@ class PprofServerTest : public ::testing::Test {
               reinterpret_cast<uint64_t>(&PprofServerTestCaller) + 5};
     cpu_ = std::make_unique<CpuProfiler>(
         [this]() -> absl::StatusOr<std::unique_ptr<CpuSampler>> {
+          if (!sampler_error_.empty()) return absl::PermissionDeniedError(sampler_error_);
           return std::unique_ptr<CpuSampler>(new FakeCpuSampler(stack_, weight_));
         },
         &symbolizer_, 100);
@@ -64,6 +69,7 @@ class PprofServerTest : public ::testing::Test {
 
   std::vector<uint64_t> stack_;
   uint32_t weight_ = 1;  // of every fake sample
+  std::string sampler_error_;  // non-empty: creating a sampler fails with it
   ProcessSymbolizer symbolizer_;
   std::unique_ptr<CpuProfiler> cpu_;
   ProcessInfo self_;
@@ -74,7 +80,9 @@ class PprofServerTest : public ::testing::Test {
 };
 
 TEST(ParseSecondsParamTest, GoLikeStrictParsing) {
-  EXPECT_EQ(*ParseSecondsParam("", 30, 300), 30);
+  EXPECT_EQ(*ParseSecondsParam(std::nullopt, 30, 300), 30);
+  EXPECT_FALSE(ParseSecondsParam("", 30, 300).ok());  // `seconds=`: present, not an integer
+
   EXPECT_EQ(*ParseSecondsParam("5", 30, 300), 5);
   EXPECT_FALSE(ParseSecondsParam("abc", 30, 300).ok());
   EXPECT_FALSE(ParseSecondsParam("-1", 30, 300).ok());
@@ -203,6 +211,57 @@ TEST_F(PprofServerTest, NoTargetGives503AndHealthzSaysSo) {
   EXPECT_TRUE(absl::StrContains(h->body, "target: none")) << h->body;
 }
 
+TEST_F(PprofServerTest, HealthzNamesTheClockAndMetricsSayReady) {
+  auto h = client_->Get("/healthz");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+  EXPECT_TRUE(absl::StartsWith(h->body, "ok\n")) << h->body;
+  EXPECT_TRUE(absl::StrContains(h->body, "cpu: tick clock at fake/tick, default BPF program"))
+      << h->body;
+  auto m = client_->Get("/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_TRUE(absl::StrContains(m->body, "\npprof_sidecar_cpu_profiling_ready 1\n")) << m->body;
+  EXPECT_TRUE(absl::StrContains(m->body, "pprof_sidecar_cpu_sampling_clock{clock=\"tick\"} 1"));
+  auto l = client_->Get("/livez");
+  ASSERT_TRUE(l);
+  EXPECT_EQ(l->status, 200);
+}
+
+// Without a sampler (no BPF privileges, a kernel that refuses every clock) the agent keeps serving
+// and /healthz fails readiness with the reason, and says what still works.
+TEST_F(PprofServerTest, HealthzAnswers503WhenNoCpuProfileCanBeTaken) {
+  // Replace the fixture's server (once it is up: a stop before it listens is lost).
+  ASSERT_TRUE(client_->Get("/livez"));
+  server_->Stop();
+  serve_.join();
+  sampler_error_ = "bpf(BPF_PROG_LOAD): Operation not permitted - needs CAP_BPF";
+  cpu_ = std::make_unique<CpuProfiler>(
+      [this]() -> absl::StatusOr<std::unique_ptr<CpuSampler>> {
+        return absl::PermissionDeniedError(sampler_error_);
+      },
+      &symbolizer_, 100);
+  EXPECT_FALSE(cpu_->Prepare().ok());
+  TargetView view{[this]() -> std::optional<ProcessInfo> { return self_; },
+                  [] { return std::string("test status"); }};
+  server_ = std::make_unique<PprofServer>(cpu_.get(), &symbolizer_, view, ServerOptions());
+  ASSERT_TRUE(server_->Bind("127.0.0.1", 0).ok());
+  serve_ = std::thread([this] { (void)server_->Serve(); });
+  client_ = std::make_unique<httplib::Client>("127.0.0.1", server_->port());
+  auto h = client_->Get("/healthz");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 503);
+  EXPECT_TRUE(absl::StrContains(h->body, "cpu: unavailable: " + sampler_error_)) << h->body;
+  EXPECT_TRUE(absl::StrContains(h->body, "heap: Go targets")) << h->body;
+  auto r = client_->Get("/debug/pprof/profile?seconds=1");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503);
+  EXPECT_TRUE(absl::StrContains(r->body, sampler_error_)) << r->body;
+  auto m = client_->Get("/metrics");
+  ASSERT_TRUE(m);
+  EXPECT_TRUE(absl::StrContains(m->body, "\npprof_sidecar_cpu_profiling_ready 0\n")) << m->body;
+  EXPECT_EQ(client_->Get("/livez")->status, 200);
+}
+
 TEST_F(PprofServerTest, UnknownAndUnsupportedProfiles) {
   auto r = client_->Get("/debug/pprof/nosuchprofile");
   ASSERT_TRUE(r);
@@ -239,16 +298,10 @@ TEST_F(PprofServerTest, SymbolEndpointResolvesTargetAddresses) {
 TEST_F(PprofServerTest, MetricsCountRequestsAndSamples) {
   ASSERT_TRUE(client_->Get("/debug/pprof/profile?seconds=1"));
   ASSERT_TRUE(client_->Get("/debug/pprof/profile?seconds=x"));
-  // Requests are counted by the server's logger, which runs after the response is written:
-  // poll briefly until both earlier requests are counted.
-  std::string body;
-  for (int i = 0; i < 50; ++i) {
-    auto r = client_->Get("/metrics");
-    ASSERT_TRUE(r);
-    body = r->body;
-    if (absl::StrContains(body, "pprof_sidecar_http_requests_total{code=\"400\"} 1")) break;
-    usleep(20 * 1000);
-  }
+  // Requests are counted before their response is sent: no waiting.
+  auto r = client_->Get("/metrics");
+  ASSERT_TRUE(r);
+  const std::string body = r->body;
   EXPECT_TRUE(absl::StrContains(body, "pprof_sidecar_http_requests_total{code=\"400\"} 1")) << body;
   EXPECT_TRUE(absl::StrContains(body, "pprof_sidecar_http_requests_total{code=\"200\"} 1"));
   EXPECT_TRUE(
@@ -261,6 +314,229 @@ TEST_F(PprofServerTest, MetricsCountRequestsAndSamples) {
     EXPECT_TRUE(absl::StrContains(body, m)) << m;
   }
   EXPECT_TRUE(absl::StrContains(body, absl::StrCat("pprof_sidecar_target_pid ", getpid())));
+}
+
+int Connect(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Sends `bytes` (then half-closes if asked) and reads until the server closes or `timeout`.
+std::string Exchange(int port, const std::string& bytes, bool half_close,
+                     absl::Duration timeout = absl::Seconds(5)) {
+  int fd = Connect(port);
+  if (fd < 0) return "";
+  size_t off = 0;
+  while (off < bytes.size()) {
+    ssize_t n = send(fd, bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) break;
+    off += n;
+  }
+  if (half_close) shutdown(fd, SHUT_WR);
+  std::string out;
+  const absl::Time deadline = absl::Now() + timeout;
+  char buf[65536];
+  while (absl::Now() < deadline) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, 50) <= 0) continue;
+    ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) break;
+    out.append(buf, n);
+  }
+  close(fd);
+  return out;
+}
+
+// A client that reads /metrics right after its response always finds its request counted: the
+// second connection is open already and asks as soon as the first response's bytes arrive, while
+// other threads keep the CPUs busy (so the server's threads are preempted at any point).
+TEST_F(PprofServerTest, EveryRequestIsCountedBeforeItsResponseArrives) {
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> spinners;
+  for (int i = 0; i < 4; ++i) {
+    spinners.emplace_back([&stop] {
+      volatile uint64_t x = 0;
+      while (!stop.load(std::memory_order_relaxed)) x = x + 1;
+    });
+  }
+  int first_failure = 0;
+  for (int i = 1; i <= 2000 && first_failure == 0; ++i) {
+    int a = Connect(server_->port()), b = Connect(server_->port());
+    ASSERT_GE(a, 0);
+    ASSERT_GE(b, 0);
+    const std::string nope = "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n";
+    const std::string metrics = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    ASSERT_EQ(send(a, nope.data(), nope.size(), MSG_NOSIGNAL), static_cast<ssize_t>(nope.size()));
+    char c;
+    ASSERT_EQ(recv(a, &c, 1, 0), 1);  // the first byte of the 404
+    ASSERT_EQ(send(b, metrics.data(), metrics.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(metrics.size()));
+    std::string out;
+    char buf[65536];
+    for (ssize_t n; (n = recv(b, buf, sizeof(buf), 0)) > 0;) out.append(buf, n);
+    close(a);
+    close(b);
+    if (!absl::StrContains(
+            out, absl::StrCat("pprof_sidecar_http_requests_total{code=\"404\"} ", i, "\n"))) {
+      first_failure = i;
+    }
+  }
+  stop.store(true);
+  for (auto& t : spinners) t.join();
+  EXPECT_EQ(first_failure, 0) << "request " << first_failure
+                              << " was not counted when its client read /metrics";
+}
+
+int CountOf(const std::string& haystack, const std::string& needle) {
+  int n = 0;
+  for (size_t p = haystack.find(needle); p != std::string::npos; p = haystack.find(needle, p + 1)) {
+    ++n;
+  }
+  return n;
+}
+
+TEST_F(PprofServerTest, PipelinedAndHalfClosedClientsAreAnswered) {
+  const std::string two =
+      "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /debug/pprof/cmdline HTTP/1.1\r\nHost: "
+      "x\r\nConnection: close\r\n\r\n";
+  std::string out = Exchange(server_->port(), two, false);
+  EXPECT_EQ(CountOf(out, "HTTP/1.1 200 OK\r\n"), 2) << out;
+  // The same request, then the client shuts down its sending side and waits.
+  out = Exchange(server_->port(), "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", true);
+  EXPECT_TRUE(absl::StartsWith(out, "HTTP/1.1 200 OK\r\n")) << out;
+  EXPECT_TRUE(absl::StrContains(out, "\r\n\r\nok\n")) << out;
+}
+
+TEST_F(PprofServerTest, EmptySecondsIsABadRequest) {
+  const absl::Time t0 = absl::Now();
+  auto r = client_->Get("/debug/pprof/profile?seconds=");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400) << r->body;
+  EXPECT_TRUE(absl::StrContains(r->body, "positive integer")) << r->body;
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(5));
+  auto h = client_->Get("/debug/pprof/heap?seconds=");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 501);  // no heap profiler in this fixture: not a profile either way
+}
+
+TEST_F(PprofServerTest, HeadDoesNotRunAProfile) {
+  const absl::Time t0 = absl::Now();
+  auto r = client_->Head("/debug/pprof/profile?seconds=5");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->get_header_value("Content-Type"), "application/octet-stream");
+  EXPECT_EQ(r->get_header_value("Content-Disposition"), "attachment; filename=\"profile\"");
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(2));
+  EXPECT_EQ(cpu_->stats().windows_started, 0u);
+  auto bad = client_->Head("/debug/pprof/profile?seconds=abc");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400);
+}
+
+TEST_F(PprofServerTest, OtherMethodsAre405WithAllow) {
+  for (const char* method : {"DELETE", "PUT", "PATCH"}) {
+    for (const char* path : {"/debug/pprof/profile", "/healthz", "/debug/pprof/nosuch"}) {
+      std::string out = Exchange(server_->port(),
+                                 absl::StrCat(method, " ", path,
+                                              " HTTP/1.1\r\nHost: x\r\n"
+                                              "Content-Length: 0\r\nConnection: close\r\n\r\n"),
+                                 false);
+      EXPECT_TRUE(absl::StartsWith(out, "HTTP/1.1 405 ")) << method << " " << path << ": " << out;
+      EXPECT_TRUE(absl::StrContains(out, "\r\nAllow: GET, HEAD\r\n")) << out;
+    }
+  }
+  std::string out = Exchange(server_->port(),
+                             "PUT /debug/pprof/symbol HTTP/1.1\r\nContent-Length: 0\r\n"
+                             "Connection: close\r\n\r\n",
+                             false);
+  EXPECT_TRUE(absl::StrContains(out, "\r\nAllow: GET, POST, HEAD\r\n")) << out;
+}
+
+TEST_F(PprofServerTest, OversizedSymbolRequestIsRefused) {
+  // A 256 MB POST: refused from its Content-Length, before the body is read.
+  const absl::Time t0 = absl::Now();
+  std::string out = Exchange(server_->port(),
+                             "POST /debug/pprof/symbol HTTP/1.1\r\nContent-Length: 268435456\r\n"
+                             "\r\n0x1+",
+                             false);
+  EXPECT_TRUE(absl::StartsWith(out, "HTTP/1.1 413 ")) << out.substr(0, 200);
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(3));
+  // Up to the limit is served.
+  uint64_t pc = reinterpret_cast<uint64_t>(&PprofServerTestCaller) + 2;
+  std::string body = absl::StrCat("0x", absl::Hex(pc));
+  while (body.size() < (1 << 20) - 64) absl::StrAppend(&body, "+0x1");
+  auto p = client_->Post("/debug/pprof/symbol", body, "text/plain");
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->status, 200);
+  EXPECT_TRUE(absl::StrContains(p->body, "PprofServerTestCaller")) << p->body.substr(0, 200);
+}
+
+// 40 clients sending their request a byte every 200 ms, and then 32 profile windows of 10 s:
+// /healthz, /metrics and a 1 s profile still answer at once.
+TEST_F(PprofServerTest, SlowClientsAndLongProfilesLeaveRoomForOthers) {
+  std::vector<int> slow;
+  for (int i = 0; i < 40; ++i) slow.push_back(Connect(server_->port()));
+  std::atomic<bool> stop{false};
+  std::thread dribble([&] {
+    const std::string req = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Padding: aaaaaaaaaaaa\r\n\r\n";
+    for (size_t i = 0; i < req.size() && !stop.load(); ++i) {
+      for (int fd : slow) send(fd, &req[i], 1, MSG_NOSIGNAL);
+      absl::SleepFor(absl::Milliseconds(200));
+    }
+  });
+  absl::SleepFor(absl::Milliseconds(500));
+  auto timed_get = [this](const std::string& path, int* status) {
+    httplib::Client c("127.0.0.1", server_->port());
+    c.set_read_timeout(15, 0);
+    c.set_connection_timeout(15, 0);
+    const absl::Time t0 = absl::Now();
+    auto r = c.Get(path.c_str());
+    *status = r ? r->status : -1;
+    return absl::Now() - t0;
+  };
+  int status = 0;
+  absl::Duration d = timed_get("/healthz", &status);
+  printf("/healthz with 40 slow clients: %s\n", absl::FormatDuration(d).c_str());
+  EXPECT_EQ(status, 200);
+  EXPECT_LT(d, absl::Seconds(1));
+
+  std::vector<std::future<int>> windows;
+  for (int i = 0; i < 32; ++i) {
+    windows.push_back(std::async(std::launch::async, [this] {
+      httplib::Client c("127.0.0.1", server_->port());
+      c.set_read_timeout(30, 0);
+      auto r = c.Get("/debug/pprof/profile?seconds=10");
+      return r ? r->status : -1;
+    }));
+  }
+  for (int i = 0; i < 100 && cpu_->stats().windows_active < 32; ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_EQ(cpu_->stats().windows_active, 32u);
+  d = timed_get("/healthz", &status);
+  printf("/healthz with 40 slow clients and 32 windows open: %s\n",
+         absl::FormatDuration(d).c_str());
+  EXPECT_EQ(status, 200);
+  EXPECT_LT(d, absl::Seconds(1));
+  d = timed_get("/metrics", &status);
+  EXPECT_EQ(status, 200);
+  EXPECT_LT(d, absl::Seconds(1));
+  d = timed_get("/debug/pprof/profile?seconds=1", &status);
+  printf("1 s profile with 32 windows open: %s\n", absl::FormatDuration(d).c_str());
+  EXPECT_EQ(status, 200);
+  EXPECT_LT(d, absl::Seconds(2));
+  stop.store(true);
+  dribble.join();
+  for (int fd : slow) close(fd);
+  for (auto& w : windows) EXPECT_EQ(w.get(), 200);
 }
 
 }  // namespace

@@ -5,7 +5,8 @@ add_library(symbolize_dwarf STATIC ${CMAKE_CURRENT_LIST_DIR}/dwarf_symbolizer.cc
 target_include_directories(symbolize_dwarf PUBLIC ${CMAKE_SOURCE_DIR})
 target_link_libraries(symbolize_dwarf
   PUBLIC absl::status absl::statusor absl::synchronization absl::base
-  PRIVATE PkgConfig::LIBDW PkgConfig::LIBELF absl::flat_hash_map absl::strings)
+  PRIVATE symbolize_elf PkgConfig::LIBDW PkgConfig::LIBELF ZLIB::ZLIB absl::flat_hash_map
+          absl::strings)
 
 if(PPROF_SIDECAR_FUZZ)
   # Instrument the parser itself so libFuzzer's coverage guidance sees it.

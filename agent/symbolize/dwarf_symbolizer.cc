@@ -9,8 +9,10 @@
 #include <gelf.h>
 #include <libelf.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -22,6 +24,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "agent/symbolize/target_file.h"
 
 namespace pprof_sidecar {
 namespace {
@@ -29,7 +32,7 @@ namespace {
 // Caps that keep memory bounded on huge or hostile inputs.
 constexpr size_t kMaxCuRanges = 4 << 20;      // CU address ranges kept in the index
 constexpr size_t kMaxIndexedFuncs = 2 << 20;  // function ranges across all per-CU indexes
-constexpr size_t kMaxCachedPcs = 1 << 14;     // memoized Symbolize results
+constexpr size_t kMaxCachedPcs = 1 << 12;     // memoized results, a few hundred bytes each
 constexpr size_t kMaxUnits = 1 << 22;         // units walked in .debug_info
 constexpr int kMaxScopeDepth = 64;            // nesting of blocks/inlined subroutines
 constexpr int kMaxTypeNesting = 16;           // namespaces/classes around a subprogram
@@ -46,20 +49,6 @@ std::string DemangleCxx(const char* name) {
   std::string s(out);
   free(out);
   return s;
-}
-
-absl::Status ErrnoStatus(int err, const std::string& what) {
-  std::string msg = absl::StrCat(what, ": ", strerror(err));
-  switch (err) {
-    case ENOENT:
-    case ENOTDIR:
-      return absl::NotFoundError(msg);
-    case EACCES:
-    case EPERM:
-      return absl::PermissionDeniedError(msg);
-    default:
-      return absl::UnavailableError(msg);
-  }
 }
 
 std::string LibdwError() {
@@ -115,24 +104,43 @@ class ElfHandle {
     fd_ = -1;
   }
 
-  static absl::StatusOr<ElfHandle> Open(const std::string& path) {
+  // Opens `path` inside `root` (target_file.h: resolved within root, never blocking, regular
+  // files of bounded size only); root "" means the agent's own filesystem.
+  static absl::StatusOr<ElfHandle> Open(const std::string& root, const std::string& path) {
     static const bool kInit = elf_version(EV_CURRENT) != EV_NONE;
     if (!kInit) return absl::InternalError("libelf: elf_version failed");
+    absl::StatusOr<TargetFd> fd =
+        root.empty() ? OpenRegularFile(path) : OpenRegularFileInRoot(root, path);
+    if (!fd.ok()) return fd.status();
+    const std::string shown = root.empty() ? path : absl::StrCat(root, path);
     ElfHandle h;
-    h.fd_ = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (h.fd_ < 0) return ErrnoStatus(errno, absl::StrCat("open ", path));
-    struct stat st;
-    if (fstat(h.fd_, &st) != 0) return ErrnoStatus(errno, absl::StrCat("fstat ", path));
-    if (!S_ISREG(st.st_mode)) return absl::InvalidArgumentError(absl::StrCat(path, ": not a file"));
+    h.fd_ = fd->release();
     h.elf_ = elf_begin(h.fd_, ELF_C_READ_MMAP, nullptr);
     if (h.elf_ == nullptr || elf_kind(h.elf_) != ELF_K_ELF) {
       return absl::InvalidArgumentError(
-          absl::StrCat(path, ": not an ELF file: ", elf_errmsg(-1) ? elf_errmsg(-1) : ""));
+          absl::StrCat(shown, ": not an ELF file: ", elf_errmsg(-1) ? elf_errmsg(-1) : ""));
     }
     return h;
   }
 
   Elf* elf() const { return elf_; }
+  int fd() const { return fd_; }
+  bool has_file() const { return fd_ >= 0; }
+
+  // Frees the libelf handle (and whatever it decompressed) but keeps the file open, so that
+  // Resume() reads the very same inode again.
+  void Suspend() {
+    if (elf_ != nullptr) elf_end(elf_);
+    elf_ = nullptr;
+  }
+  bool Resume() {
+    if (elf_ != nullptr) return true;
+    if (fd_ < 0) return false;
+    elf_ = elf_begin(fd_, ELF_C_READ_MMAP, nullptr);
+    if (elf_ != nullptr && elf_kind(elf_) == ELF_K_ELF) return true;
+    Suspend();
+    return false;
+  }
 
   // True if the file carries DWARF debug info (not just a NOBITS placeholder).
   bool HasDebugInfo() const {
@@ -161,6 +169,186 @@ class ElfHandle {
   int fd_ = -1;
   Elf* elf_ = nullptr;
 };
+
+// The sections a lookup reads. Location lists, macros, call frames and name indexes are not.
+bool IsLookupSection(const char* name) {
+  static const char* const kNames[] = {".debug_info",        ".debug_abbrev",    ".debug_line",
+                                       ".debug_line_str",    ".debug_str",       ".debug_ranges",
+                                       ".debug_rnglists",    ".debug_aranges",   ".debug_addr",
+                                       ".debug_str_offsets", ".gnu_debugaltlink"};
+  for (const char* n : kNames) {
+    if (strcmp(name, n) == 0) return true;
+  }
+  return false;
+}
+
+// Decompresses `chdr_size + compressed` bytes at `offset` of fd (an SHF_COMPRESSED section:
+// Elf64_Chdr, then a zlib stream) into out[0, out_size), reading the file in chunks.
+bool InflateSection(int fd, uint64_t offset, uint64_t size, char* out, uint64_t out_size) {
+  z_stream z{};
+  if (inflateInit(&z) != Z_OK) return false;
+  std::vector<unsigned char> buf(64 << 10);
+  uint64_t pos = offset + sizeof(Elf64_Chdr), end = offset + size;
+  z.next_out = reinterpret_cast<Bytef*>(out);
+  z.avail_out = static_cast<uInt>(out_size);
+  int rc = Z_OK;
+  while (rc == Z_OK && pos < end) {
+    ssize_t n = pread(fd, buf.data(), std::min<uint64_t>(buf.size(), end - pos), pos);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    pos += static_cast<uint64_t>(n);
+    z.next_in = buf.data();
+    z.avail_in = static_cast<uInt>(n);
+    while (z.avail_in > 0 && rc == Z_OK) rc = inflate(&z, Z_NO_FLUSH);
+  }
+  const bool ok = rc == Z_STREAM_END && z.total_out == out_size;
+  inflateEnd(&z);
+  return ok;
+}
+
+// An ELF image in memory holding only the lookup sections of a debug file whose DWARF sections
+// are compressed (SHF_COMPRESSED, zlib: Debian's -dbg packages), decompressed. Given the file
+// itself, libdw decompresses every DWARF section it knows into heap copies, reading the
+// compressed bytes through the file mapping: ~17 MB resident for glibc's debug file, against
+// ~8.5 MB here (one anonymous mapping, returned whole by the destructor; the file is read with
+// pread, so its pages never count in the agent's RSS).
+class DecompressedImage {
+ public:
+  // Null if `src` has no compressed lookup section (libdw then reads the file's own mapping,
+  // touching only the pages a lookup needs) or the image cannot be built.
+  static std::unique_ptr<DecompressedImage> Build(Elf* src, int fd) {
+    size_t shstrndx, shnum;
+    if (elf_getshdrstrndx(src, &shstrndx) != 0 || elf_getshdrnum(src, &shnum) != 0) return nullptr;
+    struct Part {
+      std::string name;
+      GElf_Shdr shdr;
+      uint64_t size;  // in the image
+      bool compressed;
+      uint64_t offset = 0;
+    };
+    std::vector<Part> parts;
+    bool any_compressed = false;
+    Elf_Scn* scn = nullptr;
+    while ((scn = elf_nextscn(src, scn)) != nullptr && parts.size() < 64) {
+      GElf_Shdr shdr;
+      if (gelf_getshdr(scn, &shdr) == nullptr || shdr.sh_type == SHT_NOBITS) continue;
+      const char* name = elf_strptr(src, shstrndx, shdr.sh_name);
+      if (name == nullptr || !IsLookupSection(name)) continue;
+      Part p{name, shdr, shdr.sh_size, (shdr.sh_flags & SHF_COMPRESSED) != 0};
+      if (p.compressed) {
+        Elf64_Chdr ch;
+        if (shdr.sh_size < sizeof(ch) ||
+            pread(fd, &ch, sizeof(ch), static_cast<off_t>(shdr.sh_offset)) != sizeof(ch) ||
+            ch.ch_type != ELFCOMPRESS_ZLIB || ch.ch_size > (1ull << 32)) {
+          return nullptr;  // not ours to handle: libdw will
+        }
+        p.size = ch.ch_size;
+        any_compressed = true;
+      }
+      parts.push_back(std::move(p));
+    }
+    if (!any_compressed) return nullptr;
+
+    // Layout: ELF header, section contents (8-aligned), section names, section headers.
+    uint64_t off = sizeof(Elf64_Ehdr);
+    std::string shstrtab(1, '\0');
+    for (Part& p : parts) {
+      off = (off + 7) & ~uint64_t{7};
+      p.offset = off;
+      off += p.size;
+    }
+    const uint64_t shstrtab_off = off;
+    std::vector<uint32_t> name_offs;
+    for (const Part& p : parts) {
+      name_offs.push_back(static_cast<uint32_t>(shstrtab.size()));
+      shstrtab.append(p.name).push_back('\0');
+    }
+    const uint32_t shstrtab_name = static_cast<uint32_t>(shstrtab.size());
+    shstrtab.append(".shstrtab").push_back('\0');
+    off = (shstrtab_off + shstrtab.size() + 7) & ~uint64_t{7};
+    const uint64_t shoff = off;
+    const size_t nsec = parts.size() + 2;  // null section, parts, .shstrtab
+    const uint64_t len = shoff + nsec * sizeof(Elf64_Shdr);
+
+    void* mem = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) return nullptr;
+    std::unique_ptr<DecompressedImage> img(new DecompressedImage(mem, len));
+    char* base = static_cast<char*>(mem);
+    for (const Part& p : parts) {
+      if (p.compressed) {
+        if (!InflateSection(fd, p.shdr.sh_offset, p.shdr.sh_size, base + p.offset, p.size)) {
+          return nullptr;
+        }
+      } else if (pread(fd, base + p.offset, p.size, static_cast<off_t>(p.shdr.sh_offset)) !=
+                 static_cast<ssize_t>(p.size)) {
+        return nullptr;
+      }
+    }
+    memcpy(base + shstrtab_off, shstrtab.data(), shstrtab.size());
+
+    GElf_Ehdr src_eh;
+    if (gelf_getehdr(src, &src_eh) == nullptr) return nullptr;
+    Elf64_Ehdr eh{};
+    memcpy(eh.e_ident, ELFMAG, SELFMAG);
+    eh.e_ident[EI_CLASS] = ELFCLASS64;
+    eh.e_ident[EI_DATA] = ELFDATA2LSB;
+    eh.e_ident[EI_VERSION] = EV_CURRENT;
+    eh.e_type = src_eh.e_type;
+    eh.e_machine = src_eh.e_machine;
+    eh.e_version = EV_CURRENT;
+    eh.e_ehsize = sizeof(Elf64_Ehdr);
+    eh.e_shentsize = sizeof(Elf64_Shdr);
+    eh.e_shoff = shoff;
+    eh.e_shnum = static_cast<Elf64_Half>(nsec);
+    eh.e_shstrndx = static_cast<Elf64_Half>(nsec - 1);
+    memcpy(base, &eh, sizeof(eh));
+    auto* sh = reinterpret_cast<Elf64_Shdr*>(base + shoff);
+    for (size_t i = 0; i < parts.size(); ++i) {
+      const Part& p = parts[i];
+      Elf64_Shdr& d = sh[i + 1];
+      d.sh_name = name_offs[i];
+      d.sh_type = p.shdr.sh_type;
+      d.sh_flags = p.shdr.sh_flags & ~static_cast<uint64_t>(SHF_COMPRESSED);
+      d.sh_offset = p.offset;
+      d.sh_size = p.size;
+      d.sh_addralign = 1;
+      d.sh_entsize = p.shdr.sh_entsize;
+    }
+    Elf64_Shdr& st = sh[nsec - 1];
+    st.sh_name = shstrtab_name;
+    st.sh_type = SHT_STRTAB;
+    st.sh_offset = shstrtab_off;
+    st.sh_size = shstrtab.size();
+    st.sh_addralign = 1;
+
+    img->elf_ = elf_memory(base, len);
+    if (img->elf_ == nullptr || elf_kind(img->elf_) != ELF_K_ELF) return nullptr;
+    return img;
+  }
+
+  ~DecompressedImage() {
+    if (elf_ != nullptr) elf_end(elf_);
+    munmap(mem_, len_);
+  }
+  Elf* elf() const { return elf_; }
+
+ private:
+  DecompressedImage(void* mem, size_t len) : mem_(mem), len_(len) {}
+  void* mem_;
+  size_t len_;
+  Elf* elf_ = nullptr;
+};
+
+// dwarf_begin_elf on the compact image of `h`'s file when it has compressed DWARF (kept in
+// *image), else on the file itself.
+Dwarf* BeginDwarf(const ElfHandle& h, std::unique_ptr<DecompressedImage>* image) {
+  *image = DecompressedImage::Build(h.elf(), h.fd());
+  if (*image != nullptr) {
+    if (Dwarf* d = dwarf_begin_elf((*image)->elf(), DWARF_C_READ, nullptr)) return d;
+    image->reset();
+  }
+  return dwarf_begin_elf(h.elf(), DWARF_C_READ, nullptr);
+}
 
 struct Range {
   uint64_t low = 0;
@@ -271,6 +459,8 @@ struct DwarfSymbolizer::State {
   ElfHandle alt_elf;   // dwz supplementary file, if any
   Dwarf* dwarf = nullptr;
   Dwarf* alt = nullptr;
+  // What dwarf/alt read when their files' DWARF is compressed (see DecompressedImage).
+  std::unique_ptr<DecompressedImage> image, alt_image;
 
   struct Cu {
     Dwarf_Off die_offset = 0;
@@ -285,10 +475,14 @@ struct DwarfSymbolizer::State {
   bool syms_loaded = false;
   std::vector<FuncSym> syms;  // sorted by addr (stable: symtab order among equals)
 
-  ~State() {
-    if (dwarf != nullptr) dwarf_end(dwarf);
-    if (alt != nullptr) dwarf_end(alt);
-  }
+  ~State() { Suspend(); }
+
+  // Frees the libdw/libelf handles (with the decompressed sections of a compressed debug file:
+  // ~10 MB for glibc's), the per-CU function indexes and the symbol table; keeps the files open,
+  // the CU index (DIE offsets stay valid) and the result cache.
+  void Suspend();
+  // Reopens what Suspend freed. False if the file no longer reads as DWARF.
+  bool Resume();
 
   void IndexCus();
   const std::vector<Range>& Funcs(size_t cu_index);
@@ -297,6 +491,37 @@ struct DwarfSymbolizer::State {
   void FillFunction(Dwarf_Die* die, SourceLine* sl);
   const FuncSym* SymbolAt(uint64_t pc);
 };
+
+void DwarfSymbolizer::State::Suspend() {
+  if (dwarf != nullptr) dwarf_end(dwarf);
+  if (alt != nullptr) dwarf_end(alt);
+  dwarf = alt = nullptr;
+  image.reset();
+  alt_image.reset();
+  elf.Suspend();
+  alt_elf.Suspend();
+  main_elf.Suspend();
+  for (Cu& c : cus) {
+    c.funcs_indexed = false;
+    std::vector<Range>().swap(c.funcs);
+  }
+  indexed_funcs = 0;
+  syms_loaded = false;
+  std::vector<FuncSym>().swap(syms);
+}
+
+bool DwarfSymbolizer::State::Resume() {
+  if (dwarf != nullptr) return true;
+  if (!elf.Resume()) return false;
+  dwarf = BeginDwarf(elf, &image);
+  if (dwarf == nullptr) return false;
+  if (alt_elf.has_file() && alt_elf.Resume()) {
+    alt = BeginDwarf(alt_elf, &alt_image);
+    if (alt != nullptr) dwarf_setalt(dwarf, alt);
+  }
+  main_elf.Resume();
+  return true;
+}
 
 const FuncSym* DwarfSymbolizer::State::SymbolAt(uint64_t pc) {
   if (!syms_loaded) {
@@ -524,11 +749,13 @@ DwarfSymbolizer::DwarfSymbolizer(std::string path, std::string debug_file,
 DwarfSymbolizer::~DwarfSymbolizer() = default;
 
 absl::StatusOr<std::unique_ptr<DwarfSymbolizer>> DwarfSymbolizer::Open(
-    const std::string& path, const std::string& debug_root) {
+    const std::string& path, const std::string& debug_root, const std::string& target_path) {
   std::string root = debug_root;
   while (!root.empty() && root.back() == '/') root.pop_back();
+  // Paths inside the root are absolute ("/usr/lib/debug/..."); shown as root + path.
+  auto shown = [&root](const std::string& in_root) { return absl::StrCat(root, in_root); };
 
-  absl::StatusOr<ElfHandle> main = ElfHandle::Open(path);
+  absl::StatusOr<ElfHandle> main = ElfHandle::Open("", path);
   if (!main.ok()) return main.status();
   auto state = std::make_unique<State>();
   std::string debug_file;
@@ -537,39 +764,56 @@ absl::StatusOr<std::unique_ptr<DwarfSymbolizer>> DwarfSymbolizer::Open(
     state->elf = std::move(*main);
   } else {
     std::string build_id = main->BuildId();
-    std::vector<std::string> candidates;
-    if (build_id.size() >= 4) candidates.push_back(BuildIdPath(root, build_id));
+    std::vector<std::string> candidates;  // inside root
+    if (build_id.size() >= 4) candidates.push_back(BuildIdPath("", build_id));
     GElf_Word crc = 0;
     const char* link = dwelf_elf_gnu_debuglink(main->elf(), &crc);
     if (link != nullptr && *link != '\0' && strchr(link, '/') == nullptr) {
-      std::string dir = DirName(path);
-      candidates.push_back(absl::StrCat(dir, "/", link));
-      candidates.push_back(absl::StrCat(dir, "/.debug/", link));
-      std::string target_dir = dir;
-      if (!root.empty() && absl::StartsWith(dir, root + "/")) target_dir = dir.substr(root.size());
-      if (absl::StartsWith(target_dir, "/")) {
-        candidates.push_back(absl::StrCat(root, "/usr/lib/debug", target_dir, "/", link));
+      // The directory of the binary as the target sees it.
+      std::string target_dir;
+      if (!target_path.empty()) {
+        target_dir = DirName(target_path);
+      } else if (root.empty()) {
+        target_dir = DirName(path);
+      } else if (absl::StartsWith(path, root + "/")) {
+        target_dir = DirName(path.substr(root.size()));
+      }
+      if (!target_dir.empty()) {
+        candidates.push_back(absl::StrCat(target_dir, "/", link));
+        candidates.push_back(absl::StrCat(target_dir, "/.debug/", link));
+        if (absl::StartsWith(target_dir, "/")) {
+          candidates.push_back(absl::StrCat("/usr/lib/debug", target_dir, "/", link));
+        }
       }
     }
+    std::vector<std::string> tried;
     for (const std::string& c : candidates) {
-      if (c == path) continue;
-      absl::StatusOr<ElfHandle> dbg = ElfHandle::Open(c);
-      if (!dbg.ok() || !dbg->HasDebugInfo()) continue;
+      if (shown(c) == path) continue;
+      absl::StatusOr<ElfHandle> dbg = ElfHandle::Open(root, c);
+      if (!dbg.ok()) {
+        // Named in the error below: a FIFO, an escaping symlink or a huge file is skipped here.
+        if (!absl::IsNotFound(dbg.status())) tried.push_back(std::string(dbg.status().message()));
+        continue;
+      }
+      if (!dbg->HasDebugInfo()) continue;
       std::string dbg_id = dbg->BuildId();
       if (!build_id.empty() && !dbg_id.empty() && dbg_id != build_id) continue;
-      debug_file = c;
+      debug_file = shown(c);
       state->elf = std::move(*dbg);
       state->main_elf = std::move(*main);
       break;
     }
     if (debug_file.empty()) {
+      std::vector<std::string> looked;
+      for (const std::string& c : candidates) looked.push_back(shown(c));
       return absl::NotFoundError(absl::StrCat(
           "no DWARF in ", path, build_id.empty() ? "" : absl::StrCat(" (build id ", build_id, ")"),
-          candidates.empty() ? "" : absl::StrCat("; looked in ", absl::StrJoin(candidates, ", "))));
+          looked.empty() ? "" : absl::StrCat("; looked in ", absl::StrJoin(looked, ", ")),
+          tried.empty() ? "" : absl::StrCat("; refused: ", absl::StrJoin(tried, "; "))));
     }
   }
 
-  state->dwarf = dwarf_begin_elf(state->elf.elf(), DWARF_C_READ, nullptr);
+  state->dwarf = BeginDwarf(state->elf, &state->image);
   if (state->dwarf == nullptr) {
     return absl::DataLossError(absl::StrCat(debug_file, ": reading DWARF: ", LibdwError()));
   }
@@ -580,17 +824,31 @@ absl::StatusOr<std::unique_ptr<DwarfSymbolizer>> DwarfSymbolizer::Open(
   ssize_t alt_id_len = dwelf_dwarf_gnu_debugaltlink(state->dwarf, &alt_name, &alt_id);
   if (alt_id_len > 0 && alt_id != nullptr) {
     std::string want = HexBytes(alt_id, static_cast<size_t>(alt_id_len));
-    std::vector<std::string> alts;
-    if (want.size() >= 4) alts.push_back(BuildIdPath(root, want));
+    std::vector<std::string> alts;  // inside root
+    if (want.size() >= 4) alts.push_back(BuildIdPath("", want));
     if (alt_name != nullptr && *alt_name != '\0') {
-      alts.push_back(alt_name[0] == '/' ? absl::StrCat(root, alt_name)
-                                        : absl::StrCat(DirName(debug_file), "/", alt_name));
+      // A relative name is relative to the debug file's directory, as the target sees it.
+      std::string debug_dir;
+      if (root.empty()) {
+        debug_dir = DirName(debug_file);
+      } else if (absl::StartsWith(debug_file, root + "/")) {
+        debug_dir = DirName(debug_file.substr(root.size()));
+      } else if (!target_path.empty()) {
+        debug_dir = DirName(target_path);
+      }
+      if (alt_name[0] == '/') {
+        alts.push_back(alt_name);
+      } else if (!debug_dir.empty()) {
+        alts.push_back(absl::StrCat(debug_dir, "/", alt_name));
+      }
     }
     for (const std::string& a : alts) {
-      absl::StatusOr<ElfHandle> alt = ElfHandle::Open(a);
+      absl::StatusOr<ElfHandle> alt = ElfHandle::Open(root, a);
       if (!alt.ok() || alt->BuildId() != want) continue;
-      Dwarf* d = dwarf_begin_elf(alt->elf(), DWARF_C_READ, nullptr);
+      std::unique_ptr<DecompressedImage> alt_image;
+      Dwarf* d = BeginDwarf(*alt, &alt_image);
       if (d == nullptr) continue;
+      state->alt_image = std::move(alt_image);
       state->alt_elf = std::move(*alt);
       state->alt = d;
       dwarf_setalt(state->dwarf, d);
@@ -607,6 +865,10 @@ absl::StatusOr<SourceLines> DwarfSymbolizer::Symbolize(uint64_t vaddr) const {
   State& s = *state_;
   auto it = s.cache.find(vaddr);
   if (it == s.cache.end()) {
+    if (!s.Resume()) {
+      return absl::DataLossError(
+          absl::StrCat(debug_file_, ": reopening DWARF for 0x", absl::Hex(vaddr), " failed"));
+    }
     if (s.cache.size() >= kMaxCachedPcs) s.cache.clear();
     it = s.cache.emplace(vaddr, s.Lookup(vaddr)).first;
   }
@@ -615,6 +877,11 @@ absl::StatusOr<SourceLines> DwarfSymbolizer::Symbolize(uint64_t vaddr) const {
         absl::StrCat("no DWARF for address 0x", absl::Hex(vaddr), " in ", debug_file_));
   }
   return it->second;
+}
+
+void DwarfSymbolizer::Trim() {
+  absl::MutexLock lock(&mu_);
+  state_->Suspend();
 }
 
 }  // namespace pprof_sidecar

@@ -18,16 +18,21 @@ class DwarfSymbolizer {
  public:
   // Opens the DWARF of the ELF file at `path` (embedded .debug_info/.debug_line, possibly
   // SHF_COMPRESSED). If the file has none, looks for a separate debug file, in order:
-  //   <debug_root>/usr/lib/debug/.build-id/xx/rest.debug   (by the file's GNU build id)
-  //   <dir>/<debuglink>, <dir>/.debug/<debuglink>, <debug_root>/usr/lib/debug/<dir>/<debuglink>
-  // where <dir> is the directory of `path` (with the debug_root prefix stripped for the last
-  // form). A separate file is only accepted if its build id (when both have one) matches.
-  // debug_root is e.g. "/proc/PID/root" so the target's own debug files are used; "" means "/".
-  // A dwz supplementary file (.gnu_debugaltlink) is looked up by build id under debug_root too.
+  //   /usr/lib/debug/.build-id/xx/rest.debug   (by the file's GNU build id)
+  //   <dir>/<debuglink>, <dir>/.debug/<debuglink>, /usr/lib/debug/<dir>/<debuglink>
+  // inside `debug_root`, where <dir> is the directory of `target_path` (the binary's path as the
+  // target sees it), else of `path` with the debug_root prefix stripped. A separate file is only
+  // accepted if its build id (when both have one) matches. debug_root is e.g. "/proc/PID/root"
+  // so the target's own debug files are used; "" means the agent's own "/". A dwz supplementary
+  // file (.gnu_debugaltlink) is looked up by build id inside debug_root too.
+  // The target controls what is under its root: separate files are opened as target files
+  // (target_file.h): symlinks resolve inside debug_root, FIFOs and devices are never opened, and
+  // files above kMaxTargetFileBytes are refused (named in the NotFound message).
   // Returns NotFound when no DWARF is available; errors name the path. Opening is cheap: indexes
   // are built lazily on the first lookups.
   static absl::StatusOr<std::unique_ptr<DwarfSymbolizer>> Open(const std::string& path,
-                                                               const std::string& debug_root = "");
+                                                               const std::string& debug_root = "",
+                                                               const std::string& target_path = "");
 
   ~DwarfSymbolizer();
   DwarfSymbolizer(const DwarfSymbolizer&) = delete;
@@ -51,6 +56,12 @@ class DwarfSymbolizer {
   // neither for vaddr (malformed DWARF degrades to NotFound or partial results). Thread-safe;
   // results are cached (bounded), a warm lookup costs well under a microsecond.
   absl::StatusOr<SourceLines> Symbolize(uint64_t vaddr) const;
+
+  // Frees the DWARF handles and lookup indexes (for a debug file with compressed sections, their
+  // decompressed copies: ~10 MB for glibc's), keeping the files open and the results found so
+  // far; a later lookup of a new address reopens them from the same files. For callers that
+  // symbolize in bursts (one profile at a time) and must not hold the indexes in between.
+  void Trim();
 
   // Path of the file the DWARF was actually read from (`path` itself or the separate debug file).
   const std::string& debug_file() const { return debug_file_; }

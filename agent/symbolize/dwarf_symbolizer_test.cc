@@ -449,5 +449,92 @@ TEST(DwarfSymbolizerTest, ConcurrentLookupsAgreeAndAreFast) {
   }
 }
 
+// Trim frees the indexes (for compressed DWARF, the decompressed image) and keeps the results:
+// answers before and after, for addresses seen before and new ones, equal those of a symbolizer
+// reading the same DWARF uncompressed.
+TEST(DwarfSymbolizerTest, TrimThenReopenGivesTheSameAnswers) {
+  Built b = Build("inline.cc", "-O2 -g -gz", "prog");
+  std::string plain = b.dir + "/prog.plain";
+  auto r = RunCommand("objcopy --decompress-debug-sections '" + b.bin + "' '" + plain + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  ASSERT_NE(RunCommand("readelf -S -W '" + b.bin + "' | grep -E 'debug_info.* C '").output, "")
+      << "test binary's DWARF is not compressed";
+  auto sym = DwarfSymbolizer::Open(b.bin);
+  ASSERT_TRUE(sym.ok()) << sym.status();
+  auto ref = DwarfSymbolizer::Open(plain);
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  std::vector<uint64_t> addrs = TextAddresses(b.bin);
+  ASSERT_GT(addrs.size(), 100u);
+  int compared = 0;
+  for (int round = 0; round < 3; ++round) {
+    // Round 0: the first half; then all, after a Trim each.
+    const size_t n = round == 0 ? addrs.size() / 2 : addrs.size();
+    for (size_t i = 0; i < n; ++i) {
+      auto want = (*ref)->Symbolize(addrs[i]);
+      auto got = (*sym)->Symbolize(addrs[i]);
+      ASSERT_EQ(got.ok(), want.ok()) << absl::StrFormat("round %d 0x%x", round, addrs[i]);
+      if (!want.ok()) continue;
+      ++compared;
+      EXPECT_EQ(*got, *want) << absl::StrFormat("round %d 0x%x", round, addrs[i]);
+    }
+    (*sym)->Trim();
+  }
+  EXPECT_GT(compared, 100);
+}
+
+// glibc as Debian ships it: stripped, its DWARF in libc6-dbg's separate debug file (found by
+// build id), compressed. Frames in its functions get the file:line and inlined frames
+// addr2line reports (binutils names some functions after other aliases and spells DWARF 5 paths
+// differently: file basenames, lines and depth are compared), before and after a Trim, and the
+// same answers as from a decompressed copy of the debug file.
+TEST(DwarfSymbolizerTest, GlibcFromItsCompressedDebugFile) {
+  std::string libc =
+      std::string(absl::StripAsciiWhitespace(RunCommand("gcc -print-file-name=libc.so.6").output));
+  libc = std::string(absl::StripAsciiWhitespace(RunCommand("realpath '" + libc + "'").output));
+  auto sym = DwarfSymbolizer::Open(libc);
+  ASSERT_TRUE(sym.ok()) << sym.status() << " (install libc6-dbg: scripts/install-deps.sh)";
+  const std::string dbg = (*sym)->debug_file();
+  EXPECT_THAT(dbg, StartsWith("/usr/lib/debug/.build-id/"));
+  std::string dir = MakeTempDir("dwarfsym");
+  std::string plain = dir + "/libc.debug";
+  auto r = RunCommand("objcopy --decompress-debug-sections '" + dbg + "' '" + plain + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto ref = DwarfSymbolizer::Open(plain);
+  ASSERT_TRUE(ref.ok()) << ref.status();
+
+  auto syms = TextSymbols(dbg);
+  std::vector<uint64_t> addrs;
+  for (const char* fn :
+       {"__printf_fp_l", "msort_with_tmp.part.0", "____strtod_l_internal", "__qsort_r"}) {
+    ASSERT_TRUE(syms.count(fn)) << fn << " not in " << dbg;
+    const Sym& s = syms[fn];
+    for (uint64_t off = 0; off < s.size && off < 2048; off += 3) addrs.push_back(s.addr + off);
+  }
+  auto a2l = Addr2Line(dbg, addrs);
+  int inlined = 0, agree = 0;
+  for (int round = 0; round < 2; ++round) {
+    for (uint64_t a : addrs) {
+      auto got = (*sym)->Symbolize(a);
+      auto want = (*ref)->Symbolize(a);
+      ASSERT_EQ(got.ok(), want.ok()) << absl::StrFormat("0x%x", a);
+      if (!got.ok()) continue;
+      EXPECT_EQ(*got, *want) << absl::StrFormat("0x%x", a);
+      if (round > 0) continue;
+      if (got->size() > 1) ++inlined;
+      const std::vector<A2lFrame>& w = a2l[a];
+      bool same = w.size() == got->size();
+      for (size_t i = 0; same && i < w.size(); ++i) {
+        same = (*got)[i].line == w[i].line && Basename((*got)[i].file) == Basename(w[i].file);
+      }
+      EXPECT_TRUE(same) << absl::StrFormat("0x%x:\n  ours:      %s\n  addr2line: %s", a,
+                                           Describe(*got), Describe(w));
+      agree += same;
+    }
+    (*sym)->Trim();
+  }
+  EXPECT_GT(agree, static_cast<int>(addrs.size() * 9 / 10));
+  EXPECT_GT(inlined, 10);
+}
+
 }  // namespace
 }  // namespace pprof_sidecar

@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "agent/symbolize/target_file.h"
 
 namespace pprof_sidecar {
 namespace {
@@ -52,24 +53,11 @@ class Mapping {
   Mapping(const Mapping&) = delete;
   Mapping& operator=(const Mapping&) = delete;
   absl::string_view view() const { return {static_cast<const char*>(addr_), len_}; }
+  void ReleasePages() const { madvise(addr_, len_, MADV_DONTNEED); }
 
  private:
   void* addr_;
   size_t len_;
-};
-
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
 };
 
 struct RawSymbol {
@@ -98,8 +86,6 @@ struct ElfFile::Impl {
   std::vector<ElfSegment> loads;
   std::vector<Elf64_Phdr> notes;  // PT_NOTE program headers
 
-  std::once_flag syms_once;
-  std::vector<ElfSymbol> func_syms;
 
   absl::Status Parse();
   absl::string_view SectionBytes(const ElfSection& s) const {
@@ -115,7 +101,7 @@ struct ElfFile::Impl {
     }
     return nullptr;
   }
-  void BuildFunctionSymbols();
+  std::vector<ElfSymbol> BuildFunctionSymbols() const;
 };
 
 absl::Status ElfFile::Impl::Parse() {
@@ -227,10 +213,11 @@ void ElfFile::Impl::ForEachSymbol(const ElfSection& symtab, Fn fn) const {
   }
 }
 
-void ElfFile::Impl::BuildFunctionSymbols() {
+std::vector<ElfSymbol> ElfFile::Impl::BuildFunctionSymbols() const {
+  std::vector<ElfSymbol> func_syms;
   const ElfSection* symtab = FirstOfType(SHT_SYMTAB);
   if (symtab == nullptr) symtab = FirstOfType(SHT_DYNSYM);
-  if (symtab == nullptr) return;
+  if (symtab == nullptr) return func_syms;
   std::vector<RawSymbol> raw;
   ForEachSymbol(*symtab, [&](const Elf64_Sym& s, absl::string_view name) {
     if (s.st_value == 0 || name.empty() || s.st_shndx == SHN_UNDEF) return;
@@ -258,37 +245,34 @@ void ElfFile::Impl::BuildFunctionSymbols() {
     if (!func_syms.empty() && func_syms.back().value == r.sym.value) continue;
     func_syms.push_back(std::move(r.sym));
   }
+  return func_syms;
 }
 
 ElfFile::ElfFile() : impl_(std::make_unique<Impl>()) {}
 ElfFile::~ElfFile() = default;
 
 absl::StatusOr<std::unique_ptr<ElfFile>> ElfFile::Open(const std::string& path) {
-  Fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) {
-    return absl::ErrnoToStatus(errno, absl::StrCat("open ", path));
+  absl::StatusOr<TargetFd> fd = OpenRegularFile(path);
+  if (!fd.ok()) return fd.status();
+  return Open(*fd, path);
+}
+
+absl::StatusOr<std::unique_ptr<ElfFile>> ElfFile::Open(const TargetFd& fd,
+                                                       const std::string& name) {
+  if (fd.size() == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": empty file"));
   }
-  struct stat st;
-  if (fstat(fd.get(), &st) != 0) {
-    return absl::ErrnoToStatus(errno, absl::StrCat("fstat ", path));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
-  }
-  if (st.st_size <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": empty file"));
-  }
-  size_t len = static_cast<size_t>(st.st_size);
+  size_t len = static_cast<size_t>(fd.size());
   void* addr = mmap(nullptr, len, PROT_READ, MAP_PRIVATE, fd.get(), 0);
   if (addr == MAP_FAILED) {
-    return absl::ErrnoToStatus(errno, absl::StrCat("mmap ", path));
+    return absl::ErrnoToStatus(errno, absl::StrCat("mmap ", name));
   }
   std::unique_ptr<ElfFile> f(new ElfFile());
   f->impl_->mapping = std::make_unique<Mapping>(addr, len);
   f->impl_->data = f->impl_->mapping->view();
   absl::Status s = f->impl_->Parse();
   if (!s.ok()) {
-    return absl::Status(s.code(), absl::StrCat(path, ": ", s.message()));
+    return absl::Status(s.code(), absl::StrCat(name, ": ", s.message()));
   }
   return f;
 }
@@ -395,9 +379,10 @@ std::optional<uint64_t> ElfFile::VaddrToFileOffset(uint64_t vaddr) const {
   return std::nullopt;
 }
 
-const std::vector<ElfSymbol>& ElfFile::FunctionSymbols() const {
-  std::call_once(impl_->syms_once, [this] { impl_->BuildFunctionSymbols(); });
-  return impl_->func_syms;
+std::vector<ElfSymbol> ElfFile::FunctionSymbols() const { return impl_->BuildFunctionSymbols(); }
+
+void ElfFile::ReleasePages() const {
+  if (impl_->mapping) impl_->mapping->ReleasePages();
 }
 
 std::optional<ElfSymbol> ElfFile::FindSymbol(absl::string_view name) const {

@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "agent/symbolize/target_file.h"
 
 namespace pprof_sidecar {
 
@@ -41,8 +42,12 @@ struct ElfSymbol {
 
 class ElfFile {
  public:
-  // Maps the file read-only. Errors carry the path and the reason.
+  // Maps the file read-only. The file is opened as a target's file (target_file.h: never
+  // blocks, regular files of at most kMaxTargetFileBytes only). Errors carry the path and the
+  // reason.
   static absl::StatusOr<std::unique_ptr<ElfFile>> Open(const std::string& path);
+  // Maps an already opened file (the descriptor is not kept); `name` is used in errors.
+  static absl::StatusOr<std::unique_ptr<ElfFile>> Open(const TargetFd& fd, const std::string& name);
   // Parses an in-memory image (tests, fuzzers). The object owns its copy.
   static absl::StatusOr<std::unique_ptr<ElfFile>> FromBytes(std::string bytes);
 
@@ -68,10 +73,17 @@ class ElfFile {
   std::optional<uint64_t> VaddrToFileOffset(uint64_t vaddr) const;
 
   // Function symbols (STT_FUNC, or STT_NOTYPE in executable sections) with non-zero value from
-  // .symtab, or from .dynsym when .symtab is absent, sorted by value, deduplicated.
-  const std::vector<ElfSymbol>& FunctionSymbols() const;
+  // .symtab, or from .dynsym when .symtab is absent, sorted by value, deduplicated. Read anew on
+  // each call (a large C++ binary has hundreds of thousands): callers keep what they need.
+  std::vector<ElfSymbol> FunctionSymbols() const;
   // Any symbol (object or function) by exact name from .symtab/.dynsym.
   std::optional<ElfSymbol> FindSymbol(absl::string_view name) const;
+
+  // Unmaps the file pages read so far from this process's page tables (MADV_DONTNEED on the
+  // read-only private mapping): they stay in the page cache, where the target that maps the
+  // same file keeps them anyway, and are faulted back in when read again, but no longer count
+  // in this process's RSS. data() stays valid. No-op for FromBytes.
+  void ReleasePages() const;
 
  private:
   ElfFile();

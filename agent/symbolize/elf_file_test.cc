@@ -202,7 +202,9 @@ TEST(ElfFileGoTest, GoBuildIdMatchesGoTool) {
   std::string dir = MakeTempDir("elf_go");
   auto bin = BuildGo(ver, TestDataDir() + "/targets/native_syms/gobuildid", "", dir + "/gobin");
   ASSERT_TRUE(bin.ok()) << bin.status();
-  auto r = RunCommand(absl::StrCat("/usr/lib/go-", ver, "/bin/go tool buildid '", *bin, "'"));
+  auto go = ::pprof_sidecar::testing::GoTool(ver);
+  ASSERT_TRUE(go.ok()) << go.status();
+  auto r = RunCommand(absl::StrCat(*go, " tool buildid '", *bin, "'"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   std::string want(absl::StripAsciiWhitespace(r.output));
   ASSERT_FALSE(want.empty());

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "agent/symbolize/elf_file.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/testutil.h"
@@ -61,6 +62,13 @@ TEST_P(GoCgoCallTest, FindsCgocallsReturnFromAsmcgocall) {
         IsDirectCallReturn(**elf, cgo->asmcgocall_return, funcs["runtime.asmcgocall"].entry));
     EXPECT_FALSE(
         IsDirectCallReturn(**elf, cgo->asmcgocall_return + 1, funcs["runtime.asmcgocall"].entry));
+    // The BPF sampler reads g at fs_base - 8: the executable's TLS block must hold nothing but
+    // runtime.tlsg (8 bytes), also when linked externally with C code as here.
+    auto tls = testing::RunCommand("readelf -lW '" + *bin + "' | grep -w TLS");
+    EXPECT_EQ(tls.exit_code, 0) << tls.output;
+    std::vector<std::string> f = absl::StrSplit(tls.output, ' ', absl::SkipEmpty());
+    ASSERT_GE(f.size(), 6u) << tls.output;
+    EXPECT_EQ(f[5], "0x000008") << "PT_TLS memsz: " << tls.output;
   }
 }
 

@@ -1,7 +1,15 @@
 // Go runtime symbol table (.gopclntab) reader for Go 1.18+ layouts (magic 0xfffffff0 for
-// 1.18/1.19, 0xfffffff1 for 1.20+), i.e. every Go Debian 12 and bookworm-backports ship
-// (1.19, 1.21, 1.22, 1.23). Works on stripped (-s -w), PIE and -trimpath binaries: it never
-// needs .symtab. All reads are bounds-checked; corrupt tables give errors, never crashes.
+// 1.18/1.19, 0xfffffff1 for 1.20 through 1.27 at least). Works on stripped (-s -w), PIE and
+// -trimpath binaries: it never needs .symtab. All reads are bounds-checked; corrupt tables give
+// errors, never crashes.
+//
+// What moved between releases and how it is found without knowing the release:
+//   - pcHeader.textStart: zero from Go 1.26 (the field is unused); the text base then comes from
+//     moduledata.text, accepted only if moduledata's minpc/maxpc agree with the function table.
+//   - moduledata.gofunc (base of the inline trees): word 38 (1.19), 40 (1.20-1.26), 43 (1.27);
+//     taken from the word whose inline-tree records are well-formed for a sample of functions.
+//   - FuncIDWrapper: the last funcID of the enum, whose length changed (1.21, 1.22, 1.25);
+//     runtime.systemstack_switch's funcID + 1, cross-checked with the largest funcID in use.
 #ifndef PPROF_SIDECAR_AGENT_SYMBOLIZE_GO_PCLNTAB_H_
 #define PPROF_SIDECAR_AGENT_SYMBOLIZE_GO_PCLNTAB_H_
 
@@ -44,6 +52,19 @@ class GoPclntab {
     int32_t sp_delta = 0;  // SP delta (pcsp table) at pc; for frame-pointer-less unwinding
   };
   virtual absl::StatusOr<FuncInfo> LookupFunc(uint64_t pc) const = 0;
+
+  // The runtime's moduledata (runtime.firstmoduledata) as far as it was found and validated:
+  // link-time addresses of the binary's text and data sections as the Go runtime sees them.
+  struct ModuleData {
+    uint64_t addr = 0;
+    uint64_t text = 0, etext = 0;
+    uint64_t noptrdata = 0, enoptrdata = 0, data = 0, edata = 0;
+    uint64_t bss = 0, ebss = 0, noptrbss = 0, enoptrbss = 0;
+    uint64_t gofunc = 0;  // 0: not found (no inline expansion)
+  };
+  virtual const std::optional<ModuleData>& module_data() const = 0;
+  // funcID of Go's wrapper functions in this binary (see the file comment), -1 if unknown.
+  virtual int wrapper_func_id() const = 0;
 
   // Go version family detected from the header ("1.18-1.19" or "1.20+").
   virtual std::string version_family() const = 0;

@@ -79,14 +79,13 @@ struct Flavor {
   const char* name;
   const char* flags;
 };
+// Two compilations per Go release (plain, and PIE with -trimpath), each linked two ways.
 const Flavor kFlavors[] = {
     {"default", ""},
     {"stripped", "-ldflags='-s -w'"},
-    {"pie", "-buildmode=pie"},
-    {"trimpath", "-trimpath"},
-    {"pie_stripped", "-buildmode=pie -ldflags='-s -w'"},
+    {"stripped_pie", ::pprof_sidecar::testing::kGoStrippedPie},
     // External linking: no .gopclntab section at all, moduledata filled by dynamic relocations.
-    {"extld_pie_stripped", "-buildmode=pie -ldflags='-linkmode=external -s -w'"},
+    {"extld_stripped_pie", "-buildmode=pie -trimpath -ldflags='-linkmode=external -s -w'"},
 };
 
 class GoFramesTest : public ::testing::TestWithParam<std::tuple<std::string, Flavor>> {};
@@ -110,6 +109,26 @@ TEST_P(GoFramesTest, MatchesRuntimeCallersFrames) {
   auto tab = GoPclntab::FromElf(**elf);
   ASSERT_TRUE(tab.ok()) << tab.status();
   EXPECT_EQ((*tab)->version_family(), version == "1.19" ? "1.18-1.19" : "1.20+");
+  // What moved between releases, found without knowing the release: the wrapper funcID (the
+  // last of the enum, per release's source), moduledata's bounds and gofunc (word 38/40/43).
+  static const std::map<std::string, int> kWrapperFuncId = {
+      {"1.19", 21}, {"1.20", 21}, {"1.21", 21}, {"1.22", 22}, {"1.23", 22},
+      {"1.24", 22}, {"1.25", 23}, {"1.26", 23}, {"1.27", 23}};
+  ASSERT_TRUE(kWrapperFuncId.count(version)) << "add go" << version << "'s FuncIDWrapper";
+  EXPECT_EQ((*tab)->wrapper_func_id(), kWrapperFuncId.at(version));
+  ASSERT_TRUE((*tab)->module_data().has_value());
+  const GoPclntab::ModuleData& md = *(*tab)->module_data();
+  EXPECT_NE(md.gofunc, 0u);
+  EXPECT_LT(md.noptrdata, md.enoptrdata);
+  EXPECT_LT(md.bss, md.ebss);
+  EXPECT_LE(md.enoptrdata, md.bss);
+  for (const auto& [name, value] : std::vector<std::pair<const char*, uint64_t>>{
+           {"runtime.firstmoduledata", md.addr}, {"runtime.text", md.text},
+           {"runtime.noptrdata", md.noptrdata}, {"runtime.bss", md.bss},
+           {"runtime.enoptrbss", md.enoptrbss}, {"go:func.*", md.gofunc},
+           {"go.func.*", md.gofunc}}) {
+    if (auto sym = (*elf)->FindSymbol(name)) EXPECT_EQ(value, sym->value) << name;
+  }
   auto map_vaddr = (*elf)->FileOffsetToVaddr(go.map_offset);
   ASSERT_TRUE(map_vaddr.has_value());
   const uint64_t bias = go.map_start - *map_vaddr;
@@ -239,7 +258,10 @@ TEST_F(GoBinary, FromBytesAndMagicScan) {
   ASSERT_NE(s, nullptr);
   auto from_elf = GoPclntab::FromElf(**elf);
   ASSERT_TRUE(from_elf.ok());
-  auto from_bytes = GoPclntab::FromBytes((*elf)->SectionData(*s), 0);
+  // Go 1.26+ leave the header's textStart zero: FromBytes is then told runtime.text.
+  auto text = (*elf)->FindSymbol("runtime.text");
+  ASSERT_TRUE(text.has_value());
+  auto from_bytes = GoPclntab::FromBytes((*elf)->SectionData(*s), text->value);
   ASSERT_TRUE(from_bytes.ok()) << from_bytes.status();
   EXPECT_EQ((*from_bytes)->num_funcs(), (*from_elf)->num_funcs());
   EXPECT_EQ((*from_bytes)->min_pc(), (*from_elf)->min_pc());
@@ -336,7 +358,8 @@ TEST(GoPclntabTest, NonGoElfIsNotFound) {
 // A large Go binary (the compiler) loads fast and symbolizes every function.
 // Load and lookup speed of a large binary are measured in bench/ (BENCHMARKS.md), not here.
 TEST(GoPclntabTest, LargeBinaryResolvesEveryPc) {
-  const std::string path = "/usr/lib/go-" + GoVersions().back() + "/pkg/tool/linux_amd64/compile";
+  const std::string path = ::pprof_sidecar::testing::GoMatrixDir() + "/" + GoVersions().back() +
+                           "/pkg/tool/linux_amd64/compile";
   auto elf = ElfFile::Open(path);
   ASSERT_TRUE(elf.ok()) << elf.status();
   auto tab = GoPclntab::FromElf(**elf);

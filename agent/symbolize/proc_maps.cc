@@ -1,9 +1,11 @@
 #include "agent/symbolize/proc_maps.h"
 
 #include <fcntl.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/escaping.h"
@@ -102,9 +104,11 @@ absl::StatusOr<std::vector<MapEntry>> ReadProcMaps(pid_t pid) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("open ", path));
   std::string text;
-  char buf[65536];
+  // On the heap: 64 KiB on the stack stays resident in every thread that ever read maps (each of
+  // the HTTP server's workers builds profiles).
+  std::vector<char> buf(65536);
   while (true) {
-    ssize_t n = read(fd, buf, sizeof(buf));
+    ssize_t n = read(fd, buf.data(), buf.size());
     if (n < 0) {
       if (errno == EINTR) continue;
       int err = errno;
@@ -112,7 +116,7 @@ absl::StatusOr<std::vector<MapEntry>> ReadProcMaps(pid_t pid) {
       return absl::ErrnoToStatus(err, absl::StrCat("read ", path));
     }
     if (n == 0) break;
-    text.append(buf, static_cast<size_t>(n));
+    text.append(buf.data(), static_cast<size_t>(n));
   }
   close(fd);
   auto parsed = ParseProcMaps(text);
@@ -123,15 +127,66 @@ absl::StatusOr<std::vector<MapEntry>> ReadProcMaps(pid_t pid) {
   return parsed;
 }
 
-std::string TargetFilePath(pid_t pid, const MapEntry& e) {
-  // The kernel names map_files entries with lowercase hex, no 0x and no zero padding.
-  std::string mf = absl::StrFormat("/proc/%d/map_files/%x-%x", pid, e.start, e.end);
-  int fd = open(mf.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    close(fd);
-    return mf;
+namespace {
+
+// The mapped file reached without map_files and without the target's root, accepted only if it
+// is provably the mapped file: /proc/<pid>/exe when it names the mapped path, else the mapped
+// path in the agent's own root when device and inode are the ones maps gives.
+absl::StatusOr<OpenedTargetFile> OpenSameFileAsMapped(pid_t pid, const MapEntry& e) {
+  OpenedTargetFile out;
+  out.path = absl::StrCat("/proc/", pid, "/exe");
+  char link[4096];
+  const ssize_t n = readlink(out.path.c_str(), link, sizeof(link) - 1);
+  if (n > 0 && absl::string_view(link, static_cast<size_t>(n)) == e.path) {
+    absl::StatusOr<TargetFd> fd = OpenRegularFile(out.path);
+    if (fd.ok()) {
+      out.fd = *std::move(fd);
+      return out;
+    }
   }
-  return absl::StrCat("/proc/", pid, "/root", e.path);
+  absl::StatusOr<TargetFd> fd = OpenRegularFile(e.path);
+  if (!fd.ok()) return fd.status();
+  if (fd->ino() != e.inode || major(fd->dev()) != e.dev_major || minor(fd->dev()) != e.dev_minor) {
+    return absl::NotFoundError(absl::StrCat(e.path, ": not the file the target mapped"));
+  }
+  out.fd = *std::move(fd);
+  out.path = e.path;
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<OpenedTargetFile> OpenTargetFile(pid_t pid, const MapEntry& e) {
+  // The kernel names map_files entries with lowercase hex, no 0x and no zero padding.
+  OpenedTargetFile out;
+  out.path = absl::StrFormat("/proc/%d/map_files/%x-%x", pid, e.start, e.end);
+  absl::StatusOr<TargetFd> fd = OpenRegularFile(out.path);
+  // Only a refused or vanished link falls back to the path; a file refused for what it is
+  // (too large, ...) is the same file either way.
+  if (fd.ok() || !(absl::IsPermissionDenied(fd.status()) || absl::IsNotFound(fd.status()))) {
+    if (!fd.ok()) return fd.status();
+    // The link names what is mapped at that range now: another file if the process replaced the
+    // mapping (or exec'd) since its maps were read.
+    if (e.inode != 0 && fd->ino() != e.inode) {
+      return absl::NotFoundError(
+          absl::StrCat(out.path, ": no longer maps inode ", e.inode, " (", e.path, ")"));
+    }
+    out.fd = *std::move(fd);
+    return out;
+  }
+  const std::string root = absl::StrCat("/proc/", pid, "/root");
+  absl::StatusOr<TargetFd> in_root = OpenRegularFileInRoot(root, e.path);
+  if (in_root.ok()) {
+    out.fd = *std::move(in_root);
+    out.path = absl::StrCat(root, e.path);
+    return out;
+  }
+  // The target's root is not the root its maps were written against when the target was chrooted
+  // (or pivoted) within the agent's mount namespace: maps paths are relative to the reader's root.
+  absl::StatusOr<OpenedTargetFile> same_file = OpenSameFileAsMapped(pid, e);
+  if (same_file.ok()) return same_file;
+  return absl::Status(in_root.status().code(),
+                      absl::StrCat(fd.status().message(), "; ", in_root.status().message()));
 }
 
 }  // namespace pprof_sidecar

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "agent/symbolize/target_file.h"
 
 namespace pprof_sidecar {
 
@@ -30,10 +31,19 @@ absl::StatusOr<std::vector<MapEntry>> ParseProcMaps(absl::string_view text);
 // Reads and parses /proc/<pid>/maps.
 absl::StatusOr<std::vector<MapEntry>> ReadProcMaps(pid_t pid);
 
-// Path through which the agent can open a file the target mapped, even if the target lives in
-// another mount namespace or the file was deleted/replaced since: prefers
-// /proc/<pid>/map_files/<start>-<end> (always the mapped inode), else /proc/<pid>/root/<path>.
-std::string TargetFilePath(pid_t pid, const MapEntry& e);
+// A file the target mapped, opened by the agent.
+struct OpenedTargetFile {
+  TargetFd fd;
+  std::string path;  // what was opened, for messages: map_files link or root + mapped path
+};
+// Opens a file the target mapped, even if the target lives in another mount namespace or the
+// file was deleted or replaced since: /proc/<pid>/map_files/<start>-<end> (always the mapped
+// inode; needs CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN), else the mapped path resolved inside
+// the target's root (/proc/<pid>/root), so a symlink cannot lead into the agent's filesystem,
+// else (a target chrooted inside the agent's mount namespace) /proc/<pid>/exe when it names the
+// mapped path, or the mapped path itself when its device and inode are the mapped ones.
+// Target-file rules apply (target_file.h: never blocks, regular files of bounded size only).
+absl::StatusOr<OpenedTargetFile> OpenTargetFile(pid_t pid, const MapEntry& e);
 
 }  // namespace pprof_sidecar
 

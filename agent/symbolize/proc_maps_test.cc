@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -117,7 +118,9 @@ TEST(ReadProcMapsTest, FindsOwnExecutableAndLibc) {
   // offset maps to an executable PT_LOAD segment of the binary.
   uint64_t pc = reinterpret_cast<uint64_t>(&RealPath);
   EXPECT_TRUE(pc >= text->start && pc < text->end);
-  auto elf = ElfFile::Open(TargetFilePath(getpid(), *text));
+  auto file = OpenTargetFile(getpid(), *text);
+  ASSERT_TRUE(file.ok()) << file.status();
+  auto elf = ElfFile::Open(file->fd, file->path);
   ASSERT_TRUE(elf.ok()) << elf.status();
   auto vaddr = (*elf)->FileOffsetToVaddr(text->offset + (pc - text->start));
   ASSERT_TRUE(vaddr.has_value());
@@ -132,7 +135,7 @@ TEST(ReadProcMapsTest, NoSuchProcess) {
   EXPECT_TRUE(absl::StrContains(m.status().message(), "/proc/-5/maps")) << m.status();
 }
 
-TEST(TargetFilePathTest, DeletedFileStillOpensThroughMapFiles) {
+TEST(OpenTargetFileTest, DeletedFileStillOpensThroughMapFiles) {
   if (geteuid() != 0) GTEST_SKIP() << "map_files needs CAP_SYS_ADMIN";
   // Map a copy of our own executable, then delete it.
   std::string path = MakeTempDir("proc_maps_test") + "/copy of exe";
@@ -155,9 +158,10 @@ TEST(TargetFilePathTest, DeletedFileStillOpensThroughMapFiles) {
   ASSERT_NE(e, nullptr);
   EXPECT_TRUE(e->deleted);
   EXPECT_EQ(e->path, path);
-  std::string target = TargetFilePath(getpid(), *e);
-  EXPECT_EQ(target, absl::StrFormat("/proc/%d/map_files/%x-%x", getpid(), e->start, e->end));
-  auto elf = ElfFile::Open(target);
+  auto target = OpenTargetFile(getpid(), *e);
+  ASSERT_TRUE(target.ok()) << target.status();
+  EXPECT_EQ(target->path, absl::StrFormat("/proc/%d/map_files/%x-%x", getpid(), e->start, e->end));
+  auto elf = ElfFile::Open(target->fd, target->path);
   ASSERT_TRUE(elf.ok()) << elf.status();
   auto self = ElfFile::Open(exe);
   ASSERT_TRUE(self.ok()) << self.status();
@@ -166,13 +170,27 @@ TEST(TargetFilePathTest, DeletedFileStillOpensThroughMapFiles) {
   munmap(addr, len);
 }
 
-TEST(TargetFilePathTest, FallsBackToRootPath) {
+TEST(OpenTargetFileTest, FallsBackToRootPath) {
   MapEntry e;
   e.start = 0x1000;  // nothing is mapped at page 1
   e.end = 0x2000;
   e.inode = 1;
   e.path = "/etc/hostname";
-  EXPECT_EQ(TargetFilePath(getpid(), e), absl::StrCat("/proc/", getpid(), "/root/etc/hostname"));
+  auto f = OpenTargetFile(getpid(), e);
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->path, absl::StrCat("/proc/", getpid(), "/root/etc/hostname"));
+  struct stat st;
+  ASSERT_EQ(stat("/etc/hostname", &st), 0);
+  EXPECT_EQ(f->fd.ino(), st.st_ino);
+  // The fallback resolves inside the target's root and never opens a FIFO.
+  const std::string dir = MakeTempDir("proc_maps_test");
+  ASSERT_EQ(mkfifo((dir + "/fifo").c_str(), 0644), 0);
+  e.path = dir + "/fifo";
+  alarm(10);
+  auto fifo = OpenTargetFile(getpid(), e);
+  alarm(0);
+  ASSERT_FALSE(fifo.ok());
+  EXPECT_TRUE(absl::StrContains(fifo.status().message(), "FIFO")) << fifo.status();
 }
 
 }  // namespace

@@ -1,6 +1,11 @@
 #include "agent/symbolize/process_symbolizer.h"
 
+#include <pthread.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
@@ -15,18 +20,89 @@ namespace pprof_sidecar {
 struct ProcessSymbolizer::Binary {
   std::unique_ptr<ElfFile> elf;
   std::unique_ptr<GoPclntab> go;
+  std::once_flag syms_once;  // the symbol table is read when a frame first needs it
   std::unique_ptr<ElfSymbolizer> syms;
-  std::unique_ptr<DwarfSymbolizer> dwarf;
   std::string build_id;
   std::string error;  // non-empty: the file could not be read
   std::mutex aux_mu;  // guards aux (built lazily, once, by Session::FindCode)
   bool aux_built = false;
   std::shared_ptr<const void> aux;
+  // DWARF is opened when a sample first lands in the binary (Session::Dwarf), not with it: its
+  // indexes (for a compressed debug file, the decompressed sections) are the largest thing the
+  // agent would hold. Sessions using it count as users; the last one to end trims it.
+  std::mutex dwarf_mu;  // guards the three below
+  bool dwarf_tried = false;
+  std::unique_ptr<DwarfSymbolizer> dwarf;  // set once, never reset
+  int dwarf_users = 0;
+};
+
+struct ProcessSymbolizer::MapsSnapshot {
+  std::vector<MapEntry> maps;
+  std::map<size_t, std::shared_ptr<Binary>> binaries;  // maps index -> binary
 };
 
 namespace {
 constexpr size_t kMaxRememberedPids = 16;
+
+// Gives back the pages of this thread's stack below the caller's frame (minus a margin). libdw's
+// line-table reader keeps ~130 KB of arrays on the stack: every thread that ever symbolized
+// through DWARF (each of the HTTP server's workers builds profiles) would keep them resident.
+// The pages are dead by the ABI; the next use faults in zeroed ones.
+void ReleaseStackBelowCaller() {
+  pthread_attr_t attr;
+  if (pthread_getattr_np(pthread_self(), &attr) != 0) return;
+  void* lo = nullptr;
+  size_t size = 0;
+  const int rc = pthread_attr_getstack(&attr, &lo, &size);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) return;
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t here = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
+  const uintptr_t start = (reinterpret_cast<uintptr_t>(lo) + page - 1) & ~(page - 1);
+  const uintptr_t end = (here - 16 * 1024) & ~(page - 1);
+  if (here > reinterpret_cast<uintptr_t>(lo) + 16 * 1024 && end > start) {
+    madvise(reinterpret_cast<void*>(start), end - start, MADV_DONTNEED);  // best effort
+  }
+}
 }  // namespace
+
+std::shared_ptr<const ProcessSymbolizer::MapsSnapshot> ProcessSymbolizer::Session::Snapshot()
+    const {
+  auto snap = std::make_shared<MapsSnapshot>();
+  snap->maps = maps_;
+  snap->binaries = binary_of_map_;
+  return snap;
+}
+
+bool ProcessSymbolizer::Session::SameFileMappings(const Session& other) const {
+  auto next_file = [](const std::vector<MapEntry>& v, size_t i) {
+    while (i < v.size() && !v[i].IsFileBacked()) ++i;
+    return i;
+  };
+  size_t i = next_file(maps_, 0), j = next_file(other.maps_, 0);
+  while (i < maps_.size() && j < other.maps_.size()) {
+    const MapEntry &a = maps_[i], &b = other.maps_[j];
+    if (a.start != b.start || a.end != b.end || a.offset != b.offset || a.inode != b.inode ||
+        a.dev_major != b.dev_major || a.dev_minor != b.dev_minor || a.path != b.path ||
+        a.exec != b.exec) {
+      return false;
+    }
+    i = next_file(maps_, i + 1);
+    j = next_file(other.maps_, j + 1);
+  }
+  return i == maps_.size() && j == other.maps_.size();
+}
+
+std::unique_ptr<ProcessSymbolizer::Session> ProcessSymbolizer::NewSession(
+    pid_t pid, std::shared_ptr<const MapsSnapshot> snapshot) {
+  if (!snapshot) return NewSession(pid);
+  auto s = std::make_unique<Session>();
+  s->owner_ = this;
+  s->pid_ = pid;
+  s->maps_ = snapshot->maps;
+  s->binary_of_map_ = snapshot->binaries;
+  return s;
+}
 
 ProcessSymbolizer::ProcessSymbolizer() : ProcessSymbolizer(Options()) {}
 ProcessSymbolizer::ProcessSymbolizer(Options opts) : opts_(std::move(opts)) {}
@@ -64,8 +140,10 @@ std::shared_ptr<ProcessSymbolizer::Binary> ProcessSymbolizer::GetBinary(pid_t pi
   // Open outside the lock: parsing a large binary takes milliseconds.
   auto b = std::make_shared<Binary>();
   binary_opens_.fetch_add(1);
-  std::string path = TargetFilePath(pid, e);
-  auto elf = ElfFile::Open(path);
+  absl::StatusOr<OpenedTargetFile> file = OpenTargetFile(pid, e);
+  absl::StatusOr<std::unique_ptr<ElfFile>> elf =
+      file.ok() ? ElfFile::Open(file->fd, file->path)
+                : absl::StatusOr<std::unique_ptr<ElfFile>>(file.status());
   if (!elf.ok()) {
     b->error = std::string(elf.status().message());
     binary_open_errors_.fetch_add(1);
@@ -74,11 +152,6 @@ std::shared_ptr<ProcessSymbolizer::Binary> ProcessSymbolizer::GetBinary(pid_t pi
     b->build_id = b->elf->BuildId();
     auto go = GoPclntab::FromElf(*b->elf);
     if (go.ok()) b->go = *std::move(go);
-    b->syms = std::make_unique<ElfSymbolizer>(*b->elf);
-    if (!b->go) {
-      auto dw = DwarfSymbolizer::Open(path, absl::StrCat("/proc/", pid, "/root"));
-      if (dw.ok()) b->dwarf = *std::move(dw);
-    }
   }
   std::lock_guard<std::mutex> l(mu_);
   auto it = by_key_.find(key);
@@ -90,6 +163,56 @@ std::shared_ptr<ProcessSymbolizer::Binary> ProcessSymbolizer::GetBinary(pid_t pi
     lru_.pop_back();  // sessions still holding it keep it alive
   }
   return b;
+}
+
+namespace {
+const ElfSymbolizer* SymbolsOf(ProcessSymbolizer::Binary* b) {
+  std::call_once(b->syms_once, [b] { b->syms = std::make_unique<ElfSymbolizer>(*b->elf); });
+  return b->syms.get();
+}
+}  // namespace
+
+ProcessSymbolizer::Session::~Session() {
+  for (const std::shared_ptr<Binary>& b : dwarf_users_) {
+    std::lock_guard<std::mutex> l(b->dwarf_mu);
+    if (--b->dwarf_users == 0) b->dwarf->Trim();
+  }
+  // A session that symbolized (a profile build) has read its binaries' symbol tables, pclntab
+  // and CFI through their file mappings, and maybe run libdw deep in this thread's stack.
+  if (!views_.empty()) ReleasePages();
+  if (!dwarf_users_.empty()) ReleaseStackBelowCaller();
+}
+
+void ProcessSymbolizer::Session::ReleasePages() {
+  const Binary* last = nullptr;
+  for (const auto& [idx, b] : binary_of_map_) {
+    if (!b->elf || b.get() == last) continue;
+    last = b.get();
+    b->elf->ReleasePages();
+  }
+}
+
+const DwarfSymbolizer* ProcessSymbolizer::Session::Dwarf(const MapEntry& m,
+                                                         const std::shared_ptr<Binary>& b) {
+  if (!b->elf || b->go) return nullptr;  // Go binaries: pclntab has it all
+  std::lock_guard<std::mutex> l(b->dwarf_mu);
+  if (!b->dwarf_tried) {
+    b->dwarf_tried = true;
+    // The file through a descriptor opened as a target file; its debug files inside the
+    // target's root.
+    absl::StatusOr<OpenedTargetFile> file = OpenTargetFile(pid_, m);
+    if (file.ok()) {
+      auto dw = DwarfSymbolizer::Open(file->fd.ProcPath(), absl::StrCat("/proc/", pid_, "/root"),
+                                      m.path);
+      if (dw.ok()) b->dwarf = *std::move(dw);
+    }
+  }
+  if (b->dwarf == nullptr) return nullptr;
+  if (std::find(dwarf_users_.begin(), dwarf_users_.end(), b) == dwarf_users_.end()) {
+    dwarf_users_.push_back(b);
+    ++b->dwarf_users;
+  }
+  return b->dwarf.get();
 }
 
 ResolvedFrame ProcessSymbolizer::Session::ResolveUser(uint64_t ip, bool is_return_address) {
@@ -116,13 +239,16 @@ ResolvedFrame ProcessSymbolizer::Session::ResolveUser(uint64_t ip, bool is_retur
     v.offset = m.offset;
     v.path = m.path;
     if (m.IsFileBacked()) {
-      auto b = owner_->GetBinary(pid_, m);
-      binary_of_map_[idx] = b;
+      auto bit = binary_of_map_.find(idx);
+      if (bit == binary_of_map_.end())
+        bit = binary_of_map_.emplace(idx, owner_->GetBinary(pid_, m)).first;
+      const std::shared_ptr<Binary>& b = bit->second;
       if (b->elf) {
+        const bool dwarf = Dwarf(m, b) != nullptr;
         v.build_id = b->build_id;
-        v.has_functions = b->go || (b->syms && b->syms->size() > 0) || b->dwarf;
-        v.has_filenames = v.has_line_numbers = b->go || b->dwarf;
-        v.has_inline_frames = b->go || b->dwarf;
+        v.has_functions = b->go || dwarf || SymbolsOf(b.get())->size() > 0;
+        v.has_filenames = v.has_line_numbers = b->go || dwarf;
+        v.has_inline_frames = b->go || dwarf;
       }
     }
     vit = view_of_map_.emplace(idx, static_cast<int>(views_.size())).first;
@@ -131,7 +257,8 @@ ResolvedFrame ProcessSymbolizer::Session::ResolveUser(uint64_t ip, bool is_retur
   out.mapping = vit->second;
 
   auto bit = binary_of_map_.find(idx);
-  const Binary* b = bit == binary_of_map_.end() ? nullptr : bit->second.get();
+  const std::shared_ptr<Binary>* bp = bit == binary_of_map_.end() ? nullptr : &bit->second;
+  const Binary* b = bp == nullptr ? nullptr : bp->get();
   if (b == nullptr || !b->elf) {
     if (!m.path.empty() && m.path[0] == '[') {  // [vdso], [vsyscall], ...
       out.lines.push_back(SourceLine{m.path, m.path, "", 0, 0});
@@ -154,16 +281,16 @@ ResolvedFrame ProcessSymbolizer::Session::ResolveUser(uint64_t ip, bool is_retur
       return out;
     }
   }
-  if (b->dwarf) {
-    auto lines = b->dwarf->Symbolize(*vaddr);
+  if (const DwarfSymbolizer* dwarf = Dwarf(m, *bp)) {
+    auto lines = dwarf->Symbolize(*vaddr);
     if (lines.ok() && !lines->empty()) {
       out.lines = *std::move(lines);
       owner_->frames_symbolized_.fetch_add(1);
       return out;
     }
   }
-  if (b->syms) {
-    auto line = b->syms->Lookup(*vaddr);
+  if (const ElfSymbolizer* syms = SymbolsOf(bp->get())) {
+    auto line = syms->Lookup(*vaddr);
     if (line) {
       out.lines.push_back(*std::move(line));
       owner_->frames_symbolized_.fetch_add(1);
@@ -219,11 +346,18 @@ const Kallsyms* ProcessSymbolizer::kallsyms() {
     if (k.ok()) {
       kallsyms_ = *std::move(k);
     } else {
-      fprintf(stderr, "pprof-sidecar: kernel frames will be unsymbolized: %s\n",
-              std::string(k.status().message()).c_str());
+      kallsyms_error_ = std::string(k.status().message());
+      fprintf(stderr, "pprof-sidecar: kernel frames will be shown as [kernel]: %s\n",
+              kallsyms_error_.c_str());
     }
   }
   return kallsyms_.get();
+}
+
+std::string ProcessSymbolizer::kallsyms_error() {
+  kallsyms();
+  std::lock_guard<std::mutex> l(mu_);
+  return kallsyms_error_;
 }
 
 ResolvedFrame ProcessSymbolizer::Session::ResolveKernel(uint64_t ip, bool is_return_address) {

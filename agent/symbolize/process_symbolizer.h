@@ -25,6 +25,7 @@
 namespace pprof_sidecar {
 
 class Kallsyms;
+class DwarfSymbolizer;
 class ElfFile;
 class GoPclntab;
 
@@ -62,10 +63,16 @@ class ProcessSymbolizer {
   ~ProcessSymbolizer();
 
   struct Binary;  // an opened, parsed ELF file with its symbol sources
+  // A process's mappings at one moment, with the binaries opened for them so far held open:
+  // a session made from it later (NewSession(pid, snapshot)) gives the same answers after the
+  // process exec'd another program or unmapped them.
+  struct MapsSnapshot;
 
   // The mappings of one process as of one profile. Not thread-safe; one per profile build.
+  // DWARF opened for it is trimmed (DwarfSymbolizer::Trim) when the last session using it ends.
   class Session {
    public:
+    ~Session();
     // `ip` is a sampled user address; `is_return_address` is true for all frames but the leaf,
     // so that the call instruction (ip - 1) is looked up.
     ResolvedFrame ResolveUser(uint64_t ip, bool is_return_address);
@@ -74,6 +81,12 @@ class ProcessSymbolizer {
     const std::vector<MappingView>& mappings() const { return views_; }
     // Empty if /proc/PID/maps was read; else why not (the process exited, ...).
     const std::string& maps_error() const { return maps_error_; }
+    // This session's mappings and the binaries it opened so far.
+    std::shared_ptr<const MapsSnapshot> Snapshot() const;
+    // True if `other` has the same file-backed mappings (what code lookups depend on).
+    bool SameFileMappings(const Session& other) const;
+    // Binaries opened so far (a snapshot taken earlier lacks those opened since).
+    size_t binaries_opened() const { return binary_of_map_.size(); }
 
     // For unwinders: the cached binary mapped at user address `pc`. `aux` is a per-binary slot
     // built once by `make_aux` (e.g. CFI tables) that lives as long as the binary stays in the
@@ -88,8 +101,16 @@ class ProcessSymbolizer {
     using AuxFactory = std::function<std::shared_ptr<const void>(const ElfFile&, const GoPclntab*)>;
     bool FindCode(uint64_t pc, const AuxFactory& make_aux, CodeAt* out);
 
+    // ElfFile::ReleasePages for every binary this session has opened. Done by the destructor of
+    // a session that resolved frames (a profile build); sessions kept for unwinding call it
+    // after a burst of work (warming a target).
+    void ReleasePages();
+
    private:
     friend class ProcessSymbolizer;
+    // The binary's DWARF, opened on first use; this session counts as its user until it ends.
+    const DwarfSymbolizer* Dwarf(const MapEntry& m, const std::shared_ptr<Binary>& b);
+
     ProcessSymbolizer* owner_ = nullptr;
     pid_t pid_ = 0;
     std::vector<MapEntry> maps_;
@@ -99,15 +120,20 @@ class ProcessSymbolizer {
     size_t last_code_map_ = ~size_t{0};  // FindCode's last hit (maps_ index)
     CodeAt last_code_;
     std::vector<MappingView> views_;
+    std::vector<std::shared_ptr<Binary>> dwarf_users_;  // binaries whose DWARF this session used
   };
 
   // Reads /proc/PID/maps now; if the process is gone, falls back to the last maps seen for it.
   std::unique_ptr<Session> NewSession(pid_t pid);
+  // A session over a snapshot of pid's mappings (no /proc read); its binaries are used first.
+  std::unique_ptr<Session> NewSession(pid_t pid, std::shared_ptr<const MapsSnapshot> snapshot);
 
   SymbolizerStats stats() const;
 
   // The kernel's symbols (/proc/kallsyms, loaded on first use); null if unreadable.
   const Kallsyms* kallsyms();
+  // Why kallsyms() is null ("" when it is not).
+  std::string kallsyms_error();
 
  private:
   std::shared_ptr<Binary> GetBinary(pid_t pid, const MapEntry& e);
@@ -120,6 +146,7 @@ class ProcessSymbolizer {
   std::map<pid_t, std::vector<MapEntry>> last_maps_;  // bounded: only the newest few pids
   std::unique_ptr<Kallsyms> kallsyms_;
   bool kallsyms_tried_ = false;
+  std::string kallsyms_error_;
   std::atomic<uint64_t> binary_opens_{0}, binary_open_errors_{0}, frames_symbolized_{0},
       frames_unsymbolized_{0}, kernel_frames_unsymbolized_{0};
 };

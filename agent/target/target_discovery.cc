@@ -87,6 +87,7 @@ absl::StatusOr<ProcessInfo> ReadProcessInfo(pid_t pid, const std::string& proc_r
   std::vector<std::string> f = absl::StrSplit(stat.substr(close + 1), ' ', absl::SkipEmpty());
   // f[0] is field 3 (state); field N is f[N-3].
   if (f.size() < 22) return absl::DataLossError(absl::StrCat("short ", base, "/stat"));
+  info.state = f[0].empty() ? '?' : f[0][0];
   int ppid = 0;
   (void)absl::SimpleAtoi(f[1], &ppid);
   info.ppid = ppid;
@@ -114,6 +115,12 @@ absl::Status CheckTargetReadable(pid_t pid, const std::string& proc_root) {
     err = errno;
   }
   if (ok) return absl::OkStatus();
+  // A process that exited meanwhile has no /proc entry, or (a zombie) empty maps and no exe:
+  // that is not a missing capability.
+  absl::StatusOr<ProcessInfo> now = ReadProcessInfo(pid, proc_root);
+  if (!now.ok() || now->state == 'Z' || now->state == 'X') {
+    return absl::NotFoundError(absl::StrCat("pid ", pid, " exited"));
+  }
   return absl::PermissionDeniedError(absl::StrCat(
       "cannot read ", path, ": ", err ? strerror(err) : "empty",
       "; profiles will be unsymbolized: the agent needs CAP_SYS_PTRACE to read another "
@@ -126,8 +133,23 @@ absl::StatusOr<Discovery> DiscoverTarget(const DiscoveryOptions& opts) {
   if (opts.target_pid > 0) {
     auto info = ReadProcessInfo(opts.target_pid, opts.proc_root);
     if (!info.ok()) {
-      return absl::NotFoundError(
-          absl::StrCat("--target_pid=", opts.target_pid, ": ", info.status().message()));
+      return absl::NotFoundError(absl::StrCat(
+          "--target_pid=", opts.target_pid, ": ", info.status().message(),
+          opts.target_start_time != 0 ? " (the target exited; --target_pid does not follow "
+                                        "restarts: use --target_name for that)"
+                                      : ""));
+    }
+    if (opts.target_start_time != 0 && info->start_time != opts.target_start_time) {
+      return absl::NotFoundError(absl::StrCat(
+          "--target_pid=", opts.target_pid, ": the target exited and pid ", opts.target_pid,
+          " now belongs to another process (", info->comm,
+          "), which is not profiled: --target_pid does not follow restarts (use --target_name "
+          "for that)"));
+    }
+    if (info->state == 'Z' || info->state == 'X') {
+      return absl::NotFoundError(absl::StrCat("--target_pid=", opts.target_pid, ": pid ",
+                                              opts.target_pid, " (", info->comm,
+                                              ") exited (a zombie, not reaped yet)"));
     }
     out.target = *info;
     out.explanation = absl::StrCat("pid ", opts.target_pid, " given by --target_pid");
@@ -164,7 +186,7 @@ absl::StatusOr<Discovery> DiscoverTarget(const DiscoveryOptions& opts) {
 
   std::vector<ProcessInfo> candidates;
   for (const auto& p : procs) {
-    if (p.exe.empty()) continue;  // kernel thread or not ours to read
+    if (p.exe.empty() || p.state == 'Z') continue;  // kernel thread, exited, or not readable
     if (related.count(p.pid)) continue;
     if (!opts.target_name.empty()) {
       if (std::regex_match(p.comm, name_re) || std::regex_match(Basename(p.exe), name_re)) {
@@ -197,10 +219,14 @@ absl::StatusOr<Discovery> DiscoverTarget(const DiscoveryOptions& opts) {
   } else {
     std::vector<std::string> names;
     for (const auto& o : out.others) names.push_back(absl::StrCat(o.pid, "/", o.comm));
-    out.explanation =
-        absl::StrCat("ambiguous: chose pid ", out.target.pid, " (", out.target.comm,
-                     ") with the largest resident set over ", absl::StrJoin(names, ", "),
-                     "; pass --target_pid or --target_name to choose");
+    out.explanation = absl::StrCat(
+        "ambiguous: chose pid ", out.target.pid, " (", out.target.comm,
+        ") with the largest resident set over ", absl::StrJoin(names, ", "),
+        opts.target_name.empty()
+            ? "; pass --target_pid or --target_name to choose"
+            : absl::StrCat(": all match --target_name=", opts.target_name,
+                           "; pass a narrower --target_name (it matches the whole comm or "
+                           "executable name) or --target_pid to choose"));
   }
   return out;
 }

@@ -29,18 +29,23 @@ struct ProcessInfo {
   std::string exe;          // readlink(/proc/PID/exe), may end in " (deleted)"
   uint64_t start_time = 0;  // field 22 of /proc/PID/stat (clock ticks since boot): identity
   uint64_t rss_pages = 0;
+  char state = '?';  // field 3 of /proc/PID/stat: R, S, D, Z (zombie: exited, not reaped), ...
 };
 
 // Reads /proc/<pid>/{stat,exe}. NotFound if the process is gone.
 absl::StatusOr<ProcessInfo> ReadProcessInfo(pid_t pid, const std::string& proc_root = "/proc");
 
 // OK if the agent can read the target's /proc/<pid>/maps and exe link, which symbolization needs
-// (reading another user's maps, exe and memory takes CAP_SYS_PTRACE). Otherwise
-// PermissionDenied (or the open error) with a message that names the missing capability.
+// (reading another user's maps, exe and memory takes CAP_SYS_PTRACE). NotFound if the process
+// exited meanwhile (gone, or a zombie: its maps are empty). Otherwise PermissionDenied (or the
+// open error) with a message that names the missing capability.
 absl::Status CheckTargetReadable(pid_t pid, const std::string& proc_root = "/proc");
 
 struct DiscoveryOptions {
   pid_t target_pid = 0;     // 0: not set
+  // With target_pid: the start time (ProcessInfo::start_time) the process must have, so that
+  // another process reusing the pid is not taken for it. 0: any (the first one seen).
+  uint64_t target_start_time = 0;
   std::string target_name;  // "": not set
   pid_t self_pid = 0;       // 0: getpid()
   std::string proc_root = "/proc";
@@ -52,7 +57,8 @@ struct Discovery {
   std::string explanation;          // human-readable: why this one
 };
 
-// Applies the rule above. NotFound with a clear message when nothing qualifies.
+// Applies the rule above; processes that exited (zombies) never qualify. NotFound with a clear
+// message when nothing qualifies.
 absl::StatusOr<Discovery> DiscoverTarget(const DiscoveryOptions& opts);
 
 // True for names of pause/init processes that sit at pid 1 of a pod.

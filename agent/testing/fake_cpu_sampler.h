@@ -63,6 +63,13 @@ class FakeCpuSampler : public CpuSampler {
     s.tick_clock = weight_ > 1;
     return s;
   }
+  SamplerInfo info() const override {
+    SamplerInfo i;
+    i.clock = "tick";
+    i.tick_attach = "fake/tick";
+    i.program_variant = "default";
+    return i;
+  }
 
  private:
   const std::vector<uint64_t> stack_;

@@ -142,6 +142,18 @@ double RootShare(const PprofSummary& s) {
   return total ? static_cast<double>(root) / total : 0;
 }
 
+// Share of samples taken while a goroutine's stack grows: runtime.morestack switches to g0 and
+// clears BP, and the goroutine's frames are on its own stack, which the sampler does not copy
+// (a known gap, see DESIGN.md "Go releases"; Go's own profiler crosses to g.sched).
+double StackGrowthShare(const PprofSummary& s) {
+  int64_t total = 0, growth = 0;
+  for (const auto& [fn, v] : s.roots) {
+    total += v;
+    if (fn == "runtime.morestack") growth += v;
+  }
+  return total ? static_cast<double>(growth) / total : 0;
+}
+
 std::string Roots(const PprofSummary& s) {
   std::string o;
   for (const auto& [fn, v] : s.roots) absl::StrAppend(&o, fn.empty() ? "?" : fn, "=", v, " ");
@@ -193,18 +205,22 @@ class UnwindGoHashTest : public ::testing::TestWithParam<std::string> {
 TEST_P(UnwindGoHashTest, Sha256AssemblyReachesRoot) {
   Profiled p;
   ASSERT_TRUE(BuildAndProfile("unwind_gohash", {}, &p));
-  // Most samples are in the sha256 block assembly.
-  EXPECT_GT(FlatShare(p.after, "crypto/sha256.block"), 0.6);
+  // Most samples are in the sha256 block assembly (crypto/sha256.block until Go 1.23,
+  // crypto/internal/fips140/sha256.block* from 1.24).
+  EXPECT_GT(FlatShare(p.after, "sha256.block"), 0.6);
   CheckProfile("go" + GetParam() + " sha256", p, "main.hashHot", "main.hashCold");
 }
 
 // The same under a 64 KiB frame: the stack copy ends long before the goroutine's root, and the
 // sampled rbp (sha256's general register) cannot start a frame-pointer chain; the sampler finds
-// the first frame record in the copy and walks on from it past the copy's end.
-TEST_P(UnwindGoHashTest, Sha256AssemblyUnderDeepFrameReachesRoot) {
+// the first frame record in the copy and walks on from it past the copy's end. Not a property of
+// a Go release: oldest and newest only.
+class UnwindGoDeepTest : public UnwindGoHashTest {};
+
+TEST_P(UnwindGoDeepTest, Sha256AssemblyUnderDeepFrameReachesRoot) {
   Profiled p;
   ASSERT_TRUE(BuildAndProfile("unwind_gohash", {"-deep"}, &p));
-  EXPECT_GT(FlatShare(p.after, "crypto/sha256.block"), 0.6);
+  EXPECT_GT(FlatShare(p.after, "sha256.block"), 0.6);
   EXPECT_GT(CumShare(p.after, "main.deepLoop"), 0.95);
   CheckProfile("go" + GetParam() + " sha256 deep", p, "main.hashHot", "main.hashCold");
 }
@@ -218,10 +234,19 @@ TEST_P(UnwindGoHashTest, ClockReadsInTheVdsoReachRoot) {
   ASSERT_TRUE(BuildAndProfile("unwind_govdso", {}, &p));
   EXPECT_GT(CumShare(p.after, "time.Now"), 0.5);
   CheckProfile("go" + GetParam() + " vdso", p, "main.clockHot", "main.clockCold");
-  EXPECT_GE(RootShare(p.after), 0.99) << Roots(p.after);
+  // Every sample reaches its root but those in stack growth (0-2 %, most with Go 1.26), which
+  // are bounded on their own.
+  const double growth = StackGrowthShare(p.after);
+  EXPECT_GE(RootShare(p.after) + growth, 0.99) << Roots(p.after);
+  EXPECT_LT(growth, 0.03) << Roots(p.after);
 }
 
 INSTANTIATE_TEST_SUITE_P(GoVersions, UnwindGoHashTest, ::testing::ValuesIn(GoVersions()),
+                         [](const ::testing::TestParamInfo<std::string>& i) {
+                           return GoVersionName(i.param);
+                         });
+INSTANTIATE_TEST_SUITE_P(GoVersions, UnwindGoDeepTest,
+                         ::testing::ValuesIn(::pprof_sidecar::testing::OldestAndNewestGo()),
                          [](const ::testing::TestParamInfo<std::string>& i) {
                            return GoVersionName(i.param);
                          });
@@ -276,7 +301,7 @@ TEST_P(UnwindCgoTest, GoCallingC) {
 }
 
 INSTANTIATE_TEST_SUITE_P(GoVersions, UnwindCgoTest,
-                         ::testing::Values(GoVersions().front(), GoVersions().back()),
+                         ::testing::ValuesIn(::pprof_sidecar::testing::OldestAndNewestGo()),
                          [](const ::testing::TestParamInfo<std::string>& i) {
                            return GoVersionName(i.param);
                          });
@@ -306,7 +331,7 @@ TEST_P(UnwindCgoCallbackTest, CCallingBackIntoGo) {
 }
 
 INSTANTIATE_TEST_SUITE_P(GoVersions, UnwindCgoCallbackTest,
-                         ::testing::Values(GoVersions().front(), GoVersions().back()),
+                         ::testing::ValuesIn(::pprof_sidecar::testing::OldestAndNewestGo()),
                          [](const ::testing::TestParamInfo<std::string>& i) {
                            return GoVersionName(i.param);
                          });

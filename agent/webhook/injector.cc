@@ -89,11 +89,24 @@ bool HasContainerNamed(const json& containers, absl::string_view name) {
   return false;
 }
 
+// An exec probe: the agent listens on loopback only, out of the kubelet's reach, so the agent's
+// binary asks it (`--probe`).
+json AgentProbe(const InjectorConfig& cfg, const char* path, int period_seconds) {
+  return {{"exec",
+           {{"command", json::array({kAgentBinary, absl::StrCat("--probe=", path),
+                                     absl::StrCat("--listen_address=127.0.0.1:", cfg.agent_port)})}}},
+          {"initialDelaySeconds", 5},
+          {"periodSeconds", period_seconds},
+          {"timeoutSeconds", 5},
+          {"failureThreshold", 3}};
+}
+
 json AgentContainer(const InjectorConfig& cfg, const std::string& target_name) {
   json args = json::array({absl::StrCat("--listen_address=127.0.0.1:", cfg.agent_port),
                            absl::StrCat("--cpu_sampling_hz=", cfg.cpu_sampling_hz)});
   if (!target_name.empty()) args.push_back(absl::StrCat("--target_name=", target_name));
   json caps = json::array({"BPF", "PERFMON", "SYS_PTRACE"});
+  if (cfg.kernel_symbols) caps.push_back("SYSLOG");
   if (cfg.sys_resource) caps.push_back("SYS_RESOURCE");
   json sc = {{"runAsUser", 0},
              {"runAsNonRoot", false},
@@ -104,15 +117,18 @@ json AgentContainer(const InjectorConfig& cfg, const std::string& target_name) {
   } else {
     sc["allowPrivilegeEscalation"] = false;
   }
-  return {{"name", kAgentContainerName},
-          {"image", cfg.agent_image},
-          {"imagePullPolicy", cfg.agent_image_pull_policy},
-          {"args", args},
-          {"securityContext", sc},
-          {"resources",
-           {{"requests", {{"cpu", cfg.agent_cpu_request}, {"memory", cfg.agent_memory_request}}},
-            {"limits", {{"memory", cfg.agent_memory_limit}}}}},
-          {"terminationMessagePolicy", "FallbackToLogsOnError"}};
+  json c = {{"name", kAgentContainerName},
+            {"image", cfg.agent_image},
+            {"imagePullPolicy", cfg.agent_image_pull_policy},
+            {"args", args},
+            {"securityContext", sc},
+            {"resources",
+             {{"requests", {{"cpu", cfg.agent_cpu_request}, {"memory", cfg.agent_memory_request}}},
+              {"limits", {{"memory", cfg.agent_memory_limit}}}}},
+            {"livenessProbe", AgentProbe(cfg, "/livez", 30)},
+            {"terminationMessagePolicy", "FallbackToLogsOnError"}};
+  if (cfg.readiness_gate) c["readinessProbe"] = AgentProbe(cfg, "/healthz", 10);
+  return c;
 }
 
 json ProxyContainer(const InjectorConfig& cfg) {

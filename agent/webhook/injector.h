@@ -30,6 +30,8 @@ inline constexpr char kTargetNameAnnotation[] = "pprof-sidecar.io/target-name";
 inline constexpr char kStatusAnnotation[] = "pprof-sidecar.io/status";
 
 inline constexpr char kAgentContainerName[] = "pprof-sidecar";
+// The agent's path in the image (its entrypoint).
+inline constexpr char kAgentBinary[] = "/usr/local/bin/pprof-sidecar";
 inline constexpr char kProxyContainerName[] = "kube-rbac-proxy";
 
 struct InjectorConfig {
@@ -42,6 +44,13 @@ struct InjectorConfig {
   bool privileged = false;
   // Adds CAP_SYS_RESOURCE (kernels < 5.11 charge BPF maps to RLIMIT_MEMLOCK).
   bool sys_resource = false;
+  // Adds CAP_SYSLOG: /proc/kallsyms shows kernel addresses only with it (unless
+  // kernel.kptr_restrict=0 and perf_event_paranoid<=1); without it kernel frames are "[kernel]".
+  bool kernel_symbols = true;
+  // A readiness probe on the agent's /healthz. A container's readiness is its pod's: off by
+  // default, so that a node where CPU profiles cannot be taken never takes the app out of its
+  // Services. The liveness probe (/livez: the agent answers) is always set.
+  bool readiness_gate = false;
   std::string agent_cpu_request = "10m";
   std::string agent_memory_request = "64Mi";
   std::string agent_memory_limit = "256Mi";

@@ -20,6 +20,12 @@ DEFINE_bool(privileged, false,
             "Make the agent container privileged (only for runtimes whose seccomp profile blocks "
             "bpf(2) despite CAP_BPF).");
 DEFINE_bool(sys_resource, false, "Add CAP_SYS_RESOURCE (kernels before 5.11).");
+DEFINE_bool(kernel_symbols, true,
+            "Add CAP_SYSLOG, without which kernel frames are shown as [kernel] (/proc/kallsyms "
+            "hides kernel addresses).");
+DEFINE_bool(readiness_gate, false,
+            "Give the agent a readiness probe on /healthz (the pod is not Ready while the agent "
+            "cannot take CPU profiles).");
 DEFINE_string(agent_cpu_request, "10m", "CPU request of the agent container.");
 DEFINE_string(agent_memory_request, "64Mi", "Memory request of the agent container.");
 DEFINE_string(agent_memory_limit, "256Mi", "Memory limit of the agent container.");
@@ -57,6 +63,8 @@ int Run() {
   cfg.cpu_sampling_hz = FLAGS_cpu_sampling_hz;
   cfg.privileged = FLAGS_privileged;
   cfg.sys_resource = FLAGS_sys_resource;
+  cfg.kernel_symbols = FLAGS_kernel_symbols;
+  cfg.readiness_gate = FLAGS_readiness_gate;
   cfg.agent_cpu_request = FLAGS_agent_cpu_request;
   cfg.agent_memory_request = FLAGS_agent_memory_request;
   cfg.agent_memory_limit = FLAGS_agent_memory_limit;

@@ -177,9 +177,15 @@ TEST_F(WebhookTest, InjectsAgentAndProxyIntoOptedInPod) {
   EXPECT_TRUE(HasArg(*agent, "--target_name=manager")) << agent->dump();
   EXPECT_FALSE(agent->contains("ports")) << "the agent must not expose a port";
   const json& sc = (*agent)["securityContext"];
-  EXPECT_EQ(sc["capabilities"]["add"], json::array({"BPF", "PERFMON", "SYS_PTRACE"}));
+  EXPECT_EQ(sc["capabilities"]["add"], json::array({"BPF", "PERFMON", "SYS_PTRACE", "SYSLOG"}));
   EXPECT_EQ(sc["capabilities"]["drop"], json::array({"ALL"}));
   EXPECT_EQ(sc["readOnlyRootFilesystem"], true);
+  // Liveness through the agent's own binary (it listens on loopback only); no readiness gate on
+  // the app's pod by default.
+  EXPECT_EQ((*agent)["livenessProbe"]["exec"]["command"],
+            json::array({"/usr/local/bin/pprof-sidecar", "--probe=/livez",
+                         "--listen_address=127.0.0.1:6060"}));
+  EXPECT_FALSE(agent->contains("readinessProbe"));
   EXPECT_EQ(sc["runAsUser"], 0);
   EXPECT_EQ(sc["allowPrivilegeEscalation"], false);
   EXPECT_FALSE(sc.contains("privileged"));
@@ -289,11 +295,13 @@ TEST_F(WebhookTest, ConflictsAreReportedNotInjected) {
   EXPECT_TRUE(absl::StrContains(p.response["warnings"][0].get<std::string>(), "6060"));
 }
 
-TEST_F(WebhookTest, PrivilegedAndSysResourceOptIns) {
+TEST_F(WebhookTest, PrivilegedSysResourceReadinessOptInsAndNoKernelSymbols) {
   StopServer();
   InjectorConfig cfg;
   cfg.privileged = true;
   cfg.sys_resource = true;
+  cfg.kernel_symbols = false;
+  cfg.readiness_gate = true;
   cfg.agent_image = "registry.example/pprof-sidecar:1.2.3";
   StartServer(cfg);
   Outcome o = Admit(ControllerPod());
@@ -307,6 +315,7 @@ TEST_F(WebhookTest, PrivilegedAndSysResourceOptIns) {
   EXPECT_FALSE(sc.contains("allowPrivilegeEscalation"));
   EXPECT_EQ(sc["capabilities"]["add"],
             json::array({"BPF", "PERFMON", "SYS_PTRACE", "SYS_RESOURCE"}));
+  EXPECT_EQ((*agent)["readinessProbe"]["exec"]["command"][1], "--probe=/healthz");
 }
 
 TEST_F(WebhookTest, BadRequestsGetClearErrorsAndServerKeepsServing) {

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <future>
 #include <map>
 #include <memory>
 #include <string>
@@ -188,19 +189,49 @@ void ExpectCpuProfileShape(const PprofSummary& s, int hz) {
   EXPECT_EQ(s.totals[1], s.totals[0] * s.period);
 }
 
-// ---- 1. Go target per toolchain: split, file:line, samples ≈ hz × CPU-seconds. ----
+// ---- 1. Go target per release and build (plain; stripped PIE -trimpath): split, file:line,
+// samples ≈ hz × CPU-seconds, stacks reaching their thread's root. ----
 
-class GoSplitTest : public E2eTest, public ::testing::WithParamInterface<std::string> {};
+// Outermost frames of complete Go stacks: goroutines start at goexit, system threads (g0) at
+// mstart, the process at rt0_go; g0 stacks entered by mcall end there (as in Go's traceback).
+double GoRootShare(const PprofSummary& s) {
+  int64_t total = 0, root = 0;
+  for (const auto& [fn, v] : s.roots) {
+    total += v;
+    if (fn == "runtime.goexit" || fn == "runtime.mstart" || fn == "runtime.mstart0" ||
+        fn == "runtime.rt0_go" || fn == "runtime.mcall") {
+      root += v;
+    }
+  }
+  return total ? static_cast<double>(root) / total : 0;
+}
+
+struct GoBuild {
+  std::string version;
+  bool stripped = false;  // kGoStrippedPie
+};
+
+class GoSplitTest : public E2eTest, public ::testing::WithParamInterface<GoBuild> {};
 
 TEST_P(GoSplitTest, SplitLinesAndSampleCount) {
-  ASSERT_OK_AND_ASSIGN(bin, BuildGoCached(GetParam(), GoSplitSrc(), "", dir_ + "/go_cpu_split"));
+  const GoBuild& p = GetParam();
+  ASSERT_OK_AND_ASSIGN(bin, BuildGoCached(p.version, GoSplitSrc(), p.stripped ? kGoStrippedPie : "",
+                                          dir_ + "/go_cpu_split"));
+  if (p.stripped) {  // really stripped and position independent
+    CommandResult hdr = RunCommand("readelf -h -S -W '" + bin + "'");
+    ASSERT_EQ(hdr.exit_code, 0) << hdr.output;
+    ASSERT_TRUE(absl::StrContains(hdr.output, "DYN (")) << hdr.output;
+    ASSERT_FALSE(absl::StrContains(hdr.output, ".symtab")) << hdr.output;
+  }
   ASSERT_OK_AND_ASSIGN(target, StartChild({bin, "-goroutines", "2", "-seconds", "120"}, "target"));
   CpuMonitor mon(target->pid());
   auto agent = StartAgent({absl::StrCat("--target_pid=", target->pid()), "--cpu_sampling_hz=100"});
   ASSERT_TRUE(agent);
-  // Every window must be right on its own (shape, file:line, samples vs CPU); the split is
-  // judged over enough samples: more windows are taken if the machine is busy.
+  // Every window must be right on its own (shape, file:line, samples vs CPU); the split and the
+  // share of complete stacks are judged over enough samples: more windows are taken if the
+  // machine is busy.
   int64_t hot = 0, cold = 0;
+  double rooted = 0, samples = 0;
   SampleBudget budget;
   for (int i = 0; i < kMaxWindows && hot + cold < kMinSplitSamples; ++i) {
     SCOPED_TRACE(absl::StrCat("window ", i));
@@ -218,25 +249,37 @@ TEST_P(GoSplitTest, SplitLinesAndSampleCount) {
                   c = std::llround(CumShare(s, "main.coldPath") * s.totals[0]);
     EXPECT_GE(h + c, 0.8 * s.totals[0]) << "the target's work is not where the profile says; top:\n"
                                         << TopFlat(s);
-    // The goroutines' stacks reach their root frame.
-    EXPECT_GT(RootShare(s, "runtime.goexit"), 0.9) << s.raw;
     ExpectSamplesMatchCpu(s, mon, 100, &budget);
     hot += h;
     cold += c;
+    rooted += GoRootShare(s) * s.totals[0];
+    samples += s.totals[0];
   }
+  const double share = hot + cold > 0 ? static_cast<double>(hot) / (hot + cold) : 0;
+  printf("go%s %s: hotPath %lld coldPath %lld share %.3f, %.2f%% of %.0f samples rooted\n",
+         p.version.c_str(), p.stripped ? "stripped PIE" : "plain", static_cast<long long>(hot),
+         static_cast<long long>(cold), share, samples > 0 ? 100 * rooted / samples : 0.0, samples);
   ASSERT_GE(hot + cold, kMinSplitSamples) << "too few samples for a meaningful split";
-  const double share = static_cast<double>(hot) / (hot + cold);
-  printf("go %s: hotPath %lld coldPath %lld share %.3f\n", GetParam().c_str(),
-         static_cast<long long>(hot), static_cast<long long>(cold), share);
   EXPECT_NEAR(share, 0.75, kSplitTolerance);
+  // Complete stacks: their outermost frame is the goroutine's or thread's root.
+  EXPECT_GE(rooted / samples, 0.99);
   budget.ExpectMatches();
 }
 
-std::string VersionName(const ::testing::TestParamInfo<std::string>& p) {
-  return "go" + absl::StrReplaceAll(p.param, {{".", "_"}});
+std::vector<GoBuild> GoMatrix() {
+  std::vector<GoBuild> m;
+  for (const std::string& v : GoVersions()) {
+    m.push_back({v, false});
+    m.push_back({v, true});
+  }
+  return m;
 }
 
-INSTANTIATE_TEST_SUITE_P(Toolchains, GoSplitTest, ::testing::ValuesIn(GoVersions()), VersionName);
+INSTANTIATE_TEST_SUITE_P(Toolchains, GoSplitTest, ::testing::ValuesIn(GoMatrix()),
+                         [](const ::testing::TestParamInfo<GoBuild>& p) {
+                           return GoVersionName(p.param.version) +
+                                  (p.param.stripped ? "_stripped_pie" : "_plain");
+                         });
 
 // Known gap (frame-pointer unwinding): hotPath is a Go leaf with a zero-size frame, so it never
 // pushes BP; a BP-chain walk from inside it reads its caller's saved BP/return address and skips
@@ -258,44 +301,6 @@ TEST_F(E2eTest, GoFramelessLeafKeepsItsCaller) {
   ASSERT_GT(hot, 50);
   EXPECT_GE(hot_from_worker, 0.95 * hot) << prof.summary.raw;
 }
-
-// ---- 2. Stripped PIE Go build (oldest and newest toolchain). ----
-
-class GoStrippedPieTest : public GoSplitTest {};
-
-std::vector<std::string> OldestAndNewestGo() {
-  std::vector<std::string> v = GoVersions();
-  if (v.size() > 2) v = {v.front(), v.back()};
-  return v;
-}
-
-TEST_P(GoStrippedPieTest, Symbolized) {
-  ASSERT_OK_AND_ASSIGN(bin, BuildGoCached(GetParam(), GoSplitSrc(),
-                                          "-buildmode=pie -ldflags='-s -w'", dir_ + "/gopie"));
-  // Really stripped and position independent.
-  CommandResult hdr = RunCommand("readelf -h -S -W '" + bin + "'");
-  ASSERT_EQ(hdr.exit_code, 0) << hdr.output;
-  ASSERT_TRUE(absl::StrContains(hdr.output, "DYN (")) << hdr.output;
-  ASSERT_FALSE(absl::StrContains(hdr.output, ".symtab")) << hdr.output;
-
-  ASSERT_OK_AND_ASSIGN(target, StartChild({bin, "-goroutines", "2", "-seconds", "120"}, "target"));
-  auto agent = StartAgent({absl::StrCat("--target_pid=", target->pid())});
-  ASSERT_TRUE(agent);
-  int64_t hot = 0, cold = 0;
-  for (int i = 0; i < kMaxWindows && hot + cold < kMinSplitSamples; ++i) {
-    ASSERT_OK_AND_ASSIGN(prof,
-                         FetchProfile(agent->port(), 5, absl::StrCat(dir_, "/cpu", i, ".pb.gz")));
-    ExpectGoFuncWithLines(prof.summary, "hotPath");
-    ExpectGoFuncWithLines(prof.summary, "coldPath");
-    hot += std::llround(CumShare(prof.summary, "main.hotPath") * prof.summary.totals[0]);
-    cold += std::llround(CumShare(prof.summary, "main.coldPath") * prof.summary.totals[0]);
-  }
-  ASSERT_GE(hot + cold, kMinSplitSamples);
-  EXPECT_NEAR(static_cast<double>(hot) / (hot + cold), 0.75, kSplitTolerance);
-}
-
-INSTANTIATE_TEST_SUITE_P(Toolchains, GoStrippedPieTest, ::testing::ValuesIn(OldestAndNewestGo()),
-                         VersionName);
 
 // ---- 3. C target. ----
 
@@ -341,6 +346,114 @@ TEST_F(E2eTest, CTargetSplitAndNames) {
   printf("c: spin_hot %.0f spin_cold %.0f share %.3f\n", hot, cold, hot / (hot + cold));
   EXPECT_NEAR(hot / (hot + cold), 0.75, kSplitTolerance);
   budget.ExpectMatches();
+}
+
+// Kernel frames of a target that lives in read(2), with the default (tick) clock, under
+// kptr_restrict=1: named with the chart's CAP_SYSLOG, one "[kernel]" frame without it.
+TEST_F(E2eTest, KernelFramesWithAndWithoutKernelSymbols) {
+  ASSERT_OK_AND_ASSIGN(bin, BuildNative({TestDataDir() + "/targets/c_spin/c_spin.c"},
+                                        "-O0 -fno-omit-frame-pointer -pthread", dir_ + "/c_sys"));
+  ASSERT_OK_AND_ASSIGN(target, StartChild({bin, "nowait", "1", "120", "syscall"}, "target"));
+  for (bool syslog : {true, false}) {
+    SCOPED_TRACE(syslog ? "with CAP_SYSLOG" : "without CAP_SYSLOG");
+    PodConditions pod;
+    for (const std::string& c : ChartCapabilities()) {
+      if (syslog || c != "SYSLOG") pod.caps.push_back(c);
+    }
+    auto a = Agent::Start({absl::StrCat("--target_pid=", target->pid())}, dir_, pod);
+    ASSERT_TRUE(a.ok()) << a.status();
+    auto h = (*a)->Get("/healthz");
+    ASSERT_TRUE(h.ok());
+    EXPECT_TRUE(absl::StrContains(h->body, "cpu: tick clock")) << h->body;
+    ASSERT_OK_AND_ASSIGN(prof, FetchProfile((*a)->port(), 3, absl::StrCat(dir_, "/k", syslog,
+                                                                         ".pb.gz")));
+    const PprofSummary& s = prof.summary;
+    ASSERT_GT(s.totals[0], 50);
+    // read(2) from /dev/zero: most samples are in the kernel, under the worker.
+    const double in_worker = CumShare(s, "worker");
+    EXPECT_GT(in_worker, 0.9) << s.raw;
+    const double hidden = CumShare(s, "[kernel]");
+    bool said = false;
+    for (const auto& c : s.comments) said = said || absl::StrContains(c, "shown as [kernel]");
+    if (syslog) {
+      EXPECT_EQ(hidden, 0) << s.raw;
+      EXPECT_FALSE(said);
+      EXPECT_GT(CumShare(s, "read"), 0.5) << "kernel read path not named:\n" << s.raw;
+    } else {
+      EXPECT_GT(hidden, 0.5) << s.raw;
+      EXPECT_TRUE(said) << absl::StrJoin(s.comments, "\n");
+      // Only user frames and [kernel]: no kernel function name.
+      EXPECT_TRUE(FindFuncs(s, "sys_").empty()) << s.raw;
+    }
+  }
+}
+
+// A server workload, whose threads block and wake all the time (network, scheduler, sysmon),
+// unlike the CPU loops above: an HTTP server gzipping 128 KiB per request under two clients.
+// Three profiles of the same windows: Go's own (the target's net/http/pprof), the agent with its
+// default clock (the tick) and the agent with the perf clock. The default clock must put the same
+// CPU under the handler as the other two (a clock that over-weights threads sleeping and waking
+// on timers under-weights the handler).
+TEST_F(E2eTest, ServerWorkloadDefaultClockAgreesWithGosOwnProfile) {
+  const std::string go = GoVersions().back();
+  ASSERT_OK_AND_ASSIGN(srv, BuildGoCached(go, TestDataDir() + "/targets/go_gzip_server", "",
+                                          dir_ + "/gzsrv"));
+  ASSERT_OK_AND_ASSIGN(load, BuildGoCached(go, TestDataDir() + "/targets/go_http_load", "",
+                                           dir_ + "/load"));
+  const int port = PickFreePort();
+  ASSERT_OK_AND_ASSIGN(server, StartChild({srv, absl::StrCat("-addr=127.0.0.1:", port)}, "srv"));
+  for (int i = 0; i < 100 && !HttpGet(port, "/work").ok(); ++i) absl::SleepFor(absl::Milliseconds(50));
+  ASSERT_OK_AND_ASSIGN(
+      clients, StartChild({load, absl::StrCat("-url=http://127.0.0.1:", port, "/work")}, "load"));
+  const std::string pid = absl::StrCat("--target_pid=", server->pid());
+  auto tick = StartAgent({pid});
+  auto perf = StartAgent({pid, "--cpu_sampling_clock=perf"});
+  ASSERT_TRUE(tick && perf);
+  EXPECT_TRUE(absl::StrContains(tick->Get("/healthz")->body, "cpu: tick clock"));
+  struct Tally {
+    double handler = 0, total = 0;
+  } own, t, p;
+  auto add = [](const PprofSummary& s, Tally* to) {
+    to->handler += CumShare(s, "main.handler") * s.totals[0];
+    to->total += s.totals[0];
+  };
+  for (int w = 0; w < 4 && std::min({own.total, t.total, p.total}) < 1500; ++w) {
+    SCOPED_TRACE(absl::StrCat("window ", w));
+    auto own_f = std::async(std::launch::async, [&] {
+      return HttpGet(port, "/debug/pprof/profile?seconds=10", absl::Seconds(40));
+    });
+    auto tick_f = std::async(std::launch::async, [&] {
+      return FetchProfile(tick->port(), 10, absl::StrCat(dir_, "/tick", w, ".pb.gz"));
+    });
+    auto perf_f = std::async(std::launch::async, [&] {
+      return FetchProfile(perf->port(), 10, absl::StrCat(dir_, "/perf", w, ".pb.gz"));
+    });
+    auto own_r = own_f.get();
+    ASSERT_TRUE(own_r.ok() && own_r->status == 200) << own_r.status();
+    const std::string own_path = absl::StrCat(dir_, "/own", w, ".pb.gz");
+    std::ofstream(own_path) << own_r->body;
+    ASSERT_OK_AND_ASSIGN(own_s, SummarizeProfile(own_path));
+    ASSERT_OK_AND_ASSIGN(tick_p, tick_f.get());
+    ASSERT_OK_AND_ASSIGN(perf_p, perf_f.get());
+    add(own_s, &own);
+    add(tick_p.summary, &t);
+    add(perf_p.summary, &p);
+  }
+  ASSERT_GE(std::min({own.total, t.total, p.total}), 1000) << "too few samples";
+  // Shares are binomial: the bound is 5 sigma of the difference.
+  auto sigma = [](const Tally& a, const Tally& b) {
+    const double pa = a.handler / a.total, pb = b.handler / b.total;
+    return std::sqrt(pa * (1 - pa) / a.total + pb * (1 - pb) / b.total);
+  };
+  printf("handler share: Go's own %.1f %% (%.0f samples), tick %.1f %% (%.0f), perf %.1f %% (%.0f)\n",
+         100 * own.handler / own.total, own.total, 100 * t.handler / t.total, t.total,
+         100 * p.handler / p.total, p.total);
+  printf("handler samples: Go's own %.0f, tick %.0f, perf %.0f\n", own.handler, t.handler,
+         p.handler);
+  EXPECT_NEAR(t.handler / t.total, p.handler / p.total, 5 * sigma(t, p));
+  // Go's own profile does not see some of the process's CPU (sysmon, threads without a P), so
+  // its shares run higher under load: compare the handler's CPU itself, Poisson counts.
+  EXPECT_NEAR(t.handler, own.handler, 5 * std::sqrt(t.handler + own.handler));
 }
 
 // ---- 4. `go tool pprof` straight from the agent's URL. ----
@@ -525,7 +638,7 @@ TEST_F(E2eTest, BadInputIsAnsweredAndAgentKeepsServing) {
       {std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n", 21),
        "HTTP/1.1 400"},
       {std::string("\x00\xff\xfe\r\n\x01\x02 HTTP/9.9\r\n\r\n", 18), "HTTP/1.1 400"},
-      {"FOO /healthz HTTP/1.1\r\n\r\n", "HTTP/1.1 400"},
+      {"FOO /healthz HTTP/1.1\r\n\r\n", "HTTP/1.1 405"},
       {"GET /" + std::string(100000, 'a') + " HTTP/1.1\r\n\r\n", "HTTP/1.1 414"},
       {"GET /debug/pprof/profile?seconds=1 HTTP/1.1\r\nHost: x\r\n", ""},
       {"GET /debug/pprof/profile?seconds=%zz HTTP/1.1\r\n\r\n", "HTTP/1.1 400"},
@@ -659,10 +772,12 @@ TEST_F(E2eTest, GoHeapProfileFromTheAgentsUrl) {
   const std::string home = dir_ + "/home", tmp = dir_ + "/pproftmp";
   mkdir(home.c_str(), 0700);
   mkdir(tmp.c_str(), 0700);
+  ASSERT_OK_AND_ASSIGN(go, GoTool(version));
   CommandResult r = RunCommand(absl::StrCat(
-      "HOME='", home, "' PPROF_TMPDIR='", tmp, "' PPROF_BINARY_PATH=/nonexistent /usr/lib/go-",
-      version, "/bin/go tool pprof -top -sample_index=alloc_space 'http://127.0.0.1:",
-      agent->port(), "/debug/pprof/allocs'"));
+      "HOME='", home, "' PPROF_TMPDIR='", tmp, "' PPROF_BINARY_PATH=/nonexistent GOCACHE='",
+      GoCacheDir(version), "' ", go,
+      " tool pprof -top -sample_index=alloc_space 'http://127.0.0.1:", agent->port(),
+      "/debug/pprof/allocs'"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(absl::StrContains(r.output, "main.bigSite")) << r.output;
   EXPECT_TRUE(absl::StrContains(r.output, "main.smallSite")) << r.output;

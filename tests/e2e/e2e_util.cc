@@ -8,6 +8,9 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -74,12 +77,65 @@ absl::StatusOr<std::string> BuildGoCached(const std::string& version, const std:
   return BuildGo(version, src_dir, flags, out);
 }
 
+std::vector<std::string> ChartCapabilities() {
+  return {"BPF", "PERFMON", "SYS_PTRACE", "SYSLOG"};
+}
+
+namespace {
+
+int CapabilityNumber(const std::string& name) {
+  static const std::pair<const char*, int> kCaps[] = {
+      {"SYS_PTRACE", 19}, {"SYS_ADMIN", 21}, {"SYS_RESOURCE", 24}, {"SYSLOG", 34},
+      {"PERFMON", 38},    {"BPF", 39}};
+  for (const auto& [n, v] : kCaps) {
+    if (name == n) return v;
+  }
+  return -1;
+}
+
+// In the forked child, before exec: the pod's conditions. Only async-signal-safe calls; returns
+// false (the child then exits 126) if one cannot be applied.
+bool ApplyPodConditions(const PodConditions& pod, const std::vector<int>& keep_caps,
+                        int last_cap) {
+  if (pod.hide_tracefs) {
+    if (unshare(CLONE_NEWNS) != 0) return false;
+    if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return false;
+    for (const char* d : {"/sys/kernel/tracing", "/sys/kernel/debug"}) {
+      struct stat st;
+      if (stat(d, &st) == 0 && mount("none", d, "tmpfs", MS_RDONLY, "size=4k") != 0) return false;
+    }
+  }
+  if (!pod.caps.empty()) {
+    for (int cap = 0; cap <= last_cap; ++cap) {
+      bool keep = false;
+      for (int k : keep_caps) keep = keep || k == cap;
+      if (!keep && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) return false;
+    }
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+  }
+  return true;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Child>> Child::Start(const std::vector<std::string>& argv,
-                                                    const std::string& log_path) {
+                                                    const std::string& log_path,
+                                                    const PodConditions* pod) {
   if (argv.empty()) return absl::InvalidArgumentError("empty argv");
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
+  std::vector<int> keep_caps;
+  int last_cap = 40;
+  if (pod != nullptr) {
+    for (const std::string& c : pod->caps) {
+      const int n = CapabilityNumber(c);
+      if (n < 0) return absl::InvalidArgumentError(absl::StrCat("unknown capability ", c));
+      keep_caps.push_back(n);
+    }
+    std::ifstream f("/proc/sys/kernel/cap_last_cap");
+    f >> last_cap;
+  }
   int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (log_fd < 0) {
     return absl::InternalError(absl::StrCat("open ", log_path, ": ", strerror(errno)));
@@ -95,6 +151,7 @@ absl::StatusOr<std::unique_ptr<Child>> Child::Start(const std::vector<std::strin
     dup2(null_fd, 0);
     dup2(log_fd, 1);
     dup2(log_fd, 2);
+    if (pod != nullptr && !ApplyPodConditions(*pod, keep_caps, last_cap)) _exit(126);
     execv(args[0], args.data());
     _exit(127);
   }
@@ -155,6 +212,14 @@ absl::StatusOr<HttpResponse> HttpGet(int port, const std::string& path_and_query
 
 absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const std::vector<std::string>& flags,
                                                     const std::string& dir) {
+  PodConditions pod;
+  pod.caps = ChartCapabilities();
+  return Start(flags, dir, pod);
+}
+
+absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const std::vector<std::string>& flags,
+                                                    const std::string& dir,
+                                                    const PodConditions& pod) {
   std::vector<std::string> argv = {AgentBinary()};
   int port = -1;
   for (const auto& f : flags) {
@@ -172,10 +237,12 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const std::vector<std::strin
     if (port <= 0) return absl::InternalError("no free port");
     argv.push_back(absl::StrCat("--listen_address=127.0.0.1:", port));
   }
-  auto child = Child::Start(argv, absl::StrCat(dir, "/agent-", port, ".log"));
+  auto child = Child::Start(argv, absl::StrCat(dir, "/agent-", port, ".log"), &pod);
   if (!child.ok()) return child.status();
   std::unique_ptr<Agent> agent(new Agent(port, *std::move(child)));
-  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  // Loading and verifying the BPF programs takes seconds of CPU, far longer on a loaded machine
+  // (seen: > 20 s on 2 shared cores at load average 10).
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
   while (absl::Now() < deadline) {
     if (agent->child_->WaitExit(absl::ZeroDuration())) {
       return absl::FailedPreconditionError(
@@ -186,7 +253,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Start(const std::vector<std::strin
     absl::SleepFor(absl::Milliseconds(50));
   }
   return absl::DeadlineExceededError(
-      absl::StrCat("agent did not answer /healthz within 20 s; log:\n", agent->Log()));
+      absl::StrCat("agent did not answer /healthz within 60 s; log:\n", agent->Log()));
 }
 
 absl::StatusOr<FetchedProfile> FetchProfile(int port, int seconds, const std::string& path) {

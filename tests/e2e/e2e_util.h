@@ -33,12 +33,26 @@ int PickFreePort();
 absl::StatusOr<std::string> BuildGoCached(const std::string& version, const std::string& src_dir,
                                           const std::string& flags, const std::string& out);
 
+// How a child runs "as in a pod": the conditions of a Kubernetes container that the agent must
+// work in, applied between fork and exec (as a container runtime does).
+struct PodConditions {
+  // A private mount namespace in which tracefs and debugfs are absent: an empty read-only tmpfs
+  // covers /sys/kernel/tracing and /sys/kernel/debug, whatever the host has mounted there.
+  bool hide_tracefs = true;
+  // Capabilities (names as in capabilities(7) without CAP_, e.g. "BPF"): the bounding set is cut
+  // to them, so the root child holds exactly these after exec. Empty: all (no change).
+  std::vector<std::string> caps;
+};
+// The capabilities the chart and the manifests grant the agent (agent/webhook/injector.cc).
+std::vector<std::string> ChartCapabilities();
+
 // A child process in its own process group, stdin from /dev/null, stdout+stderr to `log_path`.
 // The destructor SIGKILLs the whole group and reaps the child.
 class Child {
  public:
   static absl::StatusOr<std::unique_ptr<Child>> Start(const std::vector<std::string>& argv,
-                                                      const std::string& log_path);
+                                                      const std::string& log_path,
+                                                      const PodConditions* pod = nullptr);
   ~Child();
   Child(const Child&) = delete;
   Child& operator=(const Child&) = delete;
@@ -69,10 +83,13 @@ absl::StatusOr<HttpResponse> HttpGet(int port, const std::string& path_and_query
 // The real agent listening on 127.0.0.1 on a free port.
 class Agent {
  public:
-  // Starts AgentBinary() with `flags` plus --listen_address (unless given) and waits until
-  // /healthz answers 200.
+  // Starts AgentBinary() with `flags` plus --listen_address (unless given), as in a pod (`pod`;
+  // by default no tracefs and the chart's capabilities), and waits until /healthz answers 200.
   static absl::StatusOr<std::unique_ptr<Agent>> Start(const std::vector<std::string>& flags,
                                                       const std::string& dir);
+  static absl::StatusOr<std::unique_ptr<Agent>> Start(const std::vector<std::string>& flags,
+                                                      const std::string& dir,
+                                                      const PodConditions& pod);
   int port() const { return port_; }
   Child& process() { return *child_; }
   std::string Log() const { return child_->Log(); }
@@ -124,7 +141,7 @@ std::vector<pid_t> PidsByComm(const std::string& comm);
 // Sends `bytes` on a fresh TCP connection to 127.0.0.1:port and returns the server's first
 // response (status line, headers, Content-Length body), or what arrived before the server closed
 // the connection or `timeout` passed (empty if it never answered). The connection is not
-// half-closed: cpp-httplib drops requests from half-closed connections unanswered.
+// half-closed.
 absl::StatusOr<std::string> RawExchange(int port, const std::string& bytes,
                                         absl::Duration timeout = absl::Seconds(5));
 

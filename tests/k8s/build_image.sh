@@ -2,7 +2,7 @@
 # Builds the pprof-sidecar image (Dockerfile at the repo root) with podman, offline from image
 # registries: the debian:bookworm and debian:bookworm-slim base images are made locally with
 # debootstrap + `podman import`, and the build runs with --pull=never. Packages inside the build
-# come from Debian's archive. Prints the image size. Root only.
+# come from Debian's archive. Prints the image size and fails if it is over 30 MB. Root only.
 #
 # Env: PPROF_SIDECAR_IMAGE (tag, default localhost/pprof-sidecar:dev), DEBIAN_MIRROR,
 #      PPROF_SIDECAR_K8S_WORK (cache dir, default build-k8s-work), REBUILD_BASE=1 to redo the bases.
@@ -52,3 +52,8 @@ podman build --pull=never --network=host -f "$ROOT/Dockerfile" -t "$IMAGE" "$ROO
 size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
 log "built $IMAGE in $(($(date +%s) - start)) s; size $((size / 1000000)) MB ($size bytes)"
 echo "$size" >"$K8S_WORK/image-size"
+problem="$(image_size_problem "$IMAGE")"
+if [ -n "$problem" ]; then
+  podman image history --format '{{.Size}} {{.CreatedBy}}' "$IMAGE" >&2 || true
+  die "$problem"
+fi

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The agent works with exactly the default capability set of the pod spec (BPF, PERFMON,
-# SYS_PTRACE; root uid like `runAsUser: 0` with `drop: [ALL]`), and fails when one of them is
-# removed. The target runs as another uid (nobody), as an app container usually does, so reading
+# SYS_PTRACE, SYSLOG; root uid like `runAsUser: 0` with `drop: [ALL]`), and fails when one of
+# BPF, PERFMON, SYS_PTRACE is removed; without SYSLOG it works with kernel frames as [kernel].
+# As in a pod: a mount namespace where tracefs and debugfs are not mounted (an empty read-only
+# tmpfs over their mount points, whatever the host has there), and kernel.kptr_restrict=1 (the
+# usual node setting; restored at exit). The target runs as another uid (nobody), as an app container usually does, so reading
 # its /proc/PID/{maps,exe,root} needs CAP_SYS_PTRACE. Capabilities are set with setpriv: the
 # bounding set limits what the root process gets at exec, as the container runtime does.
 # The failure message is checked for the capability's name; a message that does not name it is
@@ -27,7 +30,9 @@ cleanup() {
   wait 2>/dev/null || true
   rm -rf "$work"
 }
-trap cleanup EXIT
+kptr_before="$(cat /proc/sys/kernel/kptr_restrict)"
+echo 1 >/proc/sys/kernel/kptr_restrict
+trap 'cleanup; echo "$kptr_before" >/proc/sys/kernel/kptr_restrict' EXIT
 passed=0
 failed=0
 notes=0
@@ -46,8 +51,13 @@ run_agent() {
   local caps="$1" port=$((20000 + RANDOM % 20000)) bset="-all"
   [ -n "$caps" ] && bset="-all,+${caps//,/,+}"
   : >"$work/agent.log"
-  rm -f "$work/prof.pb.gz" "$work/code" "$work/healthz"
-  setpriv --bounding-set "$bset" --inh-caps -all -- "$AGENT" --target_pid="$target_pid" \
+  rm -f "$work/prof.pb.gz" "$work/code" "$work/healthz" "$work/healthz_code"
+  unshare --mount --propagation private -- sh -c '
+      for d in /sys/kernel/tracing /sys/kernel/debug; do
+        [ -d "$d" ] && mount -t tmpfs -o ro,size=4k none "$d"
+      done
+      exec "$@"' sh \
+    setpriv --bounding-set "$bset" --inh-caps -all -- "$AGENT" --target_pid="$target_pid" \
     --listen_address="127.0.0.1:$port" >"$work/agent.log" 2>&1 &
   agent_pid=$!
   local i
@@ -57,7 +67,8 @@ run_agent() {
     sleep 0.2
   done
   if grep -q 'serving http' "$work/agent.log"; then
-    curl -s --max-time 5 -o "$work/healthz" "http://127.0.0.1:$port/healthz" || true
+    curl -s --max-time 5 -o "$work/healthz" -w '%{http_code}' "http://127.0.0.1:$port/healthz" \
+      >"$work/healthz_code" || echo 000 >"$work/healthz_code"
     curl -s --max-time 30 -o "$work/prof.pb.gz" -w '%{http_code}' \
       "http://127.0.0.1:$port/debug/pprof/profile?seconds=3" >"$work/code" || echo 000 >"$work/code"
     kill "$agent_pid" 2>/dev/null || true
@@ -73,16 +84,24 @@ profile_names_target() {
     "$GO" tool pprof -symbolize=none -top "$work/prof.pb.gz" 2>/dev/null | grep -q 'main.hotPath'
 }
 
-run_agent "bpf,perfmon,sys_ptrace"
-if [ "$(cat "$work/code")" = 200 ] && profile_names_target; then
-  ok "exactly BPF+PERFMON+SYS_PTRACE: profile of a uid-65534 target names main.hotPath"
-else
-  bad "default capability set: HTTP $(cat "$work/code")"
-  sed 's/^/    agent: /' "$work/agent.log" >&2
-fi
+for caps in "bpf,perfmon,sys_ptrace,syslog" "bpf,perfmon,sys_ptrace"; do
+  run_agent "$caps"
+  if [ "$(cat "$work/code")" = 200 ] && profile_names_target; then
+    ok "exactly ${caps^^}, no tracefs, kptr_restrict=1: profile of a uid-65534 target names main.hotPath"
+  else
+    bad "capability set ${caps^^}: HTTP $(cat "$work/code")"
+    sed 's/^/    agent: /' "$work/agent.log" >&2
+  fi
+  # The default clock is the tick, and it needs neither tracefs nor kernel symbols.
+  if grep -q "^cpu: tick clock" "$work/healthz" 2>/dev/null; then
+    ok "${caps^^}: /healthz names the tick clock"
+  else
+    bad "${caps^^}: /healthz does not name the tick clock: $(cat "$work/healthz" 2>/dev/null)"
+  fi
+done
 
 for missing in bpf perfmon sys_ptrace; do
-  caps="bpf,perfmon,sys_ptrace"
+  caps="bpf,perfmon,sys_ptrace,syslog"
   caps="$(echo "$caps" | tr ',' '\n' | grep -vx "$missing" | paste -sd,)"
   run_agent "$caps"
   code="$(cat "$work/code")"
@@ -99,6 +118,15 @@ for missing in bpf perfmon sys_ptrace; do
     ok "without CAP_${missing^^}: no symbolized profile (agent: ${code})"
   fi
   upper="${missing^^}"
+  if [ "$missing" != sys_ptrace ]; then
+    # No CPU profile can be taken: readiness says so, with the reason.
+    if [ "$(cat "$work/healthz_code" 2>/dev/null)" = 503 ] &&
+       grep -q "^cpu: unavailable: .*CAP_${upper}" "$work/healthz"; then
+      ok "without CAP_${upper}: /healthz answers 503 naming the capability"
+    else
+      bad "without CAP_${upper}: /healthz $(cat "$work/healthz_code" 2>/dev/null): $(cat "$work/healthz" 2>/dev/null)"
+    fi
+  fi
   if [ "$missing" = sys_ptrace ]; then
     # The agent runs, so /healthz must tell the operator why profiles are unsymbolized.
     if grep -q "CAP_SYS_PTRACE" "$work/healthz" 2>/dev/null; then

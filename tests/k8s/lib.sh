@@ -23,3 +23,14 @@ ensure_debs() {
 }
 
 image_exists() { podman image exists "$1"; }
+
+# Every pod pulls and stores the image; it holds the two binaries and their libraries only.
+IMAGE_MAX_BYTES=30000000
+# image_size_problem IMAGE: prints why IMAGE is over IMAGE_MAX_BYTES (nothing if it is not).
+image_size_problem() {
+  local size
+  size="$(podman image inspect --format '{{.Size}}' "$1")"
+  if [ "$size" -gt "$IMAGE_MAX_BYTES" ]; then
+    echo "image $1 is $size bytes ($((size / 1000000)) MB), over the $((IMAGE_MAX_BYTES / 1000000)) MB bound"
+  fi
+}

@@ -39,6 +39,13 @@ failed=0
 ok() { passed=$((passed + 1)); log "ok   $*"; }
 bad() { failed=$((failed + 1)); log "FAIL $*"; }
 
+problem="$(image_size_problem "$IMAGE")"
+if [ -z "$problem" ]; then
+  ok "[image] $IMAGE is $(($(podman image inspect --format '{{.Size}}' "$IMAGE") / 1000000)) MB (bound $((IMAGE_MAX_BYTES / 1000000)) MB)"
+else
+  bad "[image] $problem"
+fi
+
 # Seccomp profile of a current runtime: bpf with CAP_BPF, perf_event_open with CAP_PERFMON.
 node --input-type=module -e '
   import { readFileSync, writeFileSync } from "node:fs";

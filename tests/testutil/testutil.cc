@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <map>
 #include <mutex>
 
 #include "absl/status/status.h"
@@ -46,25 +47,80 @@ std::string GoVersionName(const std::string& version) {
 }
 
 std::vector<std::string> GoVersions() {
-  std::vector<std::string> out;
-  for (const char* v : {"1.19", "1.21", "1.22", "1.23"}) {
-    if (access(absl::StrCat("/usr/lib/go-", v, "/bin/go").c_str(), X_OK) == 0) out.push_back(v);
+  return {"1.19", "1.20", "1.21", "1.22", "1.23", "1.24", "1.25", "1.26", "1.27"};
+}
+
+std::vector<std::string> OldestAndNewestGo() {
+  std::vector<std::string> v = GoVersions();
+  return {v.front(), v.back()};
+}
+
+std::string GoMatrixDir() {
+  const char* d = getenv("PPROF_SIDECAR_GO_MATRIX");
+  return d && *d ? d : "/opt/pprof-sidecar/go";
+}
+
+absl::StatusOr<std::string> GoTool(const std::string& version) {
+  const std::string go = absl::StrCat(GoMatrixDir(), "/", version, "/bin/go");
+  if (access(go.c_str(), X_OK) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "no Go ", version, " toolchain at ", go,
+        ": scripts/install-deps.sh installs the matrix (Debian packages; Go module proxy "
+        "toolchains fetched with GOTOOLCHAIN=go1.N.P), see its output for why it could not"));
   }
-  return out;
+  return go;
+}
+
+std::string GoCacheDir(const std::string& version) {
+  const char* tmp = getenv("TMPDIR");
+  return absl::StrCat(tmp && *tmp ? tmp : "/tmp", "/pprof-sidecar-gocache-", version);
 }
 
 absl::StatusOr<std::string> BuildGo(const std::string& version, const std::string& src_dir,
                                     const std::string& flags, const std::string& out) {
+  // One build per (version, source, flags) per test process; later requests copy it.
+  static std::mutex mu;
+  static std::map<std::string, std::string> built;
+  const std::string key = absl::StrCat(version, "\n", src_dir, "\n", flags);
+  std::lock_guard<std::mutex> l(mu);
+  auto it = built.find(key);
+  if (it != built.end()) {
+    if (it->second == out) return out;
+    CommandResult cp = RunCommand(absl::StrCat("cp -f '", it->second, "' '", out, "'"));
+    if (cp.exit_code == 0) return out;
+  }
+  absl::StatusOr<std::string> go = GoTool(version);
+  if (!go.ok()) return go.status();
   // A cache shared by all tests per Go version (Go's cache is safe for concurrent use): without
-  // it every Go 1.21+ build recompiles the standard library.
-  const char* tmp = getenv("TMPDIR");
-  std::string cache = absl::StrCat(tmp && *tmp ? tmp : "/tmp", "/pprof-sidecar-gocache-", version);
+  // it every Go 1.20+ build recompiles the standard library.
+  const std::string cache = GoCacheDir(version);
   std::string cmd = absl::StrCat("cd '", src_dir, "' && GO111MODULE=off GOPATH=/usr/share/gocode",
-                                 " GOFLAGS= GOCACHE='", cache, "' GOTOOLCHAIN=local /usr/lib/go-",
-                                 version, "/bin/go build ", flags, " -o '", out, "' .");
+                                 " GOFLAGS= GOCACHE='", cache, "' GOTOOLCHAIN=local GOROOT= ", *go,
+                                 " build ", flags, " -o '", out, "' .");
   CommandResult r = RunCommand(cmd);
   if (r.exit_code != 0) {
     return absl::InternalError(absl::StrCat("go build failed: ", cmd, "\n", r.output));
+  }
+  built[key] = out;
+  return out;
+}
+
+absl::StatusOr<std::string> BuildGoModule(const std::string& version, const std::string& src_dir,
+                                          const std::string& flags, const std::string& out) {
+  absl::StatusOr<std::string> go = GoTool(version);
+  if (!go.ok()) return go.status();
+  const std::string cache = GoCacheDir(version);
+  std::string cmd = absl::StrCat("cd '", src_dir, "' && GO111MODULE=on GOFLAGS=-mod=mod GOCACHE='",
+                                 cache, "' GOMODCACHE='", GoMatrixDir(),
+                                 "/mod' GOTOOLCHAIN=local GOROOT= GOPATH='", GoMatrixDir(),
+                                 "/gopath' ", *go, " build ", flags, " -o '", out, "' .");
+  CommandResult r = RunCommand(cmd);
+  if (r.exit_code != 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "go build of the module in ", src_dir,
+        " failed (if the output below shows a download error, its modules could not be fetched "
+        "from the Go module proxy): ",
+        cmd, "\n", r.output));
   }
   return out;
 }
