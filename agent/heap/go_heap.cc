@@ -6,13 +6,11 @@
 #include <cstring>
 #include <map>
 #include <optional>
-#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "agent/symbolize/go_buildinfo.h"
-#include "agent/symbolize/go_code.h"
-#include "agent/symbolize/x86_decode.h"
+#include "agent/goruntime/go_vars.h"
 
 namespace pprof_sidecar {
 namespace {
@@ -26,67 +24,23 @@ constexpr uint64_t kDefaultMemProfileRate = 512 * 1024;
 // The newest release whose layouts this file knows (tests cover every release up to it).
 constexpr int kNewestKnownMinor = 27;
 
-enum class DataClass { kOther, kNoptrData, kData, kBss, kNoptrBss };
-
-const char* ClassName(DataClass c) {
-  switch (c) {
-    case DataClass::kNoptrData: return ".noptrdata";
-    case DataClass::kData: return ".data";
-    case DataClass::kBss: return ".bss";
-    case DataClass::kNoptrBss: return ".noptrbss";
-    default: return "other";
-  }
-}
-
-bool In(uint64_t lo, uint64_t hi, uint64_t addr, uint64_t len) {
-  return lo != 0 && addr >= lo && addr < hi && hi - addr >= len;
-}
-
-// The Go data section holding [addr, addr+len): from the runtime's moduledata when the pclntab
-// reader validated it (survives stripped section headers), else from ELF section names.
-DataClass ClassOf(const ElfFile& elf, const GoPclntab& pcln, uint64_t addr, uint64_t len) {
-  if (const auto& md = pcln.module_data()) {
-    if (In(md->noptrdata, md->enoptrdata, addr, len)) return DataClass::kNoptrData;
-    if (In(md->data, md->edata, addr, len)) return DataClass::kData;
-    if (In(md->bss, md->ebss, addr, len)) return DataClass::kBss;
-    if (In(md->noptrbss, md->enoptrbss, addr, len)) return DataClass::kNoptrBss;
-    return DataClass::kOther;
-  }
-  for (const ElfSection& s : elf.sections()) {
-    if (!In(s.addr, s.addr + s.size, addr, len)) continue;
-    if (s.name == ".noptrdata") return DataClass::kNoptrData;
-    if (s.name == ".data") return DataClass::kData;
-    if (s.name == ".bss") return DataClass::kBss;
-    if (s.name == ".noptrbss") return DataClass::kNoptrBss;
-  }
-  return DataClass::kOther;
-}
-
-// One variable of the census: where it lives, how it is accessed, and which runtime functions
-// access it in the Go source of the releases covered (any subset may exist in a given binary).
-struct VarSpec {
-  const char* name;
-  int bytes;
-  std::vector<DataClass> classes;
-  std::vector<std::string> anchors;
-  bool address_taken_counts = false;  // an LEA of the variable is a vote too
-  uint64_t noptrdata_value = 0;       // if in .noptrdata, the value the file must hold (0: any)
-};
-
-const std::vector<VarSpec>& Specs() {
-  static const auto* specs = new std::vector<VarSpec>{
-      // stkbucket links new buckets in through &mbuckets (an LEA). mProfCycle's functions take
-      // the addresses of the profile's locks, so only real 4-byte accesses count for it.
-      {"runtime.mbuckets", 8, {DataClass::kBss},
+// The heap profile's variables and the runtime functions that use them in the Go source of
+// every release from 1.19 (go_vars.h). stkbucket links new buckets in through &mbuckets (an
+// LEA). mProfCycle's functions take the addresses of the profile's locks, so only real 4-byte
+// accesses count for it. MemProfileRate holds 512*1024 in the file (1.20+), or lives in
+// .noptrbss (1.19 initializes it at run time).
+const std::vector<GoVarSpec>& Specs() {
+  static const auto* specs = new std::vector<GoVarSpec>{
+      {"runtime.mbuckets", 8, {GoDataClass::kBss},
        {"runtime.mProf_FlushLocked", "runtime.memProfileInternal", "runtime.MemProfile",
         "runtime.iterate_memprof", "runtime.mProf_Flush", "runtime.mProf_PostSweep",
         "runtime.stkbucket"},
        true},
-      {"runtime.mProfCycle", 4, {DataClass::kNoptrBss},
+      {"runtime.mProfCycle", 4, {GoDataClass::kNoptrBss},
        {"runtime.mProf_NextCycle", "runtime.mProf_Flush", "runtime.mProf_PostSweep",
         "runtime.mProf_Malloc", "runtime.mProf_Free", "runtime.memProfileInternal",
         "runtime.MemProfile"}},
-      {"runtime.MemProfileRate", 8, {DataClass::kNoptrData, DataClass::kNoptrBss},
+      {"runtime.MemProfileRate", 8, {GoDataClass::kNoptrData, GoDataClass::kNoptrBss},
        {"runtime.profilealloc", "runtime.nextSample", "runtime.schedinit", "runtime.mallocgc",
         "runtime.mallocgcLarge", "runtime.mallocgcTiny", "runtime.mallocgcSmallNoscan",
         "runtime.mallocgcSmallScanNoHeader", "runtime.mallocgcSmallScanHeader",
@@ -94,67 +48,6 @@ const std::vector<VarSpec>& Specs() {
        false, kDefaultMemProfileRate},
   };
   return *specs;
-}
-
-// The 8-byte value stored in the file at `addr` (nullopt for .bss-like or unmapped addresses).
-std::optional<uint64_t> FileWord(const ElfFile& elf, uint64_t addr) {
-  std::optional<uint64_t> off = elf.VaddrToFileOffset(addr);
-  absl::string_view d = elf.data();
-  if (!off || *off > d.size() || d.size() - *off < 8) return std::nullopt;
-  uint64_t v;
-  memcpy(&v, d.data() + *off, 8);
-  return v;
-}
-
-struct CensusResult {
-  uint64_t addr = 0;
-  int votes = 0, anchors_present = 0;
-};
-
-absl::StatusOr<CensusResult> Census(const ElfFile& elf, const GoPclntab& pcln, const VarSpec& spec,
-                                    const std::map<std::string, GoPclntab::FuncInfo>& funcs) {
-  std::map<uint64_t, int> votes;
-  CensusResult r;
-  for (const std::string& fn : spec.anchors) {
-    auto it = funcs.find(fn);
-    if (it == funcs.end()) continue;
-    absl::StatusOr<absl::string_view> code = GoFunctionCode(elf, it->second);
-    if (!code.ok()) continue;
-    ++r.anchors_present;
-    std::set<uint64_t> seen;
-    for (const RipRef& ref : FindRipReferences(*code, it->second.entry)) {
-      const bool counts = ref.bytes == spec.bytes || (spec.address_taken_counts && ref.bytes == 0);
-      if (!counts || !seen.insert(ref.target).second) continue;
-      const DataClass c = ClassOf(elf, pcln, ref.target, spec.bytes);
-      if (std::find(spec.classes.begin(), spec.classes.end(), c) == spec.classes.end()) continue;
-      if (c == DataClass::kNoptrData && spec.noptrdata_value != 0 &&
-          FileWord(elf, ref.target) != spec.noptrdata_value) {
-        continue;
-      }
-      ++votes[ref.target];
-    }
-  }
-  int second = 0;
-  for (const auto& [addr, n] : votes) {
-    if (n > r.votes) {
-      second = r.votes;
-      r.votes = n;
-      r.addr = addr;
-    } else if (n > second) {
-      second = n;
-    }
-  }
-  std::string where;
-  for (DataClass c : spec.classes) {
-    absl::StrAppend(&where, where.empty() ? "" : " or ", ClassName(c));
-  }
-  if (r.votes < 2 || second == r.votes) {
-    return absl::NotFoundError(absl::StrCat(
-        spec.name, ": no ", spec.bytes, "-byte ", where, " word accessed by at least two of its ",
-        r.anchors_present, " anchor functions found (", absl::StrJoin(spec.anchors, ", "),
-        "); best ", r.votes, second == r.votes && r.votes > 0 ? " (tied)" : ""));
-  }
-  return r;
 }
 
 struct RawBucket {
@@ -210,43 +103,26 @@ int GoHeapCycleWords(absl::string_view go_version) {
 
 absl::StatusOr<GoHeapVars> LocateGoHeapVarsBySymtab(const ElfFile& elf) {
   GoHeapVars v;
-  auto get = [&elf](const char* name, uint64_t* out) {
-    std::optional<ElfSymbol> s = elf.FindSymbol(name);
-    if (!s || s->value == 0) return false;
-    *out = s->value;
-    return true;
-  };
-  if (!get("runtime.mbuckets", &v.mbuckets) || !get("runtime.mProfCycle", &v.mprof_cycle) ||
-      !get("runtime.MemProfileRate", &v.mem_profile_rate)) {
-    return absl::NotFoundError("runtime heap profile variables not in the symbol table");
+  uint64_t* out[] = {&v.mbuckets, &v.mprof_cycle, &v.mem_profile_rate};
+  for (size_t i = 0; i < Specs().size(); ++i) {
+    std::optional<uint64_t> a = FindGoVarBySymtab(elf, Specs()[i].name);
+    if (!a) return absl::NotFoundError("runtime heap profile variables not in the symbol table");
+    *out[i] = *a;
   }
   v.method = "symtab";
   return v;
 }
 
 absl::StatusOr<GoHeapVars> LocateGoHeapVarsFromCode(const ElfFile& elf, const GoPclntab& pcln) {
-  std::vector<std::string> names;
-  for (const VarSpec& spec : Specs()) {
-    names.insert(names.end(), spec.anchors.begin(), spec.anchors.end());
-  }
-  const std::map<std::string, GoPclntab::FuncInfo> funcs = FindGoFuncs(pcln, names);
+  absl::StatusOr<std::vector<GoVarLocation>> locs = LocateGoVarsFromCode(elf, pcln, Specs());
+  if (!locs.ok()) return locs.status();
   GoHeapVars v;
   v.method = "code";
   uint64_t* out[] = {&v.mbuckets, &v.mprof_cycle, &v.mem_profile_rate};
-  std::vector<std::string> errors;
   for (size_t i = 0; i < Specs().size(); ++i) {
-    absl::StatusOr<CensusResult> r = Census(elf, pcln, Specs()[i], funcs);
-    if (!r.ok()) {
-      errors.emplace_back(r.status().message());
-      continue;
-    }
-    *out[i] = r->addr;
-    absl::StrAppend(&v.census, v.census.empty() ? "" : " ", r->votes, "/", r->anchors_present);
-  }
-  if (!errors.empty()) return absl::NotFoundError(absl::StrJoin(errors, "; "));
-  if (v.mbuckets == v.mprof_cycle || v.mbuckets == v.mem_profile_rate ||
-      v.mprof_cycle == v.mem_profile_rate) {
-    return absl::NotFoundError("runtime heap profile variables decoded to overlapping addresses");
+    *out[i] = (*locs)[i].addr;
+    absl::StrAppend(&v.census, v.census.empty() ? "" : " ", (*locs)[i].votes, "/",
+                    (*locs)[i].anchors_present);
   }
   return v;
 }

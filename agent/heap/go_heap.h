@@ -40,7 +40,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "agent/heap/process_memory.h"
+#include "agent/goruntime/process_memory.h"
 #include "agent/symbolize/elf_file.h"
 #include "agent/symbolize/go_pclntab.h"
 

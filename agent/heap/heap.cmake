@@ -1,13 +1,12 @@
 # Heap and allocation profiles (agent/heap): Go targets' own heap-profile buckets read from their
 # memory. Included from agent/CMakeLists.txt before the server library.
 add_library(heap STATIC
-  ${CMAKE_CURRENT_LIST_DIR}/process_memory.cc
   ${CMAKE_CURRENT_LIST_DIR}/go_heap.cc
   ${CMAKE_CURRENT_LIST_DIR}/heap_profile.cc
   ${CMAKE_CURRENT_LIST_DIR}/heap_profiler.cc
   ${CMAKE_CURRENT_LIST_DIR}/malloc_profile_state.cc)
 target_include_directories(heap PUBLIC ${CMAKE_SOURCE_DIR})
-target_link_libraries(heap PUBLIC pprof_encoder process_symbolizer symbolize_go symbolize_elf
+target_link_libraries(heap PUBLIC goruntime pprof_encoder process_symbolizer symbolize_go symbolize_elf
   absl::status absl::statusor absl::strings absl::str_format absl::time absl::flat_hash_map)
 
 # Malloc sampler for non-Go targets: uprobes on the allocator (bpf/heap_sampler.bpf.c).
@@ -46,7 +45,8 @@ gtest_discover_tests(heap_profiler_test DISCOVERY_TIMEOUT 60
 if(PPROF_SIDECAR_FUZZ)
   # Bucket-list walker (both record layouts) and the x86-64 decoder over fuzzer-controlled bytes.
   add_executable(go_heap_fuzzer ${CMAKE_CURRENT_LIST_DIR}/go_heap_fuzzer.cc
-    ${CMAKE_CURRENT_LIST_DIR}/go_heap.cc ${CMAKE_CURRENT_LIST_DIR}/process_memory.cc
+    ${CMAKE_CURRENT_LIST_DIR}/go_heap.cc ${CMAKE_SOURCE_DIR}/agent/goruntime/process_memory.cc
+    ${CMAKE_SOURCE_DIR}/agent/goruntime/go_vars.cc
     ${CMAKE_SOURCE_DIR}/agent/symbolize/x86_decode.cc)
   target_include_directories(go_heap_fuzzer PRIVATE ${CMAKE_SOURCE_DIR})
   target_link_libraries(go_heap_fuzzer PRIVATE symbolize_go symbolize_elf absl::status

@@ -11,7 +11,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "agent/heap/process_memory.h"
+#include "agent/goruntime/process_memory.h"
 #include "agent/symbolize/elf_file.h"
 #include "agent/symbolize/go_buildinfo.h"
 #include "agent/symbolize/go_pclntab.h"

@@ -164,8 +164,26 @@ class GoPclntabImpl : public GoPclntab {
   int GofuncScore(absl::string_view gofunc) const;
   uint64_t EntryAt(uint64_t i) const { return text_start_ + EntryOff(i); }
 
-  absl::StatusOr<SourceLines> Symbolize(uint64_t pc) const override;
+  absl::StatusOr<SourceLines> Symbolize(uint64_t pc) const override {
+    return SymbolizeLevels(pc, nullptr);
+  }
+  absl::StatusOr<SourceLines> SymbolizeLevels(uint64_t pc,
+                                              std::vector<uint64_t>* level_pcs) const override;
   absl::StatusOr<FuncInfo> LookupFunc(uint64_t pc) const override;
+  absl::string_view FuncData(uint64_t pc, int index) const override {
+    absl::StatusOr<Func> f = FindFunc(pc);
+    uint32_t off;
+    if (!f.ok() || !have_gofunc_ || index < 0 || index >= f->nfuncdata ||
+        !t_.U32(f->pcdata_base + 4 * (static_cast<uint64_t>(f->npcdata) + index), &off) ||
+        off == kNoFuncdata || off >= gofunc_.view().size()) {
+      return {};
+    }
+    return gofunc_.view().substr(off);
+  }
+  int32_t PcDataAt(uint64_t pc, int table) const override {
+    absl::StatusOr<Func> f = FindFunc(pc);
+    return f.ok() ? PcData(*f, table, pc) : -1;
+  }
   const std::optional<ModuleData>& module_data() const override { return md_; }
   int wrapper_func_id() const override { return wrapper_func_id_; }
   std::string version_family() const override { return h_.go120 ? "1.20+" : "1.18-1.19"; }
@@ -182,6 +200,7 @@ class GoPclntabImpl : public GoPclntab {
     uint32_t pcsp = 0, pcfile = 0, pcln = 0, npcdata = 0, cu_offset = 0;
     int32_t start_line = 0;
     uint8_t func_id = 0;
+    uint8_t flag = 0;
     uint8_t nfuncdata = 0;
     uint64_t pcdata_base = 0;  // table offset of pcdata[0]
   };
@@ -295,6 +314,7 @@ absl::StatusOr<GoPclntabImpl::Func> GoPclntabImpl::FuncAt(uint64_t lo) const {
   t_.U32(f.off + 32, &f.cu_offset);
   if (h_.go120) t_.I32(f.off + 36, &f.start_line);
   t_.U8(f.off + fixed - 4, &f.func_id);
+  t_.U8(f.off + fixed - 3, &f.flag);
   t_.U8(f.off + fixed - 1, &f.nfuncdata);
   f.pcdata_base = f.off + fixed;
   f.entry = text_start_ + entryoff;
@@ -395,7 +415,9 @@ void GoPclntabImpl::FileLine(const Func& f, uint64_t pc, std::string* file, int6
   *line = ln;
 }
 
-absl::StatusOr<SourceLines> GoPclntabImpl::Symbolize(uint64_t pc) const {
+absl::StatusOr<SourceLines> GoPclntabImpl::SymbolizeLevels(
+    uint64_t pc, std::vector<uint64_t>* level_pcs) const {
+  if (level_pcs) level_pcs->clear();
   absl::StatusOr<Func> f = FindFunc(pc);
   if (!f.ok()) return f.status();
   // Inline tree location (gofunc-relative), if this function has one and gofunc is known.
@@ -412,6 +434,7 @@ absl::StatusOr<SourceLines> GoPclntabImpl::Symbolize(uint64_t pc) const {
   uint64_t cur = pc;
   for (int depth = 0;; ++depth) {
     SourceLine sl;
+    if (level_pcs) level_pcs->push_back(cur);
     FileLine(*f, cur, &sl.file, &sl.line);
     int32_t ix = inl_tree && depth < kMaxInlineDepth ? PcData(*f, kPcdataInlTreeIndex, cur) : -1;
     bool inlined = false;
@@ -454,6 +477,8 @@ absl::StatusOr<GoPclntab::FuncInfo> GoPclntabImpl::LookupFunc(uint64_t pc) const
   info.name = FuncName(f->nameoff);
   int32_t sp = PcValue(f->pcsp, f->entry, pc);
   info.sp_delta = sp < 0 ? 0 : sp;
+  info.func_id = f->func_id;
+  info.flag = f->flag;
   return info;
 }
 

@@ -17,6 +17,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -43,6 +44,11 @@ class GoPclntab {
   // each with function name, file and line as runtime.CallersFrames reports them.
   // NotFound if the address is outside every Go function.
   virtual absl::StatusOr<SourceLines> Symbolize(uint64_t pc) const = 0;
+  // As Symbolize, and `level_pcs` (if not null) gets, per returned line, the PC whose pcln value
+  // that line is: `pc` for the innermost, the inline mark's address (the inlinedCall's parentPc)
+  // for each caller. Go's tracebacks record each level as that PC + 1.
+  virtual absl::StatusOr<SourceLines> SymbolizeLevels(uint64_t pc,
+                                                      std::vector<uint64_t>* level_pcs) const = 0;
 
   // Entry address and name of the function containing pc (no inline expansion).
   struct FuncInfo {
@@ -50,8 +56,16 @@ class GoPclntab {
     uint64_t end = 0;
     std::string name;
     int32_t sp_delta = 0;  // SP delta (pcsp table) at pc; for frame-pointer-less unwinding
+    uint8_t func_id = 0;   // abi.FuncID (release-specific numbering)
+    uint8_t flag = 0;      // abi.FuncFlag: 1 TOPFRAME, 2 SPWRITE, 4 ASM
   };
   virtual absl::StatusOr<FuncInfo> LookupFunc(uint64_t pc) const = 0;
+
+  // The bytes of funcdata `index` (FUNCDATA_*) of the function containing pc, to the end of the
+  // funcdata area (the caller knows the record's length); empty if absent or unknown.
+  virtual absl::string_view FuncData(uint64_t pc, int index) const = 0;
+  // pcdata table `table` (PCDATA_*) of the function containing pc, at pc; -1 if absent.
+  virtual int32_t PcDataAt(uint64_t pc, int table) const = 0;
 
   // The runtime's moduledata (runtime.firstmoduledata) as far as it was found and validated:
   // link-time addresses of the binary's text and data sections as the Go runtime sees them.

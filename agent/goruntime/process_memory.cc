@@ -1,4 +1,4 @@
-#include "agent/heap/process_memory.h"
+#include "agent/goruntime/process_memory.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>

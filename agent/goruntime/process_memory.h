@@ -1,8 +1,8 @@
 // Reading another process's memory: process_vm_readv, falling back to /proc/PID/mem (which also
 // works where process_vm_readv is blocked by seccomp). Both need ptrace-read access
 // (CAP_SYS_PTRACE or the same uid under Yama scope 0/1 rules).
-#ifndef PPROF_SIDECAR_AGENT_HEAP_PROCESS_MEMORY_H_
-#define PPROF_SIDECAR_AGENT_HEAP_PROCESS_MEMORY_H_
+#ifndef PPROF_SIDECAR_AGENT_GORUNTIME_PROCESS_MEMORY_H_
+#define PPROF_SIDECAR_AGENT_GORUNTIME_PROCESS_MEMORY_H_
 
 #include <sys/types.h>
 
@@ -54,4 +54,4 @@ class ProcessMemory : public MemoryReader {
 
 }  // namespace pprof_sidecar
 
-#endif  // PPROF_SIDECAR_AGENT_HEAP_PROCESS_MEMORY_H_
+#endif  // PPROF_SIDECAR_AGENT_GORUNTIME_PROCESS_MEMORY_H_

@@ -1,0 +1,63 @@
+// The output formats runtime/pprof and the runtime's traceback give Go stacks, for profiles read
+// from outside the process (goroutine, threadcreate):
+//   - count profiles (runtime/pprof's printCountProfile): debug=0 proto with one sample per
+//     distinct stack (and label set) and its count; debug=1 legacy text ("<name> profile: total
+//     N", "count @ pcs", "#\tpc\tfunc+off\tfile:line" through text/tabwriter's alignment);
+//   - debug=2: the crash-style dump (runtime.Stack(all)): "goroutine N [status, M minutes]:",
+//     frames "func(args)\n\tfile:line +0xoff", "created by F in goroutine K".
+// Stacks are given as Go's traceback records them (tracebackPCs): runtime return addresses,
+// one per inlined level (parentPc + 1 for callers inlined into a frame), wrappers left out.
+#ifndef PPROF_SIDECAR_AGENT_GOPROFILE_GO_STACK_FORMAT_H_
+#define PPROF_SIDECAR_AGENT_GOPROFILE_GO_STACK_FORMAT_H_
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "agent/goprofile/goroutines.h"
+#include "agent/goruntime/go_runtime.h"
+
+namespace pprof_sidecar {
+
+// A Go binary mapped into a process at `bias`, for symbolization.
+struct GoImage {
+  const GoBinary* bin = nullptr;
+  uint64_t bias = 0;
+  std::string path;  // the executable as the target sees it (mapping filename)
+};
+
+// Go's tracebackPCs of the frames (GoFrame list of ReadGoroutines): runtime PCs.
+std::vector<uint64_t> GoTracebackPcs(const GoImage& img, const std::vector<GoFrame>& frames);
+
+struct CountStack {
+  std::vector<uint64_t> pcs;                              // runtime PCs as tracebackPCs gives
+  std::vector<std::pair<std::string, std::string>> labels;  // sorted by key
+};
+
+// runtime/pprof's labelMap.String(): {"k":"v", ...} with keys sorted.
+std::string GoLabelsText(const std::vector<std::pair<std::string, std::string>>& labels);
+
+// debug=1 text of a count profile named `name` ("goroutine", "threadcreate").
+std::string CountProfileText(const GoImage& img, const std::string& name,
+                             const std::vector<CountStack>& stacks);
+
+// debug=0: gzipped pprof with sample type <name>/count, period type <name>/count, period 1.
+absl::StatusOr<std::string> CountProfileProto(const GoImage& img, const std::string& name,
+                                              const std::vector<CountStack>& stacks,
+                                              absl::Time time,
+                                              const std::vector<std::string>& comments);
+
+// debug=2: every goroutine of `snap` that Go's runtime.Stack(all) prints (not system ones), in
+// the runtime's order, each with its header, frames and creator.
+std::string GoroutineDump(const GoImage& img, const GoroutineSnapshot& snap,
+                          MemoryReader* mem_for_args);
+
+// runtime's isExportedRuntime and showfuncinfo at GOTRACEBACK=single (level 1).
+bool GoShowFrame(const std::string& name, bool first_frame);
+
+}  // namespace pprof_sidecar
+
+#endif  // PPROF_SIDECAR_AGENT_GOPROFILE_GO_STACK_FORMAT_H_

@@ -1,0 +1,98 @@
+#include "agent/goprofile/goroutine_source.h"
+
+#include "absl/strings/str_cat.h"
+#include "agent/goprofile/go_stack_format.h"
+
+namespace pprof_sidecar {
+
+GoroutineSource::GoroutineSource(std::shared_ptr<GoBinaryCache> cache) : cache_(std::move(cache)) {
+  info_.name = "goroutine";
+  info_.description = "Stack traces of all current goroutines. Use debug=2 as a query parameter "
+                      "to export in the same format as an unrecovered panic.";
+  info_.debug_levels = {0, 1, 2};
+  info_.filename = "goroutine";
+  info_.error_prefix = "Could not get goroutine profile";
+}
+
+absl::Status GoroutineSource::Availability(const std::optional<ProcessInfo>& target) const {
+  if (!target) return absl::UnavailableError("no target process");
+  return cache_->Check(target->pid);
+}
+
+absl::StatusOr<GoroutineSnapshot> GoroutineSource::Snapshot(pid_t pid, GoProcess* proc) {
+  absl::StatusOr<GoProcess> p = cache_->Open(pid);
+  if (!p.ok()) return p.status();
+  const absl::Time t0 = absl::Now();
+  absl::StatusOr<GoroutineSnapshot> snap = ReadGoroutines(*p->mem, *p->bin, p->bias);
+  if (!snap.ok()) {
+    return absl::Status(snap.status().code(),
+                        absl::StrCat("pid ", pid, ": ", snap.status().message()));
+  }
+  last_read_micros_.store(absl::ToInt64Microseconds(absl::Now() - t0));
+  last_goroutines_.store(static_cast<int64_t>(snap->goroutines.size()));
+  retries_.fetch_add(snap->retries);
+  unreadable_.fetch_add(snap->unreadable);
+  *proc = std::move(*p);
+  return snap;
+}
+
+absl::StatusOr<ProfileResponse> GoroutineSource::Collect(const ProfileRequest& req) {
+  if (!req.target) return absl::UnavailableError("no target process");
+  GoProcess proc;
+  absl::StatusOr<GoroutineSnapshot> snap = Snapshot(req.target->pid, &proc);
+  if (!snap.ok()) {
+    errors_.fetch_add(1);
+    return snap.status();
+  }
+  const GoImage img{proc.bin.get(), proc.bias, proc.exe};
+  ProfileResponse resp;
+  if (req.debug == 2) {
+    resp.body = GoroutineDump(img, *snap, proc.mem.get());
+    resp.content_type = "text/plain; charset=utf-8";
+  } else {
+    std::vector<CountStack> stacks;
+    for (const Goroutine& g : snap->goroutines) {
+      if (g.system) continue;
+      stacks.push_back({GoTracebackPcs(img, g.frames), {}});
+    }
+    if (req.debug == 1) {
+      resp.body = CountProfileText(img, "goroutine", stacks);
+      resp.content_type = "text/plain; charset=utf-8";
+    } else {
+      std::vector<std::string> comments = req.comments;
+      comments.push_back(absl::StrCat(
+          "pprof-sidecar: goroutines read from the target's memory without stopping it (",
+          snap->retries, " re-read because they ran meanwhile, ", snap->unreadable,
+          " left out without a whole stack, ", snap->running_without_regs,
+          " running without a stack)"));
+      absl::StatusOr<std::string> pb =
+          CountProfileProto(img, "goroutine", stacks, absl::Now(), comments);
+      if (!pb.ok()) {
+        errors_.fetch_add(1);
+        return pb.status();
+      }
+      resp.body = std::move(*pb);
+    }
+  }
+  profiles_.fetch_add(1);
+  return resp;
+}
+
+void GoroutineSource::WriteMetrics(MetricsWriter* w) const {
+  w->Counter("pprof_sidecar_goroutine_profiles_total", "Goroutine profiles served.",
+             static_cast<double>(profiles_.load()));
+  w->Counter("pprof_sidecar_goroutine_profile_errors_total", "Goroutine profile requests failed.",
+             static_cast<double>(errors_.load()));
+  w->Counter("pprof_sidecar_goroutine_rereads_total",
+             "Goroutines read again because they ran while being read.",
+             static_cast<double>(retries_.load()));
+  w->Counter("pprof_sidecar_goroutine_unreadable_total",
+             "Goroutines left out of a profile: no whole stack after every attempt.",
+             static_cast<double>(unreadable_.load()));
+  w->Gauge("pprof_sidecar_goroutine_last_read_seconds", "Duration of the last goroutine read.",
+           static_cast<double>(last_read_micros_.load()) / 1e6);
+  w->Gauge("pprof_sidecar_goroutine_last_count", "Goroutines in the last read (system included).",
+           static_cast<double>(last_goroutines_.load()));
+}
+
+}  // namespace pprof_sidecar

@@ -1,0 +1,246 @@
+#include "agent/goruntime/go_runtime.h"
+
+#include <elf.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "agent/symbolize/go_buildinfo.h"
+#include "agent/symbolize/proc_maps.h"
+
+namespace pprof_sidecar {
+namespace {
+
+struct ReleaseStrings {
+  int minor;
+  std::vector<std::string> wait_reasons;
+  std::vector<std::string> statuses;
+};
+
+const std::vector<ReleaseStrings>& AllStrings() {
+  static const auto* all = new std::vector<ReleaseStrings>{
+#include "agent/goruntime/go_runtime_strings.inc"
+  };
+  return *all;
+}
+
+GoLayout Layout119() {
+  GoLayout l;
+  l.g_size = 392, l.g_m = 48, l.g_sched_sp = 56, l.g_sched_pc = 64, l.g_sched_bp = 104;
+  l.g_syscallsp = 112, l.g_syscallpc = 120, l.g_atomicstatus = 144, l.g_goid = 152;
+  l.g_waitsince = 168, l.g_waitreason = 176, l.g_lockedm = 232, l.g_parent_goid = -1;
+  l.g_gopc = 296, l.g_startpc = 312, l.g_labels = 360;
+  l.m_procid = 72, l.m_curg = 192, l.m_id = 232, l.m_alllink = 336, l.m_createstack = 360;
+  return l;
+}
+
+// Each release's layout as the change from the previous one (DWARF of each release).
+std::map<int, GoLayout> BuildLayouts() {
+  std::map<int, GoLayout> m;
+  GoLayout l = Layout119();
+  m[19] = m[20] = l;
+  l.g_size = 408, l.g_lockedm = 208, l.g_parent_goid = 272, l.g_gopc = 280, l.g_startpc = 296;
+  l.g_labels = 344;
+  m[21] = l;
+  l.g_size = 424, l.m_alllink = 328, l.m_createstack = 352;
+  m[22] = l;
+  l.g_size = 432, l.g_atomicstatus = 152, l.g_goid = 160, l.g_waitsince = 176;
+  l.g_waitreason = 184, l.g_lockedm = 216, l.g_parent_goid = 280, l.g_gopc = 288;
+  l.g_startpc = 304, l.g_labels = 352;
+  m[23] = l;
+  l.g_size = 440, l.m_alllink = 352, l.m_createstack = 376;
+  m[24] = l;
+  // 1.25: gobuf lost its ret word.
+  l.g_sched_bp = 96, l.g_syscallsp = 104, l.g_syscallpc = 112, l.g_atomicstatus = 144;
+  l.g_goid = 152, l.g_waitsince = 168, l.g_waitreason = 176, l.g_lockedm = 208;
+  l.g_parent_goid = 272, l.g_gopc = 280, l.g_startpc = 296, l.g_labels = 344;
+  l.m_procid = 64, l.m_curg = 184, l.m_id = 224, l.m_alllink = 344, l.m_createstack = 368;
+  m[25] = l;
+  l.g_size = 456, l.g_parent_goid = 280, l.g_gopc = 288, l.g_startpc = 304, l.g_labels = 352;
+  l.m_id = 232, l.m_alllink = 352, l.m_createstack = 392;
+  m[26] = m[27] = l;
+  for (auto& [minor, layout] : m) layout.minor = minor;
+  return m;
+}
+
+// The scheduler's variables and the runtime functions that use them (Go 1.19..1.27 sources).
+// allglen is read before allgptr (atomicAllG), so the prefix read is always allocated.
+std::vector<GoVarSpec> SchedSpecs() {
+  return {
+      {"runtime.allglen", 8, {GoDataClass::kNoptrBss},
+       {"runtime.allgadd", "runtime.atomicAllG", "runtime.forEachGRace", "runtime.gcount"}},
+      {"runtime.allgptr", 8, {GoDataClass::kBss},
+       {"runtime.allgadd", "runtime.atomicAllG", "runtime.forEachGRace"}},
+      {"runtime.allm", 8, {GoDataClass::kBss},
+       {"runtime.NumCgoCall", "runtime.ThreadCreateProfile", "runtime.threadCreateProfileInternal",
+        "runtime.mcommoninit", "runtime.mexit", "runtime.schedtrace",
+        "runtime.syscall_runtime_doAllThreadsSyscall", "runtime.totalMutexWaitTimeNanos",
+        "runtime.addExtraM", "runtime.dropm"},
+       true},
+  };
+}
+
+}  // namespace
+
+const GoLayout* GoLayoutFor(int minor) {
+  static const auto* layouts = new std::map<int, GoLayout>(BuildLayouts());
+  auto it = layouts->find(minor);
+  return it == layouts->end() ? nullptr : &it->second;
+}
+
+absl::StatusOr<std::shared_ptr<const GoBinary>> GoBinary::Open(const std::string& path) {
+  std::shared_ptr<GoBinary> b(new GoBinary());
+  absl::StatusOr<std::unique_ptr<ElfFile>> elf = ElfFile::Open(path);
+  if (!elf.ok()) return elf.status();
+  b->elf_ = std::move(*elf);
+  b->pie_ = b->elf_->type() == ET_DYN;
+  absl::StatusOr<std::string> version = GoBuildVersion(*b->elf_);
+  if (version.ok()) b->go_version_ = *version;
+  absl::StatusOr<std::unique_ptr<GoPclntab>> pcln = GoPclntab::FromElf(*b->elf_);
+  if (!pcln.ok()) {
+    if (absl::IsNotFound(pcln.status()) && !version.ok()) return pcln.status();
+    return absl::FailedPreconditionError(
+        absl::StrCat(version.ok() ? absl::StrCat("a ", *version, " binary: ") : "",
+                     "cannot read its Go symbol table (.gopclntab): ", pcln.status().message()));
+  }
+  b->pcln_ = std::move(*pcln);
+  std::optional<GoRelease> r = version.ok() ? ParseGoRelease(*version) : std::nullopt;
+  b->minor_ = r ? r->minor : 0;
+  for (const ReleaseStrings& s : AllStrings()) {
+    if (s.minor == b->minor_) {
+      b->wait_reasons_ = &s.wait_reasons;
+      b->statuses_ = &s.statuses;
+    }
+  }
+  absl::StatusOr<std::vector<GoVarLocation>> locs =
+      LocateGoVars(*b->elf_, *b->pcln_, SchedSpecs());
+  if (locs.ok()) {
+    GoRuntimeVars v;
+    v.allglen = (*locs)[0].addr;
+    v.allgptr = (*locs)[1].addr;
+    v.allm = (*locs)[2].addr;
+    v.method = (*locs)[0].method;
+    b->sched_vars_ = v;
+  } else {
+    b->sched_vars_ = absl::NotFoundError(
+        absl::StrCat("cannot locate the Go scheduler's goroutine and thread lists in a binary "
+                     "built with ", b->go_version_.empty() ? "an unknown Go" : b->go_version_,
+                     ": ", locs.status().message()));
+  }
+  return std::shared_ptr<const GoBinary>(std::move(b));
+}
+
+absl::StatusOr<GoLayout> GoBinary::layout() const {
+  const GoLayout* l = GoLayoutFor(minor_);
+  if (l == nullptr || wait_reasons_ == nullptr) {
+    return absl::UnimplementedError(absl::StrCat(
+        "no runtime struct layout for ", go_version_.empty() ? "an unknown Go release" : go_version_,
+        " (this agent knows go1.19 through go1.27)"));
+  }
+  return *l;
+}
+
+std::string GoBinary::WaitReason(uint8_t reason) const {
+  if (wait_reasons_ == nullptr || reason >= wait_reasons_->size()) return "unknown wait reason";
+  return (*wait_reasons_)[reason];
+}
+
+std::string GoBinary::StatusString(uint32_t status) const {
+  if (statuses_ == nullptr || status >= statuses_->size()) return "???";
+  return (*statuses_)[status];
+}
+
+bool GoBinary::IsSystemGoroutineStart(uint64_t startpc) const {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = system_start_.find(startpc);
+  if (it != system_start_.end()) return it->second;
+  bool system = false;
+  absl::StatusOr<GoPclntab::FuncInfo> f = pcln_->LookupFunc(startpc);
+  if (f.ok()) {
+    const std::string& n = f->name;
+    // runtime.main, coroutines and wasm events are user goroutines; the finalizer and cleanup
+    // goroutines count as system ones (Go counts them as user goroutines only while they run
+    // user code, which cannot be seen from outside without reading more runtime state).
+    system = absl::StartsWith(n, "runtime.") && n != "runtime.main" && n != "runtime.corostart" &&
+             n != "runtime.handleAsyncEvent";
+  }
+  if (system_start_.size() < 4096) system_start_[startpc] = system;
+  return system;
+}
+
+absl::StatusOr<uint64_t> GoExeLoadBias(pid_t pid, uint64_t inode,
+                                       const std::vector<ElfSegment>& exe_segments) {
+  absl::StatusOr<std::vector<MapEntry>> maps = ReadProcMaps(pid);
+  if (!maps.ok()) return maps.status();
+  char buf[4096];
+  ssize_t n = readlink(absl::StrCat("/proc/", pid, "/exe").c_str(), buf, sizeof(buf) - 1);
+  std::string exe_path = n > 0 ? std::string(buf, n) : "";
+  if (absl::EndsWith(exe_path, " (deleted)")) exe_path.resize(exe_path.size() - 10);
+  // Match by inode (overlayfs may report another device in maps than stat does), else by path.
+  for (const MapEntry& e : *maps) {
+    if (e.inode != inode && (exe_path.empty() || e.path != exe_path)) continue;
+    for (const ElfSegment& s : exe_segments) {
+      if (e.offset >= s.offset && e.offset - s.offset < std::max(s.filesz, uint64_t{1})) {
+        return e.start - (s.vaddr + (e.offset - s.offset));
+      }
+    }
+  }
+  return absl::NotFoundError(
+      absl::StrCat("pid ", pid, ": executable mapping not found in /proc/PID/maps"));
+}
+
+absl::StatusOr<std::shared_ptr<const GoBinary>> GoBinaryCache::Binary(pid_t pid,
+                                                                      uint64_t* inode) {
+  const std::string exe = absl::StrCat("/proc/", pid, "/exe");
+  struct stat st;
+  if (stat(exe.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat("process ", pid, " exited (", exe, ")"));
+  }
+  *inode = st.st_ino;
+  const std::string key = absl::StrCat(major(st.st_dev), ":", minor(st.st_dev), ":", st.st_ino);
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = bins_.find(key);
+  if (it != bins_.end()) return it->second;
+  absl::StatusOr<std::shared_ptr<const GoBinary>> b = GoBinary::Open(exe);
+  if (!b.ok() && absl::IsNotFound(b.status())) {
+    b = absl::UnimplementedError(
+        absl::StrCat("pid ", pid, " is not a Go program (no Go runtime to read: ",
+                     b.status().message(), ")"));
+  }
+  if (bins_.size() >= 16) bins_.clear();  // targets are few
+  bins_[key] = b;
+  return b;
+}
+
+absl::Status GoBinaryCache::Check(pid_t pid) {
+  uint64_t inode;
+  absl::StatusOr<std::shared_ptr<const GoBinary>> b = Binary(pid, &inode);
+  if (!b.ok()) return b.status();
+  if (absl::StatusOr<GoLayout> l = (*b)->layout(); !l.ok()) return l.status();
+  return (*b)->sched_vars().status();
+}
+
+absl::StatusOr<GoProcess> GoBinaryCache::Open(pid_t pid) {
+  GoProcess p;
+  p.pid = pid;
+  uint64_t inode = 0;
+  absl::StatusOr<std::shared_ptr<const GoBinary>> b = Binary(pid, &inode);
+  if (!b.ok()) return b.status();
+  p.bin = *b;
+  if (p.bin->pie()) {
+    absl::StatusOr<uint64_t> bias = GoExeLoadBias(pid, inode, p.bin->elf().load_segments());
+    if (!bias.ok()) return bias.status();
+    p.bias = *bias;
+  }
+  char buf[4096];
+  ssize_t n = readlink(absl::StrCat("/proc/", pid, "/exe").c_str(), buf, sizeof(buf) - 1);
+  if (n > 0) p.exe.assign(buf, n);
+  absl::StatusOr<std::unique_ptr<ProcessMemory>> mem = ProcessMemory::Open(pid);
+  if (!mem.ok()) return mem.status();
+  p.mem = std::move(*mem);
+  return p;
+}
+
+}  // namespace pprof_sidecar

@@ -1,0 +1,134 @@
+// What the agent knows of a Go binary's runtime: its release, the struct layouts of that release
+// (runtime.g, runtime.m, runtime.bucket), the addresses of the runtime variables the profiles
+// read (runtime.allglen/allgptr, runtime.allm, the block/mutex bucket lists and rates), the wait
+// reason and status strings of that release, and the load bias of a running instance.
+//
+// Layouts are per Go minor release (1.19..1.27), taken from each release's DWARF
+// (tests/tools/godwarfoffsets checks them against real binaries); a release outside that range
+// has none and the profiles that need it say so. Variables are located by go_vars.h (symtab,
+// else the census of the runtime functions that use them: stripped binaries).
+#ifndef PPROF_SIDECAR_AGENT_GORUNTIME_GO_RUNTIME_H_
+#define PPROF_SIDECAR_AGENT_GORUNTIME_GO_RUNTIME_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "agent/goruntime/go_vars.h"
+#include "agent/goruntime/process_memory.h"
+#include "agent/symbolize/elf_file.h"
+#include "agent/symbolize/go_pclntab.h"
+
+namespace pprof_sidecar {
+
+// Byte offsets of the fields the agent reads (-1: the field does not exist in that release).
+struct GoLayout {
+  int minor = 0;
+  // runtime.g
+  int g_size = 0, g_stack_lo = 0, g_stack_hi = 8, g_m = 0, g_sched_sp = 0, g_sched_pc = 0,
+      g_sched_bp = 0, g_syscallsp = 0, g_syscallpc = 0, g_atomicstatus = 0, g_goid = 0,
+      g_waitsince = 0, g_waitreason = 0, g_lockedm = 0, g_parent_goid = -1, g_gopc = 0,
+      g_startpc = 0, g_labels = 0;
+  // runtime.m
+  int m_procid = 0, m_curg = 0, m_id = 0, m_alllink = 0, m_createstack = 0;
+  int m_createstack_len = 32;
+};
+
+// nullptr for releases the agent has no layout for.
+const GoLayout* GoLayoutFor(int minor);
+
+// runtime status values (runtime2.go), stable across 1.19..1.27.
+enum GoStatus : uint32_t {
+  kGidle = 0,
+  kGrunnable = 1,
+  kGrunning = 2,
+  kGsyscall = 3,
+  kGwaiting = 4,
+  kGdead = 6,
+  kGcopystack = 8,
+  kGpreempted = 9,
+  kGleaked = 10,     // 1.26+
+  kGdeadextra = 11,  // 1.26+
+  kGscan = 0x1000,
+};
+
+// Runtime variables, link-time addresses (0: not located).
+struct GoRuntimeVars {
+  uint64_t allglen = 0, allgptr = 0, allm = 0;
+  uint64_t bbuckets = 0, xbuckets = 0, blockprofilerate = 0, mutexprofilerate = 0;
+  std::string method;  // "symtab" or "code"
+};
+
+// One Go executable (shared by every process running it).
+class GoBinary {
+ public:
+  // NotFound if `path` is not a Go binary; other errors name the release and what is missing.
+  static absl::StatusOr<std::shared_ptr<const GoBinary>> Open(const std::string& path);
+
+  const ElfFile& elf() const { return *elf_; }
+  const GoPclntab& pcln() const { return *pcln_; }
+  const std::string& go_version() const { return go_version_; }  // "go1.27.4", "" if unknown
+  int minor() const { return minor_; }
+  bool pie() const { return pie_; }
+  // The layout of this release; an error naming the release if there is none.
+  absl::StatusOr<GoLayout> layout() const;
+  // The goroutine/thread variables (allglen, allgptr, allm); error if they could not be located.
+  const absl::StatusOr<GoRuntimeVars>& sched_vars() const { return sched_vars_; }
+  // runtime.waitReason.String() / gStatusStrings of this release ("???" out of range, as Go).
+  std::string WaitReason(uint8_t reason) const;
+  std::string StatusString(uint32_t status) const;
+  // funcID of runtime.main, runtime.goexit etc. by name (the numbering moved across releases).
+  bool IsSystemGoroutineStart(uint64_t startpc) const;
+
+ private:
+  GoBinary() = default;
+  std::unique_ptr<ElfFile> elf_;
+  std::unique_ptr<GoPclntab> pcln_;
+  std::string go_version_;
+  int minor_ = 0;
+  bool pie_ = false;
+  absl::StatusOr<GoRuntimeVars> sched_vars_ = absl::UnknownError("not located");
+  const std::vector<std::string>* wait_reasons_ = nullptr;
+  const std::vector<std::string>* statuses_ = nullptr;
+  mutable std::mutex mu_;
+  mutable std::map<uint64_t, bool> system_start_;  // startpc -> system goroutine
+};
+
+// The load bias of the executable in process `pid` (0 for non-PIE): maps's start of the
+// mapping of `exe_segments` minus its link-time address. NotFound if it is not mapped.
+absl::StatusOr<uint64_t> GoExeLoadBias(pid_t pid, uint64_t inode,
+                                       const std::vector<ElfSegment>& exe_segments);
+
+// A running Go process: its binary, load bias and memory.
+struct GoProcess {
+  pid_t pid = 0;
+  std::shared_ptr<const GoBinary> bin;
+  uint64_t bias = 0;
+  std::string exe;  // readlink of /proc/PID/exe
+  std::unique_ptr<ProcessMemory> mem;
+};
+
+// Opens processes, sharing one GoBinary per executable (device, inode); bounded.
+class GoBinaryCache {
+ public:
+  // NotFound if the process is gone; Unimplemented (naming it) if it is not a Go program.
+  absl::StatusOr<GoProcess> Open(pid_t pid);
+  // OK if `pid` runs a Go binary whose runtime the agent can read; else why not.
+  absl::Status Check(pid_t pid);
+
+ private:
+  absl::StatusOr<std::shared_ptr<const GoBinary>> Binary(pid_t pid, uint64_t* inode);
+  std::mutex mu_;
+  std::map<std::string, absl::StatusOr<std::shared_ptr<const GoBinary>>> bins_;
+};
+
+}  // namespace pprof_sidecar
+
+#endif  // PPROF_SIDECAR_AGENT_GORUNTIME_GO_RUNTIME_H_
