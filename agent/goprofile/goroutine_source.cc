@@ -23,7 +23,16 @@ absl::StatusOr<GoroutineSnapshot> GoroutineSource::Snapshot(pid_t pid, GoProcess
   absl::StatusOr<GoProcess> p = cache_->Open(pid);
   if (!p.ok()) return p.status();
   const absl::Time t0 = absl::Now();
-  absl::StatusOr<GoroutineSnapshot> snap = ReadGoroutines(*p->mem, *p->bin, p->bias);
+  absl::Duration stopped;
+  int stops = 0;
+  absl::StatusOr<GoroutineSnapshot> snap = ReadGoroutines(
+      *p->mem, *p->bin, p->bias, StoppedThreadRegs(absl::Milliseconds(50), &stopped, &stops));
+  if (snap.ok()) {
+    snap->thread_stops = stops;
+    snap->stopped = stopped;
+    thread_stops_.fetch_add(stops);
+    stopped_micros_.fetch_add(absl::ToInt64Microseconds(stopped));
+  }
   if (!snap.ok()) {
     return absl::Status(snap.status().code(),
                         absl::StrCat("pid ", pid, ": ", snap.status().message()));
@@ -61,10 +70,12 @@ absl::StatusOr<ProfileResponse> GoroutineSource::Collect(const ProfileRequest& r
     } else {
       std::vector<std::string> comments = req.comments;
       comments.push_back(absl::StrCat(
-          "pprof-sidecar: goroutines read from the target's memory without stopping it (",
+          "pprof-sidecar: goroutines read from the target's memory, validated and re-read if they ran (",
           snap->retries, " re-read because they ran meanwhile, ", snap->unreadable,
           " left out without a whole stack, ", snap->running_without_regs,
-          " running without a stack)"));
+          " running without a stack); ", snap->thread_stops,
+          " running goroutines' threads stopped one at a time for their registers, ",
+          absl::FormatDuration(snap->stopped), " in all"));
       absl::StatusOr<std::string> pb =
           CountProfileProto(img, "goroutine", stacks, absl::Now(), comments);
       if (!pb.ok()) {
@@ -89,6 +100,12 @@ void GoroutineSource::WriteMetrics(MetricsWriter* w) const {
   w->Counter("pprof_sidecar_goroutine_unreadable_total",
              "Goroutines left out of a profile: no whole stack after every attempt.",
              static_cast<double>(unreadable_.load()));
+  w->Counter("pprof_sidecar_goroutine_thread_stops_total",
+             "Target threads stopped (one at a time, ptrace) for a running goroutine's registers.",
+             static_cast<double>(thread_stops_.load()));
+  w->Counter("pprof_sidecar_goroutine_thread_stopped_seconds_total",
+             "Time target threads spent stopped for those registers.",
+             static_cast<double>(stopped_micros_.load()) / 1e6);
   w->Gauge("pprof_sidecar_goroutine_last_read_seconds", "Duration of the last goroutine read.",
            static_cast<double>(last_read_micros_.load()) / 1e6);
   w->Gauge("pprof_sidecar_goroutine_last_count", "Goroutines in the last read (system included).",

@@ -29,6 +29,8 @@ class GoroutineSource : public ProfileSource {
   std::shared_ptr<GoBinaryCache> cache_;
   std::atomic<uint64_t> profiles_{0}, errors_{0}, retries_{0}, unreadable_{0};
   std::atomic<int64_t> last_read_micros_{0}, last_goroutines_{0};
+  std::atomic<uint64_t> thread_stops_{0};
+  std::atomic<int64_t> stopped_micros_{0};
 };
 
 }  // namespace pprof_sidecar

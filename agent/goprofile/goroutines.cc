@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "agent/goruntime/thread_regs.h"
 
 namespace pprof_sidecar {
 namespace {
@@ -69,6 +70,26 @@ GState StateOf(const std::string& b, const GoLayout& l) {
 
 enum class ReadResult { kOk, kDead, kRetry };
 
+bool IsSystemstackSwitch(const GoBinary& bin, uint64_t link_pc) {
+  absl::StatusOr<GoPclntab::FuncInfo> f = bin.pcln().LookupFunc(link_pc);
+  return f.ok() && f->name == "runtime.systemstack_switch";
+}
+
+// Reads the stack from sp up in one read, then unwinds over that copy.
+UnwoundStack UnwindFrom(MemoryReader& mem, const GoBinary& bin, uint64_t bias, uint64_t pc,
+                        uint64_t sp, uint64_t hi, bool trap, const GoroutineReadLimits& limits) {
+  std::string stack(std::min<uint64_t>(hi - sp, limits.max_stack_read), '\0');
+  absl::StatusOr<size_t> got = mem.ReadPartial(sp, stack.data(), stack.size());
+  if (!got.ok()) {
+    UnwoundStack u;
+    u.error = std::string(got.status().message());
+    return u;
+  }
+  stack.resize(*got);
+  StackWindow window(mem, sp, std::move(stack));
+  return UnwindGoStack(window, bin.pcln(), bias, pc, sp, hi, trap, limits.max_frames);
+}
+
 // One attempt at one goroutine.
 ReadResult ReadOne(MemoryReader& mem, const GoBinary& bin, const GoLayout& l, uint64_t bias,
                    uint64_t gp, const ThreadRegsFn& regs, const GoroutineReadLimits& limits,
@@ -96,9 +117,8 @@ ReadResult ReadOne(MemoryReader& mem, const GoBinary& bin, const GoLayout& l, ui
   g.gopc = Field<uint64_t>(b, l.g_gopc) - bias;
   g.labels = Field<uint64_t>(b, l.g_labels);
   g.system = bin.IsSystemGoroutineStart(Field<uint64_t>(b, l.g_startpc) - bias);
-  const uint64_t hi = Field<uint64_t>(b, l.g_stack_hi);
-  uint64_t pc = before.pc, sp = before.sp;
-  bool trap = false;
+  const uint64_t lo = Field<uint64_t>(b, l.g_stack_lo), hi = Field<uint64_t>(b, l.g_stack_hi);
+  UnwoundStack u;
   if (g.status == kGrunning) {
     absl::StatusOr<uint64_t> tid = mem.ReadU64(before.m + l.m_procid);
     if (before.m == 0 || !tid.ok()) {
@@ -106,39 +126,46 @@ ReadResult ReadOne(MemoryReader& mem, const GoBinary& bin, const GoLayout& l, ui
       return ReadResult::kRetry;
     }
     g.tid = static_cast<int>(*tid);
-    std::optional<ThreadRegs> r = regs ? regs(g.tid) : std::nullopt;
-    // Registers are only the goroutine's while the thread is on its stack (not on g0/gsignal).
-    if (!r || r->sp < Field<uint64_t>(b, l.g_stack_lo) || r->sp >= hi) {
+    bool still = false;
+    const bool stopped = regs && regs(g.tid, [&](const ThreadRegs& r) {
+      // The thread is stopped: the goroutine cannot change unless it no longer runs there.
+      std::string again(l.g_size, '\0');
+      still = mem.Read(gp, again.data(), again.size()).ok() && StateOf(again, l) == before;
+      if (!still) return;
+      if (r.sp >= lo && r.sp < hi) {
+        u = UnwindFrom(mem, bin, bias, r.pc, r.sp, hi, /*trap=*/true, limits);
+      } else if (IsSystemstackSwitch(bin, before.pc - bias)) {
+        // On the thread's g0 stack (systemstack): g.sched was saved at the switch.
+        u = UnwindFrom(mem, bin, bias, before.pc, before.sp, hi, false, limits);
+      } else {
+        u.error = "on another stack (signal handler or scheduler)";
+      }
+    });
+    if (stopped && !still) {
+      *why = "it stopped running while being read";
+      return ReadResult::kRetry;
+    }
+    if (!stopped || !u.whole) {  // listed without a stack, as Go's crash dump does
       *out = std::move(g);
       return ReadResult::kOk;
     }
-    pc = r->pc, sp = r->sp, trap = true;
-  } else if (before.syscallsp != 0) {
-    pc = before.syscallpc, sp = before.syscallsp;
-  }
-  if (sp == 0 || sp >= hi || hi - sp > (1ull << 30)) {
-    *why = absl::StrCat("saved sp 0x", absl::Hex(sp), " outside its stack");
-    return ReadResult::kRetry;
-  }
-  std::string stack(std::min<uint64_t>(hi - sp, limits.max_stack_read), '\0');
-  absl::StatusOr<size_t> got = mem.ReadPartial(sp, stack.data(), stack.size());
-  if (!got.ok()) {
-    *why = std::string(got.status().message());
-    return ReadResult::kRetry;
-  }
-  stack.resize(*got);
-  StackWindow window(mem, sp, std::move(stack));
-  UnwoundStack u = UnwindGoStack(window, bin.pcln(), bias, pc, sp, hi, trap, limits.max_frames);
-  if (g.status != kGrunning) {
+  } else {
+    uint64_t pc = before.pc, sp = before.sp;
+    if (before.syscallsp != 0) pc = before.syscallpc, sp = before.syscallsp;
+    if (sp == 0 || sp < lo || sp >= hi) {
+      *why = absl::StrCat("saved sp 0x", absl::Hex(sp), " outside its stack");
+      return ReadResult::kRetry;
+    }
+    u = UnwindFrom(mem, bin, bias, pc, sp, hi, false, limits);
     std::string again(l.g_size, '\0');
     if (!mem.Read(gp, again.data(), again.size()).ok() || !(StateOf(again, l) == before)) {
       *why = "it ran while being read";
       return ReadResult::kRetry;
     }
-  }
-  if (!u.whole) {
-    *why = u.error;
-    return ReadResult::kRetry;
+    if (!u.whole) {
+      *why = u.error;
+      return ReadResult::kRetry;
+    }
   }
   g.frames = std::move(u.frames);
   *out = std::move(g);
@@ -186,6 +213,17 @@ UnwoundStack UnwindGoStack(MemoryReader& mem, const GoPclntab& pcln, uint64_t bi
   }
   u.error = absl::StrCat("deeper than ", max_frames, " frames");
   return u;
+}
+
+ThreadRegsFn StoppedThreadRegs(absl::Duration timeout, absl::Duration* stopped, int* stops) {
+  return [timeout, stopped, stops](int tid, const std::function<void(const ThreadRegs&)>& fn) {
+    absl::StatusOr<absl::Duration> d = WithThreadStopped(
+        tid, timeout, [&fn](const ThreadStopRegs& r) { fn(ThreadRegs{r.pc, r.sp}); });
+    if (!d.ok()) return false;
+    *stopped += *d;
+    ++*stops;
+    return true;
+  };
 }
 
 absl::StatusOr<GoroutineSnapshot> ReadGoroutines(MemoryReader& mem, const GoBinary& bin,

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "agent/goruntime/go_runtime.h"
 #include "agent/goruntime/process_memory.h"
 
@@ -61,6 +62,8 @@ struct GoroutineSnapshot {
   int unreadable = 0;                 // left out: no whole stack after every attempt
   int running_without_regs = 0;       // running, no thread registers: listed without a stack
   int64_t nanotime = 0;               // CLOCK_MONOTONIC at the read (Go's nanotime)
+  int thread_stops = 0;               // threads stopped for their registers
+  absl::Duration stopped;             // their stops, summed
 };
 
 struct GoroutineReadLimits {
@@ -70,11 +73,16 @@ struct GoroutineReadLimits {
   int max_attempts = 4;
 };
 
-// Registers of a thread of the target: pc, sp. nullopt when unavailable.
+// Registers of a thread of the target: pc, sp.
 struct ThreadRegs {
   uint64_t pc = 0, sp = 0;
 };
-using ThreadRegsFn = std::function<std::optional<ThreadRegs>(int tid)>;
+// Calls `fn` with thread `tid`'s registers while the thread stays stopped; false if the thread
+// could not be stopped (fn not called). Production: StoppedThreadRegs() (thread_regs.h).
+using ThreadRegsFn =
+    std::function<bool(int tid, const std::function<void(const ThreadRegs&)>& fn)>;
+// Stops one thread at a time with ptrace for at most `timeout`; adds each stop to *stopped.
+ThreadRegsFn StoppedThreadRegs(absl::Duration timeout, absl::Duration* stopped, int* stops);
 
 // Reads every goroutine. `bias` is the executable's load bias (PIE).
 absl::StatusOr<GoroutineSnapshot> ReadGoroutines(MemoryReader& mem, const GoBinary& bin,
