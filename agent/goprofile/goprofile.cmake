@@ -7,3 +7,11 @@ add_library(goprofile STATIC
 target_include_directories(goprofile PUBLIC ${CMAKE_SOURCE_DIR})
 target_link_libraries(goprofile PUBLIC goruntime registry pprof_encoder absl::status
   absl::statusor absl::strings absl::str_format absl::time)
+
+# Real Go targets (oldest, newest, a stripped PIE) against their own /debug/pprof/goroutine.
+# Reads another process's memory and stops its running threads briefly: root/CAP_SYS_PTRACE.
+add_executable(goroutine_profile_test ${CMAKE_CURRENT_LIST_DIR}/goroutine_profile_test.cc)
+target_link_libraries(goroutine_profile_test PRIVATE goprofile target testutil PkgConfig::HTTPLIB
+  Threads::Threads GTest::gtest_main)
+gtest_discover_tests(goroutine_profile_test DISCOVERY_TIMEOUT 60
+  PROPERTIES LABELS privileged TIMEOUT 600 RUN_SERIAL TRUE)

@@ -70,14 +70,18 @@ std::map<int, GoLayout> BuildLayouts() {
 std::vector<GoVarSpec> SchedSpecs() {
   return {
       {"runtime.allglen", 8, {GoDataClass::kNoptrBss},
-       {"runtime.allgadd", "runtime.atomicAllG", "runtime.forEachGRace", "runtime.gcount"}},
+       {"runtime.allgadd", "runtime.atomicAllG", "runtime.forEachGRace", "runtime.gcount",
+        "runtime.goroutineProfileWithLabelsConcurrent", "runtime.goroutineProfileWithLabels",
+        "runtime/pprof.countGoroutine", "runtime.NumGoroutine", "runtime.checkdead"}},
       {"runtime.allgptr", 8, {GoDataClass::kBss},
        {"runtime.allgadd", "runtime.atomicAllG", "runtime.forEachGRace"}},
       {"runtime.allm", 8, {GoDataClass::kBss},
        {"runtime.NumCgoCall", "runtime.ThreadCreateProfile", "runtime.threadCreateProfileInternal",
         "runtime.mcommoninit", "runtime.mexit", "runtime.schedtrace",
         "runtime.syscall_runtime_doAllThreadsSyscall", "runtime.totalMutexWaitTimeNanos",
-        "runtime.addExtraM", "runtime.dropm"},
+        "runtime.addExtraM", "runtime.dropm", "runtime.pprof_threadCreateInternal",
+        "runtime/pprof.countThreadCreate", "runtime/pprof.writeThreadCreate.func1",
+        "runtime.traceAdvance"},
        true},
   };
 }

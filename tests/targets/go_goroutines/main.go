@@ -5,7 +5,8 @@
 //   - -select goroutines in a select with a timer in selectWaiter (an hour: never fires),
 //   - -mutex goroutines waiting on a sync.Mutex held by main in mutexWaiter,
 //   - -spin goroutines running a busy loop in spinner,
-//   - -churn goroutines per millisecond created by churner that each run briefly and exit,
+//   - -churn goroutines per millisecond created by churner that each run briefly, sleep half a
+//     millisecond and exit,
 //   - -labeled goroutines blocked under pprof labels {worker: w<i%3>} in labeledWaiter,
 //   - -contend: workers contending on a mutex and channel (block and mutex profile buckets),
 //     with -block_rate / -mutex_fraction passed to SetBlockProfileRate /
@@ -87,6 +88,7 @@ func churnWork(n int) {
 		x += i
 	}
 	sink.Add(int64(x))
+	time.Sleep(500 * time.Microsecond)
 }
 
 //go:noinline
