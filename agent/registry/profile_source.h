@@ -67,7 +67,8 @@ struct ProfileRequest {
 
 struct ProfileResponse {
   std::string body;
-  std::string content_type = "application/octet-stream";
+  // Empty: application/octet-stream for debug=0, text/plain; charset=utf-8 otherwise.
+  std::string content_type;
 };
 
 // Prometheus text exposition helpers for a source's own counters (/metrics reads every source).
@@ -87,8 +88,7 @@ class MetricsWriter {
 
  private:
   void Family(const std::string& name, const std::string& help, const char* type,
-              const std::string& label,
-              const std::vector<std::pair<std::string, double>>& values);
+              const std::string& label, const std::vector<std::pair<std::string, double>>& values);
   std::string out_;
 };
 
