@@ -8,7 +8,7 @@ add_library(heap STATIC
   ${CMAKE_CURRENT_LIST_DIR}/heap_source.cc
   ${CMAKE_CURRENT_LIST_DIR}/malloc_profile_state.cc)
 target_include_directories(heap PUBLIC ${CMAKE_SOURCE_DIR})
-target_link_libraries(heap PUBLIC pprof_encoder registry process_symbolizer symbolize_go symbolize_elf
+target_link_libraries(heap PUBLIC pprof_encoder location_table registry process_symbolizer symbolize_go symbolize_elf
   absl::status absl::statusor absl::strings absl::str_format absl::time absl::flat_hash_map)
 
 # Malloc sampler for non-Go targets: uprobes on the allocator (bpf/heap_sampler.bpf.c).
