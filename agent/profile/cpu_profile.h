@@ -15,7 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "agent/sampler/cpu_sampler.h"
+#include "agent/sample/stack_sample.h"
 #include "agent/symbolize/process_symbolizer.h"
 #include "agent/symbolize/source_line.h"
 
