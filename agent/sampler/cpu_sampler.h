@@ -77,8 +77,8 @@ class CpuSampler {
   virtual SamplerInfo info() const { return SamplerInfo(); }
 };
 
-// Tuning of the BPF implementation. The defaults are the fast configuration measured in
-// BENCHMARKS.md; the other values exist for A/B measurements (bench/sampler_bench).
+// Options of the BPF implementation; the defaults are the production configuration (the bench
+// build's extra switches are in cpu_sampler_bench.h).
 struct BpfCpuSamplerOptions {
   // What takes the samples.
   //  - kTick: the scheduler tick, which already interrupts every busy CPU HZ times a second: a
@@ -88,8 +88,8 @@ struct BpfCpuSamplerOptions {
   //    delivers Go's own per-thread profiling timers. No interrupt of its own; rates above HZ
   //    give weighted samples at the tick rate. Needs high-resolution timers. x86-64.
   //  - kPerfCpuClock: a software cpu-clock perf event on every online CPU with period 1e9/hz ns:
-  //    any rate, but each sample is an hrtimer interrupt of its own (~15-30 us of the sampled
-  //    thread's time in a VM, BENCHMARKS.md).
+  //    any rate, but each sample is an hrtimer interrupt of its own, charged to the sampled
+  //    thread.
   //  - kAuto: kTick for hz <= 100 (no kernel ticks slower) when it loads, attaches and fires,
   //    else kPerfCpuClock.
   // The sampler is created ready: every program it will use is loaded and attached (the tick) or
@@ -115,7 +115,7 @@ struct BpfCpuSamplerOptions {
   // 0: every record wakes the reader thread. Else records are submitted without a wakeup until
   // this many bytes wait in the ring buffer (at most a quarter of it, the default); the reader
   // also polls every poll_interval_ms and on Flush()/Stop(). A wakeup is a self-interrupt on the
-  // sampled CPU, charged to the sampled thread (its cost: BENCHMARKS.md).
+  // sampled CPU, charged to the sampled thread.
   uint32_t wakeup_bytes = UINT32_MAX;
   int poll_interval_ms = 100;
   // Ring buffer size in bytes: a power of two >= 4096, or 0 to size it for `expected_hz` samples
