@@ -23,10 +23,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "agent/goprofile/goroutine_source.h"
 #include "agent/heap/heap_profiler.h"
+#include "agent/heap/heap_source.h"
 #include "agent/heap/malloc_sampler.h"
 #include "agent/profile/cpu_profiler.h"
+#include "agent/profile/cpu_source.h"
 #include "agent/sampler/cpu_sampler.h"
+#include "agent/server/http_params.h"
 #include "agent/server/pprof_server.h"
 #include "agent/symbolize/process_symbolizer.h"
 #include "agent/target/target_tracker.h"
@@ -367,8 +371,24 @@ int Run() {
       absl::Seconds(FLAGS_shutdown_timeout_seconds) - absl::Milliseconds(1500);
   TargetView view{[&tracker] { return tracker.current(); },
                   [&tracker] { return tracker.status_message(); }};
-  PprofServer server(&cpu, &symbolizer, view, sopts);
-  server.SetHeapProfiler(&heap);
+  // The profile kinds served at /debug/pprof/<name>.
+  ProfileRegistry registry;
+  CpuSource cpu_source(&cpu);
+  absl::Status reg = registry.AddUnowned(&cpu_source);
+  if (reg.ok()) reg = AddHeapSources(&heap, &registry);
+  // Go targets' goroutine profile, read from their runtime (agent/goprofile).
+  auto go_binaries = std::make_shared<GoBinaryCache>();
+  if (reg.ok()) reg = registry.Add(std::make_unique<GoroutineSource>(go_binaries));
+  registry.NotServed("threadcreate", "not produced yet");
+  registry.NotServed("block", "not produced yet");
+  registry.NotServed("mutex", "not produced yet");
+  if (!reg.ok()) {
+    fprintf(stderr, "pprof-sidecar: %s\n", std::string(reg.message()).c_str());
+    return 1;
+  }
+  registry.NotServed("trace", "an execution trace needs the runtime's tracer, which only the "
+                              "target itself can start");
+  PprofServer server(&registry, &symbolizer, view, sopts);
   if (absl::Status st = server.Bind(hp->host, hp->port); !st.ok()) {
     fprintf(stderr, "pprof-sidecar: %s\n", std::string(st.message()).c_str());
     return 1;

@@ -89,7 +89,8 @@ absl::StatusOr<ProfileResponse> GoroutineSource::Collect(const ProfileRequest& r
   return resp;
 }
 
-void GoroutineSource::WriteMetrics(MetricsWriter* w) const {
+void GoroutineSource::WriteMetrics(const std::optional<ProcessInfo>& target,
+                                   MetricsWriter* w) const {
   w->Counter("pprof_sidecar_goroutine_profiles_total", "Goroutine profiles served.",
              static_cast<double>(profiles_.load()));
   w->Counter("pprof_sidecar_goroutine_profile_errors_total", "Goroutine profile requests failed.",

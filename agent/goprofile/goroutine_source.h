@@ -19,7 +19,7 @@ class GoroutineSource : public ProfileSource {
   const ProfileKindInfo& info() const override { return info_; }
   absl::StatusOr<ProfileResponse> Collect(const ProfileRequest& req) override;
   absl::Status Availability(const std::optional<ProcessInfo>& target) const override;
-  void WriteMetrics(MetricsWriter* w) const override;
+  void WriteMetrics(const std::optional<ProcessInfo>& target, MetricsWriter* w) const override;
 
   // The snapshot behind the last Collect's profile (for tests and benchmarks).
   absl::StatusOr<GoroutineSnapshot> Snapshot(pid_t pid, GoProcess* proc);

@@ -784,6 +784,65 @@ TEST_F(E2eTest, GoHeapProfileFromTheAgentsUrl) {
   EXPECT_TRUE(absl::StrContains(r.output, "Type: alloc_space")) << r.output;
 }
 
+// ---- 11. Goroutine profiles through the agent binary (Go targets, read from their runtime). ----
+
+// The port a go_goroutines target printed into its log ("port=N"), waiting for it.
+int TargetPort(const std::string& log) {
+  for (int i = 0; i < 200; ++i) {
+    std::ifstream f(log);
+    std::string line;
+    while (std::getline(f, line)) {
+      int port = 0;
+      if (absl::StartsWith(line, "port=") && absl::SimpleAtoi(line.substr(5), &port)) return port;
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return 0;
+}
+
+// A stripped PIE Go target with known goroutine populations, under the chart's capabilities:
+// the agent's debug=1 records of the blocked populations are the target's own, byte for byte,
+// and `go tool pprof` reads debug=0 from the agent's URL.
+TEST_F(E2eTest, GoGoroutineProfileFromTheAgentsUrl) {
+  const std::string version = GoVersions().back();
+  ASSERT_OK_AND_ASSIGN(bin, BuildGoCached(version, TestDataDir() + "/targets/go_goroutines",
+                                          kGoStrippedPie, dir_ + "/go_goroutines"));
+  ASSERT_OK_AND_ASSIGN(target, StartChild({bin, "-recv=300", "-select=30", "-mutex=3"},
+                                          "goroutines"));
+  const int port = TargetPort(dir_ + "/goroutines.log");
+  ASSERT_GT(port, 0);
+  auto agent = StartAgent({absl::StrCat("--target_pid=", target->pid())});
+  ASSERT_TRUE(agent);
+  ASSERT_OK_AND_ASSIGN(ours, agent->Get("/debug/pprof/goroutine?debug=1"));
+  ASSERT_EQ(ours.status, 200) << ours.body;
+  ASSERT_OK_AND_ASSIGN(own, HttpGet(port, "/debug/pprof/goroutine?debug=1"));
+  ASSERT_EQ(own.status, 200);
+  int same = 0;
+  for (absl::string_view rec : absl::StrSplit(ours.body, "\n\n")) {
+    if (absl::StartsWith(rec, "goroutine profile:")) rec.remove_prefix(rec.find('\n') + 1);
+    if (!absl::StrContains(rec, "main.recvWaiter") && !absl::StrContains(rec, "main.selectWaiter") &&
+        !absl::StrContains(rec, "main.mutexWaiter")) {
+      continue;
+    }
+    EXPECT_TRUE(absl::StrContains(own.body, rec)) << rec << "\n---- target's own:\n" << own.body;
+    ++same;
+  }
+  EXPECT_EQ(same, 3) << ours.body;
+  EXPECT_TRUE(absl::StrContains(ours.body, "300 @ ")) << ours.body;
+
+  const std::string home = dir_ + "/home", tmp = dir_ + "/pproftmp";
+  mkdir(home.c_str(), 0700);
+  mkdir(tmp.c_str(), 0700);
+  ASSERT_OK_AND_ASSIGN(go, GoTool(version));
+  CommandResult r = RunCommand(absl::StrCat(
+      "HOME='", home, "' PPROF_TMPDIR='", tmp, "' PPROF_BINARY_PATH=/nonexistent GOCACHE='",
+      GoCacheDir(version), "' ", go, " tool pprof -top 'http://127.0.0.1:", agent->port(),
+      "/debug/pprof/goroutine'"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(absl::StrContains(r.output, "main.recvWaiter")) << r.output;
+  EXPECT_TRUE(absl::StrContains(r.output, "Type: goroutine")) << r.output;
+}
+
 // A C target driven through a FIFO on its stdin; its replies land in its log.
 class FifoTarget {
  public:
