@@ -24,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "agent/goprofile/goroutine_source.h"
+#include "agent/goprofile/threadcreate_source.h"
 #include "agent/heap/heap_profiler.h"
 #include "agent/heap/heap_source.h"
 #include "agent/heap/malloc_sampler.h"
@@ -379,7 +380,7 @@ int Run() {
   // Go targets' goroutine profile, read from their runtime (agent/goprofile).
   auto go_binaries = std::make_shared<GoBinaryCache>();
   if (reg.ok()) reg = registry.Add(std::make_unique<GoroutineSource>(go_binaries));
-  registry.NotServed("threadcreate", "not produced yet");
+  if (reg.ok()) reg = registry.Add(std::make_unique<ThreadCreateSource>(go_binaries));
   registry.NotServed("block", "not produced yet");
   registry.NotServed("mutex", "not produced yet");
   if (!reg.ok()) {

@@ -94,22 +94,27 @@ bool HiddenInCountProfile(const GoImage& img, const std::string& name) {
          (img.bin->minor() >= 24 && absl::StartsWith(name, "internal/runtime/"));
 }
 
-// runtime/pprof's printStackRecord: leading runtime frames hidden unless all are.
+// runtime/pprof's printStackRecord: leading runtime frames hidden unless all are. PCs outside Go
+// functions (zeros of a fixed-size record) yield no frame, as in runtime.CallersFrames, which
+// gives one empty frame ("#\t0x0") when there are none at all.
 void StackRecordLines(const GoImage& img, const std::vector<uint64_t>& pcs, bool all_frames,
                       std::vector<std::string>* out) {
   bool show = all_frames;
   const size_t start = out->size();
+  bool any = false;
   for (uint64_t pc : pcs) {
-    PcFrame f = FrameOf(img, pc);
-    if (!f.known) {
-      show = true;
-      out->push_back(absl::StrFormat("#\t0x%x", f.pc));
-    } else if (f.function != "runtime.goexit" &&
-               (show || !HiddenInCountProfile(img, f.function))) {
+    PcFrame f = pc == 0 ? PcFrame() : FrameOf(img, pc);
+    if (!f.known) continue;
+    any = true;
+    if (f.function != "runtime.goexit" && (show || !HiddenInCountProfile(img, f.function))) {
       show = true;
       out->push_back(absl::StrFormat("#\t0x%x\t%s+0x%x\t%s:%d", f.pc, f.function, f.pc - f.entry,
                                      f.file, f.line));
     }
+  }
+  if (!any) {
+    show = true;
+    out->push_back("#\t0x0");
   }
   if (!show) {
     out->resize(start);
@@ -242,6 +247,10 @@ absl::StatusOr<std::string> CountProfileProto(const GoImage& img, const std::str
     std::vector<uint64_t> locs;
     for (size_t i = 0; i < st.pcs.size();) {
       const uint64_t pc = st.pcs[i];
+      if (pc == 0) {  // the unused tail of a fixed-size record
+        ++i;
+        continue;
+      }
       auto it = loc_cache.find(pc);
       if (it == loc_cache.end()) {
         // One location per physical frame: the call site and the callers inlined into it.

@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "agent/goprofile/goroutine_source.h"
+#include "agent/goprofile/threadcreate_source.h"
 #include "agent/target/target_discovery.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -261,6 +262,41 @@ TEST_P(GoroutineProfileTest, ChurningTargetGivesWholeStacks) {
            static_cast<long>(user), snap->retries, snap->unreadable, static_cast<long>(lo),
            static_cast<long>(hi));
   }
+}
+
+// threadcreate: every M's creation stack, as Go's own (equal text when no thread was created
+// between the agent's two reads around Go's).
+TEST_P(GoroutineProfileTest, ThreadCreateEqualsGos) {
+  auto t = Start(bin_, {"-recv=10", "-select=0", "-mutex=0", "-spin=2"});
+  ASSERT_GT(t->port, 0);
+  ThreadCreateSource src(std::make_shared<GoBinaryCache>());
+  bool compared = false;
+  for (int attempt = 0; attempt < 5 && !compared; ++attempt) {
+    ProfileRequest req;
+    auto info = ReadProcessInfo(t->pid);
+    ASSERT_TRUE(info.ok());
+    req.target = *info;
+    req.debug = 1;
+    auto a = src.Collect(req);
+    ASSERT_TRUE(a.ok()) << a.status();
+    const std::string go = GoOwn(t->port, "threadcreate", 1);
+    auto b = src.Collect(req);
+    ASSERT_TRUE(b.ok()) << b.status();
+    if (a->body != b->body) continue;
+    compared = true;
+    EXPECT_EQ(a->body, go);
+    EXPECT_THAT(a->body, ::testing::HasSubstr("threadcreate profile: total "));
+    EXPECT_THAT(a->body, ::testing::HasSubstr("runtime.newm+"));
+    req.debug = 0;
+    auto pb = src.Collect(req);
+    ASSERT_TRUE(pb.ok()) << pb.status();
+    std::ofstream(dir_ + "/tc.pb.gz") << pb->body;
+    auto s = SummarizeProfile(dir_ + "/tc.pb.gz");
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ(s->sample_types[0].type, "threadcreate");
+    EXPECT_EQ(s->totals[0], ParseCountText(go).total);
+  }
+  EXPECT_TRUE(compared) << "threads kept being created";
 }
 
 INSTANTIATE_TEST_SUITE_P(
