@@ -23,6 +23,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "agent/goprofile/contention_source.h"
 #include "agent/goprofile/goroutine_source.h"
 #include "agent/goprofile/threadcreate_source.h"
 #include "agent/heap/heap_profiler.h"
@@ -381,8 +382,12 @@ int Run() {
   auto go_binaries = std::make_shared<GoBinaryCache>();
   if (reg.ok()) reg = registry.Add(std::make_unique<GoroutineSource>(go_binaries));
   if (reg.ok()) reg = registry.Add(std::make_unique<ThreadCreateSource>(go_binaries));
-  registry.NotServed("block", "not produced yet");
-  registry.NotServed("mutex", "not produced yet");
+  if (reg.ok()) {
+    reg = registry.Add(std::make_unique<ContentionSource>(ContentionKind::kBlock, go_binaries));
+  }
+  if (reg.ok()) {
+    reg = registry.Add(std::make_unique<ContentionSource>(ContentionKind::kMutex, go_binaries));
+  }
   if (!reg.ok()) {
     fprintf(stderr, "pprof-sidecar: %s\n", std::string(reg.message()).c_str());
     return 1;

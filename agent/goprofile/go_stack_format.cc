@@ -165,6 +165,32 @@ std::vector<uint64_t> GoTracebackPcs(const GoImage& img, const std::vector<GoFra
   return pcs;
 }
 
+std::vector<uint64_t> GoExpandInlined(const GoImage& img, const std::vector<uint64_t>& pcs) {
+  std::vector<uint64_t> out, levels;
+  size_t i = 0;
+  for (uint64_t next = 0;;) {
+    uint64_t pc;
+    if (next != 0) {
+      pc = next;
+      next = 0;
+    } else if (i < pcs.size()) {
+      pc = pcs[i++];
+    } else {
+      break;
+    }
+    absl::StatusOr<GoPclntab::FuncInfo> f = img.bin->pcln().LookupFunc(pc - img.bias);
+    if (!f.ok()) continue;
+    const uint64_t link = pc - img.bias > f->entry ? pc - img.bias - 1 : pc - img.bias;
+    absl::StatusOr<SourceLines> sl = img.bin->pcln().SymbolizeLevels(link, &levels);
+    out.push_back(link + 1 + img.bias);
+    // Inlined here: continue with the caller's PC unless the record already has it next.
+    if (sl.ok() && levels.size() > 1 && i < pcs.size() && pcs[i] != levels[1] + 1 + img.bias) {
+      next = levels[1] + 1 + img.bias;
+    }
+  }
+  return out;
+}
+
 std::string GoLabelsText(const std::vector<std::pair<std::string, std::string>>& labels) {
   std::string s = "{";
   for (size_t i = 0; i < labels.size(); ++i) {
@@ -199,6 +225,13 @@ std::string CountProfileText(const GoImage& img, const std::string& name,
   std::string text = TabWriter(lines).Format();
   return text;
 }
+
+void AppendStackRecordLines(const GoImage& img, const std::vector<uint64_t>& pcs, bool all_frames,
+                            std::vector<std::string>* lines) {
+  StackRecordLines(img, pcs, all_frames, lines);
+}
+
+std::string TabFormat(const std::vector<std::string>& lines) { return TabWriter(lines).Format(); }
 
 bool GoShowFrame(const std::string& name, bool first_frame) {
   if (name == "runtime.gopanic" && !first_frame) return true;
@@ -270,7 +303,8 @@ absl::StatusOr<std::string> CountProfileProto(const GoImage& img, const std::str
       ++i;
       // Skip the PCs the traceback recorded for the inlined callers (parentPc + 1 each).
       for (size_t k = 1; k < it->second.second && i < st.pcs.size(); ++k) {
-        absl::StatusOr<SourceLines> sl = img.bin->pcln().SymbolizeLevels(pc - 1 - img.bias, &levels);
+        absl::StatusOr<SourceLines> sl =
+            img.bin->pcln().SymbolizeLevels(pc - 1 - img.bias, &levels);
         if (!sl.ok() || k >= levels.size() || st.pcs[i] != levels[k] + 1 + img.bias) break;
         ++i;
       }
@@ -393,8 +427,8 @@ std::string GoroutineDump(const GoImage& img, const GoroutineSnapshot& snap,
         const bool inlined = i + 1 < lines->size();
         if (l.go_wrapper || !GoShowFrame(l.function, printed == 0)) continue;
         absl::StrAppend(&out, l.function, "(",
-                        inlined ? "..." : GoFrameArgs(img, fr, *fi, mem_for_args), ")\n\t",
-                        l.file, ":", l.line);
+                        inlined ? "..." : GoFrameArgs(img, fr, *fi, mem_for_args), ")\n\t", l.file,
+                        ":", l.line);
         const uint64_t pc = fr.pc - img.bias;
         if (!inlined && pc > fi->entry) absl::StrAppendFormat(&out, " +0x%x", pc - fi->entry);
         out += "\n";

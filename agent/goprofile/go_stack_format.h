@@ -32,8 +32,13 @@ struct GoImage {
 // Go's tracebackPCs of the frames (GoFrame list of ReadGoroutines): runtime PCs.
 std::vector<uint64_t> GoTracebackPcs(const GoImage& img, const std::vector<GoFrame>& frames);
 
+// runtime/pprof's expandInlinedFrames: runtime.CallersFrames over `pcs` (return PCs, some of
+// them possibly already followed by their inlined callers' PCs), each frame as its PC + 1: adds
+// the PCs of inlined callers that are missing. PCs outside Go functions are dropped.
+std::vector<uint64_t> GoExpandInlined(const GoImage& img, const std::vector<uint64_t>& pcs);
+
 struct CountStack {
-  std::vector<uint64_t> pcs;                              // runtime PCs as tracebackPCs gives
+  std::vector<uint64_t> pcs;                                // runtime PCs as tracebackPCs gives
   std::vector<std::pair<std::string, std::string>> labels;  // sorted by key
 };
 
@@ -54,6 +59,13 @@ absl::StatusOr<std::string> CountProfileProto(const GoImage& img, const std::str
 // the runtime's order, each with its header, frames and creator.
 std::string GoroutineDump(const GoImage& img, const GoroutineSnapshot& snap,
                           MemoryReader* mem_for_args);
+
+// runtime/pprof's printStackRecord lines for `pcs` ("#\tpc\tfunc+off\tfile:line", then an empty
+// line); all_frames=false hides leading runtime frames.
+void AppendStackRecordLines(const GoImage& img, const std::vector<uint64_t>& pcs, bool all_frames,
+                            std::vector<std::string>* lines);
+// `lines` through text/tabwriter.NewWriter(w, 1, 8, 1, '\t', 0), each ending in '\n'.
+std::string TabFormat(const std::vector<std::string>& lines);
 
 // runtime's isExportedRuntime and showfuncinfo at GOTRACEBACK=single (level 1).
 bool GoShowFrame(const std::string& name, bool first_frame);

@@ -18,6 +18,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "agent/goprofile/contention_source.h"
 #include "agent/goprofile/goroutine_source.h"
 #include "agent/goprofile/threadcreate_source.h"
 #include "agent/target/target_discovery.h"
@@ -129,8 +130,7 @@ bool IsPopulation(const std::string& record) {
          absl::StrContains(record, "main.mutexWaiter");
 }
 
-class GoroutineProfileTest
-    : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {
+class GoroutineProfileTest : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {
  protected:
   void SetUp() override {
     const auto& [version, variant] = GetParam();
@@ -154,7 +154,8 @@ TEST_P(GoroutineProfileTest, AgreesWithTheTargetsOwnProfile) {
   const std::string go1 = GoOwn(t->port, "goroutine", 1);
   auto b = Collect(src, t->pid, 1);
   ASSERT_TRUE(b.ok()) << b.status();
-  const CountText ours_a = ParseCountText(*a), ours_b = ParseCountText(*b), go = ParseCountText(go1);
+  const CountText ours_a = ParseCountText(*a), ours_b = ParseCountText(*b),
+                  go = ParseCountText(go1);
   ASSERT_GT(go.total, 1100) << go1;
   // Go's total counts its own handler goroutine (and the connection reader it started).
   EXPECT_NEAR(ours_a.total, go.total, 3) << *a << "\n----\n" << go1;
@@ -196,8 +197,9 @@ TEST_P(GoroutineProfileTest, AgreesWithTheTargetsOwnProfile) {
   EXPECT_EQ(same, 1110);
   EXPECT_THAT(*d2, ::testing::HasSubstr("[chan receive]:\nmain.recvWaiter()"));
   EXPECT_THAT(*d2, ::testing::HasSubstr("[select]:\n"));
-  EXPECT_THAT(*d2, ::testing::HasSubstr(std::get<0>(GetParam()) == "1.19" ? "[semacquire]:\n"
-                                                                          : "[sync.Mutex.Lock]:\n"));
+  EXPECT_THAT(*d2,
+              ::testing::HasSubstr(std::get<0>(GetParam()) == "1.19" ? "[semacquire]:\n"
+                                                                     : "[sync.Mutex.Lock]:\n"));
 
   // debug=0: go tool pprof reads it; per function, the counts are Go's.
   auto d0 = Collect(src, t->pid, 0);
@@ -254,7 +256,8 @@ TEST_P(GoroutineProfileTest, ChurningTargetGivesWholeStacks) {
       }
     }
     EXPECT_EQ(blocked, 200);
-    const int64_t lo = std::min(before.total, after.total), hi = std::max(before.total, after.total);
+    const int64_t lo = std::min(before.total, after.total),
+                  hi = std::max(before.total, after.total);
     // Churn: ~20 goroutines started per millisecond, each living well under a millisecond.
     EXPECT_GE(user, lo - 40) << "before " << before.total << " after " << after.total;
     EXPECT_LE(user, hi + 40) << "before " << before.total << " after " << after.total;
@@ -299,14 +302,109 @@ TEST_P(GoroutineProfileTest, ThreadCreateEqualsGos) {
   EXPECT_TRUE(compared) << "threads kept being created";
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    GoVersions, GoroutineProfileTest,
-    ::testing::Values(std::make_tuple("1.19", "plain"), std::make_tuple("1.24", "stripped_pie"),
-                      std::make_tuple("1.27", "plain")),
-    [](const auto& info) {
-      return absl::StrCat(testing::GoVersionName(std::get<0>(info.param)), "_",
-                          std::get<1>(info.param));
-    });
+// "--- contention:" text -> (stack pcs -> (cycles, count)) and cycles/second.
+struct ContentionText {
+  int64_t cycles_per_second = 0;
+  std::map<std::string, std::pair<int64_t, int64_t>> records;
+};
+ContentionText ParseContention(const std::string& text) {
+  ContentionText out;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    if (absl::StartsWith(line, "cycles/second=")) {
+      absl::SimpleAtoi(line.substr(14), &out.cycles_per_second);
+    }
+    const size_t at = line.find(" @");
+    if (line.empty() || line[0] == '#' || at == absl::string_view::npos) continue;
+    std::vector<absl::string_view> v = absl::StrSplit(line.substr(0, at), ' ');
+    int64_t cycles = 0, count = 0;
+    if (v.size() != 2 || !absl::SimpleAtoi(v[0], &cycles) || !absl::SimpleAtoi(v[1], &count)) {
+      continue;
+    }
+    auto& r = out.records[std::string(line.substr(at + 2))];
+    r.first += cycles;
+    r.second += count;
+  }
+  return out;
+}
+
+// block and mutex on a target that enabled them: every bucket of Go's own profile is the
+// agent's, its counts between the agent's reads just before and after (contention goes on).
+TEST_P(GoroutineProfileTest, ContentionMatchesGos) {
+  auto t = Start(bin_, {"-recv=0", "-select=0", "-mutex=0", "-spin=0", "-contend", "-block_rate=1",
+                        "-mutex_fraction=1"});
+  ASSERT_GT(t->port, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  auto cache = std::make_shared<GoBinaryCache>();
+  for (ContentionKind kind : {ContentionKind::kBlock, ContentionKind::kMutex}) {
+    ContentionSource src(kind, cache);
+    ProfileRequest req;
+    auto info = ReadProcessInfo(t->pid);
+    ASSERT_TRUE(info.ok());
+    req.target = *info;
+    req.debug = 1;
+    auto a = src.Collect(req);
+    ASSERT_TRUE(a.ok()) << a.status();
+    const std::string go_text = GoOwn(t->port, src.info().name, 1);
+    auto b = src.Collect(req);
+    ASSERT_TRUE(b.ok()) << b.status();
+    const ContentionText ca = ParseContention(a->body), cb = ParseContention(b->body),
+                         go = ParseContention(go_text);
+    ASSERT_FALSE(go.records.empty()) << go_text;
+    EXPECT_NEAR(ca.cycles_per_second, go.cycles_per_second, go.cycles_per_second * 0.01);
+    for (const auto& [stack, v] : go.records) {
+      ASSERT_TRUE(ca.records.count(stack) && cb.records.count(stack))
+          << src.info().name << ": only in Go's: " << stack << "\n"
+          << a->body << "\n--- Go's:\n"
+          << go_text;
+      EXPECT_LE(ca.records.at(stack).second, v.second) << stack;
+      EXPECT_GE(cb.records.at(stack).second, v.second) << stack;
+      EXPECT_LE(ca.records.at(stack).first, v.first) << stack;
+      EXPECT_GE(cb.records.at(stack).first, v.first) << stack;
+    }
+    EXPECT_THAT(a->body, ::testing::HasSubstr(kind == ContentionKind::kBlock ? "main.contendChan"
+                                                                             : "main.contendLock"));
+    // seconds=N: a delta, smaller than the totals.
+    req.seconds = absl::Seconds(1);
+    req.debug = 0;
+    auto d = src.Collect(req);
+    ASSERT_TRUE(d.ok()) << d.status();
+    std::ofstream(dir_ + "/delta.pb.gz") << d->body;
+    auto s = SummarizeProfile(dir_ + "/delta.pb.gz");
+    ASSERT_TRUE(s.ok()) << s.status();
+    ASSERT_EQ(s->sample_types.size(), 2u);
+    EXPECT_EQ(s->sample_types[1].type, "delay");
+    EXPECT_GT(s->totals[0], 0);
+  }
+}
+
+// A target that never enabled them: empty, and the answer says why.
+TEST_P(GoroutineProfileTest, ContentionNotEnabledSaysSo) {
+  auto t = Start(bin_, {"-recv=0", "-select=0", "-mutex=0", "-spin=0", "-contend"});
+  ASSERT_GT(t->port, 0);
+  auto cache = std::make_shared<GoBinaryCache>();
+  for (ContentionKind kind : {ContentionKind::kBlock, ContentionKind::kMutex}) {
+    ContentionSource src(kind, cache);
+    ProfileRequest req;
+    auto info = ReadProcessInfo(t->pid);
+    ASSERT_TRUE(info.ok());
+    req.target = *info;
+    req.debug = 1;
+    auto a = src.Collect(req);
+    ASSERT_TRUE(a.ok()) << a.status();
+    EXPECT_TRUE(ParseContention(a->body).records.empty()) << a->body;
+    EXPECT_TRUE(ParseContention(GoOwn(t->port, src.info().name, 1)).records.empty());
+    EXPECT_THAT(a->body, ::testing::HasSubstr("never enabled"));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(GoVersions, GoroutineProfileTest,
+                         ::testing::Values(std::make_tuple("1.19", "plain"),
+                                           std::make_tuple("1.24", "stripped_pie"),
+                                           std::make_tuple("1.27", "plain")),
+                         [](const auto& info) {
+                           return absl::StrCat(testing::GoVersionName(std::get<0>(info.param)), "_",
+                                               std::get<1>(info.param));
+                         });
 
 }  // namespace
 }  // namespace pprof_sidecar

@@ -7,8 +7,9 @@ namespace pprof_sidecar {
 
 GoroutineSource::GoroutineSource(std::shared_ptr<GoBinaryCache> cache) : cache_(std::move(cache)) {
   info_.name = "goroutine";
-  info_.description = "Stack traces of all current goroutines. Use debug=2 as a query parameter "
-                      "to export in the same format as an unrecovered panic.";
+  info_.description =
+      "Stack traces of all current goroutines. Use debug=2 as a query parameter "
+      "to export in the same format as an unrecovered panic.";
   info_.debug_levels = {0, 1, 2};
   info_.filename = "goroutine";
   info_.error_prefix = "Could not get goroutine profile";
@@ -69,13 +70,14 @@ absl::StatusOr<ProfileResponse> GoroutineSource::Collect(const ProfileRequest& r
       resp.content_type = "text/plain; charset=utf-8";
     } else {
       std::vector<std::string> comments = req.comments;
-      comments.push_back(absl::StrCat(
-          "pprof-sidecar: goroutines read from the target's memory, validated and re-read if they ran (",
-          snap->retries, " re-read because they ran meanwhile, ", snap->unreadable,
-          " left out without a whole stack, ", snap->running_without_regs,
-          " running without a stack); ", snap->thread_stops,
-          " running goroutines' threads stopped one at a time for their registers, ",
-          absl::FormatDuration(snap->stopped), " in all"));
+      comments.push_back(
+          absl::StrCat("pprof-sidecar: goroutines read from the target's memory, validated and "
+                       "re-read if they ran (",
+                       snap->retries, " re-read because they ran meanwhile, ", snap->unreadable,
+                       " left out without a whole stack, ", snap->running_without_regs,
+                       " running without a stack); ", snap->thread_stops,
+                       " running goroutines' threads stopped one at a time for their registers, ",
+                       absl::FormatDuration(snap->stopped), " in all"));
       absl::StatusOr<std::string> pb =
           CountProfileProto(img, "goroutine", stacks, absl::Now(), comments);
       if (!pb.ok()) {

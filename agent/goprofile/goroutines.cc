@@ -36,7 +36,8 @@ class StackWindow : public MemoryReader {
 template <typename T>
 T Field(const std::string& b, int off) {
   T v{};
-  if (off >= 0 && static_cast<size_t>(off) + sizeof(T) <= b.size()) memcpy(&v, b.data() + off, sizeof(T));
+  if (off >= 0 && static_cast<size_t>(off) + sizeof(T) <= b.size())
+    memcpy(&v, b.data() + off, sizeof(T));
   return v;
 }
 
@@ -127,20 +128,21 @@ ReadResult ReadOne(MemoryReader& mem, const GoBinary& bin, const GoLayout& l, ui
     }
     g.tid = static_cast<int>(*tid);
     bool still = false;
-    const bool stopped = regs && regs(g.tid, [&](const ThreadRegs& r) {
-      // The thread is stopped: the goroutine cannot change unless it no longer runs there.
-      std::string again(l.g_size, '\0');
-      still = mem.Read(gp, again.data(), again.size()).ok() && StateOf(again, l) == before;
-      if (!still) return;
-      if (r.sp >= lo && r.sp < hi) {
-        u = UnwindFrom(mem, bin, bias, r.pc, r.sp, hi, /*trap=*/true, limits);
-      } else if (IsSystemstackSwitch(bin, before.pc - bias)) {
-        // On the thread's g0 stack (systemstack): g.sched was saved at the switch.
-        u = UnwindFrom(mem, bin, bias, before.pc, before.sp, hi, false, limits);
-      } else {
-        u.error = "on another stack (signal handler or scheduler)";
-      }
-    });
+    const bool stopped =
+        regs && regs(g.tid, [&](const ThreadRegs& r) {
+          // The thread is stopped: the goroutine cannot change unless it no longer runs there.
+          std::string again(l.g_size, '\0');
+          still = mem.Read(gp, again.data(), again.size()).ok() && StateOf(again, l) == before;
+          if (!still) return;
+          if (r.sp >= lo && r.sp < hi) {
+            u = UnwindFrom(mem, bin, bias, r.pc, r.sp, hi, /*trap=*/true, limits);
+          } else if (IsSystemstackSwitch(bin, before.pc - bias)) {
+            // On the thread's g0 stack (systemstack): g.sched was saved at the switch.
+            u = UnwindFrom(mem, bin, bias, before.pc, before.sp, hi, false, limits);
+          } else {
+            u.error = "on another stack (signal handler or scheduler)";
+          }
+        });
     if (stopped && !still) {
       *why = "it stopped running while being read";
       return ReadResult::kRetry;
@@ -175,8 +177,7 @@ ReadResult ReadOne(MemoryReader& mem, const GoBinary& bin, const GoLayout& l, ui
 }  // namespace
 
 UnwoundStack UnwindGoStack(MemoryReader& mem, const GoPclntab& pcln, uint64_t bias, uint64_t pc,
-                           uint64_t sp, uint64_t stack_hi, bool first_is_trap,
-                           size_t max_frames) {
+                           uint64_t sp, uint64_t stack_hi, bool first_is_trap, size_t max_frames) {
   UnwoundStack u;
   bool trap = first_is_trap;
   while (u.frames.size() < max_frames) {
@@ -217,8 +218,10 @@ UnwoundStack UnwindGoStack(MemoryReader& mem, const GoPclntab& pcln, uint64_t bi
 
 ThreadRegsFn StoppedThreadRegs(absl::Duration timeout, absl::Duration* stopped, int* stops) {
   return [timeout, stopped, stops](int tid, const std::function<void(const ThreadRegs&)>& fn) {
-    absl::StatusOr<absl::Duration> d = WithThreadStopped(
-        tid, timeout, [&fn](const ThreadStopRegs& r) { fn(ThreadRegs{r.pc, r.sp}); });
+    absl::StatusOr<absl::Duration> d =
+        WithThreadStopped(tid, timeout, [&fn](const ThreadStopRegs& r) {
+          fn(ThreadRegs{r.pc, r.sp});
+        });
     if (!d.ok()) return false;
     *stopped += *d;
     ++*stops;
@@ -240,9 +243,9 @@ absl::StatusOr<GoroutineSnapshot> ReadGoroutines(MemoryReader& mem, const GoBina
   absl::StatusOr<uint64_t> array = mem.ReadU64(v.allgptr + bias);
   if (!array.ok()) return array.status();
   if (*n > limits.max_goroutines) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("runtime.allglen is ", *n, ", more than the ", limits.max_goroutines,
-                     " goroutines this agent reads"));
+    return absl::ResourceExhaustedError(absl::StrCat("runtime.allglen is ", *n, ", more than the ",
+                                                     limits.max_goroutines,
+                                                     " goroutines this agent reads"));
   }
   std::vector<uint64_t> gps(*n);
   if (*n > 0) {

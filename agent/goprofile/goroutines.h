@@ -49,9 +49,9 @@ struct Goroutine {
   uint8_t wait_reason = 0;
   int64_t wait_since = 0;  // nanotime() when it blocked, 0 if unknown
   bool locked_to_thread = false;
-  bool system = false;  // a runtime goroutine (isSystemGoroutine)
-  uint64_t gopc = 0;    // link-time PC of the go statement that created it
-  uint64_t labels = 0;  // runtime address of its pprof label set, 0 if none
+  bool system = false;          // a runtime goroutine (isSystemGoroutine)
+  uint64_t gopc = 0;            // link-time PC of the go statement that created it
+  uint64_t labels = 0;          // runtime address of its pprof label set, 0 if none
   std::vector<GoFrame> frames;  // leaf first; empty: stack unavailable (running, no registers)
   int tid = 0;                  // thread running it (status running), else 0
 };
@@ -79,8 +79,7 @@ struct ThreadRegs {
 };
 // Calls `fn` with thread `tid`'s registers while the thread stays stopped; false if the thread
 // could not be stopped (fn not called). Production: StoppedThreadRegs() (thread_regs.h).
-using ThreadRegsFn =
-    std::function<bool(int tid, const std::function<void(const ThreadRegs&)>& fn)>;
+using ThreadRegsFn = std::function<bool(int tid, const std::function<void(const ThreadRegs&)>& fn)>;
 // Stops one thread at a time with ptrace for at most `timeout`; adds each stop to *stopped.
 ThreadRegsFn StoppedThreadRegs(absl::Duration timeout, absl::Duration* stopped, int* stops);
 
@@ -97,8 +96,7 @@ struct UnwoundStack {
   std::string error;  // why it is not whole
 };
 UnwoundStack UnwindGoStack(MemoryReader& mem, const GoPclntab& pcln, uint64_t bias, uint64_t pc,
-                           uint64_t sp, uint64_t stack_hi, bool first_is_trap,
-                           size_t max_frames);
+                           uint64_t sp, uint64_t stack_hi, bool first_is_trap, size_t max_frames);
 
 }  // namespace pprof_sidecar
 

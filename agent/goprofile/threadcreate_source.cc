@@ -5,8 +5,7 @@
 namespace pprof_sidecar {
 
 absl::StatusOr<std::vector<CountStack>> ReadThreadCreateStacks(MemoryReader& mem,
-                                                                const GoBinary& bin,
-                                                                uint64_t bias) {
+                                                               const GoBinary& bin, uint64_t bias) {
   absl::StatusOr<GoLayout> l = bin.layout();
   if (!l.ok()) return l.status();
   if (!bin.sched_vars().ok()) return bin.sched_vars().status();
@@ -58,8 +57,8 @@ absl::StatusOr<ProfileResponse> ThreadCreateSource::Collect(const ProfileRequest
              : absl::StatusOr<std::vector<CountStack>>(p.status());
   if (!stacks.ok()) {
     errors_.fetch_add(1);
-    return absl::Status(stacks.status().code(), absl::StrCat("pid ", req.target->pid, ": ",
-                                                             stacks.status().message()));
+    return absl::Status(stacks.status().code(),
+                        absl::StrCat("pid ", req.target->pid, ": ", stacks.status().message()));
   }
   const GoImage img{p->bin.get(), p->bias, p->exe};
   ProfileResponse resp;

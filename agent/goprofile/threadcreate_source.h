@@ -16,8 +16,7 @@ namespace pprof_sidecar {
 
 // Creation stacks of every M, newest first (allm's order); empty for the main thread's.
 absl::StatusOr<std::vector<CountStack>> ReadThreadCreateStacks(MemoryReader& mem,
-                                                                const GoBinary& bin,
-                                                                uint64_t bias);
+                                                               const GoBinary& bin, uint64_t bias);
 
 class ThreadCreateSource : public ProfileSource {
  public:

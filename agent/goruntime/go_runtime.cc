@@ -69,13 +69,19 @@ std::map<int, GoLayout> BuildLayouts() {
 // allglen is read before allgptr (atomicAllG), so the prefix read is always allocated.
 std::vector<GoVarSpec> SchedSpecs() {
   return {
-      {"runtime.allglen", 8, {GoDataClass::kNoptrBss},
+      {"runtime.allglen",
+       8,
+       {GoDataClass::kNoptrBss},
        {"runtime.allgadd", "runtime.atomicAllG", "runtime.forEachGRace", "runtime.gcount",
         "runtime.goroutineProfileWithLabelsConcurrent", "runtime.goroutineProfileWithLabels",
         "runtime/pprof.countGoroutine", "runtime.NumGoroutine", "runtime.checkdead"}},
-      {"runtime.allgptr", 8, {GoDataClass::kBss},
+      {"runtime.allgptr",
+       8,
+       {GoDataClass::kBss},
        {"runtime.allgadd", "runtime.atomicAllG", "runtime.forEachGRace"}},
-      {"runtime.allm", 8, {GoDataClass::kBss},
+      {"runtime.allm",
+       8,
+       {GoDataClass::kBss},
        {"runtime.NumCgoCall", "runtime.ThreadCreateProfile", "runtime.threadCreateProfileInternal",
         "runtime.mcommoninit", "runtime.mexit", "runtime.schedtrace",
         "runtime.syscall_runtime_doAllThreadsSyscall", "runtime.totalMutexWaitTimeNanos",
@@ -118,8 +124,7 @@ absl::StatusOr<std::shared_ptr<const GoBinary>> GoBinary::Open(const std::string
       b->statuses_ = &s.statuses;
     }
   }
-  absl::StatusOr<std::vector<GoVarLocation>> locs =
-      LocateGoVars(*b->elf_, *b->pcln_, SchedSpecs());
+  absl::StatusOr<std::vector<GoVarLocation>> locs = LocateGoVars(*b->elf_, *b->pcln_, SchedSpecs());
   if (locs.ok()) {
     GoRuntimeVars v;
     v.allglen = (*locs)[0].addr;
@@ -128,10 +133,10 @@ absl::StatusOr<std::shared_ptr<const GoBinary>> GoBinary::Open(const std::string
     v.method = (*locs)[0].method;
     b->sched_vars_ = v;
   } else {
-    b->sched_vars_ = absl::NotFoundError(
-        absl::StrCat("cannot locate the Go scheduler's goroutine and thread lists in a binary "
-                     "built with ", b->go_version_.empty() ? "an unknown Go" : b->go_version_,
-                     ": ", locs.status().message()));
+    b->sched_vars_ = absl::NotFoundError(absl::StrCat(
+        "cannot locate the Go scheduler's goroutine and thread lists in a binary "
+        "built with ",
+        b->go_version_.empty() ? "an unknown Go" : b->go_version_, ": ", locs.status().message()));
   }
   return std::shared_ptr<const GoBinary>(std::move(b));
 }
@@ -139,9 +144,10 @@ absl::StatusOr<std::shared_ptr<const GoBinary>> GoBinary::Open(const std::string
 absl::StatusOr<GoLayout> GoBinary::layout() const {
   const GoLayout* l = GoLayoutFor(minor_);
   if (l == nullptr || wait_reasons_ == nullptr) {
-    return absl::UnimplementedError(absl::StrCat(
-        "no runtime struct layout for ", go_version_.empty() ? "an unknown Go release" : go_version_,
-        " (this agent knows go1.19 through go1.27)"));
+    return absl::UnimplementedError(
+        absl::StrCat("no runtime struct layout for ",
+                     go_version_.empty() ? "an unknown Go release" : go_version_,
+                     " (this agent knows go1.19 through go1.27)"));
   }
   return *l;
 }
@@ -195,8 +201,7 @@ absl::StatusOr<uint64_t> GoExeLoadBias(pid_t pid, uint64_t inode,
       absl::StrCat("pid ", pid, ": executable mapping not found in /proc/PID/maps"));
 }
 
-absl::StatusOr<std::shared_ptr<const GoBinary>> GoBinaryCache::Binary(pid_t pid,
-                                                                      uint64_t* inode) {
+absl::StatusOr<std::shared_ptr<const GoBinary>> GoBinaryCache::Binary(pid_t pid, uint64_t* inode) {
   const std::string exe = absl::StrCat("/proc/", pid, "/exe");
   struct stat st;
   if (stat(exe.c_str(), &st) != 0) {
@@ -209,9 +214,8 @@ absl::StatusOr<std::shared_ptr<const GoBinary>> GoBinaryCache::Binary(pid_t pid,
   if (it != bins_.end()) return it->second;
   absl::StatusOr<std::shared_ptr<const GoBinary>> b = GoBinary::Open(exe);
   if (!b.ok() && absl::IsNotFound(b.status())) {
-    b = absl::UnimplementedError(
-        absl::StrCat("pid ", pid, " is not a Go program (no Go runtime to read: ",
-                     b.status().message(), ")"));
+    b = absl::UnimplementedError(absl::StrCat(
+        "pid ", pid, " is not a Go program (no Go runtime to read: ", b.status().message(), ")"));
   }
   if (bins_.size() >= 16) bins_.clear();  // targets are few
   bins_[key] = b;

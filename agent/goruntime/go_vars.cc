@@ -15,11 +15,16 @@ namespace {
 
 const char* ClassName(GoDataClass c) {
   switch (c) {
-    case GoDataClass::kNoptrData: return ".noptrdata";
-    case GoDataClass::kData: return ".data";
-    case GoDataClass::kBss: return ".bss";
-    case GoDataClass::kNoptrBss: return ".noptrbss";
-    default: return "other";
+    case GoDataClass::kNoptrData:
+      return ".noptrdata";
+    case GoDataClass::kData:
+      return ".data";
+    case GoDataClass::kBss:
+      return ".bss";
+    case GoDataClass::kNoptrBss:
+      return ".noptrbss";
+    default:
+      return "other";
   }
 }
 

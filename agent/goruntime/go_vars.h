@@ -38,8 +38,8 @@ struct GoVarSpec {
 };
 
 struct GoVarLocation {
-  uint64_t addr = 0;  // link-time
-  std::string method;  // "symtab" or "code"
+  uint64_t addr = 0;                   // link-time
+  std::string method;                  // "symtab" or "code"
   int votes = 0, anchors_present = 0;  // for "code"
 };
 

@@ -16,8 +16,8 @@ namespace {
 absl::Status Errno(const char* what, pid_t tid) {
   const int e = errno;
   return absl::Status(e == EPERM || e == EACCES ? absl::StatusCode::kPermissionDenied
-                      : e == ESRCH               ? absl::StatusCode::kNotFound
-                                                 : absl::StatusCode::kInternal,
+                      : e == ESRCH              ? absl::StatusCode::kNotFound
+                                                : absl::StatusCode::kInternal,
                       absl::StrCat(what, " thread ", tid, ": ", strerror(e)));
 }
 

@@ -1,0 +1,67 @@
+// /debug/pprof/block and /debug/pprof/mutex for Go targets: the runtime's block and mutex
+// profile buckets (runtime.bbuckets / runtime.xbuckets: bucket header, stack, blockRecord
+// {count float64, cycles int64}) read from the target's memory, in runtime/pprof's formats:
+// debug=0 proto with sample types contentions/count and delay/nanoseconds (cycles scaled by the
+// TSC frequency, which the agent measures on the same machine), debug=1 text ("--- contention:" /
+// "--- mutex:", cycles/second, "cycles count @ pcs"). seconds=N: the difference of two reads N s
+// apart, per bucket, as Go's delta profiles.
+//
+// A target that never called runtime.SetBlockProfileRate / SetMutexProfileFraction records
+// nothing: the profile is then empty and says why (comment, text note, /healthz).
+#ifndef PPROF_SIDECAR_AGENT_GOPROFILE_CONTENTION_SOURCE_H_
+#define PPROF_SIDECAR_AGENT_GOPROFILE_CONTENTION_SOURCE_H_
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "agent/goprofile/go_stack_format.h"
+#include "agent/goruntime/go_runtime.h"
+#include "agent/registry/profile_source.h"
+
+namespace pprof_sidecar {
+
+enum class ContentionKind { kBlock, kMutex };
+
+struct ContentionRecord {
+  uint64_t bucket = 0;        // runtime address (identity for deltas)
+  std::vector<uint64_t> pcs;  // tracebackPCs form (inlined callers expanded)
+  int64_t count = 0;          // contentions (at least 1, as runtime.BlockProfile reports)
+  int64_t cycles = 0;
+};
+
+struct ContentionSnapshot {
+  int64_t rate = 0;  // runtime.blockprofilerate (ticks) / runtime.mutexprofilerate (fraction)
+  std::vector<ContentionRecord> records;
+};
+
+// Link-time addresses of the bucket list head and rate variable of `kind`; NotFound naming them.
+absl::StatusOr<std::pair<uint64_t, uint64_t>> LocateContentionVars(const GoBinary& bin,
+                                                                   ContentionKind kind);
+
+absl::StatusOr<ContentionSnapshot> ReadContention(MemoryReader& mem, const GoBinary& bin,
+                                                  uint64_t bias, ContentionKind kind);
+
+// TSC ticks per second of this machine (what Go's cputicks count on amd64), measured once.
+int64_t CyclesPerSecond();
+
+class ContentionSource : public ProfileSource {
+ public:
+  ContentionSource(ContentionKind kind, std::shared_ptr<GoBinaryCache> cache);
+  const ProfileKindInfo& info() const override { return info_; }
+  absl::StatusOr<ProfileResponse> Collect(const ProfileRequest& req) override;
+  absl::Status Availability(const std::optional<ProcessInfo>& target) const override;
+  void WriteMetrics(const std::optional<ProcessInfo>& target, MetricsWriter* w) const override;
+
+ private:
+  absl::StatusOr<ContentionSnapshot> Read(const GoProcess& p);
+  ContentionKind kind_;
+  ProfileKindInfo info_;
+  std::shared_ptr<GoBinaryCache> cache_;
+  std::atomic<uint64_t> profiles_{0}, errors_{0};
+};
+
+}  // namespace pprof_sidecar
+
+#endif  // PPROF_SIDECAR_AGENT_GOPROFILE_CONTENTION_SOURCE_H_
