@@ -17,3 +17,8 @@ target_link_libraries(goroutine_profile_test PRIVATE goprofile target testutil P
   Threads::Threads GTest::gtest_main)
 gtest_discover_tests(goroutine_profile_test DISCOVERY_TIMEOUT 60
   PROPERTIES LABELS privileged TIMEOUT 600 RUN_SERIAL TRUE)
+
+# Runtime layouts per release against each release's DWARF; census against the symbol table.
+add_executable(go_runtime_test ${CMAKE_SOURCE_DIR}/agent/goruntime/go_runtime_test.cc)
+target_link_libraries(go_runtime_test PRIVATE goprofile testutil GTest::gtest_main)
+gtest_discover_tests(go_runtime_test DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 900)

@@ -87,8 +87,7 @@ std::vector<GoVarSpec> SchedSpecs() {
         "runtime.syscall_runtime_doAllThreadsSyscall", "runtime.totalMutexWaitTimeNanos",
         "runtime.addExtraM", "runtime.dropm", "runtime.pprof_threadCreateInternal",
         "runtime/pprof.countThreadCreate", "runtime/pprof.writeThreadCreate.func1",
-        "runtime.traceAdvance"},
-       true},
+        "runtime.traceAdvance"}},
   };
 }
 
