@@ -35,17 +35,18 @@ absl::StatusOr<absl::Duration> WithThreadStopped(
   Seized seized{tid};
   const absl::Time t0 = absl::Now();
   if (ptrace(PTRACE_INTERRUPT, tid, nullptr, nullptr) != 0) return Errno("PTRACE_INTERRUPT", tid);
+  // PTRACE_INTERRUPT always ends in a stop, and a seized thread can only be detached once it
+  // has stopped: past `timeout` the wait blocks rather than leave a stop pending behind a
+  // detach that would fail.
   const absl::Time deadline = t0 + timeout;
   for (;;) {
     int status = 0;
-    const pid_t r = waitpid(tid, &status, __WALL | WNOHANG);
+    const bool late = absl::Now() > deadline;
+    const pid_t r = waitpid(tid, &status, __WALL | (late ? 0 : WNOHANG));
     if (r == tid && WIFSTOPPED(status)) break;
     if (r == tid) return absl::NotFoundError(absl::StrCat("thread ", tid, " exited"));
     if (r < 0 && errno != EINTR) return Errno("waitpid", tid);
-    if (absl::Now() > deadline) {
-      return absl::DeadlineExceededError(absl::StrCat("thread ", tid, " did not stop"));
-    }
-    usleep(20);
+    if (!late) usleep(20);
   }
   struct user_regs_struct regs;
   if (ptrace(PTRACE_GETREGS, tid, nullptr, &regs) != 0) return Errno("PTRACE_GETREGS", tid);

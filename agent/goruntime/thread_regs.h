@@ -21,8 +21,9 @@ struct ThreadStopRegs {
 };
 
 // Stops thread `tid`, calls fn with its registers while it stays stopped (fn may read the
-// process's memory), then lets it run. `timeout` bounds the wait for the stop
-// (DeadlineExceeded: it is detached without calling fn). Returns how long it was stopped.
+// process's memory), then lets it run. The wait for the stop polls for `timeout`, then blocks
+// (a seized thread must reach its stop to be detached; a running thread stops at once, a thread
+// in an uninterruptible sleep when it leaves it). Returns how long it was stopped.
 absl::StatusOr<absl::Duration> WithThreadStopped(
     pid_t tid, absl::Duration timeout, const std::function<void(const ThreadStopRegs&)>& fn);
 
