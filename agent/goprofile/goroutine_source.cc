@@ -1,5 +1,7 @@
 #include "agent/goprofile/goroutine_source.h"
 
+#include <map>
+
 #include "absl/strings/str_cat.h"
 #include "agent/goprofile/go_stack_format.h"
 
@@ -61,9 +63,14 @@ absl::StatusOr<ProfileResponse> GoroutineSource::Collect(const ProfileRequest& r
     resp.content_type = "text/plain; charset=utf-8";
   } else {
     std::vector<CountStack> stacks;
+    std::map<std::vector<uint64_t>, std::vector<uint64_t>> pcs_of;  // frame PCs -> Go's PCs
     for (const Goroutine& g : snap->goroutines) {
       if (g.system) continue;
-      stacks.push_back({GoTracebackPcs(img, g.frames), {}});
+      std::vector<uint64_t> key;
+      for (const GoFrame& f : g.frames) key.push_back(f.pc);
+      auto it = pcs_of.find(key);
+      if (it == pcs_of.end()) it = pcs_of.emplace(key, GoTracebackPcs(img, g.frames)).first;
+      stacks.push_back({it->second, {}});
     }
     if (req.debug == 1) {
       resp.body = CountProfileText(img, "goroutine", stacks);

@@ -78,7 +78,8 @@ bool IsSystemstackSwitch(const GoBinary& bin, uint64_t link_pc) {
 
 // Reads the stack from sp up in one read, then unwinds over that copy.
 UnwoundStack UnwindFrom(MemoryReader& mem, const GoBinary& bin, uint64_t bias, uint64_t pc,
-                        uint64_t sp, uint64_t hi, bool trap, const GoroutineReadLimits& limits) {
+                        uint64_t sp, uint64_t hi, bool trap, const GoroutineReadLimits& limits,
+                        GoFuncCache* funcs) {
   std::string stack(std::min<uint64_t>(hi - sp, limits.max_stack_read), '\0');
   absl::StatusOr<size_t> got = mem.ReadPartial(sp, stack.data(), stack.size());
   if (!got.ok()) {
@@ -88,13 +89,13 @@ UnwoundStack UnwindFrom(MemoryReader& mem, const GoBinary& bin, uint64_t bias, u
   }
   stack.resize(*got);
   StackWindow window(mem, sp, std::move(stack));
-  return UnwindGoStack(window, bin.pcln(), bias, pc, sp, hi, trap, limits.max_frames);
+  return UnwindGoStack(window, bin.pcln(), bias, pc, sp, hi, trap, limits.max_frames, funcs);
 }
 
 // One attempt at one goroutine.
 ReadResult ReadOne(MemoryReader& mem, const GoBinary& bin, const GoLayout& l, uint64_t bias,
                    uint64_t gp, const ThreadRegsFn& regs, const GoroutineReadLimits& limits,
-                   Goroutine* out, std::string* why) {
+                   GoFuncCache* funcs, Goroutine* out, std::string* why) {
   std::string b(l.g_size, '\0');
   if (absl::Status st = mem.Read(gp, b.data(), b.size()); !st.ok()) {
     *why = std::string(st.message());
@@ -135,10 +136,10 @@ ReadResult ReadOne(MemoryReader& mem, const GoBinary& bin, const GoLayout& l, ui
           still = mem.Read(gp, again.data(), again.size()).ok() && StateOf(again, l) == before;
           if (!still) return;
           if (r.sp >= lo && r.sp < hi) {
-            u = UnwindFrom(mem, bin, bias, r.pc, r.sp, hi, /*trap=*/true, limits);
+            u = UnwindFrom(mem, bin, bias, r.pc, r.sp, hi, /*trap=*/true, limits, funcs);
           } else if (IsSystemstackSwitch(bin, before.pc - bias)) {
             // On the thread's g0 stack (systemstack): g.sched was saved at the switch.
-            u = UnwindFrom(mem, bin, bias, before.pc, before.sp, hi, false, limits);
+            u = UnwindFrom(mem, bin, bias, before.pc, before.sp, hi, false, limits, funcs);
           } else {
             u.error = "on another stack (signal handler or scheduler)";
           }
@@ -158,7 +159,7 @@ ReadResult ReadOne(MemoryReader& mem, const GoBinary& bin, const GoLayout& l, ui
       *why = absl::StrCat("saved sp 0x", absl::Hex(sp), " outside its stack");
       return ReadResult::kRetry;
     }
-    u = UnwindFrom(mem, bin, bias, pc, sp, hi, false, limits);
+    u = UnwindFrom(mem, bin, bias, pc, sp, hi, false, limits, funcs);
     std::string again(l.g_size, '\0');
     if (!mem.Read(gp, again.data(), again.size()).ok() || !(StateOf(again, l) == before)) {
       *why = "it ran while being read";
@@ -177,11 +178,19 @@ ReadResult ReadOne(MemoryReader& mem, const GoBinary& bin, const GoLayout& l, ui
 }  // namespace
 
 UnwoundStack UnwindGoStack(MemoryReader& mem, const GoPclntab& pcln, uint64_t bias, uint64_t pc,
-                           uint64_t sp, uint64_t stack_hi, bool first_is_trap, size_t max_frames) {
+                           uint64_t sp, uint64_t stack_hi, bool first_is_trap, size_t max_frames,
+                           GoFuncCache* funcs) {
   UnwoundStack u;
   bool trap = first_is_trap;
   while (u.frames.size() < max_frames) {
-    absl::StatusOr<GoPclntab::FuncInfo> f = pcln.LookupFunc(pc - bias);
+    absl::StatusOr<GoPclntab::FuncInfo> f;
+    if (auto it = funcs ? funcs->find(pc - bias) : GoFuncCache::iterator();
+        funcs && it != funcs->end()) {
+      f = it->second;
+    } else {
+      f = pcln.LookupFunc(pc - bias);
+      if (f.ok() && funcs && funcs->size() < (1 << 16)) funcs->emplace(pc - bias, *f);
+    }
     if (!f.ok()) {
       u.error = absl::StrCat("pc 0x", absl::Hex(pc), " is in no Go function");
       return u;
@@ -252,6 +261,7 @@ absl::StatusOr<GoroutineSnapshot> ReadGoroutines(MemoryReader& mem, const GoBina
     if (absl::Status st = mem.Read(*array, gps.data(), gps.size() * 8); !st.ok()) return st;
   }
   snap.goroutines.reserve(gps.size());
+  GoFuncCache funcs;
   for (uint64_t gp : gps) {
     if (gp == 0 || gp % 8 != 0) {
       return absl::DataLossError(absl::StrCat("runtime.allgs holds 0x", absl::Hex(gp)));
@@ -261,7 +271,7 @@ absl::StatusOr<GoroutineSnapshot> ReadGoroutines(MemoryReader& mem, const GoBina
     ReadResult r = ReadResult::kRetry;
     for (int attempt = 0; attempt < limits.max_attempts; ++attempt) {
       if (attempt > 0) ++snap.retries;
-      r = ReadOne(mem, bin, *layout, bias, gp, regs, limits, &g, &why);
+      r = ReadOne(mem, bin, *layout, bias, gp, regs, limits, &funcs, &g, &why);
       if (r != ReadResult::kRetry) break;
     }
     if (r == ReadResult::kDead) continue;

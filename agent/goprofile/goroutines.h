@@ -24,6 +24,8 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <unordered_map>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -95,8 +97,11 @@ struct UnwoundStack {
   bool whole = false;
   std::string error;  // why it is not whole
 };
+// `funcs` (optional) memoizes pclntab lookups by link-time PC across calls.
+using GoFuncCache = std::unordered_map<uint64_t, GoPclntab::FuncInfo>;
 UnwoundStack UnwindGoStack(MemoryReader& mem, const GoPclntab& pcln, uint64_t bias, uint64_t pc,
-                           uint64_t sp, uint64_t stack_hi, bool first_is_trap, size_t max_frames);
+                           uint64_t sp, uint64_t stack_hi, bool first_is_trap, size_t max_frames,
+                           GoFuncCache* funcs = nullptr);
 
 }  // namespace pprof_sidecar
 
