@@ -4,9 +4,11 @@
 #include <bpf/libbpf.h>
 #include <elf.h>
 #include <errno.h>
+#include <linux/capability.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -56,6 +58,19 @@ absl::Status ErrnoStatus(absl::string_view what, int err) {
       return absl::InternalError(msg);
   }
 }
+
+// Whether the calling thread holds `cap` in its effective set (capget(2)).
+bool HasEffectiveCapability(int cap) {
+  __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = {};
+  if (syscall(SYS_capget, &hdr, data) != 0) return true;  // unknown: let the attach tell
+  return (data[cap / 32].effective & (1u << (cap % 32))) != 0;
+}
+
+constexpr const char kNeedsSysAdmin[] =
+    "the agent lacks CAP_SYS_ADMIN, which uprobes need on kernels with the 2025 uprobe fix "
+    "(backported to stable kernels): grant it for native heap profiles (Helm chart: "
+    "agent.nativeHeap=true)";
 
 // Shared libraries that carry a malloc implementation.
 bool IsAllocatorLibrary(absl::string_view path) {
@@ -131,6 +146,7 @@ class BpfMallocSampler : public NativeHeapSource {
   std::set<std::tuple<uint64_t, std::string, uint64_t>> probed_;  // (inode, mapped, file offset)
   std::vector<std::string> attached_, errors_;  // "function@path"; last round's failures
   std::string maps_key_;                        // AllocatorMappingsKey when last probed
+  int last_errno_ = 0;                          // of the last failed attach
   std::string describe_;
   std::atomic<uint64_t> nlinks_{0};
 
@@ -188,6 +204,11 @@ absl::Status BpfMallocSampler::Init(const std::vector<AllocatorProbe>& probes,
     if (kill(pid_, 0) != 0 && errno == ESRCH) {
       return absl::NotFoundError(absl::StrCat("process ", pid_, " exited"));
     }
+    if ((last_errno_ == EACCES || last_errno_ == EPERM) && !HasEffectiveCapability(CAP_SYS_ADMIN)) {
+      // Not the target's fault nor a bug: what the agent was granted. 503 with the reason.
+      return absl::FailedPreconditionError(
+          absl::StrCat("uprobes refused (", strerror(last_errno_), "): ", kNeedsSysAdmin));
+    }
     return absl::PermissionDeniedError(absl::StrCat("could not attach any allocator probe to pid ",
                                                     pid_, ": ", absl::StrJoin(errors_, "; ")));
   }
@@ -235,6 +256,7 @@ int BpfMallocSampler::AttachNew(const std::vector<AllocatorProbe>& probes) {
                             absl::Hex(pr.file_offset));
         if (err == ESRCH) break;
       }
+      last_errno_ = err;
       return ErrnoStatus(what, err);
     };
     // Return probe first: an entry without its return would leave pending entries behind.
@@ -338,6 +360,11 @@ MallocSamplerStats BpfMallocSampler::stats() const {
 }
 
 }  // namespace
+
+absl::Status MallocSamplerPrivileges() {
+  if (HasEffectiveCapability(CAP_SYS_ADMIN)) return absl::OkStatus();
+  return absl::FailedPreconditionError(kNeedsSysAdmin);
+}
 
 size_t EntryProbeSkip(absl::string_view code, bool skip_null_check) {
   auto at = [&code](size_t i) { return i < code.size() ? static_cast<uint8_t>(code[i]) : 0; };

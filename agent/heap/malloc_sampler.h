@@ -58,8 +58,8 @@ struct MallocSamplerOptions {
 
 // One function to probe.
 struct AllocatorProbe {
-  std::string function;      // "malloc", ...
-  std::string binary;  // what the agent opened (/proc/PID/map_files/... or /proc/PID/root/...)
+  std::string function;  // "malloc", ...
+  std::string binary;    // what the agent opened (/proc/PID/map_files/... or /proc/PID/root/...)
   // That file, open (target_file.h); probes attach through it if the map_files link is refused.
   std::shared_ptr<const TargetFd> file;
   std::string mapped;        // path as the target sees it
@@ -84,9 +84,15 @@ size_t EntryProbeSkip(absl::string_view code, bool skip_null_check);
 absl::StatusOr<std::vector<AllocatorProbe>> FindAllocatorProbes(pid_t pid,
                                                                 const std::vector<MapEntry>& maps);
 
+// OK if the agent holds what malloc probes need beyond the CPU sampler's capabilities: uprobes
+// through the perf PMU need CAP_SYS_ADMIN on kernels with the 2025 uprobe fix. Else a
+// FailedPrecondition naming the capability (on older kernels the attach may work without it).
+absl::Status MallocSamplerPrivileges();
+
 // Loads the BPF program, attaches it to `pid`'s allocator and starts reading. Errors:
-// InvalidArgument (options), NotFound (process gone / no allocator found), PermissionDenied
-// (needs CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN for map_files, CAP_SYS_PTRACE).
+// InvalidArgument (options), NotFound (process gone / no allocator found), FailedPrecondition
+// (uprobes refused and the agent lacks CAP_SYS_ADMIN: the message names it), PermissionDenied
+// (needs CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE).
 absl::StatusOr<std::unique_ptr<NativeHeapSource>> StartMallocSampler(
     pid_t pid, const MallocSamplerOptions& options);
 

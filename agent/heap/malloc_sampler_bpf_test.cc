@@ -44,6 +44,8 @@ using ::pprof_sidecar::testing::TestDataDir;
 // ~1,900 live samples for the inuse check (SD 2.3 %), ~12,000 sampled allocations in all.
 constexpr int64_t kRate = 32 * 1024;
 constexpr long kIters = 131072;  // x 4000 bytes = 512 MiB
+// The policy of the tests that attach the sampler when the target is set (SetTarget).
+const NativeHeapOptions kAttachNow{MallocPolicy::kAlways};
 
 // The target, driven through its stdin/stdout; killed on destruction.
 class CTarget {
@@ -183,7 +185,7 @@ TEST(MallocSamplerBpfTest, ReallocOutcomesAndPageAlignedAllocators) {
   HeapProfiler heap(&symbolizer);
   MallocSamplerOptions opts;
   opts.sample_bytes = 1;
-  heap.EnableNative([opts](pid_t pid) { return StartMallocSampler(pid, opts); });
+  heap.EnableNative([opts](pid_t pid) { return StartMallocSampler(pid, opts); }, kAttachNow);
   heap.SetTarget(t.pid());
   ASSERT_TRUE(heap.stats().native_attached) << heap.stats().native_attach_errors;
   auto inuse = [&](const std::string& name) -> std::map<std::string, int64_t> {
@@ -237,7 +239,7 @@ TEST(MallocSamplerBpfTest, SplitTotalsInuseAndDetach) {
   HeapProfiler heap(&symbolizer);
   MallocSamplerOptions opts;
   opts.sample_bytes = kRate;
-  heap.EnableNative([opts](pid_t pid) { return StartMallocSampler(pid, opts); });
+  heap.EnableNative([opts](pid_t pid) { return StartMallocSampler(pid, opts); }, kAttachNow);
   heap.SetTarget(t.pid());
   HeapProfilerStats hs = heap.stats();
   ASSERT_TRUE(hs.native_attached) << "attach errors: " << hs.native_attach_errors;
@@ -364,7 +366,7 @@ struct NativeHeap {
   NativeHeap(pid_t pid, int64_t sample_bytes) {
     MallocSamplerOptions opts;
     opts.sample_bytes = sample_bytes;
-    heap.EnableNative([opts](pid_t p) { return StartMallocSampler(p, opts); });
+    heap.EnableNative([opts](pid_t p) { return StartMallocSampler(p, opts); }, kAttachNow);
     heap.SetTarget(pid);
   }
 };

@@ -346,6 +346,11 @@ void PprofServer::ServeHealthz(HttpResponse* res) {
 std::string PprofServer::TargetProfiles(pid_t pid) const {
   if (heap_ == nullptr) return "";
   absl::StatusOr<GoTargetInfo> info = heap_->TargetInfo(pid);
+  if (info.ok() && !info->is_go) {
+    std::string o;
+    for (const std::string& l : heap_->NativeHealthLines()) absl::StrAppend(&o, l, "\n");
+    return o;
+  }
   if (!info.ok() || !info->is_go) return "";
   std::string o = absl::StrCat(
       "go: ", info->go_version.empty() ? "unknown release" : info->go_version, "\n");
