@@ -32,10 +32,6 @@
 namespace pprof_sidecar {
 namespace {
 
-constexpr const char* kAllocatorFunctions[] = {"malloc",         "calloc",        "realloc",
-                                               "posix_memalign", "aligned_alloc", "memalign",
-                                               "valloc",         "pvalloc",       "free"};
-
 absl::Status ErrnoStatus(absl::string_view what, int err) {
   std::string msg = absl::StrCat(what, ": ", strerror(err));
   switch (err) {
@@ -71,15 +67,6 @@ constexpr const char kNeedsSysAdmin[] =
     "the agent lacks CAP_SYS_ADMIN, which uprobes need on kernels with the 2025 uprobe fix "
     "(backported to stable kernels): grant it for native heap profiles (Helm chart: "
     "agent.nativeHeap=true)";
-
-// Shared libraries that carry a malloc implementation.
-bool IsAllocatorLibrary(absl::string_view path) {
-  size_t slash = path.rfind('/');
-  absl::string_view base = slash == absl::string_view::npos ? path : path.substr(slash + 1);
-  return absl::StartsWith(base, "libc.so") || absl::StartsWith(base, "libc-") ||
-         absl::StartsWith(base, "ld-musl-") || absl::StartsWith(base, "libjemalloc") ||
-         absl::StartsWith(base, "libtcmalloc") || absl::StartsWith(base, "libmimalloc");
-}
 
 struct SkelDeleter {
   void operator()(heap_sampler_bpf* s) const { heap_sampler_bpf__destroy(s); }
@@ -153,20 +140,6 @@ class BpfMallocSampler : public NativeHeapSource {
   mutable std::mutex mu_;
   MallocProfileState state_;
 };
-
-// What FindAllocatorProbes depends on in `maps`: the executable and allocator libraries mapped
-// executable, with their addresses. Unchanged key: nothing new to probe.
-std::string AllocatorMappingsKey(pid_t pid, const std::vector<MapEntry>& maps) {
-  struct stat exe_st;
-  const bool have_exe = stat(absl::StrCat("/proc/", pid, "/exe").c_str(), &exe_st) == 0;
-  std::string key;
-  for (const MapEntry& e : maps) {
-    if (!e.IsFileBacked() || !e.exec) continue;
-    if (!(have_exe && e.inode == exe_st.st_ino) && !IsAllocatorLibrary(e.path)) continue;
-    absl::StrAppend(&key, e.inode, ":", e.start, ":", e.path, "\n");
-  }
-  return key;
-}
 
 absl::Status BpfMallocSampler::Init(const std::vector<AllocatorProbe>& probes,
                                     const std::vector<MapEntry>& maps) {
@@ -277,7 +250,9 @@ int BpfMallocSampler::AttachNew(const std::vector<AllocatorProbe>& probes) {
     if (ret_link) links_.push_back(std::move(ret_link));
     links_.push_back(*std::move(e));
     probed_.insert(key);
-    attached_.push_back(absl::StrCat(pr.function, "@", pr.mapped));
+    attached_.push_back(absl::StrCat(pr.function, "@", pr.mapped,
+                                     pr.skipped ? absl::StrCat("+", pr.skipped) : "",
+                                     pr.emulated ? "" : " (single-stepped)"));
     ++added;
   }
   nlinks_.store(links_.size());
@@ -364,100 +339,6 @@ MallocSamplerStats BpfMallocSampler::stats() const {
 absl::Status MallocSamplerPrivileges() {
   if (HasEffectiveCapability(CAP_SYS_ADMIN)) return absl::OkStatus();
   return absl::FailedPreconditionError(kNeedsSysAdmin);
-}
-
-size_t EntryProbeSkip(absl::string_view code, bool skip_null_check) {
-  auto at = [&code](size_t i) { return i < code.size() ? static_cast<uint8_t>(code[i]) : 0; };
-  size_t off = 0;
-  if (at(0) == 0xf3 && at(1) == 0x0f && at(2) == 0x1e && at(3) == 0xfa) off = 4;  // endbr64
-  if (!skip_null_check) return off;
-  // test %rdi,%rdi (48 85 ff), then je rel8 (74 xx) or je rel32 (0f 84 xx xx xx xx).
-  if (at(off) != 0x48 || at(off + 1) != 0x85 || at(off + 2) != 0xff) return off;
-  size_t next;
-  if (at(off + 3) == 0x74) {
-    next = off + 5;
-  } else if (at(off + 3) == 0x0f && at(off + 4) == 0x84) {
-    next = off + 9;
-  } else {
-    return off;
-  }
-  // push %reg (50-57) or push %r8-%r15 (41 50-57): emulated by the kernel's uprobe code.
-  const uint8_t b = at(next);
-  const bool push =
-      (b >= 0x50 && b <= 0x57) || (b == 0x41 && at(next + 1) >= 0x50 && at(next + 1) <= 0x57);
-  return push ? next : off;
-}
-
-absl::StatusOr<std::vector<AllocatorProbe>> FindAllocatorProbes(pid_t pid,
-                                                                const std::vector<MapEntry>& maps) {
-  struct stat exe_st;
-  const bool have_exe = stat(absl::StrCat("/proc/", pid, "/exe").c_str(), &exe_st) == 0;
-  std::vector<AllocatorProbe> out;
-  std::set<std::pair<uint64_t, std::string>> seen;  // (inode, path)
-  std::vector<std::string> skipped;
-  for (const MapEntry& e : maps) {
-    if (!e.IsFileBacked()) continue;
-    const bool is_exe = have_exe && e.inode == exe_st.st_ino;
-    if (!is_exe && !IsAllocatorLibrary(e.path)) continue;
-    if (!seen.insert({e.inode, e.path}).second) continue;
-    absl::StatusOr<OpenedTargetFile> file = OpenTargetFile(pid, e);
-    if (!file.ok()) {
-      skipped.push_back(std::string(file.status().message()));
-      continue;
-    }
-    const std::string path = file->path;
-    absl::StatusOr<std::unique_ptr<ElfFile>> elf = ElfFile::Open(file->fd, path);
-    if (!elf.ok()) {
-      skipped.push_back(std::string(elf.status().message()));
-      continue;
-    }
-    auto opened = std::make_shared<const TargetFd>(std::move(file->fd));
-    // Never probe Go code (return probes on Go functions crash the target).
-    if ((*elf)->FindSection(".gopclntab") != nullptr ||
-        (*elf)->FindSection(".go.buildinfo") != nullptr) {
-      skipped.push_back(absl::StrCat(e.path, ": Go binary, not probed"));
-      continue;
-    }
-    std::set<uint64_t> offsets;  // of this binary
-    for (const char* fn : kAllocatorFunctions) {
-      std::optional<ElfSymbol> sym = (*elf)->FindSymbol(fn);
-      if (!sym || sym->value == 0) continue;
-      for (const ElfSegment& s : (*elf)->load_segments()) {
-        if ((s.flags & PF_X) == 0 || sym->value < s.vaddr || sym->value - s.vaddr >= s.filesz) {
-          continue;
-        }
-        AllocatorProbe p;
-        p.function = fn;
-        p.binary = path;
-        p.file = opened;
-        p.mapped = e.path;
-        p.inode = e.inode;
-        p.file_offset = sym->value - s.vaddr + s.offset;
-        for (const MapEntry& m : maps) {
-          if (m.inode != e.inode || m.path != e.path || !m.exec || p.file_offset < m.offset ||
-              p.file_offset - m.offset >= m.end - m.start) {
-            continue;
-          }
-          p.runtime_start = m.start + (p.file_offset - m.offset);
-          p.runtime_end = p.runtime_start + sym->size;
-          break;
-        }
-        const absl::string_view data = (*elf)->data();
-        if (p.file_offset < data.size()) {
-          p.file_offset += EntryProbeSkip(data.substr(p.file_offset, 16), p.function == "free");
-        }
-        // Aliases (glibc's aligned_alloc is memalign): probe each address once.
-        if (offsets.insert(p.file_offset).second) out.push_back(std::move(p));
-        break;
-      }
-    }
-  }
-  if (out.empty()) {
-    return absl::NotFoundError(absl::StrCat(
-        "pid ", pid, ": no malloc implementation found in its executable or a mapped C library",
-        skipped.empty() ? "" : absl::StrCat(" (", absl::StrJoin(skipped, "; "), ")")));
-  }
-  return out;
 }
 
 absl::StatusOr<std::unique_ptr<NativeHeapSource>> StartMallocSampler(

@@ -36,6 +36,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "agent/heap/allocator_probes.h"
 #include "agent/heap/malloc_profile_state.h"
 #include "agent/symbolize/proc_maps.h"
 
@@ -55,34 +56,6 @@ struct MallocSamplerOptions {
   // default (a wakeup whenever the reader has caught up: one per record at low rates).
   uint32_t wakeup_bytes = UINT32_MAX;
 };
-
-// One function to probe.
-struct AllocatorProbe {
-  std::string function;  // "malloc", ...
-  std::string binary;    // what the agent opened (/proc/PID/map_files/... or /proc/PID/root/...)
-  // That file, open (target_file.h); probes attach through it if the map_files link is refused.
-  std::shared_ptr<const TargetFd> file;
-  std::string mapped;        // path as the target sees it
-  uint64_t inode = 0;        // of the mapped file
-  uint64_t file_offset = 0;  // of the probed instruction (see EntryProbeSkip)
-  // The whole function in the target's address space (0, 0 if unknown): calls it makes to
-  // other probed functions are not counted twice.
-  uint64_t runtime_start = 0, runtime_end = 0;
-};
-
-// Bytes to skip at a function's entry before placing its probe, so that the probed instruction
-// is one the kernel emulates instead of single-stepping it out of line (a second exception per
-// call, the dominant cost of a uprobe hit: ~18 us of ~26 us for glibc's free on a VM). Skipped:
-// a leading `endbr64`; and with `skip_null_check` (free, where a NULL argument does nothing) a
-// leading `test %rdi,%rdi; je` when a `push` follows it. Neither changes %rsp or the argument
-// registers, so entry semantics (and return probes at the same offset) are preserved. 0 if
-// nothing matches.
-size_t EntryProbeSkip(absl::string_view code, bool skip_null_check);
-
-// The allocator functions defined in the binaries `pid` maps (see the file comment), from
-// `maps` (/proc/PID/maps). NotFound if none is found.
-absl::StatusOr<std::vector<AllocatorProbe>> FindAllocatorProbes(pid_t pid,
-                                                                const std::vector<MapEntry>& maps);
 
 // OK if the agent holds what malloc probes need beyond the CPU sampler's capabilities: uprobes
 // through the perf PMU need CAP_SYS_ADMIN on kernels with the 2025 uprobe fix. Else a
