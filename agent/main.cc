@@ -345,6 +345,8 @@ int Run() {
     MallocSamplerOptions mopts;
     mopts.sample_bytes = FLAGS_heap_sample_bytes;
     mopts.max_live = static_cast<uint32_t>(FLAGS_heap_max_live);
+    mopts.symbolizer = &symbolizer;
+    mopts.stack_copy_bytes = static_cast<uint32_t>(std::max(0, FLAGS_user_stack_bytes));
     NativeHeapOptions nopts;
     nopts.policy = *ParseMallocPolicy(FLAGS_malloc_profiling);  // checked above
     nopts.idle_detach = absl::Seconds(FLAGS_malloc_idle_detach_seconds);

@@ -33,6 +33,9 @@ const volatile __u64 sample_intervals[HEAP_SAMPLER_INTERVALS] = {};
  * this many bytes wait: the reader also polls on a timer and drains before every snapshot. A
  * wakeup is an irq_work self-interrupt on the allocating thread's CPU (~15 us in a VM). */
 const volatile __u32 wakeup_bytes = 0;
+/* Bytes of user stack copied per sampled allocation (multiple of 8, <= MAX_STACK_COPY; 0: none,
+ * frame pointers only). */
+const volatile __u32 stack_copy_bytes = 0;
 
 /* The probed allocator functions' address ranges in the target, for nested_call(). Written by
  * the agent at any time (allocators mapped after attach add ranges): entries first, then
@@ -71,6 +74,14 @@ struct {
   __uint(type, BPF_MAP_TYPE_RINGBUF);
   __uint(max_entries, 1 << 22);
 } events SEC(".maps");
+
+/* Where a sampled allocation's record is assembled before it is output at its actual size. */
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct heap_alloc_event);
+} scratch SEC(".maps");
 
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -195,6 +206,24 @@ static __always_inline void on_free(__u64 addr) {
   bpf_ringbuf_submit(e, submit_flags());
 }
 
+/* Copies up to `want` bytes of user stack at `sp` into `dst` and returns how many. A copy running
+ * past the stack's end (an unmapped page above the main thread's stack) fails as a whole: it is
+ * retried with lengths that end at page boundaries, longest first. */
+static __always_inline __u32 copy_stack(__u8 *dst, __u64 sp, __u32 want) {
+  if (want == 0 || sp == 0) return 0;
+  if (want > HEAP_SAMPLER_MAX_STACK_COPY) want = HEAP_SAMPLER_MAX_STACK_COPY;
+  if (bpf_probe_read_user(dst, want, (const void *)sp) == 0) return want;
+  const __u64 to_page_end = 4096 - (sp & 4095);
+  for (int pages = HEAP_SAMPLER_MAX_STACK_COPY / 4096; pages >= 0; pages--) {
+    __u64 len = to_page_end + (__u64)pages * 4096;
+    if (len >= want) continue;
+    asm volatile("" : "+r"(len)); /* keep the bound check below for the verifier */
+    if (len > HEAP_SAMPLER_MAX_STACK_COPY) continue;
+    if (bpf_probe_read_user(dst, len, (const void *)sp) == 0) return len;
+  }
+  return 0;
+}
+
 /* Return of an allocation: `addr` is the result (0 on failure), `ok` whether it succeeded. */
 static __always_inline int on_alloc_return(struct pt_regs *ctx, int posix_memalign) {
   __u32 tid = (__u32)bpf_get_current_pid_tgid();
@@ -224,18 +253,16 @@ static __always_inline int on_alloc_return(struct pt_regs *ctx, int posix_memali
     add(HEAP_CNT_FAILED, 1);
     return 0;
   }
-  /* Reserve before publishing the address in `live`: a free of it on another thread then
-   * reserves its record after this one, so user space sees the alloc first. */
-  struct heap_alloc_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-  if (!e) {
-    add(HEAP_CNT_RINGBUF_DROPS, 1);
-    return 0;
-  }
+  __u32 zero = 0;
+  struct heap_alloc_event *e = bpf_map_lookup_elem(&scratch, &zero);
+  if (!e) return 0;
   e->hdr.addr = addr;
   e->hdr.size = p.size;
   e->hdr.kind = HEAP_EV_ALLOC;
   e->hdr.flags = 0;
-  e->reserved = 0;
+  e->ip = PT_REGS_IP(ctx);
+  e->sp = PT_REGS_SP(ctx);
+  e->bp = PT_REGS_FP(ctx);
   long n = bpf_get_stack(ctx, e->user_ips, sizeof(e->user_ips), BPF_F_USER_STACK);
   if (n < 0) {
     e->user_nr = 0;
@@ -244,13 +271,22 @@ static __always_inline int on_alloc_return(struct pt_regs *ctx, int posix_memali
   } else {
     e->user_nr = n / sizeof(__u64);
   }
+  e->stack_len = copy_stack(e->stack, e->sp, stack_copy_bytes);
+  if (stack_copy_bytes != 0 && e->stack_len == 0) add(HEAP_CNT_STACK_COPY_ERRORS, 1);
+  /* The address reaches the caller only after this probe: no free of it can race the update. */
   struct heap_live l = {.size = p.size};
   if (bpf_map_update_elem(&live, &addr, &l, BPF_ANY)) {
     e->hdr.flags |= HEAP_EV_F_UNTRACKED;
     add(HEAP_CNT_LIVE_FULL, 1);
   }
+  __u64 len = e->stack_len;
+  if (len > HEAP_SAMPLER_MAX_STACK_COPY) len = HEAP_SAMPLER_MAX_STACK_COPY;
+  if (bpf_ringbuf_output(&events, e, __builtin_offsetof(struct heap_alloc_event, stack) + len,
+                         submit_flags())) {
+    add(HEAP_CNT_RINGBUF_DROPS, 1);
+    return 0;
+  }
   add(HEAP_CNT_RECORDED, 1);
-  bpf_ringbuf_submit(e, submit_flags());
   return 0;
 }
 

@@ -24,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "agent/profile/cpu_profile.h"
 #include "agent/sampler/ring_reader.h"
 #include "agent/symbolize/elf_file.h"
 #include "bpf/heap_sampler.h"
@@ -84,7 +85,14 @@ class BpfMallocSampler : public NativeHeapSource {
   BpfMallocSampler(pid_t pid, const MallocSamplerOptions& o)
       : pid_(pid),
         opts_(o),
-        state_(MallocProfileState::Limits{o.max_live, o.max_buckets, HEAP_SAMPLER_MAX_FRAMES}) {}
+        state_(MallocProfileState::Limits{o.max_live, o.max_buckets, HEAP_SAMPLER_MAX_FRAMES}) {
+    if (o.symbolizer != nullptr && o.stack_copy_bytes > 0) {
+      unwinder_ = std::make_unique<SampleUnwinder>(o.symbolizer);
+      state_.SetStackUnwinder(
+          [this](const AllocRegs& r, absl::string_view stack, const std::vector<uint64_t>& fp_ips,
+                 std::vector<uint64_t>* out) { return Unwind(r, stack, fp_ips, out); });
+    }
+  }
   ~BpfMallocSampler() override {
     if (reader_) reader_->Stop();
     links_.clear();  // detach before the programs and maps go away
@@ -115,6 +123,23 @@ class BpfMallocSampler : public NativeHeapSource {
     return 0;
   }
 
+  // AllocStackUnwinder over the CPU profiles' SampleUnwinder (called under mu_).
+  bool Unwind(const AllocRegs& r, absl::string_view stack, const std::vector<uint64_t>& fp_ips,
+              std::vector<uint64_t>* out) {
+    CpuSample s;
+    s.pid = static_cast<uint32_t>(pid_);
+    s.regs.ip = r.ip;
+    s.regs.sp = r.sp;
+    s.regs.bp = r.bp;
+    s.user_stack.assign(stack.data(), stack.size());
+    s.user_ips = fp_ips;
+    unwinder_->Reduce(&s);
+    if (!s.user_unwound || s.user_ips.empty()) return false;
+    *out = std::move(s.user_ips);
+    (*out)[0] = r.ip;  // a return address, not an interrupted pc
+    return true;
+  }
+
   // Attaches the probes of `probes` not attached yet (each function's return probe, then its
   // entry). Returns how many functions were newly probed; failures go to errors_.
   int AttachNew(const std::vector<AllocatorProbe>& probes);
@@ -139,6 +164,7 @@ class BpfMallocSampler : public NativeHeapSource {
 
   mutable std::mutex mu_;
   MallocProfileState state_;
+  std::unique_ptr<SampleUnwinder> unwinder_;  // used under mu_ (null: no stack copies)
 };
 
 absl::Status BpfMallocSampler::Init(const std::vector<AllocatorProbe>& probes,
@@ -159,6 +185,7 @@ absl::Status BpfMallocSampler::Init(const std::vector<AllocatorProbe>& probes,
   if (int err = bpf_map__set_max_entries(skel_->maps.live, opts_.max_live); err != 0) {
     return ErrnoStatus("bpf_map__set_max_entries(live)", -err);
   }
+  skel_->rodata->stack_copy_bytes = unwinder_ ? (opts_.stack_copy_bytes & ~7u) : 0;
   skel_->rodata->wakeup_bytes = std::min(opts_.wakeup_bytes, opts_.ringbuf_bytes / 4);
   if (int err = bpf_map__set_max_entries(skel_->maps.events, opts_.ringbuf_bytes); err != 0) {
     return ErrnoStatus("bpf_map__set_max_entries(events)", -err);
@@ -326,6 +353,7 @@ MallocSamplerStats BpfMallocSampler::stats() const {
   s.pending_mismatch = c[HEAP_CNT_PENDING_MISMATCH];
   s.failed = c[HEAP_CNT_FAILED];
   s.nested = c[HEAP_CNT_NESTED];
+  s.stack_copy_errors = c[HEAP_CNT_STACK_COPY_ERRORS];
   {
     std::lock_guard<std::mutex> l(mu_);
     state_.FillStats(&s);
@@ -349,7 +377,9 @@ absl::StatusOr<std::unique_ptr<NativeHeapSource>> StartMallocSampler(
   }
   MallocSamplerOptions opts = options;
   if (opts.ringbuf_bytes == 0) {
-    const uint64_t want = (uint64_t{1} << 38) / static_cast<uint64_t>(opts.sample_bytes);
+    // ~100 ms of records (1 KiB + the stack copy each) of a target allocating 1.3 GB/s.
+    const uint64_t record = 1024 + (opts.symbolizer ? opts.stack_copy_bytes : 0);
+    const uint64_t want = (uint64_t{1} << 27) / static_cast<uint64_t>(opts.sample_bytes) * record;
     opts.ringbuf_bytes = 256u << 10;
     while (opts.ringbuf_bytes < want && opts.ringbuf_bytes < (8u << 20)) opts.ringbuf_bytes <<= 1;
   }
@@ -357,6 +387,11 @@ absl::StatusOr<std::unique_ptr<NativeHeapSource>> StartMallocSampler(
   if (rb < 4096 || (rb & (rb - 1)) != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("ringbuf_bytes must be a power of two >= 4096, got ", rb));
+  }
+  if (opts.stack_copy_bytes > HEAP_SAMPLER_MAX_STACK_COPY || opts.stack_copy_bytes % 8 != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("stack_copy_bytes must be a multiple of 8 <= ", HEAP_SAMPLER_MAX_STACK_COPY,
+                     ", got ", opts.stack_copy_bytes));
   }
   if (opts.max_live < 1 || opts.max_buckets < 1) {
     return absl::InvalidArgumentError("max_live and max_buckets must be positive");

@@ -20,8 +20,9 @@
 // or the C library of a target caught right after exec) are probed by ProbeNewMappings(), which
 // the agent calls on every target check (every 500 ms by default): allocations they serve before
 // that are not seen.
-// Stacks are walked by the kernel through frame pointers from the allocator's caller: callers
-// built with -fomit-frame-pointer (the default of gcc -O2 on x86-64) lose frames.
+// Stacks of sampled allocations are unwound in user space from the caller's registers at the
+// allocator's return and a bounded copy of its stack (CFI, as for CPU samples: SampleUnwinder),
+// stitched to the kernel's frame-pointer walk; without a copy, the frame-pointer walk alone.
 //
 // Everything is detached when the object is destroyed (RAII: links, ring buffer, skeleton).
 #ifndef PPROF_SIDECAR_AGENT_HEAP_MALLOC_SAMPLER_H_
@@ -39,6 +40,7 @@
 #include "agent/heap/allocator_probes.h"
 #include "agent/heap/malloc_profile_state.h"
 #include "agent/symbolize/proc_maps.h"
+#include "agent/symbolize/process_symbolizer.h"
 
 namespace pprof_sidecar {
 
@@ -46,15 +48,21 @@ struct MallocSamplerOptions {
   int64_t sample_bytes = 512 * 1024;  // mean bytes between samples; 1 samples every allocation
   uint32_t max_live = 1 << 20;        // live sampled allocations tracked for inuse_*
   uint32_t max_buckets = 1 << 16;     // distinct (stack, size) buckets in user space
-  // Ring buffer size in bytes, a power of two >= 4096; 0 sizes it for sample_bytes: ~200 ms of
-  // sampled records (~1 KiB each) of a target allocating 1.3 GB/s, within [256 KiB, 8 MiB]
-  // (512 KiB at the default rate). The ring is mapped twice into the agent and all of it counts
-  // in its RSS from the start. Drops are counted (ringbuf_drops).
+  // Ring buffer size in bytes, a power of two >= 4096; 0 sizes it for sample_bytes: ~100 ms of
+  // sampled records (~1 KiB + the stack copy each) of a target allocating 1.3 GB/s, within
+  // [256 KiB, 8 MiB] (4 MiB at the default rate and stack copy). The ring is mapped twice into the
+  // agent and all of it counts in its RSS from the start. Drops are counted (ringbuf_drops).
   uint32_t ringbuf_bytes = 0;
   // Records wake the reader only once this many bytes wait (at most a quarter of the ring, the
   // default); it also polls every 100 ms and drains the ring before every snapshot. 0: libbpf's
   // default (a wakeup whenever the reader has caught up: one per record at low rates).
   uint32_t wakeup_bytes = UINT32_MAX;
+  // Sampled allocations carry this many bytes of their caller's stack (a multiple of 8, at most
+  // 16384), unwound in user space with CFI through `symbolizer`'s binaries, so that callers built
+  // without frame pointers keep their frames. 0, or no symbolizer: frame-pointer walks only.
+  // Unsampled calls never pay for it.
+  uint32_t stack_copy_bytes = 8192;
+  ProcessSymbolizer* symbolizer = nullptr;  // outlives the sampler
 };
 
 // OK if the agent holds what malloc probes need beyond the CPU sampler's capabilities: uprobes
