@@ -432,9 +432,11 @@ void HeapProfiler::AddNativeComments(const NativeHeapSource& src, bool attached_
       st.ringbuf_drops, " allocs / ", st.free_drops, " frees, stack errors ", st.stack_errors,
       ", pending full ", st.pending_full, ", unmatched returns ", st.pending_mismatch,
       ", bucket limit ", st.bucket_overflow, "; nested allocator calls not recounted ", st.nested));
-  params->comments.push_back(
-      "pprof-sidecar: stacks are frame-pointer walks from the allocator's caller: code built "
-      "without frame pointers loses callers");
+  params->comments.push_back(absl::StrCat(
+      "pprof-sidecar: stacks of sampled allocations: ", st.unwound, " of ", st.recorded,
+      " unwound with CFI from a copy of the caller's stack (whatever its frame pointers), the "
+      "rest are frame-pointer walks; stack copies failed: ",
+      st.stack_copy_errors));
   if (req.gc) {
     params->comments.push_back("pprof-sidecar: gc=1 has no meaning for a malloc heap: ignored");
   }
