@@ -23,6 +23,10 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+/* Uprobe sessions (6.13+): the loader loads the *_session programs only where the kernel has
+ * them (weak: resolved to nothing elsewhere, where those programs are not loaded). */
+extern bool bpf_session_is_return(void) __ksym __weak;
+
 /* Set by the loader between open and load. */
 const volatile __u64 pidns_dev = 0;   /* st_dev of /proc/self/ns/pid of the agent */
 const volatile __u64 pidns_ino = 0;   /* st_ino of /proc/self/ns/pid of the agent */
@@ -334,3 +338,51 @@ int BPF_KPROBE(alloc_return) { return on_alloc_return(ctx, 0); }
 
 SEC("uretprobe")
 int BPF_KPROBE(posix_memalign_return) { return on_alloc_return(ctx, 1); }
+
+/* Sessions: one program serves a function's entry and, only when the entry returns 0, its
+ * return. Unsampled calls return 1 at the entry: no return probe, no trampoline, no second trap.
+ * The loader attaches them through uprobe_multi links with the BPF_TRACE_UPROBE_SESSION type. */
+static __always_inline int session_alloc(struct pt_regs *ctx, __u64 size, __u64 memptr,
+                                         int posix_memalign) {
+  if (bpf_session_is_return()) return on_alloc_return(ctx, posix_memalign);
+  if (!sample_alloc(ctx, size)) return 1;
+  put_pending(ctx, size, memptr, 0, 1);
+  return 0;
+}
+
+SEC("uprobe")
+int BPF_KPROBE(malloc_session, __u64 size) { return session_alloc(ctx, size, 0, 0); }
+
+SEC("uprobe")
+int BPF_KPROBE(calloc_session, __u64 nmemb, __u64 size) {
+  if (bpf_session_is_return()) return on_alloc_return(ctx, 0);
+  if ((nmemb | size) >> 32) return 1;
+  return session_alloc(ctx, nmemb * size, 0, 0);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(realloc_session, __u64 ptr, __u64 size) {
+  if (bpf_session_is_return()) return on_alloc_return(ctx, 0);
+  __u64 old_ptr = 0;
+  if (ptr != 0 && bpf_map_lookup_elem(&live, &ptr) && is_target()) old_ptr = ptr;
+  __u32 sampled = sample_alloc(ctx, size);
+  if (!sampled && !old_ptr) return 1;
+  put_pending(ctx, size, 0, old_ptr, sampled);
+  return 0;
+}
+
+SEC("uprobe")
+int BPF_KPROBE(posix_memalign_session, __u64 memptr, __u64 alignment, __u64 size) {
+  return session_alloc(ctx, size, memptr, 1);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(aligned_session, __u64 alignment, __u64 size) {
+  return session_alloc(ctx, size, 0, 0);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(free_session, __u64 ptr) {
+  if (!bpf_session_is_return()) on_free(ptr);
+  return 1;
+}

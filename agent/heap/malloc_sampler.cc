@@ -1,6 +1,7 @@
 #include "agent/heap/malloc_sampler.h"
 
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <elf.h>
 #include <errno.h>
@@ -15,6 +16,7 @@
 #include <atomic>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 #include <tuple>
@@ -69,6 +71,69 @@ constexpr const char kNeedsSysAdmin[] =
     "(backported to stable kernels): grant it for native heap profiles (Helm chart: "
     "agent.nativeHeap=true)";
 
+// An owned file descriptor.
+class ScopedFd {
+ public:
+  explicit ScopedFd(int fd) : fd_(fd) {}
+  ScopedFd(ScopedFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  ScopedFd& operator=(ScopedFd&& o) noexcept {
+    if (this != &o) {
+      if (fd_ >= 0) close(fd_);
+      fd_ = std::exchange(o.fd_, -1);
+    }
+    return *this;
+  }
+  ~ScopedFd() {
+    if (fd_ >= 0) close(fd_);
+  }
+
+ private:
+  int fd_;
+};
+
+// The BPF_TRACE_UPROBE_SESSION attach type of the running kernel (from its BTF), if it has
+// uprobe sessions (6.13+) and their kfunc.
+std::optional<uint32_t> UprobeSessionAttachType() {
+  btf* vmlinux = btf__load_vmlinux_btf();
+  if (vmlinux == nullptr) return std::nullopt;
+  std::optional<uint32_t> out;
+  const int e = btf__find_by_name_kind(vmlinux, "bpf_attach_type", BTF_KIND_ENUM);
+  if (btf__find_by_name_kind(vmlinux, "bpf_session_is_return", BTF_KIND_FUNC) > 0 && e > 0) {
+    const btf_type* t = btf__type_by_id(vmlinux, e);
+    const struct btf_enum* m = btf_enum(t);
+    for (int i = 0; i < btf_vlen(t); ++i, ++m) {
+      if (strcmp(btf__name_by_offset(vmlinux, m->name_off), "BPF_TRACE_UPROBE_SESSION") == 0) {
+        out = static_cast<uint32_t>(m->val);
+      }
+    }
+  }
+  btf__free(vmlinux);
+  return out;
+}
+
+// BPF_LINK_CREATE of an uprobe_multi link with one offset (libbpf 1.1 predates them): the
+// attr's link_create layout of <linux/bpf.h> since 6.6. Returns the link's fd (errno set on
+// failure).
+absl::StatusOr<int> AttachUprobeMulti(int prog_fd, uint32_t attach_type, const std::string& path,
+                                      uint64_t offset, pid_t pid) {
+  struct {
+    uint32_t prog_fd, target_fd, attach_type, flags;
+    uint64_t path, offsets, ref_ctr_offsets, cookies;
+    uint32_t cnt, multi_flags, pid, pad;
+    uint8_t zero[64];  // the rest of union bpf_attr: must be zero
+  } attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.prog_fd = static_cast<uint32_t>(prog_fd);
+  attr.attach_type = attach_type;
+  attr.path = reinterpret_cast<uint64_t>(path.c_str());
+  attr.offsets = reinterpret_cast<uint64_t>(&offset);
+  attr.cnt = 1;
+  attr.pid = static_cast<uint32_t>(pid);
+  const long fd = syscall(SYS_bpf, BPF_LINK_CREATE, &attr, sizeof(attr));
+  if (fd < 0) return absl::InternalError(strerror(errno));
+  return static_cast<int>(fd);
+}
+
 struct SkelDeleter {
   void operator()(heap_sampler_bpf* s) const { heap_sampler_bpf__destroy(s); }
 };
@@ -96,6 +161,7 @@ class BpfMallocSampler : public NativeHeapSource {
   ~BpfMallocSampler() override {
     if (reader_) reader_->Stop();
     links_.clear();  // detach before the programs and maps go away
+    session_links_.clear();
   }
 
   absl::Status Init(const std::vector<AllocatorProbe>& probes, const std::vector<MapEntry>& maps);
@@ -140,9 +206,13 @@ class BpfMallocSampler : public NativeHeapSource {
     return true;
   }
 
-  // Attaches the probes of `probes` not attached yet (each function's return probe, then its
-  // entry). Returns how many functions were newly probed; failures go to errors_.
+  // Attaches the probes of `probes` not attached yet (a session each where the kernel has them,
+  // else each function's return probe, then its entry). Returns how many functions were newly
+  // probed; failures go to errors_.
   int AttachNew(const std::vector<AllocatorProbe>& probes);
+  absl::Status AttachOne(const AllocatorProbe& pr);
+  absl::StatusOr<LinkPtr> AttachPerf(const AllocatorProbe& pr, bpf_program* prog, bool ret);
+  absl::StatusOr<ScopedFd> AttachSession(const AllocatorProbe& pr, bpf_program* prog);
   // Publishes the functions' address ranges to the BPF program's nested_call().
   void SetNestedRanges(const std::vector<AllocatorProbe>& probes);
 
@@ -155,6 +225,8 @@ class BpfMallocSampler : public NativeHeapSource {
 
   mutable std::mutex attach_mu_;  // guards the fields below
   std::vector<LinkPtr> links_;
+  std::vector<ScopedFd> session_links_;   // uprobe_multi session links (fds)
+  std::optional<uint32_t> session_type_;  // BPF_TRACE_UPROBE_SESSION if sessions are used
   std::set<std::tuple<uint64_t, std::string, uint64_t>> probed_;  // (inode, mapped, file offset)
   std::vector<std::string> attached_, errors_;  // "function@path"; last round's failures
   std::string maps_key_;                        // AllocatorMappingsKey when last probed
@@ -190,6 +262,16 @@ absl::Status BpfMallocSampler::Init(const std::vector<AllocatorProbe>& probes,
   if (int err = bpf_map__set_max_entries(skel_->maps.events, opts_.ringbuf_bytes); err != 0) {
     return ErrnoStatus("bpf_map__set_max_entries(events)", -err);
   }
+  session_type_ = opts_.uprobe_sessions ? UprobeSessionAttachType() : std::nullopt;
+  auto& p = skel_->progs;
+  for (bpf_program* prog : {p.malloc_session, p.calloc_session, p.realloc_session,
+                            p.posix_memalign_session, p.aligned_session, p.free_session}) {
+    if (session_type_) {
+      bpf_program__set_expected_attach_type(prog, static_cast<bpf_attach_type>(*session_type_));
+    } else {
+      bpf_program__set_autoload(prog, false);
+    }
+  }
   if (int err = heap_sampler_bpf__load(skel_.get()); err != 0) {
     return ErrnoStatus("heap_sampler_bpf__load", -err);
   }
@@ -220,70 +302,108 @@ absl::Status BpfMallocSampler::Init(const std::vector<AllocatorProbe>& probes,
   return absl::OkStatus();
 }
 
-int BpfMallocSampler::AttachNew(const std::vector<AllocatorProbe>& probes) {
+// Paths to attach a probe of `pr` through: map_files first (the mapped inode); else the file the
+// agent opened (the same inode, or the mapped path resolved inside the target's root): never a
+// path the kernel would resolve in the agent's root.
+std::vector<std::string> ProbePaths(const AllocatorProbe& pr) {
+  std::vector<std::string> paths = {pr.binary};
+  if (pr.file) paths.push_back(pr.file->ProcPath());
+  return paths;
+}
+
+absl::StatusOr<LinkPtr> BpfMallocSampler::AttachPerf(const AllocatorProbe& pr, bpf_program* prog,
+                                                     bool ret) {
+  std::string what;
+  int err = 0;
+  for (const std::string& path : ProbePaths(pr)) {
+    bpf_link* l = bpf_program__attach_uprobe(prog, ret, pid_, path.c_str(), pr.file_offset);
+    if (l != nullptr) return LinkPtr(l);
+    err = errno;
+    what = absl::StrCat(ret ? "uretprobe " : "uprobe ", pr.function, "@", path, "+0x",
+                        absl::Hex(pr.file_offset));
+    if (err == ESRCH) break;
+  }
+  last_errno_ = err;
+  return ErrnoStatus(what, err);
+}
+
+absl::StatusOr<ScopedFd> BpfMallocSampler::AttachSession(const AllocatorProbe& pr,
+                                                         bpf_program* prog) {
+  std::string what;
+  int err = 0;
+  for (const std::string& path : ProbePaths(pr)) {
+    absl::StatusOr<int> fd =
+        AttachUprobeMulti(bpf_program__fd(prog), *session_type_, path, pr.file_offset, pid_);
+    if (fd.ok()) return ScopedFd(*fd);
+    err = errno;
+    what =
+        absl::StrCat("uprobe session ", pr.function, "@", path, "+0x", absl::Hex(pr.file_offset));
+    if (err == ESRCH) break;
+  }
+  last_errno_ = err;
+  return ErrnoStatus(what, err);
+}
+
+absl::Status BpfMallocSampler::AttachOne(const AllocatorProbe& pr) {
   auto& p = skel_->progs;
-  const std::map<std::string, std::pair<bpf_program*, bpf_program*>> progs = {
-      {"malloc", {p.malloc_entry, p.alloc_return}},
-      {"calloc", {p.calloc_entry, p.alloc_return}},
-      {"realloc", {p.realloc_entry, p.alloc_return}},
-      {"posix_memalign", {p.posix_memalign_entry, p.posix_memalign_return}},
-      {"aligned_alloc", {p.aligned_entry, p.alloc_return}},
-      {"memalign", {p.aligned_entry, p.alloc_return}},
-      {"valloc", {p.malloc_entry, p.alloc_return}},
-      {"pvalloc", {p.malloc_entry, p.alloc_return}},
-      {"free", {p.free_entry, nullptr}},
+  struct Progs {
+    bpf_program *entry, *ret, *session;
   };
+  const std::map<std::string, Progs> progs = {
+      {"malloc", {p.malloc_entry, p.alloc_return, p.malloc_session}},
+      {"calloc", {p.calloc_entry, p.alloc_return, p.calloc_session}},
+      {"realloc", {p.realloc_entry, p.alloc_return, p.realloc_session}},
+      {"posix_memalign",
+       {p.posix_memalign_entry, p.posix_memalign_return, p.posix_memalign_session}},
+      {"aligned_alloc", {p.aligned_entry, p.alloc_return, p.aligned_session}},
+      {"memalign", {p.aligned_entry, p.alloc_return, p.aligned_session}},
+      {"valloc", {p.malloc_entry, p.alloc_return, p.malloc_session}},
+      {"pvalloc", {p.malloc_entry, p.alloc_return, p.malloc_session}},
+      {"free", {p.free_entry, nullptr, p.free_session}},
+  };
+  auto it = progs.find(pr.function);
+  if (it == progs.end()) return absl::InvalidArgumentError(pr.function);
+  if (session_type_) {
+    absl::StatusOr<ScopedFd> fd = AttachSession(pr, it->second.session);
+    if (fd.ok()) {
+      session_links_.push_back(*std::move(fd));
+      return absl::OkStatus();
+    }
+    errors_.push_back(std::string(fd.status().message()));  // then the perf PMU probes
+  }
+  // Return probe first: an entry without its return would leave pending entries behind.
+  LinkPtr ret_link;
+  if (it->second.ret != nullptr) {
+    absl::StatusOr<LinkPtr> r = AttachPerf(pr, it->second.ret, true);
+    if (!r.ok()) return r.status();
+    ret_link = *std::move(r);
+  }
+  absl::StatusOr<LinkPtr> e = AttachPerf(pr, it->second.entry, false);
+  if (!e.ok()) return e.status();
+  if (ret_link) links_.push_back(std::move(ret_link));
+  links_.push_back(*std::move(e));
+  return absl::OkStatus();
+}
+
+int BpfMallocSampler::AttachNew(const std::vector<AllocatorProbe>& probes) {
   errors_.clear();
   int added = 0;
   for (const AllocatorProbe& pr : probes) {
-    auto it = progs.find(pr.function);
-    if (it == progs.end()) continue;
     auto key = std::make_tuple(pr.inode, pr.mapped, pr.file_offset);
     if (probed_.count(key) != 0) continue;
-    auto attach = [&](bpf_program* prog, bool ret) -> absl::StatusOr<LinkPtr> {
-      // map_files first (the mapped inode); else the file the agent opened (the same inode, or
-      // the mapped path resolved inside the target's root): never a path the kernel would
-      // resolve in the agent's root.
-      std::string what;
-      int err = 0;
-      std::vector<std::string> paths = {pr.binary};
-      if (pr.file) paths.push_back(pr.file->ProcPath());
-      for (const std::string& path : paths) {
-        bpf_link* l = bpf_program__attach_uprobe(prog, ret, pid_, path.c_str(), pr.file_offset);
-        if (l != nullptr) return LinkPtr(l);
-        err = errno;
-        what = absl::StrCat(ret ? "uretprobe " : "uprobe ", pr.function, "@", path, "+0x",
-                            absl::Hex(pr.file_offset));
-        if (err == ESRCH) break;
-      }
-      last_errno_ = err;
-      return ErrnoStatus(what, err);
-    };
-    // Return probe first: an entry without its return would leave pending entries behind.
-    LinkPtr ret_link;
-    if (it->second.second != nullptr) {
-      absl::StatusOr<LinkPtr> r = attach(it->second.second, true);
-      if (!r.ok()) {
-        errors_.push_back(std::string(r.status().message()));
-        continue;
-      }
-      ret_link = *std::move(r);
-    }
-    absl::StatusOr<LinkPtr> e = attach(it->second.first, false);
-    if (!e.ok()) {
-      errors_.push_back(std::string(e.status().message()));
+    if (absl::Status st = AttachOne(pr); !st.ok()) {
+      errors_.push_back(std::string(st.message()));
       continue;
     }
-    if (ret_link) links_.push_back(std::move(ret_link));
-    links_.push_back(*std::move(e));
     probed_.insert(key);
     attached_.push_back(absl::StrCat(pr.function, "@", pr.mapped,
                                      pr.skipped ? absl::StrCat("+", pr.skipped) : "",
                                      pr.emulated ? "" : " (single-stepped)"));
     ++added;
   }
-  nlinks_.store(links_.size());
-  describe_ = absl::StrCat("probes on ", absl::StrJoin(attached_, ", "));
+  nlinks_.store(links_.size() + session_links_.size());
+  describe_ = absl::StrCat(session_type_ ? "uprobe sessions" : "uprobes + uretprobes", " on ",
+                           absl::StrJoin(attached_, ", "));
   if (!errors_.empty()) absl::StrAppend(&describe_, "; failed: ", absl::StrJoin(errors_, "; "));
   return added;
 }

@@ -62,6 +62,10 @@ struct MallocSamplerOptions {
   // without frame pointers keep their frames. 0, or no symbolizer: frame-pointer walks only.
   // Unsampled calls never pay for it.
   uint32_t stack_copy_bytes = 8192;
+  // Where the kernel has uprobe sessions (6.13+), one session per function instead of an uprobe
+  // and a uretprobe: the return is probed only for sampled calls (and reallocs of sampled
+  // blocks), so unsampled calls pay one breakpoint instead of two.
+  bool uprobe_sessions = true;
   ProcessSymbolizer* symbolizer = nullptr;  // outlives the sampler
 };
 
