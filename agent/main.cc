@@ -64,6 +64,10 @@ DEFINE_string(malloc_profiling, "on_request",
               "& co): 'on_request' (attached at the first heap/allocs request, detached after "
               "--malloc_idle_detach_seconds without one), 'always' (attached while the target "
               "exists), 'off'.");
+DEFINE_bool(malloc_uprobe_sessions, true,
+            "Non-Go targets: where the kernel has uprobe sessions (6.13+), probe each allocator "
+            "function with one session (the return probed only for sampled calls; no "
+            "CAP_SYS_ADMIN needed) instead of an uprobe and a uretprobe through the perf PMU.");
 DEFINE_int32(malloc_idle_detach_seconds, 600,
              "--malloc_profiling=on_request: detach the allocator probes after this long without "
              "a heap/allocs request.");
@@ -346,11 +350,12 @@ int Run() {
     mopts.sample_bytes = FLAGS_heap_sample_bytes;
     mopts.max_live = static_cast<uint32_t>(FLAGS_heap_max_live);
     mopts.symbolizer = &symbolizer;
+    mopts.uprobe_sessions = FLAGS_malloc_uprobe_sessions;
     mopts.stack_copy_bytes = static_cast<uint32_t>(std::max(0, FLAGS_user_stack_bytes));
     NativeHeapOptions nopts;
     nopts.policy = *ParseMallocPolicy(FLAGS_malloc_profiling);  // checked above
     nopts.idle_detach = absl::Seconds(FLAGS_malloc_idle_detach_seconds);
-    if (absl::Status p = MallocSamplerPrivileges(); !p.ok()) {
+    if (absl::Status p = MallocSamplerPrivileges(mopts); !p.ok()) {
       nopts.prerequisite_note = std::string(p.message());
       if (nopts.policy != MallocPolicy::kOff) {
         fprintf(stderr, "pprof-sidecar: malloc profiling: %s\n", nopts.prerequisite_note.c_str());

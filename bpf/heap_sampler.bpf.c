@@ -41,6 +41,9 @@ const volatile __u32 wakeup_bytes = 0;
  * frame pointers only). */
 const volatile __u32 stack_copy_bytes = 0;
 
+/* Set by the loader when it attaches sessions: tail calls are then told by last_entry. */
+const volatile __u32 sessions = 0;
+
 /* The probed allocator functions' address ranges in the target, for nested_call(). Written by
  * the agent at any time (allocators mapped after attach add ranges): entries first, then
  * nested_n; a reader racing a rewrite at worst misjudges one call as not nested. */
@@ -56,6 +59,17 @@ struct {
   __type(key, __u64);
   __type(value, struct heap_live);
 } live SEC(".maps");
+
+/* Sessions: the last allocation entry of each thread (kernel tid). */
+struct heap_last_entry {
+  __u64 sp, ret, ip;
+};
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, 16384);
+  __type(key, __u32);
+  __type(value, struct heap_last_entry);
+} last_entry SEC(".maps");
 
 /* Sampled calls between entry and return: kernel tid -> pending. */
 struct {
@@ -124,6 +138,27 @@ static __always_inline int is_target(void) {
 }
 
 /* Entry of an allocation of `size` bytes: decides whether it is sampled. */
+/* Sessions put no return probe on unsampled calls, so a tail call from one allocator function to
+ * another (glibc's realloc(NULL, n), a malloc that forwards to __libc_malloc) leaves no
+ * trampoline behind. It is told by the thread's previous allocation entry instead: the same
+ * stack pointer and return address (nothing of the outer call left on the stack) in another
+ * probed function (a call site calls one function, so a loop's consecutive calls never match:
+ * the inner call of a tail call does not replace the outer one as the last entry). */
+static __always_inline int tail_called(struct pt_regs *ctx, __u64 ret) {
+  __u32 tid = (__u32)bpf_get_current_pid_tgid();
+  struct heap_last_entry now = {.sp = PT_REGS_SP(ctx), .ret = ret, .ip = PT_REGS_IP(ctx)};
+  struct heap_last_entry *prev = bpf_map_lookup_elem(&last_entry, &tid);
+  if (prev && prev->sp == now.sp && prev->ret == now.ret && prev->ip != now.ip) {
+    return 1; /* the outer call stays the last entry: its next call from here is not nested */
+  }
+  if (prev) {
+    *prev = now;
+  } else {
+    bpf_map_update_elem(&last_entry, &tid, &now, BPF_ANY);
+  }
+  return 0;
+}
+
 /* True if the probed allocator function was called by another probed allocator function: that
  * allocation is the outer call's and is counted there. Two cases, told by the return address
  * at the top of the stack on entry:
@@ -142,6 +177,7 @@ static __always_inline int nested_call(struct pt_regs *ctx) {
     if (i >= n) break;
     if (ret >= nested_lo[i] && ret < nested_hi[i]) return 1;
   }
+  if (sessions) return tail_called(ctx, ret);
   return 0;
 }
 

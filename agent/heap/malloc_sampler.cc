@@ -67,9 +67,9 @@ bool HasEffectiveCapability(int cap) {
 }
 
 constexpr const char kNeedsSysAdmin[] =
-    "the agent lacks CAP_SYS_ADMIN, which uprobes need on kernels with the 2025 uprobe fix "
-    "(backported to stable kernels): grant it for native heap profiles (Helm chart: "
-    "agent.nativeHeap=true)";
+    "the agent lacks CAP_SYS_ADMIN, which uprobes through the perf PMU need on kernels with the "
+    "2025 uprobe fix (backported to stable kernels; kernels with uprobe sessions, 6.13+, need "
+    "none): grant it for native heap profiles (Helm chart: agent.nativeHeap=true)";
 
 // An owned file descriptor.
 class ScopedFd {
@@ -263,6 +263,7 @@ absl::Status BpfMallocSampler::Init(const std::vector<AllocatorProbe>& probes,
     return ErrnoStatus("bpf_map__set_max_entries(events)", -err);
   }
   session_type_ = opts_.uprobe_sessions ? UprobeSessionAttachType() : std::nullopt;
+  skel_->rodata->sessions = session_type_ ? 1 : 0;
   auto& p = skel_->progs;
   for (bpf_program* prog : {p.malloc_session, p.calloc_session, p.realloc_session,
                             p.posix_memalign_session, p.aligned_session, p.free_session}) {
@@ -484,8 +485,9 @@ MallocSamplerStats BpfMallocSampler::stats() const {
 
 }  // namespace
 
-absl::Status MallocSamplerPrivileges() {
+absl::Status MallocSamplerPrivileges(const MallocSamplerOptions& options) {
   if (HasEffectiveCapability(CAP_SYS_ADMIN)) return absl::OkStatus();
+  if (options.uprobe_sessions && UprobeSessionAttachType()) return absl::OkStatus();
   return absl::FailedPreconditionError(kNeedsSysAdmin);
 }
 

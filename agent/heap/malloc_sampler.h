@@ -70,9 +70,10 @@ struct MallocSamplerOptions {
 };
 
 // OK if the agent holds what malloc probes need beyond the CPU sampler's capabilities: uprobes
-// through the perf PMU need CAP_SYS_ADMIN on kernels with the 2025 uprobe fix. Else a
-// FailedPrecondition naming the capability (on older kernels the attach may work without it).
-absl::Status MallocSamplerPrivileges();
+// through the perf PMU need CAP_SYS_ADMIN on kernels with the 2025 uprobe fix; uprobe sessions
+// (used when `options` allow and the kernel has them) need none. Else a FailedPrecondition
+// naming the capability (on kernels without the fix the attach may work without it).
+absl::Status MallocSamplerPrivileges(const MallocSamplerOptions& options);
 
 // Loads the BPF program, attaches it to `pid`'s allocator and starts reading. Errors:
 // InvalidArgument (options), NotFound (process gone / no allocator found), FailedPrecondition
