@@ -24,9 +24,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "agent/heap/heap_profiler.h"
+#include "agent/heap/heap_source.h"
 #include "agent/heap/malloc_sampler.h"
 #include "agent/profile/cpu_profiler.h"
+#include "agent/profile/cpu_source.h"
 #include "agent/sampler/cpu_sampler.h"
+#include "agent/server/http_params.h"
 #include "agent/server/pprof_server.h"
 #include "agent/symbolize/process_symbolizer.h"
 #include "agent/target/target_tracker.h"
@@ -397,8 +400,22 @@ int Run() {
       absl::Seconds(FLAGS_shutdown_timeout_seconds) - absl::Milliseconds(1500);
   TargetView view{[&tracker] { return tracker.current(); },
                   [&tracker] { return tracker.status_message(); }};
-  PprofServer server(&cpu, &symbolizer, view, sopts);
-  server.SetHeapProfiler(&heap);
+  // The profile kinds served at /debug/pprof/<name>.
+  ProfileRegistry registry;
+  CpuSource cpu_source(&cpu);
+  absl::Status reg = registry.AddUnowned(&cpu_source);
+  if (reg.ok()) reg = AddHeapSources(&heap, &registry);
+  if (!reg.ok()) {
+    fprintf(stderr, "pprof-sidecar: %s\n", std::string(reg.message()).c_str());
+    return 1;
+  }
+  registry.NotServed("goroutine", "not produced yet");
+  registry.NotServed("threadcreate", "not produced yet");
+  registry.NotServed("block", "not produced yet");
+  registry.NotServed("mutex", "not produced yet");
+  registry.NotServed("trace", "an execution trace needs the runtime's tracer, which only the "
+                              "target itself can start");
+  PprofServer server(&registry, &symbolizer, view, sopts);
   if (absl::Status st = server.Bind(hp->host, hp->port); !st.ok()) {
     fprintf(stderr, "pprof-sidecar: %s\n", std::string(st.message()).c_str());
     return 1;

@@ -26,7 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
-#include "agent/profile/cpu_profile.h"
+#include "agent/unwind/sample_unwinder.h"
 #include "agent/sampler/ring_reader.h"
 #include "agent/symbolize/elf_file.h"
 #include "bpf/heap_sampler.h"
