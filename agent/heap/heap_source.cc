@@ -111,6 +111,7 @@ void HeapSource::WriteNativeMetrics(const HeapProfilerStats& h, MetricsWriter* w
              "Allocator functions probed after the attach (libraries mapped later).",
              h.native_late_probes);
   w->Counter("pprof_sidecar_malloc_calls_total", "Allocation calls seen by the probes.", m.calls);
+  w->Counter("pprof_sidecar_malloc_frees_total", "Free calls seen by the probes.", m.frees);
   w->Counter("pprof_sidecar_malloc_sampled_total", "Allocations sampled.", m.recorded);
   w->Gauge("pprof_sidecar_malloc_live_tracked", "Sampled allocations tracked as live.", m.live);
   w->Gauge("pprof_sidecar_malloc_buckets", "Malloc profile (stack, size) buckets.", m.buckets);
