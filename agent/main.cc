@@ -25,7 +25,7 @@
 #include "absl/time/clock.h"
 #include "agent/heap/heap_profiler.h"
 #include "agent/heap/heap_source.h"
-#include "agent/heap/malloc_sampler.h"
+#include "agent/sampler/malloc_sampler.h"
 #include "agent/profile/cpu_profiler.h"
 #include "agent/profile/cpu_source.h"
 #include "agent/sampler/cpu_sampler.h"

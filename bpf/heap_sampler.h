@@ -1,5 +1,5 @@
 /* Types shared by the malloc sampling BPF program (heap_sampler.bpf.c) and its user-space loader
- * (agent/heap/malloc_sampler.cc). Plain C with fixed-width kernel types so that both sides agree
+ * (agent/sampler/bpf_malloc_sampler.cc). Plain C with fixed-width kernel types so that both sides agree
  * on the layout byte for byte. In BPF, vmlinux.h provides __u32 & co; elsewhere they come from
  * <linux/types.h>. */
 #ifndef PPROF_SIDECAR_BPF_HEAP_SAMPLER_H_

@@ -17,12 +17,6 @@ target_include_directories(allocator_probes PUBLIC ${CMAKE_SOURCE_DIR})
 target_link_libraries(allocator_probes PUBLIC symbolize_go symbolize_elf process_symbolizer absl::status
   absl::statusor absl::strings)
 
-# Malloc sampler for non-Go targets: uprobes on the allocator (bpf/heap_sampler.bpf.c).
-add_library(malloc_sampler STATIC ${CMAKE_CURRENT_LIST_DIR}/malloc_sampler.cc)
-target_include_directories(malloc_sampler PUBLIC ${CMAKE_SOURCE_DIR})
-target_link_libraries(malloc_sampler PUBLIC heap allocator_probes sample_unwinder ring_reader bpf_skeletons
-  symbolize_elf process_symbolizer absl::status absl::statusor absl::strings Threads::Threads)
-
 # Bookkeeping, interval table, unsampling, native profile building, probe placement: no
 # privileges.
 add_executable(malloc_profile_state_test ${CMAKE_CURRENT_LIST_DIR}/malloc_profile_state_test.cc)

@@ -51,7 +51,7 @@ struct MallocSamplerStats {
   uint64_t probes = 0;             // uprobes + uretprobes attached
 };
 
-// A running malloc sampler attached to one process (see malloc_sampler.h for the BPF one).
+// A running malloc sampler attached to one process (see agent/sampler/malloc_sampler.h for the BPF one).
 class NativeHeapSource {
  public:
   virtual ~NativeHeapSource() = default;

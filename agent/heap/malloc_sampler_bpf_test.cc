@@ -22,7 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "agent/heap/heap_profiler.h"
-#include "agent/heap/malloc_sampler.h"
+#include "agent/sampler/malloc_sampler.h"
 #include "agent/profile/cpu_profile.h"
 #include "agent/unwind/sample_unwinder.h"
 #include "agent/sampler/cpu_sampler.h"

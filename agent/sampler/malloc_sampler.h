@@ -25,8 +25,8 @@
 // stitched to the kernel's frame-pointer walk; without a copy, the frame-pointer walk alone.
 //
 // Everything is detached when the object is destroyed (RAII: links, ring buffer, skeleton).
-#ifndef PPROF_SIDECAR_AGENT_HEAP_MALLOC_SAMPLER_H_
-#define PPROF_SIDECAR_AGENT_HEAP_MALLOC_SAMPLER_H_
+#ifndef PPROF_SIDECAR_AGENT_SAMPLER_MALLOC_SAMPLER_H_
+#define PPROF_SIDECAR_AGENT_SAMPLER_MALLOC_SAMPLER_H_
 
 #include <sys/types.h>
 
@@ -84,4 +84,4 @@ absl::StatusOr<std::unique_ptr<NativeHeapSource>> StartMallocSampler(
 
 }  // namespace pprof_sidecar
 
-#endif  // PPROF_SIDECAR_AGENT_HEAP_MALLOC_SAMPLER_H_
+#endif  // PPROF_SIDECAR_AGENT_SAMPLER_MALLOC_SAMPLER_H_

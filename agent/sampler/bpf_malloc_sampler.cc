@@ -1,5 +1,3 @@
-#include "agent/heap/malloc_sampler.h"
-
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
@@ -26,36 +24,21 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
-#include "agent/unwind/sample_unwinder.h"
+#include "agent/sampler/libbpf_util.h"
+#include "agent/sampler/malloc_sampler.h"
 #include "agent/sampler/ring_reader.h"
 #include "agent/symbolize/elf_file.h"
+#include "agent/unwind/sample_unwinder.h"
 #include "bpf/heap_sampler.h"
 #include "bpf/heap_sampler.skel.h"
 
 namespace pprof_sidecar {
 namespace {
 
+constexpr const char kPrivileges[] = "CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE (or root)";
+
 absl::Status ErrnoStatus(absl::string_view what, int err) {
-  std::string msg = absl::StrCat(what, ": ", strerror(err));
-  switch (err) {
-    case EPERM:
-    case EACCES:
-      return absl::PermissionDeniedError(
-          absl::StrCat(msg,
-                       " \xe2\x80\x94 needs CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_SYS_ADMIN "
-                       "(or root)"));
-    case ENOENT:
-    case ESRCH:
-      return absl::NotFoundError(msg);
-    case EINVAL:
-      return absl::InvalidArgumentError(msg);
-    case ENOMEM:
-    case EMFILE:
-    case E2BIG:
-      return absl::ResourceExhaustedError(msg);
-    default:
-      return absl::InternalError(msg);
-  }
+  return LibbpfErrnoStatus(what, err, kPrivileges);
 }
 
 // Whether the calling thread holds `cap` in its effective set (capget(2)).
@@ -70,26 +53,6 @@ constexpr const char kNeedsSysAdmin[] =
     "the agent lacks CAP_SYS_ADMIN, which uprobes through the perf PMU need on kernels with the "
     "2025 uprobe fix (backported to stable kernels; kernels with uprobe sessions, 6.13+, need "
     "none): grant it for native heap profiles (Helm chart: agent.nativeHeap=true)";
-
-// An owned file descriptor.
-class ScopedFd {
- public:
-  explicit ScopedFd(int fd) : fd_(fd) {}
-  ScopedFd(ScopedFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  ScopedFd& operator=(ScopedFd&& o) noexcept {
-    if (this != &o) {
-      if (fd_ >= 0) close(fd_);
-      fd_ = std::exchange(o.fd_, -1);
-    }
-    return *this;
-  }
-  ~ScopedFd() {
-    if (fd_ >= 0) close(fd_);
-  }
-
- private:
-  int fd_;
-};
 
 // The BPF_TRACE_UPROBE_SESSION attach type of the running kernel (from its BTF), if it has
 // uprobe sessions (6.13+) and their kfunc.
@@ -134,16 +97,7 @@ absl::StatusOr<int> AttachUprobeMulti(int prog_fd, uint32_t attach_type, const s
   return static_cast<int>(fd);
 }
 
-struct SkelDeleter {
-  void operator()(heap_sampler_bpf* s) const { heap_sampler_bpf__destroy(s); }
-};
-struct LinkDeleter {
-  void operator()(bpf_link* l) const { bpf_link__destroy(l); }
-};
-struct RingBufferDeleter {
-  void operator()(ring_buffer* rb) const { ring_buffer__free(rb); }
-};
-using LinkPtr = std::unique_ptr<bpf_link, LinkDeleter>;
+using LinkPtr = BpfLinkPtr;
 
 class BpfMallocSampler : public NativeHeapSource {
  public:
@@ -218,8 +172,8 @@ class BpfMallocSampler : public NativeHeapSource {
 
   const pid_t pid_;
   const MallocSamplerOptions opts_;
-  std::unique_ptr<heap_sampler_bpf, SkelDeleter> skel_;
-  std::unique_ptr<ring_buffer, RingBufferDeleter> ringbuf_;
+  SkeletonPtr<heap_sampler_bpf, heap_sampler_bpf__destroy> skel_;
+  RingBufferPtr ringbuf_;
   std::unique_ptr<RingReader> reader_;
   absl::Time attached_at_;
 
@@ -522,6 +476,7 @@ absl::StatusOr<std::unique_ptr<NativeHeapSource>> StartMallocSampler(
   if (!maps.ok()) return maps.status();
   absl::StatusOr<std::vector<AllocatorProbe>> probes = FindAllocatorProbes(pid, *maps);
   if (!probes.ok()) return probes.status();
+  InstallLibbpfLogHook();
   auto s = std::make_unique<BpfMallocSampler>(pid, opts);
   if (absl::Status st = s->Init(*probes, *maps); !st.ok()) {
     return absl::Status(st.code(),
