@@ -69,8 +69,15 @@ start_tool() {
     memleak)
       "${PIN_TOOLS[@]}" memleak-bpfcc -p "$pid" ${lib:+-O "$lib"} 3600 >"$WORK/memleak.log" 2>&1 &
       TOOL=$!
-      for _ in $(seq 900); do grep -q 'Attaching' "$WORK/memleak.log" && return 0; sleep 0.2; done
-      return 1 ;;
+      for _ in $(seq 900); do grep -q 'Attaching' "$WORK/memleak.log" && break; sleep 0.2; done
+      # memleak hooks mmap/munmap in the object too and dies when it has none (jemalloc,
+      # mimalloc): then there is no row, not a free one.
+      sleep 1
+      if ! kill -0 "$TOOL" 2>/dev/null || grep -q '^Exception' "$WORK/memleak.log"; then
+        grep -m1 '^Exception' "$WORK/memleak.log" >"$WORK/memleak.failed"
+        return 1
+      fi
+      return 0 ;;
     pairs) flags=(--malloc_uprobe_sessions=false) ;;
   esac
   "${PIN_TOOLS[@]}" "$AGENT" --target_pid="$pid" --listen_address=127.0.0.1:$PORT \
@@ -94,7 +101,9 @@ run_loop() {  # $1 = preload ("" for glibc), $2 = condition; prints cpu ns of th
   coproc ML { LD_PRELOAD=$pre exec "${PIN_TARGET[@]}" "$WORK/malloc_loop"; }
   read -r -t 10 -u "${ML[0]}" ready || return 1
   local pid=${ready#ready }
-  if ! start_tool "$cond" "$pid" "$pre"; then stop_tool; echo quit >&"${ML[1]}"; return 1; fi
+  if ! start_tool "$cond" "$pid" "$pre"; then
+    stop_tool; echo quit >&"${ML[1]}"; wait "$ML_PID" 2>/dev/null; return 1
+  fi
   echo "run $ITERS" >&"${ML[1]}"
   read -r -u "${ML[0]}" res
   stop_tool
@@ -113,12 +122,14 @@ for lib in "" libjemalloc.so.2 libtcmalloc.so.4 libtcmalloc_minimal.so.4 libmima
   printf '%-28s%12s' "${lib:-glibc (libc.so.6)}" "$(awk -v b="$base" -v n="$ITERS" 'BEGIN{printf "%.0f", b/n/2}')"
   for c in "${CONDS[@]:1}"; do
     m=$(tr ' ' '\n' <<<"${cpu[$c]}" | grep . | median)
+    if [[ $m == nan ]]; then printf '%12s' "n/a"; continue; fi
     printf '%12s' "$(awk -v m="$m" -v b="$base" -v n="$ITERS" 'BEGIN{printf "%+.0f", (m-b)/n/2}')"
   done
   printf '\n'
   unset cpu
 done
-log "(base column: the loop's own CPU ns per call; others: added ns per call)"
+log "(base column: the loop's own CPU ns per call; others: added ns per call; n/a: the tool failed)"
+[[ -s $WORK/memleak.failed ]] && log "memleak failed on some allocators: $(cat "$WORK/memleak.failed")"
 
 log ""
 log "== 2. redis-server DEBUG POPULATE $POPULATE: Redis CPU ms, added us per allocator call"
@@ -133,7 +144,10 @@ for c in "${CONDS[@]}"; do
     --enable-debug-command yes >"$WORK/redis.log" 2>&1 &
   RP=$!; PIDS+=("$RP")
   for _ in $(seq 50); do redis-cli -p "$RPORT" PING >/dev/null 2>&1 && break; sleep 0.1; done
-  start_tool "$c" "$RP" "$JEMALLOC" || log "$c: tool did not start"
+  if ! start_tool "$c" "$RP" "$JEMALLOC"; then
+    log "$c: did not attach to $JEMALLOC: $(cat "$WORK/memleak.failed" 2>/dev/null)"
+    stop_tool; kill "$RP"; wait "$RP" 2>/dev/null; continue
+  fi
   c0=$(redis_cpu); t0=$(date +%s%N)
   redis-cli -p "$RPORT" DEBUG POPULATE "$POPULATE" key 100 >/dev/null
   t1=$(date +%s%N); c1=$(redis_cpu)
@@ -148,6 +162,7 @@ for c in "${CONDS[@]}"; do
   log "$(printf '%-10s redis cpu %6d ms, wall %6d ms' "$c" "${CPU[$c]}" "${WALL[$c]}")${calls:+, allocator calls $calls}"
 done
 for c in "${CONDS[@]:1}"; do
+  [[ -z ${CPU[$c]:-} ]] && continue
   log "$(printf '%-10s added %.2f us per allocator call, %.1fx the base CPU' "$c" \
     "$(awk -v m="${CPU[$c]}" -v b="${CPU[base]}" -v n="${CALLS:-1}" 'BEGIN{print (m-b)*1000/n}')" \
     "$(awk -v m="${CPU[$c]}" -v b="${CPU[base]}" 'BEGIN{print m/b}')")"
