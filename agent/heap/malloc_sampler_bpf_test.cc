@@ -22,14 +22,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "agent/heap/heap_profiler.h"
-#include "agent/sampler/malloc_sampler.h"
-#include "agent/profile/cpu_profile.h"
-#include "agent/unwind/sample_unwinder.h"
-#include "agent/sampler/cpu_sampler.h"
 #include "agent/heap/heap_source.h"
+#include "agent/profile/cpu_profile.h"
 #include "agent/profile/cpu_source.h"
+#include "agent/sampler/cpu_sampler.h"
+#include "agent/sampler/malloc_sampler.h"
 #include "agent/server/pprof_server.h"
 #include "agent/testing/fake_cpu_sampler.h"
+#include "agent/unwind/sample_unwinder.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/pprof_summary.h"
 #include "tests/testutil/testutil.h"
@@ -472,6 +472,29 @@ TEST(MallocSamplerBpfTest, WholeStacksWithoutFramePointersThroughAWrapper) {
         << st.recorded << " recorded, " << st.ringbuf_drops << " dropped";
     printf("recorded %lu unwound %lu ring drops %lu\n", st.recorded, st.unwound, st.ringbuf_drops);
   }
+}
+
+// C++ without frame pointers: allocations through libstdc++'s operator new keep their callers
+// (make_order, make_index, serve, main) past operator new, in the 3:1 proportion of the bytes.
+TEST(MallocSamplerBpfTest, CppOperatorNewKeepsItsCallers) {
+  const std::string dir = MakeTempDir("malloc_cpp");
+  auto bin = BuildNative({TestDataDir() + "/targets/heap_cpp_nofp/heap_cpp_nofp.cc"},
+                         "-O2 -g -fomit-frame-pointer", dir + "/heap_cpp_nofp");
+  ASSERT_TRUE(bin.ok()) << bin.status();
+  CTarget t;
+  ASSERT_TRUE(t.Start(*bin));
+  NativeHeap nh(t.pid(), 16 * 1024);
+  ASSERT_TRUE(nh.heap.stats().native_attached);
+  uint64_t order = 0, index = 0;
+  const std::string done = t.Command("alloc 40000");  // 160 MB
+  ASSERT_EQ(sscanf(done.c_str(), "done %lu %lu", &order, &index), 2) << done;
+  const PprofSummary s = CollectAllocs(nh.heap, t.pid(), dir + "/allocs.pb.gz");
+  // ~7,300 and ~2,400 samples: SD ~1.2 % and ~2 %.
+  EXPECT_NEAR(CumShare(s, "make_order", 1) * s.totals[1] / order, 1.0, 0.1) << s.raw;
+  EXPECT_NEAR(CumShare(s, "make_index", 1) * s.totals[1] / index, 1.0, 0.1) << s.raw;
+  EXPECT_GT(CumShare(s, "serve", 1), 0.99) << s.raw;
+  EXPECT_GT(CumShare(s, "main", 1), 0.99) << s.raw;
+  EXPECT_GT(CumShare(s, "operator new", 1), 0.99) << s.raw;
 }
 
 // A shared-library allocator preloaded into the target (jemalloc, as LD_PRELOAD deployments of
