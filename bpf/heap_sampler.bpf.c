@@ -41,6 +41,10 @@ const volatile __u32 wakeup_bytes = 0;
  * frame pointers only). */
 const volatile __u32 stack_copy_bytes = 0;
 
+/* Set by the loader when the kernel has bpf_get_attach_cookie for uprobes (5.15+): probes placed
+ * after an argument moved to another register say where it is in their cookie. */
+const volatile __u32 arg_cookies = 0;
+
 /* Set by the loader when it attaches sessions: tail calls are then told by last_entry. */
 const volatile __u32 sessions = 0;
 
@@ -107,6 +111,31 @@ struct {
   __type(key, __u32);
   __type(value, __u64);
 } counters SEC(".maps");
+
+/* Slot (in 8-byte words) of each x86 register, by ModRM number, in x86-64's struct pt_regs (a
+ * fixed kernel ABI: r15 r14 r13 r12 bp bx r11 r10 r9 r8 ax cx dx si di orig_ax ip cs flags sp),
+ * one byte per register (no table: a static array in .rodata breaks the object's BTF). */
+#define PT_REGS_SLOTS_0_7 0x0E0D0413050C0B0AULL  /* ax cx dx bx sp bp si di */
+#define PT_REGS_SLOTS_8_15 0x0001020306070809ULL /* r8 .. r15 */
+
+/* The value of x86 register `r` (ModRM numbering) in `ctx`. A read at a computed offset: the
+ * verifier allows no variable-offset access to the context itself. */
+static __always_inline __u64 reg_value(struct pt_regs *ctx, __u32 r) {
+  const __u64 slots = (r & 8) ? PT_REGS_SLOTS_8_15 : PT_REGS_SLOTS_0_7;
+  const __u64 slot = (slots >> ((r & 7) * 8)) & 0xff;
+  __u64 v = 0;
+  bpf_probe_read_kernel(&v, sizeof(v), (const void *)((__u64)ctx + slot * 8));
+  return v;
+}
+
+/* Argument `i` (0..2) of the probed call: `abi` (the value of its ABI register) unless the
+ * probe's cookie says it sits in another register at the probed instruction (4 bits per
+ * argument: register number + 1; 0: unmoved). */
+static __always_inline __u64 arg(struct pt_regs *ctx, int i, __u64 abi) {
+  if (!arg_cookies) return abi;
+  __u32 r = (bpf_get_attach_cookie(ctx) >> (4 * i)) & 0xf;
+  return r == 0 ? abi : reg_value(ctx, r - 1);
+}
 
 static __always_inline __u64 submit_flags(void) {
   if (!wakeup_bytes) return 0;
@@ -331,10 +360,12 @@ static __always_inline int on_alloc_return(struct pt_regs *ctx, int posix_memali
 }
 
 SEC("uprobe")
-int BPF_KPROBE(malloc_entry, __u64 size) { return on_alloc_entry(ctx, size, 0); }
+int BPF_KPROBE(malloc_entry, __u64 size) { return on_alloc_entry(ctx, arg(ctx, 0, size), 0); }
 
 SEC("uprobe")
 int BPF_KPROBE(calloc_entry, __u64 nmemb, __u64 size) {
+  nmemb = arg(ctx, 0, nmemb);
+  size = arg(ctx, 1, size);
   /* Factors of 4 GiB or more are not sampled (no 128-bit multiply in BPF to check overflow). */
   if ((nmemb | size) >> 32) return 0;
   return on_alloc_entry(ctx, nmemb * size, 0);
@@ -344,6 +375,8 @@ int BPF_KPROBE(calloc_entry, __u64 nmemb, __u64 size) {
  * a failed realloc keeps p live). realloc(p, 0) only frees. */
 SEC("uprobe")
 int BPF_KPROBE(realloc_entry, __u64 ptr, __u64 size) {
+  ptr = arg(ctx, 0, ptr);
+  size = arg(ctx, 1, size);
   __u64 old_ptr = 0;
   if (ptr != 0 && bpf_map_lookup_elem(&live, &ptr) && is_target()) old_ptr = ptr;
   __u32 sampled = sample_alloc(ctx, size);
@@ -353,18 +386,18 @@ int BPF_KPROBE(realloc_entry, __u64 ptr, __u64 size) {
 
 SEC("uprobe")
 int BPF_KPROBE(posix_memalign_entry, __u64 memptr, __u64 alignment, __u64 size) {
-  return on_alloc_entry(ctx, size, memptr);
+  return on_alloc_entry(ctx, arg(ctx, 2, size), arg(ctx, 0, memptr));
 }
 
 /* aligned_alloc(alignment, size) and memalign(alignment, size). */
 SEC("uprobe")
 int BPF_KPROBE(aligned_entry, __u64 alignment, __u64 size) {
-  return on_alloc_entry(ctx, size, 0);
+  return on_alloc_entry(ctx, arg(ctx, 1, size), 0);
 }
 
 SEC("uprobe")
 int BPF_KPROBE(free_entry, __u64 ptr) {
-  on_free(ptr);
+  on_free(arg(ctx, 0, ptr));
   return 0;
 }
 
@@ -387,11 +420,15 @@ static __always_inline int session_alloc(struct pt_regs *ctx, __u64 size, __u64 
 }
 
 SEC("uprobe")
-int BPF_KPROBE(malloc_session, __u64 size) { return session_alloc(ctx, size, 0, 0); }
+int BPF_KPROBE(malloc_session, __u64 size) {
+  return session_alloc(ctx, arg(ctx, 0, size), 0, 0);
+}
 
 SEC("uprobe")
 int BPF_KPROBE(calloc_session, __u64 nmemb, __u64 size) {
   if (bpf_session_is_return()) return on_alloc_return(ctx, 0);
+  nmemb = arg(ctx, 0, nmemb);
+  size = arg(ctx, 1, size);
   if ((nmemb | size) >> 32) return 1;
   return session_alloc(ctx, nmemb * size, 0, 0);
 }
@@ -399,6 +436,8 @@ int BPF_KPROBE(calloc_session, __u64 nmemb, __u64 size) {
 SEC("uprobe")
 int BPF_KPROBE(realloc_session, __u64 ptr, __u64 size) {
   if (bpf_session_is_return()) return on_alloc_return(ctx, 0);
+  ptr = arg(ctx, 0, ptr);
+  size = arg(ctx, 1, size);
   __u64 old_ptr = 0;
   if (ptr != 0 && bpf_map_lookup_elem(&live, &ptr) && is_target()) old_ptr = ptr;
   __u32 sampled = sample_alloc(ctx, size);
@@ -409,16 +448,16 @@ int BPF_KPROBE(realloc_session, __u64 ptr, __u64 size) {
 
 SEC("uprobe")
 int BPF_KPROBE(posix_memalign_session, __u64 memptr, __u64 alignment, __u64 size) {
-  return session_alloc(ctx, size, memptr, 1);
+  return session_alloc(ctx, arg(ctx, 2, size), arg(ctx, 0, memptr), 1);
 }
 
 SEC("uprobe")
 int BPF_KPROBE(aligned_session, __u64 alignment, __u64 size) {
-  return session_alloc(ctx, size, 0, 0);
+  return session_alloc(ctx, arg(ctx, 1, size), 0, 0);
 }
 
 SEC("uprobe")
 int BPF_KPROBE(free_session, __u64 ptr) {
-  if (!bpf_session_is_return()) on_free(ptr);
+  if (!bpf_session_is_return()) on_free(arg(ctx, 0, ptr));
   return 1;
 }

@@ -31,6 +31,7 @@ struct InsnEffect {
   bool branch = false;    // direct jmp/jcc/call with a target
   int64_t target = 0;     // its target, relative to the function's entry
   uint32_t writes = 0;    // registers written (bits by register number)
+  int copy_from = -1;     // a 64-bit register-to-register mov: its source (writes = its dest)
 };
 
 // Classifies the instruction at `code[off]` (length `len`, already decoded).
@@ -110,8 +111,10 @@ InsnEffect Classify(absl::string_view code, size_t off, size_t len) {
   if (op == 0x84 || op == 0x85 || op == 0xa8 || op == 0xa9) return e;  // test
   if (op == 0x88 || op == 0x89) {                                      // mov r -> r/m
     write_rm();
+    if (op == 0x89 && mod == 3 && (rex & 8)) e.copy_from = reg;
   } else if (op == 0x8a || op == 0x8b || op == 0x8d || op == 0x63) {  // mov r/m -> r, lea, movsxd
     write_reg(reg);
+    if (op == 0x8b && mod == 3 && (rex & 8)) e.copy_from = rm;
   } else if (op >= 0xb8 && op <= 0xbf) {  // mov imm -> r
     write_reg((op & 7) | ((rex & 1) ? 8 : 0));
   } else if (op == 0x80 || op == 0x81 || op == 0x83) {  // ALU imm
@@ -160,11 +163,59 @@ uint32_t AllocatorArgRegs(absl::string_view f) {
   return 0;
 }
 
-ProbePlacement PlaceEntryProbe(absl::string_view code, uint32_t arg_regs) {
+uint64_t ProbePlacement::ArgCookie() const {
+  uint64_t c = 0;
+  for (int i = 0; i < 3; ++i) {
+    if (arg_reg[i] >= 0) c |= static_cast<uint64_t>(arg_reg[i] + 1) << (4 * i);
+  }
+  return c;
+}
+
+namespace {
+
+constexpr int kAbiArgRegs[3] = {7, 6, 2};  // rdi, rsi, rdx
+
+// The argument registers' locations while walking: a bit set of registers holding each.
+struct ArgLocations {
+  uint32_t where[3] = {0, 0, 0};  // 0: not needed
+
+  explicit ArgLocations(uint32_t arg_regs) {
+    for (int i = 0; i < 3; ++i) {
+      if (arg_regs & (1u << kAbiArgRegs[i])) where[i] = 1u << kAbiArgRegs[i];
+    }
+  }
+  // Applies one instruction; false if an argument is lost (or moved without `follow_moves`).
+  bool Apply(const InsnEffect& e, bool follow_moves) {
+    for (uint32_t& w : where) {
+      if (w == 0) continue;
+      const bool copy = e.copy_from >= 0 && (w & (1u << e.copy_from)) != 0;
+      w &= ~e.writes;
+      if (copy) w |= e.writes;
+      if (w == 0) return false;
+    }
+    if (!follow_moves) {
+      for (int i = 0; i < 3; ++i) {
+        if (where[i] != 0 && (where[i] & (1u << kAbiArgRegs[i])) == 0) return false;
+      }
+    }
+    return true;
+  }
+  void Fill(ProbePlacement* p) const {
+    for (int i = 0; i < 3; ++i) {
+      if (where[i] == 0 || (where[i] & (1u << kAbiArgRegs[i])) != 0) continue;
+      p->arg_reg[i] = __builtin_ctz(where[i]);
+    }
+  }
+};
+
+}  // namespace
+
+ProbePlacement PlaceEntryProbe(absl::string_view code, uint32_t arg_regs, bool follow_moves) {
   auto byte = [&](size_t i) { return i < code.size() ? static_cast<uint8_t>(code[i]) : 0; };
   ProbePlacement entry;
   if (byte(0) == 0xf3 && byte(1) == 0x0f && byte(2) == 0x1e && byte(3) == 0xfa) entry.offset = 4;
   size_t off = entry.offset;
+  ArgLocations args(arg_regs);
   for (int n = 0; n < kMaxPrefixInsns && off < code.size(); ++n) {
     std::optional<X86Insn> in = DecodeX86(code, off);
     if (!in) break;
@@ -172,9 +223,11 @@ ProbePlacement PlaceEntryProbe(absl::string_view code, uint32_t arg_regs) {
     if (!e.known) break;
     if (e.emulated) {
       if (off != entry.offset && BranchesInto(code, off)) break;
-      return ProbePlacement{off, true};
+      ProbePlacement p{off, true};
+      args.Fill(&p);
+      return p;
     }
-    if ((e.writes & (1u << kRsp)) != 0 || (e.writes & arg_regs) != 0) break;
+    if ((e.writes & (1u << kRsp)) != 0 || !args.Apply(e, follow_moves)) break;
     off += in->length;
   }
   return entry;
@@ -201,7 +254,8 @@ std::string AllocatorMappingsKey(pid_t pid, const std::vector<MapEntry>& maps) {
 }
 
 absl::StatusOr<std::vector<AllocatorProbe>> FindAllocatorProbes(pid_t pid,
-                                                                const std::vector<MapEntry>& maps) {
+                                                                const std::vector<MapEntry>& maps,
+                                                                bool follow_moves) {
   struct stat exe_st;
   const bool have_exe = stat(absl::StrCat("/proc/", pid, "/exe").c_str(), &exe_st) == 0;
   std::vector<AllocatorProbe> out;
@@ -257,11 +311,12 @@ absl::StatusOr<std::vector<AllocatorProbe>> FindAllocatorProbes(pid_t pid,
         const absl::string_view data = (*elf)->data();
         if (p.file_offset < data.size()) {
           const size_t len = sym->size > 0 ? sym->size : 64;
-          const ProbePlacement at =
-              PlaceEntryProbe(data.substr(p.file_offset, len), AllocatorArgRegs(p.function));
+          const ProbePlacement at = PlaceEntryProbe(data.substr(p.file_offset, len),
+                                                    AllocatorArgRegs(p.function), follow_moves);
           p.file_offset += at.offset;
           p.skipped = static_cast<uint32_t>(at.offset);
           p.emulated = at.emulated;
+          p.cookie = at.ArgCookie();
         }
         // Aliases (glibc's aligned_alloc is memalign): probe each address once.
         if (offsets.insert(p.file_offset).second) out.push_back(std::move(p));

@@ -38,6 +38,9 @@ struct AllocatorProbe {
   uint64_t file_offset = 0;  // of the probed instruction (see PlaceEntryProbe)
   uint32_t skipped = 0;      // bytes between the function's entry and that instruction
   bool emulated = false;     // that instruction is one the kernel emulates (no single-step)
+  // Where the arguments are at that instruction (ProbePlacement::ArgCookie; 0: the ABI's
+  // registers). Passed to the BPF programs as the probe's cookie.
+  uint64_t cookie = 0;
   // The whole function in the target's address space (0, 0 if unknown): calls it makes to
   // other probed functions are not counted twice.
   uint64_t runtime_start = 0, runtime_end = 0;
@@ -55,6 +58,12 @@ uint32_t AllocatorArgRegs(absl::string_view function);
 struct ProbePlacement {
   size_t offset = 0;      // from the function's entry
   bool emulated = false;  // the instruction there is one the kernel emulates
+  // The register (x86 number) holding each of the first three integer arguments there; -1: the
+  // ABI's (rdi, rsi, rdx), unchanged.
+  int arg_reg[3] = {-1, -1, -1};
+  // arg_reg as the BPF programs' cookie: 4 bits per argument, (register number + 1), 0 for the
+  // ABI's register. 0 when no argument moved.
+  uint64_t ArgCookie() const;
 };
 
 // Where to put an entry probe (and the return probe, at the same address) in a function whose
@@ -68,8 +77,12 @@ struct ProbePlacement {
 // and no direct branch of the function lands after the entry at or before it (so it runs once
 // per call, with the return address at %rsp). Entry semantics hold there: the BPF program reads
 // the same arguments and return address, and the return probe hijacks the same return address.
+// With `follow_moves`, an argument register may be overwritten once a register-to-register mov
+// has copied it (mimalloc's malloc moves its size from rdi to rsi): the placement then says
+// where each argument is (arg_reg), for programs that read arguments through the cookie.
 // Otherwise the entry (past a leading endbr64), not emulated.
-ProbePlacement PlaceEntryProbe(absl::string_view code, uint32_t arg_regs);
+ProbePlacement PlaceEntryProbe(absl::string_view code, uint32_t arg_regs,
+                               bool follow_moves = false);
 
 // Shared libraries that carry a malloc implementation (by base name).
 bool IsAllocatorLibrary(absl::string_view path);
@@ -79,9 +92,11 @@ bool IsAllocatorLibrary(absl::string_view path);
 std::string AllocatorMappingsKey(pid_t pid, const std::vector<MapEntry>& maps);
 
 // The allocator functions defined in the binaries `pid` maps (see the file comment), from
-// `maps` (/proc/PID/maps), each at its PlaceEntryProbe offset. NotFound if none is found.
+// `maps` (/proc/PID/maps), each at its PlaceEntryProbe offset (`follow_moves`: the BPF
+// programs read arguments through cookies). NotFound if none is found.
 absl::StatusOr<std::vector<AllocatorProbe>> FindAllocatorProbes(pid_t pid,
-                                                                const std::vector<MapEntry>& maps);
+                                                                const std::vector<MapEntry>& maps,
+                                                                bool follow_moves = false);
 
 }  // namespace pprof_sidecar
 

@@ -217,6 +217,22 @@ TEST(PlaceEntryProbeTest, MovesToAnEmulatedInstructionOnlyWhenEntrySemanticsHold
                  23),
                kRegRdi),
             entry);
+  // Following register moves (the programs read arguments through the cookie): the size is in
+  // rsi at the ja.
+  const S mimalloc(
+      "\x48\x8b\x05\x49\xb4\x00\x00\x48\x89\xfe\x64\x48\x8b\x38\x48\x81\xfe\x00\x04"
+      "\x00\x00\x77\x29",
+      23);
+  const ProbePlacement moved = PlaceEntryProbe(mimalloc, kRegRdi, true);
+  EXPECT_EQ(moved.offset, 21u);
+  EXPECT_TRUE(moved.emulated);
+  EXPECT_EQ(moved.arg_reg[0], 6);             // rsi
+  EXPECT_EQ(moved.ArgCookie(), uint64_t{7});  // rsi + 1 in the first argument's 4 bits
+  // A 32-bit mov (89 fe without REX.W) copies only the low half: not a copy of the argument.
+  EXPECT_EQ(at(S("\x89\xfe\x64\x48\x8b\x38\x77\x29", 8), kRegRdi), entry);
+  EXPECT_EQ(PlaceEntryProbe(S("\x89\xfe\x64\x48\x8b\x38\x77\x29", 8), kRegRdi, true).offset, 0u);
+  // Unmoved arguments: cookie 0 (the programs read the ABI registers).
+  EXPECT_EQ(PlaceEntryProbe(S("\x48\x85\xff\x74\x02\x55", 6), kRegRdi, true).ArgCookie(), 0u);
   // The same code is fine for a function that reads no argument register.
   EXPECT_EQ(at(S("\x48\x8b\x05\x49\xb4\x00\x00\x48\x89\xfe\x64\x48\x8b\x38\x48\x81\xfe\x00\x04"
                  "\x00\x00\x77\x29",

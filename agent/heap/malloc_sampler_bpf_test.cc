@@ -520,6 +520,32 @@ TEST(MallocSamplerBpfTest, PreloadedJemalloc) {
   EXPECT_NEAR(big / (big + small), 0.75, 0.05) << s.raw;
 }
 
+// mimalloc's malloc copies its size argument from rdi to rsi and overwrites rdi before its first
+// branch: the probe sits on that branch (emulated) and reads the size from rsi through the
+// probe's cookie. Sampled bytes per site must match the truth (a wrong register would not).
+TEST(MallocSamplerBpfTest, PreloadedMimallocThroughMovedArguments) {
+  const std::string lib = absl::StrCat(kLibDir, "/libmimalloc.so.2");
+  ASSERT_EQ(access(lib.c_str(), R_OK), 0) << lib << " missing: scripts/install-deps.sh installs it";
+  const std::string dir = MakeTempDir("malloc_mimalloc");
+  CTarget t;
+  ASSERT_TRUE(t.Start(BuildTarget(dir), {"LD_PRELOAD=" + lib}));
+  NativeHeap nh(t.pid(), 16 * 1024);
+  ASSERT_TRUE(nh.heap.stats().native_attached);
+  const Truth truth = ParseDone(t.Command("alloc 32768"));
+  ASSERT_GT(truth.big, 0u);
+  const PprofSummary s = CollectAllocs(nh.heap, t.pid(), dir + "/allocs.pb.gz");
+  // The comments list "malloc@<path>[+skip][ (single-stepped)], ...".
+  const size_t at = s.raw.find(" malloc@" + lib);
+  ASSERT_NE(at, std::string::npos) << s.raw;
+  const std::string entry = s.raw.substr(at, s.raw.find(',', at) - at);
+  EXPECT_FALSE(absl::StrContains(entry, "single-stepped")) << entry;
+  EXPECT_TRUE(absl::StrContains(entry, "+")) << entry;  // moved past the entry
+  // ~5,500 samples at big_site, ~1,900 at small_site: SD 1.4 % and 2.3 %.
+  const double big = Flat(s, "big_site", 1), small = Flat(s, "small_site", 1);
+  EXPECT_NEAR(big / truth.big, 1.0, 0.15) << s.raw;
+  EXPECT_NEAR(small / truth.small, 1.0, 0.15) << s.raw;
+}
+
 // An allocator library loaded after the attach (dlopen): probed at the next check of the target
 // (HeapProfiler::SetTarget with the same pid, as the agent's tracker calls it every 500 ms); what
 // it allocated before that is not seen.

@@ -74,11 +74,19 @@ std::optional<uint32_t> UprobeSessionAttachType() {
   return out;
 }
 
+// Whether uprobe programs can read their attach cookie (bpf_get_attach_cookie, 5.15+): then
+// probes may sit where an argument moved to another register (the cookie says which).
+bool KernelHasUprobeCookies() {
+  static const bool has =
+      libbpf_probe_bpf_helper(BPF_PROG_TYPE_KPROBE, BPF_FUNC_get_attach_cookie, nullptr) == 1;
+  return has;
+}
+
 // BPF_LINK_CREATE of an uprobe_multi link with one offset (libbpf 1.1 predates them): the
 // attr's link_create layout of <linux/bpf.h> since 6.6. Returns the link's fd (errno set on
 // failure).
 absl::StatusOr<int> AttachUprobeMulti(int prog_fd, uint32_t attach_type, const std::string& path,
-                                      uint64_t offset, pid_t pid) {
+                                      uint64_t offset, uint64_t cookie, pid_t pid) {
   struct {
     uint32_t prog_fd, target_fd, attach_type, flags;
     uint64_t path, offsets, ref_ctr_offsets, cookies;
@@ -90,6 +98,7 @@ absl::StatusOr<int> AttachUprobeMulti(int prog_fd, uint32_t attach_type, const s
   attr.attach_type = attach_type;
   attr.path = reinterpret_cast<uint64_t>(path.c_str());
   attr.offsets = reinterpret_cast<uint64_t>(&offset);
+  attr.cookies = reinterpret_cast<uint64_t>(&cookie);
   attr.cnt = 1;
   attr.pid = static_cast<uint32_t>(pid);
   const long fd = syscall(SYS_bpf, BPF_LINK_CREATE, &attr, sizeof(attr));
@@ -218,6 +227,7 @@ absl::Status BpfMallocSampler::Init(const std::vector<AllocatorProbe>& probes,
   }
   session_type_ = opts_.uprobe_sessions ? UprobeSessionAttachType() : std::nullopt;
   skel_->rodata->sessions = session_type_ ? 1 : 0;
+  skel_->rodata->arg_cookies = KernelHasUprobeCookies() ? 1 : 0;
   auto& p = skel_->progs;
   for (bpf_program* prog : {p.malloc_session, p.calloc_session, p.realloc_session,
                             p.posix_memalign_session, p.aligned_session, p.free_session}) {
@@ -271,7 +281,8 @@ absl::StatusOr<LinkPtr> BpfMallocSampler::AttachPerf(const AllocatorProbe& pr, b
   std::string what;
   int err = 0;
   for (const std::string& path : ProbePaths(pr)) {
-    bpf_link* l = bpf_program__attach_uprobe(prog, ret, pid_, path.c_str(), pr.file_offset);
+    LIBBPF_OPTS(bpf_uprobe_opts, opts, .bpf_cookie = ret ? 0 : pr.cookie, .retprobe = ret);
+    bpf_link* l = bpf_program__attach_uprobe_opts(prog, pid_, path.c_str(), pr.file_offset, &opts);
     if (l != nullptr) return LinkPtr(l);
     err = errno;
     what = absl::StrCat(ret ? "uretprobe " : "uprobe ", pr.function, "@", path, "+0x",
@@ -287,8 +298,8 @@ absl::StatusOr<ScopedFd> BpfMallocSampler::AttachSession(const AllocatorProbe& p
   std::string what;
   int err = 0;
   for (const std::string& path : ProbePaths(pr)) {
-    absl::StatusOr<int> fd =
-        AttachUprobeMulti(bpf_program__fd(prog), *session_type_, path, pr.file_offset, pid_);
+    absl::StatusOr<int> fd = AttachUprobeMulti(bpf_program__fd(prog), *session_type_, path,
+                                               pr.file_offset, pr.cookie, pid_);
     if (fd.ok()) return ScopedFd(*fd);
     err = errno;
     what =
@@ -393,7 +404,8 @@ absl::StatusOr<int> BpfMallocSampler::ProbeNewMappings() {
   std::string key = AllocatorMappingsKey(pid_, *maps);
   if (key == maps_key_) return 0;
   maps_key_ = std::move(key);
-  absl::StatusOr<std::vector<AllocatorProbe>> probes = FindAllocatorProbes(pid_, *maps);
+  absl::StatusOr<std::vector<AllocatorProbe>> probes =
+      FindAllocatorProbes(pid_, *maps, KernelHasUprobeCookies());
   if (!probes.ok()) {
     if (absl::IsNotFound(probes.status())) return 0;  // e.g. exec'ed into a Go binary
     return probes.status();
@@ -474,7 +486,8 @@ absl::StatusOr<std::unique_ptr<NativeHeapSource>> StartMallocSampler(
   }
   absl::StatusOr<std::vector<MapEntry>> maps = ReadProcMaps(pid);
   if (!maps.ok()) return maps.status();
-  absl::StatusOr<std::vector<AllocatorProbe>> probes = FindAllocatorProbes(pid, *maps);
+  absl::StatusOr<std::vector<AllocatorProbe>> probes =
+      FindAllocatorProbes(pid, *maps, KernelHasUprobeCookies());
   if (!probes.ok()) return probes.status();
   InstallLibbpfLogHook();
   auto s = std::make_unique<BpfMallocSampler>(pid, opts);
