@@ -888,7 +888,10 @@ TEST_F(E2eTest, CHeapProfileFollowsAnAllocatorLoadedLater) {
                        "-O2 -g -fno-omit-frame-pointer -fno-builtin", dir_ + "/heap_c_split"));
   ASSERT_OK_AND_ASSIGN(target, FifoTarget::Start(bin, dir_));
   auto started =
-      Agent::Start({absl::StrCat("--target_pid=", target->pid()), "--heap_sample_bytes=16384"},
+      // A sample every ~5 allocations of a tight loop: 8 KiB stack copies (the default) would
+      // outrun the reader's unwinding (drops, counted); the target has frame pointers anyway.
+      Agent::Start({absl::StrCat("--target_pid=", target->pid()), "--heap_sample_bytes=16384",
+                    "--user_stack_bytes=1024"},
                    dir_, NativeHeapPod());
   ASSERT_TRUE(started.status().ok()) << started.status();
   agents_.push_back(*std::move(started));
@@ -948,10 +951,10 @@ TEST_F(E2eTest, CHeapProbesDetachWhenRequestsStop) {
       bin, BuildNative({TestDataDir() + "/targets/heap_c_split/heap_c_split.c"},
                        "-O2 -g -fno-omit-frame-pointer -fno-builtin", dir_ + "/heap_c_split"));
   ASSERT_OK_AND_ASSIGN(target, FifoTarget::Start(bin, dir_));
-  auto started =
-      Agent::Start({absl::StrCat("--target_pid=", target->pid()), "--heap_sample_bytes=16384",
-                    "--malloc_idle_detach_seconds=2", "--malloc_uprobe_sessions=false"},
-                   dir_, NativeHeapPod());
+  auto started = Agent::Start({absl::StrCat("--target_pid=", target->pid()),
+                               "--heap_sample_bytes=16384", "--malloc_idle_detach_seconds=2",
+                               "--malloc_uprobe_sessions=false", "--user_stack_bytes=1024"},
+                              dir_, NativeHeapPod());
   ASSERT_TRUE(started.status().ok()) << started.status();
   agents_.push_back(*std::move(started));
   Agent* agent = agents_.back().get();
