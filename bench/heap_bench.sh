@@ -191,7 +191,7 @@ if want 2; then
 log ""
 log "== 2. agent RSS with $LIVE_N live allocations tracked (--heap_sample_bytes=1)"
 start_agent "$MLP" --heap_sample_bytes=1 --heap_max_live=$((LIVE_N + 100000)) \
-  --malloc_profiling=always
+  --malloc_profiling=always --user_stack_bytes=0  # bookkeeping, not stack copies
 for _ in $(seq 50); do [[ $(metric pprof_sidecar_malloc_sampler_attached) == 1 ]] && break; sleep 0.1; done
 log "agent before: VmRSS $(rss_kb "$AGENT_PID") kB"
 echo "hold $LIVE_N 64" >&"${ML[1]}"
