@@ -1,0 +1,13 @@
+# The OOM flight recorder (agent/oom): the target's memory against its limit, heap snapshots at
+# thresholds kept in a bounded directory, served as the "snapshots" profile kind. Pure: no BPF
+# (the OOM-victim event comes from agent/sampler). Included from agent/CMakeLists.txt.
+add_library(oom STATIC
+  ${CMAKE_CURRENT_LIST_DIR}/memory_watch.cc
+  ${CMAKE_CURRENT_LIST_DIR}/threshold_policy.cc)
+target_include_directories(oom PUBLIC ${CMAKE_SOURCE_DIR})
+target_link_libraries(oom PUBLIC registry symbolize_elf absl::status absl::statusor absl::strings
+  absl::time Threads::Threads)
+
+add_executable(oom_test ${CMAKE_CURRENT_LIST_DIR}/oom_test.cc)
+target_link_libraries(oom_test PRIVATE oom testutil GTest::gtest_main)
+gtest_discover_tests(oom_test DISCOVERY_TIMEOUT 30)
