@@ -3,9 +3,12 @@
 # (the OOM-victim event comes from agent/sampler). Included from agent/CMakeLists.txt.
 add_library(oom STATIC
   ${CMAKE_CURRENT_LIST_DIR}/memory_watch.cc
-  ${CMAKE_CURRENT_LIST_DIR}/threshold_policy.cc)
+  ${CMAKE_CURRENT_LIST_DIR}/threshold_policy.cc
+  ${CMAKE_CURRENT_LIST_DIR}/snapshot_store.cc
+  ${CMAKE_CURRENT_LIST_DIR}/flight_recorder.cc
+  ${CMAKE_CURRENT_LIST_DIR}/snapshots_source.cc)
 target_include_directories(oom PUBLIC ${CMAKE_SOURCE_DIR})
-target_link_libraries(oom PUBLIC registry symbolize_elf absl::status absl::statusor absl::strings
+target_link_libraries(oom PUBLIC registry symbolize_elf absl::status absl::statusor absl::strings absl::str_format
   absl::time Threads::Threads)
 
 add_executable(oom_test ${CMAKE_CURRENT_LIST_DIR}/oom_test.cc)

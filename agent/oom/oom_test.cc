@@ -8,7 +8,10 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "agent/oom/flight_recorder.h"
 #include "agent/oom/memory_watch.h"
+#include "agent/oom/snapshot_store.h"
+#include "agent/oom/snapshots_source.h"
 #include "agent/oom/threshold_policy.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/testutil.h"
@@ -208,6 +211,212 @@ TEST(ParseThresholds, Validation) {
   EXPECT_FALSE(ParseThresholds("0").ok());
   EXPECT_FALSE(ParseThresholds("101").ok());
   EXPECT_FALSE(ParseThresholds("5x").ok());
+}
+
+// ---- Snapshot store ----
+
+SnapshotMeta Meta(const std::string& reason, pid_t pid = 99) {
+  SnapshotMeta m;
+  m.kind = "heap";
+  m.reason = reason;
+  m.time = absl::FromUnixSeconds(1765000000);
+  m.pid = pid;
+  m.start_time = 12345;
+  m.comm = "leaky <x>";
+  m.usage = 60 << 20;
+  m.rss = 50 << 20;
+  m.limit = 100 << 20;
+  return m;
+}
+
+std::string Ls(const std::string& dir) { return RunCommand("ls -A " + dir).output; }
+
+TEST(SnapshotStore, WriteListReadAndReopen) {
+  const std::string dir = MakeTempDir("oom_store") + "/snaps";
+  auto s = SnapshotStore::Open({dir, 8, 1 << 20});
+  ASSERT_TRUE(s.ok()) << s.status();
+  auto w = (*s)->Write(Meta("50pct"), std::string(1000, 'a'));
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(w->name, "000001-20251206T054640Z-pid99-50pct-heap");
+  ASSERT_TRUE((*s)->Write(Meta("70pct"), std::string(2000, 'b')).ok());
+  EXPECT_EQ(Ls(dir).find(".tmp-"), std::string::npos) << Ls(dir);
+  EXPECT_EQ(*(*s)->Read(w->name), std::string(1000, 'a'));
+  EXPECT_EQ((*s)->Read("nope").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ((*s)->Read("../" + w->name).status().code(), absl::StatusCode::kNotFound);
+  s->reset();
+  auto again = SnapshotStore::Open({dir, 8, 1 << 20});
+  ASSERT_TRUE(again.ok());
+  auto list = (*again)->List();
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[0].reason, "50pct");
+  EXPECT_EQ(list[0].comm, "leaky <x>");
+  EXPECT_EQ(list[0].limit, uint64_t{100} << 20);
+  EXPECT_EQ(list[1].bytes, 2000u);
+  EXPECT_EQ((*again)->Write(Meta("85pct"), "c")->seq, 3u);  // numbering continues
+}
+
+TEST(SnapshotStore, RingBoundedByCountAndBytes) {
+  const std::string dir = MakeTempDir("oom_ring");
+  auto s = SnapshotStore::Open({dir, 4, 10000});
+  ASSERT_TRUE(s.ok());
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE((*s)->Write(Meta("interval"), std::string(1000, 'x')).ok());
+  EXPECT_EQ((*s)->List().size(), 4u);
+  EXPECT_EQ((*s)->List().front().seq, 17u);  // the newest kept
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE((*s)->Write(Meta("95pct"), std::string(4000, 'y')).ok());
+  EXPECT_LE((*s)->stats().kept_bytes, 10000u);
+  EXPECT_EQ((*s)->List().size(), 2u);
+  EXPECT_EQ(RunCommand("ls " + dir + " | wc -l").output, "4\n");  // 2 profiles + 2 metadata
+  // Larger than the whole budget: refused, counted, reported, the rest kept.
+  auto big = (*s)->Write(Meta("95pct"), std::string(20000, 'z'));
+  EXPECT_EQ(big.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_FALSE((*s)->health().ok());
+  EXPECT_EQ((*s)->stats().write_failures, 1u);
+  EXPECT_EQ((*s)->List().size(), 2u);
+  ASSERT_TRUE((*s)->Write(Meta("95pct"), "ok").ok());
+  EXPECT_TRUE((*s)->health().ok());
+}
+
+TEST(SnapshotStore, LeftoversOfAnInterruptedWriteAreCleanedAndNeverServed) {
+  const std::string dir = MakeTempDir("oom_partial");
+  {
+    auto s = SnapshotStore::Open({dir, 8, 1 << 20});
+    ASSERT_TRUE((*s)->Write(Meta("50pct"), "good").ok());
+  }
+  // Killed mid-write: a temp file, a profile whose metadata never came, and garbage metadata.
+  WriteFile(dir + "/.tmp-000002-20251206T053320Z-pid99-70pct-heap.pb.gz", "half");
+  WriteFile(dir + "/000003-20251206T053320Z-pid99-85pct-heap.pb.gz", "no metadata");
+  WriteFile(dir + "/000004-x.meta", "name=000004-x\n");
+  auto s = SnapshotStore::Open({dir, 8, 1 << 20});
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ((*s)->stats().cleaned_at_start, 3u);
+  ASSERT_EQ((*s)->List().size(), 1u);
+  EXPECT_EQ((*s)->List()[0].reason, "50pct");
+  EXPECT_EQ(RunCommand("ls -A " + dir + " | wc -l").output, "2\n") << Ls(dir);
+}
+
+TEST(SnapshotStore, UnwritableDirectoryIsReportedNotFatal) {
+  const std::string dir = MakeTempDir("oom_unwritable") + "/snaps";
+  auto s = SnapshotStore::Open({dir, 8, 1 << 20});
+  ASSERT_TRUE(s.ok());
+  ASSERT_TRUE((*s)->Write(Meta("50pct"), "kept").ok());
+  // The directory is replaced by a file: every write now fails (ENOTDIR).
+  RunCommand("mv " + dir + " " + dir + ".old && touch " + dir);
+  auto w = (*s)->Write(Meta("70pct"), "lost");
+  EXPECT_FALSE(w.ok());
+  EXPECT_NE((*s)->health().message().find("snapshot directory"), std::string::npos);
+  EXPECT_EQ((*s)->List().size(), 1u);
+}
+
+// ---- The recorder over a fake /proc, with a heap kind that answers from a counter ----
+
+class CountingHeap : public ProfileSource {
+ public:
+  CountingHeap() {
+    info_.name = "heap";
+  }
+  const ProfileKindInfo& info() const override { return info_; }
+  absl::StatusOr<ProfileResponse> Collect(const ProfileRequest& req) override {
+    if (fail) return absl::NotFoundError("process gone");
+    ProfileResponse r;
+    r.body = absl::StrCat("heap of ", req.target->pid, " #", ++n);
+    comments = req.comments;
+    return r;
+  }
+  ProfileKindInfo info_;
+  int n = 0;
+  bool fail = false;
+  std::vector<std::string> comments;
+};
+
+TEST(FlightRecorder, SnapshotsAtThresholdsThroughTheRegistryAndServesThem) {
+  FakeProc f("0::/\n");
+  WriteFile(f.TargetCg() + "/memory.max", "1000000\n");
+  WriteFile(f.TargetCg() + "/memory.current", "100000\n");
+  auto store = SnapshotStore::Open({MakeTempDir("oom_rec"), 16, 1 << 20});
+  ASSERT_TRUE(store.ok());
+  ProfileRegistry reg;
+  auto heap = std::make_unique<CountingHeap>();
+  CountingHeap* h = heap.get();
+  ASSERT_TRUE(reg.Add(std::move(heap)).ok());
+  ProcessInfo target;
+  target.pid = 42;
+  target.start_time = 7;
+  target.comm = "leaky";
+  FlightRecorderOptions o;
+  o.watcher = {f.proc, f.agent_cg, 0};
+  FlightRecorder rec(o, store->get(), &reg, [&] { return std::optional<ProcessInfo>(target); });
+  int t = 0;
+  for (int usage : {100000, 520000, 530000, 710000, 900000, 960000, 990000}) {
+    WriteFile(f.TargetCg() + "/memory.current", absl::StrCat(usage, "\n"));
+    rec.Poll(T(t++));
+  }
+  std::vector<std::string> reasons;
+  for (const SnapshotMeta& m : (*store)->List()) reasons.push_back(m.reason);
+  EXPECT_EQ(reasons, (std::vector<std::string>{"50pct", "70pct", "85pct", "95pct"}));
+  EXPECT_EQ((*store)->List()[2].usage, 900000u);
+  EXPECT_EQ((*store)->List()[2].limit, 1000000u);
+  EXPECT_NE(h->comments.back().find("96.0 %"), std::string::npos) << h->comments.back();
+
+  // The victim event for the target: one more capture; for another process: none.
+  rec.OnOomVictim(42, 7);
+  rec.OnOomVictim(43, 7);
+  rec.OnOomVictim(42, 8);
+  EXPECT_EQ((*store)->List().back().reason, "oom-kill");
+  EXPECT_EQ(rec.stats().oom_events, 1u);
+  EXPECT_EQ(rec.stats().oom_events_other, 2u);
+  h->fail = true;
+  rec.OnOomVictim(42, 7);
+  EXPECT_EQ(rec.stats().oom_snapshot_failures, 1u);
+
+  // Served by the snapshots kind: listing (HTML and JSON) and each profile.
+  SnapshotsSource src(store->get(), &rec);
+  EXPECT_FALSE(src.info().needs_target);
+  EXPECT_TRUE(src.info().subpaths);
+  ProfileRequest list;
+  auto html = src.Collect(list);
+  ASSERT_TRUE(html.ok());
+  EXPECT_EQ(html->content_type, "text/html; charset=utf-8");
+  const std::string first = (*store)->List()[0].name;
+  EXPECT_NE(html->body.find("<a href=\"" + first + "\">"), std::string::npos) << html->body;
+  list.params["format"] = "json";
+  auto json = src.Collect(list);
+  ASSERT_TRUE(json.ok());
+  const std::string jpath = MakeTempDir("oom_json") + "/l.json";
+  std::ofstream(jpath) << json->body;
+  auto py = RunCommand("python3 -c 'import json,sys; d=json.load(open(\"" + jpath +
+                       "\")); print(len(d[\"snapshots\"]), d[\"snapshots\"][4][\"reason\"], "
+                       "d[\"snapshots\"][0][\"url\"])'");
+  EXPECT_EQ(py.output, absl::StrCat("5 oom-kill /debug/pprof/snapshots/", first, "\n"));
+  ProfileRequest get;
+  get.subpath = first;
+  EXPECT_EQ(src.Collect(get)->body, "heap of 42 #1");
+  get.subpath = "missing";
+  EXPECT_EQ(src.Collect(get).status().code(), absl::StatusCode::kNotFound);
+  MetricsWriter mw;
+  src.WriteMetrics(&mw);
+  EXPECT_NE(mw.text().find("pprof_sidecar_snapshots_total{reason=\"85pct\"} 1"),
+            std::string::npos)
+      << mw.text();
+  EXPECT_NE(mw.text().find("pprof_sidecar_oom_kill_snapshots_total{result=\"failed\"} 1"),
+            std::string::npos);
+  EXPECT_NE(src.HealthLines(std::nullopt).find("snapshots: 5 kept"), std::string::npos)
+      << src.HealthLines(std::nullopt);
+}
+
+TEST(FlightRecorder, NoHeapKindIsAFailureNotACrash) {
+  FakeProc f("0::/\n");
+  WriteFile(f.TargetCg() + "/memory.max", "1000\n");
+  WriteFile(f.TargetCg() + "/memory.current", "990\n");
+  auto store = SnapshotStore::Open({MakeTempDir("oom_noheap"), 16, 1 << 20});
+  ProfileRegistry reg;
+  ProcessInfo target;
+  target.pid = 42;
+  FlightRecorderOptions o;
+  o.watcher = {f.proc, f.agent_cg, 0};
+  FlightRecorder rec(o, store->get(), &reg, [&] { return std::optional<ProcessInfo>(target); });
+  rec.Poll(T(0));
+  EXPECT_TRUE((*store)->List().empty());
+  EXPECT_EQ(rec.stats().capture_failures.size(), 0u);  // nothing to collect is not counted twice
 }
 
 }  // namespace
