@@ -1,8 +1,21 @@
 #include "agent/registry/profile_registry.h"
 
+#include <cmath>
+#include <cstdint>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace pprof_sidecar {
+namespace {
+
+// Integral values exactly (counters), others as %g.
+std::string FormatValue(double v) {
+  if (std::floor(v) == v && std::fabs(v) < 9e15) return absl::StrCat(static_cast<int64_t>(v));
+  return absl::StrFormat("%g", v);
+}
+
+}  // namespace
 
 absl::Status ProfileRegistry::Add(std::unique_ptr<ProfileSource> source) {
   absl::Status st = AddUnowned(source.get());
@@ -48,9 +61,9 @@ void MetricsWriter::Family(const std::string& name, const std::string& help, con
   absl::StrAppend(&out_, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n");
   for (const auto& [key, v] : values) {
     if (label.empty()) {
-      absl::StrAppend(&out_, name, " ", v, "\n");
+      absl::StrAppend(&out_, name, " ", FormatValue(v), "\n");
     } else {
-      absl::StrAppend(&out_, name, "{", label, "=\"", key, "\"} ", v, "\n");
+      absl::StrAppend(&out_, name, "{", label, "=\"", key, "\"} ", FormatValue(v), "\n");
     }
   }
 }
@@ -82,7 +95,7 @@ void MetricsWriter::Info(const std::string& name, const std::string& help,
   for (size_t i = 0; i < labels.size(); ++i) {
     absl::StrAppend(&out_, i ? "," : "", labels[i].first, "=\"", labels[i].second, "\"");
   }
-  absl::StrAppend(&out_, "} ", v, "\n");
+  absl::StrAppend(&out_, "} ", FormatValue(v), "\n");
 }
 
 }  // namespace pprof_sidecar

@@ -34,7 +34,8 @@ struct ProfileKindInfo {
   enum class Seconds { kNone, kWindow, kDelta };
   Seconds seconds = Seconds::kNone;
   int default_seconds = 30;  // kWindow only
-  // Accepted values of `debug` (absent: 0). Others: 400 naming the accepted ones.
+  // Accepted values of `debug` (absent: 0). Others: 400 naming the accepted ones. Empty: the
+  // parameter is ignored (Go's CPU profile handler).
   std::vector<int> debug_levels = {0};
   // Content-Disposition filename for debug=0 (Go: the profile's name; "-delta" is appended for a
   // delta). Empty: no attachment header.
@@ -43,6 +44,8 @@ struct ProfileKindInfo {
   bool needs_target = true;
   // Serves /debug/pprof/<name>/<rest> too (ProfileRequest::subpath); listed with a trailing '/'.
   bool subpaths = false;
+  // The agent is not ready (/healthz 503) while this kind is unavailable (CPU profiles).
+  bool gates_readiness = false;
   // Prefix of error messages: "Could not enable CPU profiling", "Could not get heap profile".
   std::string error_prefix;
 };
@@ -105,8 +108,8 @@ class ProfileSource {
   }
   // Extra /healthz lines about this kind (each ending in '\n'); empty: none.
   virtual std::string HealthLines(const std::optional<ProcessInfo>& target) const { return ""; }
-  // This kind's counters and gauges.
-  virtual void WriteMetrics(MetricsWriter* w) const {}
+  // This kind's counters and gauges (`target`: the current target, for per-target gauges).
+  virtual void WriteMetrics(const std::optional<ProcessInfo>& target, MetricsWriter* w) const {}
 };
 
 }  // namespace pprof_sidecar
