@@ -176,8 +176,9 @@ std::string FlightRecorder::HealthLines() const {
                     "\n");
   }
   absl::StrAppend(&out, "oom-kill event: ",
-                  oom_event_status_.ok() ? "attached"
-                                         : absl::StrCat("unavailable: ", oom_event_status_.message()),
+                  oom_event_status_.ok()
+                      ? "attached"
+                      : absl::StrCat("unavailable: ", oom_event_status_.message()),
                   "\n");
   return out;
 }

@@ -41,9 +41,9 @@ struct FlightRecorderOptions {
 struct FlightRecorderStats {
   uint64_t polls = 0, read_errors = 0;
   std::map<std::string, uint64_t> capture_failures;  // by reason ("heap: ...")
-  uint64_t oom_events = 0;           // OOM victims seen that were the target
-  uint64_t oom_events_other = 0;     // other processes chosen as victims
-  uint64_t oom_snapshots = 0;        // at-kill heap snapshots that made it
+  uint64_t oom_events = 0;                           // OOM victims seen that were the target
+  uint64_t oom_events_other = 0;                     // other processes chosen as victims
+  uint64_t oom_snapshots = 0;                        // at-kill heap snapshots that made it
   uint64_t oom_snapshot_failures = 0;
   std::optional<MemoryReading> last;  // the last reading of the current target
   pid_t last_pid = 0;
@@ -83,12 +83,12 @@ class FlightRecorder {
   SnapshotStore* const store_;
   const ProfileRegistry* const registry_;
   const TargetFn target_;
-  MemoryWatcher watcher_;  // Poll's thread only
+  MemoryWatcher watcher_;   // Poll's thread only
   ThresholdPolicy policy_;  // Poll's thread only
   std::mutex capture_mu_;   // one capture at a time
   mutable std::mutex mu_;
-  FlightRecorderStats stats_;  // guarded by mu_
-  std::optional<ProcessInfo> last_target_;  // guarded by mu_
+  FlightRecorderStats stats_;                                               // guarded by mu_
+  std::optional<ProcessInfo> last_target_;                                  // guarded by mu_
   absl::Status oom_event_status_ = absl::UnavailableError("not attached");  // guarded by mu_
   std::mutex loop_mu_;
   std::condition_variable loop_cv_;

@@ -259,7 +259,8 @@ TEST(SnapshotStore, RingBoundedByCountAndBytes) {
   const std::string dir = MakeTempDir("oom_ring");
   auto s = SnapshotStore::Open({dir, 4, 10000});
   ASSERT_TRUE(s.ok());
-  for (int i = 0; i < 20; ++i) ASSERT_TRUE((*s)->Write(Meta("interval"), std::string(1000, 'x')).ok());
+  for (int i = 0; i < 20; ++i)
+    ASSERT_TRUE((*s)->Write(Meta("interval"), std::string(1000, 'x')).ok());
   EXPECT_EQ((*s)->List().size(), 4u);
   EXPECT_EQ((*s)->List().front().seq, 17u);  // the newest kept
   for (int i = 0; i < 3; ++i) ASSERT_TRUE((*s)->Write(Meta("95pct"), std::string(4000, 'y')).ok());
@@ -311,9 +312,7 @@ TEST(SnapshotStore, UnwritableDirectoryIsReportedNotFatal) {
 
 class CountingHeap : public ProfileSource {
  public:
-  CountingHeap() {
-    info_.name = "heap";
-  }
+  CountingHeap() { info_.name = "heap"; }
   const ProfileKindInfo& info() const override { return info_; }
   absl::StatusOr<ProfileResponse> Collect(const ProfileRequest& req) override {
     if (fail) return absl::NotFoundError("process gone");
@@ -393,9 +392,8 @@ TEST(FlightRecorder, SnapshotsAtThresholdsThroughTheRegistryAndServesThem) {
   get.subpath = "missing";
   EXPECT_EQ(src.Collect(get).status().code(), absl::StatusCode::kNotFound);
   MetricsWriter mw;
-  src.WriteMetrics(&mw);
-  EXPECT_NE(mw.text().find("pprof_sidecar_snapshots_total{reason=\"85pct\"} 1"),
-            std::string::npos)
+  src.WriteMetrics(std::nullopt, &mw);
+  EXPECT_NE(mw.text().find("pprof_sidecar_snapshots_total{reason=\"85pct\"} 1"), std::string::npos)
       << mw.text();
   EXPECT_NE(mw.text().find("pprof_sidecar_oom_kill_snapshots_total{result=\"failed\"} 1"),
             std::string::npos);

@@ -133,7 +133,8 @@ absl::Status SnapshotStore::Load() {
   }
   closedir(d);
   for (const std::string& name : metas) {
-    absl::StatusOr<std::string> text = ReadWhole(absl::StrCat(opts_.dir, "/", name, kMetaExt), 1 << 16);
+    absl::StatusOr<std::string> text =
+        ReadWhole(absl::StrCat(opts_.dir, "/", name, kMetaExt), 1 << 16);
     absl::StatusOr<SnapshotMeta> m =
         text.ok() ? ParseSnapshotMeta(*text) : absl::StatusOr<SnapshotMeta>(text.status());
     if (!m.ok() || m->name != name || !profiles.count(name)) {
@@ -219,8 +220,8 @@ absl::StatusOr<SnapshotMeta> SnapshotStore::Write(SnapshotMeta meta, const std::
   }
   if (!st.ok()) {
     ++stats_.write_failures;
-    last_error_ = absl::Status(st.code(), absl::StrCat("snapshot directory ", opts_.dir, ": ",
-                                                       st.message()));
+    last_error_ =
+        absl::Status(st.code(), absl::StrCat("snapshot directory ", opts_.dir, ": ", st.message()));
     return last_error_;
   }
   last_error_ = absl::OkStatus();

@@ -14,12 +14,23 @@ std::string HtmlEscape(absl::string_view s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '&': out += "&amp;"; break;
-      case '"': out += "&#34;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '&':
+        out += "&amp;";
+        break;
+      case '"':
+        out += "&#34;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -93,8 +104,8 @@ ProfileResponse SnapshotsSource::ListHtml() const {
   absl::StrAppend(&h, "</table>\n");
   const absl::Status health = store_->health();
   if (!health.ok()) {
-    absl::StrAppend(&h, "<p>The last snapshot could not be written: ",
-                    HtmlEscape(health.message()), "</p>\n");
+    absl::StrAppend(&h, "<p>The last snapshot could not be written: ", HtmlEscape(health.message()),
+                    "</p>\n");
   }
   absl::StrAppend(&h, "<p>Download one: <code>go tool pprof http://HOST", kPrefix,
                   "NAME</code></p>\n</body>\n</html>\n");
@@ -118,8 +129,8 @@ ProfileResponse SnapshotsSource::ListJson() const {
     first = false;
   }
   const absl::Status health = store_->health();
-  absl::StrAppend(&j, "],\n\"write_error\":",
-                  health.ok() ? "null" : JsonString(health.message()), "}\n");
+  absl::StrAppend(&j, "],\n\"write_error\":", health.ok() ? "null" : JsonString(health.message()),
+                  "}\n");
   ProfileResponse r;
   r.body = std::move(j);
   r.content_type = "application/json";
@@ -132,7 +143,7 @@ std::string SnapshotsSource::HealthLines(const std::optional<ProcessInfo>&) cons
   return h.ok() ? "" : absl::StrCat("snapshots: cannot write: ", h.message(), "\n");
 }
 
-void SnapshotsSource::WriteMetrics(MetricsWriter* w) const {
+void SnapshotsSource::WriteMetrics(const std::optional<ProcessInfo>&, MetricsWriter* w) const {
   if (recorder_ != nullptr) recorder_->WriteMetrics(w);
 }
 

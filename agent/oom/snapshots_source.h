@@ -19,7 +19,7 @@ class SnapshotsSource : public ProfileSource {
   const ProfileKindInfo& info() const override { return info_; }
   absl::StatusOr<ProfileResponse> Collect(const ProfileRequest& req) override;
   std::string HealthLines(const std::optional<ProcessInfo>& target) const override;
-  void WriteMetrics(MetricsWriter* w) const override;
+  void WriteMetrics(const std::optional<ProcessInfo>& target, MetricsWriter* w) const override;
 
  private:
   ProfileResponse ListHtml() const;

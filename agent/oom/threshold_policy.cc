@@ -39,7 +39,8 @@ std::optional<SnapshotTrigger> ThresholdPolicy::Observe(pid_t pid, uint64_t star
     const double pct = 100.0 * static_cast<double>(usage) / static_cast<double>(*limit);
     Threshold* fire = nullptr;
     for (Threshold& t : thresholds_) {
-      if (!t.armed && pct < t.percent - opts_.rearm_gap_percent && now - t.fired >= opts_.rearm_after) {
+      if (!t.armed && pct < t.percent - opts_.rearm_gap_percent &&
+          now - t.fired >= opts_.rearm_after) {
         t.armed = true;
       }
       if (pct >= t.percent && t.armed) fire = &t;

@@ -112,8 +112,8 @@ absl::StatusOr<std::unique_ptr<OomVictimWatch>> OomVictimWatch::Start(Callback c
   if (int err = oom_victim_bpf__attach(impl->skel.get()); err != 0) {
     return Errno(absl::StrCat("attach ", point), -err);
   }
-  impl->rb.reset(ring_buffer__new(bpf_map__fd(impl->skel->maps.events), &Impl::OnRecord,
-                                  impl.get(), nullptr));
+  impl->rb.reset(
+      ring_buffer__new(bpf_map__fd(impl->skel->maps.events), &Impl::OnRecord, impl.get(), nullptr));
   if (!impl->rb) return Errno("ring_buffer__new(oom events)", errno);
   auto reader = RingReader::Create(impl->rb.get(), 1000);
   if (!reader.ok()) return reader.status();

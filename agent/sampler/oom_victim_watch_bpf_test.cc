@@ -1,8 +1,6 @@
 // Real OOM kills: a C target built here leaks in a memory cgroup the test creates (64 MiB) until
 // the kernel kills it; the watch must report it, with the pid and start time /proc gives, on
 // both attach points.
-#include "agent/sampler/oom_victim_watch.h"
-
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -12,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "agent/sampler/oom_victim_watch.h"
 #include "agent/target/target_discovery.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/memory_cgroup.h"

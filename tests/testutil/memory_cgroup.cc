@@ -39,7 +39,7 @@ std::string ReadAll(const std::string& path) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<MemoryCgroup>> MemoryCgroup::Create(const std::string& name,
-                                                                  uint64_t limit_bytes) {
+                                                                   uint64_t limit_bytes) {
   struct statfs sf;
   const bool v2 = statfs("/sys/fs/cgroup", &sf) == 0 && sf.f_type == kCgroup2Magic;
   const std::string dir = v2 ? "/sys/fs/cgroup/" + name : "/sys/fs/cgroup/memory/" + name;
@@ -48,8 +48,8 @@ absl::StatusOr<std::unique_ptr<MemoryCgroup>> MemoryCgroup::Create(const std::st
         absl::StrCat("mkdir ", dir, ": ", strerror(errno), " (needs root and a memory cgroup)"));
   }
   std::unique_ptr<MemoryCgroup> cg(new MemoryCgroup(dir, v2));
-  absl::Status st = WriteTo(dir + (v2 ? "/memory.max" : "/memory.limit_in_bytes"),
-                            absl::StrCat(limit_bytes));
+  absl::Status st =
+      WriteTo(dir + (v2 ? "/memory.max" : "/memory.limit_in_bytes"), absl::StrCat(limit_bytes));
   if (!st.ok()) return st;
   if (v2) {
     WriteTo(dir + "/memory.swap.max", "0").IgnoreError();
@@ -60,9 +60,8 @@ absl::StatusOr<std::unique_ptr<MemoryCgroup>> MemoryCgroup::Create(const std::st
 }
 
 std::vector<std::string> MemoryCgroup::Wrap(const std::vector<std::string>& argv) const {
-  std::vector<std::string> out = {"/bin/sh", "-c",
-                                  absl::StrCat("echo $$ > ", dir_, "/cgroup.procs && exec \"$@\""),
-                                  "sh"};
+  std::vector<std::string> out = {
+      "/bin/sh", "-c", absl::StrCat("echo $$ > ", dir_, "/cgroup.procs && exec \"$@\""), "sh"};
   out.insert(out.end(), argv.begin(), argv.end());
   return out;
 }
