@@ -142,6 +142,7 @@ struct Recorder {
   std::unique_ptr<SnapshotStore> store;
   std::unique_ptr<FlightRecorder> recorder;
   std::unique_ptr<OomVictimWatch> oom_watch;
+  std::unique_ptr<SnapshotsSource> source;  // /debug/pprof/snapshots/
 };
 
 // Opens --snapshot_dir and starts watching `target`'s memory. Exit code 2 on bad flags; an
@@ -189,6 +190,7 @@ int StartRecorder(const ProfileRegistry* registry, FlightRecorder::TargetFn targ
     out->recorder->SetOomEventStatus(absl::UnavailableError("--oom_kill_snapshot=false"));
   }
   out->recorder->Start();
+  out->source = std::make_unique<SnapshotsSource>(out->store.get(), out->recorder.get());
   fprintf(stderr, "pprof-sidecar: snapshots in %s (%zu kept)\n", FLAGS_snapshot_dir.c_str(),
           out->store->List().size());
   return 0;
@@ -482,6 +484,7 @@ int Run() {
                   [&tracker] { return tracker.status_message(); }};
   PprofServer server(&cpu, &symbolizer, view, sopts);
   server.SetHeapProfiler(&heap);
+  if (recorder.source) server.AddSource(recorder.source.get());
   if (absl::Status st = server.Bind(hp->host, hp->port); !st.ok()) {
     fprintf(stderr, "pprof-sidecar: %s\n", std::string(st.message()).c_str());
     return 1;

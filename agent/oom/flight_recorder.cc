@@ -8,7 +8,10 @@
 namespace pprof_sidecar {
 namespace {
 
-std::string Mib(uint64_t b) { return absl::StrFormat("%.1f MiB", b / 1048576.0); }
+std::string Mib(uint64_t b) {
+  return b < (1 << 20) ? absl::StrFormat("%.1f KiB", b / 1024.0)
+                       : absl::StrFormat("%.1f MiB", b / 1048576.0);
+}
 
 std::string DescribeReading(const MemoryReading& r) {
   std::string s = absl::StrCat(r.usage_from_cgroup ? "cgroup usage " : "RSS ", Mib(r.usage));
@@ -172,8 +175,8 @@ std::string FlightRecorder::HealthLines() const {
     absl::StrAppend(&out, "snapshots: cannot write: ", store_health.message(), "\n");
   }
   if (stats_.last) {
-    absl::StrAppend(&out, "memory: pid ", stats_.last_pid, " ", DescribeReading(*stats_.last),
-                    "\n");
+    absl::StrAppend(&out, "memory (last reading): pid ", stats_.last_pid, " ",
+                    DescribeReading(*stats_.last), "\n");
   }
   absl::StrAppend(&out, "oom-kill event: ",
                   oom_event_status_.ok()

@@ -381,6 +381,7 @@ std::string PprofServer::HealthText(const CpuReadiness& cpu) const {
     absl::StrAppend(&o, "target: none: ", target_.status(),
                     "\nprofile endpoints answer 503 until a target appears\n");
   }
+  for (ProfileSource* s : sources_) absl::StrAppend(&o, s->HealthLines(t));
   return o;
 }
 
@@ -582,6 +583,9 @@ std::string PprofServer::MetricsText() const {
       absl::StrAppend(&o, "pprof_sidecar_http_requests_total{code=\"", code, "\"} ", n, "\n");
     }
   }
+  MetricsWriter w;
+  for (ProfileSource* s : sources_) s->WriteMetrics(t, &w);
+  absl::StrAppend(&o, w.text());
   return o;
 }
 

@@ -18,6 +18,7 @@
 #include "absl/status/statusor.h"
 #include "agent/heap/heap_profiler.h"
 #include "agent/profile/cpu_profiler.h"
+#include "agent/registry/profile_source.h"
 #include "agent/server/http_params.h"
 #include "agent/server/http_server.h"
 #include "agent/symbolize/process_symbolizer.h"
@@ -56,6 +57,9 @@ class PprofServer {
   // Serves /debug/pprof/heap and /debug/pprof/allocs from `heap` (else they answer 501). Call
   // before Serve().
   void SetHeapProfiler(HeapProfiler* heap) { heap_ = heap; }
+  // Serves `source` (no target needed) at /debug/pprof/<name>/..., with its /healthz lines and
+  // metrics (source_route.cc, until the server routes through the ProfileRegistry).
+  void AddSource(ProfileSource* source);
 
   // Prometheus text exposition of all counters.
   std::string MetricsText() const;
@@ -84,6 +88,7 @@ class PprofServer {
   mutable std::mutex mu_;
   std::map<int, uint64_t> requests_by_code_;
   std::atomic<uint64_t> profiles_served_{0};
+  std::vector<ProfileSource*> sources_;  // AddSource
 };
 
 }  // namespace pprof_sidecar

@@ -1,11 +1,13 @@
 // OOM test target: leaks heap in leakCacheEntry at a steady rate (first argument MiB/s,
 // default 16) until the kernel OOM-kills it; transientWork allocates garbage alongside. Every
 // byte leaked is written, so it is resident and charged to the memory cgroup. Prints "ready".
+// It imports runtime/pprof, as a real controller does (else the linker turns heap profiling off).
 package main
 
 import (
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"time"
 )
@@ -36,6 +38,11 @@ func main() {
 		if v, err := strconv.ParseFloat(os.Args[1], 64); err == nil {
 			rate = v
 		}
+	}
+	if len(os.Args) > 2 && os.Args[2] == "dump" {
+		// Reachable use of the heap profile: keeps the runtime's memory profiling on, as in any
+		// program that imports net/http/pprof.
+		pprof.Lookup("heap").WriteTo(os.Stdout, 1)
 	}
 	chunksPerSec := rate * (1 << 20) / chunk
 	start := time.Now()
