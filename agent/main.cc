@@ -24,12 +24,15 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "agent/heap/heap_profiler.h"
+#include "agent/heap/heap_source.h"
 #include "agent/heap/malloc_sampler.h"
 #include "agent/oom/flight_recorder.h"
 #include "agent/oom/snapshots_source.h"
 #include "agent/profile/cpu_profiler.h"
+#include "agent/profile/cpu_source.h"
 #include "agent/sampler/cpu_sampler.h"
 #include "agent/sampler/oom_victim_watch.h"
+#include "agent/server/http_params.h"
 #include "agent/server/pprof_server.h"
 #include "agent/symbolize/process_symbolizer.h"
 #include "agent/target/target_tracker.h"
@@ -113,30 +116,6 @@ DEFINE_bool(oom_kill_snapshot, true,
 namespace pprof_sidecar {
 namespace {
 
-// The heap kind over the HeapProfiler, for the flight recorder's captures until heap/allocs are
-// registry sources on main.
-class HeapProfilerSource : public ProfileSource {
- public:
-  explicit HeapProfilerSource(HeapProfiler* heap) : heap_(heap) {
-    info_.name = "heap";
-    info_.error_prefix = "Could not get heap profile";
-  }
-  const ProfileKindInfo& info() const override { return info_; }
-  absl::StatusOr<ProfileResponse> Collect(const ProfileRequest& req) override {
-    HeapRequest hr;
-    hr.comments = req.comments;
-    absl::StatusOr<std::string> body = heap_->Collect(req.target->pid, hr);
-    if (!body.ok()) return body.status();
-    ProfileResponse r;
-    r.body = *std::move(body);
-    return r;
-  }
-
- private:
-  HeapProfiler* const heap_;
-  ProfileKindInfo info_;
-};
-
 // The OOM flight recorder (--snapshot_dir): its store, recorder and OOM-victim event.
 struct Recorder {
   std::unique_ptr<SnapshotStore> store;
@@ -145,9 +124,10 @@ struct Recorder {
   std::unique_ptr<SnapshotsSource> source;  // /debug/pprof/snapshots/
 };
 
-// Opens --snapshot_dir and starts watching `target`'s memory. Exit code 2 on bad flags; an
-// unusable directory or a missing OOM event is logged and the agent goes on without them.
-int StartRecorder(const ProfileRegistry* registry, FlightRecorder::TargetFn target, Recorder* out) {
+// Opens --snapshot_dir and makes the recorder and its "snapshots" kind (not started: the
+// registry is filled first). Exit code 2 on bad flags; an unusable directory is logged and the
+// agent goes on without a recorder.
+int OpenRecorder(const ProfileRegistry* registry, FlightRecorder::TargetFn target, Recorder* out) {
   if (FLAGS_snapshot_dir.empty()) return 0;
   absl::StatusOr<std::vector<int>> thresholds = ParseThresholds(FLAGS_snapshot_thresholds);
   if (!thresholds.ok() || FLAGS_snapshot_max_count < 1 || FLAGS_snapshot_max_bytes < 1 ||
@@ -174,12 +154,19 @@ int StartRecorder(const ProfileRegistry* registry, FlightRecorder::TargetFn targ
   o.watcher.flag_limit = static_cast<uint64_t>(FLAGS_target_memory_limit_bytes);
   out->recorder =
       std::make_unique<FlightRecorder>(o, out->store.get(), registry, std::move(target));
+  out->source = std::make_unique<SnapshotsSource>(out->store.get(), out->recorder.get());
+  return 0;
+}
+
+// Attaches the OOM-victim event (logged if it cannot be) and starts watching the target.
+void StartRecorder(Recorder* r) {
+  if (!r->recorder) return;
   if (FLAGS_oom_kill_snapshot) {
-    FlightRecorder* rec = out->recorder.get();
+    FlightRecorder* rec = r->recorder.get();
     auto w =
         OomVictimWatch::Start([rec](const OomVictim& v) { rec->OnOomVictim(v.pid, v.start_time); });
     if (w.ok()) {
-      out->oom_watch = *std::move(w);
+      r->oom_watch = *std::move(w);
       rec->SetOomEventStatus(absl::OkStatus());
     } else {
       rec->SetOomEventStatus(w.status());
@@ -187,13 +174,11 @@ int StartRecorder(const ProfileRegistry* registry, FlightRecorder::TargetFn targ
               std::string(w.status().message()).c_str());
     }
   } else {
-    out->recorder->SetOomEventStatus(absl::UnavailableError("--oom_kill_snapshot=false"));
+    r->recorder->SetOomEventStatus(absl::UnavailableError("--oom_kill_snapshot=false"));
   }
-  out->recorder->Start();
-  out->source = std::make_unique<SnapshotsSource>(out->store.get(), out->recorder.get());
+  r->recorder->Start();
   fprintf(stderr, "pprof-sidecar: snapshots in %s (%zu kept)\n", FLAGS_snapshot_dir.c_str(),
-          out->store->List().size());
-  return 0;
+          r->store->List().size());
 }
 
 std::atomic<PprofServer*> g_server{nullptr};
@@ -464,15 +449,6 @@ int Run() {
   });
   tracker.Start();
 
-  // The profile kinds the OOM flight recorder captures (heap; goroutine once it exists).
-  ProfileRegistry registry;
-  registry.Add(std::make_unique<HeapProfilerSource>(&heap)).IgnoreError();
-  Recorder recorder;
-  if (int rc = StartRecorder(
-          &registry, [&tracker] { return tracker.current(); }, &recorder)) {
-    return rc;
-  }
-
   ServerOptions sopts;
   sopts.max_profile_seconds = FLAGS_max_profile_seconds;
   sopts.max_concurrent_windows = static_cast<size_t>(FLAGS_max_concurrent_profiles);
@@ -482,9 +458,31 @@ int Run() {
       absl::Seconds(FLAGS_shutdown_timeout_seconds) - absl::Milliseconds(1500);
   TargetView view{[&tracker] { return tracker.current(); },
                   [&tracker] { return tracker.status_message(); }};
-  PprofServer server(&cpu, &symbolizer, view, sopts);
-  server.SetHeapProfiler(&heap);
-  if (recorder.source) server.AddSource(recorder.source.get());
+  // The profile kinds served at /debug/pprof/<name>; the OOM flight recorder captures through
+  // the same registry (heap; goroutine once it is a kind).
+  ProfileRegistry registry;
+  CpuSource cpu_source(&cpu);
+  Recorder recorder;
+  if (int rc = OpenRecorder(
+          &registry, [&tracker] { return tracker.current(); }, &recorder)) {
+    return rc;
+  }
+  absl::Status reg = registry.AddUnowned(&cpu_source);
+  if (reg.ok()) reg = AddHeapSources(&heap, &registry);
+  if (reg.ok() && recorder.source) reg = registry.AddUnowned(recorder.source.get());
+  if (!reg.ok()) {
+    fprintf(stderr, "pprof-sidecar: %s\n", std::string(reg.message()).c_str());
+    return 1;
+  }
+  registry.NotServed("goroutine", "not produced yet");
+  registry.NotServed("threadcreate", "not produced yet");
+  registry.NotServed("block", "not produced yet");
+  registry.NotServed("mutex", "not produced yet");
+  registry.NotServed("trace",
+                     "an execution trace needs the runtime's tracer, which only the "
+                     "target itself can start");
+  PprofServer server(&registry, &symbolizer, view, sopts);
+  StartRecorder(&recorder);
   if (absl::Status st = server.Bind(hp->host, hp->port); !st.ok()) {
     fprintf(stderr, "pprof-sidecar: %s\n", std::string(st.message()).c_str());
     return 1;

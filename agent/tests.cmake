@@ -4,7 +4,7 @@ target_link_libraries(target_discovery_test PRIVATE target testutil GTest::gtest
 gtest_discover_tests(target_discovery_test DISCOVERY_TIMEOUT 30)
 
 add_executable(pprof_server_test server/pprof_server_test.cc)
-target_link_libraries(pprof_server_test PRIVATE server testutil PkgConfig::HTTPLIB GTest::gtest_main)
+target_link_libraries(pprof_server_test PRIVATE server profile testutil PkgConfig::HTTPLIB GTest::gtest_main)
 gtest_discover_tests(pprof_server_test DISCOVERY_TIMEOUT 30)
 
 add_executable(http_request_test server/http_request_test.cc)

@@ -5,9 +5,10 @@ add_library(heap STATIC
   ${CMAKE_CURRENT_LIST_DIR}/go_heap.cc
   ${CMAKE_CURRENT_LIST_DIR}/heap_profile.cc
   ${CMAKE_CURRENT_LIST_DIR}/heap_profiler.cc
+  ${CMAKE_CURRENT_LIST_DIR}/heap_source.cc
   ${CMAKE_CURRENT_LIST_DIR}/malloc_profile_state.cc)
 target_include_directories(heap PUBLIC ${CMAKE_SOURCE_DIR})
-target_link_libraries(heap PUBLIC pprof_encoder process_symbolizer symbolize_go symbolize_elf
+target_link_libraries(heap PUBLIC pprof_encoder location_table registry process_symbolizer symbolize_go symbolize_elf
   absl::status absl::statusor absl::strings absl::str_format absl::time absl::flat_hash_map)
 
 # Malloc sampler for non-Go targets: uprobes on the allocator (bpf/heap_sampler.bpf.c).
@@ -25,7 +26,7 @@ gtest_discover_tests(malloc_profile_state_test DISCOVERY_TIMEOUT 60 PROPERTIES T
 
 # Real uprobes on a C target built by the test (tests/targets/heap_c_split).
 add_executable(malloc_sampler_bpf_test ${CMAKE_CURRENT_LIST_DIR}/malloc_sampler_bpf_test.cc)
-target_link_libraries(malloc_sampler_bpf_test PRIVATE malloc_sampler sampler heap server testutil
+target_link_libraries(malloc_sampler_bpf_test PRIVATE malloc_sampler sampler heap profile server testutil
   PkgConfig::HTTPLIB Threads::Threads GTest::gtest_main)
 gtest_discover_tests(malloc_sampler_bpf_test DISCOVERY_TIMEOUT 60
   PROPERTIES LABELS privileged TIMEOUT 900 RUN_SERIAL TRUE)
@@ -38,7 +39,7 @@ gtest_discover_tests(go_heap_test DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 600)
 # End to end: real Go targets (each Go version, stripped, PIE) compared with their own
 # /debug/pprof/heap. Reads another process's memory: needs root/CAP_SYS_PTRACE.
 add_executable(heap_profiler_test ${CMAKE_CURRENT_LIST_DIR}/heap_profiler_test.cc)
-target_link_libraries(heap_profiler_test PRIVATE heap server testutil PkgConfig::HTTPLIB
+target_link_libraries(heap_profiler_test PRIVATE heap profile server testutil PkgConfig::HTTPLIB
   Threads::Threads GTest::gtest_main)
 gtest_discover_tests(heap_profiler_test DISCOVERY_TIMEOUT 60
   PROPERTIES LABELS privileged TIMEOUT 900 RUN_SERIAL TRUE)

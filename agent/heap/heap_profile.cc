@@ -6,7 +6,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "agent/profile/line_infos.h"
+#include "agent/profile/location_table.h"
 #include "pprof_encoder/builder.h"
 
 namespace pprof_sidecar {
@@ -26,10 +26,76 @@ bool IsHiddenGoRuntimeFrame(const std::string& function) {
 
 namespace {
 
-struct Frame {
-  ResolvedFrame resolved;
-  std::string innermost;  // "" if unsymbolized
-};
+// The locations of one stack (leaf first). Go stacks: leading runtime.* frames hidden (the whole
+// stack kept if every frame is in the runtime), runtime.goexit dropped, and the PCs Go records
+// for inlined callers folded into their inlinee's location. Native stacks: one location per PC.
+void AddStack(const std::vector<uint64_t>& stk, bool native, LocationTable* table,
+              LocationTable::Image* image, std::vector<uint64_t>* locs, HeapProfileReport* rep) {
+  auto innermost = [&](uint64_t pc) -> const std::string& {
+    return table->User(image, pc, /*is_return_address=*/true).innermost;
+  };
+  size_t start = 0;
+  for (size_t i = 0; !native && i < stk.size(); ++i) {
+    if (!IsHiddenGoRuntimeFrame(innermost(stk[i]))) {
+      start = i;
+      break;
+    }
+  }
+  for (size_t i = start; i < stk.size();) {
+    const uint64_t pc = stk[i];
+    const LocationTable::UserFrame& f = table->User(image, pc, true);
+    ++rep->frames;
+    if (!native && f.innermost == "runtime.goexit") {
+      ++i;
+      continue;
+    }
+    if (!f.symbolized()) ++rep->frames_unsymbolized;
+    // Go records one PC per logical frame: the next PCs of an inlined call chain symbolize to
+    // the outer functions of this PC's chain. They belong to this same location.
+    size_t span = 1;
+    const SourceLines& lines = f.resolved.lines;
+    while (!native && span < lines.size() && i + span < stk.size() &&
+           innermost(stk[i + span]) == lines[span].function) {
+      ++span;
+    }
+    locs->push_back(table->UserLocation(image, pc, true, pc - 1));
+    i += span;
+  }
+}
+
+void AddHeapSample(const GoHeapRecord& r, int64_t rate, const std::vector<uint64_t>& locs,
+                   pprof_encoder::Builder* b) {
+  const auto alloc = ScaleHeapSample(r.allocs, r.alloc_bytes, rate);
+  const auto inuse = ScaleHeapSample(r.allocs - r.frees, r.alloc_bytes - r.free_bytes, rate);
+  std::vector<pprof_encoder::Label> labels;
+  if (r.allocs > 0 && r.alloc_bytes / r.allocs != 0) {
+    pprof_encoder::Label l;
+    l.key = "bytes";
+    l.num = r.alloc_bytes / r.allocs;
+    labels.push_back(std::move(l));
+  }
+  b->AddSample(locs, {alloc.first, alloc.second, inuse.first, inuse.second}, labels);
+}
+
+void AddHeapComments(const GoHeapSnapshot& snap, pid_t pid, const HeapProfileParams& params,
+                     const HeapProfileReport& rep, const LocationTable& table,
+                     pprof_encoder::Builder* b) {
+  for (const auto& c : params.comments) b->AddComment(c);
+  if (params.native) {
+    b->AddComment(absl::StrFormat(
+        "pprof-sidecar: %d malloc profile buckets of pid %d, sampled every %d bytes on average; "
+        "%d of %d frames unsymbolized",
+        rep.records, pid, snap.mem_profile_rate, rep.frames_unsymbolized, rep.frames));
+  } else {
+    b->AddComment(absl::StrFormat(
+        "pprof-sidecar: %d heap profile buckets of pid %d, MemProfileRate %d, heap profile cycle "
+        "%d%s; %d of %d frames unsymbolized",
+        rep.records, pid, snap.mem_profile_rate, snap.cycle,
+        snap.no_gc_yet ? " (no GC completed yet: all sampled allocations shown)" : "",
+        rep.frames_unsymbolized, rep.frames));
+  }
+  for (const std::string& e : table.MapsErrors()) b->AddComment(e);
+}
 
 }  // namespace
 
@@ -40,11 +106,9 @@ absl::StatusOr<std::string> BuildGoHeapProfile(const GoHeapSnapshot& snap, pid_t
   HeapProfileReport local;
   HeapProfileReport& rep = report ? *report : local;
   rep = HeapProfileReport();
-  const int64_t rate = snap.mem_profile_rate;
-
   pprof_encoder::Builder b;
   b.SetPeriodType("space", "bytes");
-  b.SetPeriod(rate);
+  b.SetPeriod(snap.mem_profile_rate);
   b.AddSampleType("alloc_objects", "count");
   b.AddSampleType("alloc_space", "bytes");
   b.AddSampleType("inuse_objects", "count");
@@ -52,109 +116,16 @@ absl::StatusOr<std::string> BuildGoHeapProfile(const GoHeapSnapshot& snap, pid_t
   if (params.kind == HeapProfileKind::kAllocs) b.SetDefaultSampleType("alloc_space");
   b.SetTimeNanos(absl::ToUnixNanos(params.time));
   b.SetDurationNanos(absl::ToInt64Nanoseconds(params.duration));
-
-  std::unique_ptr<ProcessSymbolizer::Session> session =
-      symbolizer ? symbolizer->NewSession(pid) : nullptr;
-  std::map<uint64_t, Frame> frames;        // return pc -> symbolized call site
-  std::map<uint64_t, uint64_t> loc_of_pc;  // return pc -> location id (whole inline chain)
-  std::vector<uint64_t> mapping_ids;       // session mapping index -> builder mapping id
-  auto resolve = [&](uint64_t pc) -> const Frame& {
-    auto it = frames.find(pc);
-    if (it != frames.end()) return it->second;
-    Frame f;
-    if (session) f.resolved = session->ResolveUser(pc, /*is_return_address=*/true);
-    if (!f.resolved.lines.empty()) f.innermost = f.resolved.lines.front().function;
-    return frames.emplace(pc, std::move(f)).first->second;
-  };
-  auto mapping_id = [&](int mapping) -> uint64_t {
-    if (mapping < 0 || !session) return 0;
-    while (mapping_ids.size() <= static_cast<size_t>(mapping)) {
-      const MappingView& v = session->mappings()[mapping_ids.size()];
-      pprof_encoder::MappingInfo mi;
-      mi.memory_start = v.start;
-      mi.memory_limit = v.limit;
-      mi.file_offset = v.offset;
-      mi.filename = v.path;
-      mi.build_id = v.build_id;
-      mi.has_functions = v.has_functions;
-      mi.has_filenames = v.has_filenames;
-      mi.has_line_numbers = v.has_line_numbers;
-      mi.has_inline_frames = v.has_inline_frames;
-      mapping_ids.push_back(b.AddMapping(mi));
-    }
-    return mapping_ids[mapping];
-  };
-
+  LocationTable table(&b, symbolizer);
+  LocationTable::Image* image = table.ImageOf(static_cast<uint32_t>(pid));
   std::vector<uint64_t> locs;
   for (const GoHeapRecord& r : snap.records) {
     ++rep.records;
-    const std::vector<uint64_t>& stk = r.stack;
-    // Hide leading runtime frames (mallocgc's callers such as runtime.makeslice), keeping the
-    // whole stack if every frame is in the runtime.
-    size_t start = 0;
-    for (size_t i = 0; !params.native && i < stk.size(); ++i) {
-      if (!IsHiddenGoRuntimeFrame(resolve(stk[i]).innermost)) {
-        start = i;
-        break;
-      }
-    }
     locs.clear();
-    for (size_t i = start; i < stk.size();) {
-      const uint64_t pc = stk[i];
-      const Frame& f = resolve(pc);
-      ++rep.frames;
-      if (!params.native && f.innermost == "runtime.goexit") {
-        ++i;
-        continue;
-      }
-      if (f.resolved.lines.empty()) ++rep.frames_unsymbolized;
-      // Go records one PC per logical frame: the next PCs of an inlined call chain symbolize to
-      // the outer functions of this PC's chain. They belong to this same location.
-      size_t span = 1;
-      const SourceLines& lines = f.resolved.lines;
-      while (!params.native && span < lines.size() && i + span < stk.size() &&
-             resolve(stk[i + span]).innermost == lines[span].function) {
-        ++span;
-      }
-      auto it = loc_of_pc.find(pc);
-      if (it == loc_of_pc.end()) {
-        it = loc_of_pc
-                 .emplace(pc,
-                          b.AddLocation(mapping_id(f.resolved.mapping), pc - 1, ToLineInfos(lines)))
-                 .first;
-      }
-      locs.push_back(it->second);
-      i += span;
-    }
-    const auto alloc = ScaleHeapSample(r.allocs, r.alloc_bytes, rate);
-    const auto inuse = ScaleHeapSample(r.allocs - r.frees, r.alloc_bytes - r.free_bytes, rate);
-    std::vector<pprof_encoder::Label> labels;
-    if (r.allocs > 0 && r.alloc_bytes / r.allocs != 0) {
-      pprof_encoder::Label l;
-      l.key = "bytes";
-      l.num = r.alloc_bytes / r.allocs;
-      labels.push_back(std::move(l));
-    }
-    b.AddSample(locs, {alloc.first, alloc.second, inuse.first, inuse.second}, labels);
+    AddStack(r.stack, params.native, &table, image, &locs, &rep);
+    AddHeapSample(r, snap.mem_profile_rate, locs, &b);
   }
-
-  for (const auto& c : params.comments) b.AddComment(c);
-  if (params.native) {
-    b.AddComment(absl::StrFormat(
-        "pprof-sidecar: %d malloc profile buckets of pid %d, sampled every %d bytes on average; "
-        "%d of %d frames unsymbolized",
-        rep.records, pid, rate, rep.frames_unsymbolized, rep.frames));
-  } else {
-    b.AddComment(absl::StrFormat(
-        "pprof-sidecar: %d heap profile buckets of pid %d, MemProfileRate %d, heap profile cycle "
-        "%d%s; %d of %d frames unsymbolized",
-        rep.records, pid, rate, snap.cycle,
-        snap.no_gc_yet ? " (no GC completed yet: all sampled allocations shown)" : "",
-        rep.frames_unsymbolized, rep.frames));
-  }
-  if (session && !session->maps_error().empty()) {
-    b.AddComment(absl::StrCat("pprof-sidecar: pid ", pid, ": ", session->maps_error()));
-  }
+  AddHeapComments(snap, pid, params, rep, table, &b);
   return b.Finish();
 }
 

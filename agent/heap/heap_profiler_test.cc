@@ -21,6 +21,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "agent/heap/heap_source.h"
+#include "agent/profile/cpu_source.h"
 #include "agent/server/pprof_server.h"
 #include "agent/target/target_discovery.h"
 #include "agent/testing/fake_cpu_sampler.h"
@@ -277,8 +279,11 @@ TEST(HeapGoErrorsTest, MemProfileRateZeroIsAClearError) {
       &symbolizer, 100);
   TargetView view{[&]() -> std::optional<ProcessInfo> { return *info; },
                   [] { return std::string("test"); }};
-  PprofServer server(&cpu, &symbolizer, view, ServerOptions());
-  server.SetHeapProfiler(&heap);
+  ProfileRegistry registry;
+  CpuSource cpu_source(&cpu);
+  ASSERT_TRUE(registry.AddUnowned(&cpu_source).ok());
+  ASSERT_TRUE(AddHeapSources(&heap, &registry).ok());
+  PprofServer server(&registry, &symbolizer, view, ServerOptions());
   ASSERT_TRUE(server.Bind("127.0.0.1", 0).ok());
   std::thread serve([&] { (void)server.Serve(); });
   httplib::Client cli("127.0.0.1", server.port());
@@ -359,8 +364,11 @@ TEST(HeapServerTest, ServesHeapAndAllocsForTheTarget) {
   HeapProfiler heap(&symbolizer);
   TargetView view{[&]() -> std::optional<ProcessInfo> { return *info; },
                   [] { return std::string("test"); }};
-  PprofServer server(&cpu, &symbolizer, view, ServerOptions());
-  server.SetHeapProfiler(&heap);
+  ProfileRegistry registry;
+  CpuSource cpu_source(&cpu);
+  ASSERT_TRUE(registry.AddUnowned(&cpu_source).ok());
+  ASSERT_TRUE(AddHeapSources(&heap, &registry).ok());
+  PprofServer server(&registry, &symbolizer, view, ServerOptions());
   ASSERT_TRUE(server.Bind("127.0.0.1", 0).ok());
   std::thread serve([&] { (void)server.Serve(); });
   std::this_thread::sleep_for(std::chrono::seconds(1));
@@ -482,8 +490,11 @@ TEST(HeapServerTest, ANewerGoReleaseIsNamedWithWhatCannotBeRead) {
       &symbolizer, 100);
   TargetView view{[&]() -> std::optional<ProcessInfo> { return *info; },
                   [] { return std::string("test"); }};
-  PprofServer server(&cpu, &symbolizer, view, ServerOptions());
-  server.SetHeapProfiler(&heap);
+  ProfileRegistry registry;
+  CpuSource cpu_source(&cpu);
+  ASSERT_TRUE(registry.AddUnowned(&cpu_source).ok());
+  ASSERT_TRUE(AddHeapSources(&heap, &registry).ok());
+  PprofServer server(&registry, &symbolizer, view, ServerOptions());
   ASSERT_TRUE(server.Bind("127.0.0.1", 0).ok());
   std::thread serve([&] { (void)server.Serve(); });
   httplib::Client cli("127.0.0.1", server.port());

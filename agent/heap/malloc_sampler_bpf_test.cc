@@ -25,6 +25,8 @@
 #include "agent/heap/malloc_sampler.h"
 #include "agent/profile/cpu_profile.h"
 #include "agent/sampler/cpu_sampler.h"
+#include "agent/heap/heap_source.h"
+#include "agent/profile/cpu_source.h"
 #include "agent/server/pprof_server.h"
 #include "agent/testing/fake_cpu_sampler.h"
 #include "gtest/gtest.h"
@@ -263,8 +265,11 @@ TEST(MallocSamplerBpfTest, SplitTotalsInuseAndDetach) {
   info.comm = "heap_c_split";
   TargetView view{[info]() -> std::optional<ProcessInfo> { return info; },
                   [] { return std::string("test"); }};
-  PprofServer server(&cpu, &symbolizer, view, ServerOptions());
-  server.SetHeapProfiler(&heap);
+  ProfileRegistry registry;
+  CpuSource cpu_source(&cpu);
+  ASSERT_TRUE(registry.AddUnowned(&cpu_source).ok());
+  ASSERT_TRUE(AddHeapSources(&heap, &registry).ok());
+  PprofServer server(&registry, &symbolizer, view, ServerOptions());
   ASSERT_TRUE(server.Bind("127.0.0.1", 0).ok());
   std::thread serve([&server] { (void)server.Serve(); });
   httplib::Client cli("127.0.0.1", server.port());

@@ -377,6 +377,9 @@ TEST(FlightRecorder, SnapshotsAtThresholdsThroughTheRegistryAndServesThem) {
   EXPECT_EQ(html->content_type, "text/html; charset=utf-8");
   const std::string first = (*store)->List()[0].name;
   EXPECT_NE(html->body.find("<a href=\"" + first + "\">"), std::string::npos) << html->body;
+  list.accept = "application/json, text/plain";
+  EXPECT_EQ(src.Collect(list)->content_type, "application/json");
+  list.accept.clear();
   list.params["format"] = "json";
   auto json = src.Collect(list);
   ASSERT_TRUE(json.ok());

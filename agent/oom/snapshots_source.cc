@@ -77,7 +77,9 @@ absl::StatusOr<ProfileResponse> SnapshotsSource::Collect(const ProfileRequest& r
   absl::string_view name = absl::StripPrefix(req.subpath, "/");
   if (name.empty()) {
     auto f = req.params.find("format");
-    return f != req.params.end() && f->second == "json" ? ListJson() : ListHtml();
+    const bool json = f != req.params.end() ? f->second == "json"
+                                            : absl::StrContains(req.accept, "application/json");
+    return json ? ListJson() : ListHtml();
   }
   absl::ConsumeSuffix(&name, ".pb.gz");
   absl::StatusOr<std::string> body = store_->Read(std::string(name));

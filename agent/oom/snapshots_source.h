@@ -1,5 +1,6 @@
 // The "snapshots" profile kind: /debug/pprof/snapshots/ lists the snapshot store (an HTML page
-// in the style of Go's index, or JSON with ?format=json), /debug/pprof/snapshots/<name> is the
+// in the style of Go's index, or JSON with ?format=json or Accept: application/json; links are
+// relative to /debug/pprof/snapshots/, the index's link), /debug/pprof/snapshots/<name> is the
 // snapshot's pprof file as captured (gzipped protobuf, for `go tool pprof <url>` and curl).
 // Needs no current target: snapshots outlive the process they describe. /healthz and /metrics
 // carry the flight recorder's lines and counters.

@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
-#include "agent/profile/line_infos.h"
+#include "agent/profile/location_table.h"
 #include "agent/symbolize/go_code.h"
 #include "agent/symbolize/kallsyms.h"
 #include "agent/symbolize/proc_maps.h"
@@ -22,10 +22,21 @@ bool IsThreadRootFunction(const std::string& name) {
       // runtime.mcall runs its function on g0 with no way back (it clears BP): Go's traceback
       // ends g0 stacks there too.
       "runtime.mcall",
-      "runtime.goexit",  "runtime.main", "runtime.mstart",    "runtime.rt0_go",
-      "runtime.mstart0", "_start",       "__libc_start_main", "__libc_start_call_main",
-      "clone",           "clone3",       "start_thread",      "__clone",
-      "__clone3",        "__GI___clone", "__GI___clone3"};
+      "runtime.goexit",
+      "runtime.main",
+      "runtime.mstart",
+      "runtime.rt0_go",
+      "runtime.mstart0",
+      "_start",
+      "__libc_start_main",
+      "__libc_start_call_main",
+      "clone",
+      "clone3",
+      "start_thread",
+      "__clone",
+      "__clone3",
+      "__GI___clone",
+      "__GI___clone3"};
   return kRoots.count(name) > 0;
 }
 
@@ -73,20 +84,6 @@ class SessionCodeLookup : public UnwindCodeLookup {
 
  private:
   ProcessSymbolizer::Session* s_;
-};
-
-// Per-pid state during one build: its maps session and address -> location caches.
-struct PidState {
-  std::unique_ptr<ProcessSymbolizer::Session> session;
-  struct UserFrame {
-    uint64_t loc = 0;  // builder location id; 0 for a Go wrapper until a stack keeps it
-    std::string fn;    // physical function ("" if unsymbolized)
-    bool wrapper = false;
-    uint64_t mapping_id = 0;
-    SourceLines lines;  // kept for wrappers only, to add their location when needed
-  };
-  std::map<uint64_t, UserFrame> user_leaf, user_caller;
-  std::vector<uint64_t> mapping_ids;  // session mapping index -> builder mapping id
 };
 
 }  // namespace
@@ -190,11 +187,128 @@ absl::StatusOr<std::string> BuildCpuProfile(const std::vector<CpuSample>& sample
                                             const CpuProfileParams& params,
                                             ProcessSymbolizer* symbolizer,
                                             CpuProfileReport* report) {
+  // Unwinding happens in the unwinder: copies of the samples are reduced as the agent's reader
+  // thread reduces them, then built like any window's samples.
+  std::vector<CpuSample> reduced = samples;
   std::vector<const CpuSample*> ptrs;
-  ptrs.reserve(samples.size());
-  for (const CpuSample& s : samples) ptrs.push_back(&s);
-  return BuildCpuProfile(ptrs, params, symbolizer, report);
+  std::vector<std::shared_ptr<const ProcessSymbolizer::MapsSnapshot>> maps(reduced.size());
+  SampleUnwinder unwinder(symbolizer);
+  for (size_t i = 0; i < reduced.size(); ++i) {
+    if (symbolizer != nullptr) unwinder.Reduce(&reduced[i], &maps[i]);
+    ptrs.push_back(&reduced[i]);
+  }
+  return BuildCpuProfile(ptrs, params, symbolizer, report, &maps);
 }
+
+namespace {
+
+// Adds the kernel part of `s` (leaf first) to `locs`. Without kernel symbols (their addresses
+// are hidden from the agent without CAP_SYSLOG) a sample's kernel frames are one "[kernel]"
+// frame: addresses alone would tell the reader nothing but the kernel's randomized base.
+void AddKernelFrames(const CpuSample& s, bool kernel_names, LocationTable* table,
+                     LocationTable::Image* image, std::vector<uint64_t>* locs,
+                     CpuProfileReport* rep) {
+  if (s.kernel_ips.empty()) return;
+  rep->kernel_frames += s.kernel_ips.size();
+  if (!kernel_names) {
+    rep->kernel_frames_hidden += s.kernel_ips.size();
+    locs->push_back(table->NamedLocation("[kernel]"));
+    return;
+  }
+  for (size_t i = 0; i < s.kernel_ips.size(); ++i) {
+    bool unsymbolized = false;
+    locs->push_back(table->KernelLocation(image, s.kernel_ips[i], i != 0, &unsymbolized));
+    if (unsymbolized) ++rep->kernel_frames_unsymbolized;
+  }
+}
+
+// Adds the user part of `s` (leaf first) to `locs`; returns the outermost frame's function.
+// Go wrappers in caller position are left out as Go's traceback does, unless their callee
+// panicked (the wrapper is where the panic happened); a leaf is always kept.
+std::string AddUserFrames(const std::vector<uint64_t>& ips, LocationTable* table,
+                          LocationTable::Image* image, std::vector<uint64_t>* locs,
+                          CpuProfileReport* rep) {
+  const std::string* callee = nullptr;
+  std::string root;
+  for (size_t i = 0; i < ips.size(); ++i) {
+    ++rep->user_frames;
+    const LocationTable::UserFrame& f = table->User(image, ips[i], i != 0);
+    if (!f.symbolized()) ++rep->user_frames_unsymbolized;
+    const bool keep =
+        i == 0 || !f.go_wrapper ||
+        (callee != nullptr && (*callee == "runtime.gopanic" || *callee == "runtime.sigpanic" ||
+                               *callee == "runtime.panicwrap"));
+    if (keep) locs->push_back(table->UserLocation(image, ips[i], i != 0, ips[i]));
+    callee = &f.physical;  // the table's frames are stable
+    root = f.physical;
+  }
+  return root;
+}
+
+// Counts whether the sample's stack reaches a thread root, and if not, why.
+void CountStackEnd(const CpuSample& s, const std::string& root_fn, CpuProfileReport* rep) {
+  const UnwindStop stop = static_cast<UnwindStop>(s.unwind_stop);
+  if (s.user_unwound) {
+    ++rep->samples_unwound;
+    if (s.unwind_stitched) ++rep->samples_stitched;
+  }
+  if (IsThreadRootFunction(root_fn) || (s.user_unwound && stop == UnwindStop::kEndOfStack)) {
+    ++rep->samples_reaching_root;
+    return;
+  }
+  if (!s.user_unwound) {
+    ++rep->not_root_frame_pointers;
+    return;
+  }
+  switch (stop) {
+    case UnwindStop::kNoCfi:
+      ++rep->unwind_no_cfi;
+      break;
+    case UnwindStop::kOutsideStack:
+      ++rep->unwind_read_outside_stack;
+      break;
+    case UnwindStop::kDepthLimit:
+      ++rep->unwind_depth_limit;
+      break;
+    case UnwindStop::kBadAddress:
+      ++rep->unwind_bad_address;
+      break;
+    case UnwindStop::kStackSwitch:
+      ++rep->unwind_stack_switch;
+      break;
+    default:
+      break;
+  }
+}
+
+void AddCpuComments(const CpuProfileParams& params, const CpuProfileReport& rep,
+                    ProcessSymbolizer* symbolizer, const LocationTable& table,
+                    pprof_encoder::Builder* b) {
+  for (const auto& c : params.comments) b->AddComment(c);
+  if (rep.kernel_frames_hidden > 0) {
+    b->AddComment(absl::StrCat("pprof-sidecar: ", rep.kernel_frames_hidden,
+                               " kernel frames shown as [kernel]: ", symbolizer->kallsyms_error(),
+                               " (grant the agent CAP_SYSLOG for kernel function names)"));
+  }
+  const double reach =
+      rep.samples ? 100.0 * rep.samples_reaching_root / static_cast<double>(rep.samples) : 100.0;
+  b->AddComment(absl::StrFormat(
+      "pprof-sidecar: %d samples at %d Hz%s; %.1f%% of stacks reach a thread root frame; "
+      "%d of %d user frames and %d of %d kernel frames unsymbolized",
+      rep.samples, params.hz, params.clock.empty() ? "" : " taken at " + params.clock, reach,
+      rep.user_frames_unsymbolized, rep.user_frames, rep.kernel_frames_unsymbolized,
+      rep.kernel_frames));
+  b->AddComment(absl::StrFormat(
+      "pprof-sidecar: unwinding: %d samples unwound from stack copies (%d completed from frame "
+      "pointers), %d from frame pointers only; not reaching a root: no_cfi=%d "
+      "read_outside_stack=%d depth_limit=%d bad_address=%d stack_switch=%d frame_pointers=%d",
+      rep.samples_unwound, rep.samples_stitched, rep.samples - rep.samples_unwound,
+      rep.unwind_no_cfi, rep.unwind_read_outside_stack, rep.unwind_depth_limit,
+      rep.unwind_bad_address, rep.unwind_stack_switch, rep.not_root_frame_pointers));
+  for (const std::string& e : table.MapsErrors()) b->AddComment(e);
+}
+
+}  // namespace
 
 absl::StatusOr<std::string> BuildCpuProfile(
     const std::vector<const CpuSample*>& samples, const CpuProfileParams& params,
@@ -204,7 +318,6 @@ absl::StatusOr<std::string> BuildCpuProfile(
   CpuProfileReport& rep = report ? *report : local;
   rep = CpuProfileReport();
   const int64_t period = params.hz > 0 ? 1000000000LL / params.hz : 0;
-
   pprof_encoder::Builder b;
   b.AddSampleType("samples", "count");
   b.AddSampleType("cpu", "nanoseconds");
@@ -212,203 +325,31 @@ absl::StatusOr<std::string> BuildCpuProfile(
   b.SetPeriod(period);
   b.SetTimeNanos(absl::ToUnixNanos(params.start));
   b.SetDurationNanos(absl::ToInt64Nanoseconds(params.duration));
-
-  // One state per process image: pid, and the mappings the samples were taken under.
-  std::map<std::pair<uint32_t, const void*>, PidState> pids;
-  auto state_of = [&](size_t i) -> PidState& {
-    const std::shared_ptr<const ProcessSymbolizer::MapsSnapshot>* snap =
-        maps != nullptr && i < maps->size() ? &(*maps)[i] : nullptr;
-    PidState& ps = pids[{samples[i]->pid, snap ? snap->get() : nullptr}];
-    if (!ps.session && symbolizer) {
-      ps.session = snap && *snap ? symbolizer->NewSession(samples[i]->pid, *snap)
-                                 : symbolizer->NewSession(samples[i]->pid);
-    }
-    return ps;
-  };
-  std::map<uint64_t, uint64_t> kernel_leaf, kernel_caller;  // ip -> location id
+  LocationTable table(&b, symbolizer);
   const bool kernel_names = symbolizer == nullptr || symbolizer->kallsyms() != nullptr;
-  uint64_t kernel_hidden_loc = 0;
-
+  static const std::shared_ptr<const ProcessSymbolizer::MapsSnapshot> kNow;
   std::vector<uint64_t> locs;
-  UnwindResult unwound;
-  UnwindOptions unwind_opts;
   for (size_t si = 0; si < samples.size(); ++si) {
     const CpuSample& s = *samples[si];
-    PidState& ps = state_of(si);
+    LocationTable::Image* image =
+        table.ImageOf(s.pid, maps != nullptr && si < maps->size() ? (*maps)[si] : kNow);
     ++rep.samples;
     locs.clear();
-    // Kernel part (leaf first). Without kernel symbols (their addresses are hidden from the agent
-    // without CAP_SYSLOG) a sample's kernel frames are one "[kernel]" frame: addresses alone would
-    // tell the reader nothing but the kernel's randomized base.
-    if (!s.kernel_ips.empty() && !kernel_names) {
-      rep.kernel_frames += s.kernel_ips.size();
-      rep.kernel_frames_hidden += s.kernel_ips.size();
-      if (kernel_hidden_loc == 0) kernel_hidden_loc = b.AddLocation(0, 0, {{"[kernel]"}});
-      locs.push_back(kernel_hidden_loc);
-    }
-    for (size_t i = 0; kernel_names && i < s.kernel_ips.size(); ++i) {
-      ++rep.kernel_frames;
-      const uint64_t ip = s.kernel_ips[i];
-      auto& cache = i == 0 ? kernel_leaf : kernel_caller;
-      auto it = cache.find(ip);
-      if (it == cache.end()) {
-        ResolvedFrame f;
-        if (ps.session) f = ps.session->ResolveKernel(ip, i != 0);
-        if (f.lines.empty()) {
-          ++rep.kernel_frames_unsymbolized;
-          f.lines.push_back(SourceLine{"[kernel]", "[kernel]", "", 0, 0});
-        }
-        // Kernel frames keep their names but not their addresses: a kernel text address tells
-        // every profile reader the kernel's randomization offset (KASLR), and pprof needs none
-        // for a location that has its function.
-        it = cache.emplace(ip, b.AddLocation(0, 0, ToLineInfos(f.lines))).first;
-      }
-      locs.push_back(it->second);
-    }
-    // User part (leaf first): unwound from the stack copy when there is one, else the kernel's
-    // frame-pointer walk.
-    std::string root_fn;
-    const std::vector<uint64_t>* user_ips = &s.user_ips;
-    bool used_unwinder = false;
-    UnwindStop stop = UnwindStop::kEndOfStack;
-    if (s.user_unwound) {
-      used_unwinder = true;
-      ++rep.samples_unwound;
-      if (s.unwind_stitched) ++rep.samples_stitched;
-      stop = static_cast<UnwindStop>(s.unwind_stop);
-    } else if (ps.session && !s.user_stack.empty() && s.regs.sp != 0 && s.regs.ip != 0) {
-      SessionCodeLookup lookup(ps.session.get());
-      unwind_opts.fp_ips_scanned = s.fp_walk_scanned;
-      Unwind(s.regs, s.user_stack, s.user_ips, &lookup, unwind_opts, &unwound);
-      user_ips = &unwound.ips;
-      used_unwinder = true;
-      ++rep.samples_unwound;
-      if (unwound.stitched_frames > 0) ++rep.samples_stitched;
-      stop = unwound.stop;
-    }
-    // A chain found by scanning the stack copy may skip frames: without the unwinder to
-    // vouch for it, only the sampled pc is kept.
+    AddKernelFrames(s, kernel_names, &table, image, &locs, &rep);
+    // A chain found by scanning the stack copy may skip frames: without the unwinder to vouch
+    // for it, only the sampled pc is kept.
     std::vector<uint64_t> leaf_only;
-    if (!used_unwinder && s.fp_walk_scanned && user_ips->size() > 1) {
-      leaf_only.push_back(user_ips->front());
-      user_ips = &leaf_only;
+    const std::vector<uint64_t>* ips = &s.user_ips;
+    if (!s.user_unwound && s.fp_walk_scanned && ips->size() > 1) {
+      leaf_only.push_back(ips->front());
+      ips = &leaf_only;
     }
-    if (user_ips->empty()) ++rep.samples_without_user_stack;
-    const std::string* callee_fn = nullptr;  // physical function of the previous frame
-    for (size_t i = 0; i < user_ips->size(); ++i) {
-      ++rep.user_frames;
-      const uint64_t ip = (*user_ips)[i];
-      auto& cache = i == 0 ? ps.user_leaf : ps.user_caller;
-      auto it = cache.find(ip);
-      if (it == cache.end()) {
-        ResolvedFrame f;
-        if (ps.session) f = ps.session->ResolveUser(ip, i != 0);
-        uint64_t mapping_id = 0;
-        if (f.mapping >= 0 && ps.session) {
-          while (ps.mapping_ids.size() <= static_cast<size_t>(f.mapping)) {
-            const MappingView& v = ps.session->mappings()[ps.mapping_ids.size()];
-            pprof_encoder::MappingInfo mi;
-            mi.memory_start = v.start;
-            mi.memory_limit = v.limit;
-            mi.file_offset = v.offset;
-            mi.filename = v.path;
-            mi.build_id = v.build_id;
-            mi.has_functions = v.has_functions;
-            mi.has_filenames = v.has_filenames;
-            mi.has_line_numbers = v.has_line_numbers;
-            mi.has_inline_frames = v.has_inline_frames;
-            ps.mapping_ids.push_back(b.AddMapping(mi));
-          }
-          mapping_id = ps.mapping_ids[f.mapping];
-        }
-        PidState::UserFrame uf;
-        uf.fn = f.lines.empty() ? "" : f.lines.back().function;
-        if (f.lines.empty()) ++rep.user_frames_unsymbolized;
-        // Go wrappers in caller position are left out of stacks as Go's traceback does (a leaf
-        // is always kept, so a sample never loses the frame it was taken in).
-        uf.wrapper = i != 0 && f.lines.size() == 1 && f.lines[0].go_wrapper;
-        if (uf.wrapper) {
-          uf.mapping_id = mapping_id;
-          uf.lines = std::move(f.lines);
-        } else {
-          uf.loc = b.AddLocation(mapping_id, ip, ToLineInfos(f.lines));
-        }
-        it = cache.emplace(ip, std::move(uf)).first;
-      } else if (it->second.fn.empty()) {
-        ++rep.user_frames_unsymbolized;
-      }
-      PidState::UserFrame& uf = it->second;
-      // Go keeps a wrapper whose callee panicked: the wrapper is where the panic happened.
-      const bool keep =
-          !uf.wrapper || (callee_fn != nullptr &&
-                          (*callee_fn == "runtime.gopanic" || *callee_fn == "runtime.sigpanic" ||
-                           *callee_fn == "runtime.panicwrap"));
-      if (keep) {
-        if (uf.loc == 0) uf.loc = b.AddLocation(uf.mapping_id, ip, ToLineInfos(uf.lines));
-        locs.push_back(uf.loc);
-      }
-      callee_fn = &uf.fn;  // std::map nodes are stable
-      if (i + 1 == user_ips->size()) root_fn = uf.fn;
-    }
-    const bool end_of_stack = used_unwinder && stop == UnwindStop::kEndOfStack;
-    if (IsThreadRootFunction(root_fn) || end_of_stack) {
-      ++rep.samples_reaching_root;
-    } else if (!used_unwinder) {
-      ++rep.not_root_frame_pointers;
-    } else {
-      switch (stop) {
-        case UnwindStop::kNoCfi:
-          ++rep.unwind_no_cfi;
-          break;
-        case UnwindStop::kOutsideStack:
-          ++rep.unwind_read_outside_stack;
-          break;
-        case UnwindStop::kDepthLimit:
-          ++rep.unwind_depth_limit;
-          break;
-        case UnwindStop::kBadAddress:
-          ++rep.unwind_bad_address;
-          break;
-        case UnwindStop::kStackSwitch:
-          ++rep.unwind_stack_switch;
-          break;
-        default:
-          break;
-      }
-    }
+    if (ips->empty()) ++rep.samples_without_user_stack;
+    CountStackEnd(s, AddUserFrames(*ips, &table, image, &locs, &rep), &rep);
     const int64_t w = std::max<uint32_t>(s.weight, 1);
     b.AddSample(locs, {w, w * period});
   }
-
-  for (const auto& c : params.comments) b.AddComment(c);
-  if (rep.kernel_frames_hidden > 0) {
-    b.AddComment(absl::StrCat(
-        "pprof-sidecar: ", rep.kernel_frames_hidden, " kernel frames shown as [kernel]: ",
-        symbolizer->kallsyms_error(), " (grant the agent CAP_SYSLOG for kernel function names)"));
-  }
-  const double reach =
-      rep.samples ? 100.0 * rep.samples_reaching_root / static_cast<double>(rep.samples) : 100.0;
-  b.AddComment(absl::StrFormat(
-      "pprof-sidecar: %d samples at %d Hz%s; %.1f%% of stacks reach a thread root frame; "
-      "%d of %d user frames and %d of %d kernel frames unsymbolized",
-      rep.samples, params.hz, params.clock.empty() ? "" : " taken at " + params.clock, reach,
-      rep.user_frames_unsymbolized, rep.user_frames, rep.kernel_frames_unsymbolized,
-      rep.kernel_frames));
-  b.AddComment(absl::StrFormat(
-      "pprof-sidecar: unwinding: %d samples unwound from stack copies (%d completed from frame "
-      "pointers), %d from frame pointers only; not reaching a root: no_cfi=%d "
-      "read_outside_stack=%d depth_limit=%d bad_address=%d stack_switch=%d frame_pointers=%d",
-      rep.samples_unwound, rep.samples_stitched, rep.samples - rep.samples_unwound,
-      rep.unwind_no_cfi, rep.unwind_read_outside_stack, rep.unwind_depth_limit,
-      rep.unwind_bad_address, rep.unwind_stack_switch, rep.not_root_frame_pointers));
-  std::set<std::string> maps_errors;
-  for (const auto& [key, ps] : pids) {
-    if (ps.session && !ps.session->maps_error().empty()) {
-      maps_errors.insert(
-          absl::StrCat("pprof-sidecar: pid ", key.first, ": ", ps.session->maps_error()));
-    }
-  }
-  for (const std::string& e : maps_errors) b.AddComment(e);
+  AddCpuComments(params, rep, symbolizer, table, &b);
   return b.Finish();
 }
 

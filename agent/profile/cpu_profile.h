@@ -92,15 +92,16 @@ class SampleUnwinder {
 };
 
 // Builds, validates and gzips the profile. `samples` may come from several pids (a target that
-// restarted during the window); each pid is symbolized against its own mappings. Samples already
-// reduced by SampleUnwinder are used as they are; others are unwound here.
+// restarted during the window); each pid is symbolized against its own mappings. The samples are
+// reduced by a SampleUnwinder first (on copies), as the agent reduces them on arrival.
 absl::StatusOr<std::string> BuildCpuProfile(const std::vector<CpuSample>& samples,
                                             const CpuProfileParams& params,
                                             ProcessSymbolizer* symbolizer,
                                             CpuProfileReport* report);
-// The same for samples held elsewhere (shared between profile windows). With `maps` (one per
-// sample, from SampleUnwinder::Reduce; null entries allowed) each sample is symbolized against
-// the mappings its process had when it was taken, else against the mappings read now.
+// The same for samples held elsewhere (shared between profile windows), already reduced by
+// SampleUnwinder (a sample that still carries a stack copy is used by its frame-pointer walk).
+// With `maps` (one per sample, from SampleUnwinder::Reduce; null entries allowed) each sample is
+// symbolized against the mappings its process had when it was taken, else against those read now.
 absl::StatusOr<std::string> BuildCpuProfile(
     const std::vector<const CpuSample*>& samples, const CpuProfileParams& params,
     ProcessSymbolizer* symbolizer, CpuProfileReport* report,

@@ -89,8 +89,7 @@ void MetricsWriter::GaugeFamily(const std::string& name, const std::string& help
 }
 
 void MetricsWriter::Info(const std::string& name, const std::string& help,
-                         const std::vector<std::pair<std::string, std::string>>& labels,
-                         double v) {
+                         const std::vector<std::pair<std::string, std::string>>& labels, double v) {
   absl::StrAppend(&out_, "# HELP ", name, " ", help, "\n# TYPE ", name, " gauge\n", name, "{");
   for (size_t i = 0; i < labels.size(); ++i) {
     absl::StrAppend(&out_, i ? "," : "", labels[i].first, "=\"", labels[i].second, "\"");

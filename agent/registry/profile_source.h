@@ -55,6 +55,7 @@ struct ProfileRequest {
   int debug = 0;
   absl::Duration seconds = absl::ZeroDuration();  // zero: no window/delta requested
   std::string subpath;                            // ProfileKindInfo::subpaths only
+  std::string accept;                             // the request's Accept header, if any
   // The first value of every query parameter, for kind-specific ones (gc=1, ...).
   std::map<std::string, std::string> params;
   std::vector<std::string> comments;  // to put into the profile (who/what the target is)
@@ -67,7 +68,8 @@ struct ProfileRequest {
 
 struct ProfileResponse {
   std::string body;
-  std::string content_type = "application/octet-stream";
+  // Empty: application/octet-stream for debug=0, text/plain; charset=utf-8 otherwise.
+  std::string content_type;
 };
 
 // Prometheus text exposition helpers for a source's own counters (/metrics reads every source).
@@ -87,8 +89,7 @@ class MetricsWriter {
 
  private:
   void Family(const std::string& name, const std::string& help, const char* type,
-              const std::string& label,
-              const std::vector<std::pair<std::string, double>>& values);
+              const std::string& label, const std::vector<std::pair<std::string, double>>& values);
   std::string out_;
 };
 

@@ -191,8 +191,14 @@ void HttpServer::Handle(const std::vector<std::string>& methods, const std::stri
 }
 
 void HttpServer::HandlePrefix(const std::vector<std::string>& methods, const std::string& prefix,
+                              LaneChooser choose, Handler handler) {
+  prefix_[prefix] = Route{methods, std::move(choose), std::move(handler)};
+}
+
+void HttpServer::HandlePrefix(const std::vector<std::string>& methods, const std::string& prefix,
                               int lane, Handler handler) {
-  prefix_[prefix] = Route{methods, [lane](const HttpRequest&) { return lane; }, std::move(handler)};
+  HandlePrefix(
+      methods, prefix, [lane](const HttpRequest&) { return lane; }, std::move(handler));
 }
 
 void HttpServer::SetNotFound(int lane, Handler handler) {

@@ -108,6 +108,8 @@ class HttpServer {
   void Handle(const std::vector<std::string>& methods, const std::string& path, int lane,
               Handler handler);
   // Serves paths starting with `prefix` that no exact route serves (the longest prefix wins).
+  void HandlePrefix(const std::vector<std::string>& methods, const std::string& prefix,
+                    LaneChooser choose, Handler handler);
   void HandlePrefix(const std::vector<std::string>& methods, const std::string& prefix, int lane,
                     Handler handler);
   // Answers paths no route serves (default: 404 "404 page not found").

@@ -1,8 +1,9 @@
 // HTTP front end: Go's net/http/pprof contract for the target process, plus /healthz and
 // /metrics, on the agent's own HttpServer (http_server.h: bounded connections and requests,
-// separate workers for profile windows). Handlers only depend on CpuProfiler (which hides the
-// sampler) and a view of the current target, so they are testable without privileges with a
-// fake sampler.
+// separate workers for profile windows). Generic over a ProfileRegistry: every registered kind
+// is served at /debug/pprof/<name> with its declared parameters checked here, listed on the
+// index page, and asked for its /healthz lines and /metrics. cmdline and symbol, which are not
+// profiles, are served here. Testable without privileges (a fake sampler behind the CPU source).
 #ifndef PPROF_SIDECAR_AGENT_SERVER_PPROF_SERVER_H_
 #define PPROF_SIDECAR_AGENT_SERVER_PPROF_SERVER_H_
 
@@ -15,11 +16,7 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "absl/status/statusor.h"
-#include "agent/heap/heap_profiler.h"
-#include "agent/profile/cpu_profiler.h"
-#include "agent/registry/profile_source.h"
-#include "agent/server/http_params.h"
+#include "agent/registry/profile_registry.h"
 #include "agent/server/http_server.h"
 #include "agent/symbolize/process_symbolizer.h"
 #include "agent/target/target_discovery.h"
@@ -28,9 +25,8 @@ namespace pprof_sidecar {
 
 struct ServerOptions {
   int max_profile_seconds = 300;
-  int default_profile_seconds = 30;
-  // Profile windows (CPU profiles, heap/allocs deltas) in progress at once; more are answered
-  // 503. Other requests have their own workers, so windows never delay /healthz or /metrics.
+  // Profile windows (CPU profiles, deltas) in progress at once; more are answered 503. Other
+  // requests have their own workers, so windows never delay /healthz or /metrics.
   size_t max_concurrent_windows = 64;
   HttpServer::Options http;  // connection, size and time limits
 };
@@ -43,7 +39,8 @@ struct TargetView {
 
 class PprofServer {
  public:
-  PprofServer(CpuProfiler* cpu, ProcessSymbolizer* symbolizer, TargetView target,
+  // `registry` is complete (every kind added) and outlives the server.
+  PprofServer(const ProfileRegistry* registry, ProcessSymbolizer* symbolizer, TargetView target,
               ServerOptions opts);
   ~PprofServer();
 
@@ -54,42 +51,38 @@ class PprofServer {
   // Async-signal-safe: stops accepting; profile windows in progress are cut short and served.
   void Stop();
   int port() const { return server_->port(); }
-  // Serves /debug/pprof/heap and /debug/pprof/allocs from `heap` (else they answer 501). Call
-  // before Serve().
-  void SetHeapProfiler(HeapProfiler* heap) { heap_ = heap; }
-  // Serves `source` (no target needed) at /debug/pprof/<name>/..., with its /healthz lines and
-  // metrics (source_route.cc, until the server routes through the ProfileRegistry).
-  void AddSource(ProfileSource* source);
 
-  // Prometheus text exposition of all counters.
+  // Prometheus text exposition: every kind's metrics, the symbolizer's and the server's.
   std::string MetricsText() const;
-  // /healthz: the CPU clock in use (or why CPU profiles cannot be taken) and the target.
-  std::string HealthText(const CpuReadiness& cpu) const;
+  // /healthz body; `ready` receives whether every readiness-gating kind is available.
+  std::string HealthText(bool* ready) const;
 
  private:
   void Register();
-  // /healthz lines on a Go target: its release and the profiles that cannot be read, with why.
-  std::string TargetProfiles(pid_t pid) const;
+  void RegisterKind(ProfileSource* source);
   void CountRequest(int status);
-  void ServeIndex(const HttpRequest& req, HttpResponse* res);
-  void ServeProfile(const HttpRequest& req, const RequestContext& ctx, HttpResponse* res);
-  void ServeCmdline(const HttpRequest& req, HttpResponse* res);
-  void ServeSymbol(const HttpRequest& req, HttpResponse* res);
-  void ServeHeap(const HttpRequest& req, const RequestContext& ctx, HttpResponse* res);
-  void ServeOtherProfile(const HttpRequest& req, HttpResponse* res);
-  void ServeHealthz(HttpResponse* res);
+  void ServeKind(ProfileSource* source, const HttpRequest& req, const RequestContext& ctx,
+                 HttpResponse* res);
+  void ServeIndex(HttpResponse* res) const;
+  void ServeCmdline(HttpResponse* res) const;
+  void ServeSymbol(const HttpRequest& req, HttpResponse* res) const;
+  void ServeUnregistered(const HttpRequest& req, HttpResponse* res) const;
+  void WriteServerMetrics(MetricsWriter* w) const;
 
-  CpuProfiler* const cpu_;
+  const ProfileRegistry* const registry_;
   ProcessSymbolizer* const symbolizer_;
-  HeapProfiler* heap_ = nullptr;
   const TargetView target_;
   const ServerOptions opts_;
   std::unique_ptr<HttpServer> server_;
   mutable std::mutex mu_;
   std::map<int, uint64_t> requests_by_code_;
   std::atomic<uint64_t> profiles_served_{0};
-  std::vector<ProfileSource*> sources_;  // AddSource
 };
+
+// Error responses exactly as net/http/pprof's serveError writes them.
+void ServePprofError(HttpResponse* res, int status, const std::string& text);
+// The HTTP status for a source's error (profile_source.h); 0 for Cancelled.
+int HttpCodeFor(const absl::Status& st);
 
 }  // namespace pprof_sidecar
 

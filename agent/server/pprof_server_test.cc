@@ -13,6 +13,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "agent/profile/cpu_source.h"
+#include "agent/server/http_params.h"
 #include "agent/testing/fake_cpu_sampler.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/pprof_summary.h"
@@ -31,6 +33,36 @@ namespace pprof_sidecar {
 namespace {
 
 using ::pprof_sidecar::testing::FakeCpuSampler;
+
+// A kind with Go's heap-like parameters (a delta with ?seconds, debug=0/1) that records what the
+// server passed it.
+class RecordingSource : public ProfileSource {
+ public:
+  RecordingSource() {
+    info_.name = "recorded";
+    info_.description = "records its requests";
+    info_.seconds = ProfileKindInfo::Seconds::kDelta;
+    info_.debug_levels = {0, 1};
+    info_.filename = "recorded";
+  }
+  const ProfileKindInfo& info() const override { return info_; }
+  absl::StatusOr<ProfileResponse> Collect(const ProfileRequest& req) override {
+    ++calls;
+    last_debug = req.debug;
+    last_seconds = req.seconds;
+    if (!error.ok()) return error;
+    ProfileResponse r;
+    r.body = "body";
+    return r;
+  }
+  std::atomic<int> calls{0};
+  int last_debug = -1;
+  absl::Duration last_seconds;
+  absl::Status error;
+
+ private:
+  ProfileKindInfo info_;
+};
 
 class PprofServerTest : public ::testing::Test {
  protected:
@@ -56,7 +88,8 @@ class PprofServerTest : public ::testing::Test {
                     [] { return std::string("test status"); }};
     ServerOptions so;
     so.max_profile_seconds = 10;
-    server_ = std::make_unique<PprofServer>(cpu_.get(), &symbolizer_, view, so);
+    MakeRegistry();
+    server_ = std::make_unique<PprofServer>(registry_.get(), &symbolizer_, view, so);
     ASSERT_TRUE(server_->Bind("127.0.0.1", 0).ok());
     serve_ = std::thread([this] { (void)server_->Serve(); });
     client_ = std::make_unique<httplib::Client>("127.0.0.1", server_->port());
@@ -67,8 +100,18 @@ class PprofServerTest : public ::testing::Test {
     serve_.join();
   }
 
+  // A registry with the CPU kind over cpu_ and Go's other names as not served.
+  void MakeRegistry() {
+    registry_ = std::make_unique<ProfileRegistry>();
+    ASSERT_TRUE(registry_->Add(std::make_unique<CpuSource>(cpu_.get())).ok());
+    ASSERT_TRUE(registry_->AddUnowned(&recording_).ok());
+    registry_->NotServed("goroutine", "not produced yet");
+  }
+
+  RecordingSource recording_;
+  std::unique_ptr<ProfileRegistry> registry_;
   std::vector<uint64_t> stack_;
-  uint32_t weight_ = 1;  // of every fake sample
+  uint32_t weight_ = 1;        // of every fake sample
   std::string sampler_error_;  // non-empty: creating a sampler fails with it
   ProcessSymbolizer symbolizer_;
   std::unique_ptr<CpuProfiler> cpu_;
@@ -243,7 +286,8 @@ TEST_F(PprofServerTest, HealthzAnswers503WhenNoCpuProfileCanBeTaken) {
   EXPECT_FALSE(cpu_->Prepare().ok());
   TargetView view{[this]() -> std::optional<ProcessInfo> { return self_; },
                   [] { return std::string("test status"); }};
-  server_ = std::make_unique<PprofServer>(cpu_.get(), &symbolizer_, view, ServerOptions());
+  MakeRegistry();
+  server_ = std::make_unique<PprofServer>(registry_.get(), &symbolizer_, view, ServerOptions());
   ASSERT_TRUE(server_->Bind("127.0.0.1", 0).ok());
   serve_ = std::thread([this] { (void)server_->Serve(); });
   client_ = std::make_unique<httplib::Client>("127.0.0.1", server_->port());
@@ -268,9 +312,16 @@ TEST_F(PprofServerTest, UnknownAndUnsupportedProfiles) {
   EXPECT_EQ(r->status, 404);
   EXPECT_EQ(r->body, "Unknown profile\n");
   EXPECT_EQ(r->get_header_value("X-Go-Pprof"), "1");
-  auto h = client_->Get("/debug/pprof/heap");
+  auto h = client_->Get("/debug/pprof/goroutine");
   ASSERT_TRUE(h);
   EXPECT_EQ(h->status, 501);
+  EXPECT_TRUE(
+      absl::StrContains(h->body, "not produced yet; available: profile, recorded, cmdline, symbol"))
+      << h->body;
+  auto i = client_->Get("/debug/pprof/");
+  ASSERT_TRUE(i);
+  EXPECT_TRUE(absl::StrContains(i->body, "<a href='profile'>profile</a>")) << i->body;
+  EXPECT_TRUE(absl::StrContains(i->body, "Not served by pprof-sidecar: goroutine.")) << i->body;
 }
 
 TEST_F(PprofServerTest, CmdlineIsNulSeparatedLikeGo) {
@@ -422,9 +473,42 @@ TEST_F(PprofServerTest, EmptySecondsIsABadRequest) {
   EXPECT_EQ(r->status, 400) << r->body;
   EXPECT_TRUE(absl::StrContains(r->body, "positive integer")) << r->body;
   EXPECT_LT(absl::Now() - t0, absl::Seconds(5));
-  auto h = client_->Get("/debug/pprof/heap?seconds=");
+  auto h = client_->Get("/debug/pprof/recorded?seconds=");
   ASSERT_TRUE(h);
-  EXPECT_EQ(h->status, 501);  // no heap profiler in this fixture: not a profile either way
+  EXPECT_EQ(h->status, 400);
+  EXPECT_EQ(recording_.calls, 0);
+}
+
+// The server checks a kind's declared parameters, sets Go's headers and maps its errors; the
+// kind only sees valid requests.
+TEST_F(PprofServerTest, KindsGetCheckedParametersAndTheirErrorsMapToCodes) {
+  auto bad = client_->Get("/debug/pprof/recorded?debug=2");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400);
+  EXPECT_TRUE(absl::StrContains(bad->body, "accepted: 0, 1")) << bad->body;
+  EXPECT_EQ(recording_.calls, 0);
+  auto text = client_->Get("/debug/pprof/recorded?debug=1");
+  ASSERT_TRUE(text);
+  EXPECT_EQ(text->status, 200);
+  EXPECT_EQ(text->get_header_value("Content-Type"), "text/plain; charset=utf-8");
+  EXPECT_EQ(recording_.last_debug, 1);
+  auto delta = client_->Get("/debug/pprof/recorded?seconds=1");
+  ASSERT_TRUE(delta);
+  EXPECT_EQ(delta->get_header_value("Content-Disposition"),
+            "attachment; filename=\"recorded-delta\"");
+  EXPECT_EQ(recording_.last_seconds, absl::Seconds(1));
+  recording_.error = absl::FailedPreconditionError("the target turned it off");
+  auto gone = client_->Get("/debug/pprof/recorded");
+  ASSERT_TRUE(gone);
+  EXPECT_EQ(gone->status, 503);
+  EXPECT_EQ(gone->body, "the target turned it off\n");
+  EXPECT_EQ(gone->get_header_value("X-Go-Pprof"), "1");
+  recording_.error = absl::UnimplementedError("not for this target");
+  EXPECT_EQ(client_->Get("/debug/pprof/recorded")->status, 501);
+  EXPECT_EQ(recording_.calls, 4);
+  has_target_ = false;
+  EXPECT_EQ(client_->Get("/debug/pprof/recorded")->status, 503);
+  EXPECT_EQ(recording_.calls, 4);
 }
 
 TEST_F(PprofServerTest, HeadDoesNotRunAProfile) {

@@ -291,6 +291,15 @@ TEST_F(OomE2eTest, PartialFilesOfAKilledAgentAreCleanedAndNeverServed) {
   auto html = agent->Get("/debug/pprof/snapshots/");
   EXPECT_TRUE(absl::StrContains(html->body, "<a href=\"" + good + "\">")) << html->body;
   EXPECT_EQ(html->content_type, "text/html; charset=utf-8");
+  // Listed on the index page, as a directory.
+  auto index = agent->Get("/debug/pprof/");
+  EXPECT_TRUE(absl::StrContains(index->body, "href='snapshots/'")) << index->body;
+  // Scripts: Accept: application/json.
+  CommandResult curl = RunCommand(absl::StrCat(
+      "curl -s -H 'Accept: application/json' http://127.0.0.1:", agent->port(),
+      "/debug/pprof/snapshots/ | python3 -c 'import json,sys; print(json.load(sys.stdin)"
+      "[\"snapshots\"][0][\"reason\"])'"));
+  EXPECT_EQ(curl.output, "85pct\n");
 }
 
 }  // namespace
