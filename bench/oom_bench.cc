@@ -2,9 +2,9 @@
 //   oom_bench GO_LEAK_BINARY C_LEAK_BINARY [KILLS]
 // 1. The watcher between snapshots: the recorder's thread alone in this process for 20 s at the
 //    default 200 ms interval, on a target in a memory cgroup; CPU of this process / wall time.
-// 2. A Go heap snapshot vs a /debug/pprof/heap request: HeapProfiler::Collect (the request's work
-//    besides HTTP) and FlightRecorder::Capture (the same collect through the registry, plus the
-//    atomic write with fsync), alternated on one target; thread CPU and wall time.
+// 2. A Go heap snapshot vs a /debug/pprof/heap request: the registry's heap source's Collect (the
+//    request's work besides HTTP) and FlightRecorder::Capture (the same collect, plus the atomic
+//    write with fsync), alternated on one target; thread CPU and wall time.
 // 3. The at-kill snapshot: KILLS real OOM kills each of the Go and the C target (64 MiB cgroup,
 //    leaking 32 MiB/s), with the OOM-victim event attached; how many at-kill snapshots were saved.
 #include <sys/resource.h>
@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "agent/heap/heap_profiler.h"
+#include "agent/heap/heap_source.h"
 #include "agent/heap/malloc_sampler.h"
 #include "agent/oom/flight_recorder.h"
 #include "agent/sampler/oom_victim_watch.h"
@@ -62,25 +63,6 @@ std::optional<ProcessInfo> WaitExec(pid_t pid, const std::string& comm) {
   return std::nullopt;
 }
 
-class HeapKind : public ProfileSource {
- public:
-  explicit HeapKind(HeapProfiler* h) : heap_(h) { info_.name = "heap"; }
-  const ProfileKindInfo& info() const override { return info_; }
-  absl::StatusOr<ProfileResponse> Collect(const ProfileRequest& req) override {
-    HeapRequest hr;
-    hr.comments = req.comments;
-    auto b = heap_->Collect(req.target->pid, hr);
-    if (!b.ok()) return b.status();
-    ProfileResponse r;
-    r.body = *std::move(b);
-    return r;
-  }
-
- private:
-  HeapProfiler* heap_;
-  ProfileKindInfo info_;
-};
-
 void WatcherCost(const std::string& dir) {
   auto cg = MemoryCgroup::Create(absl::StrCat("pprof_oom_bench_", getpid()), 256 << 20);
   if (!cg.ok()) return;
@@ -116,7 +98,7 @@ void SnapshotVsRequest(const std::string& go_bin, const std::string& dir) {
   ProcessSymbolizer sym{ProcessSymbolizer::Options{}};
   HeapProfiler heap(&sym);
   ProfileRegistry reg;
-  reg.Add(std::make_unique<HeapKind>(&heap)).IgnoreError();
+  AddHeapSources(&heap, &reg).IgnoreError();
   auto store = SnapshotStore::Open({dir + "/cost", 8, 64 << 20});
   FlightRecorder rec({}, store->get(), &reg, [&] { return t; });
   MemoryReading r;
@@ -127,10 +109,12 @@ void SnapshotVsRequest(const std::string& go_bin, const std::string& dir) {
   for (int i = 0; i < n; ++i) {
     double c = CpuSeconds(RUSAGE_THREAD);
     absl::Time w = absl::Now();
-    auto b = heap.Collect(pid, {});
+    ProfileRequest pr;
+    pr.target = t;
+    auto b = reg.Lookup("heap")->Collect(pr);
     req_cpu += CpuSeconds(RUSAGE_THREAD) - c;
     req_wall += absl::ToDoubleSeconds(absl::Now() - w);
-    bytes = b.ok() ? b->size() : 0;
+    bytes = b.ok() ? b->body.size() : 0;
     c = CpuSeconds(RUSAGE_THREAD);
     w = absl::Now();
     rec.Capture(*t, "interval", r).IgnoreError();
@@ -167,7 +151,7 @@ void AtKill(const std::string& bin, const std::string& comm, bool native, int ki
   HeapProfiler heap(&sym);
   if (native) heap.EnableNative([](pid_t p) { return StartMallocSampler(p, {}); });
   ProfileRegistry reg;
-  reg.Add(std::make_unique<HeapKind>(&heap)).IgnoreError();
+  AddHeapSources(&heap, &reg).IgnoreError();
   auto store = SnapshotStore::Open({dir + "/" + comm, 64, 64 << 20});
   std::optional<ProcessInfo> target;
   std::mutex mu;
