@@ -33,10 +33,11 @@ namespace {
 
 using testing::MemoryCgroup;
 
+// CPU time from the scheduler's own clock (getrusage is sampled at ticks here: too coarse).
 double CpuSeconds(int who) {
-  struct rusage ru;
-  getrusage(who, &ru);
-  return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+  struct timespec ts;
+  clock_gettime(who == RUSAGE_THREAD ? CLOCK_THREAD_CPUTIME_ID : CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
 pid_t Spawn(const std::vector<std::string>& argv) {
@@ -85,8 +86,9 @@ void WatcherCost(const std::string& dir) {
   absl::SleepFor(absl::Seconds(20));
   rec.Stop();
   const double cpu = CpuSeconds(RUSAGE_SELF) - c1, wall = absl::ToDoubleSeconds(absl::Now() - w1);
-  printf("watcher: recorder thread at the default 200 ms for %.1f s: %.4f %% of a core (%llu polls)\n",
-         wall, 100 * cpu / wall, static_cast<unsigned long long>(rec.stats().polls));
+  printf(
+      "watcher: recorder thread at the default 200 ms for %.1f s: %.4f %% of a core (%llu polls)\n",
+      wall, 100 * cpu / wall, static_cast<unsigned long long>(rec.stats().polls));
   kill(pid, SIGKILL);
   waitpid(pid, nullptr, 0);
 }
@@ -135,12 +137,12 @@ void SnapshotVsRequest(const std::string& go_bin, const std::string& dir) {
     w_cpu += CpuSeconds(RUSAGE_THREAD) - c;
     w_wall += absl::ToDoubleSeconds(absl::Now() - w);
   }
-  printf("store: one snapshot write %.2f ms CPU %.2f ms wall\n", w_cpu / n * 1e3,
-         w_wall / n * 1e3);
-  printf("go heap: /debug/pprof/heap work %.2f ms CPU %.2f ms wall; snapshot %.2f ms CPU %.2f ms "
-         "wall (x%.2f CPU); profile %zu bytes; %d each, alternated\n",
-         req_cpu / n * 1e3, req_wall / n * 1e3, snap_cpu / n * 1e3, snap_wall / n * 1e3,
-         snap_cpu / req_cpu, bytes, n);
+  printf("store: one snapshot write %.2f ms CPU %.2f ms wall\n", w_cpu / n * 1e3, w_wall / n * 1e3);
+  printf(
+      "go heap: /debug/pprof/heap work %.2f ms CPU %.2f ms wall; snapshot %.2f ms CPU %.2f ms "
+      "wall (x%.2f CPU); profile %zu bytes; %d each, alternated\n",
+      req_cpu / n * 1e3, req_wall / n * 1e3, snap_cpu / n * 1e3, snap_wall / n * 1e3,
+      snap_cpu / req_cpu, bytes, n);
   kill(pid, SIGKILL);
   waitpid(pid, nullptr, 0);
 }
@@ -175,7 +177,10 @@ void AtKill(const std::string& bin, const std::string& comm, bool native, int ki
     auto cg = MemoryCgroup::Create(absl::StrCat("pprof_oom_bench_", getpid(), "_", i), 64 << 20);
     const pid_t pid = Spawn((*cg)->Wrap({bin, "32"}));
     auto t = WaitExec(pid, comm);
-    if (native && t) heap.SetTarget(pid);
+    if (native && t) {
+      absl::SleepFor(absl::Milliseconds(30));  // the loader has mapped libc
+      heap.SetTarget(pid);
+    }
     {
       std::lock_guard<std::mutex> l(mu);
       target = t;
@@ -186,13 +191,16 @@ void AtKill(const std::string& bin, const std::string& comm, bool native, int ki
   }
   rec.Stop();
   const FlightRecorderStats s = rec.stats();
-  printf("at-kill (%s): %llu/%d OOM kills seen, at-kill snapshot saved %llu, failed %llu%s%s; "
-         "event latency %.0f us mean\n",
-         comm.c_str(), static_cast<unsigned long long>(s.oom_events), kills,
-         static_cast<unsigned long long>(s.oom_snapshots),
-         static_cast<unsigned long long>(s.oom_snapshot_failures),
-         s.last_oom_error.empty() ? "" : "; last error: ", s.last_oom_error.c_str(),
-         s.oom_events ? latency_sum / 1e3 / s.oom_events : 0.0);
+  printf(
+      "at-kill (%s): %llu/%d OOM kills seen, at-kill snapshot read from the dying process "
+      "%llu, the last read near the limit instead %llu, none %llu%s%s; event latency %.0f us "
+      "mean\n",
+      comm.c_str(), static_cast<unsigned long long>(s.oom_events), kills,
+      static_cast<unsigned long long>(s.oom_snapshots),
+      static_cast<unsigned long long>(s.oom_snapshots_recent),
+      static_cast<unsigned long long>(s.oom_snapshot_failures),
+      s.last_oom_error.empty() ? "" : "; last error: ", s.last_oom_error.c_str(),
+      s.oom_events ? latency_sum / 1e3 / s.oom_events : 0.0);
 }
 
 }  // namespace

@@ -78,6 +78,7 @@ void FlightRecorder::Poll(absl::Time now) {
     stats_.last_pid = t->pid;
     last_target_ = t;
   }
+  MaybeReadRecent(*t, *r, now);
   std::optional<SnapshotTrigger> trig =
       policy_.Observe(t->pid, t->start_time, r->usage, r->limit, now);
   if (!trig) return;
@@ -101,22 +102,13 @@ absl::Status FlightRecorder::Capture(const ProcessInfo& t, const std::string& re
   absl::Status heap_st;
   for (const char* kind : {"heap", "goroutine"}) {
     const bool heap = kind == std::string("heap");
-    ProfileSource* src = registry_->Lookup(kind);
-    if (src == nullptr) {
-      if (heap) heap_st = absl::FailedPreconditionError("no heap profile kind is registered");
-      continue;
-    }
-    ProfileRequest req;
-    req.target = t;
-    req.comments = {absl::StrCat("snapshot ", reason, " of pid ", t.pid, " (", t.comm, ") at ",
-                                 absl::FormatTime(absl::RFC3339_full, m.time, absl::UTCTimeZone())),
-                    absl::StrCat("memory: ", DescribeReading(r))};
-    absl::StatusOr<ProfileResponse> resp = src->Collect(req);
-    absl::Status st = resp.status();
+    if (!heap && registry_->Lookup(kind) == nullptr) continue;
+    absl::StatusOr<std::string> body = CollectKind(kind, t, reason, r, m.time);
+    absl::Status st = body.status();
     std::string stage = absl::StrCat(kind, "_collect");
-    if (resp.ok()) {
+    if (body.ok()) {
       m.kind = kind;
-      st = store_->Write(m, resp->body).status();
+      st = store_->Write(m, *body).status();
       stage = "write";
     }
     if (!st.ok()) {
@@ -126,6 +118,65 @@ absl::Status FlightRecorder::Capture(const ProcessInfo& t, const std::string& re
     }
   }
   return heap_st;
+}
+
+absl::StatusOr<std::string> FlightRecorder::CollectKind(const char* kind, const ProcessInfo& t,
+                                                        const std::string& reason,
+                                                        const MemoryReading& r, absl::Time when) {
+  ProfileSource* src = registry_->Lookup(kind);
+  if (src == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat("no ", kind, " profile kind is registered"));
+  }
+  ProfileRequest req;
+  req.target = t;
+  req.comments = {absl::StrCat("snapshot ", reason, " of pid ", t.pid, " (", t.comm, ") at ",
+                               absl::FormatTime(absl::RFC3339_full, when, absl::UTCTimeZone())),
+                  absl::StrCat("memory: ", DescribeReading(r))};
+  absl::StatusOr<ProfileResponse> resp = src->Collect(req);
+  if (!resp.ok()) return resp.status();
+  return std::move(resp->body);
+}
+
+void FlightRecorder::MaybeReadRecent(const ProcessInfo& t, const MemoryReading& r, absl::Time now) {
+  if (opts_.recent_interval <= absl::ZeroDuration() || !r.limit || *r.limit == 0 ||
+      now < next_recent_) {
+    return;
+  }
+  const int zone = opts_.policy.percents.empty() ? 95 : opts_.policy.percents.back();
+  if (100.0 * r.usage / *r.limit < zone) return;
+  next_recent_ = now + opts_.recent_interval;
+  absl::StatusOr<std::string> body =
+      CollectKind("heap", t, "near the limit, kept in memory in case of an OOM kill", r, now);
+  if (!body.ok()) return;
+  std::lock_guard<std::mutex> l(mu_);
+  recent_ = Recent{t, r, now, *std::move(body)};
+  ++stats_.recent_reads;
+}
+
+absl::Status FlightRecorder::SaveRecent(const ProcessInfo& t) {
+  std::optional<Recent> rec;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (recent_ && recent_->target.pid == t.pid && recent_->target.start_time == t.start_time) {
+      rec = std::move(recent_);
+      recent_.reset();
+    }
+  }
+  if (!rec) return absl::NotFoundError("no recent heap read of the process");
+  SnapshotMeta m;
+  m.kind = "heap";
+  m.reason = "oom-kill";
+  m.time = rec->time;
+  m.pid = t.pid;
+  m.start_time = t.start_time;
+  m.comm = t.comm;
+  m.usage = rec->reading.usage;
+  m.rss = rec->reading.rss;
+  m.limit = rec->reading.limit.value_or(0);
+  absl::Status st = store_->Write(m, rec->profile).status();
+  std::lock_guard<std::mutex> l(mu_);
+  last_recent_age_ = absl::Now() - rec->time;
+  return st;
 }
 
 void FlightRecorder::OnOomVictim(pid_t pid, uint64_t start_time) {
@@ -142,22 +193,35 @@ void FlightRecorder::OnOomVictim(pid_t pid, uint64_t start_time) {
     ++stats_.oom_events;
   }
   absl::Status st = Capture(*t, "oom-kill", r);
+  absl::Status recent = absl::OkStatus();
+  if (!st.ok()) recent = SaveRecent(*t);
+  std::string outcome = "saved";
   {
     std::lock_guard<std::mutex> l(mu_);
     if (st.ok()) {
       ++stats_.oom_snapshots;
+    } else if (recent.ok()) {
+      ++stats_.oom_snapshots_recent;
+      outcome = absl::StrCat("the process was gone (", st.message(), "): saved the heap read ",
+                             absl::FormatDuration(last_recent_age_), " before");
     } else {
       ++stats_.oom_snapshot_failures;
       stats_.last_oom_error = std::string(st.message());
+      outcome = absl::StrCat(st.message(), "; ", recent.message());
     }
   }
   fprintf(stderr, "pprof-sidecar: pid %d chosen as OOM victim (last %s); at-kill snapshot: %s\n",
-          pid, DescribeReading(r).c_str(), st.ok() ? "saved" : std::string(st.message()).c_str());
+          pid, DescribeReading(r).c_str(), outcome.c_str());
 }
 
 void FlightRecorder::SetOomEventStatus(absl::Status st) {
   std::lock_guard<std::mutex> l(mu_);
   oom_event_status_ = std::move(st);
+}
+
+absl::Duration FlightRecorder::last_recent_age() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return last_recent_age_;
 }
 
 FlightRecorderStats FlightRecorder::stats() const {
@@ -211,8 +275,14 @@ void FlightRecorder::WriteMetrics(MetricsWriter* w) const {
   w->Counter("pprof_sidecar_oom_kills_total", "Times the kernel chose the target as OOM victim.",
              s.oom_events);
   w->CounterFamily("pprof_sidecar_oom_kill_snapshots_total",
-                   "Heap snapshots tried when the target was chosen as OOM victim, by result.",
-                   "result", {{"saved", s.oom_snapshots}, {"failed", s.oom_snapshot_failures}});
+                   "At-kill heap snapshots by result: saved (read from the dying process), "
+                   "saved_recent (it was gone: the last read near the limit), failed.",
+                   "result",
+                   {{"saved", s.oom_snapshots},
+                    {"saved_recent", s.oom_snapshots_recent},
+                    {"failed", s.oom_snapshot_failures}});
+  w->Counter("pprof_sidecar_snapshot_recent_reads_total",
+             "Heap reads kept in memory near the limit for an OOM kill.", s.recent_reads);
   if (s.last) {
     w->Gauge("pprof_sidecar_target_memory_usage_bytes",
              "The target's memory usage (its cgroup's, else its RSS).", s.last->usage);

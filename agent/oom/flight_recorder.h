@@ -35,6 +35,11 @@ namespace pprof_sidecar {
 struct FlightRecorderOptions {
   ThresholdPolicyOptions policy;
   absl::Duration poll_interval = absl::Milliseconds(200);
+  // Near the limit (usage at or above the highest threshold, 95 % without thresholds) the heap is
+  // also read into memory every `recent_interval` (zero: never). When the at-kill capture finds
+  // the process already gone, this most recent read is saved as the "oom-kill" snapshot instead,
+  // with its own time (and comments saying so).
+  absl::Duration recent_interval = absl::Seconds(1);
   MemoryWatcherOptions watcher;
 };
 
@@ -43,7 +48,9 @@ struct FlightRecorderStats {
   std::map<std::string, uint64_t> capture_failures;  // by reason ("heap: ...")
   uint64_t oom_events = 0;                           // OOM victims seen that were the target
   uint64_t oom_events_other = 0;                     // other processes chosen as victims
-  uint64_t oom_snapshots = 0;                        // at-kill heap snapshots that made it
+  uint64_t oom_snapshots = 0;         // at-kill heap snapshots read from the dying process
+  uint64_t oom_snapshots_recent = 0;  // ... saved from the recent read instead (it was gone)
+  uint64_t recent_reads = 0;          // heap reads kept in memory near the limit
   uint64_t oom_snapshot_failures = 0;
   std::optional<MemoryReading> last;  // the last reading of the current target
   pid_t last_pid = 0;
@@ -73,11 +80,28 @@ class FlightRecorder {
   void SetOomEventStatus(absl::Status st);
 
   FlightRecorderStats stats() const;
+  // The age of the recent read at the last kill that fell back to it.
+  absl::Duration last_recent_age() const;
   std::string HealthLines() const;
   void WriteMetrics(MetricsWriter* w) const;
 
  private:
   void Loop();
+  // One profile of `kind` for `t` (its comments name `reason`, `r` and `when`).
+  absl::StatusOr<std::string> CollectKind(const char* kind, const ProcessInfo& t,
+                                          const std::string& reason, const MemoryReading& r,
+                                          absl::Time when);
+  // Reads the heap into recent_ when due (Poll's thread).
+  void MaybeReadRecent(const ProcessInfo& t, const MemoryReading& r, absl::Time now);
+  // Saves recent_ as the at-kill snapshot of `t`, if it is of `t`.
+  absl::Status SaveRecent(const ProcessInfo& t);
+
+  struct Recent {
+    ProcessInfo target;
+    MemoryReading reading;
+    absl::Time time;
+    std::string profile;
+  };
 
   const FlightRecorderOptions opts_;
   SnapshotStore* const store_;
@@ -89,6 +113,9 @@ class FlightRecorder {
   mutable std::mutex mu_;
   FlightRecorderStats stats_;                                               // guarded by mu_
   std::optional<ProcessInfo> last_target_;                                  // guarded by mu_
+  std::optional<Recent> recent_;                                            // guarded by mu_
+  absl::Duration last_recent_age_;                                          // guarded by mu_
+  absl::Time next_recent_ = absl::InfinitePast();                           // Poll's thread only
   absl::Status oom_event_status_ = absl::UnavailableError("not attached");  // guarded by mu_
   std::mutex loop_mu_;
   std::condition_variable loop_cv_;
