@@ -109,6 +109,11 @@ DEFINE_int64(target_memory_limit_bytes, 0,
              "resources.limits.memory through the downward API), used when its cgroup sets none "
              "that the agent can read. 0: none.");
 DEFINE_int32(memory_watch_interval_ms, 200, "How often the target's memory is read.");
+DEFINE_int32(snapshot_recent_interval_ms, 1000,
+             "Within 10 points of the highest threshold, also read the heap into memory this often "
+             "(0: never), "
+             "so that an OOM kill that outruns the at-kill capture still leaves a heap from at "
+             "most this long before it.");
 DEFINE_bool(oom_kill_snapshot, true,
             "Attach the kernel's OOM-victim event (tp_btf/mark_victim) and try one last heap "
             "snapshot when the target is chosen.");
@@ -132,7 +137,7 @@ int OpenRecorder(const ProfileRegistry* registry, FlightRecorder::TargetFn targe
   absl::StatusOr<std::vector<int>> thresholds = ParseThresholds(FLAGS_snapshot_thresholds);
   if (!thresholds.ok() || FLAGS_snapshot_max_count < 1 || FLAGS_snapshot_max_bytes < 1 ||
       FLAGS_snapshot_interval_seconds < 0 || FLAGS_memory_watch_interval_ms < 10 ||
-      FLAGS_target_memory_limit_bytes < 0) {
+      FLAGS_snapshot_recent_interval_ms < 0 || FLAGS_target_memory_limit_bytes < 0) {
     fprintf(stderr, "pprof-sidecar: bad snapshot flags: %s\n",
             thresholds.ok() ? "counts, sizes and intervals must be positive"
                             : std::string(thresholds.status().message()).c_str());
@@ -151,6 +156,7 @@ int OpenRecorder(const ProfileRegistry* registry, FlightRecorder::TargetFn targe
   o.policy.percents = *thresholds;
   o.policy.interval = absl::Seconds(FLAGS_snapshot_interval_seconds);
   o.poll_interval = absl::Milliseconds(FLAGS_memory_watch_interval_ms);
+  o.recent_interval = absl::Milliseconds(FLAGS_snapshot_recent_interval_ms);
   o.watcher.flag_limit = static_cast<uint64_t>(FLAGS_target_memory_limit_bytes);
   out->recorder =
       std::make_unique<FlightRecorder>(o, out->store.get(), registry, std::move(target));

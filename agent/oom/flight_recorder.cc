@@ -142,7 +142,7 @@ void FlightRecorder::MaybeReadRecent(const ProcessInfo& t, const MemoryReading& 
       now < next_recent_) {
     return;
   }
-  const int zone = opts_.policy.percents.empty() ? 95 : opts_.policy.percents.back();
+  const int zone = (opts_.policy.percents.empty() ? 95 : opts_.policy.percents.back()) - 10;
   if (100.0 * r.usage / *r.limit < zone) return;
   next_recent_ = now + opts_.recent_interval;
   absl::StatusOr<std::string> body =

@@ -35,8 +35,8 @@ namespace pprof_sidecar {
 struct FlightRecorderOptions {
   ThresholdPolicyOptions policy;
   absl::Duration poll_interval = absl::Milliseconds(200);
-  // Near the limit (usage at or above the highest threshold, 95 % without thresholds) the heap is
-  // also read into memory every `recent_interval` (zero: never). When the at-kill capture finds
+  // Near the limit (usage within 10 points of the highest threshold: 85 % by default) the heap
+  // is also read into memory every `recent_interval` (zero: never). When the at-kill capture finds
   // the process already gone, this most recent read is saved as the "oom-kill" snapshot instead,
   // with its own time (and comments saying so).
   absl::Duration recent_interval = absl::Seconds(1);

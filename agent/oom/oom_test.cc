@@ -354,8 +354,9 @@ TEST(FlightRecorder, SnapshotsAtThresholdsThroughTheRegistryAndServesThem) {
   EXPECT_EQ(reasons, (std::vector<std::string>{"50pct", "70pct", "85pct", "95pct"}));
   EXPECT_EQ((*store)->List()[2].usage, 900000u);
   EXPECT_EQ((*store)->List()[2].limit, 1000000u);
-  // Above the highest threshold the heap is also read into memory (at 96 % and 99 %: 1 s apart).
-  EXPECT_EQ(rec.stats().recent_reads, 2u);
+  // From 10 points below the highest threshold the heap is also read into memory (at 90, 96 and
+  // 99 %: 1 s apart).
+  EXPECT_EQ(rec.stats().recent_reads, 3u);
   EXPECT_NE(h->comments.back().find("99.0 %"), std::string::npos) << h->comments.back();
 
   // The victim event for the target: one more capture; for another process: none.
@@ -366,13 +367,13 @@ TEST(FlightRecorder, SnapshotsAtThresholdsThroughTheRegistryAndServesThem) {
   EXPECT_EQ(rec.stats().oom_events, 1u);
   EXPECT_EQ(rec.stats().oom_events_other, 2u);
   EXPECT_EQ(rec.stats().oom_snapshots, 1u);
-  // The process is gone when the capture runs: the recent read (#6, at 99 %) is saved instead,
+  // The process is gone when the capture runs: the recent read (#7, at 99 %) is saved instead,
   // once; with none left, the at-kill snapshot fails.
   h->fail = true;
   rec.OnOomVictim(42, 7);
   EXPECT_EQ(rec.stats().oom_snapshots_recent, 1u);
   EXPECT_EQ((*store)->List().back().reason, "oom-kill");
-  EXPECT_EQ(*(*store)->Read((*store)->List().back().name), "heap of 42 #6");
+  EXPECT_EQ(*(*store)->Read((*store)->List().back().name), "heap of 42 #7");
   EXPECT_EQ((*store)->List().back().usage, 990000u);
   rec.OnOomVictim(42, 7);
   EXPECT_EQ(rec.stats().oom_snapshot_failures, 1u);
