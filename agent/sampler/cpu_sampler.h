@@ -13,67 +13,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "agent/sample/stack_sample.h"
 
 namespace pprof_sidecar {
-
-// User registers at the sample, for unwinders that do not rely on frame pointers.
-struct UserRegs {
-  uint64_t ip = 0, sp = 0, bp = 0;
-  // Active return probes (uretprobes: the agent's own malloc sampler puts them on the target's
-  // allocation functions) replace the return address of each probed call on the stack by their
-  // trampoline until the call returns. uret_returns are the real addresses, innermost first, one
-  // per trampoline on the stack; uret_trampoline is its address (0: no return probe active).
-  uint64_t uret_trampoline = 0;
-  std::vector<uint64_t> uret_returns;
-
-  // Whether `pc` is in the trampoline's code (a thread returning through it).
-  bool InUretTrampoline(uint64_t pc) const {
-    return uret_trampoline != 0 && pc >= uret_trampoline && pc < uret_trampoline + 64;
-  }
-};
-
-// Puts the real return addresses back into a leaf-first stack (a frame-pointer walk): each
-// occurrence of the trampoline, in order, by the next of regs.uret_returns; a leaf executing the
-// trampoline by the address it returns to.
-inline void RestoreUretReturns(const UserRegs& regs, std::vector<uint64_t>* ips) {
-  size_t next = 0;
-  for (size_t i = 0; i < ips->size() && next < regs.uret_returns.size(); ++i) {
-    uint64_t& ip = (*ips)[i];
-    if (ip == regs.uret_trampoline || (i == 0 && regs.InUretTrampoline(ip))) {
-      ip = regs.uret_returns[next++];
-    }
-  }
-}
-
-// One CPU sample of one target thread. Stacks are leaf first. user_ips are from the kernel's
-// frame-pointer walk; `user_stack` holds a copy of the top of the user stack starting at regs.sp
-// (possibly empty) for the CFI/pclntab unwinder.
-struct CpuSample {
-  uint32_t pid = 0;      // tgid in the agent's pid namespace
-  uint32_t tid = 0;      // thread id in the agent's pid namespace
-  uint64_t time_ns = 0;  // CLOCK_MONOTONIC (bpf_ktime_get_ns)
-  uint32_t cpu = 0;
-  // Sampling periods this sample stands for (1 but for tick-clock samples of a thread whose CPU
-  // time crossed several period boundaries between two ticks it was caught running at).
-  uint32_t weight = 1;
-  std::vector<uint64_t> kernel_ips;
-  std::vector<uint64_t> user_ips;
-  UserRegs regs;
-  std::string user_stack;
-  bool in_kernel = false;         // sample interrupted kernel mode
-  bool user_stack_error = false;  // bpf_get_stack for the user stack failed
-  bool kernel_stack_error = false;
-  // user_ips did not start at regs.bp, which could not be a frame pointer, but at the first frame
-  // record found in user_stack (BpfCpuSamplerOptions::scan_for_frame_record): past user_ips[0]
-  // they may skip frames; use them only where they match frames unwound otherwise.
-  bool fp_walk_scanned = false;
-  // Set once the sample has been unwound (SampleUnwinder, agent/profile/cpu_profile.h): user_ips
-  // then hold the unwound stack, user_stack is empty, and unwind_stop is the UnwindStop value
-  // (agent/unwind/unwinder.h) at which the unwinder ended.
-  bool user_unwound = false;
-  bool unwind_stitched = false;  // the unwound stack was completed from the frame-pointer walk
-  uint8_t unwind_stop = 0;
-};
 
 // Monotonic counters, all since the sampler was created.
 struct SamplerStats {
@@ -135,8 +77,8 @@ class CpuSampler {
   virtual SamplerInfo info() const { return SamplerInfo(); }
 };
 
-// Tuning of the BPF implementation. The defaults are the fast configuration measured in
-// BENCHMARKS.md; the other values exist for A/B measurements (bench/sampler_bench).
+// Options of the BPF implementation; the defaults are the production configuration (the bench
+// build's extra switches are in cpu_sampler_bench.h).
 struct BpfCpuSamplerOptions {
   // What takes the samples.
   //  - kTick: the scheduler tick, which already interrupts every busy CPU HZ times a second: a
@@ -146,8 +88,8 @@ struct BpfCpuSamplerOptions {
   //    delivers Go's own per-thread profiling timers. No interrupt of its own; rates above HZ
   //    give weighted samples at the tick rate. Needs high-resolution timers. x86-64.
   //  - kPerfCpuClock: a software cpu-clock perf event on every online CPU with period 1e9/hz ns:
-  //    any rate, but each sample is an hrtimer interrupt of its own (~15-30 us of the sampled
-  //    thread's time in a VM, BENCHMARKS.md).
+  //    any rate, but each sample is an hrtimer interrupt of its own, charged to the sampled
+  //    thread.
   //  - kAuto: kTick for hz <= 100 (no kernel ticks slower) when it loads, attaches and fires,
   //    else kPerfCpuClock.
   // The sampler is created ready: every program it will use is loaded and attached (the tick) or
@@ -173,7 +115,7 @@ struct BpfCpuSamplerOptions {
   // 0: every record wakes the reader thread. Else records are submitted without a wakeup until
   // this many bytes wait in the ring buffer (at most a quarter of it, the default); the reader
   // also polls every poll_interval_ms and on Flush()/Stop(). A wakeup is a self-interrupt on the
-  // sampled CPU, charged to the sampled thread (its cost: BENCHMARKS.md).
+  // sampled CPU, charged to the sampled thread.
   uint32_t wakeup_bytes = UINT32_MAX;
   int poll_interval_ms = 100;
   // Ring buffer size in bytes: a power of two >= 4096, or 0 to size it for `expected_hz` samples

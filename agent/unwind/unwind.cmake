@@ -4,6 +4,11 @@ target_include_directories(unwind PUBLIC ${CMAKE_SOURCE_DIR})
 target_link_libraries(unwind PUBLIC symbolize_elf symbolize_go absl::status absl::statusor
   absl::strings)
 
+# Samples reduced as they arrive: unwound against the mappings of their process.
+add_library(sample_unwinder STATIC ${CMAKE_CURRENT_LIST_DIR}/sample_unwinder.cc)
+target_include_directories(sample_unwinder PUBLIC ${CMAKE_SOURCE_DIR})
+target_link_libraries(sample_unwinder PUBLIC unwind process_symbolizer absl::time)
+
 add_executable(cfi_test ${CMAKE_CURRENT_LIST_DIR}/cfi_test.cc)
 target_link_libraries(cfi_test PRIVATE unwind testutil absl::str_format GTest::gtest_main)
 gtest_discover_tests(cfi_test DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 300)

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
-#include "agent/sampler/cpu_sampler.h"
+#include "agent/sample/stack_sample.h"
 #include "agent/symbolize/elf_file.h"
 #include "agent/symbolize/go_pclntab.h"
 #include "agent/unwind/cfi.h"

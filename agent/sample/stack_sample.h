@@ -1,0 +1,74 @@
+// The samples the samplers deliver and the unwinder and profile builders consume: stacks, user
+// registers and a copy of the top of the user stack. A neutral header: unwind/ and profile/ include
+// it without the sampler (the privileged layer).
+#ifndef PPROF_SIDECAR_AGENT_SAMPLE_STACK_SAMPLE_H_
+#define PPROF_SIDECAR_AGENT_SAMPLE_STACK_SAMPLE_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace pprof_sidecar {
+
+// User registers at the sample, for unwinders that do not rely on frame pointers.
+struct UserRegs {
+  uint64_t ip = 0, sp = 0, bp = 0;
+  // Active return probes (uretprobes: the agent's own malloc sampler puts them on the target's
+  // allocation functions) replace the return address of each probed call on the stack by their
+  // trampoline until the call returns. uret_returns are the real addresses, innermost first, one
+  // per trampoline on the stack; uret_trampoline is its address (0: no return probe active).
+  uint64_t uret_trampoline = 0;
+  std::vector<uint64_t> uret_returns;
+
+  // Whether `pc` is in the trampoline's code (a thread returning through it).
+  bool InUretTrampoline(uint64_t pc) const {
+    return uret_trampoline != 0 && pc >= uret_trampoline && pc < uret_trampoline + 64;
+  }
+};
+
+// Puts the real return addresses back into a leaf-first stack (a frame-pointer walk): each
+// occurrence of the trampoline, in order, by the next of regs.uret_returns; a leaf executing the
+// trampoline by the address it returns to.
+inline void RestoreUretReturns(const UserRegs& regs, std::vector<uint64_t>* ips) {
+  size_t next = 0;
+  for (size_t i = 0; i < ips->size() && next < regs.uret_returns.size(); ++i) {
+    uint64_t& ip = (*ips)[i];
+    if (ip == regs.uret_trampoline || (i == 0 && regs.InUretTrampoline(ip))) {
+      ip = regs.uret_returns[next++];
+    }
+  }
+}
+
+// One CPU sample of one target thread. Stacks are leaf first. user_ips are from the kernel's
+// frame-pointer walk; `user_stack` holds a copy of the top of the user stack starting at regs.sp
+// (possibly empty) for the CFI/pclntab unwinder.
+struct CpuSample {
+  uint32_t pid = 0;      // tgid in the agent's pid namespace
+  uint32_t tid = 0;      // thread id in the agent's pid namespace
+  uint64_t time_ns = 0;  // CLOCK_MONOTONIC (bpf_ktime_get_ns)
+  uint32_t cpu = 0;
+  // Sampling periods this sample stands for (1 but for tick-clock samples of a thread whose CPU
+  // time crossed several period boundaries between two ticks it was caught running at).
+  uint32_t weight = 1;
+  std::vector<uint64_t> kernel_ips;
+  std::vector<uint64_t> user_ips;
+  UserRegs regs;
+  std::string user_stack;
+  bool in_kernel = false;         // sample interrupted kernel mode
+  bool user_stack_error = false;  // bpf_get_stack for the user stack failed
+  bool kernel_stack_error = false;
+  // user_ips did not start at regs.bp, which could not be a frame pointer, but at the first frame
+  // record found in user_stack (BpfCpuSamplerOptions::scan_for_frame_record): past user_ips[0]
+  // they may skip frames; use them only where they match frames unwound otherwise.
+  bool fp_walk_scanned = false;
+  // Set once the sample has been unwound (SampleUnwinder, agent/profile/cpu_profile.h): user_ips
+  // then hold the unwound stack, user_stack is empty, and unwind_stop is the UnwindStop value
+  // (agent/unwind/unwinder.h) at which the unwinder ended.
+  bool user_unwound = false;
+  bool unwind_stitched = false;  // the unwound stack was completed from the frame-pointer walk
+  uint8_t unwind_stop = 0;
+};
+
+}  // namespace pprof_sidecar
+
+#endif  // PPROF_SIDECAR_AGENT_SAMPLE_STACK_SAMPLE_H_
