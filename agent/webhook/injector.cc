@@ -174,7 +174,9 @@ json ProxyContainer(const InjectorConfig& cfg) {
       {"args",
        json::array({absl::StrCat("--secure-listen-address=0.0.0.0:", cfg.proxy_port),
                     absl::StrCat("--upstream=http://127.0.0.1:", cfg.agent_port, "/"),
-                    "--allow-paths=/debug/pprof,/debug/pprof/*", "--logtostderr=true", "--v=0"})},
+                    // kube-rbac-proxy matches with Go's path.Match: '*' stops at '/'.
+                    "--allow-paths=/debug/pprof,/debug/pprof/*,/debug/pprof/snapshots/*",
+                    "--logtostderr=true", "--v=0"})},
       {"ports",
        json::array(
            {{{"name", "pprof-https"}, {"containerPort", cfg.proxy_port}, {"protocol", "TCP"}}})},

@@ -196,7 +196,7 @@ TEST_F(WebhookTest, InjectsAgentAndProxyIntoOptedInPod) {
   EXPECT_TRUE(absl::StartsWith(image, "quay.io/brancz/kube-rbac-proxy:v")) << image;
   EXPECT_TRUE(HasArg(*proxy, "--secure-listen-address=0.0.0.0:8443"));
   EXPECT_TRUE(HasArg(*proxy, "--upstream=http://127.0.0.1:6060/"));
-  EXPECT_TRUE(HasArg(*proxy, "--allow-paths=/debug/pprof,/debug/pprof/*"));
+  EXPECT_TRUE(HasArg(*proxy, "--allow-paths=/debug/pprof,/debug/pprof/*,/debug/pprof/snapshots/*"));
   ASSERT_EQ((*proxy)["ports"].size(), 1u);
   EXPECT_EQ((*proxy)["ports"][0]["containerPort"], 8443);
   EXPECT_EQ((*proxy)["securityContext"]["runAsNonRoot"], true);
