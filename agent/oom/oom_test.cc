@@ -7,6 +7,7 @@
 #include <fstream>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "agent/oom/flight_recorder.h"
 #include "agent/oom/memory_watch.h"
@@ -312,7 +313,7 @@ TEST(SnapshotStore, UnwritableDirectoryIsReportedNotFatal) {
 
 class CountingHeap : public ProfileSource {
  public:
-  CountingHeap() { info_.name = "heap"; }
+  explicit CountingHeap(const std::string& name = "heap") { info_.name = name; }
   const ProfileKindInfo& info() const override { return info_; }
   absl::StatusOr<ProfileResponse> Collect(const ProfileRequest& req) override {
     if (fail) return absl::NotFoundError("process gone");
@@ -413,6 +414,30 @@ TEST(FlightRecorder, SnapshotsAtThresholdsThroughTheRegistryAndServesThem) {
             std::string::npos);
   EXPECT_NE(src.HealthLines(std::nullopt).find("snapshots: 6 kept"), std::string::npos)
       << src.HealthLines(std::nullopt);
+}
+
+// Once a "goroutine" kind is registered, each snapshot carries it too (same reason, same time).
+TEST(FlightRecorder, GoroutineProfileWhenTheKindExists) {
+  FakeProc f("0::/\n");
+  WriteFile(f.TargetCg() + "/memory.max", "1000\n");
+  WriteFile(f.TargetCg() + "/memory.current", "600\n");
+  auto store = SnapshotStore::Open({MakeTempDir("oom_gr"), 16, 1 << 20});
+  ProfileRegistry reg;
+  ASSERT_TRUE(reg.Add(std::make_unique<CountingHeap>()).ok());
+  ASSERT_TRUE(reg.Add(std::make_unique<CountingHeap>("goroutine")).ok());
+  ProcessInfo target;
+  target.pid = 42;
+  FlightRecorderOptions o;
+  o.watcher = {f.proc, f.agent_cg, 0};
+  FlightRecorder rec(o, store->get(), &reg, [&] { return std::optional<ProcessInfo>(target); });
+  rec.Poll(T(0));
+  auto list = (*store)->List();
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[0].kind, "heap");
+  EXPECT_EQ(list[1].kind, "goroutine");
+  EXPECT_EQ(list[1].reason, "50pct");
+  EXPECT_EQ(list[0].time, list[1].time);
+  EXPECT_TRUE(absl::EndsWith(list[1].name, "-50pct-goroutine")) << list[1].name;
 }
 
 TEST(FlightRecorder, NoHeapKindIsACountedFailureNotACrash) {
