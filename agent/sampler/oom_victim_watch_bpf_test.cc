@@ -56,8 +56,8 @@ TEST_P(OomVictimWatchTest, ReportsTheKilledProcess) {
       },
       opts);
   if (GetParam() && absl::IsPermissionDenied(watch.status())) {
-    // This test machine's kernel refuses fentry programs to root (EPERM before verification,
-    // while tp_btf loads): the fallback cannot be exercised here.
+    // This test machine's kernel refuses every fentry program to root (EPERM at load, even one
+    // on do_nanosleep, while tp_btf loads): the fallback cannot be exercised here.
     GTEST_SKIP() << "fentry refused by this kernel: " << watch.status();
   }
   ASSERT_TRUE(watch.ok()) << watch.status();
