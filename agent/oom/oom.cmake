@@ -11,6 +11,7 @@ target_include_directories(oom PUBLIC ${CMAKE_SOURCE_DIR})
 target_link_libraries(oom PUBLIC registry symbolize_elf absl::status absl::statusor absl::strings absl::str_format
   absl::time Threads::Threads)
 
+find_package(nlohmann_json 3 REQUIRED)  # the JSON listing is checked by a real parser
 add_executable(oom_test ${CMAKE_CURRENT_LIST_DIR}/oom_test.cc)
-target_link_libraries(oom_test PRIVATE oom testutil GTest::gtest_main)
+target_link_libraries(oom_test PRIVATE oom testutil nlohmann_json::nlohmann_json GTest::gtest_main)
 gtest_discover_tests(oom_test DISCOVERY_TIMEOUT 30)
