@@ -2,8 +2,10 @@
 
 #include <cstdio>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
 
 namespace pprof_sidecar {
 namespace {
@@ -78,6 +80,7 @@ void FlightRecorder::Poll(absl::Time now) {
     stats_.last_pid = t->pid;
     last_target_ = t;
   }
+  SeedFromStore(*t, now);
   MaybeReadRecent(*t, *r, now);
   std::optional<SnapshotTrigger> trig =
       policy_.Observe(t->pid, t->start_time, r->usage, r->limit, now);
@@ -135,6 +138,22 @@ absl::StatusOr<std::string> FlightRecorder::CollectKind(const char* kind, const 
   absl::StatusOr<ProfileResponse> resp = src->Collect(req);
   if (!resp.ok()) return resp.status();
   return std::move(resp->body);
+}
+
+void FlightRecorder::SeedFromStore(const ProcessInfo& t, absl::Time now) {
+  if (t.pid == seeded_pid_ && t.start_time == seeded_start_) return;
+  seeded_pid_ = t.pid;
+  seeded_start_ = t.start_time;
+  std::vector<std::pair<int, absl::Time>> fired;
+  for (const SnapshotMeta& m : store_->List()) {
+    int percent = 0;
+    absl::string_view reason = m.reason;
+    if (m.pid == t.pid && m.start_time == t.start_time && absl::ConsumeSuffix(&reason, "pct") &&
+        absl::SimpleAtoi(reason, &percent)) {
+      fired.emplace_back(percent, m.time);
+    }
+  }
+  policy_.Seed(t.pid, t.start_time, fired, now);
 }
 
 void FlightRecorder::MaybeReadRecent(const ProcessInfo& t, const MemoryReading& r, absl::Time now) {

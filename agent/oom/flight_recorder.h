@@ -91,6 +91,9 @@ class FlightRecorder {
   absl::StatusOr<std::string> CollectKind(const char* kind, const ProcessInfo& t,
                                           const std::string& reason, const MemoryReading& r,
                                           absl::Time when);
+  // The first reading of a process: thresholds its snapshots in the store already passed (an
+  // earlier run of the agent) stay disarmed.
+  void SeedFromStore(const ProcessInfo& t, absl::Time now);
   // Reads the heap into recent_ when due (Poll's thread).
   void MaybeReadRecent(const ProcessInfo& t, const MemoryReading& r, absl::Time now);
   // Saves recent_ as the at-kill snapshot of `t`, if it is of `t`.
@@ -111,11 +114,14 @@ class FlightRecorder {
   ThresholdPolicy policy_;  // Poll's thread only
   std::mutex capture_mu_;   // one capture at a time
   mutable std::mutex mu_;
-  FlightRecorderStats stats_;                                               // guarded by mu_
-  std::optional<ProcessInfo> last_target_;                                  // guarded by mu_
-  std::optional<Recent> recent_;                                            // guarded by mu_
-  absl::Duration last_recent_age_;                                          // guarded by mu_
-  absl::Time next_recent_ = absl::InfinitePast();                           // Poll's thread only
+  FlightRecorderStats stats_;                      // guarded by mu_
+  std::optional<ProcessInfo> last_target_;         // guarded by mu_
+  std::optional<Recent> recent_;                   // guarded by mu_
+  absl::Duration last_recent_age_;                 // guarded by mu_
+  absl::Time next_recent_ = absl::InfinitePast();  // Poll's thread only
+  // The process whose thresholds were seeded from the store (Poll's thread only).
+  pid_t seeded_pid_ = 0;
+  uint64_t seeded_start_ = 0;
   absl::Status oom_event_status_ = absl::UnavailableError("not attached");  // guarded by mu_
   std::mutex loop_mu_;
   std::condition_variable loop_cv_;

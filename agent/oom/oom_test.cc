@@ -444,6 +444,35 @@ TEST(FlightRecorder, GoroutineProfileWhenTheKindExists) {
   EXPECT_TRUE(absl::EndsWith(list[1].name, "-50pct-goroutine")) << list[1].name;
 }
 
+// The agent restarts while its target lives on: thresholds already snapshotted for that process
+// (found in the store) do not fire again; the ones above do; another process starts afresh.
+TEST(FlightRecorder, AnAgentRestartDoesNotRepeatTheSameProcessesThresholds) {
+  FakeProc f("0::/\n");
+  WriteFile(f.TargetCg() + "/memory.max", "1000\n");
+  const std::string dir = MakeTempDir("oom_restart");
+  ProfileRegistry reg;
+  ASSERT_TRUE(reg.Add(std::make_unique<CountingHeap>()).ok());
+  ProcessInfo target;
+  target.pid = 42;
+  target.start_time = 7;
+  FlightRecorderOptions o;
+  o.watcher = {f.proc, f.agent_cg, 0};
+  auto run = [&](int usage, int at) {
+    auto store = SnapshotStore::Open({dir, 16, 1 << 20});
+    FlightRecorder rec(o, store->get(), &reg, [&] { return std::optional<ProcessInfo>(target); });
+    WriteFile(f.TargetCg() + "/memory.current", absl::StrCat(usage, "\n"));
+    rec.Poll(T(at));
+    std::vector<std::string> r;
+    for (const SnapshotMeta& m : (*store)->List()) r.push_back(m.reason);
+    return r;
+  };
+  EXPECT_EQ(run(720, 0), (std::vector<std::string>{"70pct"}));
+  EXPECT_EQ(run(730, 1), (std::vector<std::string>{"70pct"}));  // restarted agent: nothing new
+  EXPECT_EQ(run(860, 2), (std::vector<std::string>{"70pct", "85pct"}));
+  target.start_time = 8;  // the target restarted
+  EXPECT_EQ(run(730, 3), (std::vector<std::string>{"70pct", "85pct", "70pct"}));
+}
+
 TEST(FlightRecorder, NoHeapKindIsACountedFailureNotACrash) {
   FakeProc f("0::/\n");
   WriteFile(f.TargetCg() + "/memory.max", "1000\n");

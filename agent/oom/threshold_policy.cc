@@ -1,5 +1,7 @@
 #include "agent/oom/threshold_policy.h"
 
+#include <algorithm>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -23,16 +25,33 @@ absl::StatusOr<std::vector<int>> ParseThresholds(absl::string_view text) {
 
 ThresholdPolicy::ThresholdPolicy(ThresholdPolicyOptions opts) : opts_(std::move(opts)) {}
 
+void ThresholdPolicy::Reset(pid_t pid, uint64_t start_time, absl::Time now) {
+  pid_ = pid;
+  start_time_ = start_time;
+  thresholds_.clear();
+  for (int p : opts_.percents) thresholds_.push_back(Threshold{p});
+  last_interval_ = now;  // the first interval snapshot comes one interval after the start
+}
+
+void ThresholdPolicy::Seed(pid_t pid, uint64_t start_time,
+                           const std::vector<std::pair<int, absl::Time>>& fired, absl::Time now) {
+  Reset(pid, start_time, now);
+  for (const auto& [percent, when] : fired) {
+    for (Threshold& t : thresholds_) {
+      if (t.percent <= percent) {  // the ones below count as passed, as after a jump
+        t.armed = false;
+        t.fired = std::max(t.fired, when);
+      }
+    }
+  }
+}
+
 std::optional<SnapshotTrigger> ThresholdPolicy::Observe(pid_t pid, uint64_t start_time,
                                                         uint64_t usage,
                                                         std::optional<uint64_t> limit,
                                                         absl::Time now) {
   if (pid != pid_ || start_time != start_time_ || thresholds_.size() != opts_.percents.size()) {
-    pid_ = pid;
-    start_time_ = start_time;
-    thresholds_.clear();
-    for (int p : opts_.percents) thresholds_.push_back(Threshold{p});
-    last_interval_ = now;  // the first interval snapshot comes one interval after the start
+    Reset(pid, start_time, now);
   }
   std::optional<SnapshotTrigger> out;
   if (limit && *limit > 0) {

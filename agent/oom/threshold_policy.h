@@ -44,9 +44,15 @@ class ThresholdPolicy {
   // One reading of process (pid, start_time). Returns what to snapshot now, if anything.
   std::optional<SnapshotTrigger> Observe(pid_t pid, uint64_t start_time, uint64_t usage,
                                          std::optional<uint64_t> limit, absl::Time now);
+  // Starts tracking process (pid, start_time) with the thresholds in `fired` (percent, when) and
+  // those below them already passed, e.g. from snapshots a previous run of the agent left.
+  void Seed(pid_t pid, uint64_t start_time, const std::vector<std::pair<int, absl::Time>>& fired,
+            absl::Time now);
   const ThresholdPolicyOptions& options() const { return opts_; }
 
  private:
+  void Reset(pid_t pid, uint64_t start_time, absl::Time now);
+
   struct Threshold {
     int percent;
     bool armed = true;
