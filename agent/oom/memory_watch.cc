@@ -33,10 +33,20 @@ absl::StatusOr<std::string> PreadSmall(int fd, const std::string& what) {
   return std::string(buf, static_cast<size_t>(n));
 }
 
-bool IsAbsoluteCleanPath(absl::string_view p) {
+// An absolute path without "." components whose ".." components, if any, all come first (as the
+// kernel writes a cgroup outside the reader's namespace). Sets `up` when there are some.
+bool IsCgroupPath(absl::string_view p, bool* up) {
   if (p.empty() || p[0] != '/') return false;
-  for (absl::string_view part : absl::StrSplit(p, '/')) {
-    if (part == ".." || part == ".") return false;
+  *up = false;
+  bool down = false;
+  for (absl::string_view part : absl::StrSplit(p.substr(1), '/', absl::SkipEmpty())) {
+    if (part == ".") return false;
+    if (part == "..") {
+      if (down) return false;
+      *up = true;
+    } else {
+      down = true;
+    }
   }
   return true;
 }
@@ -58,13 +68,14 @@ absl::StatusOr<CgroupRef> ParseProcCgroup(absl::string_view text) {
   std::optional<CgroupRef> v1, v2;
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     std::vector<absl::string_view> f = absl::StrSplit(line, absl::MaxSplits(':', 2));
-    if (f.size() != 3 || !IsAbsoluteCleanPath(f[2])) continue;
+    bool up = false;
+    if (f.size() != 3 || !IsCgroupPath(f[2], &up)) continue;
     if (f[0] == "0" && f[1].empty()) {
-      v2 = CgroupRef{true, std::string(f[2])};
+      v2 = CgroupRef{true, std::string(f[2]), up};
       continue;
     }
     for (absl::string_view c : absl::StrSplit(f[1], ',')) {
-      if (c == "memory") v1 = CgroupRef{false, std::string(f[2])};
+      if (c == "memory") v1 = CgroupRef{false, std::string(f[2]), up};
     }
   }
   if (v1) return *v1;
@@ -128,10 +139,11 @@ absl::Status MemoryWatcher::Open(pid_t pid) {
   // (root, dir): the target's view of its own cgroup at its path, then at the mount's root (its
   // own cgroup with a cgroup namespace or a v1 bind mount); then the agent's view at the path.
   const std::string troot = proc + "/root";
-  const std::vector<std::pair<std::string, std::string>> candidates = {
-      {troot, "/sys/fs/cgroup" + in_root},
-      {troot, "/sys/fs/cgroup" + sub},
-      {"", opts_.cgroup_root + in_root}};
+  std::vector<std::pair<std::string, std::string>> candidates = {{troot, "/sys/fs/cgroup" + sub}};
+  if (!ref->outside_namespace) {
+    candidates.insert(candidates.begin(), {troot, "/sys/fs/cgroup" + in_root});
+    candidates.push_back({"", opts_.cgroup_root + in_root});
+  }
   for (const auto& [root, dir] : candidates) {
     absl::StatusOr<int> lfd = OpenIn(root, dir, limit_file);
     if (!lfd.ok()) continue;

@@ -30,10 +30,14 @@ namespace pprof_sidecar {
 struct CgroupRef {
   bool v2 = false;
   std::string path;  // "/kubepods/..." (always starts with '/')
+  // The path leads up out of the reader's cgroup namespace ("/../sibling.scope": the agent's
+  // container has a namespace of its own): only the target's own view can be used.
+  bool outside_namespace = false;
 };
 
 // Parses /proc/PID/cgroup: the v1 memory controller's line if there is one (a v1 or hybrid host
-// enforces limits there), else the v2 "0::" line. NotFound if neither.
+// enforces limits there), else the v2 "0::" line. NotFound if neither (or a path that is not
+// absolute, or has "." components or ".." after other components).
 absl::StatusOr<CgroupRef> ParseProcCgroup(absl::string_view text);
 
 // A limit file's value: nullopt for "max" and for values >= 2^62 (no limit). InvalidArgument if

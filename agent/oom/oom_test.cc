@@ -46,7 +46,12 @@ TEST(ParseProcCgroup, V2AndErrors) {
   EXPECT_EQ(r->path, "/kubepods.slice/c1.scope");
   EXPECT_EQ(ParseProcCgroup("1:name=systemd:/\n3:cpu:/\n").status().code(),
             absl::StatusCode::kNotFound);
-  EXPECT_FALSE(ParseProcCgroup("0::/../etc\n").ok());  // never a path leading upwards
+  // A cgroup outside the reader's cgroup namespace (the agent's container has its own).
+  r = ParseProcCgroup("0::/../cri-containerd-abc.scope\n");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->outside_namespace);
+  EXPECT_FALSE(ParseProcCgroup("0::/a/../../etc\n").ok());  // ".." after a component
+  EXPECT_FALSE(ParseProcCgroup("0::/a/./b\n").ok());
   EXPECT_FALSE(ParseProcCgroup("").ok());
 }
 
@@ -90,6 +95,20 @@ TEST(MemoryWatcher, V2NamespacedCgroupAtTheTargetsMountRoot) {
   EXPECT_TRUE(r->usage_from_cgroup);
   EXPECT_EQ(r->rss, 300 * kPage);
   EXPECT_NE(r->limit_source.find("cgroup v2"), std::string::npos) << r->limit_source;
+}
+
+// cgroup v2 with a cgroup namespace per container (containerd's default): the agent sees the
+// target's cgroup as "/../<sibling>"; only the target's own mount of its cgroup is used.
+TEST(MemoryWatcher, V2SiblingOutsideTheAgentsNamespace) {
+  FakeProc f("0::/../cri-containerd-abc.scope\n");
+  WriteFile(f.TargetCg() + "/memory.max", "134217728\n");
+  WriteFile(f.TargetCg() + "/memory.current", "1000\n");
+  WriteFile(f.agent_cg + "/memory.max", "1\n");  // the agent's own: never used
+  WriteFile(f.agent_cg + "/memory.current", "1\n");
+  auto r = f.Read();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->limit, std::optional<uint64_t>(134217728));
+  EXPECT_EQ(r->usage, 1000u);
 }
 
 TEST(MemoryWatcher, V2PathInTheAgentsViewWhenTheTargetHasNone) {
