@@ -25,10 +25,13 @@
 #include "absl/time/clock.h"
 #include "agent/heap/heap_profiler.h"
 #include "agent/heap/heap_source.h"
-#include "agent/sampler/malloc_sampler.h"
+#include "agent/oom/flight_recorder.h"
+#include "agent/oom/snapshots_source.h"
 #include "agent/profile/cpu_profiler.h"
 #include "agent/profile/cpu_source.h"
 #include "agent/sampler/cpu_sampler.h"
+#include "agent/sampler/malloc_sampler.h"
+#include "agent/sampler/oom_victim_watch.h"
 #include "agent/server/http_params.h"
 #include "agent/server/pprof_server.h"
 #include "agent/symbolize/process_symbolizer.h"
@@ -99,8 +102,99 @@ DEFINE_int32(bpf_wakeup_bytes, -1,
              "polls every 100 ms and before a window ends); 0 = wake at every sample; -1 (and "
              "the most) = a quarter of the ring buffer.");
 
+DEFINE_string(snapshot_dir, "",
+              "OOM flight recorder: directory (an emptyDir in the chart) where heap snapshots of "
+              "the target are kept as its memory approaches its limit, served at "
+              "/debug/pprof/snapshots/. Empty: no recorder.");
+DEFINE_string(snapshot_thresholds, "50,70,85,95",
+              "Percentages of the target's memory limit at which a snapshot is taken (once per "
+              "process each; empty: none).");
+DEFINE_int32(snapshot_interval_seconds, 0,
+             "Also take a snapshot every this many seconds per process (0: never).");
+DEFINE_int32(snapshot_max_count, 32, "Most snapshots kept (the oldest are deleted first).");
+DEFINE_int64(snapshot_max_bytes, 32 << 20, "Most bytes of snapshots kept.");
+DEFINE_int64(target_memory_limit_bytes, 0,
+             "The target container's memory limit (the pod spec fills it from "
+             "resources.limits.memory through the downward API), used when its cgroup sets none "
+             "that the agent can read. 0: none.");
+DEFINE_int32(memory_watch_interval_ms, 200, "How often the target's memory is read.");
+DEFINE_int32(snapshot_recent_interval_ms, 1000,
+             "Within 10 points of the highest threshold, also read the heap into memory this often "
+             "(0: never), "
+             "so that an OOM kill that outruns the at-kill capture still leaves a heap from at "
+             "most this long before it.");
+DEFINE_bool(oom_kill_snapshot, true,
+            "Attach the kernel's OOM-victim event (tp_btf/mark_victim) and try one last heap "
+            "snapshot when the target is chosen.");
+
 namespace pprof_sidecar {
 namespace {
+
+// The OOM flight recorder (--snapshot_dir): its store, recorder and OOM-victim event.
+struct Recorder {
+  std::unique_ptr<SnapshotStore> store;
+  std::unique_ptr<FlightRecorder> recorder;
+  std::unique_ptr<OomVictimWatch> oom_watch;
+  std::unique_ptr<SnapshotsSource> source;  // /debug/pprof/snapshots/
+};
+
+// Opens --snapshot_dir and makes the recorder and its "snapshots" kind (not started: the
+// registry is filled first). Exit code 2 on bad flags; an unusable directory is logged and the
+// agent goes on without a recorder.
+int OpenRecorder(const ProfileRegistry* registry, FlightRecorder::TargetFn target, Recorder* out) {
+  if (FLAGS_snapshot_dir.empty()) return 0;
+  absl::StatusOr<std::vector<int>> thresholds = ParseThresholds(FLAGS_snapshot_thresholds);
+  if (!thresholds.ok() || FLAGS_snapshot_max_count < 1 || FLAGS_snapshot_max_bytes < 1 ||
+      FLAGS_snapshot_interval_seconds < 0 || FLAGS_memory_watch_interval_ms < 10 ||
+      FLAGS_snapshot_recent_interval_ms < 0 || FLAGS_target_memory_limit_bytes < 0) {
+    fprintf(stderr, "pprof-sidecar: bad snapshot flags: %s\n",
+            thresholds.ok() ? "counts, sizes and intervals must be positive"
+                            : std::string(thresholds.status().message()).c_str());
+    return 2;
+  }
+  auto store =
+      SnapshotStore::Open({FLAGS_snapshot_dir, static_cast<size_t>(FLAGS_snapshot_max_count),
+                           static_cast<uint64_t>(FLAGS_snapshot_max_bytes)});
+  if (!store.ok()) {
+    fprintf(stderr, "pprof-sidecar: snapshots disabled: %s\n",
+            std::string(store.status().message()).c_str());
+    return 0;
+  }
+  out->store = *std::move(store);
+  FlightRecorderOptions o;
+  o.policy.percents = *thresholds;
+  o.policy.interval = absl::Seconds(FLAGS_snapshot_interval_seconds);
+  o.poll_interval = absl::Milliseconds(FLAGS_memory_watch_interval_ms);
+  o.recent_interval = absl::Milliseconds(FLAGS_snapshot_recent_interval_ms);
+  o.watcher.flag_limit = static_cast<uint64_t>(FLAGS_target_memory_limit_bytes);
+  out->recorder =
+      std::make_unique<FlightRecorder>(o, out->store.get(), registry, std::move(target));
+  out->source = std::make_unique<SnapshotsSource>(out->store.get(), out->recorder.get());
+  return 0;
+}
+
+// Attaches the OOM-victim event (logged if it cannot be) and starts watching the target.
+void StartRecorder(Recorder* r) {
+  if (!r->recorder) return;
+  if (FLAGS_oom_kill_snapshot) {
+    FlightRecorder* rec = r->recorder.get();
+    auto w =
+        OomVictimWatch::Start([rec](const OomVictim& v) { rec->OnOomVictim(v.pid, v.start_time); });
+    if (w.ok()) {
+      r->oom_watch = *std::move(w);
+      rec->SetOomEventStatus(absl::OkStatus());
+    } else {
+      rec->SetOomEventStatus(w.status());
+      fprintf(stderr, "pprof-sidecar: OOM-victim event unavailable: %s\n",
+              std::string(w.status().message()).c_str());
+    }
+  } else {
+    r->recorder->SetOomEventStatus(absl::UnavailableError("--oom_kill_snapshot=false"));
+  }
+  r->recorder->Start();
+  fprintf(stderr, "pprof-sidecar: snapshots in %s (%zu kept)\n", FLAGS_snapshot_dir.c_str(),
+          r->store->List().size());
+}
 
 std::atomic<PprofServer*> g_server{nullptr};
 volatile sig_atomic_t g_stopping = 0;
@@ -400,11 +494,18 @@ int Run() {
       absl::Seconds(FLAGS_shutdown_timeout_seconds) - absl::Milliseconds(1500);
   TargetView view{[&tracker] { return tracker.current(); },
                   [&tracker] { return tracker.status_message(); }};
-  // The profile kinds served at /debug/pprof/<name>.
+  // The profile kinds served at /debug/pprof/<name>; the OOM flight recorder captures through
+  // the same registry (heap; goroutine once it is a kind).
   ProfileRegistry registry;
   CpuSource cpu_source(&cpu);
+  Recorder recorder;
+  if (int rc = OpenRecorder(
+          &registry, [&tracker] { return tracker.current(); }, &recorder)) {
+    return rc;
+  }
   absl::Status reg = registry.AddUnowned(&cpu_source);
   if (reg.ok()) reg = AddHeapSources(&heap, &registry);
+  if (reg.ok() && recorder.source) reg = registry.AddUnowned(recorder.source.get());
   if (!reg.ok()) {
     fprintf(stderr, "pprof-sidecar: %s\n", std::string(reg.message()).c_str());
     return 1;
@@ -413,9 +514,11 @@ int Run() {
   registry.NotServed("threadcreate", "not produced yet");
   registry.NotServed("block", "not produced yet");
   registry.NotServed("mutex", "not produced yet");
-  registry.NotServed("trace", "an execution trace needs the runtime's tracer, which only the "
-                              "target itself can start");
+  registry.NotServed("trace",
+                     "an execution trace needs the runtime's tracer, which only the "
+                     "target itself can start");
   PprofServer server(&registry, &symbolizer, view, sopts);
+  StartRecorder(&recorder);
   if (absl::Status st = server.Bind(hp->host, hp->port); !st.ok()) {
     fprintf(stderr, "pprof-sidecar: %s\n", std::string(st.message()).c_str());
     return 1;
@@ -434,6 +537,8 @@ int Run() {
   // short and written (each detach waits for a kernel grace period: ~0.1 s a probe, more on a
   // loaded node), rather than after them.
   while (!g_stopping && !served.load()) absl::SleepFor(absl::Milliseconds(20));
+  if (recorder.recorder) recorder.recorder->Stop();
+  recorder.oom_watch.reset();
   tracker.Stop();  // no more attaches
   heap.SetTarget(std::nullopt);
   serve.join();

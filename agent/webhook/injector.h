@@ -58,6 +58,11 @@ struct InjectorConfig {
   std::string agent_cpu_request = "10m";
   std::string agent_memory_request = "64Mi";
   std::string agent_memory_limit = "256Mi";
+  // OOM flight recorder: an emptyDir of this size (survives the agent's and the target's
+  // restarts) mounted at kSnapshotDir for --snapshot_dir; empty: no recorder. The target
+  // container's resources.limits.memory is passed as --target_memory_limit_bytes (downward API)
+  // when the target container is known.
+  std::string snapshot_size_limit = "64Mi";
 
   std::string proxy_image = "quay.io/brancz/kube-rbac-proxy:v0.18.1";
   int proxy_port = 8443;

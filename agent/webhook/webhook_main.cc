@@ -32,6 +32,9 @@ DEFINE_bool(readiness_gate, false,
 DEFINE_string(agent_cpu_request, "10m", "CPU request of the agent container.");
 DEFINE_string(agent_memory_request, "64Mi", "Memory request of the agent container.");
 DEFINE_string(agent_memory_limit, "256Mi", "Memory limit of the agent container.");
+DEFINE_string(snapshot_size_limit, "64Mi",
+              "sizeLimit of the emptyDir the injected agent keeps OOM snapshots in (its "
+              "--snapshot_dir); empty: no OOM flight recorder.");
 DEFINE_string(proxy_image, "quay.io/brancz/kube-rbac-proxy:v0.18.1",
               "Image of the injected kube-rbac-proxy container (pin a tag).");
 DEFINE_int32(proxy_port, 8443, "HTTPS port kube-rbac-proxy exposes on the pod.");
@@ -72,6 +75,7 @@ int Run() {
   cfg.agent_cpu_request = FLAGS_agent_cpu_request;
   cfg.agent_memory_request = FLAGS_agent_memory_request;
   cfg.agent_memory_limit = FLAGS_agent_memory_limit;
+  cfg.snapshot_size_limit = FLAGS_snapshot_size_limit;
   cfg.proxy_image = FLAGS_proxy_image;
   cfg.proxy_port = FLAGS_proxy_port;
 
