@@ -451,6 +451,13 @@ int Run() {
     mopts.stack_copy_bytes = static_cast<uint32_t>(std::max(0, FLAGS_user_stack_bytes));
     NativeHeapOptions nopts;
     nopts.policy = *ParseMallocPolicy(FLAGS_malloc_profiling);  // checked above
+    if (!FLAGS_snapshot_dir.empty() && nopts.policy == MallocPolicy::kOnRequest) {
+      // The flight recorder's snapshots are the live set: it needs every allocation's history.
+      nopts.policy = MallocPolicy::kAlways;
+      fprintf(stderr,
+              "pprof-sidecar: malloc profiling: always (not on_request): --snapshot_dir's heap "
+              "snapshots of a non-Go target need its allocations from the start\n");
+    }
     nopts.idle_detach = absl::Seconds(FLAGS_malloc_idle_detach_seconds);
     if (absl::Status p = MallocSamplerPrivileges(mopts); !p.ok()) {
       nopts.prerequisite_note = std::string(p.message());
