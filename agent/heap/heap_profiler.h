@@ -10,7 +10,8 @@
 // profile is the one published by the target's last GC, as with gc=0 in Go.
 //
 // Other targets (C, C++, anything that is not Go), once EnableNative() is called: a malloc
-// sampler (agent/sampler/malloc_sampler.h) attached to the target, when the policy (NativeHeapOptions) says:
+// sampler (agent/sampler/malloc_sampler.h) attached to the target, when the policy
+// (NativeHeapOptions) says:
 //   - kOnRequest (the default): at the first heap/allocs request for the target, kept while
 //     requests keep coming, detached once none came for `idle_detach`. Nobody pays for probes
 //     while nobody asks. The request that attaches sees only what was allocated after it started:

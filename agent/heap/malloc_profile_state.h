@@ -48,10 +48,11 @@ struct MallocSamplerStats {
   uint64_t malformed = 0;          // ring buffer records of unexpected size or kind
   uint64_t unwound = 0;            // sampled stacks unwound from their stack copy (CFI)
   uint64_t stack_copy_errors = 0;  // sampled allocations whose stack could not be copied
-  uint64_t probes = 0;             // uprobes + uretprobes attached
+  uint64_t probes = 0;             // probe links attached (sessions, or uprobes + uretprobes)
 };
 
-// A running malloc sampler attached to one process (see agent/sampler/malloc_sampler.h for the BPF one).
+// A running malloc sampler attached to one process (see agent/sampler/malloc_sampler.h for the BPF
+// one).
 class NativeHeapSource {
  public:
   virtual ~NativeHeapSource() = default;
