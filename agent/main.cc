@@ -28,10 +28,13 @@
 #include "agent/goprofile/threadcreate_source.h"
 #include "agent/heap/heap_profiler.h"
 #include "agent/heap/heap_source.h"
-#include "agent/heap/malloc_sampler.h"
+#include "agent/oom/flight_recorder.h"
+#include "agent/oom/snapshots_source.h"
 #include "agent/profile/cpu_profiler.h"
 #include "agent/profile/cpu_source.h"
 #include "agent/sampler/cpu_sampler.h"
+#include "agent/sampler/malloc_sampler.h"
+#include "agent/sampler/oom_victim_watch.h"
 #include "agent/server/http_params.h"
 #include "agent/server/pprof_server.h"
 #include "agent/symbolize/process_symbolizer.h"
@@ -65,9 +68,18 @@ DEFINE_int32(max_profile_seconds, 300, "Largest accepted ?seconds= for a CPU pro
 DEFINE_int32(rediscover_interval_ms, 500,
              "How often the agent checks that the target is alive and re-discovers it.");
 DEFINE_int32(symbol_cache_binaries, 64, "Most binaries kept parsed in the symbol cache.");
-DEFINE_bool(malloc_profiling, true,
-            "Non-Go targets: attach uprobes to the allocator (malloc & co) while the target "
-            "exists, for /debug/pprof/heap and /debug/pprof/allocs.");
+DEFINE_string(malloc_profiling, "on_request",
+              "Non-Go targets, /debug/pprof/heap and /allocs from uprobes on the allocator (malloc "
+              "& co): 'on_request' (attached at the first heap/allocs request, detached after "
+              "--malloc_idle_detach_seconds without one), 'always' (attached while the target "
+              "exists), 'off'.");
+DEFINE_bool(malloc_uprobe_sessions, true,
+            "Non-Go targets: where the kernel has uprobe sessions (6.13+), probe each allocator "
+            "function with one session (the return probed only for sampled calls; no "
+            "CAP_SYS_ADMIN needed) instead of an uprobe and a uretprobe through the perf PMU.");
+DEFINE_int32(malloc_idle_detach_seconds, 600,
+             "--malloc_profiling=on_request: detach the allocator probes after this long without "
+             "a heap/allocs request.");
 DEFINE_int64(heap_sample_bytes, 512 * 1024,
              "Non-Go targets: mean bytes allocated between malloc samples (1: every allocation).");
 DEFINE_int32(heap_max_live, 1 << 20,
@@ -93,8 +105,99 @@ DEFINE_int32(bpf_wakeup_bytes, -1,
              "polls every 100 ms and before a window ends); 0 = wake at every sample; -1 (and "
              "the most) = a quarter of the ring buffer.");
 
+DEFINE_string(snapshot_dir, "",
+              "OOM flight recorder: directory (an emptyDir in the chart) where heap snapshots of "
+              "the target are kept as its memory approaches its limit, served at "
+              "/debug/pprof/snapshots/. Empty: no recorder.");
+DEFINE_string(snapshot_thresholds, "50,70,85,95",
+              "Percentages of the target's memory limit at which a snapshot is taken (once per "
+              "process each; empty: none).");
+DEFINE_int32(snapshot_interval_seconds, 0,
+             "Also take a snapshot every this many seconds per process (0: never).");
+DEFINE_int32(snapshot_max_count, 32, "Most snapshots kept (the oldest are deleted first).");
+DEFINE_int64(snapshot_max_bytes, 32 << 20, "Most bytes of snapshots kept.");
+DEFINE_int64(target_memory_limit_bytes, 0,
+             "The target container's memory limit (the pod spec fills it from "
+             "resources.limits.memory through the downward API), used when its cgroup sets none "
+             "that the agent can read. 0: none.");
+DEFINE_int32(memory_watch_interval_ms, 200, "How often the target's memory is read.");
+DEFINE_int32(snapshot_recent_interval_ms, 1000,
+             "Within 10 points of the highest threshold, also read the heap into memory this often "
+             "(0: never), "
+             "so that an OOM kill that outruns the at-kill capture still leaves a heap from at "
+             "most this long before it.");
+DEFINE_bool(oom_kill_snapshot, true,
+            "Attach the kernel's OOM-victim event (tp_btf/mark_victim) and try one last heap "
+            "snapshot when the target is chosen.");
+
 namespace pprof_sidecar {
 namespace {
+
+// The OOM flight recorder (--snapshot_dir): its store, recorder and OOM-victim event.
+struct Recorder {
+  std::unique_ptr<SnapshotStore> store;
+  std::unique_ptr<FlightRecorder> recorder;
+  std::unique_ptr<OomVictimWatch> oom_watch;
+  std::unique_ptr<SnapshotsSource> source;  // /debug/pprof/snapshots/
+};
+
+// Opens --snapshot_dir and makes the recorder and its "snapshots" kind (not started: the
+// registry is filled first). Exit code 2 on bad flags; an unusable directory is logged and the
+// agent goes on without a recorder.
+int OpenRecorder(const ProfileRegistry* registry, FlightRecorder::TargetFn target, Recorder* out) {
+  if (FLAGS_snapshot_dir.empty()) return 0;
+  absl::StatusOr<std::vector<int>> thresholds = ParseThresholds(FLAGS_snapshot_thresholds);
+  if (!thresholds.ok() || FLAGS_snapshot_max_count < 1 || FLAGS_snapshot_max_bytes < 1 ||
+      FLAGS_snapshot_interval_seconds < 0 || FLAGS_memory_watch_interval_ms < 10 ||
+      FLAGS_snapshot_recent_interval_ms < 0 || FLAGS_target_memory_limit_bytes < 0) {
+    fprintf(stderr, "pprof-sidecar: bad snapshot flags: %s\n",
+            thresholds.ok() ? "counts, sizes and intervals must be positive"
+                            : std::string(thresholds.status().message()).c_str());
+    return 2;
+  }
+  auto store =
+      SnapshotStore::Open({FLAGS_snapshot_dir, static_cast<size_t>(FLAGS_snapshot_max_count),
+                           static_cast<uint64_t>(FLAGS_snapshot_max_bytes)});
+  if (!store.ok()) {
+    fprintf(stderr, "pprof-sidecar: snapshots disabled: %s\n",
+            std::string(store.status().message()).c_str());
+    return 0;
+  }
+  out->store = *std::move(store);
+  FlightRecorderOptions o;
+  o.policy.percents = *thresholds;
+  o.policy.interval = absl::Seconds(FLAGS_snapshot_interval_seconds);
+  o.poll_interval = absl::Milliseconds(FLAGS_memory_watch_interval_ms);
+  o.recent_interval = absl::Milliseconds(FLAGS_snapshot_recent_interval_ms);
+  o.watcher.flag_limit = static_cast<uint64_t>(FLAGS_target_memory_limit_bytes);
+  out->recorder =
+      std::make_unique<FlightRecorder>(o, out->store.get(), registry, std::move(target));
+  out->source = std::make_unique<SnapshotsSource>(out->store.get(), out->recorder.get());
+  return 0;
+}
+
+// Attaches the OOM-victim event (logged if it cannot be) and starts watching the target.
+void StartRecorder(Recorder* r) {
+  if (!r->recorder) return;
+  if (FLAGS_oom_kill_snapshot) {
+    FlightRecorder* rec = r->recorder.get();
+    auto w =
+        OomVictimWatch::Start([rec](const OomVictim& v) { rec->OnOomVictim(v.pid, v.start_time); });
+    if (w.ok()) {
+      r->oom_watch = *std::move(w);
+      rec->SetOomEventStatus(absl::OkStatus());
+    } else {
+      rec->SetOomEventStatus(w.status());
+      fprintf(stderr, "pprof-sidecar: OOM-victim event unavailable: %s\n",
+              std::string(w.status().message()).c_str());
+    }
+  } else {
+    r->recorder->SetOomEventStatus(absl::UnavailableError("--oom_kill_snapshot=false"));
+  }
+  r->recorder->Start();
+  fprintf(stderr, "pprof-sidecar: snapshots in %s (%zu kept)\n", FLAGS_snapshot_dir.c_str(),
+          r->store->List().size());
+}
 
 std::atomic<PprofServer*> g_server{nullptr};
 volatile sig_atomic_t g_stopping = 0;
@@ -264,6 +367,15 @@ int Run() {
     fprintf(stderr, "pprof-sidecar: --heap_sample_bytes and --heap_max_live must be positive\n");
     return 2;
   }
+  if (absl::StatusOr<MallocPolicy> p = ParseMallocPolicy(FLAGS_malloc_profiling); !p.ok()) {
+    fprintf(stderr, "pprof-sidecar: --malloc_profiling: %s\n",
+            std::string(p.status().message()).c_str());
+    return 2;
+  }
+  if (FLAGS_malloc_idle_detach_seconds < 1) {
+    fprintf(stderr, "pprof-sidecar: --malloc_idle_detach_seconds must be positive\n");
+    return 2;
+  }
   if (FLAGS_max_profile_seconds < 1) {
     fprintf(stderr, "pprof-sidecar: --max_profile_seconds must be positive\n");
     return 2;
@@ -331,13 +443,32 @@ int Run() {
   LogCpuReadiness(prepared, cpu.readiness());
 
   // heap/allocs: Go targets' own heap profile, read from their memory on request; other
-  // targets: a malloc sampler attached while the target exists (inuse needs its history).
+  // targets: a malloc sampler, attached per --malloc_profiling.
   HeapProfiler heap(&symbolizer);
-  if (FLAGS_malloc_profiling) {
+  {
     MallocSamplerOptions mopts;
     mopts.sample_bytes = FLAGS_heap_sample_bytes;
     mopts.max_live = static_cast<uint32_t>(FLAGS_heap_max_live);
-    heap.EnableNative([mopts](pid_t pid) { return StartMallocSampler(pid, mopts); });
+    mopts.symbolizer = &symbolizer;
+    mopts.uprobe_sessions = FLAGS_malloc_uprobe_sessions;
+    mopts.stack_copy_bytes = static_cast<uint32_t>(std::max(0, FLAGS_user_stack_bytes));
+    NativeHeapOptions nopts;
+    nopts.policy = *ParseMallocPolicy(FLAGS_malloc_profiling);  // checked above
+    if (!FLAGS_snapshot_dir.empty() && nopts.policy == MallocPolicy::kOnRequest) {
+      // The flight recorder's snapshots are the live set: it needs every allocation's history.
+      nopts.policy = MallocPolicy::kAlways;
+      fprintf(stderr,
+              "pprof-sidecar: malloc profiling: always (not on_request): --snapshot_dir's heap "
+              "snapshots of a non-Go target need its allocations from the start\n");
+    }
+    nopts.idle_detach = absl::Seconds(FLAGS_malloc_idle_detach_seconds);
+    if (absl::Status p = MallocSamplerPrivileges(mopts); !p.ok()) {
+      nopts.prerequisite_note = std::string(p.message());
+      if (nopts.policy != MallocPolicy::kOff) {
+        fprintf(stderr, "pprof-sidecar: malloc profiling: %s\n", nopts.prerequisite_note.c_str());
+      }
+    }
+    heap.EnableNative([mopts](pid_t pid) { return StartMallocSampler(pid, mopts); }, nopts);
   }
 
   DiscoveryOptions dopts;
@@ -373,11 +504,18 @@ int Run() {
       absl::Seconds(FLAGS_shutdown_timeout_seconds) - absl::Milliseconds(1500);
   TargetView view{[&tracker] { return tracker.current(); },
                   [&tracker] { return tracker.status_message(); }};
-  // The profile kinds served at /debug/pprof/<name>.
+  // The profile kinds served at /debug/pprof/<name>; the OOM flight recorder captures through
+  // the same registry (heap; goroutine once it is a kind).
   ProfileRegistry registry;
   CpuSource cpu_source(&cpu);
+  Recorder recorder;
+  if (int rc = OpenRecorder(
+          &registry, [&tracker] { return tracker.current(); }, &recorder)) {
+    return rc;
+  }
   absl::Status reg = registry.AddUnowned(&cpu_source);
   if (reg.ok()) reg = AddHeapSources(&heap, &registry);
+  if (reg.ok() && recorder.source) reg = registry.AddUnowned(recorder.source.get());
   // Go targets' goroutine profile, read from their runtime (agent/goprofile).
   auto go_binaries = std::make_shared<GoBinaryCache>();
   if (reg.ok()) reg = registry.Add(std::make_unique<GoroutineSource>(go_binaries));
@@ -392,9 +530,11 @@ int Run() {
     fprintf(stderr, "pprof-sidecar: %s\n", std::string(reg.message()).c_str());
     return 1;
   }
-  registry.NotServed("trace", "an execution trace needs the runtime's tracer, which only the "
-                              "target itself can start");
+  registry.NotServed("trace",
+                     "an execution trace needs the runtime's tracer, which only the "
+                     "target itself can start");
   PprofServer server(&registry, &symbolizer, view, sopts);
+  StartRecorder(&recorder);
   if (absl::Status st = server.Bind(hp->host, hp->port); !st.ok()) {
     fprintf(stderr, "pprof-sidecar: %s\n", std::string(st.message()).c_str());
     return 1;
@@ -413,6 +553,8 @@ int Run() {
   // short and written (each detach waits for a kernel grace period: ~0.1 s a probe, more on a
   // loaded node), rather than after them.
   while (!g_stopping && !served.load()) absl::SleepFor(absl::Milliseconds(20));
+  if (recorder.recorder) recorder.recorder->Stop();
+  recorder.oom_watch.reset();
   tracker.Stop();  // no more attaches
   heap.SetTarget(std::nullopt);
   serve.join();

@@ -9,7 +9,7 @@ both alike. The target is bench/targets/goalloc -stream (allocating without paus
 profile has records and the CPU profile has samples), pinned to the last CPU; each agent runs
 pinned to CPU 0, one at a time, with its defaults (perf clock where the tick cannot run is not
 forced). Each round starts each agent afresh in random order and measures:
-  heap_cpu_ms     the agent's CPU time (utime+stime) per /debug/pprof/heap request
+  heap_cpu_ms     the agent's CPU time (its threads' schedstat) per /debug/pprof/heap request
   heap_ms         wall time of a heap request
   cpu_extra_ms    wall time of /debug/pprof/profile?seconds=S beyond S
   cpu_agent_ms    the agent's CPU time over that CPU profile request
@@ -26,7 +26,6 @@ import sys
 import time
 import urllib.request
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def free_port():
@@ -38,9 +37,15 @@ def free_port():
 
 
 def cpu_ms(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * 1000.0 / CLK_TCK
+    """CPU time of all the process's live threads, from schedstat (ns resolution)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except OSError:
+            pass  # the thread exited
+    return total / 1e6
 
 
 def mem_mb(pid):
@@ -101,7 +106,7 @@ def main():
     ap.add_argument("new")
     ap.add_argument("goalloc")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--heap_reqs", type=int, default=20)
+    ap.add_argument("--heap_reqs", type=int, default=50)
     ap.add_argument("--cpu_s", type=int, default=3)
     args = ap.parse_args()
     ncpu = os.cpu_count()

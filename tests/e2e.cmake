@@ -46,3 +46,14 @@ target_compile_definitions(
 add_dependencies(hardening_e2e_bpf_test pprof-sidecar)
 gtest_discover_tests(hardening_e2e_bpf_test DISCOVERY_TIMEOUT 60
                      PROPERTIES LABELS privileged RUN_SERIAL TRUE TIMEOUT 300)
+
+# Issue 16: the OOM flight recorder against real OOM kills in memory cgroups the test creates.
+add_executable(oom_e2e_bpf_test e2e/oom_e2e_bpf_test.cc e2e/e2e_util.cc)
+target_link_libraries(oom_e2e_bpf_test PRIVATE testutil PkgConfig::HTTPLIB absl::strings
+                      absl::str_format absl::time GTest::gtest_main Threads::Threads)
+target_compile_definitions(
+  oom_e2e_bpf_test PRIVATE PPROF_SIDECAR_AGENT="$<TARGET_FILE:pprof-sidecar>"
+)
+add_dependencies(oom_e2e_bpf_test pprof-sidecar)
+gtest_discover_tests(oom_e2e_bpf_test DISCOVERY_TIMEOUT 60
+                     PROPERTIES LABELS privileged RUN_SERIAL TRUE TIMEOUT 300)

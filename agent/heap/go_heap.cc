@@ -9,8 +9,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "agent/symbolize/go_buildinfo.h"
 #include "agent/goruntime/go_vars.h"
+#include "agent/symbolize/go_buildinfo.h"
 
 namespace pprof_sidecar {
 namespace {
@@ -31,21 +31,28 @@ constexpr int kNewestKnownMinor = 27;
 // .noptrbss (1.19 initializes it at run time).
 const std::vector<GoVarSpec>& Specs() {
   static const auto* specs = new std::vector<GoVarSpec>{
-      {"runtime.mbuckets", 8, {GoDataClass::kBss},
+      {"runtime.mbuckets",
+       8,
+       {GoDataClass::kBss},
        {"runtime.mProf_FlushLocked", "runtime.memProfileInternal", "runtime.MemProfile",
         "runtime.iterate_memprof", "runtime.mProf_Flush", "runtime.mProf_PostSweep",
         "runtime.stkbucket"},
        true},
-      {"runtime.mProfCycle", 4, {GoDataClass::kNoptrBss},
+      {"runtime.mProfCycle",
+       4,
+       {GoDataClass::kNoptrBss},
        {"runtime.mProf_NextCycle", "runtime.mProf_Flush", "runtime.mProf_PostSweep",
         "runtime.mProf_Malloc", "runtime.mProf_Free", "runtime.memProfileInternal",
         "runtime.MemProfile"}},
-      {"runtime.MemProfileRate", 8, {GoDataClass::kNoptrData, GoDataClass::kNoptrBss},
+      {"runtime.MemProfileRate",
+       8,
+       {GoDataClass::kNoptrData, GoDataClass::kNoptrBss},
        {"runtime.profilealloc", "runtime.nextSample", "runtime.schedinit", "runtime.mallocgc",
         "runtime.mallocgcLarge", "runtime.mallocgcTiny", "runtime.mallocgcSmallNoscan",
         "runtime.mallocgcSmallScanNoHeader", "runtime.mallocgcSmallScanHeader",
         "runtime.allocmcache"},
-       false, kDefaultMemProfileRate},
+       false,
+       kDefaultMemProfileRate},
   };
   return *specs;
 }

@@ -55,6 +55,7 @@ struct ProfileRequest {
   int debug = 0;
   absl::Duration seconds = absl::ZeroDuration();  // zero: no window/delta requested
   std::string subpath;                            // ProfileKindInfo::subpaths only
+  std::string accept;                             // the request's Accept header, if any
   // The first value of every query parameter, for kind-specific ones (gc=1, ...).
   std::map<std::string, std::string> params;
   std::vector<std::string> comments;  // to put into the profile (who/what the target is)

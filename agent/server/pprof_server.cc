@@ -216,6 +216,7 @@ void PprofServer::ServeKind(ProfileSource* src, const HttpRequest& req, const Re
   }
   if (req.method == "HEAD") return;  // the headers a GET would start with, without its work
   pr.params = *std::move(q);
+  if (const std::string* accept = req.Header("accept")) pr.accept = *accept;
   pr.cancelled = [&ctx] { return ctx.client_gone(); };
   pr.cut_short = [&ctx] { return ctx.shutting_down(); };
   pr.cut_short_reason = "the agent is shutting down (SIGTERM)";

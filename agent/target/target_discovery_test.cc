@@ -263,6 +263,13 @@ TEST(TargetTrackerTest, TargetPidIsNotAdoptedWhenThePidIsReused) {
 
 // A target that exec()s another program keeps its pid and start time: the tracker keeps it, and
 // its name, executable and the change are reported (so /healthz names the new program).
+std::string ReadComm(pid_t pid) {
+  std::ifstream f(absl::StrCat("/proc/", pid, "/comm"));
+  std::string comm;
+  std::getline(f, comm);
+  return comm;
+}
+
 TEST(TargetTrackerTest, NoticesExec) {
   std::string dir = testing::MakeTempDir("tracker");
   testing::RunCommand(
@@ -273,7 +280,9 @@ TEST(TargetTrackerTest, NoticesExec) {
     execl((dir + "/execer").c_str(), "execer", "-c", script.c_str(), nullptr);
     _exit(127);
   }
-  usleep(100 * 1000);
+  // The child is the execer once its first exec is done (on a loaded machine, not at once).
+  for (int i = 0; i < 500 && ReadComm(pid) != "execer"; ++i) usleep(10 * 1000);
+  ASSERT_EQ(ReadComm(pid), "execer");
   std::vector<std::string> seen;
   std::mutex mu;
   DiscoveryOptions o;
@@ -285,7 +294,7 @@ TEST(TargetTrackerTest, NoticesExec) {
   t.Start();
   ASSERT_TRUE(t.current().has_value());
   EXPECT_EQ(t.current()->comm, "execer");
-  for (int i = 0; i < 100 && t.current() && t.current()->comm != "after-exec"; ++i) {
+  for (int i = 0; i < 500 && t.current() && t.current()->comm != "after-exec"; ++i) {
     usleep(20 * 1000);
   }
   ASSERT_TRUE(t.current().has_value());

@@ -80,6 +80,16 @@ bool DeclaresPort(const json& containers, int port) {
   return false;
 }
 
+bool HasVolumeNamed(const json& spec, absl::string_view name) {
+  const json* vols = Field(spec, "volumes");
+  if (vols == nullptr || !vols->is_array()) return false;
+  for (const json& v : *vols) {
+    const std::string* n = StringField(v, "name");
+    if (n != nullptr && *n == name) return true;
+  }
+  return false;
+}
+
 bool HasContainerNamed(const json& containers, absl::string_view name) {
   if (!containers.is_array()) return false;
   for (const json& c : containers) {
@@ -92,22 +102,44 @@ bool HasContainerNamed(const json& containers, absl::string_view name) {
 // An exec probe: the agent listens on loopback only, out of the kubelet's reach, so the agent's
 // binary asks it (`--probe`).
 json AgentProbe(const InjectorConfig& cfg, const char* path, int period_seconds) {
-  return {{"exec",
-           {{"command", json::array({kAgentBinary, absl::StrCat("--probe=", path),
-                                     absl::StrCat("--listen_address=127.0.0.1:", cfg.agent_port)})}}},
-          {"initialDelaySeconds", 5},
-          {"periodSeconds", period_seconds},
-          {"timeoutSeconds", 5},
-          {"failureThreshold", 3}};
+  return {
+      {"exec",
+       {{"command", json::array({kAgentBinary, absl::StrCat("--probe=", path),
+                                 absl::StrCat("--listen_address=127.0.0.1:", cfg.agent_port)})}}},
+      {"initialDelaySeconds", 5},
+      {"periodSeconds", period_seconds},
+      {"timeoutSeconds", 5},
+      {"failureThreshold", 3}};
 }
 
-json AgentContainer(const InjectorConfig& cfg, const std::string& target_name) {
+constexpr char kSnapshotVolume[] = "pprof-sidecar-snapshots";
+constexpr char kSnapshotDir[] = "/var/lib/pprof-sidecar/snapshots";
+constexpr char kLimitEnv[] = "PPROF_SIDECAR_TARGET_MEMORY_LIMIT";
+
+// `target_container`: the name of the target's container ("" if not known).
+json AgentContainer(const InjectorConfig& cfg, const std::string& target_name,
+                    const std::string& target_container) {
   json args = json::array({absl::StrCat("--listen_address=127.0.0.1:", cfg.agent_port),
                            absl::StrCat("--cpu_sampling_hz=", cfg.cpu_sampling_hz)});
   if (!target_name.empty()) args.push_back(absl::StrCat("--target_name=", target_name));
+  json env = json::array();
+  if (!cfg.snapshot_size_limit.empty()) {
+    args.push_back(absl::StrCat("--snapshot_dir=", kSnapshotDir));
+    if (!target_container.empty()) {
+      // The kubelet expands $(VAR) in args from the container's env.
+      args.push_back(absl::StrCat("--target_memory_limit_bytes=$(", kLimitEnv, ")"));
+      env.push_back({{"name", kLimitEnv},
+                     {"valueFrom",
+                      {{"resourceFieldRef",
+                        {{"containerName", target_container},
+                         {"resource", "limits.memory"},
+                         {"divisor", "1"}}}}}});
+    }
+  }
   json caps = json::array({"BPF", "PERFMON", "SYS_PTRACE"});
   if (cfg.kernel_symbols) caps.push_back("SYSLOG");
   if (cfg.sys_resource) caps.push_back("SYS_RESOURCE");
+  if (cfg.native_heap) caps.push_back("SYS_ADMIN");
   json sc = {{"runAsUser", 0},
              {"runAsNonRoot", false},
              {"readOnlyRootFilesystem", true},
@@ -128,6 +160,11 @@ json AgentContainer(const InjectorConfig& cfg, const std::string& target_name) {
             {"livenessProbe", AgentProbe(cfg, "/livez", 30)},
             {"terminationMessagePolicy", "FallbackToLogsOnError"}};
   if (cfg.readiness_gate) c["readinessProbe"] = AgentProbe(cfg, "/healthz", 10);
+  if (!env.empty()) c["env"] = env;
+  if (!cfg.snapshot_size_limit.empty()) {
+    c["volumeMounts"] =
+        json::array({{{"name", kSnapshotVolume}, {"mountPath", kSnapshotDir}}});
+  }
   return c;
 }
 
@@ -139,7 +176,9 @@ json ProxyContainer(const InjectorConfig& cfg) {
       {"args",
        json::array({absl::StrCat("--secure-listen-address=0.0.0.0:", cfg.proxy_port),
                     absl::StrCat("--upstream=http://127.0.0.1:", cfg.agent_port, "/"),
-                    "--allow-paths=/debug/pprof,/debug/pprof/*", "--logtostderr=true", "--v=0"})},
+                    // kube-rbac-proxy matches with Go's path.Match: '*' stops at '/'.
+                    "--allow-paths=/debug/pprof,/debug/pprof/*,/debug/pprof/snapshots/*",
+                    "--logtostderr=true", "--v=0"})},
       {"ports",
        json::array(
            {{{"name", "pprof-https"}, {"containerPort", cfg.proxy_port}, {"protocol", "TCP"}}})},
@@ -203,7 +242,10 @@ absl::StatusOr<json> PatchFor(const json& pod, const InjectorConfig& cfg,
   }
 
   // Which process to profile: explicit regex, else the target container's command.
-  std::string target_name;
+  std::string target_name, target_container;
+  if (containers->size() == 1) {
+    if (const std::string* n = StringField((*containers)[0], "name")) target_container = *n;
+  }
   if (const std::string* tn = StringField(*annotations, kTargetNameAnnotation)) {
     if (tn->empty() || tn->size() > kMaxTargetNameLength ||
         tn->find_first_of("\n\r") != std::string::npos) {
@@ -225,6 +267,7 @@ absl::StatusOr<json> PatchFor(const json& pod, const InjectorConfig& cfg,
                                        " names no container of the pod"));
       return json::array();
     }
+    target_container = *tc;
     std::string base = CommandBasename(*found);
     if (!base.empty()) target_name = RegexLiteral(base);
   } else if (containers->size() == 1) {
@@ -234,8 +277,24 @@ absl::StatusOr<json> PatchFor(const json& pod, const InjectorConfig& cfg,
 
   json ops = json::array();
   ops.push_back({{"op", "add"}, {"path", "/spec/shareProcessNamespace"}, {"value", true}});
-  ops.push_back(
-      {{"op", "add"}, {"path", "/spec/containers/-"}, {"value", AgentContainer(cfg, target_name)}});
+  ops.push_back({{"op", "add"},
+                 {"path", "/spec/containers/-"},
+                 {"value", AgentContainer(cfg, target_name, target_container)}});
+  if (!cfg.snapshot_size_limit.empty()) {
+    if (HasVolumeNamed(*spec, kSnapshotVolume)) {
+      warnings->push_back(absl::StrCat("pprof-sidecar: not injected: the pod already has a volume "
+                                       "named ", kSnapshotVolume));
+      return json::array();
+    }
+    json vol = {{"name", kSnapshotVolume},
+                {"emptyDir", {{"sizeLimit", cfg.snapshot_size_limit}}}};
+    const json* vols = Field(*spec, "volumes");
+    if (vols != nullptr && vols->is_array()) {
+      ops.push_back({{"op", "add"}, {"path", "/spec/volumes/-"}, {"value", vol}});
+    } else {
+      ops.push_back({{"op", "add"}, {"path", "/spec/volumes"}, {"value", json::array({vol})}});
+    }
+  }
   ops.push_back({{"op", "add"}, {"path", "/spec/containers/-"}, {"value", ProxyContainer(cfg)}});
   ops.push_back({{"op", "add"},
                  {"path", absl::StrCat("/metadata/annotations/", PointerToken(kStatusAnnotation))},

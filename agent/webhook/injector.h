@@ -47,6 +47,10 @@ struct InjectorConfig {
   // Adds CAP_SYSLOG: /proc/kallsyms shows kernel addresses only with it (unless
   // kernel.kptr_restrict=0 and perf_event_paranoid<=1); without it kernel frames are "[kernel]".
   bool kernel_symbols = true;
+  // Adds CAP_SYS_ADMIN: heap/allocs profiles of non-Go targets (malloc uprobes) need it on
+  // kernels with the 2025 uprobe fix and without uprobe sessions (< 6.13); without it those
+  // requests answer 503 naming it.
+  bool native_heap = false;
   // A readiness probe on the agent's /healthz. A container's readiness is its pod's: off by
   // default, so that a node where CPU profiles cannot be taken never takes the app out of its
   // Services. The liveness probe (/livez: the agent answers) is always set.
@@ -54,6 +58,11 @@ struct InjectorConfig {
   std::string agent_cpu_request = "10m";
   std::string agent_memory_request = "64Mi";
   std::string agent_memory_limit = "256Mi";
+  // OOM flight recorder: an emptyDir of this size (survives the agent's and the target's
+  // restarts) mounted at kSnapshotDir for --snapshot_dir; empty: no recorder. The target
+  // container's resources.limits.memory is passed as --target_memory_limit_bytes (downward API)
+  // when the target container is known.
+  std::string snapshot_size_limit = "64Mi";
 
   std::string proxy_image = "quay.io/brancz/kube-rbac-proxy:v0.18.1";
   int proxy_port = 8443;

@@ -23,12 +23,18 @@ DEFINE_bool(sys_resource, false, "Add CAP_SYS_RESOURCE (kernels before 5.11).");
 DEFINE_bool(kernel_symbols, true,
             "Add CAP_SYSLOG, without which kernel frames are shown as [kernel] (/proc/kallsyms "
             "hides kernel addresses).");
+DEFINE_bool(native_heap, false,
+            "Add CAP_SYS_ADMIN, which malloc uprobes (heap/allocs profiles of non-Go targets) "
+            "need on kernels with the 2025 uprobe fix.");
 DEFINE_bool(readiness_gate, false,
             "Give the agent a readiness probe on /healthz (the pod is not Ready while the agent "
             "cannot take CPU profiles).");
 DEFINE_string(agent_cpu_request, "10m", "CPU request of the agent container.");
 DEFINE_string(agent_memory_request, "64Mi", "Memory request of the agent container.");
 DEFINE_string(agent_memory_limit, "256Mi", "Memory limit of the agent container.");
+DEFINE_string(snapshot_size_limit, "64Mi",
+              "sizeLimit of the emptyDir the injected agent keeps OOM snapshots in (its "
+              "--snapshot_dir); empty: no OOM flight recorder.");
 DEFINE_string(proxy_image, "quay.io/brancz/kube-rbac-proxy:v0.18.1",
               "Image of the injected kube-rbac-proxy container (pin a tag).");
 DEFINE_int32(proxy_port, 8443, "HTTPS port kube-rbac-proxy exposes on the pod.");
@@ -64,10 +70,12 @@ int Run() {
   cfg.privileged = FLAGS_privileged;
   cfg.sys_resource = FLAGS_sys_resource;
   cfg.kernel_symbols = FLAGS_kernel_symbols;
+  cfg.native_heap = FLAGS_native_heap;
   cfg.readiness_gate = FLAGS_readiness_gate;
   cfg.agent_cpu_request = FLAGS_agent_cpu_request;
   cfg.agent_memory_request = FLAGS_agent_memory_request;
   cfg.agent_memory_limit = FLAGS_agent_memory_limit;
+  cfg.snapshot_size_limit = FLAGS_snapshot_size_limit;
   cfg.proxy_image = FLAGS_proxy_image;
   cfg.proxy_port = FLAGS_proxy_port;
 

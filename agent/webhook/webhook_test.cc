@@ -196,11 +196,53 @@ TEST_F(WebhookTest, InjectsAgentAndProxyIntoOptedInPod) {
   EXPECT_TRUE(absl::StartsWith(image, "quay.io/brancz/kube-rbac-proxy:v")) << image;
   EXPECT_TRUE(HasArg(*proxy, "--secure-listen-address=0.0.0.0:8443"));
   EXPECT_TRUE(HasArg(*proxy, "--upstream=http://127.0.0.1:6060/"));
-  EXPECT_TRUE(HasArg(*proxy, "--allow-paths=/debug/pprof,/debug/pprof/*"));
+  EXPECT_TRUE(HasArg(*proxy, "--allow-paths=/debug/pprof,/debug/pprof/*,/debug/pprof/snapshots/*"));
   ASSERT_EQ((*proxy)["ports"].size(), 1u);
   EXPECT_EQ((*proxy)["ports"][0]["containerPort"], 8443);
   EXPECT_EQ((*proxy)["securityContext"]["runAsNonRoot"], true);
   EXPECT_EQ((*proxy)["securityContext"]["capabilities"]["drop"], json::array({"ALL"}));
+}
+
+// The OOM flight recorder: an emptyDir for the snapshots (added to existing volumes or as the
+// first), and the target container's memory limit through the downward API.
+TEST_F(WebhookTest, SnapshotVolumeAndTheTargetsMemoryLimit) {
+  json pod = ControllerPod();
+  Outcome o = Admit(pod);
+  ASSERT_TRUE(o.patched) << o.response.dump();
+  const json* agent = FindContainer(o.pod, "pprof-sidecar");
+  ASSERT_NE(agent, nullptr);
+  EXPECT_TRUE(HasArg(*agent, "--snapshot_dir=/var/lib/pprof-sidecar/snapshots")) << agent->dump();
+  EXPECT_TRUE(HasArg(*agent, "--target_memory_limit_bytes=$(PPROF_SIDECAR_TARGET_MEMORY_LIMIT)"));
+  const std::string target = pod["spec"]["containers"][0]["name"];
+  EXPECT_EQ((*agent)["env"][0]["name"], "PPROF_SIDECAR_TARGET_MEMORY_LIMIT");
+  EXPECT_EQ((*agent)["env"][0]["valueFrom"]["resourceFieldRef"],
+            json({{"containerName", target}, {"resource", "limits.memory"}, {"divisor", "1"}}));
+  EXPECT_EQ((*agent)["volumeMounts"][0],
+            json({{"name", "pprof-sidecar-snapshots"},
+                  {"mountPath", "/var/lib/pprof-sidecar/snapshots"}}));
+  ASSERT_EQ(o.pod["spec"]["volumes"].size(), 1u);
+  EXPECT_EQ(o.pod["spec"]["volumes"][0],
+            json({{"name", "pprof-sidecar-snapshots"}, {"emptyDir", {{"sizeLimit", "64Mi"}}}}));
+
+  json with_vols = ControllerPod();
+  with_vols["spec"]["volumes"] = json::array({{{"name", "cfg"}, {"emptyDir", json::object()}}});
+  Outcome v = Admit(with_vols);
+  ASSERT_TRUE(v.patched);
+  ASSERT_EQ(v.pod["spec"]["volumes"].size(), 2u);
+  EXPECT_EQ(v.pod["spec"]["volumes"][0]["name"], "cfg");
+
+  // Which container is the target is unknown: no limit from the pod spec (the cgroup's is read).
+  json two = ControllerPod();
+  two["spec"]["containers"].push_back({{"name", "worker"}, {"image", "w:1"}});
+  Outcome t = Admit(two);
+  ASSERT_TRUE(t.patched);
+  EXPECT_FALSE((*FindContainer(t.pod, "pprof-sidecar")).contains("env"));
+
+  json taken = ControllerPod();
+  taken["spec"]["volumes"] = json::array({{{"name", "pprof-sidecar-snapshots"}}});
+  Outcome c = Admit(taken);
+  EXPECT_FALSE(c.patched);
+  EXPECT_TRUE(absl::StrContains(c.response["warnings"][0].get<std::string>(), "volume"));
 }
 
 TEST_F(WebhookTest, SecondPassAndHandPatchedPodsAreLeftAlone) {
@@ -295,12 +337,13 @@ TEST_F(WebhookTest, ConflictsAreReportedNotInjected) {
   EXPECT_TRUE(absl::StrContains(p.response["warnings"][0].get<std::string>(), "6060"));
 }
 
-TEST_F(WebhookTest, PrivilegedSysResourceReadinessOptInsAndNoKernelSymbols) {
+TEST_F(WebhookTest, PrivilegedSysResourceReadinessNativeHeapOptInsAndNoKernelSymbols) {
   StopServer();
   InjectorConfig cfg;
   cfg.privileged = true;
   cfg.sys_resource = true;
   cfg.kernel_symbols = false;
+  cfg.native_heap = true;
   cfg.readiness_gate = true;
   cfg.agent_image = "registry.example/pprof-sidecar:1.2.3";
   StartServer(cfg);
@@ -314,7 +357,7 @@ TEST_F(WebhookTest, PrivilegedSysResourceReadinessOptInsAndNoKernelSymbols) {
   // The API server rejects privileged with allowPrivilegeEscalation: false.
   EXPECT_FALSE(sc.contains("allowPrivilegeEscalation"));
   EXPECT_EQ(sc["capabilities"]["add"],
-            json::array({"BPF", "PERFMON", "SYS_PTRACE", "SYS_RESOURCE"}));
+            json::array({"BPF", "PERFMON", "SYS_PTRACE", "SYS_RESOURCE", "SYS_ADMIN"}));
   EXPECT_EQ((*agent)["readinessProbe"]["exec"]["command"][1], "--probe=/healthz");
 }
 

@@ -1,0 +1,127 @@
+#include "agent/sampler/oom_victim_watch.h"
+
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "agent/sampler/ring_reader.h"
+#include "bpf/oom_victim.h"
+#include "bpf/oom_victim.skel.h"
+
+namespace pprof_sidecar {
+namespace {
+
+absl::Status Errno(const std::string& what, int err) {
+  std::string msg = absl::StrCat(what, ": ", strerror(err));
+  if (err == EPERM || err == EACCES) {
+    return absl::PermissionDeniedError(absl::StrCat(msg, " (needs CAP_BPF and CAP_PERFMON)"));
+  }
+  return absl::UnavailableError(msg);
+}
+
+// Whether tracepoint mark_victim passes the victim's task_struct (Linux 6.8+; before, its pid).
+bool MarkVictimPassesTask() {
+  struct btf* btf = btf__load_vmlinux_btf();
+  if (btf == nullptr) return false;
+  bool task = false;
+  const int id = btf__find_by_name_kind(btf, "btf_trace_mark_victim", BTF_KIND_TYPEDEF);
+  const struct btf_type* t = id > 0 ? btf__type_by_id(btf, btf__resolve_type(btf, id)) : nullptr;
+  if (t != nullptr && btf_is_ptr(t)) t = btf__type_by_id(btf, t->type);
+  if (t != nullptr && btf_is_func_proto(t) && btf_vlen(t) >= 2) {
+    // Parameter 0 is the tracepoint's data pointer; 1 is the first TP_PROTO argument.
+    const struct btf_type* a = btf__type_by_id(btf, btf__resolve_type(btf, btf_params(t)[1].type));
+    task = a != nullptr && btf_is_ptr(a);
+  }
+  btf__free(btf);
+  return task;
+}
+
+struct SkelDeleter {
+  void operator()(oom_victim_bpf* s) const { oom_victim_bpf__destroy(s); }
+};
+struct RingBufferDeleter {
+  void operator()(ring_buffer* rb) const { ring_buffer__free(rb); }
+};
+
+uint64_t BoottimeNs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_BOOTTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+}  // namespace
+
+struct OomVictimWatch::Impl {
+  Callback cb;
+  uint64_t ns_per_tick = 10000000;
+  std::unique_ptr<oom_victim_bpf, SkelDeleter> skel;
+  std::unique_ptr<ring_buffer, RingBufferDeleter> rb;
+  std::unique_ptr<RingReader> reader;
+
+  static int OnRecord(void* ctx, void* data, size_t size) {
+    auto* self = static_cast<Impl*>(ctx);
+    if (size < sizeof(oom_victim_event)) return 0;
+    oom_victim_event e;
+    memcpy(&e, data, sizeof(e));
+    OomVictim v;
+    v.pid = static_cast<pid_t>(e.ns_tgid);
+    v.host_pid = static_cast<pid_t>(e.host_tgid);
+    v.start_time = e.start_boottime_ns / self->ns_per_tick;
+    const uint64_t now = BoottimeNs();
+    v.latency_ns = now > e.event_boottime_ns ? now - e.event_boottime_ns : 0;
+    v.comm.assign(e.comm, strnlen(e.comm, sizeof(e.comm)));
+    self->cb(v);
+    return 0;
+  }
+};
+
+OomVictimWatch::OomVictimWatch(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+OomVictimWatch::~OomVictimWatch() {
+  if (impl_ && impl_->reader) impl_->reader->Stop();
+}
+
+uint64_t OomVictimWatch::dropped() const {
+  return impl_->skel->bss ? __atomic_load_n(&impl_->skel->bss->dropped, __ATOMIC_RELAXED) : 0;
+}
+
+absl::StatusOr<std::unique_ptr<OomVictimWatch>> OomVictimWatch::Start(Callback cb,
+                                                                      OomVictimWatchOptions opts) {
+  auto impl = std::make_unique<Impl>();
+  impl->cb = std::move(cb);
+  const long hz = sysconf(_SC_CLK_TCK);
+  if (hz > 0) impl->ns_per_tick = 1000000000ull / static_cast<uint64_t>(hz);
+  struct stat st;
+  if (stat("/proc/self/ns/pid", &st) != 0) return Errno("stat /proc/self/ns/pid", errno);
+  impl->skel.reset(oom_victim_bpf__open());
+  if (!impl->skel) return Errno("open oom_victim BPF object", errno);
+  impl->skel->rodata->agent_pidns_inum = static_cast<uint32_t>(st.st_ino);
+  const bool tp = !opts.force_fentry && MarkVictimPassesTask();
+  bpf_program__set_autoload(impl->skel->progs.on_mark_victim, tp);
+  bpf_program__set_autoload(impl->skel->progs.on_mark_oom_victim, !tp);
+  const std::string point = tp ? "tp_btf/mark_victim" : "fentry/mark_oom_victim";
+  if (int err = oom_victim_bpf__load(impl->skel.get()); err != 0) {
+    return Errno(absl::StrCat("load oom_victim BPF program (", point, ")"), -err);
+  }
+  if (int err = oom_victim_bpf__attach(impl->skel.get()); err != 0) {
+    return Errno(absl::StrCat("attach ", point), -err);
+  }
+  impl->rb.reset(
+      ring_buffer__new(bpf_map__fd(impl->skel->maps.events), &Impl::OnRecord, impl.get(), nullptr));
+  if (!impl->rb) return Errno("ring_buffer__new(oom events)", errno);
+  auto reader = RingReader::Create(impl->rb.get(), 1000);
+  if (!reader.ok()) return reader.status();
+  impl->reader = *std::move(reader);
+  impl->reader->Start();
+  std::unique_ptr<OomVictimWatch> w(new OomVictimWatch(std::move(impl)));
+  w->attach_point_ = point;
+  return w;
+}
+
+}  // namespace pprof_sidecar
