@@ -1,11 +1,45 @@
 #include "agent/goprofile/goroutine_source.h"
 
+#include <algorithm>
 #include <map>
 
 #include "absl/strings/str_cat.h"
 #include "agent/goprofile/go_stack_format.h"
 
 namespace pprof_sidecar {
+namespace {
+
+using Labels = std::vector<std::pair<std::string, std::string>>;
+
+// The pprof label set at `ptr` (g.labels): Go 1.24+ keep it as a sorted slice of {key, value}
+// strings (runtime/pprof's labelMap{LabelSet{list}}); earlier releases as a Go map, which is not
+// read (no labels). Label sets are immutable, so they are cached by address for one profile.
+Labels ReadLabels(MemoryReader& mem, const GoBinary& bin, uint64_t ptr,
+                  std::map<uint64_t, Labels>* cache) {
+  if (ptr == 0 || bin.minor() < 24) return {};
+  if (auto it = cache->find(ptr); it != cache->end()) return it->second;
+  Labels out;
+  uint64_t slice[2];
+  if (mem.Read(ptr, slice, sizeof(slice)).ok() && slice[1] <= 64) {
+    std::vector<uint64_t> words(slice[1] * 4);
+    if (words.empty() || mem.Read(slice[0], words.data(), words.size() * 8).ok()) {
+      auto str = [&mem](uint64_t p, uint64_t n) {
+        std::string v(std::min<uint64_t>(n, 4096), '\0');
+        if (!v.empty() && !mem.Read(p, v.data(), v.size()).ok()) v.clear();
+        return v;
+      };
+      for (uint64_t i = 0; i < slice[1]; ++i) {
+        out.emplace_back(str(words[4 * i], words[4 * i + 1]),
+                         str(words[4 * i + 2], words[4 * i + 3]));
+      }
+      std::sort(out.begin(), out.end());
+    }
+  }
+  (*cache)[ptr] = out;
+  return out;
+}
+
+}  // namespace
 
 GoroutineSource::GoroutineSource(std::shared_ptr<GoBinaryCache> cache) : cache_(std::move(cache)) {
   info_.name = "goroutine";
@@ -64,13 +98,14 @@ absl::StatusOr<ProfileResponse> GoroutineSource::Collect(const ProfileRequest& r
   } else {
     std::vector<CountStack> stacks;
     std::map<std::vector<uint64_t>, std::vector<uint64_t>> pcs_of;  // frame PCs -> Go's PCs
+    std::map<uint64_t, Labels> labels;
     for (const Goroutine& g : snap->goroutines) {
       if (g.system) continue;
       std::vector<uint64_t> key;
       for (const GoFrame& f : g.frames) key.push_back(f.pc);
       auto it = pcs_of.find(key);
       if (it == pcs_of.end()) it = pcs_of.emplace(key, GoTracebackPcs(img, g.frames)).first;
-      stacks.push_back({it->second, {}});
+      stacks.push_back({it->second, ReadLabels(*proc.mem, *proc.bin, g.labels, &labels)});
     }
     if (req.debug == 1) {
       resp.body = CountProfileText(img, "goroutine", stacks);
