@@ -25,12 +25,12 @@
 #include "absl/time/clock.h"
 #include "agent/heap/heap_profiler.h"
 #include "agent/heap/heap_source.h"
-#include "agent/heap/malloc_sampler.h"
 #include "agent/oom/flight_recorder.h"
 #include "agent/oom/snapshots_source.h"
 #include "agent/profile/cpu_profiler.h"
 #include "agent/profile/cpu_source.h"
 #include "agent/sampler/cpu_sampler.h"
+#include "agent/sampler/malloc_sampler.h"
 #include "agent/sampler/oom_victim_watch.h"
 #include "agent/server/http_params.h"
 #include "agent/server/pprof_server.h"
@@ -65,9 +65,18 @@ DEFINE_int32(max_profile_seconds, 300, "Largest accepted ?seconds= for a CPU pro
 DEFINE_int32(rediscover_interval_ms, 500,
              "How often the agent checks that the target is alive and re-discovers it.");
 DEFINE_int32(symbol_cache_binaries, 64, "Most binaries kept parsed in the symbol cache.");
-DEFINE_bool(malloc_profiling, true,
-            "Non-Go targets: attach uprobes to the allocator (malloc & co) while the target "
-            "exists, for /debug/pprof/heap and /debug/pprof/allocs.");
+DEFINE_string(malloc_profiling, "on_request",
+              "Non-Go targets, /debug/pprof/heap and /allocs from uprobes on the allocator (malloc "
+              "& co): 'on_request' (attached at the first heap/allocs request, detached after "
+              "--malloc_idle_detach_seconds without one), 'always' (attached while the target "
+              "exists), 'off'.");
+DEFINE_bool(malloc_uprobe_sessions, true,
+            "Non-Go targets: where the kernel has uprobe sessions (6.13+), probe each allocator "
+            "function with one session (the return probed only for sampled calls; no "
+            "CAP_SYS_ADMIN needed) instead of an uprobe and a uretprobe through the perf PMU.");
+DEFINE_int32(malloc_idle_detach_seconds, 600,
+             "--malloc_profiling=on_request: detach the allocator probes after this long without "
+             "a heap/allocs request.");
 DEFINE_int64(heap_sample_bytes, 512 * 1024,
              "Non-Go targets: mean bytes allocated between malloc samples (1: every allocation).");
 DEFINE_int32(heap_max_live, 1 << 20,
@@ -355,6 +364,15 @@ int Run() {
     fprintf(stderr, "pprof-sidecar: --heap_sample_bytes and --heap_max_live must be positive\n");
     return 2;
   }
+  if (absl::StatusOr<MallocPolicy> p = ParseMallocPolicy(FLAGS_malloc_profiling); !p.ok()) {
+    fprintf(stderr, "pprof-sidecar: --malloc_profiling: %s\n",
+            std::string(p.status().message()).c_str());
+    return 2;
+  }
+  if (FLAGS_malloc_idle_detach_seconds < 1) {
+    fprintf(stderr, "pprof-sidecar: --malloc_idle_detach_seconds must be positive\n");
+    return 2;
+  }
   if (FLAGS_max_profile_seconds < 1) {
     fprintf(stderr, "pprof-sidecar: --max_profile_seconds must be positive\n");
     return 2;
@@ -422,13 +440,32 @@ int Run() {
   LogCpuReadiness(prepared, cpu.readiness());
 
   // heap/allocs: Go targets' own heap profile, read from their memory on request; other
-  // targets: a malloc sampler attached while the target exists (inuse needs its history).
+  // targets: a malloc sampler, attached per --malloc_profiling.
   HeapProfiler heap(&symbolizer);
-  if (FLAGS_malloc_profiling) {
+  {
     MallocSamplerOptions mopts;
     mopts.sample_bytes = FLAGS_heap_sample_bytes;
     mopts.max_live = static_cast<uint32_t>(FLAGS_heap_max_live);
-    heap.EnableNative([mopts](pid_t pid) { return StartMallocSampler(pid, mopts); });
+    mopts.symbolizer = &symbolizer;
+    mopts.uprobe_sessions = FLAGS_malloc_uprobe_sessions;
+    mopts.stack_copy_bytes = static_cast<uint32_t>(std::max(0, FLAGS_user_stack_bytes));
+    NativeHeapOptions nopts;
+    nopts.policy = *ParseMallocPolicy(FLAGS_malloc_profiling);  // checked above
+    if (!FLAGS_snapshot_dir.empty() && nopts.policy == MallocPolicy::kOnRequest) {
+      // The flight recorder's snapshots are the live set: it needs every allocation's history.
+      nopts.policy = MallocPolicy::kAlways;
+      fprintf(stderr,
+              "pprof-sidecar: malloc profiling: always (not on_request): --snapshot_dir's heap "
+              "snapshots of a non-Go target need its allocations from the start\n");
+    }
+    nopts.idle_detach = absl::Seconds(FLAGS_malloc_idle_detach_seconds);
+    if (absl::Status p = MallocSamplerPrivileges(mopts); !p.ok()) {
+      nopts.prerequisite_note = std::string(p.message());
+      if (nopts.policy != MallocPolicy::kOff) {
+        fprintf(stderr, "pprof-sidecar: malloc profiling: %s\n", nopts.prerequisite_note.c_str());
+      }
+    }
+    heap.EnableNative([mopts](pid_t pid) { return StartMallocSampler(pid, mopts); }, nopts);
   }
 
   DiscoveryOptions dopts;

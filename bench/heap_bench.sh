@@ -8,7 +8,8 @@
 #  1. C malloc loop (bench/targets/malloc_loop: malloc of 16..4111 bytes, free of the block from
 #     64 iterations earlier), conditions interleaved per round, order rotated:
 #       base     no profiler
-#       agent    pprof-sidecar attached to the target (default --heap_sample_bytes=524288)
+#       agent    pprof-sidecar attached to the target (--malloc_profiling=always, default
+#                --heap_sample_bytes=524288). Per allocator and on Redis: bench/native_heap_bench.sh
 #       memleak  memleak-bpfcc -p PID (bcc; every allocation with its stack), if it runs here
 #     Target on the last CPU, tools on CPU 0. Added cost = (run - same round's base run) / iters,
 #     in ns per loop iteration (one malloc + one free); plus each tool's BPF time per iteration
@@ -138,7 +139,7 @@ for ((r = 0; r < ROUNDS; r++)); do
       base)
         read -r w cpu < <(ml_run "$C_ITERS") ;;
       agent)
-        start_agent "$MLP"
+        start_agent "$MLP" --malloc_profiling=always  # attached without a heap request
         for _ in $(seq 50); do [[ $(metric pprof_sidecar_malloc_sampler_attached) == 1 ]] && break; sleep 0.1; done
         [[ $(metric pprof_sidecar_malloc_sampler_attached) == 1 ]] || { tail -5 "$WORK/agent.log"; die "agent did not attach"; }
         read -r t0 _ < <(bpf_time "$AGENT_PID")
@@ -189,7 +190,8 @@ fi
 if want 2; then
 log ""
 log "== 2. agent RSS with $LIVE_N live allocations tracked (--heap_sample_bytes=1)"
-start_agent "$MLP" --heap_sample_bytes=1 --heap_max_live=$((LIVE_N + 100000))
+start_agent "$MLP" --heap_sample_bytes=1 --heap_max_live=$((LIVE_N + 100000)) \
+  --malloc_profiling=always --user_stack_bytes=0  # bookkeeping, not stack copies
 for _ in $(seq 50); do [[ $(metric pprof_sidecar_malloc_sampler_attached) == 1 ]] && break; sleep 0.1; done
 log "agent before: VmRSS $(rss_kb "$AGENT_PID") kB"
 echo "hold $LIVE_N 64" >&"${ML[1]}"

@@ -21,8 +21,8 @@
 #include "absl/time/clock.h"
 #include "agent/heap/heap_profiler.h"
 #include "agent/heap/heap_source.h"
-#include "agent/heap/malloc_sampler.h"
 #include "agent/oom/flight_recorder.h"
+#include "agent/sampler/malloc_sampler.h"
 #include "agent/sampler/oom_victim_watch.h"
 #include "agent/symbolize/process_symbolizer.h"
 #include "tests/testutil/memory_cgroup.h"
@@ -151,7 +151,11 @@ void AtKill(const std::string& bin, const std::string& comm, bool native, int ki
             const std::string& dir) {
   ProcessSymbolizer sym{ProcessSymbolizer::Options{}};
   HeapProfiler heap(&sym);
-  if (native) heap.EnableNative([](pid_t p) { return StartMallocSampler(p, {}); });
+  if (native) {
+    // Attached when the target is set, as before on_request became the default.
+    heap.EnableNative([](pid_t p) { return StartMallocSampler(p, {}); },
+                      NativeHeapOptions{MallocPolicy::kAlways});
+  }
   ProfileRegistry reg;
   AddHeapSources(&heap, &reg).IgnoreError();
   auto store = SnapshotStore::Open({dir + "/" + comm, 64, 64 << 20});

@@ -23,6 +23,10 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+/* Uprobe sessions (6.13+): the loader loads the *_session programs only where the kernel has
+ * them (weak: resolved to nothing elsewhere, where those programs are not loaded). */
+extern bool bpf_session_is_return(void) __ksym __weak;
+
 /* Set by the loader between open and load. */
 const volatile __u64 pidns_dev = 0;   /* st_dev of /proc/self/ns/pid of the agent */
 const volatile __u64 pidns_ino = 0;   /* st_ino of /proc/self/ns/pid of the agent */
@@ -33,6 +37,16 @@ const volatile __u64 sample_intervals[HEAP_SAMPLER_INTERVALS] = {};
  * this many bytes wait: the reader also polls on a timer and drains before every snapshot. A
  * wakeup is an irq_work self-interrupt on the allocating thread's CPU (~15 us in a VM). */
 const volatile __u32 wakeup_bytes = 0;
+/* Bytes of user stack copied per sampled allocation (multiple of 8, <= MAX_STACK_COPY; 0: none,
+ * frame pointers only). */
+const volatile __u32 stack_copy_bytes = 0;
+
+/* Set by the loader when the kernel has bpf_get_attach_cookie for uprobes (5.15+): probes placed
+ * after an argument moved to another register say where it is in their cookie. */
+const volatile __u32 arg_cookies = 0;
+
+/* Set by the loader when it attaches sessions: tail calls are then told by last_entry. */
+const volatile __u32 sessions = 0;
 
 /* The probed allocator functions' address ranges in the target, for nested_call(). Written by
  * the agent at any time (allocators mapped after attach add ranges): entries first, then
@@ -49,6 +63,17 @@ struct {
   __type(key, __u64);
   __type(value, struct heap_live);
 } live SEC(".maps");
+
+/* Sessions: the last allocation entry of each thread (kernel tid). */
+struct heap_last_entry {
+  __u64 sp, ret, ip;
+};
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, 16384);
+  __type(key, __u32);
+  __type(value, struct heap_last_entry);
+} last_entry SEC(".maps");
 
 /* Sampled calls between entry and return: kernel tid -> pending. */
 struct {
@@ -72,12 +97,45 @@ struct {
   __uint(max_entries, 1 << 22);
 } events SEC(".maps");
 
+/* Where a sampled allocation's record is assembled before it is output at its actual size. */
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct heap_alloc_event);
+} scratch SEC(".maps");
+
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
   __uint(max_entries, HEAP_CNT_NUM);
   __type(key, __u32);
   __type(value, __u64);
 } counters SEC(".maps");
+
+/* Slot (in 8-byte words) of each x86 register, by ModRM number, in x86-64's struct pt_regs (a
+ * fixed kernel ABI: r15 r14 r13 r12 bp bx r11 r10 r9 r8 ax cx dx si di orig_ax ip cs flags sp),
+ * one byte per register (no table: a static array in .rodata breaks the object's BTF). */
+#define PT_REGS_SLOTS_0_7 0x0E0D0413050C0B0AULL  /* ax cx dx bx sp bp si di */
+#define PT_REGS_SLOTS_8_15 0x0001020306070809ULL /* r8 .. r15 */
+
+/* The value of x86 register `r` (ModRM numbering) in `ctx`. A read at a computed offset: the
+ * verifier allows no variable-offset access to the context itself. */
+static __always_inline __u64 reg_value(struct pt_regs *ctx, __u32 r) {
+  const __u64 slots = (r & 8) ? PT_REGS_SLOTS_8_15 : PT_REGS_SLOTS_0_7;
+  const __u64 slot = (slots >> ((r & 7) * 8)) & 0xff;
+  __u64 v = 0;
+  bpf_probe_read_kernel(&v, sizeof(v), (const void *)((__u64)ctx + slot * 8));
+  return v;
+}
+
+/* Argument `i` (0..2) of the probed call: `abi` (the value of its ABI register) unless the
+ * probe's cookie says it sits in another register at the probed instruction (4 bits per
+ * argument: register number + 1; 0: unmoved). */
+static __always_inline __u64 arg(struct pt_regs *ctx, int i, __u64 abi) {
+  if (!arg_cookies) return abi;
+  __u32 r = (bpf_get_attach_cookie(ctx) >> (4 * i)) & 0xf;
+  return r == 0 ? abi : reg_value(ctx, r - 1);
+}
 
 static __always_inline __u64 submit_flags(void) {
   if (!wakeup_bytes) return 0;
@@ -109,6 +167,27 @@ static __always_inline int is_target(void) {
 }
 
 /* Entry of an allocation of `size` bytes: decides whether it is sampled. */
+/* Sessions put no return probe on unsampled calls, so a tail call from one allocator function to
+ * another (glibc's realloc(NULL, n), a malloc that forwards to __libc_malloc) leaves no
+ * trampoline behind. It is told by the thread's previous allocation entry instead: the same
+ * stack pointer and return address (nothing of the outer call left on the stack) in another
+ * probed function (a call site calls one function, so a loop's consecutive calls never match:
+ * the inner call of a tail call does not replace the outer one as the last entry). */
+static __always_inline int tail_called(struct pt_regs *ctx, __u64 ret) {
+  __u32 tid = (__u32)bpf_get_current_pid_tgid();
+  struct heap_last_entry now = {.sp = PT_REGS_SP(ctx), .ret = ret, .ip = PT_REGS_IP(ctx)};
+  struct heap_last_entry *prev = bpf_map_lookup_elem(&last_entry, &tid);
+  if (prev && prev->sp == now.sp && prev->ret == now.ret && prev->ip != now.ip) {
+    return 1; /* the outer call stays the last entry: its next call from here is not nested */
+  }
+  if (prev) {
+    *prev = now;
+  } else {
+    bpf_map_update_elem(&last_entry, &tid, &now, BPF_ANY);
+  }
+  return 0;
+}
+
 /* True if the probed allocator function was called by another probed allocator function: that
  * allocation is the outer call's and is counted there. Two cases, told by the return address
  * at the top of the stack on entry:
@@ -127,6 +206,7 @@ static __always_inline int nested_call(struct pt_regs *ctx) {
     if (i >= n) break;
     if (ret >= nested_lo[i] && ret < nested_hi[i]) return 1;
   }
+  if (sessions) return tail_called(ctx, ret);
   return 0;
 }
 
@@ -195,6 +275,24 @@ static __always_inline void on_free(__u64 addr) {
   bpf_ringbuf_submit(e, submit_flags());
 }
 
+/* Copies up to `want` bytes of user stack at `sp` into `dst` and returns how many. A copy running
+ * past the stack's end (an unmapped page above the main thread's stack) fails as a whole: it is
+ * retried with lengths that end at page boundaries, longest first. */
+static __always_inline __u32 copy_stack(__u8 *dst, __u64 sp, __u32 want) {
+  if (want == 0 || sp == 0) return 0;
+  if (want > HEAP_SAMPLER_MAX_STACK_COPY) want = HEAP_SAMPLER_MAX_STACK_COPY;
+  if (bpf_probe_read_user(dst, want, (const void *)sp) == 0) return want;
+  const __u64 to_page_end = 4096 - (sp & 4095);
+  for (int pages = HEAP_SAMPLER_MAX_STACK_COPY / 4096; pages >= 0; pages--) {
+    __u64 len = to_page_end + (__u64)pages * 4096;
+    if (len >= want) continue;
+    asm volatile("" : "+r"(len)); /* keep the bound check below for the verifier */
+    if (len > HEAP_SAMPLER_MAX_STACK_COPY) continue;
+    if (bpf_probe_read_user(dst, len, (const void *)sp) == 0) return len;
+  }
+  return 0;
+}
+
 /* Return of an allocation: `addr` is the result (0 on failure), `ok` whether it succeeded. */
 static __always_inline int on_alloc_return(struct pt_regs *ctx, int posix_memalign) {
   __u32 tid = (__u32)bpf_get_current_pid_tgid();
@@ -224,18 +322,16 @@ static __always_inline int on_alloc_return(struct pt_regs *ctx, int posix_memali
     add(HEAP_CNT_FAILED, 1);
     return 0;
   }
-  /* Reserve before publishing the address in `live`: a free of it on another thread then
-   * reserves its record after this one, so user space sees the alloc first. */
-  struct heap_alloc_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-  if (!e) {
-    add(HEAP_CNT_RINGBUF_DROPS, 1);
-    return 0;
-  }
+  __u32 zero = 0;
+  struct heap_alloc_event *e = bpf_map_lookup_elem(&scratch, &zero);
+  if (!e) return 0;
   e->hdr.addr = addr;
   e->hdr.size = p.size;
   e->hdr.kind = HEAP_EV_ALLOC;
   e->hdr.flags = 0;
-  e->reserved = 0;
+  e->ip = PT_REGS_IP(ctx);
+  e->sp = PT_REGS_SP(ctx);
+  e->bp = PT_REGS_FP(ctx);
   long n = bpf_get_stack(ctx, e->user_ips, sizeof(e->user_ips), BPF_F_USER_STACK);
   if (n < 0) {
     e->user_nr = 0;
@@ -244,21 +340,32 @@ static __always_inline int on_alloc_return(struct pt_regs *ctx, int posix_memali
   } else {
     e->user_nr = n / sizeof(__u64);
   }
+  e->stack_len = copy_stack(e->stack, e->sp, stack_copy_bytes);
+  if (stack_copy_bytes != 0 && e->stack_len == 0) add(HEAP_CNT_STACK_COPY_ERRORS, 1);
+  /* The address reaches the caller only after this probe: no free of it can race the update. */
   struct heap_live l = {.size = p.size};
   if (bpf_map_update_elem(&live, &addr, &l, BPF_ANY)) {
     e->hdr.flags |= HEAP_EV_F_UNTRACKED;
     add(HEAP_CNT_LIVE_FULL, 1);
   }
+  __u64 len = e->stack_len;
+  if (len > HEAP_SAMPLER_MAX_STACK_COPY) len = HEAP_SAMPLER_MAX_STACK_COPY;
+  if (bpf_ringbuf_output(&events, e, __builtin_offsetof(struct heap_alloc_event, stack) + len,
+                         submit_flags())) {
+    add(HEAP_CNT_RINGBUF_DROPS, 1);
+    return 0;
+  }
   add(HEAP_CNT_RECORDED, 1);
-  bpf_ringbuf_submit(e, submit_flags());
   return 0;
 }
 
 SEC("uprobe")
-int BPF_KPROBE(malloc_entry, __u64 size) { return on_alloc_entry(ctx, size, 0); }
+int BPF_KPROBE(malloc_entry, __u64 size) { return on_alloc_entry(ctx, arg(ctx, 0, size), 0); }
 
 SEC("uprobe")
 int BPF_KPROBE(calloc_entry, __u64 nmemb, __u64 size) {
+  nmemb = arg(ctx, 0, nmemb);
+  size = arg(ctx, 1, size);
   /* Factors of 4 GiB or more are not sampled (no 128-bit multiply in BPF to check overflow). */
   if ((nmemb | size) >> 32) return 0;
   return on_alloc_entry(ctx, nmemb * size, 0);
@@ -268,6 +375,8 @@ int BPF_KPROBE(calloc_entry, __u64 nmemb, __u64 size) {
  * a failed realloc keeps p live). realloc(p, 0) only frees. */
 SEC("uprobe")
 int BPF_KPROBE(realloc_entry, __u64 ptr, __u64 size) {
+  ptr = arg(ctx, 0, ptr);
+  size = arg(ctx, 1, size);
   __u64 old_ptr = 0;
   if (ptr != 0 && bpf_map_lookup_elem(&live, &ptr) && is_target()) old_ptr = ptr;
   __u32 sampled = sample_alloc(ctx, size);
@@ -277,18 +386,18 @@ int BPF_KPROBE(realloc_entry, __u64 ptr, __u64 size) {
 
 SEC("uprobe")
 int BPF_KPROBE(posix_memalign_entry, __u64 memptr, __u64 alignment, __u64 size) {
-  return on_alloc_entry(ctx, size, memptr);
+  return on_alloc_entry(ctx, arg(ctx, 2, size), arg(ctx, 0, memptr));
 }
 
 /* aligned_alloc(alignment, size) and memalign(alignment, size). */
 SEC("uprobe")
 int BPF_KPROBE(aligned_entry, __u64 alignment, __u64 size) {
-  return on_alloc_entry(ctx, size, 0);
+  return on_alloc_entry(ctx, arg(ctx, 1, size), 0);
 }
 
 SEC("uprobe")
 int BPF_KPROBE(free_entry, __u64 ptr) {
-  on_free(ptr);
+  on_free(arg(ctx, 0, ptr));
   return 0;
 }
 
@@ -298,3 +407,57 @@ int BPF_KPROBE(alloc_return) { return on_alloc_return(ctx, 0); }
 
 SEC("uretprobe")
 int BPF_KPROBE(posix_memalign_return) { return on_alloc_return(ctx, 1); }
+
+/* Sessions: one program serves a function's entry and, only when the entry returns 0, its
+ * return. Unsampled calls return 1 at the entry: no return probe, no trampoline, no second trap.
+ * The loader attaches them through uprobe_multi links with the BPF_TRACE_UPROBE_SESSION type. */
+static __always_inline int session_alloc(struct pt_regs *ctx, __u64 size, __u64 memptr,
+                                         int posix_memalign) {
+  if (bpf_session_is_return()) return on_alloc_return(ctx, posix_memalign);
+  if (!sample_alloc(ctx, size)) return 1;
+  put_pending(ctx, size, memptr, 0, 1);
+  return 0;
+}
+
+SEC("uprobe")
+int BPF_KPROBE(malloc_session, __u64 size) {
+  return session_alloc(ctx, arg(ctx, 0, size), 0, 0);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(calloc_session, __u64 nmemb, __u64 size) {
+  if (bpf_session_is_return()) return on_alloc_return(ctx, 0);
+  nmemb = arg(ctx, 0, nmemb);
+  size = arg(ctx, 1, size);
+  if ((nmemb | size) >> 32) return 1;
+  return session_alloc(ctx, nmemb * size, 0, 0);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(realloc_session, __u64 ptr, __u64 size) {
+  if (bpf_session_is_return()) return on_alloc_return(ctx, 0);
+  ptr = arg(ctx, 0, ptr);
+  size = arg(ctx, 1, size);
+  __u64 old_ptr = 0;
+  if (ptr != 0 && bpf_map_lookup_elem(&live, &ptr) && is_target()) old_ptr = ptr;
+  __u32 sampled = sample_alloc(ctx, size);
+  if (!sampled && !old_ptr) return 1;
+  put_pending(ctx, size, 0, old_ptr, sampled);
+  return 0;
+}
+
+SEC("uprobe")
+int BPF_KPROBE(posix_memalign_session, __u64 memptr, __u64 alignment, __u64 size) {
+  return session_alloc(ctx, arg(ctx, 2, size), arg(ctx, 0, memptr), 1);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(aligned_session, __u64 alignment, __u64 size) {
+  return session_alloc(ctx, arg(ctx, 1, size), 0, 0);
+}
+
+SEC("uprobe")
+int BPF_KPROBE(free_session, __u64 ptr) {
+  if (!bpf_session_is_return()) on_free(arg(ctx, 0, ptr));
+  return 1;
+}

@@ -1,5 +1,5 @@
 /* Types shared by the malloc sampling BPF program (heap_sampler.bpf.c) and its user-space loader
- * (agent/heap/malloc_sampler.cc). Plain C with fixed-width kernel types so that both sides agree
+ * (agent/sampler/bpf_malloc_sampler.cc). Plain C with fixed-width kernel types so that both sides agree
  * on the layout byte for byte. In BPF, vmlinux.h provides __u32 & co; elsewhere they come from
  * <linux/types.h>. */
 #ifndef PPROF_SIDECAR_BPF_HEAP_SAMPLER_H_
@@ -11,6 +11,10 @@
 
 /* Frames kept per sampled allocation stack; bpf_get_stack writes at most this many. */
 #define HEAP_SAMPLER_MAX_FRAMES 127
+
+/* Upper bound of the user stack copy of a sampled allocation (the rodata knob `stack_copy_bytes`,
+ * a multiple of 8, is the actual bound). */
+#define HEAP_SAMPLER_MAX_STACK_COPY 16384
 
 /* Entries of the `sample_intervals` rodata table (a power of two): byte intervals between
  * samples, drawn by the loader from an exponential distribution with the configured mean. */
@@ -37,14 +41,18 @@ struct heap_event {
   __u32 flags;
 };
 
-/* A sampled allocation. The stack is captured in the return probe, so every entry is a return
- * address (user_ips[0] is the allocator's caller right after its call instruction), leaf
- * first, walked by the kernel through frame pointers. */
+/* A sampled allocation, taken in the return probe: the registers are the caller's right after
+ * the call returned (ip = the return address, sp and bp the caller's), from which user space
+ * unwinds `stack` (CFI) whatever the frame pointers. user_ips is the kernel's frame-pointer walk
+ * from the same point (leaf first, user_ips[0] = ip), used to stitch and when there is no copy.
+ * The record ends after `stack_len` bytes of `stack` (variable size). */
 struct heap_alloc_event {
   struct heap_event hdr;
-  __u32 user_nr; /* valid entries of user_ips */
-  __u32 reserved;
+  __u32 user_nr;   /* valid entries of user_ips */
+  __u32 stack_len; /* bytes of stack copied from sp */
+  __u64 ip, sp, bp;
   __u64 user_ips[HEAP_SAMPLER_MAX_FRAMES];
+  __u8 stack[HEAP_SAMPLER_MAX_STACK_COPY];
 };
 
 /* Value of the live-allocation map (key: address). */
@@ -78,6 +86,7 @@ enum heap_sampler_counter {
   HEAP_CNT_PENDING_MISMATCH,  /* pending entry of another call found at a return: dropped */
   HEAP_CNT_FAILED,            /* sampled allocations that returned NULL / an error */
   HEAP_CNT_NESTED,            /* allocator calls made by another probed allocator function */
+  HEAP_CNT_STACK_COPY_ERRORS, /* sampled allocations whose user stack could not be copied */
   HEAP_CNT_NUM,
 };
 

@@ -29,7 +29,8 @@ PKGS=(
   # tests
   libgtest-dev libgmock-dev golang-go golang-1.19-go golang-github-google-pprof-dev
   util-linux procps curl file binutils
-  libjemalloc2 libtcmalloc-minimal4  # allocator libraries the malloc sampler tests probe
+  libjemalloc2 libtcmalloc-minimal4 libmimalloc2.0  # allocator libraries the malloc sampler tests probe
+  libgoogle-perftools4 redis-server  # bench/native_heap_bench.sh: full tcmalloc, a real C server
   libc6-dbg   # glibc's separate (compressed) debug info: libc frames with file:line and inlines
   prometheus  # a large, dynamically linked Go server: footprint test and benchmark target
   # kernel matrix (tests/kernels): VMs, their userland, checking the kernels' archives

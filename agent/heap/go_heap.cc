@@ -30,11 +30,16 @@ enum class DataClass { kOther, kNoptrData, kData, kBss, kNoptrBss };
 
 const char* ClassName(DataClass c) {
   switch (c) {
-    case DataClass::kNoptrData: return ".noptrdata";
-    case DataClass::kData: return ".data";
-    case DataClass::kBss: return ".bss";
-    case DataClass::kNoptrBss: return ".noptrbss";
-    default: return "other";
+    case DataClass::kNoptrData:
+      return ".noptrdata";
+    case DataClass::kData:
+      return ".data";
+    case DataClass::kBss:
+      return ".bss";
+    case DataClass::kNoptrBss:
+      return ".noptrbss";
+    default:
+      return "other";
   }
 }
 
@@ -77,21 +82,28 @@ const std::vector<VarSpec>& Specs() {
   static const auto* specs = new std::vector<VarSpec>{
       // stkbucket links new buckets in through &mbuckets (an LEA). mProfCycle's functions take
       // the addresses of the profile's locks, so only real 4-byte accesses count for it.
-      {"runtime.mbuckets", 8, {DataClass::kBss},
+      {"runtime.mbuckets",
+       8,
+       {DataClass::kBss},
        {"runtime.mProf_FlushLocked", "runtime.memProfileInternal", "runtime.MemProfile",
         "runtime.iterate_memprof", "runtime.mProf_Flush", "runtime.mProf_PostSweep",
         "runtime.stkbucket"},
        true},
-      {"runtime.mProfCycle", 4, {DataClass::kNoptrBss},
+      {"runtime.mProfCycle",
+       4,
+       {DataClass::kNoptrBss},
        {"runtime.mProf_NextCycle", "runtime.mProf_Flush", "runtime.mProf_PostSweep",
         "runtime.mProf_Malloc", "runtime.mProf_Free", "runtime.memProfileInternal",
         "runtime.MemProfile"}},
-      {"runtime.MemProfileRate", 8, {DataClass::kNoptrData, DataClass::kNoptrBss},
+      {"runtime.MemProfileRate",
+       8,
+       {DataClass::kNoptrData, DataClass::kNoptrBss},
        {"runtime.profilealloc", "runtime.nextSample", "runtime.schedinit", "runtime.mallocgc",
         "runtime.mallocgcLarge", "runtime.mallocgcTiny", "runtime.mallocgcSmallNoscan",
         "runtime.mallocgcSmallScanNoHeader", "runtime.mallocgcSmallScanHeader",
         "runtime.allocmcache"},
-       false, kDefaultMemProfileRate},
+       false,
+       kDefaultMemProfileRate},
   };
   return *specs;
 }

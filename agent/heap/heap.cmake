@@ -11,16 +11,16 @@ target_include_directories(heap PUBLIC ${CMAKE_SOURCE_DIR})
 target_link_libraries(heap PUBLIC pprof_encoder location_table registry process_symbolizer symbolize_go symbolize_elf
   absl::status absl::statusor absl::strings absl::str_format absl::time absl::flat_hash_map)
 
-# Malloc sampler for non-Go targets: uprobes on the allocator (bpf/heap_sampler.bpf.c).
-add_library(malloc_sampler STATIC ${CMAKE_CURRENT_LIST_DIR}/malloc_sampler.cc)
-target_include_directories(malloc_sampler PUBLIC ${CMAKE_SOURCE_DIR})
-target_link_libraries(malloc_sampler PUBLIC heap ring_reader bpf_skeletons symbolize_elf process_symbolizer
-  absl::status absl::statusor absl::strings Threads::Threads)
+# Where malloc probes go (allocator functions, probed instruction): pure, no libbpf.
+add_library(allocator_probes STATIC ${CMAKE_CURRENT_LIST_DIR}/allocator_probes.cc)
+target_include_directories(allocator_probes PUBLIC ${CMAKE_SOURCE_DIR})
+target_link_libraries(allocator_probes PUBLIC symbolize_go symbolize_elf process_symbolizer absl::status
+  absl::statusor absl::strings)
 
 # Bookkeeping, interval table, unsampling, native profile building, probe placement: no
 # privileges.
 add_executable(malloc_profile_state_test ${CMAKE_CURRENT_LIST_DIR}/malloc_profile_state_test.cc)
-target_link_libraries(malloc_profile_state_test PRIVATE heap malloc_sampler testutil
+target_link_libraries(malloc_profile_state_test PRIVATE heap allocator_probes testutil
   GTest::gtest_main)
 gtest_discover_tests(malloc_profile_state_test DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 300)
 
@@ -56,11 +56,12 @@ if(PPROF_SIDECAR_FUZZ)
   target_link_options(go_heap_fuzzer PRIVATE -fsanitize=fuzzer,address)
 
   # Probe placement over machine code, ring buffer record decoding.
+  # No libbpf: the pure placement and decoding code only.
   add_executable(malloc_sampler_fuzzer ${CMAKE_CURRENT_LIST_DIR}/malloc_sampler_fuzzer.cc
-    ${CMAKE_CURRENT_LIST_DIR}/malloc_sampler.cc ${CMAKE_CURRENT_LIST_DIR}/malloc_profile_state.cc
-    ${CMAKE_SOURCE_DIR}/agent/sampler/ring_reader.cc)
+    ${CMAKE_CURRENT_LIST_DIR}/allocator_probes.cc ${CMAKE_CURRENT_LIST_DIR}/malloc_profile_state.cc
+    ${CMAKE_SOURCE_DIR}/agent/symbolize/x86_decode.cc)
   target_include_directories(malloc_sampler_fuzzer PRIVATE ${CMAKE_SOURCE_DIR})
-  target_link_libraries(malloc_sampler_fuzzer PRIVATE bpf_skeletons process_symbolizer
+  target_link_libraries(malloc_sampler_fuzzer PRIVATE process_symbolizer
     symbolize_elf pprof_encoder absl::flat_hash_map absl::status absl::statusor absl::strings
     absl::str_format absl::time Threads::Threads)
   target_compile_options(malloc_sampler_fuzzer PRIVATE -fsanitize=fuzzer,address -g)

@@ -133,10 +133,10 @@ absl::StatusOr<GoHeapSnapshot> HeapProfiler::ReadGoSnapshot(pid_t pid, std::stri
   rt.mem_profile_rate += bias;
   if (how) {
     const GoHeapVars& v = info.vars;
-    *how = absl::StrCat(v.go_version.empty() ? "Go" : v.go_version,
-                        " runtime variables located via ", v.method,
-                        v.census.empty() ? "" : " (anchors agreeing " + v.census + ")",
-                        info.pie ? absl::StrCat(", PIE load bias 0x", absl::Hex(bias)) : "");
+    *how =
+        absl::StrCat(v.go_version.empty() ? "Go" : v.go_version, " runtime variables located via ",
+                     v.method, v.census.empty() ? "" : " (anchors agreeing " + v.census + ")",
+                     info.pie ? absl::StrCat(", PIE load bias 0x", absl::Hex(bias)) : "");
   }
   absl::StatusOr<std::unique_ptr<ProcessMemory>> mem = ProcessMemory::Open(pid);
   if (!mem.ok()) return mem.status();
@@ -239,7 +239,81 @@ absl::StatusOr<GoTargetInfo> HeapProfiler::TargetInfo(pid_t pid) {
   return info;
 }
 
-void HeapProfiler::EnableNative(NativeHeapFactory factory) { native_factory_ = std::move(factory); }
+const char* MallocPolicyName(MallocPolicy p) {
+  switch (p) {
+    case MallocPolicy::kOff:
+      return "off";
+    case MallocPolicy::kOnRequest:
+      return "on_request";
+    case MallocPolicy::kAlways:
+      return "always";
+  }
+  return "?";
+}
+
+absl::StatusOr<MallocPolicy> ParseMallocPolicy(absl::string_view s) {
+  if (s == "on_request") return MallocPolicy::kOnRequest;
+  if (s == "always" || s == "true") return MallocPolicy::kAlways;
+  if (s == "off" || s == "false") return MallocPolicy::kOff;
+  return absl::InvalidArgumentError(
+      absl::StrCat("malloc profiling policy must be on_request, always or off, not \"", s, "\""));
+}
+
+void HeapProfiler::EnableNative(NativeHeapFactory factory, NativeHeapOptions options) {
+  native_opts_ = std::move(options);
+  if (native_opts_.policy == MallocPolicy::kOff) return;
+  native_factory_ = std::move(factory);
+}
+
+std::vector<std::string> HeapProfiler::NativeHealthLines() const {
+  if (!native_factory_) return {};
+  std::vector<std::string> out;
+  const bool on_request = native_opts_.policy == MallocPolicy::kOnRequest;
+  out.push_back(absl::StrCat(
+      "heap (non-Go target): malloc profiling ", MallocPolicyName(native_opts_.policy),
+      on_request ? absl::StrCat(": probes attached at the first heap/allocs request, detached "
+                                "after ",
+                                absl::FormatDuration(native_opts_.idle_detach), " without one")
+                 : ": probes attached while the target exists"));
+  std::shared_ptr<NativeHeapSource> n;
+  absl::Status err;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    n = native_;
+    err = native_last_error_;
+  }
+  if (n) {
+    out.push_back(
+        absl::StrCat("heap (non-Go target): probes attached to pid ", n->pid(), " since ",
+                     absl::FormatTime(absl::RFC3339_sec, n->attached_at(), absl::UTCTimeZone())));
+  } else {
+    out.push_back("heap (non-Go target): no probes attached now");
+    if (!native_opts_.prerequisite_note.empty()) {
+      out.push_back(absl::StrCat("heap (non-Go target): ", native_opts_.prerequisite_note));
+    }
+  }
+  if (!err.ok()) {
+    out.push_back(absl::StrCat("heap (non-Go target): last attach failed: ", err.message()));
+  }
+  return out;
+}
+
+bool HeapProfiler::MaybeDetachIdle(pid_t pid) {
+  if (native_opts_.policy != MallocPolicy::kOnRequest || native_inflight_.load() > 0) return false;
+  const absl::Time last = absl::FromUnixNanos(native_last_request_ns_.load());
+  if (absl::Now() - last < native_opts_.idle_detach) return false;
+  std::shared_ptr<NativeHeapSource> old;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    old = std::move(native_);
+  }
+  native_idle_detaches_.fetch_add(1);
+  fprintf(stderr,
+          "pprof-sidecar: malloc profiling of pid %d: no heap/allocs request for %s: probes "
+          "detached\n",
+          static_cast<int>(pid), absl::FormatDuration(native_opts_.idle_detach).c_str());
+  return true;  // `old` detaches here unless a request still holds it
+}
 
 void HeapProfiler::SetTarget(std::optional<pid_t> pid) {
   if (!native_factory_) return;
@@ -254,6 +328,7 @@ void HeapProfiler::SetTarget(std::optional<pid_t> pid) {
     }
   }
   if (same) {
+    if (MaybeDetachIdle(*pid)) return;
     // Re-reading /proc/PID/maps holds the target's mmap lock for reading: with many mappings
     // that is milliseconds, during which the target's mmap/munmap wait. Rechecks are spaced so
     // that they take at most 0.1 % of the time (every call for a cheap read).
@@ -274,7 +349,7 @@ void HeapProfiler::SetTarget(std::optional<pid_t> pid) {
     return;
   }
   old.reset();  // detaches (unless a request still holds it)
-  if (!pid) return;
+  if (!pid || native_opts_.policy != MallocPolicy::kAlways) return;
   // A failed attach is retried on later calls for the same pid, backing off 1 s .. 64 s.
   const absl::Time now = absl::Now();
   if (*pid == failed_pid_ && now < next_retry_) return;
@@ -290,16 +365,21 @@ void HeapProfiler::SetTarget(std::optional<pid_t> pid) {
     fprintf(stderr, "pprof-sidecar: malloc profiling of pid %d: %s (retrying in %s)\n",
             static_cast<int>(*pid), std::string(src.status().message()).c_str(),
             absl::FormatDuration(retry_backoff_).c_str());
+    std::lock_guard<std::mutex> l(mu_);
+    native_last_error_ = src.status();
     return;
   }
   failed_pid_ = 0;
   next_recheck_ = absl::InfinitePast();
   native_attaches_.fetch_add(1);
   std::lock_guard<std::mutex> l(mu_);
+  native_last_error_ = absl::OkStatus();
   native_ = std::shared_ptr<NativeHeapSource>(std::move(*src));
 }
 
-absl::StatusOr<std::shared_ptr<NativeHeapSource>> HeapProfiler::NativeFor(pid_t pid) {
+absl::StatusOr<std::shared_ptr<NativeHeapSource>> HeapProfiler::NativeFor(pid_t pid,
+                                                                          bool* attached) {
+  *attached = false;
   {
     std::lock_guard<std::mutex> l(mu_);
     if (native_ && native_->pid() == pid) return native_;
@@ -312,12 +392,54 @@ absl::StatusOr<std::shared_ptr<NativeHeapSource>> HeapProfiler::NativeFor(pid_t 
   absl::StatusOr<std::unique_ptr<NativeHeapSource>> src = native_factory_(pid);
   if (!src.ok()) {
     native_attach_errors_.fetch_add(1);
+    std::lock_guard<std::mutex> l(mu_);
+    native_last_error_ = src.status();
     return src.status();
   }
   native_attaches_.fetch_add(1);
+  next_recheck_ = absl::InfinitePast();
+  *attached = true;
   std::lock_guard<std::mutex> l(mu_);
+  native_last_error_ = absl::OkStatus();
   native_ = std::shared_ptr<NativeHeapSource>(std::move(*src));
   return native_;
+}
+
+void HeapProfiler::AddNativeComments(const NativeHeapSource& src, bool attached_now,
+                                     const HeapRequest& req, HeapProfileParams* params) const {
+  const std::string since =
+      absl::FormatTime(absl::RFC3339_sec, src.attached_at(), absl::UTCTimeZone());
+  const bool on_request = native_opts_.policy == MallocPolicy::kOnRequest;
+  params->comments.push_back(absl::StrCat(
+      "pprof-sidecar: malloc profiling policy ", MallocPolicyName(native_opts_.policy),
+      on_request ? absl::StrCat(" (probes attached at the first heap/allocs request, detached "
+                                "after ",
+                                absl::FormatDuration(native_opts_.idle_detach), " without one)")
+                 : " (probes attached while the target exists)",
+      "; attached at ", since, ": alloc_* and inuse_* count allocations since ", since, "; ",
+      src.Describe()));
+  if (attached_now && req.delta <= absl::ZeroDuration()) {
+    params->comments.push_back(
+        "pprof-sidecar: this request attached the malloc probes: it shows only the allocations "
+        "made since (nearly none); ask again later, or ask seconds=N for the allocations of the "
+        "next N seconds");
+  }
+  const MallocSamplerStats st = src.stats();
+  params->comments.push_back(absl::StrCat(
+      "pprof-sidecar: malloc sampler counters: calls ", st.calls, ", sampled ", st.sampled,
+      ", recorded ", st.recorded, ", tracked live ", st.live, ", frees of sampled ",
+      st.frees_tracked, "; lost: live map full ", st.live_full, ", ring buffer full ",
+      st.ringbuf_drops, " allocs / ", st.free_drops, " frees, stack errors ", st.stack_errors,
+      ", pending full ", st.pending_full, ", unmatched returns ", st.pending_mismatch,
+      ", bucket limit ", st.bucket_overflow, "; nested allocator calls not recounted ", st.nested));
+  params->comments.push_back(absl::StrCat(
+      "pprof-sidecar: stacks of sampled allocations: ", st.unwound, " of ", st.recorded,
+      " unwound with CFI from a copy of the caller's stack (whatever its frame pointers), the "
+      "rest are frame-pointer walks; stack copies failed: ",
+      st.stack_copy_errors));
+  if (req.gc) {
+    params->comments.push_back("pprof-sidecar: gc=1 has no meaning for a malloc heap: ignored");
+  }
 }
 
 absl::StatusOr<std::string> HeapProfiler::CollectNative(pid_t pid, const HeapRequest& req) {
@@ -325,7 +447,21 @@ absl::StatusOr<std::string> HeapProfiler::CollectNative(pid_t pid, const HeapReq
     errors_.fetch_add(1);
     return st;
   };
-  absl::StatusOr<std::shared_ptr<NativeHeapSource>> src = NativeFor(pid);
+  // The request keeps the probes attached while it runs and for idle_detach after it.
+  struct InFlight {
+    HeapProfiler* h;
+    explicit InFlight(HeapProfiler* hp) : h(hp) {
+      Touch();
+      h->native_inflight_.fetch_add(1);
+    }
+    ~InFlight() {
+      Touch();
+      h->native_inflight_.fetch_sub(1);
+    }
+    void Touch() { h->native_last_request_ns_.store(absl::ToUnixNanos(absl::Now())); }
+  } inflight(this);
+  bool attached_now = false;
+  absl::StatusOr<std::shared_ptr<NativeHeapSource>> src = NativeFor(pid, &attached_now);
   if (!src.ok()) {
     return fail(
         absl::Status(src.status().code(), absl::StrCat("pid ", pid,
@@ -341,14 +477,18 @@ absl::StatusOr<std::string> HeapProfiler::CollectNative(pid_t pid, const HeapReq
   params.native = true;
   if (req.delta > absl::ZeroDuration()) {
     if (absl::Status st = SleepDelta(req, &params); !st.ok()) return fail(st);
-    absl::StatusOr<std::shared_ptr<NativeHeapSource>> after = NativeFor(pid);
-    if (!after.ok() || after->get() != src->get()) {
+    GoHeapSnapshot snap1 = (*src)->Snapshot();
+    bool replaced;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      replaced = native_.get() != src->get();
+    }
+    if (replaced) {
       return fail(
           absl::AbortedError(absl::StrCat("pid ", pid,
                                           " exited or the malloc sampler was replaced during the "
                                           "delta window")));
     }
-    GoHeapSnapshot snap1 = (*src)->Snapshot();
     params.time = absl::Now();
     params.duration = params.time - start;
     snap = SubtractGoHeap(snap1, snap);
@@ -358,24 +498,7 @@ absl::StatusOr<std::string> HeapProfiler::CollectNative(pid_t pid, const HeapReq
   } else {
     params.time = start;
   }
-  const MallocSamplerStats st = (*src)->stats();
-  params.comments.push_back(
-      absl::StrCat("pprof-sidecar: malloc sampler (uprobes) attached at ",
-                   absl::FormatTime(absl::RFC3339_sec, (*src)->attached_at(), absl::UTCTimeZone()),
-                   ": alloc_* and inuse_* count allocations since then; ", (*src)->Describe()));
-  params.comments.push_back(absl::StrCat(
-      "pprof-sidecar: malloc sampler counters: calls ", st.calls, ", sampled ", st.sampled,
-      ", recorded ", st.recorded, ", tracked live ", st.live, ", frees of sampled ",
-      st.frees_tracked, "; lost: live map full ", st.live_full, ", ring buffer full ",
-      st.ringbuf_drops, " allocs / ", st.free_drops, " frees, stack errors ", st.stack_errors,
-      ", pending full ", st.pending_full, ", unmatched returns ", st.pending_mismatch,
-      ", bucket limit ", st.bucket_overflow, "; nested allocator calls not recounted ", st.nested));
-  params.comments.push_back(
-      "pprof-sidecar: stacks are frame-pointer walks from the allocator's caller: code built "
-      "without frame pointers loses callers");
-  if (req.gc) {
-    params.comments.push_back("pprof-sidecar: gc=1 has no meaning for a malloc heap: ignored");
-  }
+  AddNativeComments(**src, attached_now, req, &params);
   absl::StatusOr<std::string> prof = BuildGoHeapProfile(snap, pid, params, symbolizer_, nullptr);
   if (!prof.ok()) return fail(prof.status());
   profiles_.fetch_add(1);
@@ -393,6 +516,7 @@ HeapProfilerStats HeapProfiler::stats() const {
   s.native_attaches = native_attaches_.load();
   s.native_attach_errors = native_attach_errors_.load();
   s.native_late_probes = native_late_probes_.load();
+  s.native_idle_detaches = native_idle_detaches_.load();
   std::shared_ptr<NativeHeapSource> n;
   {
     std::lock_guard<std::mutex> l(mu_);

@@ -10,10 +10,15 @@
 // profile is the one published by the target's last GC, as with gc=0 in Go.
 //
 // Other targets (C, C++, anything that is not Go), once EnableNative() is called: a malloc
-// sampler (malloc_sampler.h) attached to the target. inuse_* needs every allocation's history
-// from the start, so the policy is to attach as soon as the target is known (SetTarget) and keep
-// the probes while it exists; they are detached when the target changes or exits. inuse_* and
-// alloc_* then cover allocations since the attach time (named in the profile's comments).
+// sampler (agent/sampler/malloc_sampler.h) attached to the target, when the policy
+// (NativeHeapOptions) says:
+//   - kOnRequest (the default): at the first heap/allocs request for the target, kept while
+//     requests keep coming, detached once none came for `idle_detach`. Nobody pays for probes
+//     while nobody asks. The request that attaches sees only what was allocated after it started:
+//     with seconds=N the delta is complete; without, the profile is (nearly) empty and says so.
+//   - kAlways: attached as soon as the target is known (SetTarget), kept while it exists.
+// Either way the probes are detached when the target changes or exits, and inuse_* and alloc_*
+// cover allocations since the attach time (named in the profile's comments with the policy).
 #ifndef PPROF_SIDECAR_AGENT_HEAP_HEAP_PROFILER_H_
 #define PPROF_SIDECAR_AGENT_HEAP_HEAP_PROFILER_H_
 
@@ -30,6 +35,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "agent/heap/go_heap.h"
 #include "agent/heap/heap_profile.h"
@@ -61,8 +67,9 @@ struct HeapProfilerStats {
   uint64_t last_buckets = 0;       // buckets in the last read
   int64_t last_read_micros = 0;    // duration of the last bucket read
   // Malloc sampler (non-Go targets).
-  bool native_attached = false;  // a sampler is attached now
-  uint64_t native_attaches = 0;  // samplers started
+  bool native_attached = false;       // a sampler is attached now
+  uint64_t native_attaches = 0;       // samplers started
+  uint64_t native_idle_detaches = 0;  // samplers detached for want of requests (kOnRequest)
   uint64_t native_attach_errors = 0;
   uint64_t native_late_probes = 0;  // functions probed after the attach (mapped later)
   MallocSamplerStats native;        // of the current sampler
@@ -80,6 +87,21 @@ struct GoTargetInfo {
 using NativeHeapFactory =
     std::function<absl::StatusOr<std::unique_ptr<NativeHeapSource>>(pid_t pid)>;
 
+// When malloc probes are attached to a non-Go target (see the file comment).
+enum class MallocPolicy { kOff, kOnRequest, kAlways };
+// "off", "on_request", "always".
+const char* MallocPolicyName(MallocPolicy p);
+// Parses MallocPolicyName's names ("true"/"false", the flag's former values, mean always/off).
+absl::StatusOr<MallocPolicy> ParseMallocPolicy(absl::string_view s);
+
+struct NativeHeapOptions {
+  MallocPolicy policy = MallocPolicy::kOnRequest;
+  // kOnRequest: probes are detached when no heap/allocs request came for this long.
+  absl::Duration idle_detach = absl::Minutes(10);
+  // Shown by /healthz before any attach, e.g. a capability the agent lacks (empty: none).
+  std::string prerequisite_note;
+};
+
 class HeapProfiler {
  public:
   explicit HeapProfiler(ProcessSymbolizer* symbolizer, GoHeapReadLimits limits = {});
@@ -95,14 +117,20 @@ class HeapProfiler {
   // applied). `how` (optional) receives how the variables were found.
   absl::StatusOr<GoHeapSnapshot> ReadGoSnapshot(pid_t pid, std::string* how = nullptr);
 
-  // Serves non-Go targets from malloc samplers made by `factory`. Call before use.
-  void EnableNative(NativeHeapFactory factory);
-  // The current target (nullopt: none). Attaches a malloc sampler to a non-Go target now
-  // (attach errors are logged to stderr and answered on the next request), detaches the
-  // previous one. Call it again with the same pid on every check of the target (the agent does,
+  // Serves non-Go targets from malloc samplers made by `factory`, attached per `options`. Call
+  // before use. kOff is the same as not calling it.
+  void EnableNative(NativeHeapFactory factory, NativeHeapOptions options = {});
+  // What /healthz says of malloc profiling for a non-Go target: the policy, whether probes are
+  // attached now (since when) and the last attach error. Empty when EnableNative was not called.
+  std::vector<std::string> NativeHealthLines() const;
+  // The current target (nullopt: none). kAlways: attaches a malloc sampler to a non-Go target now
+  // (attach errors are logged to stderr and answered on the next request). Detaches the previous
+  // target's. Call it again with the same pid on every check of the target (the agent does,
   // every --rediscover_interval_ms): that probes allocators mapped since the attach (re-reading
-  // the target's maps at most 0.1 % of the time: a 1 ms read every second at most), and retries
-  // a failed attach (backing off from 1 s to 64 s). No-op without EnableNative. Thread-safe.
+  // the target's maps at most 0.1 % of the time: a 1 ms read every second at most), retries a
+  // failed kAlways attach (backing off from 1 s to 64 s) and, kOnRequest, detaches probes idle
+  // for NativeHeapOptions::idle_detach (never while a request is running). No-op without
+  // EnableNative. Thread-safe.
   void SetTarget(std::optional<pid_t> pid);
 
   HeapProfilerStats stats() const;
@@ -112,8 +140,13 @@ class HeapProfiler {
   absl::StatusOr<GoTargetInfo> TargetInfo(pid_t pid);
 
  private:
-  // The sampler attached to `pid`, attaching one if needed.
-  absl::StatusOr<std::shared_ptr<NativeHeapSource>> NativeFor(pid_t pid);
+  // The sampler attached to `pid`, attaching one if needed (`*attached` set when this call did).
+  absl::StatusOr<std::shared_ptr<NativeHeapSource>> NativeFor(pid_t pid, bool* attached);
+  // kOnRequest: detaches `same` (the current sampler) when requests stopped. Under native_mu_.
+  bool MaybeDetachIdle(pid_t pid);
+  // Comments of a native profile: policy, attach time, counters.
+  void AddNativeComments(const NativeHeapSource& src, bool attached_now, const HeapRequest& req,
+                         HeapProfileParams* params) const;
   absl::StatusOr<std::string> CollectNative(pid_t pid, const HeapRequest& req);
   // Waits for req.delta, or less if the request is cut short (noted in params) or cancelled.
   absl::Status SleepDelta(const HeapRequest& req, HeapProfileParams* params);
@@ -132,9 +165,15 @@ class HeapProfiler {
   GoTargetInfo info_;
 
   NativeHeapFactory native_factory_;
+  NativeHeapOptions native_opts_;
   std::mutex native_mu_;                      // serializes attach/detach
   std::shared_ptr<NativeHeapSource> native_;  // guarded by mu_ (read) and native_mu_ (swap)
-  std::atomic<uint64_t> native_attaches_{0}, native_attach_errors_{0}, native_late_probes_{0};
+  std::atomic<uint64_t> native_attaches_{0}, native_attach_errors_{0}, native_late_probes_{0},
+      native_idle_detaches_{0};
+  // Requests for a native profile: running now, and when the last one started or ended.
+  std::atomic<int> native_inflight_{0};
+  std::atomic<int64_t> native_last_request_ns_{0};  // absl::ToUnixNanos
+  absl::Status native_last_error_;                  // last attach failure (guarded by mu_)
   // Retry schedule of a failed attach, and when the attached sampler may look for new
   // mappings next (guarded by native_mu_).
   pid_t failed_pid_ = 0;

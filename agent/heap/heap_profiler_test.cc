@@ -5,9 +5,9 @@
 #include "agent/heap/heap_profiler.h"
 
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <httplib.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -194,8 +194,8 @@ TEST_P(HeapGoTest, MatchesTheTargetsOwnHeapProfile) {
   // go tool pprof reads it and lists the sites.
   auto go = ::pprof_sidecar::testing::GoTool(version);
   ASSERT_TRUE(go.ok()) << go.status();
-  auto top = RunCommand(absl::StrCat(*go, " tool pprof -top -sample_index=alloc_space '", dir,
-                                     "/ours.pb.gz' 2>&1"));
+  auto top = RunCommand(
+      absl::StrCat(*go, " tool pprof -top -sample_index=alloc_space '", dir, "/ours.pb.gz' 2>&1"));
   EXPECT_EQ(top.exit_code, 0) << top.output;
   EXPECT_THAT(top.output, ::testing::HasSubstr("main.bigSite"));
   EXPECT_THAT(top.output, ::testing::HasSubstr("main.smallSite"));
@@ -257,8 +257,8 @@ INSTANTIATE_TEST_SUITE_P(AllGo, HeapGoTest, ::testing::ValuesIn(Params()),
 
 TEST(HeapGoErrorsTest, MemProfileRateZeroIsAClearError) {
   const std::string dir = MakeTempDir("heap_go_rate0");
-  auto bin = BuildGo(GoVersions().front(), TestDataDir() + "/targets/heap_go_split",
-                     kGoStrippedPie, dir + "/target");
+  auto bin = BuildGo(GoVersions().front(), TestDataDir() + "/targets/heap_go_split", kGoStrippedPie,
+                     dir + "/target");
   ASSERT_TRUE(bin.ok()) << bin.status();
   auto target = Start(*bin, {"-rate=-1"});
   ASSERT_GT(target->port, 0);
@@ -347,8 +347,8 @@ TEST(HeapGoErrorsTest, NonGoTargetIsUnimplemented) {
 // The HTTP contract: /debug/pprof/heap and /allocs served through PprofServer for a Go target.
 TEST(HeapServerTest, ServesHeapAndAllocsForTheTarget) {
   const std::string dir = MakeTempDir("heap_server");
-  auto bin = BuildGo(GoVersions().back(), TestDataDir() + "/targets/heap_go_split",
-                     kGoStrippedPie, dir + "/target");
+  auto bin = BuildGo(GoVersions().back(), TestDataDir() + "/targets/heap_go_split", kGoStrippedPie,
+                     dir + "/target");
   ASSERT_TRUE(bin.ok()) << bin.status();
   auto target = Start(*bin, {absl::StrCat("-rate=", kRate)});
   ASSERT_GT(target->port, 0);
@@ -394,11 +394,10 @@ TEST(HeapServerTest, ServesHeapAndAllocsForTheTarget) {
   // The target's Go release is named, nothing is unavailable.
   auto go = ::pprof_sidecar::testing::GoTool(GoVersions().back());
   ASSERT_TRUE(go.ok()) << go.status();
-  const std::string release(
-      absl::StripAsciiWhitespace(RunCommand(*go + " env GOVERSION").output));
-  EXPECT_THAT(m->body, ::testing::HasSubstr(absl::StrCat("pprof_sidecar_target_info{pid=\"",
-                                                         target->pid, "\",go_version=\"",
-                                                         release, "\"} 1")));
+  const std::string release(absl::StripAsciiWhitespace(RunCommand(*go + " env GOVERSION").output));
+  EXPECT_THAT(m->body,
+              ::testing::HasSubstr(absl::StrCat("pprof_sidecar_target_info{pid=\"", target->pid,
+                                                "\",go_version=\"", release, "\"} 1")));
   EXPECT_THAT(m->body, ::testing::HasSubstr("pprof_sidecar_target_heap_available 1"));
 
   auto hs = SummarizeProfile(WriteFile(dir + "/heap.pb.gz", h->body));
@@ -431,15 +430,14 @@ int Patch(std::string* bytes, const std::string& from, const std::string& to) {
 // carries the release.
 TEST(HeapServerTest, ANewerGoReleaseIsNamedWithWhatCannotBeRead) {
   const std::string dir = MakeTempDir("heap_newer_go");
-  auto bin = BuildGo(GoVersions().back(), TestDataDir() + "/targets/heap_go_split",
-                     kGoStrippedPie, dir + "/target");
+  auto bin = BuildGo(GoVersions().back(), TestDataDir() + "/targets/heap_go_split", kGoStrippedPie,
+                     dir + "/target");
   ASSERT_TRUE(bin.ok()) << bin.status();
   std::ifstream in(*bin, std::ios::binary);
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   auto go = ::pprof_sidecar::testing::GoTool(GoVersions().back());
   ASSERT_TRUE(go.ok()) << go.status();
-  const std::string release(
-      absl::StripAsciiWhitespace(RunCommand(*go + " env GOVERSION").output));
+  const std::string release(absl::StripAsciiWhitespace(RunCommand(*go + " env GOVERSION").output));
   std::string future = "go1.99.0";
   future.resize(release.size(), '0');  // same length ("go1.99.00" for a two-digit patch)
   ASSERT_GE(Patch(&bytes, release, future), 1);
@@ -464,9 +462,9 @@ TEST(HeapServerTest, ANewerGoReleaseIsNamedWithWhatCannotBeRead) {
   }
 
   // Every anchor of runtime.mbuckets renamed.
-  for (const char* fn : {"runtime.memProfileInternal", "runtime.MemProfile", "runtime.stkbucket",
-                         "runtime.iterate_memprof", "runtime.mProf_Flush",
-                         "runtime.mProf_PostSweep"}) {
+  for (const char* fn :
+       {"runtime.memProfileInternal", "runtime.MemProfile", "runtime.stkbucket",
+        "runtime.iterate_memprof", "runtime.mProf_Flush", "runtime.mProf_PostSweep"}) {
     std::string from = std::string(fn) + '\0', to = from;
     to[to.size() - 2] = 'Z';
     Patch(&one, from, to);
@@ -543,10 +541,12 @@ TEST(HeapNativeTest, RechecksAttachedSamplerAndRetriesFailedAttachWithBackoff) {
   ProcessSymbolizer symbolizer;
   HeapProfiler heap(&symbolizer);
   std::atomic<int> attempts{0}, rechecks{0};
-  heap.EnableNative([&](pid_t pid) -> absl::StatusOr<std::unique_ptr<NativeHeapSource>> {
-    if (attempts.fetch_add(1) < 2) return absl::NotFoundError("no allocator mapped yet");
-    return std::make_unique<FakeNativeSource>(pid, &rechecks);
-  });
+  heap.EnableNative(
+      [&](pid_t pid) -> absl::StatusOr<std::unique_ptr<NativeHeapSource>> {
+        if (attempts.fetch_add(1) < 2) return absl::NotFoundError("no allocator mapped yet");
+        return std::make_unique<FakeNativeSource>(pid, &rechecks);
+      },
+      NativeHeapOptions{MallocPolicy::kAlways});
   heap.SetTarget(t->pid);  // fails; next try in 1 s
   heap.SetTarget(t->pid);
   heap.SetTarget(t->pid);

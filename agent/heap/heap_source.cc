@@ -48,7 +48,12 @@ absl::StatusOr<ProfileResponse> HeapSource::Collect(const ProfileRequest& req) {
 std::string HeapSource::HealthLines(const std::optional<ProcessInfo>& target) const {
   if (kind_ != HeapProfileKind::kHeap || !target) return "";
   absl::StatusOr<GoTargetInfo> info = heap_->TargetInfo(static_cast<pid_t>(target->pid));
-  if (!info.ok() || !info->is_go) return "";
+  if (info.ok() && !info->is_go) {  // malloc profiling: policy, attachment, last error
+    std::string o;
+    for (const std::string& l : heap_->NativeHealthLines()) absl::StrAppend(&o, l, "\n");
+    return o;
+  }
+  if (!info.ok()) return "";
   std::string o =
       absl::StrCat("go: ", info->go_version.empty() ? "unknown release" : info->go_version, "\n");
   if (!info->symbols.ok()) {
@@ -94,12 +99,19 @@ void HeapSource::WriteNativeMetrics(const HeapProfilerStats& h, MetricsWriter* w
            h.native_attached ? 1 : 0);
   w->Counter("pprof_sidecar_malloc_attach_errors_total", "Malloc sampler attach failures.",
              h.native_attach_errors);
-  w->Gauge("pprof_sidecar_malloc_probes", "Allocator uprobes and uretprobes attached now.",
+  w->Gauge("pprof_sidecar_malloc_probes",
+           "Allocator probes attached now (uprobe session links, or uprobes and uretprobes).",
            m.probes);
+  w->Counter("pprof_sidecar_malloc_idle_detaches_total",
+             "Malloc samplers detached for want of heap/allocs requests (on_request policy).",
+             h.native_idle_detaches);
+  w->Counter("pprof_sidecar_malloc_stacks_unwound_total",
+             "Sampled allocation stacks unwound with CFI from their stack copy.", m.unwound);
   w->Counter("pprof_sidecar_malloc_late_probed_functions_total",
              "Allocator functions probed after the attach (libraries mapped later).",
              h.native_late_probes);
   w->Counter("pprof_sidecar_malloc_calls_total", "Allocation calls seen by the probes.", m.calls);
+  w->Counter("pprof_sidecar_malloc_frees_total", "Free calls seen by the probes.", m.frees);
   w->Counter("pprof_sidecar_malloc_sampled_total", "Allocations sampled.", m.recorded);
   w->Gauge("pprof_sidecar_malloc_live_tracked", "Sampled allocations tracked as live.", m.live);
   w->Gauge("pprof_sidecar_malloc_buckets", "Malloc profile (stack, size) buckets.", m.buckets);
@@ -109,6 +121,7 @@ void HeapSource::WriteNativeMetrics(const HeapProfilerStats& h, MetricsWriter* w
                     {"ringbuf_full_alloc", m.ringbuf_drops},
                     {"ringbuf_full_free", m.free_drops},
                     {"stack_error", m.stack_errors},
+                    {"stack_copy_error", m.stack_copy_errors},
                     {"pending_full", m.pending_full},
                     {"unmatched_return", m.pending_mismatch},
                     {"bucket_limit", m.bucket_overflow}});

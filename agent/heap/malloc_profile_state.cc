@@ -1,6 +1,8 @@
 #include "agent/heap/malloc_profile_state.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 
 #include "bpf/heap_sampler.h"
@@ -102,17 +104,32 @@ bool MallocProfileState::HandleRecord(const void* data, size_t size) {
     OnFree(h.addr);
     return true;
   }
-  if (h.kind != HEAP_EV_ALLOC || size < sizeof(heap_alloc_event)) {
+  constexpr size_t kFixed = offsetof(heap_alloc_event, stack);
+  if (h.kind != HEAP_EV_ALLOC || size < kFixed) {
     ++malformed_;
     return false;
   }
-  const auto* e = static_cast<const heap_alloc_event*>(data);
-  uint32_t nr = e->user_nr;
-  if (nr > HEAP_SAMPLER_MAX_FRAMES) nr = HEAP_SAMPLER_MAX_FRAMES;
-  uint64_t ips[HEAP_SAMPLER_MAX_FRAMES];
-  memcpy(ips, e->user_ips, nr * sizeof(uint64_t));
   // The BPF ring buffer gives 8-byte aligned records; copied anyway to stay alignment-agnostic.
-  OnAlloc(h.addr, h.size, ips, nr, (h.flags & HEAP_EV_F_UNTRACKED) == 0);
+  heap_alloc_event e;
+  memcpy(&e, data, kFixed);
+  if (e.stack_len > size - kFixed || e.stack_len > HEAP_SAMPLER_MAX_STACK_COPY) {
+    ++malformed_;
+    return false;
+  }
+  const uint32_t nr = std::min<uint32_t>(e.user_nr, HEAP_SAMPLER_MAX_FRAMES);
+  const bool tracked = (h.flags & HEAP_EV_F_UNTRACKED) == 0;
+  if (unwind_ && e.stack_len > 0) {
+    fp_ips_.assign(e.user_ips, e.user_ips + nr);  // __u64 -> uint64_t
+    const absl::string_view stack(static_cast<const char*>(data) + kFixed, e.stack_len);
+    if (unwind_(AllocRegs{e.ip, e.sp, e.bp}, stack, fp_ips_, &unwound_)) {
+      ++unwound_stacks_;
+      OnAlloc(h.addr, h.size, unwound_.data(), unwound_.size(), tracked);
+      return true;
+    }
+  }
+  uint64_t ips[HEAP_SAMPLER_MAX_FRAMES];
+  for (uint32_t i = 0; i < nr; ++i) ips[i] = e.user_ips[i];
+  OnAlloc(h.addr, h.size, ips, nr, tracked);
   return true;
 }
 
@@ -142,6 +159,7 @@ void MallocProfileState::FillStats(MallocSamplerStats* s) const {
   s->bucket_overflow = bucket_overflow_;
   s->unknown_frees = unknown_frees_;
   s->malformed = malformed_;
+  s->unwound = unwound_stacks_;
 }
 
 }  // namespace pprof_sidecar

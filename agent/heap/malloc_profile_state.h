@@ -12,11 +12,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "agent/heap/go_heap.h"
 
@@ -39,15 +41,18 @@ struct MallocSamplerStats {
   uint64_t failed = 0;            // sampled calls that returned NULL
   uint64_t nested = 0;            // calls made by another probed function (counted there)
   // User space.
-  uint64_t live = 0;             // sampled allocations currently tracked
-  uint64_t buckets = 0;          // (stack, size) buckets
-  uint64_t bucket_overflow = 0;  // allocations put in a stackless bucket: bucket limit reached
-  uint64_t unknown_frees = 0;    // free events for addresses not tracked in user space
-  uint64_t malformed = 0;        // ring buffer records of unexpected size or kind
-  uint64_t probes = 0;           // uprobes + uretprobes attached
+  uint64_t live = 0;               // sampled allocations currently tracked
+  uint64_t buckets = 0;            // (stack, size) buckets
+  uint64_t bucket_overflow = 0;    // allocations put in a stackless bucket: bucket limit reached
+  uint64_t unknown_frees = 0;      // free events for addresses not tracked in user space
+  uint64_t malformed = 0;          // ring buffer records of unexpected size or kind
+  uint64_t unwound = 0;            // sampled stacks unwound from their stack copy (CFI)
+  uint64_t stack_copy_errors = 0;  // sampled allocations whose stack could not be copied
+  uint64_t probes = 0;             // probe links attached (sessions, or uprobes + uretprobes)
 };
 
-// A running malloc sampler attached to one process (see malloc_sampler.h for the BPF one).
+// A running malloc sampler attached to one process (see agent/sampler/malloc_sampler.h for the BPF
+// one).
 class NativeHeapSource {
  public:
   virtual ~NativeHeapSource() = default;
@@ -75,6 +80,17 @@ std::vector<uint64_t> ExponentialIntervals(double mean, size_t n);
 // Probability that an allocation of `size` bytes is sampled at mean interval `rate` bytes.
 double SampleProbability(uint64_t size, int64_t rate);
 
+// Registers of the allocator's caller right after the sampled call returned.
+struct AllocRegs {
+  uint64_t ip = 0, sp = 0, bp = 0;
+};
+// Unwinds a sampled allocation from `regs` and `stack` (user memory copied from regs.sp), with
+// `fp_ips` the kernel's frame-pointer walk from the same point. Writes the stack to `out`, leaf
+// first, every entry a return address (out[0] = regs.ip). False: keep the frame-pointer walk.
+using AllocStackUnwinder =
+    std::function<bool(const AllocRegs& regs, absl::string_view stack,
+                       const std::vector<uint64_t>& fp_ips, std::vector<uint64_t>* out)>;
+
 class MallocProfileState {
  public:
   struct Limits {
@@ -91,7 +107,9 @@ class MallocProfileState {
   void OnFree(uint64_t addr);
   // Decodes one ring buffer record of the BPF program (struct heap_event / heap_alloc_event).
   // Returns false (and counts it as malformed) for a record of unexpected size or kind.
+  // Allocations that carry a stack copy go through the unwinder, if one is set.
   bool HandleRecord(const void* data, size_t size);
+  void SetStackUnwinder(AllocStackUnwinder unwind) { unwind_ = std::move(unwind); }
 
   GoHeapSnapshot Snapshot(int64_t rate) const;
   // Fills the user-space fields of `s`.
@@ -109,7 +127,9 @@ class MallocProfileState {
   std::vector<Bucket> buckets_;
   absl::flat_hash_map<std::string, uint32_t> bucket_of_key_;  // stack bytes + size -> index
   absl::flat_hash_map<uint64_t, uint32_t> live_;              // address -> bucket index
-  uint64_t bucket_overflow_ = 0, unknown_frees_ = 0, malformed_ = 0;
+  uint64_t bucket_overflow_ = 0, unknown_frees_ = 0, malformed_ = 0, unwound_stacks_ = 0;
+  AllocStackUnwinder unwind_;
+  std::vector<uint64_t> fp_ips_, unwound_;  // reused by HandleRecord
 };
 
 }  // namespace pprof_sidecar

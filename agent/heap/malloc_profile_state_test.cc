@@ -10,8 +10,8 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "agent/heap/allocator_probes.h"
 #include "agent/heap/heap_profile.h"
-#include "agent/heap/malloc_sampler.h"
 #include "bpf/heap_sampler.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/pprof_summary.h"
@@ -189,24 +189,71 @@ TEST(NativeHeapProfileTest, ValidProfileWithScaledValues) {
   EXPECT_EQ(s->num_locations, 2);  // one per PC, nothing hidden or folded
 }
 
-TEST(EntryProbeSkipTest, SkipsOnlyWhatKeepsEntrySemantics) {
+// Probe placement: the first instruction the kernel emulates, when everything before it keeps
+// %rsp and the arguments; else the entry.
+TEST(PlaceEntryProbeTest, MovesToAnEmulatedInstructionOnlyWhenEntrySemanticsHold) {
   using S = std::string;
-  // glibc 2.36 free: test %rdi,%rdi; je rel32; push %rbp.
-  EXPECT_EQ(EntryProbeSkip(S("\x48\x85\xff\x0f\x84\xbf\x00\x00\x00\x55\x48", 11), true), 9u);
-  // Short je, then push %r12; after endbr64.
-  EXPECT_EQ(EntryProbeSkip(S("\xf3\x0f\x1e\xfa\x48\x85\xff\x74\x10\x41\x54", 11), true), 9u);
-  // The NULL check is only skipped for free.
-  EXPECT_EQ(EntryProbeSkip(S("\x48\x85\xff\x74\x10\x55", 6), false), 0u);
-  EXPECT_EQ(EntryProbeSkip(S("\xf3\x0f\x1e\xfa\x55", 5), false), 4u);
-  // Not followed by a push: probe the entry (after endbr64).
-  EXPECT_EQ(EntryProbeSkip(S("\x48\x85\xff\x74\x10\x48\x89\xf8", 8), true), 0u);
-  // Another register tested, a jne, or truncated code: nothing skipped.
-  EXPECT_EQ(EntryProbeSkip(S("\x48\x85\xf6\x74\x10\x55", 6), true), 0u);
-  EXPECT_EQ(EntryProbeSkip(S("\x48\x85\xff\x75\x10\x55", 6), true), 0u);
-  EXPECT_EQ(EntryProbeSkip(S("\x48\x85\xff\x0f\x84", 5), true), 0u);
-  EXPECT_EQ(EntryProbeSkip(S(""), true), 0u);
-  // malloc's `push %r12` entry is kept.
-  EXPECT_EQ(EntryProbeSkip(S("\x41\x54\x55\x53", 4), false), 0u);
+  auto at = [](const S& code, uint32_t regs) {
+    const ProbePlacement p = PlaceEntryProbe(code, regs);
+    return std::make_pair(p.offset, p.emulated);
+  };
+  const std::pair<size_t, bool> entry{0, false};
+  // glibc 2.36 malloc: push %r12 at the entry (emulated).
+  EXPECT_EQ(at(S("\x41\x54\x55\x53", 4), kRegRdi), std::make_pair(size_t{0}, true));
+  // glibc 2.36 free: test %rdi,%rdi; je rel32 (emulated jcc); push %rbp.
+  EXPECT_EQ(at(S("\x48\x85\xff\x0f\x84\xbf\x00\x00\x00\x55", 10), kRegRdi),
+            std::make_pair(size_t{3}, true));
+  // jemalloc 5.3 malloc: cmp $0x1000,%rdi; ja rel32.
+  EXPECT_EQ(at(S("\x48\x81\xff\x00\x10\x00\x00\x0f\x87\x93\x00\x00\x00", 13), kRegRdi),
+            std::make_pair(size_t{7}, true));
+  // After endbr64: a short je.
+  EXPECT_EQ(at(S("\xf3\x0f\x1e\xfa\x48\x85\xff\x74\x10\x41\x54", 11), kRegRdi),
+            std::make_pair(size_t{7}, true));
+  EXPECT_EQ(at(S("\xf3\x0f\x1e\xfa\x55", 5), kRegRdi), std::make_pair(size_t{4}, true));
+  // mimalloc 2.0 malloc: mov rip-relative,%rax; mov %rdi,%rsi; mov %fs:(%rax),%rdi overwrites
+  // the size argument before the first jcc: the entry.
+  EXPECT_EQ(at(S("\x48\x8b\x05\x49\xb4\x00\x00\x48\x89\xfe\x64\x48\x8b\x38\x48\x81\xfe\x00\x04"
+                 "\x00\x00\x77\x29",
+                 23),
+               kRegRdi),
+            entry);
+  // Following register moves (the programs read arguments through the cookie): the size is in
+  // rsi at the ja.
+  const S mimalloc(
+      "\x48\x8b\x05\x49\xb4\x00\x00\x48\x89\xfe\x64\x48\x8b\x38\x48\x81\xfe\x00\x04"
+      "\x00\x00\x77\x29",
+      23);
+  const ProbePlacement moved = PlaceEntryProbe(mimalloc, kRegRdi, true);
+  EXPECT_EQ(moved.offset, 21u);
+  EXPECT_TRUE(moved.emulated);
+  EXPECT_EQ(moved.arg_reg[0], 6);             // rsi
+  EXPECT_EQ(moved.ArgCookie(), uint64_t{7});  // rsi + 1 in the first argument's 4 bits
+  // A 32-bit mov (89 fe without REX.W) copies only the low half: not a copy of the argument.
+  EXPECT_EQ(at(S("\x89\xfe\x64\x48\x8b\x38\x77\x29", 8), kRegRdi), entry);
+  EXPECT_EQ(PlaceEntryProbe(S("\x89\xfe\x64\x48\x8b\x38\x77\x29", 8), kRegRdi, true).offset, 0u);
+  // Unmoved arguments: cookie 0 (the programs read the ABI registers).
+  EXPECT_EQ(PlaceEntryProbe(S("\x48\x85\xff\x74\x02\x55", 6), kRegRdi, true).ArgCookie(), 0u);
+  // The same code is fine for a function that reads no argument register.
+  EXPECT_EQ(at(S("\x48\x8b\x05\x49\xb4\x00\x00\x48\x89\xfe\x64\x48\x8b\x38\x48\x81\xfe\x00\x04"
+                 "\x00\x00\x77\x29",
+                 23),
+               0),
+            std::make_pair(size_t{21}, true));
+  // sub $8,%rsp before the jcc: the return address is no longer at %rsp.
+  EXPECT_EQ(at(S("\x48\x83\xec\x08\x74\x10", 6), kRegRdi), entry);
+  // A pop, or an instruction not understood (syscall), stops the walk.
+  EXPECT_EQ(at(S("\x5d\x74\x10", 3), kRegRdi), entry);
+  EXPECT_EQ(at(S("\x0f\x05\x74\x10", 4), kRegRdi), entry);
+  // A branch later in the function back into the skipped prefix (to the probed je): the probe
+  // would run twice per call; the entry.
+  EXPECT_EQ(at(S("\x48\x85\xff\x74\x02\x55\x5d\xeb\xfa", 9), kRegRdi), entry);
+  // ... while a branch back to the entry itself is harmless.
+  EXPECT_EQ(at(S("\x48\x85\xff\x74\x02\x55\x5d\xeb\xf7", 9), kRegRdi),
+            std::make_pair(size_t{3}, true));
+  // Code that does not decode to its end (here truncated): branches into the prefix cannot be
+  // ruled out; and empty code.
+  EXPECT_EQ(at(S("\x48\x85\xff\x0f\x84", 5), kRegRdi), entry);
+  EXPECT_EQ(at(S(""), kRegRdi), entry);
 }
 
 }  // namespace

@@ -102,13 +102,14 @@ bool HasContainerNamed(const json& containers, absl::string_view name) {
 // An exec probe: the agent listens on loopback only, out of the kubelet's reach, so the agent's
 // binary asks it (`--probe`).
 json AgentProbe(const InjectorConfig& cfg, const char* path, int period_seconds) {
-  return {{"exec",
-           {{"command", json::array({kAgentBinary, absl::StrCat("--probe=", path),
-                                     absl::StrCat("--listen_address=127.0.0.1:", cfg.agent_port)})}}},
-          {"initialDelaySeconds", 5},
-          {"periodSeconds", period_seconds},
-          {"timeoutSeconds", 5},
-          {"failureThreshold", 3}};
+  return {
+      {"exec",
+       {{"command", json::array({kAgentBinary, absl::StrCat("--probe=", path),
+                                 absl::StrCat("--listen_address=127.0.0.1:", cfg.agent_port)})}}},
+      {"initialDelaySeconds", 5},
+      {"periodSeconds", period_seconds},
+      {"timeoutSeconds", 5},
+      {"failureThreshold", 3}};
 }
 
 constexpr char kSnapshotVolume[] = "pprof-sidecar-snapshots";
@@ -138,6 +139,7 @@ json AgentContainer(const InjectorConfig& cfg, const std::string& target_name,
   json caps = json::array({"BPF", "PERFMON", "SYS_PTRACE"});
   if (cfg.kernel_symbols) caps.push_back("SYSLOG");
   if (cfg.sys_resource) caps.push_back("SYS_RESOURCE");
+  if (cfg.native_heap) caps.push_back("SYS_ADMIN");
   json sc = {{"runAsUser", 0},
              {"runAsNonRoot", false},
              {"readOnlyRootFilesystem", true},

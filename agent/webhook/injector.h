@@ -47,6 +47,10 @@ struct InjectorConfig {
   // Adds CAP_SYSLOG: /proc/kallsyms shows kernel addresses only with it (unless
   // kernel.kptr_restrict=0 and perf_event_paranoid<=1); without it kernel frames are "[kernel]".
   bool kernel_symbols = true;
+  // Adds CAP_SYS_ADMIN: heap/allocs profiles of non-Go targets (malloc uprobes) need it on
+  // kernels with the 2025 uprobe fix and without uprobe sessions (< 6.13); without it those
+  // requests answer 503 naming it.
+  bool native_heap = false;
   // A readiness probe on the agent's /healthz. A container's readiness is its pod's: off by
   // default, so that a node where CPU profiles cannot be taken never takes the app out of its
   // Services. The liveness probe (/livez: the agent answers) is always set.

@@ -23,6 +23,9 @@ DEFINE_bool(sys_resource, false, "Add CAP_SYS_RESOURCE (kernels before 5.11).");
 DEFINE_bool(kernel_symbols, true,
             "Add CAP_SYSLOG, without which kernel frames are shown as [kernel] (/proc/kallsyms "
             "hides kernel addresses).");
+DEFINE_bool(native_heap, false,
+            "Add CAP_SYS_ADMIN, which malloc uprobes (heap/allocs profiles of non-Go targets) "
+            "need on kernels with the 2025 uprobe fix.");
 DEFINE_bool(readiness_gate, false,
             "Give the agent a readiness probe on /healthz (the pod is not Ready while the agent "
             "cannot take CPU profiles).");
@@ -67,6 +70,7 @@ int Run() {
   cfg.privileged = FLAGS_privileged;
   cfg.sys_resource = FLAGS_sys_resource;
   cfg.kernel_symbols = FLAGS_kernel_symbols;
+  cfg.native_heap = FLAGS_native_heap;
   cfg.readiness_gate = FLAGS_readiness_gate;
   cfg.agent_cpu_request = FLAGS_agent_cpu_request;
   cfg.agent_memory_request = FLAGS_agent_memory_request;

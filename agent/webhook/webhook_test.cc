@@ -337,12 +337,13 @@ TEST_F(WebhookTest, ConflictsAreReportedNotInjected) {
   EXPECT_TRUE(absl::StrContains(p.response["warnings"][0].get<std::string>(), "6060"));
 }
 
-TEST_F(WebhookTest, PrivilegedSysResourceReadinessOptInsAndNoKernelSymbols) {
+TEST_F(WebhookTest, PrivilegedSysResourceReadinessNativeHeapOptInsAndNoKernelSymbols) {
   StopServer();
   InjectorConfig cfg;
   cfg.privileged = true;
   cfg.sys_resource = true;
   cfg.kernel_symbols = false;
+  cfg.native_heap = true;
   cfg.readiness_gate = true;
   cfg.agent_image = "registry.example/pprof-sidecar:1.2.3";
   StartServer(cfg);
@@ -356,7 +357,7 @@ TEST_F(WebhookTest, PrivilegedSysResourceReadinessOptInsAndNoKernelSymbols) {
   // The API server rejects privileged with allowPrivilegeEscalation: false.
   EXPECT_FALSE(sc.contains("allowPrivilegeEscalation"));
   EXPECT_EQ(sc["capabilities"]["add"],
-            json::array({"BPF", "PERFMON", "SYS_PTRACE", "SYS_RESOURCE"}));
+            json::array({"BPF", "PERFMON", "SYS_PTRACE", "SYS_RESOURCE", "SYS_ADMIN"}));
   EXPECT_EQ((*agent)["readinessProbe"]["exec"]["command"][1], "--probe=/healthz");
 }
 

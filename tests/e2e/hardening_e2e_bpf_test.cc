@@ -185,7 +185,7 @@ TEST_F(HardeningTest, FifoAsTheTargetsDebugFileDoesNotStopTheAgent) {
   ASSERT_OK_AND_ASSIGN(first, chrooted("hostile1"));
   absl::SleepFor(absl::Milliseconds(200));  // chroot exec'd the target
   auto agent =
-      StartAgent({absl::StrCat("--target_pid=", first->pid()), "--malloc_profiling=false"});
+      StartAgent({absl::StrCat("--target_pid=", first->pid()), "--malloc_profiling=off"});
   ASSERT_TRUE(agent) << "the agent did not start serving";
   ASSERT_OK_AND_ASSIGN(prof, FetchProfile(agent->port(), 2, dir_ + "/cpu.pb.gz"));
   EXPECT_GT(prof.summary.totals[0], 50);
@@ -193,7 +193,7 @@ TEST_F(HardeningTest, FifoAsTheTargetsDebugFileDoesNotStopTheAgent) {
 
   // --target_name, agent first: the target's exit and its replacement are noticed, and SIGTERM
   // stops the agent.
-  auto by_name = StartAgent({"--target_name=^hostile$", "--malloc_profiling=false"});
+  auto by_name = StartAgent({"--target_name=^hostile$", "--malloc_profiling=off"});
   ASSERT_TRUE(by_name);
   std::string last;
   ASSERT_TRUE(

@@ -20,12 +20,13 @@
 // or the C library of a target caught right after exec) are probed by ProbeNewMappings(), which
 // the agent calls on every target check (every 500 ms by default): allocations they serve before
 // that are not seen.
-// Stacks are walked by the kernel through frame pointers from the allocator's caller: callers
-// built with -fomit-frame-pointer (the default of gcc -O2 on x86-64) lose frames.
+// Stacks of sampled allocations are unwound in user space from the caller's registers at the
+// allocator's return and a bounded copy of its stack (CFI, as for CPU samples: SampleUnwinder),
+// stitched to the kernel's frame-pointer walk; without a copy, the frame-pointer walk alone.
 //
 // Everything is detached when the object is destroyed (RAII: links, ring buffer, skeleton).
-#ifndef PPROF_SIDECAR_AGENT_HEAP_MALLOC_SAMPLER_H_
-#define PPROF_SIDECAR_AGENT_HEAP_MALLOC_SAMPLER_H_
+#ifndef PPROF_SIDECAR_AGENT_SAMPLER_MALLOC_SAMPLER_H_
+#define PPROF_SIDECAR_AGENT_SAMPLER_MALLOC_SAMPLER_H_
 
 #include <sys/types.h>
 
@@ -36,8 +37,10 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "agent/heap/allocator_probes.h"
 #include "agent/heap/malloc_profile_state.h"
 #include "agent/symbolize/proc_maps.h"
+#include "agent/symbolize/process_symbolizer.h"
 
 namespace pprof_sidecar {
 
@@ -45,51 +48,40 @@ struct MallocSamplerOptions {
   int64_t sample_bytes = 512 * 1024;  // mean bytes between samples; 1 samples every allocation
   uint32_t max_live = 1 << 20;        // live sampled allocations tracked for inuse_*
   uint32_t max_buckets = 1 << 16;     // distinct (stack, size) buckets in user space
-  // Ring buffer size in bytes, a power of two >= 4096; 0 sizes it for sample_bytes: ~200 ms of
-  // sampled records (~1 KiB each) of a target allocating 1.3 GB/s, within [256 KiB, 8 MiB]
-  // (512 KiB at the default rate). The ring is mapped twice into the agent and all of it counts
-  // in its RSS from the start. Drops are counted (ringbuf_drops).
+  // Ring buffer size in bytes, a power of two >= 4096; 0 sizes it for sample_bytes: ~100 ms of
+  // sampled records (~1 KiB + the stack copy each) of a target allocating 1.3 GB/s, within
+  // [256 KiB, 8 MiB] (4 MiB at the default rate and stack copy). The ring is mapped twice into the
+  // agent and all of it counts in its RSS from the start. Drops are counted (ringbuf_drops).
   uint32_t ringbuf_bytes = 0;
   // Records wake the reader only once this many bytes wait (at most a quarter of the ring, the
   // default); it also polls every 100 ms and drains the ring before every snapshot. 0: libbpf's
   // default (a wakeup whenever the reader has caught up: one per record at low rates).
   uint32_t wakeup_bytes = UINT32_MAX;
+  // Sampled allocations carry this many bytes of their caller's stack (a multiple of 8, at most
+  // 16384), unwound in user space with CFI through `symbolizer`'s binaries, so that callers built
+  // without frame pointers keep their frames. 0, or no symbolizer: frame-pointer walks only.
+  // Unsampled calls never pay for it.
+  uint32_t stack_copy_bytes = 8192;
+  // Where the kernel has uprobe sessions (6.13+), one session per function instead of an uprobe
+  // and a uretprobe: the return is probed only for sampled calls (and reallocs of sampled
+  // blocks), so unsampled calls pay one breakpoint instead of two.
+  bool uprobe_sessions = true;
+  ProcessSymbolizer* symbolizer = nullptr;  // outlives the sampler
 };
 
-// One function to probe.
-struct AllocatorProbe {
-  std::string function;      // "malloc", ...
-  std::string binary;  // what the agent opened (/proc/PID/map_files/... or /proc/PID/root/...)
-  // That file, open (target_file.h); probes attach through it if the map_files link is refused.
-  std::shared_ptr<const TargetFd> file;
-  std::string mapped;        // path as the target sees it
-  uint64_t inode = 0;        // of the mapped file
-  uint64_t file_offset = 0;  // of the probed instruction (see EntryProbeSkip)
-  // The whole function in the target's address space (0, 0 if unknown): calls it makes to
-  // other probed functions are not counted twice.
-  uint64_t runtime_start = 0, runtime_end = 0;
-};
-
-// Bytes to skip at a function's entry before placing its probe, so that the probed instruction
-// is one the kernel emulates instead of single-stepping it out of line (a second exception per
-// call, the dominant cost of a uprobe hit: ~18 us of ~26 us for glibc's free on a VM). Skipped:
-// a leading `endbr64`; and with `skip_null_check` (free, where a NULL argument does nothing) a
-// leading `test %rdi,%rdi; je` when a `push` follows it. Neither changes %rsp or the argument
-// registers, so entry semantics (and return probes at the same offset) are preserved. 0 if
-// nothing matches.
-size_t EntryProbeSkip(absl::string_view code, bool skip_null_check);
-
-// The allocator functions defined in the binaries `pid` maps (see the file comment), from
-// `maps` (/proc/PID/maps). NotFound if none is found.
-absl::StatusOr<std::vector<AllocatorProbe>> FindAllocatorProbes(pid_t pid,
-                                                                const std::vector<MapEntry>& maps);
+// OK if the agent holds what malloc probes need beyond the CPU sampler's capabilities: uprobes
+// through the perf PMU need CAP_SYS_ADMIN on kernels with the 2025 uprobe fix; uprobe sessions
+// (used when `options` allow and the kernel has them) need none. Else a FailedPrecondition
+// naming the capability (on kernels without the fix the attach may work without it).
+absl::Status MallocSamplerPrivileges(const MallocSamplerOptions& options);
 
 // Loads the BPF program, attaches it to `pid`'s allocator and starts reading. Errors:
-// InvalidArgument (options), NotFound (process gone / no allocator found), PermissionDenied
-// (needs CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN for map_files, CAP_SYS_PTRACE).
+// InvalidArgument (options), NotFound (process gone / no allocator found), FailedPrecondition
+// (uprobes refused and the agent lacks CAP_SYS_ADMIN: the message names it), PermissionDenied
+// (needs CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE).
 absl::StatusOr<std::unique_ptr<NativeHeapSource>> StartMallocSampler(
     pid_t pid, const MallocSamplerOptions& options);
 
 }  // namespace pprof_sidecar
 
-#endif  // PPROF_SIDECAR_AGENT_HEAP_MALLOC_SAMPLER_H_
+#endif  // PPROF_SIDECAR_AGENT_SAMPLER_MALLOC_SAMPLER_H_
