@@ -284,7 +284,8 @@ oom_pod() {
   fi
   podman pod rm -f "$pod" >/dev/null 2>&1 || true
   PODS+=("$pod")
-  if ! podman kube play "$work/pod-oom.yaml" >"$work/$name-play.log" 2>&1; then
+  # From $work: conmon writes an empty "oom" file into its working directory at each OOM kill.
+  if ! (cd "$work" && podman kube play "$work/pod-oom.yaml") >"$work/$name-play.log" 2>&1; then
     cat "$work/$name-play.log" >&2
     bad "[$name] podman kube play"
     return
