@@ -315,6 +315,7 @@ absl::StatusOr<GoHeapSnapshot> ReadGoHeap(MemoryReader& mem, const GoHeapVars& v
     std::vector<uint64_t> words;
     for (uint64_t b = *head; b != 0;) {
       if (raw.size() >= limits.max_buckets) {
+        if (limits.stop_at_max_buckets) break;
         return absl::ResourceExhaustedError(absl::StrCat(
             "more than ", limits.max_buckets, " heap profile buckets (or a cyclic list)"));
       }

@@ -88,6 +88,9 @@ struct GoHeapSnapshot {
 struct GoHeapReadLimits {
   size_t max_buckets = 1 << 20;
   size_t max_stack = 1024;  // Go 1.23's maxProfStackDepth
+  // A probe of the records' validity: stop after max_buckets with what was read (a partial
+  // snapshot) instead of failing with ResourceExhausted.
+  bool stop_at_max_buckets = false;
 };
 
 // Reads the buckets through `mem`. `runtime_vars` holds *runtime* addresses (link-time + load

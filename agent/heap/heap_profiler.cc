@@ -85,7 +85,8 @@ absl::StatusOr<std::shared_ptr<const HeapProfiler::ExeInfo>> HeapProfiler::Exe(p
   return std::shared_ptr<const ExeInfo>(info);
 }
 
-absl::StatusOr<GoHeapSnapshot> HeapProfiler::ReadGoSnapshot(pid_t pid, std::string* how) {
+absl::StatusOr<GoHeapSnapshot> HeapProfiler::ReadGoSnapshot(pid_t pid, std::string* how,
+                                                             const GoHeapReadLimits* limits) {
   absl::StatusOr<std::shared_ptr<const ExeInfo>> exe = Exe(pid);
   if (!exe.ok()) return exe.status();
   const ExeInfo& info = **exe;
@@ -141,13 +142,15 @@ absl::StatusOr<GoHeapSnapshot> HeapProfiler::ReadGoSnapshot(pid_t pid, std::stri
   absl::StatusOr<std::unique_ptr<ProcessMemory>> mem = ProcessMemory::Open(pid);
   if (!mem.ok()) return mem.status();
   const absl::Time t0 = absl::Now();
-  absl::StatusOr<GoHeapSnapshot> snap = ReadGoHeap(**mem, rt, limits_);
+  absl::StatusOr<GoHeapSnapshot> snap = ReadGoHeap(**mem, rt, limits ? *limits : limits_);
   if (!snap.ok()) {
     return absl::Status(snap.status().code(),
                         absl::StrCat("pid ", pid, ": ", snap.status().message()));
   }
-  last_read_micros_.store(absl::ToInt64Microseconds(absl::Now() - t0));
-  last_buckets_.store(snap->records.size());
+  if (limits == nullptr) {  // a whole read, not a probe
+    last_read_micros_.store(absl::ToInt64Microseconds(absl::Now() - t0));
+    last_buckets_.store(snap->records.size());
+  }
   return snap;
 }
 
@@ -229,7 +232,10 @@ absl::StatusOr<GoTargetInfo> HeapProfiler::TargetInfo(pid_t pid) {
   info.go_version = (*exe)->go_version;
   info.symbols = (*exe)->pcln_status;
   if (info.is_go) {
-    absl::StatusOr<GoHeapSnapshot> snap = ReadGoSnapshot(pid);
+    GoHeapReadLimits probe = limits_;
+    probe.max_buckets = 64;
+    probe.stop_at_max_buckets = true;
+    absl::StatusOr<GoHeapSnapshot> snap = ReadGoSnapshot(pid, nullptr, &probe);
     if (!snap.ok()) info.heap = snap.status();
   }
   std::lock_guard<std::mutex> l(mu_);

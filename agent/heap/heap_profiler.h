@@ -115,7 +115,8 @@ class HeapProfiler {
 
   // One read of the Go heap profile buckets of `pid` (runtime variables located, load bias
   // applied). `how` (optional) receives how the variables were found.
-  absl::StatusOr<GoHeapSnapshot> ReadGoSnapshot(pid_t pid, std::string* how = nullptr);
+  absl::StatusOr<GoHeapSnapshot> ReadGoSnapshot(pid_t pid, std::string* how = nullptr,
+                                                const GoHeapReadLimits* limits = nullptr);
 
   // Serves non-Go targets from malloc samplers made by `factory`, attached per `options`. Call
   // before use. kOff is the same as not calling it.
@@ -136,7 +137,8 @@ class HeapProfiler {
   HeapProfilerStats stats() const;
 
   // The Go release of `pid`'s executable and which profiles of it can be read. The heap check is
-  // a real read of the buckets, done at most every 10 s per process (callers may poll).
+  // a real read of the first buckets (a bounded probe, whatever the target's profile size), done
+  // at most every 10 s per process (callers may poll).
   absl::StatusOr<GoTargetInfo> TargetInfo(pid_t pid);
 
  private:

@@ -35,6 +35,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "agent/sampler/cpu_sampler.h"
+#include "agent/sampler/libbpf_util.h"
 #include "agent/sampler/ring_reader.h"
 #include "agent/sampler/tick_identify.h"
 #include "bpf/cpu_sampler.h"
@@ -51,36 +52,6 @@ constexpr int kMaxHz = 100000;
 // The auto clock uses the tick up to this rate: no kernel configuration ticks slower (HZ=100).
 constexpr int kTickMaxAutoHz = 100;
 constexpr size_t kMaxTargets = 1024;  // max_entries of the `targets` map
-
-int LibbpfPrint(enum libbpf_print_level level, const char* format, va_list args) {
-  if (level == LIBBPF_DEBUG) return 0;
-  fputs("pprof-sidecar: libbpf: ", stderr);
-  return vfprintf(stderr, format, args);
-}
-
-// Status for a failed syscall or libbpf call `what` with errno `err`, with a hint about the
-// capabilities needed when the kernel refused for lack of privilege.
-absl::Status ErrnoStatus(absl::string_view what, int err, absl::string_view privilege_hint) {
-  std::string msg = absl::StrCat(what, ": ", strerror(err));
-  switch (err) {
-    case EPERM:
-    case EACCES:
-      if (!privilege_hint.empty()) absl::StrAppend(&msg, " \xe2\x80\x94 needs ", privilege_hint);
-      return absl::PermissionDeniedError(msg);
-    case ENOENT:
-    case ENODEV:
-      return absl::NotFoundError(msg);
-    case EINVAL:
-      return absl::InvalidArgumentError(msg);
-    case ENOMEM:
-    case EMFILE:
-    case ENFILE:
-    case EBUSY:
-      return absl::ResourceExhaustedError(msg);
-    default:
-      return absl::InternalError(msg);
-  }
-}
 
 // Parses a kernel CPU list such as "0-3,5,7-8\n".
 absl::StatusOr<std::vector<int>> ParseCpuList(absl::string_view text) {
@@ -108,7 +79,7 @@ absl::StatusOr<std::vector<int>> ParseCpuList(absl::string_view text) {
 absl::StatusOr<std::vector<int>> OnlineCpus() {
   const char* path = "/sys/devices/system/cpu/online";
   std::ifstream in(path);
-  if (!in) return ErrnoStatus(absl::StrCat("open(", path, ")"), errno, "");
+  if (!in) return LibbpfErrnoStatus(absl::StrCat("open(", path, ")"), errno, "");
   std::stringstream ss;
   ss << in.rdbuf();
   absl::StatusOr<std::vector<int>> cpus = ParseCpuList(ss.str());
@@ -116,38 +87,6 @@ absl::StatusOr<std::vector<int>> OnlineCpus() {
     return absl::Status(cpus.status().code(), absl::StrCat(path, ": ", cpus.status().message()));
   return cpus;
 }
-
-class UniqueFd {
- public:
-  explicit UniqueFd(int fd = -1) : fd_(fd) {}
-  UniqueFd(UniqueFd&& o) noexcept : fd_(o.release()) {}
-  UniqueFd& operator=(UniqueFd&& o) noexcept {
-    reset(o.release());
-    return *this;
-  }
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-  ~UniqueFd() { reset(); }
-  int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
-  void reset(int fd = -1) {
-    if (fd_ >= 0) close(fd_);
-    fd_ = fd;
-  }
-
- private:
-  int fd_;
-};
-
-struct SkelDeleter {
-  void operator()(cpu_sampler_bpf* s) const { cpu_sampler_bpf__destroy(s); }
-};
-struct LinkDeleter {
-  void operator()(bpf_link* l) const { bpf_link__destroy(l); }
-};
-struct RingBufferDeleter {
-  void operator()(ring_buffer* rb) const { ring_buffer__free(rb); }
-};
 
 // Opens the default program or its compat build. Both come from one source with the same maps,
 // programs and variables, so the default skeleton's struct describes either object.
@@ -245,7 +184,7 @@ class BpfCpuSampler : public CpuSampler {
   absl::Status ProvePerfEvent();
   bpf_program* TickProgram() const { return tick_ ? skel_->progs.cpu_tick : nullptr; }
 
-  std::unique_ptr<cpu_sampler_bpf, SkelDeleter> skel_;
+  SkeletonPtr<cpu_sampler_bpf, cpu_sampler_bpf__destroy> skel_;
   BpfCpuSamplerOptions::Clock clock_ = BpfCpuSamplerOptions::Clock::kAuto;
   bool tick_ = false;  // the tick program is loaded and attached
   SamplerInfo info_;
@@ -253,19 +192,19 @@ class BpfCpuSampler : public CpuSampler {
   // The tick program's link: attached when the sampler is created and kept until destruction
   // (detaching waits for RCU grace periods, ~70 ms); between windows the program is disabled
   // (tick_enabled) and records older than session_start_ns_ are dropped.
-  std::unique_ptr<bpf_link, LinkDeleter> tick_link_;
+  BpfLinkPtr tick_link_;
   // The return address into the interrupt entry stub, after which a kernel-mode tick's kernel
   // stack holds the interrupted code's frames (0: unknown; those frames are then dropped).
   uint64_t tick_stub_ret_ = 0;
   std::atomic<uint64_t> session_start_ns_{0};
-  std::unique_ptr<ring_buffer, RingBufferDeleter> ringbuf_;
+  RingBufferPtr ringbuf_;
   std::unique_ptr<RingReader> reader_;  // after ringbuf_: destroyed first
   uint32_t user_stack_bytes_ = 0;
 
   std::mutex lifecycle_mu_;  // serializes Start/Stop
   std::atomic<bool> running_{false};
-  std::vector<UniqueFd> perf_fds_;
-  std::vector<std::unique_ptr<bpf_link, LinkDeleter>> links_;
+  std::vector<ScopedFd> perf_fds_;
+  std::vector<BpfLinkPtr> links_;
   Sink sink_;
 
   std::mutex targets_mu_;
@@ -333,10 +272,11 @@ uint64_t BpfCpuSampler::TicksSeen() const {
 absl::Status BpfCpuSampler::Load(const BpfCpuSamplerOptions& options, const Knobs& knobs,
                                  bool compat, bool tick, uint32_t rb) {
   struct stat st;
-  if (stat("/proc/self/ns/pid", &st) != 0) return ErrnoStatus("stat(/proc/self/ns/pid)", errno, "");
+  if (stat("/proc/self/ns/pid", &st) != 0)
+    return LibbpfErrnoStatus("stat(/proc/self/ns/pid)", errno, "");
   tick_link_.reset();
   skel_.reset(OpenSkeleton(compat));
-  if (!skel_) return ErrnoStatus("opening the BPF CPU sampler", errno, "");
+  if (!skel_) return LibbpfErrnoStatus("opening the BPF CPU sampler", errno, "");
   auto* ro = skel_->rodata;
   ro->pidns_dev = st.st_dev;
   ro->pidns_ino = st.st_ino;
@@ -360,13 +300,13 @@ absl::Status BpfCpuSampler::Load(const BpfCpuSamplerOptions& options, const Knob
   // The frame-record scan needs bpf_loop.
   ro->fp_seed_scan = options.scan_for_frame_record && !compat ? 1 : 0;
   if (int err = bpf_map__set_max_entries(skel_->maps.events, rb); err != 0) {
-    return ErrnoStatus("bpf_map__set_max_entries(events)", -err, "");
+    return LibbpfErrnoStatus("bpf_map__set_max_entries(events)", -err, "");
   }
   bpf_program__set_autoload(skel_->progs.cpu_tick, tick);
   if (int err = cpu_sampler_bpf__load(skel_.get()); err != 0) {
-    return ErrnoStatus(absl::StrCat("loading the ", compat ? "compat " : "", "BPF CPU sampler",
-                                    tick ? " with its tick program" : ""),
-                       -err, "CAP_BPF and CAP_PERFMON (or root)");
+    return LibbpfErrnoStatus(absl::StrCat("loading the ", compat ? "compat " : "",
+                                          "BPF CPU sampler", tick ? " with its tick program" : ""),
+                             -err, "CAP_BPF and CAP_PERFMON (or root)");
   }
   tick_ = tick;
   return absl::OkStatus();
@@ -380,7 +320,7 @@ absl::StatusOr<TickIdentity> BpfCpuSampler::LearnTick(int64_t tick_ns,
                              static_cast<size_t>(std::max(ncpus, 1)));
   uint32_t zero = 0;
   if (bpf_map_update_elem(bpf_map__fd(skel_->maps.tick_learn), &zero, zeros.data(), BPF_ANY) != 0) {
-    return ErrnoStatus("bpf_map_update_elem(tick_learn)", errno, "");
+    return LibbpfErrnoStatus("bpf_map_update_elem(tick_learn)", errno, "");
   }
   __atomic_store_n(&bss->learn_tgid, static_cast<uint32_t>(getpid()), __ATOMIC_SEQ_CST);
   __atomic_store_n(&bss->tick_enabled, 1, __ATOMIC_SEQ_CST);
@@ -401,8 +341,8 @@ absl::StatusOr<TickIdentity> BpfCpuSampler::LearnTick(int64_t tick_ns,
 absl::Status BpfCpuSampler::AttachTick() {
   bpf_link* link = bpf_program__attach_trace(skel_->progs.cpu_tick);
   if (link == nullptr) {
-    return ErrnoStatus(absl::StrCat("attaching ", kTickAttach), errno,
-                       "CAP_BPF and CAP_PERFMON (or root)");
+    return LibbpfErrnoStatus(absl::StrCat("attaching ", kTickAttach), errno,
+                             "CAP_BPF and CAP_PERFMON (or root)");
   }
   tick_link_.reset(link);
   auto* bss = skel_->bss;
@@ -446,17 +386,16 @@ absl::Status BpfCpuSampler::ProvePerfEvent() {
   attr.sample_period = 10000000;
   attr.disabled = 1;
   const int cpu = std::max(0, sched_getcpu());
-  UniqueFd fd(
+  ScopedFd fd(
       static_cast<int>(syscall(__NR_perf_event_open, &attr, -1, cpu, -1, PERF_FLAG_FD_CLOEXEC)));
   if (fd.get() < 0) {
-    return ErrnoStatus(absl::StrCat("perf_event_open(cpu-clock, cpu=", cpu, ")"), errno,
-                       "CAP_PERFMON (or root)");
+    return LibbpfErrnoStatus(absl::StrCat("perf_event_open(cpu-clock, cpu=", cpu, ")"), errno,
+                             "CAP_PERFMON (or root)");
   }
-  std::unique_ptr<bpf_link, LinkDeleter> link(
-      bpf_program__attach_perf_event(skel_->progs.cpu_sample, fd.get()));
+  BpfLinkPtr link(bpf_program__attach_perf_event(skel_->progs.cpu_sample, fd.get()));
   if (!link) {
-    return ErrnoStatus("bpf_program__attach_perf_event", errno,
-                       "CAP_BPF and CAP_PERFMON (or root)");
+    return LibbpfErrnoStatus("bpf_program__attach_perf_event", errno,
+                             "CAP_BPF and CAP_PERFMON (or root)");
   }
   return absl::OkStatus();
 }
@@ -481,8 +420,7 @@ absl::StatusOr<std::unique_ptr<CpuSampler>> BpfCpuSampler::Create(
     return absl::InvalidArgumentError(
         absl::StrCat("ringbuf_bytes must be a power of two >= 4096, got ", rb));
   }
-  static std::once_flag print_once;
-  std::call_once(print_once, [] { libbpf_set_print(LibbpfPrint); });
+  InstallLibbpfLogHook();
 
   using Clock = BpfCpuSamplerOptions::Clock;
   using Variant = BpfCpuSamplerOptions::Variant;
@@ -520,7 +458,7 @@ absl::StatusOr<std::unique_ptr<CpuSampler>> BpfCpuSampler::Create(
   s->info_.clock = s->tick_ ? "tick" : "perf";
   s->ringbuf_.reset(ring_buffer__new(bpf_map__fd(s->skel_->maps.events),
                                      &BpfCpuSampler::HandleRecord, s.get(), nullptr));
-  if (!s->ringbuf_) return ErrnoStatus("ring_buffer__new(events)", errno, "");
+  if (!s->ringbuf_) return LibbpfErrnoStatus("ring_buffer__new(events)", errno, "");
   auto reader = RingReader::Create(s->ringbuf_.get(), options.poll_interval_ms);
   if (!reader.ok()) return reader.status();
   s->reader_ = *std::move(reader);
@@ -540,8 +478,8 @@ absl::Status BpfCpuSampler::Start(int hz, Sink sink) {
   using Clock = BpfCpuSamplerOptions::Clock;
   // Create() failed for kTick unless the tick program is attached.
   const bool tick = tick_ && (clock_ == Clock::kTick || hz <= kTickMaxAutoHz);
-  std::vector<UniqueFd> fds;
-  std::vector<std::unique_ptr<bpf_link, LinkDeleter>> links;
+  std::vector<ScopedFd> fds;
+  std::vector<BpfLinkPtr> links;
   timespec now;
   clock_gettime(CLOCK_MONOTONIC, &now);  // bpf_ktime_get_ns's clock
   session_start_ns_ = static_cast<uint64_t>(now.tv_sec) * 1000000000ULL + now.tv_nsec;
@@ -562,14 +500,14 @@ absl::Status BpfCpuSampler::Start(int hz, Sink sink) {
     int fd = static_cast<int>(syscall(__NR_perf_event_open, &attr, /*pid=*/-1, cpu, /*group_fd=*/-1,
                                       PERF_FLAG_FD_CLOEXEC));
     if (fd < 0) {
-      return ErrnoStatus(absl::StrCat("perf_event_open(cpu-clock, cpu=", cpu, ")"), errno,
-                         "CAP_PERFMON (or root)");
+      return LibbpfErrnoStatus(absl::StrCat("perf_event_open(cpu-clock, cpu=", cpu, ")"), errno,
+                               "CAP_PERFMON (or root)");
     }
     fds.emplace_back(fd);
     bpf_link* link = bpf_program__attach_perf_event(skel_->progs.cpu_sample, fd);
     if (link == nullptr) {
-      return ErrnoStatus(absl::StrCat("bpf_program__attach_perf_event(cpu=", cpu, ")"), errno,
-                         "CAP_BPF and CAP_PERFMON (or root)");
+      return LibbpfErrnoStatus(absl::StrCat("bpf_program__attach_perf_event(cpu=", cpu, ")"), errno,
+                               "CAP_BPF and CAP_PERFMON (or root)");
     }
     links.emplace_back(link);
   }
@@ -676,7 +614,7 @@ absl::Status BpfCpuSampler::SetTargets(const std::vector<uint32_t>& tgids) {
     }
     uint32_t key = *it;
     if (bpf_map_delete_elem(map_fd, &key) != 0 && errno != ENOENT) {
-      return ErrnoStatus(absl::StrCat("bpf_map_delete_elem(targets, ", key, ")"), errno, "");
+      return LibbpfErrnoStatus(absl::StrCat("bpf_map_delete_elem(targets, ", key, ")"), errno, "");
     }
     it = targets_.erase(it);
   }
@@ -684,7 +622,7 @@ absl::Status BpfCpuSampler::SetTargets(const std::vector<uint32_t>& tgids) {
     if (targets_.count(tgid)) continue;
     uint8_t one = 1;
     if (bpf_map_update_elem(map_fd, &tgid, &one, BPF_ANY) != 0) {
-      return ErrnoStatus(absl::StrCat("bpf_map_update_elem(targets, ", tgid, ")"), errno, "");
+      return LibbpfErrnoStatus(absl::StrCat("bpf_map_update_elem(targets, ", tgid, ")"), errno, "");
     }
     targets_.insert(tgid);
   }

@@ -59,8 +59,11 @@ ScopedFd& ScopedFd::operator=(ScopedFd&& o) noexcept {
   return *this;
 }
 
-ScopedFd::~ScopedFd() {
+ScopedFd::~ScopedFd() { reset(); }
+
+void ScopedFd::reset(int fd) {
   if (fd_ >= 0) close(fd_);
+  fd_ = fd;
 }
 
 }  // namespace pprof_sidecar

@@ -54,6 +54,8 @@ class ScopedFd {
   ScopedFd& operator=(const ScopedFd&) = delete;
   ~ScopedFd();
   int get() const { return fd_; }
+  int release() { return std::exchange(fd_, -1); }
+  void reset(int fd = -1);
 
  private:
   int fd_;

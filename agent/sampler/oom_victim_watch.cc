@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "agent/sampler/libbpf_util.h"
 #include "agent/sampler/ring_reader.h"
 #include "bpf/oom_victim.h"
 #include "bpf/oom_victim.skel.h"
@@ -18,11 +19,7 @@ namespace pprof_sidecar {
 namespace {
 
 absl::Status Errno(const std::string& what, int err) {
-  std::string msg = absl::StrCat(what, ": ", strerror(err));
-  if (err == EPERM || err == EACCES) {
-    return absl::PermissionDeniedError(absl::StrCat(msg, " (needs CAP_BPF and CAP_PERFMON)"));
-  }
-  return absl::UnavailableError(msg);
+  return LibbpfErrnoStatus(what, err, "CAP_BPF and CAP_PERFMON");
 }
 
 // Whether tracepoint mark_victim passes the victim's task_struct (Linux 6.8+; before, its pid).
@@ -42,13 +39,6 @@ bool MarkVictimPassesTask() {
   return task;
 }
 
-struct SkelDeleter {
-  void operator()(oom_victim_bpf* s) const { oom_victim_bpf__destroy(s); }
-};
-struct RingBufferDeleter {
-  void operator()(ring_buffer* rb) const { ring_buffer__free(rb); }
-};
-
 uint64_t BoottimeNs() {
   struct timespec ts;
   clock_gettime(CLOCK_BOOTTIME, &ts);
@@ -60,8 +50,8 @@ uint64_t BoottimeNs() {
 struct OomVictimWatch::Impl {
   Callback cb;
   uint64_t ns_per_tick = 10000000;
-  std::unique_ptr<oom_victim_bpf, SkelDeleter> skel;
-  std::unique_ptr<ring_buffer, RingBufferDeleter> rb;
+  SkeletonPtr<oom_victim_bpf, oom_victim_bpf__destroy> skel;
+  RingBufferPtr rb;
   std::unique_ptr<RingReader> reader;
 
   static int OnRecord(void* ctx, void* data, size_t size) {
