@@ -3,6 +3,10 @@
 // (verifying the serving certificate against the CA for the Service's DNS name), applies the
 // returned JSONPatch (RFC 6902) and writes the mutated Pod as YAML for `podman kube play`.
 // With --no-webhook the Pod is written as is (for the kustomize-patched Deployment).
+// Then, as the kubelet does before starting containers and podman 4.3 does not: env values from
+// resourceFieldRef (the downward API) are resolved for the named container (podman reads the
+// container's own limit whatever containerName says) and $(VAR) in command and args is expanded
+// from the container's env (podman passes it literally).
 //
 // Usage: K8S_TOOLS=dir node admit_pod.mjs --manifest F --deployment NAME --out F
 //          [--webhook https://HOST:PORT/mutate --ca F --servername DNS] [--annotate k=v]...
@@ -10,6 +14,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import https from "node:https";
+import os from "node:os";
 import { randomUUID } from "node:crypto";
 
 const require = createRequire(process.env.K8S_TOOLS + "/package.json");
@@ -91,6 +96,44 @@ if (args.webhook) {
   pod = jsonpatch.applyPatch(pod, ops, true, false).newDocument;
   console.error(`admit_pod: webhook returned ${ops.length} patch ops`);
 }
+
+// A Kubernetes quantity ("128Mi", "1G", "500m", "1e3") as a number.
+function quantity(q) {
+  const m = /^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$/.exec(String(q));
+  if (!m) throw new Error(`bad quantity "${q}"`);
+  const bin = { Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, Pi: 2 ** 50, Ei: 2 ** 60 };
+  const dec = { m: 1e-3, k: 1e3, M: 1e6, G: 1e9, T: 1e12, P: 1e15, E: 1e18 };
+  return Number(m[1]) * (bin[m[2]] ?? dec[m[2]] ?? 1);
+}
+
+// The kubelet's part: resourceFieldRef env values resolved (ceil(value / divisor); an unset
+// limit is the node's memory or CPUs), then $(VAR) expanded in command and args ("$$" is "$",
+// an undefined VAR stays as written).
+function kubeletEnv(spec) {
+  const all = [...spec.containers, ...(spec.initContainers || [])];
+  for (const c of all) {
+    const vars = new Map();
+    for (const e of c.env || []) {
+      const ref = e.valueFrom?.resourceFieldRef;
+      if (ref) {
+        const src = all.find((o) => o.name === (ref.containerName || c.name));
+        if (!src) throw new Error(`resourceFieldRef names no container "${ref.containerName}"`);
+        const [kind, res] = ref.resource.split(".");
+        const set = src.resources?.[kind]?.[res];
+        const node = res === "memory" ? os.totalmem() : os.cpus().length;
+        const v = set !== undefined ? quantity(set) : node;
+        e.value = String(Math.ceil(v / quantity(ref.divisor ?? "1")));
+        delete e.valueFrom;
+      }
+      if (e.value !== undefined) vars.set(e.name, e.value);
+    }
+    const expand = (a) => a.replace(/\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)/g,
+      (m, name) => (m === "$$" ? "$" : vars.has(name) ? vars.get(name) : m));
+    if (c.command) c.command = c.command.map(expand);
+    if (c.args) c.args = c.args.map(expand);
+  }
+}
+kubeletEnv(pod.spec);
 
 // podman kube play needs a concrete name; the API server would derive it from generateName.
 pod.metadata.name = args["pod-name"] || `${dep.metadata.name}-e2e`;
