@@ -105,7 +105,12 @@ absl::Status FlightRecorder::Capture(const ProcessInfo& t, const std::string& re
   absl::Status heap_st;
   for (const char* kind : {"heap", "goroutine"}) {
     const bool heap = kind == std::string("heap");
-    if (!heap && registry_->Lookup(kind) == nullptr) continue;
+    // The goroutine profile where there is one: registered, and available for this target
+    // (Go targets only); heap is always tried (a failure is what /healthz must show).
+    if (!heap) {
+      ProfileSource* src = registry_->Lookup(kind);
+      if (src == nullptr || !src->Availability(t).ok()) continue;
+    }
     absl::StatusOr<std::string> body = CollectKind(kind, t, reason, r, m.time);
     absl::Status st = body.status();
     std::string stage = absl::StrCat(kind, "_collect");

@@ -130,8 +130,13 @@ class OomE2eTest : public ::testing::Test {
     std::vector<std::string> reasons;
     uint64_t last_usage = 0;
     bool at_kill = false;
+    int goroutine_snaps = 0;
     for (const Snap& s : ListSnapshots(agent)) {
       ASSERT_EQ(s.pid, killed) << s.name;
+      if (s.kind == "goroutine") {  // taken with the heap where the target is Go
+        ++goroutine_snaps;
+        continue;
+      }
       EXPECT_EQ(s.kind, "heap");
       std::string out;
       EXPECT_EQ(TopInuse(agent, s.name, &out), leak_fn) << s.name << "\n" << out;
@@ -157,6 +162,14 @@ class OomE2eTest : public ::testing::Test {
                          : "none");
     // Either way there is one: the recorder reads the heap every second above 95 %.
     EXPECT_TRUE(at_kill) << agent.Log();
+    // A Go target's threshold snapshots carry its goroutine profile too; a C target has none.
+    const bool go = absl::StartsWith(leak_fn, "main.");
+    printf("goroutine snapshots: %d\n", goroutine_snaps);
+    if (go) {
+      EXPECT_GE(goroutine_snaps, 3);
+    } else {
+      EXPECT_EQ(goroutine_snaps, 0);
+    }
     EXPECT_EQ(Metric(agent, "pprof_sidecar_oom_kills_total"), 1) << agent.Log();
   }
 
