@@ -52,10 +52,14 @@ run_agent() {
   [ -n "$caps" ] && bset="-all,+${caps//,/,+}"
   : >"$work/agent.log"
   rm -f "$work/prof.pb.gz" "$work/code" "$work/healthz" "$work/healthz_code"
-  unshare --mount --propagation private -- sh -c '
+  # As in a pod, the target's binary is not in the agent's filesystem (it lives in another
+  # container's root): the directory holding it is hidden in the agent's mount namespace, so the
+  # agent reaches it only through /proc/PID (which needs CAP_SYS_PTRACE).
+  TARGET_DIR="$work" unshare --mount --propagation private -- sh -c '
       for d in /sys/kernel/tracing /sys/kernel/debug; do
         [ -d "$d" ] && mount -t tmpfs -o ro,size=4k none "$d"
       done
+      mount -t tmpfs -o ro,size=4k none "$TARGET_DIR"
       exec "$@"' sh \
     setpriv --bounding-set "$bset" --inh-caps -all -- "$AGENT" --target_pid="$target_pid" \
     --listen_address="127.0.0.1:$port" >"$work/agent.log" 2>&1 &
