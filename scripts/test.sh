@@ -8,7 +8,7 @@
 #   PPROF_SIDECAR_SKIP_IMAGE=1     skip the podman image build and the pod end-to-end test
 #   PPROF_SIDECAR_SKIP_SANITIZE=1  skip the ASan/UBSan pass
 #   PPROF_SIDECAR_SKIP_FUZZ=1      skip the fuzzers
-#   PPROF_SIDECAR_FUZZ_SECONDS=N   seconds per fuzzer (default 10)
+#   PPROF_SIDECAR_FUZZ_SECONDS=N   seconds per fuzzer (default 5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -56,7 +56,7 @@ if [ -z "${PPROF_SIDECAR_SKIP_SANITIZE:-}" ]; then
 fi
 
 if [ -z "${PPROF_SIDECAR_SKIP_FUZZ:-}" ]; then
-  echo "== fuzzers (libFuzzer, ${PPROF_SIDECAR_FUZZ_SECONDS:-10} s each) =="
+  echo "== fuzzers (libFuzzer, ${PPROF_SIDECAR_FUZZ_SECONDS:-5} s each) =="
   CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DPPROF_SIDECAR_FUZZ=ON >/dev/null
   # Every *_fuzzer target the fuzz build defines.
@@ -73,7 +73,7 @@ if [ -z "${PPROF_SIDECAR_SKIP_FUZZ:-}" ]; then
     esac
     echo "-- $f"
     if ! "build-fuzz/$(cd build-fuzz && find . -name "$f" -type f -executable | head -1)" \
-        -max_total_time="${PPROF_SIDECAR_FUZZ_SECONDS:-10}" -rss_limit_mb=4096 -print_final_stats=0 \
+        -max_total_time="${PPROF_SIDECAR_FUZZ_SECONDS:-5}" -rss_limit_mb=4096 -print_final_stats=0 \
         "$corpus" >"build-fuzz/$f.log" 2>&1; then
       echo "FUZZER FAILED: $f (see build-fuzz/$f.log)"; tail -30 "build-fuzz/$f.log"; status=1
     fi
