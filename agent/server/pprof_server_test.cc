@@ -565,6 +565,13 @@ TEST_F(PprofServerTest, OversizedSymbolRequestIsRefused) {
 
 // 40 clients sending their request a byte every 200 ms, and then 32 profile windows of 10 s:
 // /healthz, /metrics and a 1 s profile still answer at once.
+// Latency bounds hold for the shipped (optimized) build; an ASan build runs ~2-3x slower.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr int kLatencyScale = 3;
+#else
+constexpr int kLatencyScale = 1;
+#endif
+
 TEST_F(PprofServerTest, SlowClientsAndLongProfilesLeaveRoomForOthers) {
   std::vector<int> slow;
   for (int i = 0; i < 40; ++i) slow.push_back(Connect(server_->port()));
@@ -590,7 +597,7 @@ TEST_F(PprofServerTest, SlowClientsAndLongProfilesLeaveRoomForOthers) {
   absl::Duration d = timed_get("/healthz", &status);
   printf("/healthz with 40 slow clients: %s\n", absl::FormatDuration(d).c_str());
   EXPECT_EQ(status, 200);
-  EXPECT_LT(d, absl::Seconds(1));
+  EXPECT_LT(d, kLatencyScale * absl::Seconds(1));
 
   std::vector<std::future<int>> windows;
   for (int i = 0; i < 32; ++i) {
@@ -609,14 +616,14 @@ TEST_F(PprofServerTest, SlowClientsAndLongProfilesLeaveRoomForOthers) {
   printf("/healthz with 40 slow clients and 32 windows open: %s\n",
          absl::FormatDuration(d).c_str());
   EXPECT_EQ(status, 200);
-  EXPECT_LT(d, absl::Seconds(1));
+  EXPECT_LT(d, kLatencyScale * absl::Seconds(1));
   d = timed_get("/metrics", &status);
   EXPECT_EQ(status, 200);
-  EXPECT_LT(d, absl::Seconds(1));
+  EXPECT_LT(d, kLatencyScale * absl::Seconds(1));
   d = timed_get("/debug/pprof/profile?seconds=1", &status);
   printf("1 s profile with 32 windows open: %s\n", absl::FormatDuration(d).c_str());
   EXPECT_EQ(status, 200);
-  EXPECT_LT(d, absl::Seconds(2));
+  EXPECT_LT(d, kLatencyScale * absl::Seconds(2));
   stop.store(true);
   dribble.join();
   for (int fd : slow) close(fd);
