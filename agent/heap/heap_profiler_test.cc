@@ -22,10 +22,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "agent/heap/heap_source.h"
-#include "agent/profile/cpu_source.h"
 #include "agent/server/pprof_server.h"
 #include "agent/target/target_discovery.h"
-#include "agent/testing/fake_cpu_sampler.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testutil/pprof_summary.h"
@@ -103,6 +101,42 @@ int Index(const PprofSummary& s, const std::string& type) {
   }
   return -1;
 }
+
+// The heap kinds served over HTTP for one target, as the agent serves them (the registry holds
+// only what these tests ask for: no CPU kind).
+class HeapHttp {
+ public:
+  HeapHttp(HeapProfiler* heap, ProcessSymbolizer* symbolizer, ProcessInfo target)
+      : target_(std::move(target)),
+        server_(Registry(heap), symbolizer,
+                TargetView{[this]() -> std::optional<ProcessInfo> { return target_; },
+                           [] { return std::string("test"); }},
+                ServerOptions()) {
+    bound_ = server_.Bind("127.0.0.1", 0);
+    if (bound_.ok()) serve_ = std::thread([this] { (void)server_.Serve(); });
+  }
+  ~HeapHttp() {
+    server_.Stop();
+    if (serve_.joinable()) serve_.join();
+  }
+  const absl::Status& bound() const { return bound_; }
+  httplib::Client Client() const {
+    httplib::Client c("127.0.0.1", server_.port());
+    c.set_read_timeout(30, 0);
+    return c;
+  }
+
+ private:
+  const ProfileRegistry* Registry(HeapProfiler* heap) {
+    if (absl::Status st = AddHeapSources(heap, &registry_); !st.ok()) bound_ = st;
+    return &registry_;
+  }
+  ProcessInfo target_;
+  ProfileRegistry registry_;
+  absl::Status bound_;
+  PprofServer server_;
+  std::thread serve_;
+};
 
 class HeapGoTest : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {};
 
@@ -272,22 +306,9 @@ TEST(HeapGoErrorsTest, MemProfileRateZeroIsAClearError) {
   // Over HTTP: the target's state, not an agent failure: 503 with the reason (was a 500).
   auto info = ReadProcessInfo(target->pid);
   ASSERT_TRUE(info.ok()) << info.status();
-  CpuProfiler cpu(
-      []() -> absl::StatusOr<std::unique_ptr<CpuSampler>> {
-        return std::unique_ptr<CpuSampler>(new ::pprof_sidecar::testing::FakeCpuSampler({}));
-      },
-      &symbolizer, 100);
-  TargetView view{[&]() -> std::optional<ProcessInfo> { return *info; },
-                  [] { return std::string("test"); }};
-  ProfileRegistry registry;
-  CpuSource cpu_source(&cpu);
-  ASSERT_TRUE(registry.AddUnowned(&cpu_source).ok());
-  ASSERT_TRUE(AddHeapSources(&heap, &registry).ok());
-  PprofServer server(&registry, &symbolizer, view, ServerOptions());
-  ASSERT_TRUE(server.Bind("127.0.0.1", 0).ok());
-  std::thread serve([&] { (void)server.Serve(); });
-  httplib::Client cli("127.0.0.1", server.port());
-  cli.set_read_timeout(30, 0);
+  HeapHttp http(&heap, &symbolizer, *info);
+  ASSERT_TRUE(http.bound().ok()) << http.bound();
+  httplib::Client cli = http.Client();
   for (const char* path : {"/debug/pprof/heap", "/debug/pprof/allocs"}) {
     auto r = cli.Get(path);
     ASSERT_TRUE(r) << path;
@@ -295,8 +316,6 @@ TEST(HeapGoErrorsTest, MemProfileRateZeroIsAClearError) {
     EXPECT_THAT(r->body, ::testing::HasSubstr("MemProfileRate is 0")) << path;
     EXPECT_EQ(r->get_header_value("X-Go-Pprof"), "1");
   }
-  server.Stop();
-  serve.join();
 }
 
 // A delta window cut short (the agent is stopping) returns the delta so far and says so.
@@ -356,32 +375,17 @@ TEST(HeapServerTest, ServesHeapAndAllocsForTheTarget) {
   ASSERT_TRUE(info.ok()) << info.status();
 
   ProcessSymbolizer symbolizer;
-  CpuProfiler cpu(
-      []() -> absl::StatusOr<std::unique_ptr<CpuSampler>> {
-        return std::unique_ptr<CpuSampler>(new ::pprof_sidecar::testing::FakeCpuSampler({}));
-      },
-      &symbolizer, 100);
   HeapProfiler heap(&symbolizer);
-  TargetView view{[&]() -> std::optional<ProcessInfo> { return *info; },
-                  [] { return std::string("test"); }};
-  ProfileRegistry registry;
-  CpuSource cpu_source(&cpu);
-  ASSERT_TRUE(registry.AddUnowned(&cpu_source).ok());
-  ASSERT_TRUE(AddHeapSources(&heap, &registry).ok());
-  PprofServer server(&registry, &symbolizer, view, ServerOptions());
-  ASSERT_TRUE(server.Bind("127.0.0.1", 0).ok());
-  std::thread serve([&] { (void)server.Serve(); });
+  HeapHttp http(&heap, &symbolizer, *info);
+  ASSERT_TRUE(http.bound().ok()) << http.bound();
   std::this_thread::sleep_for(std::chrono::seconds(1));
-  httplib::Client cli("127.0.0.1", server.port());
-  cli.set_read_timeout(30, 0);
+  httplib::Client cli = http.Client();
 
   auto h = cli.Get("/debug/pprof/heap?gc=1");
   auto a = cli.Get("/debug/pprof/allocs?seconds=1");
   auto bad = cli.Get("/debug/pprof/heap?seconds=0");
   auto dbg = cli.Get("/debug/pprof/heap?debug=1");
   auto m = cli.Get("/metrics");
-  server.Stop();
-  serve.join();
 
   ASSERT_TRUE(h && a && bad && dbg && m);
   EXPECT_EQ(h->status, 200) << h->body;
@@ -481,26 +485,12 @@ TEST(HeapServerTest, ANewerGoReleaseIsNamedWithWhatCannotBeRead) {
   EXPECT_THAT(std::string(p.status().message()), ::testing::HasSubstr("newer than go1.27"));
   EXPECT_THAT(std::string(p.status().message()), ::testing::HasSubstr("runtime.mbuckets"));
 
-  CpuProfiler cpu(
-      []() -> absl::StatusOr<std::unique_ptr<CpuSampler>> {
-        return std::unique_ptr<CpuSampler>(new ::pprof_sidecar::testing::FakeCpuSampler({}));
-      },
-      &symbolizer, 100);
-  TargetView view{[&]() -> std::optional<ProcessInfo> { return *info; },
-                  [] { return std::string("test"); }};
-  ProfileRegistry registry;
-  CpuSource cpu_source(&cpu);
-  ASSERT_TRUE(registry.AddUnowned(&cpu_source).ok());
-  ASSERT_TRUE(AddHeapSources(&heap, &registry).ok());
-  PprofServer server(&registry, &symbolizer, view, ServerOptions());
-  ASSERT_TRUE(server.Bind("127.0.0.1", 0).ok());
-  std::thread serve([&] { (void)server.Serve(); });
-  httplib::Client cli("127.0.0.1", server.port());
+  HeapHttp http(&heap, &symbolizer, *info);
+  ASSERT_TRUE(http.bound().ok()) << http.bound();
+  httplib::Client cli = http.Client();
   auto h = cli.Get("/debug/pprof/heap");
   auto health = cli.Get("/healthz");
   auto m = cli.Get("/metrics");
-  server.Stop();
-  serve.join();
   ASSERT_TRUE(h && health && m);
   EXPECT_EQ(h->status, 503) << h->body;
   EXPECT_THAT(h->body, ::testing::HasSubstr(future));
