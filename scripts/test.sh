@@ -12,51 +12,83 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+t_begin=$(date +%s)
 
+# One line per stage for the summary at the end (CI shows only the tail of the output).
+summary=()
+stage_start=$t_begin
+begin_stage() { stage_start=$(date +%s); echo "== $1 == $(date +%T)"; }
+end_stage() {  # end_stage NAME STATUS(0 ok)
+  local mark=ok; [ "$2" -eq 0 ] || mark=FAILED
+  summary+=("$(printf '%-34s %-7s %5d s' "$1" "$mark" $(($(date +%s) - stage_start)))")
+}
+
+begin_stage "dependencies"
 bash scripts/install-deps.sh
+end_stage "dependencies" 0
 
-echo "== build (Release) == $(date +%T)"
+begin_stage "build (Release)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j2
+end_stage "build (Release)" 0
 
 status=0
-echo "== ctest: all tests (unit, privileged, end-to-end) == $(date +%T)"
-(cd build && ctest --output-on-failure --timeout 900) || status=1
+begin_stage "ctest: unit, privileged, end-to-end"
+rc=0; (cd build && ctest --output-on-failure --timeout 900) || rc=1
+end_stage "ctest" $rc; status=$((status | rc))
+echo "slowest tests (s):"
+sort -k3 -g -r build/Testing/Temporary/CTestCostData.txt 2>/dev/null | awk 'NF==3 && NR<=12 {printf "  %6.1f %s\n", $3, substr($1,1,90)}'
+ctest_failed=""
+[ $rc -eq 0 ] || ctest_failed=$(cut -d: -f2- build/Testing/Temporary/LastTestsFailed.log 2>/dev/null | cut -c1-100)
 
 # With hardware virtualization every kernel of tests/kernels/kernels.txt runs all its checks;
 # under QEMU's emulation (no kvm_intel/kvm_amd: ~3 min a boot on 2 cores) the oldest supported
 # kernel runs the agent at its defaults, and PPROF_SIDECAR_KERNELS=all runs the whole matrix.
 if [ -z "${PPROF_SIDECAR_SKIP_KERNELS:-}" ]; then
+  rc=0
   if [ "${PPROF_SIDECAR_KERNELS:-}" = all ] || [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd ]; then
-    echo "== kernel matrix: the agent booted on 5.10, 5.15, 6.1 (QEMU) == $(date +%T)"
-    bash tests/kernels/run_vm_test.sh || status=1
+    begin_stage "kernel matrix: the agent booted on 5.10, 5.15, 6.1 (QEMU)"
+    bash tests/kernels/run_vm_test.sh || rc=1
   else
-    echo "== kernel matrix: the agent at its defaults on 5.10 (QEMU, emulated) == $(date +%T)"
-    PPROF_SIDECAR_VM_RUNS=auto bash tests/kernels/run_vm_test.sh 5.10 || status=1
+    begin_stage "kernel matrix: the agent at its defaults on 5.10 (QEMU, emulated)"
+    PPROF_SIDECAR_VM_RUNS=auto bash tests/kernels/run_vm_test.sh 5.10 || rc=1
   fi
+  end_stage "kernels (QEMU)" $rc; status=$((status | rc))
 else
   echo "== kernel matrix: SKIPPED (PPROF_SIDECAR_SKIP_KERNELS) =="
 fi
 
-echo "== Kubernetes delivery: chart, capabilities == $(date +%T)"
-bash tests/k8s/chart_test.sh || status=1
-bash tests/k8s/caps_test.sh || status=1
+begin_stage "Kubernetes delivery: chart"
+rc=0; bash tests/k8s/chart_test.sh || rc=1
+end_stage "chart" $rc; status=$((status | rc))
+begin_stage "Kubernetes delivery: capabilities"
+rc=0; bash tests/k8s/caps_test.sh || rc=1
+end_stage "capabilities" $rc; status=$((status | rc))
 if [ -z "${PPROF_SIDECAR_SKIP_IMAGE:-}" ]; then
-  echo "== image (podman) and pod end-to-end == $(date +%T)"
-  if bash tests/k8s/build_image.sh; then bash tests/k8s/pod_e2e.sh || status=1; else status=1; fi
+  begin_stage "image (podman)"
+  rc=0; bash tests/k8s/build_image.sh || rc=1
+  end_stage "image" $rc; status=$((status | rc))
+  if [ $rc -eq 0 ]; then
+    begin_stage "pod end-to-end"
+    rc=0; bash tests/k8s/pod_e2e.sh || rc=1
+    end_stage "pod end-to-end" $rc; status=$((status | rc))
+  fi
 fi
 
 if [ -z "${PPROF_SIDECAR_SKIP_SANITIZE:-}" ]; then
-  echo "== ASan/UBSan: unit tests == $(date +%T)"
+  begin_stage "ASan/UBSan: unit tests"
   cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DPPROF_SIDECAR_SANITIZE=ON >/dev/null
   cmake --build build-asan -j2 --target unit_tests
+  rc=0
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure --timeout 900 \
-    -LE privileged -E '_NOT_BUILT$') ||
-    status=1
+    -LE privileged -E '_NOT_BUILT$') || rc=1
+  end_stage "ASan/UBSan unit tests" $rc; status=$((status | rc))
+  [ $rc -eq 0 ] || ctest_failed+=$'\n'"(ASan) $(cut -d: -f2- build-asan/Testing/Temporary/LastTestsFailed.log 2>/dev/null | cut -c1-100)"
 fi
 
 if [ -z "${PPROF_SIDECAR_SKIP_FUZZ:-}" ]; then
-  echo "== fuzzers (libFuzzer, ${PPROF_SIDECAR_FUZZ_SECONDS:-5} s each) =="
+  begin_stage "fuzzers (libFuzzer, ${PPROF_SIDECAR_FUZZ_SECONDS:-5} s each)"
+  fuzz_status=$status
   CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DPPROF_SIDECAR_FUZZ=ON >/dev/null
   # Every *_fuzzer target the fuzz build defines.
@@ -79,8 +111,11 @@ if [ -z "${PPROF_SIDECAR_SKIP_FUZZ:-}" ]; then
     fi
     rm -rf "$corpus"
   done
+  end_stage "fuzzers" $((status != fuzz_status))
 fi
 
-echo "== done $(date +%T)"
+echo "== done $(date +%T): $(($(date +%s) - t_begin)) s in all"
+printf '%s\n' "${summary[@]}"
+if [ -n "$ctest_failed" ]; then echo "failed tests:"; echo "$ctest_failed"; fi
 if [ "$status" -eq 0 ]; then echo "ALL TESTS PASSED"; else echo "SOME TESTS FAILED"; fi
 exit "$status"
