@@ -26,6 +26,7 @@
 #include "agent/goprofile/contention_source.h"
 #include "agent/goprofile/goroutine_source.h"
 #include "agent/goprofile/threadcreate_source.h"
+#include "agent/goruntime/go_labels.h"
 #include "agent/heap/heap_profiler.h"
 #include "agent/heap/heap_source.h"
 #include "agent/oom/flight_recorder.h"
@@ -437,6 +438,11 @@ int Run() {
   ProcessSymbolizer symbolizer(so);
   CpuProfiler cpu([sampler_opts] { return NewBpfCpuSampler(sampler_opts); }, &symbolizer,
                   FLAGS_cpu_sampling_hz);
+  // Go targets' runtimes, read by the goroutine, threadcreate, block and mutex kinds and for the
+  // pprof labels of CPU samples.
+  auto go_binaries = std::make_shared<GoBinaryCache>();
+  GoSampleLabeler go_labeler(go_binaries);
+  cpu.SetLabeler(&go_labeler);
   // Load and attach the CPU sampler now, so that /healthz tells the truth from the start. Without
   // it the agent still serves what needs no BPF (heap profiles of Go targets) and says why.
   const absl::Status prepared = cpu.Prepare();  // before readiness(): it fills it
@@ -517,7 +523,6 @@ int Run() {
   if (reg.ok()) reg = AddHeapSources(&heap, &registry);
   if (reg.ok() && recorder.source) reg = registry.AddUnowned(recorder.source.get());
   // Go targets' goroutine profile, read from their runtime (agent/goprofile).
-  auto go_binaries = std::make_shared<GoBinaryCache>();
   if (reg.ok()) reg = registry.Add(std::make_unique<GoroutineSource>(go_binaries));
   if (reg.ok()) reg = registry.Add(std::make_unique<ThreadCreateSource>(go_binaries));
   if (reg.ok()) {

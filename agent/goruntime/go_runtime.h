@@ -122,6 +122,11 @@ class GoBinaryCache {
   absl::StatusOr<GoProcess> Open(pid_t pid);
   // OK if `pid` runs a Go binary whose runtime the agent can read; else why not.
   absl::Status Check(pid_t pid);
+  // The executable `pid` runs; errors as Open's.
+  absl::StatusOr<std::shared_ptr<const GoBinary>> BinaryOf(pid_t pid) {
+    uint64_t inode = 0;
+    return Binary(pid, &inode);
+  }
 
  private:
   absl::StatusOr<std::shared_ptr<const GoBinary>> Binary(pid_t pid, uint64_t* inode);

@@ -19,6 +19,7 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -29,6 +30,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "agent/profile/cpu_profile.h"
+#include "agent/sample/sample_labeler.h"
 #include "agent/sampler/cpu_sampler.h"
 #include "agent/symbolize/process_symbolizer.h"
 
@@ -52,6 +54,7 @@ struct CpuProfilerStats {
   uint64_t unwind_bad_address = 0;
   uint64_t unwind_stack_switch = 0;
   uint64_t not_root_frame_pointers = 0;
+  uint64_t samples_labelled = 0;  // delivered with a goroutine's pprof labels
 };
 
 // Whether CPU profiles can be taken, and how (for /healthz and /metrics).
@@ -76,8 +79,13 @@ class CpuProfiler {
   // (quick; touches nothing of the targets).
   absl::Status SetTargets(const std::vector<uint32_t>& pids);
   // Opens the targets' binaries and builds their symbol and unwinding tables now rather than in
-  // the first window (which would otherwise do it). May take long for a large binary.
+  // the first window (which would otherwise do it). May take long for a large binary. With a
+  // labeler, also asks it what the sampler must record of each target for labels (Go targets)
+  // and tells the sampler.
   void Warm(const std::vector<uint32_t>& pids);
+  // Samples of targets the labeler gives fields for carry their goroutine's pprof labels (read
+  // as samples arrive). Set before the first SetTargets; not owned.
+  void SetLabeler(SampleLabeler* labeler) { labeler_ = labeler; }
 
   // What may end a window before its duration (each polled every 50 ms; unset: never).
   struct WindowEnd {
@@ -109,6 +117,7 @@ class CpuProfiler {
   absl::Status CreateSamplerLocked();  // with sampler_mu_ held, when sampler_ is null
   void Release();
   void Deliver(const CpuSample& s);
+  std::vector<SampleTarget> SampleTargetsLocked() const;  // with sampler_mu_ held
 
   const SamplerFactory factory_;
   ProcessSymbolizer* const symbolizer_;
@@ -118,6 +127,8 @@ class CpuProfiler {
   std::unique_ptr<CpuSampler> sampler_;
   int users_ = 0;
   std::vector<uint32_t> targets_;
+  std::map<uint32_t, GoLabelFields> go_fields_;  // targets whose samples carry labels
+  SampleLabeler* labeler_ = nullptr;
   SamplerStats base_stats_;    // of samplers discarded after a failed start
   std::string sampler_error_;  // why the last attempt to create the sampler failed
 
@@ -130,7 +141,7 @@ class CpuProfiler {
   std::atomic<uint64_t> windows_started_{0}, dropped_full_{0}, reaching_root_{0}, in_profiles_{0},
       user_unsym_{0}, kernel_unsym_{0};
   std::atomic<uint64_t> unwound_{0}, stitched_{0}, stop_no_cfi_{0}, stop_outside_{0},
-      stop_depth_{0}, stop_bad_{0}, stop_switch_{0}, not_root_fp_{0};
+      stop_depth_{0}, stop_bad_{0}, stop_switch_{0}, not_root_fp_{0}, labelled_{0};
 };
 
 }  // namespace pprof_sidecar
