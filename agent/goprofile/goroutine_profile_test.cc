@@ -402,6 +402,47 @@ TEST_P(GoroutineProfileTest, ContentionNotEnabledSaysSo) {
   }
 }
 
+// The opt-in rate write: a seconds=N window on a target that never enabled them shows its
+// contention, says what was written, and leaves the runtime's rate at 0 again; a request without
+// a window writes nothing.
+TEST_P(GoroutineProfileTest, OptInRateWriteShowsContentionForTheWindowOnly) {
+  auto t = Start(bin_, {"-recv=0", "-select=0", "-mutex=0", "-spin=0", "-contend"});
+  ASSERT_GT(t->port, 0);
+  auto cache = std::make_shared<GoBinaryCache>();
+  for (ContentionKind kind : {ContentionKind::kBlock, ContentionKind::kMutex}) {
+    ContentionRateWrite write;
+    write.enabled = true;
+    write.block_rate_ns = 1000;
+    write.mutex_fraction = 1;
+    ContentionSource src(kind, cache, write);
+    ProfileRequest req;
+    auto info = ReadProcessInfo(t->pid);
+    ASSERT_TRUE(info.ok());
+    req.target = *info;
+    req.debug = 1;
+    auto plain = src.Collect(req);
+    ASSERT_TRUE(plain.ok()) << plain.status();
+    EXPECT_THAT(plain->body, ::testing::HasSubstr("never enabled"));
+    req.seconds = absl::Seconds(1);
+    auto a = src.Collect(req);
+    ASSERT_TRUE(a.ok()) << a.status();
+    EXPECT_THAT(a->body, ::testing::HasSubstr(kind == ContentionKind::kBlock ? "main.contendChan"
+                                                                             : "main.contendLock"));
+    EXPECT_THAT(a->body, ::testing::HasSubstr("for this window (--go_contention_rate_write)"));
+    auto p = cache->Open(t->pid);
+    ASSERT_TRUE(p.ok()) << p.status();
+    auto after = ReadContention(*p->mem, *p->bin, p->bias, kind);
+    ASSERT_TRUE(after.ok()) << after.status();
+    EXPECT_EQ(after->rate, 0) << src.info().name;
+    // Go's own endpoint shows what the window recorded (the runtime keeps its buckets) and, for
+    // the mutex profile, the fraction it reads back: 0 again.
+    const std::string own = GoOwn(t->port, src.info().name, 1);
+    EXPECT_THAT(own, ::testing::HasSubstr(kind == ContentionKind::kBlock ? "main.contendChan"
+                                                                         : "main.contendLock"));
+    if (kind == ContentionKind::kMutex) EXPECT_THAT(own, ::testing::HasSubstr("sampling period=0"));
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(GoVersions, GoroutineProfileTest,
                          ::testing::Values(std::make_tuple("1.19", "plain"),
                                            std::make_tuple("1.24", "stripped_pie"),
