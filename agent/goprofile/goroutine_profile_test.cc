@@ -145,8 +145,10 @@ class GoroutineProfileTest : public ::testing::TestWithParam<std::tuple<std::str
 
 TEST_P(GoroutineProfileTest, AgreesWithTheTargetsOwnProfile) {
   // Goroutines under pprof labels (Go 1.24+ keep them in a sorted slice, earlier releases in a
-  // Go map): their records, "# labels:" lines included, must be Go's.
-  auto t = Start(bin_, {"-recv=1000", "-select=100", "-mutex=10", "-spin=2", "-labeled=30"});
+  // Go map): their records, "# labels:" lines included, must be Go's. A finalizer blocked for
+  // ever: the finalizer goroutine, running a finalizer, is a user goroutine for Go.
+  auto t = Start(bin_, {"-recv=1000", "-select=100", "-mutex=10", "-spin=2", "-labeled=30",
+                        "-finalizer"});
   ASSERT_GT(t->port, 0);
   GoroutineSource src(std::make_shared<GoBinaryCache>());
 
@@ -177,6 +179,8 @@ TEST_P(GoroutineProfileTest, AgreesWithTheTargetsOwnProfile) {
     EXPECT_THAT(*a, ::testing::HasSubstr(absl::StrCat("# labels: {\"worker\":\"w", w, "\"}")));
   }
   EXPECT_GE(stable, 1111);
+  EXPECT_THAT(*a, ::testing::HasSubstr("main.blockedFinalizer")) << *a;
+  EXPECT_THAT(go1, ::testing::HasSubstr("main.blockedFinalizer")) << go1;
   // The running goroutines have their stacks from their threads' registers.
   int64_t spinners = 0;
   for (const auto& [rec, n] : ours_a.records) {

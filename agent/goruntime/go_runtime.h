@@ -85,7 +85,18 @@ class GoBinary {
   std::string WaitReason(uint8_t reason) const;
   std::string StatusString(uint32_t status) const;
   // funcID of runtime.main, runtime.goexit etc. by name (the numbering moved across releases).
+  // The finalizer goroutine (runtime.runfinq) counts as a system goroutine here; see
+  // IsFinalizerGoroutineStart.
   bool IsSystemGoroutineStart(uint64_t startpc) const;
+  // Whether `startpc` starts the finalizer goroutine (runtime.runfinq), which Go counts as a user
+  // goroutine only while it runs a finalizer (isSystemGoroutine).
+  bool IsFinalizerGoroutineStart(uint64_t startpc) const;
+  // Whether the finalizer goroutine runs a finalizer now (runtime.fingStatus's
+  // fingRunningFinalizer bit, Go 1.21+; runtime.fingRunning before); an error if the variable
+  // could not be located in this binary.
+  absl::StatusOr<bool> FinalizerRunning(MemoryReader& mem, uint64_t bias) const;
+  // runtime.fingStatus / runtime.fingRunning, link-time; an error if not located.
+  const absl::StatusOr<uint64_t>& finalizer_var() const { return fing_var_; }
 
  private:
   GoBinary() = default;
@@ -99,6 +110,8 @@ class GoBinary {
   const std::vector<std::string>* statuses_ = nullptr;
   mutable std::mutex mu_;
   mutable std::map<uint64_t, bool> system_start_;  // startpc -> system goroutine
+  mutable std::map<uint64_t, bool> finalizer_start_;  // startpc -> runtime.runfinq
+  absl::StatusOr<uint64_t> fing_var_ = absl::NotFoundError("not located");  // link-time
 };
 
 // The load bias of the executable in process `pid` (0 for non-PIE): maps's start of the

@@ -101,6 +101,9 @@ TEST_P(GoRuntimeTest, CensusMatchesSymtab) {
   EXPECT_EQ((*s)->sched_vars()->allglen, v.allglen);
   EXPECT_EQ((*s)->sched_vars()->allgptr, v.allgptr);
   EXPECT_EQ((*s)->sched_vars()->allm, v.allm);
+  ASSERT_TRUE((*b)->finalizer_var().ok()) << (*b)->finalizer_var().status();
+  ASSERT_TRUE((*s)->finalizer_var().ok()) << (*s)->finalizer_var().status();
+  EXPECT_EQ(*(*s)->finalizer_var(), *(*b)->finalizer_var());
   for (ContentionKind k : {ContentionKind::kBlock, ContentionKind::kMutex}) {
     auto want = LocateContentionVars(**b, k);
     auto got = LocateContentionVars(**s, k);

@@ -88,6 +88,14 @@ TEST_P(LabelsE2eTest, CpuSamplesCarryTheGoroutinesLabelsAsGosOwnProfile) {
   ASSERT_GT(port, 0);
   ASSERT_OK_AND_ASSIGN(agent, Agent::Start({absl::StrCat("--target_pid=", target->pid())}, dir_));
   agent_ = std::move(agent);
+  // The agent learns the target's layout when it adopts it (on its tracker's worker thread):
+  // short windows until its samples carry labels.
+  bool labelled = false;
+  for (int i = 0; i < 10 && !labelled; ++i) {
+    ASSERT_OK_AND_ASSIGN(warm, FetchProfile(agent_->port(), 1, dir_ + "/warm.pb.gz"));
+    labelled = !warm.summary.labels.empty();
+  }
+  ASSERT_TRUE(labelled) << "no labelled sample in 10 one-second windows";
   // Both profiles over the same 5 s.
   auto own_f = std::async(std::launch::async, [&] {
     return HttpGet(port, "/debug/pprof/profile?seconds=5", absl::Seconds(30));
