@@ -187,7 +187,8 @@ int Main(int argc, char** argv) {
         return 1;
       }
       std::vector<SampleTarget> targets;
-      if (!v.idle) targets.push_back({static_cast<uint32_t>(pid), v.labels ? go_fields : GoLabelFields()});
+      if (!v.idle)
+        targets.push_back({static_cast<uint32_t>(pid), v.labels ? go_fields : GoLabelFields()});
       if (!(*s)->SetSampleTargets(targets).ok()) return 1;
       std::mutex mu;
       std::vector<CpuSample> samples;

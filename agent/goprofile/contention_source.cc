@@ -248,8 +248,8 @@ uint64_t ContentionSource::EnabledRate() const {
   // SetBlockProfileRate: 1 records every event, else the rate in ns converted to ticks (Go's
   // estimate of the TSC frequency; the agent measures its own).
   if (write_.block_rate_ns <= 1) return 1;
-  const double ticks = static_cast<double>(write_.block_rate_ns) *
-                       static_cast<double>(CyclesPerSecond()) / 1e9;
+  const double ticks =
+      static_cast<double>(write_.block_rate_ns) * static_cast<double>(CyclesPerSecond()) / 1e9;
   return std::max<uint64_t>(1, static_cast<uint64_t>(ticks));
 }
 
@@ -300,8 +300,8 @@ void ContentionSource::EndRateWindow(GoProcess& p) {
   if (writers_ == 0 || --writers_ > 0) return;
   absl::StatusOr<uint64_t> now = p.mem->ReadU64(write_addr_);
   if (!now.ok() || *now != write_value_) {
-    fprintf(stderr,
-            "pprof-sidecar: pid %d: runtime.%sprofilerate left as it is: %s\n", p.pid, Name(kind_),
+    fprintf(stderr, "pprof-sidecar: pid %d: runtime.%sprofilerate left as it is: %s\n", p.pid,
+            Name(kind_),
             now.ok() ? "the target changed it during the window"
                      : std::string(now.status().message()).c_str());
     return;
@@ -309,8 +309,8 @@ void ContentionSource::EndRateWindow(GoProcess& p) {
   absl::Status st = p.mem->Write(write_addr_, &write_old_, sizeof(write_old_));
   rate_writes_.fetch_add(1);
   fprintf(stderr, "pprof-sidecar: pid %d: restored runtime.%sprofilerate = %llu%s%s\n", p.pid,
-          Name(kind_), static_cast<unsigned long long>(write_old_), st.ok() ? "" : ": failed: ",
-          st.ok() ? "" : std::string(st.message()).c_str());
+          Name(kind_), static_cast<unsigned long long>(write_old_),
+          st.ok() ? "" : ": failed: ", st.ok() ? "" : std::string(st.message()).c_str());
 }
 
 absl::StatusOr<ProfileResponse> ContentionSource::Collect(const ProfileRequest& req) {

@@ -86,7 +86,7 @@ class ContentionSource : public ProfileSource {
   const ContentionRateWrite write_;
   std::atomic<uint64_t> profiles_{0}, errors_{0}, rate_writes_{0};
   std::mutex write_mu_;  // guards the fields below
-  int writers_ = 0;       // windows sharing the write in effect
+  int writers_ = 0;      // windows sharing the write in effect
   pid_t write_pid_ = 0;
   uint64_t write_addr_ = 0, write_old_ = 0, write_value_ = 0;
 };

@@ -147,8 +147,8 @@ TEST_P(GoroutineProfileTest, AgreesWithTheTargetsOwnProfile) {
   // Goroutines under pprof labels (Go 1.24+ keep them in a sorted slice, earlier releases in a
   // Go map): their records, "# labels:" lines included, must be Go's. A finalizer blocked for
   // ever: the finalizer goroutine, running a finalizer, is a user goroutine for Go.
-  auto t = Start(bin_, {"-recv=1000", "-select=100", "-mutex=10", "-spin=2", "-labeled=30",
-                        "-finalizer"});
+  auto t = Start(
+      bin_, {"-recv=1000", "-select=100", "-mutex=10", "-spin=2", "-labeled=30", "-finalizer"});
   ASSERT_GT(t->port, 0);
   GoroutineSource src(std::make_shared<GoBinaryCache>());
 

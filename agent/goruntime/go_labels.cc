@@ -129,8 +129,8 @@ absl::StatusOr<SampleLabels> ReadMapLabels(MemoryReader& mem, uint64_t ptr,
   if (hmap == 0 || h->count == 0) return SampleLabels();
   if (h->count < 0 || static_cast<uint64_t>(h->count) > limits.max_labels ||
       h->b > limits.max_bucket_shift || h->buckets == 0) {
-    return absl::DataLossError(absl::StrCat("not a label map: count ", h->count, ", B ",
-                                            static_cast<int>(h->b)));
+    return absl::DataLossError(
+        absl::StrCat("not a label map: count ", h->count, ", B ", static_cast<int>(h->b)));
   }
   std::vector<GoString> kv;
   if (absl::Status st = ArrayCells(mem, h->buckets, h->b, false, limits, &kv); !st.ok()) return st;

@@ -109,7 +109,7 @@ class GoBinary {
   const std::vector<std::string>* wait_reasons_ = nullptr;
   const std::vector<std::string>* statuses_ = nullptr;
   mutable std::mutex mu_;
-  mutable std::map<uint64_t, bool> system_start_;  // startpc -> system goroutine
+  mutable std::map<uint64_t, bool> system_start_;     // startpc -> system goroutine
   mutable std::map<uint64_t, bool> finalizer_start_;  // startpc -> runtime.runfinq
   absl::StatusOr<uint64_t> fing_var_ = absl::NotFoundError("not located");  // link-time
 };

@@ -1,9 +1,8 @@
 #include "agent/profile/cpu_profiler.h"
 
 #include <malloc.h>
-#include <unistd.h>
-
 #include <stdio.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <thread>

@@ -69,10 +69,9 @@ class LabelsE2eTest : public ::testing::TestWithParam<std::string> {
     mkdir(tmp.c_str(), 0700);
     absl::StatusOr<std::string> go = GoTool(version);
     if (!go.ok()) return {-1, std::string(go.status().message())};
-    return RunCommand(absl::StrCat("HOME='", home, "' PPROF_TMPDIR='", tmp,
-                                   "' PPROF_BINARY_PATH=/nonexistent GOCACHE='",
-                                   GoCacheDir(version), "' ", *go, " tool pprof -top -tagfocus=",
-                                   focus, " '", path, "'"));
+    return RunCommand(absl::StrCat(
+        "HOME='", home, "' PPROF_TMPDIR='", tmp, "' PPROF_BINARY_PATH=/nonexistent GOCACHE='",
+        GoCacheDir(version), "' ", *go, " tool pprof -top -tagfocus=", focus, " '", path, "'"));
   }
 
   std::string dir_;
@@ -81,8 +80,8 @@ class LabelsE2eTest : public ::testing::TestWithParam<std::string> {
 
 TEST_P(LabelsE2eTest, CpuSamplesCarryTheGoroutinesLabelsAsGosOwnProfile) {
   const std::string version = GetParam();
-  ASSERT_OK_AND_ASSIGN(bin, BuildGoCached(version, TestDataDir() + "/targets/go_labels", "",
-                                          dir_ + "/go_labels"));
+  ASSERT_OK_AND_ASSIGN(
+      bin, BuildGoCached(version, TestDataDir() + "/targets/go_labels", "", dir_ + "/go_labels"));
   ASSERT_OK_AND_ASSIGN(target, Child::Start({bin, "-goroutines=1"}, dir_ + "/target.log"));
   const int port = TargetPort(dir_ + "/target.log");
   ASSERT_GT(port, 0);
