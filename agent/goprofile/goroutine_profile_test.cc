@@ -431,7 +431,8 @@ TEST_P(GoroutineProfileTest, OptInRateWriteShowsContentionForTheWindowOnly) {
     auto a = src.Collect(req);
     ASSERT_TRUE(a.ok()) << a.status();
     EXPECT_THAT(a->body, ::testing::HasSubstr(kind == ContentionKind::kBlock ? "main.contendChan"
-                                                                             : "main.contendLock"));
+                                                                             : "main.contendLock"))
+        << a->body;
     EXPECT_THAT(a->body, ::testing::HasSubstr("for this window (--go_contention_rate_write)"));
     auto p = cache->Open(t->pid);
     ASSERT_TRUE(p.ok()) << p.status();

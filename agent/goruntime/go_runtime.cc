@@ -98,9 +98,10 @@ GoVarSpec FingSpec(int minor) {
     return {"runtime.fingStatus",
             4,
             {GoDataClass::kNoptrBss},
-            {"runtime.runfinq", "runtime.queuefinalizer", "runtime.wakefing", "runtime.createfing",
-             "runtime.isSystemGoroutine", "runtime.goroutineProfileWithLabelsConcurrent",
-             "runtime.findRunnable", "runtime.findrunnable"}};
+            {"runtime.runfinq", "runtime.runFinalizers", "runtime.queuefinalizer",
+             "runtime.wakefing", "runtime.createfing", "runtime.isSystemGoroutine",
+             "runtime.goroutineProfileWithLabelsConcurrent", "runtime.findRunnable",
+             "runtime.findrunnable"}};
   }
   return {"runtime.fingRunning",
           1,
@@ -213,7 +214,7 @@ bool GoBinary::IsFinalizerGoroutineStart(uint64_t startpc) const {
   auto it = finalizer_start_.find(startpc);
   if (it != finalizer_start_.end()) return it->second;
   absl::StatusOr<GoPclntab::FuncInfo> f = pcln_->LookupFunc(startpc);
-  const bool fin = f.ok() && f->name == "runtime.runfinq";
+  const bool fin = f.ok() && (f->name == "runtime.runfinq" || f->name == "runtime.runFinalizers");
   if (finalizer_start_.size() < 4096) finalizer_start_[startpc] = fin;
   return fin;
 }

@@ -88,8 +88,9 @@ class GoBinary {
   // The finalizer goroutine (runtime.runfinq) counts as a system goroutine here; see
   // IsFinalizerGoroutineStart.
   bool IsSystemGoroutineStart(uint64_t startpc) const;
-  // Whether `startpc` starts the finalizer goroutine (runtime.runfinq), which Go counts as a user
-  // goroutine only while it runs a finalizer (isSystemGoroutine).
+  // Whether `startpc` starts the finalizer goroutine (runtime.runfinq; runtime.runFinalizers
+  // since 1.25), which Go counts as a user goroutine only while it runs a finalizer
+  // (isSystemGoroutine).
   bool IsFinalizerGoroutineStart(uint64_t startpc) const;
   // Whether the finalizer goroutine runs a finalizer now (runtime.fingStatus's
   // fingRunningFinalizer bit, Go 1.21+; runtime.fingRunning before); an error if the variable

@@ -121,6 +121,10 @@ func contendLock() {
 		contendMu.Lock()
 		time.Sleep(100 * time.Microsecond)
 		contendMu.Unlock()
+		// Let the lock's wait queue drain at times: the runtime stamps a waiter's start only if
+		// mutex profiling is on when it queues, and a waiter queued behind an unstamped one
+		// inherits its stamp, so a queue that never empties records nothing once enabled.
+		time.Sleep(time.Millisecond)
 	}
 }
 
