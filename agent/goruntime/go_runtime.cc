@@ -91,10 +91,10 @@ std::vector<GoVarSpec> SchedSpecs() {
   };
 }
 
-// The finalizer goroutine's state: runtime.fingStatus (atomic.Uint32, Go 1.21+) or
-// runtime.fingRunning (bool, 1.19-1.20), and the runtime functions that use it.
+// The finalizer goroutine's state: runtime.fingStatus (atomic.Uint32, Go 1.20+) or
+// runtime.fingRunning (bool, 1.19), and the runtime functions that use it.
 GoVarSpec FingSpec(int minor) {
-  if (minor >= 21) {
+  if (minor >= 20) {
     return {"runtime.fingStatus",
             4,
             {GoDataClass::kNoptrBss},
@@ -110,7 +110,7 @@ GoVarSpec FingSpec(int minor) {
            "runtime.goroutineProfileWithLabelsConcurrent"}};
 }
 
-constexpr uint32_t kFingRunningFinalizer = 2;  // fingStatus bit, Go 1.21+
+constexpr uint32_t kFingRunningFinalizer = 2;  // fingStatus bit, Go 1.20+
 
 }  // namespace
 
@@ -221,7 +221,7 @@ bool GoBinary::IsFinalizerGoroutineStart(uint64_t startpc) const {
 
 absl::StatusOr<bool> GoBinary::FinalizerRunning(MemoryReader& mem, uint64_t bias) const {
   if (!fing_var_.ok()) return fing_var_.status();
-  if (minor_ >= 21) {
+  if (minor_ >= 20) {
     absl::StatusOr<uint32_t> v = mem.ReadU32(*fing_var_ + bias);
     if (!v.ok()) return v.status();
     return (*v & kFingRunningFinalizer) != 0;

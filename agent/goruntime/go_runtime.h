@@ -93,7 +93,7 @@ class GoBinary {
   // (isSystemGoroutine).
   bool IsFinalizerGoroutineStart(uint64_t startpc) const;
   // Whether the finalizer goroutine runs a finalizer now (runtime.fingStatus's
-  // fingRunningFinalizer bit, Go 1.21+; runtime.fingRunning before); an error if the variable
+  // fingRunningFinalizer bit, Go 1.20+; runtime.fingRunning in 1.19); an error if the variable
   // could not be located in this binary.
   absl::StatusOr<bool> FinalizerRunning(MemoryReader& mem, uint64_t bias) const;
   // runtime.fingStatus / runtime.fingRunning, link-time; an error if not located.
