@@ -123,8 +123,9 @@ func contendLock() {
 		contendMu.Unlock()
 		// Let the lock's wait queue drain at times: the runtime stamps a waiter's start only if
 		// mutex profiling is on when it queues, and a waiter queued behind an unstamped one
-		// inherits its stamp, so a queue that never empties records nothing once enabled.
-		time.Sleep(time.Millisecond)
+		// inherits its stamp, so a queue that never empties records nothing once enabled. (Sleeps
+		// last at least ~1 ms here: Go's timers wait in epoll with a millisecond timeout.)
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
