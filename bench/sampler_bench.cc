@@ -5,11 +5,16 @@
 //   ns/inv   BPF time per invocation (every CPU, filtered-out invocations included)
 //   ns/kept  BPF time per kept target sample, net of filtered-out invocations (their cost is
 //            measured by the "idle" variant: the same program with an empty target set)
+//   gross    BPF time per kept target sample, filtered-out invocations included: between two
+//            variants of one clock (same invocations), the difference is what a kept sample costs
+//            more in one than in the other
 //   copy     mean user stack bytes per kept sample
 //   root     share of samples whose stack reaches a thread root, from BuildCpuProfile
 //
 // Usage: sampler_bench --pid=N [--hz=100] [--slice_s=2] [--rounds=5] [--times_out=FILE]
 //                     VARIANT...
+//   --idle_clock=tick|perf (default perf): the clock of the "idle" variant, whose cost per
+//   filtered-out invocation ns/kept is net of; tick prices the tick program's own filter.
 //   --times_out: appends "variant time_ns" for every target sample (bpf_ktime_get_ns, i.e.
 //   CLOCK_MONOTONIC) and "variant slice start_ns end_ns" per slice, for bench/gap_attrib.py.
 //   VARIANT = name:copy_bytes:bound:fp:wakeup_bytes[:ringbuf_kib[:verdict_cache[:walk_in_copy
@@ -43,6 +48,7 @@
 #include <vector>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -119,6 +125,7 @@ int Main(int argc, char** argv) {
   bool stages = false;
   double slice_s = 2;
   std::string times_out;
+  std::string idle_clock = "perf";
   std::vector<Variant> variants;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -131,6 +138,8 @@ int Main(int argc, char** argv) {
       rounds = atoi(val("--rounds=").c_str());
     } else if (a.rfind("--times_out=", 0) == 0) {
       times_out = val("--times_out=");
+    } else if (a.rfind("--idle_clock=", 0) == 0) {
+      idle_clock = val("--idle_clock=");
     } else if (a == "--stages") {
       stages = true;
     } else if (a.rfind("--slice_s=", 0) == 0) {
@@ -149,7 +158,7 @@ int Main(int argc, char** argv) {
     return 2;
   }
   Variant idle;
-  ParseVariant("idle:0:none:0:0::::perf", &idle);
+  ParseVariant(absl::StrCat("idle:0:none:0:0::::", idle_clock), &idle);
   variants.insert(variants.begin(), idle);
   const int stats_fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
   if (stats_fd < 0) fprintf(stderr, "bpf_enable_stats failed: %s\n", strerror(errno));
@@ -240,25 +249,26 @@ int Main(int argc, char** argv) {
     if (s.inv > 0) idle_per_inv.push_back(s.ns / s.inv);
   }
   const double idle_ns = Median(idle_per_inv);
-  printf("%-12s %9s %9s %9s %8s %8s %7s %7s", "variant", "ns/inv", "ns/kept", "kept/s", "copy_B",
-         "root%", "label%", "rounds");
+  printf("%-12s %9s %9s %9s %9s %8s %8s %7s %7s", "variant", "ns/inv", "ns/kept", "gross", "kept/s",
+         "copy_B", "root%", "label%", "rounds");
   if (stages) printf("  | stage ns/kept: filter reserve regs+kstack user_fp copy submit");
   printf("\n");
   for (const Variant& v : variants) {
-    std::vector<double> per_inv, per_kept, kept_s, copy, root, labelled;
+    std::vector<double> per_inv, per_kept, gross, kept_s, copy, root, labelled;
     for (const Slice& s : res[v.name]) {
       if (s.inv > 0) per_inv.push_back(s.ns / s.inv);
       if (s.kept > 0) {
         per_kept.push_back((s.ns - (s.inv - s.kept) * idle_ns) / s.kept);
+        gross.push_back(s.ns / s.kept);
         copy.push_back(s.bytes / s.kept);
       }
       kept_s.push_back(s.kept / slice_s);
       if (s.samples > 0) root.push_back(100.0 * s.root / s.samples);
       if (s.samples > 0) labelled.push_back(100.0 * s.labelled / s.samples);
     }
-    printf("%-12s %9.0f %9.0f %9.1f %8.0f %8.1f %7.1f %7zu", v.name.c_str(), Median(per_inv),
-           Median(per_kept), Median(kept_s), Median(copy), Median(root), Median(labelled),
-           res[v.name].size());
+    printf("%-12s %9.0f %9.0f %9.0f %9.1f %8.0f %8.1f %7.1f %7zu", v.name.c_str(), Median(per_inv),
+           Median(per_kept), Median(gross), Median(kept_s), Median(copy), Median(root),
+           Median(labelled), res[v.name].size());
     if (stages) {
       printf("  |");
       for (int i = 0; i < 6; ++i) {
