@@ -1082,5 +1082,125 @@ TEST_F(E2eTest, CHeapWithoutSysAdminAnswers503NamingIt) {
   EXPECT_EQ(Metric(*agent, "pprof_sidecar_malloc_probes"), 0);
 }
 
+// ---- 12. The C allocations of a Go program (cgo): native_heap, native_allocs. ----
+
+// Share of values[index] in samples whose stack holds every function of `funcs` (exact names).
+double ShareWithAll(const PprofSummary& s, const std::vector<std::string>& funcs, int index) {
+  if (s.totals.size() <= static_cast<size_t>(index) || s.totals[index] == 0) return 0;
+  int64_t v = 0;
+  for (const SampleStack& st : s.samples) {
+    bool all = true;
+    for (const std::string& f : funcs) {
+      all = all && std::find(st.frames.begin(), st.frames.end(), f) != st.frames.end();
+    }
+    if (all) v += st.values[index];
+  }
+  return static_cast<double>(v) / s.totals[index];
+}
+
+class CgoHeapTest : public E2eTest {
+ protected:
+  // A cgo program (tests/targets/heap_cgo, its C code without frame pointers) whose C functions
+  // c_big_fill and c_small_fill, called from main.bigGo and main.smallGo, malloc/calloc known
+  // amounts, half of which stay live. /debug/pprof/heap stays the Go runtime's own profile and
+  // says where the C allocations are; native_heap (probes attached by its first request) puts
+  // >= 90 % of inuse_space under the right C function with its Go caller above it, through
+  // runtime.cgocall, and the bytes match the program's own count.
+  void Run(const std::string& version, bool go_tool_pprof) {
+    ASSERT_OK_AND_ASSIGN(bin, BuildGoCached(version, TestDataDir() + "/targets/heap_cgo", "",
+                                            dir_ + "/heap_cgo"));
+    ASSERT_OK_AND_ASSIGN(target, FifoTarget::Start(bin, dir_));
+    auto started = Agent::Start(
+        {absl::StrCat("--target_pid=", target->pid()), "--heap_sample_bytes=32768"}, dir_,
+        NativeHeapPod());
+    ASSERT_TRUE(started.status().ok()) << started.status();
+    agents_.push_back(*std::move(started));
+    Agent* agent = agents_.back().get();
+    ASSERT_OK_AND_ASSIGN(index, agent->Get("/debug/pprof/"));
+    EXPECT_TRUE(absl::StrContains(index.body, "native_heap: </div> A sampling of C/C++"))
+        << index.body;
+    EXPECT_TRUE(absl::StrContains(index.body, "native_allocs")) << index.body;
+    ASSERT_OK_AND_ASSIGN(health, agent->Get("/healthz"));
+    EXPECT_TRUE(absl::StrContains(health.body, "native_heap: C allocations (cgo) sampled on request"))
+        << health.body;
+    EXPECT_EQ(Metric(*agent, "pprof_sidecar_malloc_probes"), 0);  // nobody asked yet
+    auto fetch = [&](const std::string& url, const std::string& name) -> absl::StatusOr<PprofSummary> {
+      auto r = agent->Get(url);
+      if (!r.ok()) return r.status();
+      if (r->status != 200) return absl::InternalError(absl::StrCat(r->status, ": ", r->body));
+      const std::string path = absl::StrCat(dir_, "/", name, ".pb.gz");
+      std::ofstream(path, std::ios::binary) << r->body;
+      return SummarizeProfile(path);
+    };
+    ASSERT_OK_AND_ASSIGN(first, fetch("/debug/pprof/native_heap", "native-first"));
+    EXPECT_TRUE(absl::StrContains(first.raw, "this request attached the malloc probes"))
+        << first.raw;
+    EXPECT_GT(Metric(*agent, "pprof_sidecar_malloc_probes"), 0);
+    // big_alloc small_alloc big_live small_live: 144 and 48 MiB allocated, half of each live.
+    const std::vector<uint64_t> truth = ReplyNumbers(target->Command("alloc 49152", "done "));
+    ASSERT_EQ(truth.size(), 4u);
+    ASSERT_OK_AND_ASSIGN(s, fetch("/debug/pprof/native_heap", "native"));
+    ASSERT_EQ(s.sample_types.size(), 4u);
+    EXPECT_EQ(s.sample_types[3].type, "inuse_space");
+    ASSERT_GT(s.totals[3], 0) << s.raw;
+    const double big = ShareWithAll(s, {"c_big_fill", "main.bigGo"}, 3),
+                 small = ShareWithAll(s, {"c_small_fill", "main.smallGo"}, 3);
+    // ~2,300 and ~770 live samples: SD 2 % and 3.6 %.
+    EXPECT_GE(big + small, 0.9) << s.raw;
+    EXPECT_NEAR(big * s.totals[3] / truth[2], 1.0, 0.15) << s.raw;
+    EXPECT_NEAR(small * s.totals[3] / truth[3], 1.0, 0.15) << s.raw;
+    // The whole way: C, the cgo call, the Go callers up to main.
+    EXPECT_GE(ShareWithAll(s, {"c_big_fill", "runtime.cgocall", "main.bigGo", "main.serve",
+                               "main.main"},
+                           3),
+              0.95 * big)
+        << s.raw;
+    EXPECT_NEAR(CumShare(s, "c_big_fill", 1) * s.totals[1] / truth[0], 1.0, 0.15) << s.raw;
+    ASSERT_OK_AND_ASSIGN(allocs, fetch("/debug/pprof/native_allocs", "native-allocs"));
+    EXPECT_EQ(allocs.default_sample_type, "alloc_space");
+
+    // heap is still the Go runtime's own profile, and says where the C allocations are.
+    ASSERT_OK_AND_ASSIGN(heap, fetch("/debug/pprof/heap", "heap"));
+    EXPECT_TRUE(absl::StrContains(heap.raw, "/debug/pprof/native_heap")) << heap.raw;
+    EXPECT_FALSE(absl::StrContains(heap.raw, "malloc profiling policy")) << heap.raw;
+    EXPECT_EQ(CumShare(heap, "c_big_fill", 3), 0) << heap.raw;
+    if (!go_tool_pprof) return;
+    const std::string home = dir_ + "/home", tmp = dir_ + "/pproftmp";
+    mkdir(home.c_str(), 0700);
+    mkdir(tmp.c_str(), 0700);
+    ASSERT_OK_AND_ASSIGN(go, GoTool(version));
+    CommandResult r = RunCommand(absl::StrCat(
+        "HOME='", home, "' PPROF_TMPDIR='", tmp, "' PPROF_BINARY_PATH=/nonexistent GOCACHE='",
+        GoCacheDir(version), "' ", go, " tool pprof -top -cum '", dir_, "/native.pb.gz'"));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    printf("%s\n", r.output.c_str());
+    EXPECT_TRUE(absl::StrContains(r.output, "main.bigGo")) << r.output;
+    EXPECT_TRUE(absl::StrContains(r.output, "c_small_fill")) << r.output;
+  }
+};
+
+TEST_F(CgoHeapTest, OldestGo) { Run(OldestAndNewestGo().front(), false); }
+TEST_F(CgoHeapTest, NewestGo) { Run(OldestAndNewestGo().back(), true); }
+
+// A Go program without cgo maps no C library: native_heap answers 501 saying so (nothing to
+// probe, whatever the agent's means), /healthz says it, and heap is served as ever.
+TEST_F(E2eTest, PureGoNativeHeapAnswers501) {
+  ASSERT_OK_AND_ASSIGN(bin, BuildGoCached("1.19", GoSplitSrc(), "", dir_ + "/go_cpu_split"));
+  ASSERT_OK_AND_ASSIGN(target, StartChild({bin, "-seconds", "60"}, "target"));
+  auto agent = StartAgent({absl::StrCat("--target_pid=", target->pid())});
+  ASSERT_TRUE(agent);
+  for (const char* path : {"/debug/pprof/native_heap", "/debug/pprof/native_allocs?seconds=1"}) {
+    ASSERT_OK_AND_ASSIGN(r, agent->Get(path));
+    EXPECT_EQ(r.status, 501) << path << ": " << r.body;
+    EXPECT_TRUE(absl::StrContains(r.body, "maps no C allocator")) << r.body;
+  }
+  ASSERT_OK_AND_ASSIGN(health, agent->Get("/healthz"));
+  EXPECT_TRUE(absl::StrContains(health.body, "native_heap: the Go target maps no C library"))
+      << health.body;
+  ASSERT_OK_AND_ASSIGN(heap, agent->Get("/debug/pprof/heap"));
+  EXPECT_EQ(heap.status, 200) << heap.body;
+  EXPECT_EQ(Metric(*agent, "pprof_sidecar_malloc_attach_errors_total"), 0);  // none tried
+}
+
 }  // namespace
 }  // namespace pprof_sidecar::testing
