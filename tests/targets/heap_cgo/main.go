@@ -2,12 +2,9 @@
 // from distinct Go functions, for the C allocations (native_heap) of a Go target. main.bigGo
 // calls C's c_big_fill, which mallocs 3 bytes for every byte c_small_fill callocs under
 // main.smallGo; each keeps every other block live and frees the others at once. The C code is
-// built without frame pointers. Commands on stdin, one per line:
-//
-//	alloc N   N blocks at each site; prints "done big_alloc small_alloc big_live small_live"
-//	          (bytes since the start, as counted by the C code)
-//
-// Prints "ready PID" first.
+// built without frame pointers. Usage: heap_cgo [-n N]. Prints "ready PID" first; on each
+// SIGUSR1, allocates N blocks at each site and prints "done big_alloc small_alloc big_live
+// small_live" (bytes since the start, as counted by the C code).
 package main
 
 /*
@@ -65,10 +62,12 @@ static unsigned long long c_count(int i) {
 import "C"
 
 import (
-	"bufio"
+	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime"
+	"syscall"
 )
 
 //go:noinline
@@ -87,13 +86,13 @@ func main() {
 	// A reference to runtime.MemProfile keeps the Go heap profile on (the linker turns it off in
 	// binaries that cannot read it), as net/http/pprof does in a controller.
 	runtime.MemProfile(nil, false)
+	n := flag.Int("n", 49152, "blocks per site per SIGUSR1")
+	flag.Parse()
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
 	fmt.Printf("ready %d\n", os.Getpid())
-	in := bufio.NewScanner(os.Stdin)
-	for in.Scan() {
-		var n int
-		if _, err := fmt.Sscanf(in.Text(), "alloc %d", &n); err == nil {
-			serve(n)
-			fmt.Printf("done %d %d %d %d\n", C.c_count(0), C.c_count(1), C.c_count(2), C.c_count(3))
-		}
+	for range usr1 {
+		serve(*n)
+		fmt.Printf("done %d %d %d %d\n", C.c_count(0), C.c_count(1), C.c_count(2), C.c_count(3))
 	}
 }
