@@ -109,11 +109,12 @@ class NativeHeapE2eTest : public ::testing::Test {
 
   // A cgo program (tests/targets/heap_cgo, its C code built without frame pointers, which uses
   // rbp as a general register) whose C functions c_big_fill and c_small_fill, called from
-  // main.bigGo and main.smallGo, malloc/calloc known amounts, half of which stay live.
-  // native_heap (probes attached by its first request) puts >= 90 % of inuse_space under the
-  // right C function with its Go caller above it, through runtime.cgocall up to main.main, and
-  // the bytes match the program's own count; heap stays the Go runtime's own profile and says
-  // where the C allocations are.
+  // main.bigGo and main.smallGo, and c_cb_fill, called from main.cbInner in a callback from C
+  // (c_outer), malloc/calloc known amounts, half of which stay live. native_heap (probes
+  // attached by its first request) puts >= 90 % of inuse_space under the right C function with
+  // its Go caller above it (through runtime.cgocall up to main.main; for the callback, through
+  // runtime.cgocallback to crosscall2), and the bytes match the program's own count; heap stays the Go runtime's own profile and says where the C
+  // allocations are.
   void RunCgo(const std::string& version, bool go_tool_pprof) {
     ASSERT_OK_AND_ASSIGN(bin, BuildGoCached(version, TestDataDir() + "/targets/heap_cgo", "",
                                             dir_ + "/heap_cgo"));
@@ -135,19 +136,25 @@ class NativeHeapE2eTest : public ::testing::Test {
         << first.raw;
     EXPECT_GT(MetricValue(*agent_, "pprof_sidecar_malloc_probes"), 0);
     ASSERT_EQ(kill(target->pid(), SIGUSR1), 0);
-    // big_alloc small_alloc big_live small_live: 144 and 48 MiB allocated, half of each live.
+    // Allocated and live bytes at big, small and cb: 144, 48 and 96 MiB, half of each live.
     const std::vector<uint64_t> truth = WaitLineNumbers(log, "done ");
-    ASSERT_EQ(truth.size(), 4u) << target->Log();
+    ASSERT_EQ(truth.size(), 6u) << target->Log();
     ASSERT_OK_AND_ASSIGN(s, Fetch("/debug/pprof/native_heap", "native"));
     ASSERT_EQ(s.sample_types.size(), 4u);
     EXPECT_EQ(s.sample_types[3].type, "inuse_space");
     ASSERT_GT(s.totals[3], 0) << s.raw;
     const double big = ShareWithAll(s, {"c_big_fill", "main.bigGo"}, 3),
-                 small = ShareWithAll(s, {"c_small_fill", "main.smallGo"}, 3);
-    // ~2,300 and ~770 live samples: SD 2 % and 3.6 %.
-    EXPECT_GE(big + small, 0.9) << s.raw;
-    EXPECT_NEAR(big * s.totals[3] / truth[2], 1.0, 0.15) << s.raw;
+                 small = ShareWithAll(s, {"c_small_fill", "main.smallGo"}, 3),
+                 cb = ShareWithAll(s, {"c_cb_fill", "main.cbInner", "main.goAlloc",
+                                       "runtime.cgocallback", "crosscall2"},
+                                   3);
+    // ~2,300, ~770 and ~1,500 live samples: SD 2 %, 3.6 % and 2.6 %.
+    EXPECT_GE(big + small + cb, 0.9) << s.raw;
+    EXPECT_NEAR(big * s.totals[3] / truth[1], 1.0, 0.15) << s.raw;
     EXPECT_NEAR(small * s.totals[3] / truth[3], 1.0, 0.15) << s.raw;
+    EXPECT_NEAR(cb * s.totals[3] / truth[5], 1.0, 0.15) << s.raw;
+    // The callback's stack ends in the outer C frames (c_outer has no frame pointer): the Go
+    // frames that called c_outer (main.callbackGo) are not reached.
     // The whole way: C, the cgo call, the Go callers up to main.
     EXPECT_GE(ShareWithAll(s,
                            {"c_big_fill", "runtime.cgocall", "main.bigGo", "main.serve",
