@@ -297,14 +297,15 @@ void HeapProfiler::EnableNative(NativeHeapFactory factory, NativeHeapOptions opt
 }
 
 std::vector<std::string> HeapProfiler::NativeHealthLines(absl::string_view what,
-                                                          bool go_target) const {
+                                                         bool go_target) const {
   if (!native_factory_) return {};
   std::vector<std::string> out;
   const bool on_request = native_opts_.policy == MallocPolicy::kOnRequest;
   if (go_target) {
-    out.push_back(absl::StrCat(what, ": C allocations (cgo) sampled on request: probes attached "
-                                     "at the first native_heap/native_allocs request, detached "
-                                     "after ",
+    out.push_back(absl::StrCat(what,
+                               ": C allocations (cgo) sampled on request: probes attached "
+                               "at the first native_heap/native_allocs request, detached "
+                               "after ",
                                absl::FormatDuration(native_opts_.idle_detach), " without one"));
   } else {
     out.push_back(absl::StrCat(
@@ -448,9 +449,8 @@ absl::StatusOr<std::shared_ptr<NativeHeapSource>> HeapProfiler::NativeFor(pid_t 
   return native_;
 }
 
-void HeapProfiler::AddNativeComments(const NativeHeapSource& src, bool attached_now,
-                                     bool go_target, const HeapRequest& req,
-                                     HeapProfileParams* params) const {
+void HeapProfiler::AddNativeComments(const NativeHeapSource& src, bool attached_now, bool go_target,
+                                     const HeapRequest& req, HeapProfileParams* params) const {
   const std::string since =
       absl::FormatTime(absl::RFC3339_sec, src.attached_at(), absl::UTCTimeZone());
   const bool on_request = native_opts_.policy == MallocPolicy::kOnRequest;

@@ -120,9 +120,9 @@ class HeapProfiler {
 
   // The gzipped pprof profile of `pid`. Errors: NotFound (process gone), Unimplemented (not a Go
   // program and no malloc sampler; with req.native: malloc profiling off, or a Go program that
-  // maps no C allocator), FailedPrecondition (memory profiling disabled in the target), PermissionDenied
-  // (cannot read its memory), DataLoss (inconsistent buckets), Aborted (the target was replaced
-  // during a delta window).
+  // maps no C allocator), FailedPrecondition (memory profiling disabled in the target),
+  // PermissionDenied (cannot read its memory), DataLoss (inconsistent buckets), Aborted (the target
+  // was replaced during a delta window).
   absl::StatusOr<std::string> Collect(pid_t pid, const HeapRequest& req);
 
   // One read of the Go heap profile buckets of `pid` (runtime variables located, load bias

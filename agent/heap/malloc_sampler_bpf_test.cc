@@ -493,7 +493,8 @@ TEST(MallocSamplerBpfTest, CppOperatorNewKeepsItsCallers) {
       << done;
   const PprofSummary s = CollectAllocs(nh.heap, t.pid(), dir + "/allocs.pb.gz");
   // inuse_space: ~1,800 and ~600 live samples (SD 2.3 % and 4 %).
-  const double inuse_order = CumShare(s, "make_order", 3), inuse_index = CumShare(s, "make_index", 3);
+  const double inuse_order = CumShare(s, "make_order", 3),
+               inuse_index = CumShare(s, "make_index", 3);
   EXPECT_GE(inuse_order + inuse_index, 0.9) << s.raw;
   EXPECT_NEAR(inuse_order * s.totals[3] / live_order, 1.0, 0.15) << s.raw;
   EXPECT_NEAR(inuse_index * s.totals[3] / live_index, 1.0, 0.15) << s.raw;

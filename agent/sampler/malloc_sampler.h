@@ -1,6 +1,6 @@
 // BPF malloc sampler for one target process (for a Go program, the C library it maps: its C
-// code's allocations): uprobes on the allocator functions it actually maps (bpf/heap_sampler.bpf.c does the sampling), a reader thread feeding a
-// MallocProfileState.
+// code's allocations): uprobes on the allocator functions it actually maps (bpf/heap_sampler.bpf.c
+// does the sampling), a reader thread feeding a MallocProfileState.
 //
 // Covered functions: malloc, calloc, realloc, posix_memalign, aligned_alloc, memalign, valloc,
 // pvalloc (entry + return probes) and free (entry), in

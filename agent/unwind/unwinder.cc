@@ -305,8 +305,8 @@ void Unwind(const UserRegs& regs, absl::string_view stack, const std::vector<uin
   out->unwound_frames = out->ips.size();
   out->stop = stop;
   if (stop != UnwindStop::kEndOfStack) {
-    Stitch(fp_ips, f, options.fp_ips_bp != 0 ? options.fp_ips_bp : regs.bp,
-           options.fp_ips_scanned, cgo, out);
+    Stitch(fp_ips, f, options.fp_ips_bp != 0 ? options.fp_ips_bp : regs.bp, options.fp_ips_scanned,
+           cgo, out);
   }
   if (out->ips.size() > options.max_frames) out->ips.resize(options.max_frames);
 }

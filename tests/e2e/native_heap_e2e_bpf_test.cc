@@ -113,11 +113,11 @@ class NativeHeapE2eTest : public ::testing::Test {
   // (c_outer), malloc/calloc known amounts, half of which stay live. native_heap (probes
   // attached by its first request) puts >= 90 % of inuse_space under the right C function with
   // its Go caller above it (through runtime.cgocall up to main.main; for the callback, through
-  // runtime.cgocallback to crosscall2), and the bytes match the program's own count; heap stays the Go runtime's own profile and says where the C
-  // allocations are.
+  // runtime.cgocallback to crosscall2), and the bytes match the program's own count; heap stays the
+  // Go runtime's own profile and says where the C allocations are.
   void RunCgo(const std::string& version, bool go_tool_pprof) {
-    ASSERT_OK_AND_ASSIGN(bin, BuildGoCached(version, TestDataDir() + "/targets/heap_cgo", "",
-                                            dir_ + "/heap_cgo"));
+    ASSERT_OK_AND_ASSIGN(
+        bin, BuildGoCached(version, TestDataDir() + "/targets/heap_cgo", "", dir_ + "/heap_cgo"));
     const std::string log = dir_ + "/target.log";
     ASSERT_OK_AND_ASSIGN(target, Child::Start({bin, "-n", "49152"}, log));
     ASSERT_FALSE(WaitLineNumbers(log, "ready ").empty()) << target->Log();
@@ -145,8 +145,9 @@ class NativeHeapE2eTest : public ::testing::Test {
     ASSERT_GT(s.totals[3], 0) << s.raw;
     const double big = ShareWithAll(s, {"c_big_fill", "main.bigGo"}, 3),
                  small = ShareWithAll(s, {"c_small_fill", "main.smallGo"}, 3),
-                 cb = ShareWithAll(s, {"c_cb_fill", "main.cbInner", "main.goAlloc",
-                                       "runtime.cgocallback", "crosscall2"},
+                 cb = ShareWithAll(s,
+                                   {"c_cb_fill", "main.cbInner", "main.goAlloc",
+                                    "runtime.cgocallback", "crosscall2"},
                                    3);
     // ~2,300, ~770 and ~1,500 live samples: SD 2 %, 3.6 % and 2.6 %.
     EXPECT_GE(big + small + cb, 0.9) << s.raw;
@@ -156,10 +157,8 @@ class NativeHeapE2eTest : public ::testing::Test {
     // The callback's stack ends in the outer C frames (c_outer has no frame pointer): the Go
     // frames that called c_outer (main.callbackGo) are not reached.
     // The whole way: C, the cgo call, the Go callers up to main.
-    EXPECT_GE(ShareWithAll(s,
-                           {"c_big_fill", "runtime.cgocall", "main.bigGo", "main.serve",
-                            "main.main"},
-                           3),
+    EXPECT_GE(ShareWithAll(
+                  s, {"c_big_fill", "runtime.cgocall", "main.bigGo", "main.serve", "main.main"}, 3),
               0.95 * big)
         << s.raw;
     EXPECT_NEAR(CumShare(s, "c_big_fill", 1) * s.totals[1] / truth[0], 1.0, 0.15) << s.raw;
