@@ -369,6 +369,24 @@ TEST(HeapGoErrorsTest, NonGoTargetIsUnimplemented) {
   EXPECT_TRUE(absl::IsUnimplemented(p.status())) << p.status();
 }
 
+// native_heap/native_allocs with malloc profiling off: 501 naming the flag, for any target.
+TEST(HeapGoErrorsTest, NativeKindsWithMallocProfilingOffAreUnimplemented) {
+  auto t = Start("/bin/sleep", {"30"}, false);
+  ProcessSymbolizer symbolizer;
+  HeapProfiler heap(&symbolizer);
+  heap.EnableNative(
+      [](pid_t) -> absl::StatusOr<std::unique_ptr<NativeHeapSource>> {
+        return absl::InternalError("must not attach");
+      },
+      NativeHeapOptions{MallocPolicy::kOff});
+  HeapRequest req;
+  req.native = true;
+  auto p = heap.Collect(t->pid, req);
+  ASSERT_FALSE(p.ok());
+  EXPECT_TRUE(absl::IsUnimplemented(p.status())) << p.status();
+  EXPECT_THAT(std::string(p.status().message()), ::testing::HasSubstr("--malloc_profiling=off"));
+}
+
 // The HTTP contract: /debug/pprof/heap and /allocs served through PprofServer for a Go target.
 TEST(HeapServerTest, ServesHeapAndAllocsForTheTarget) {
   const std::string dir = MakeTempDir("heap_server");
