@@ -146,9 +146,9 @@ class GoroutineProfileTest : public ::testing::TestWithParam<std::tuple<std::str
 TEST_P(GoroutineProfileTest, AgreesWithTheTargetsOwnProfile) {
   // Goroutines under pprof labels (Go 1.24+ keep them in a sorted slice, earlier releases in a
   // Go map): their records, "# labels:" lines included, must be Go's. A finalizer blocked for
-  // ever: the finalizer goroutine, running a finalizer, is a user goroutine for Go.
-  auto t = Start(
-      bin_, {"-recv=1000", "-select=100", "-mutex=10", "-spin=2", "-labeled=30", "-finalizer"});
+  // ever, a cleanup too: the goroutine running it is a user goroutine for Go.
+  auto t = Start(bin_, {"-recv=1000", "-select=100", "-mutex=10", "-spin=2", "-labeled=30",
+                        "-finalizer", "-cleanup"});
   ASSERT_GT(t->port, 0);
   GoroutineSource src(std::make_shared<GoBinaryCache>());
 
@@ -181,6 +181,10 @@ TEST_P(GoroutineProfileTest, AgreesWithTheTargetsOwnProfile) {
   EXPECT_GE(stable, 1111);
   EXPECT_THAT(*a, ::testing::HasSubstr("main.blockedFinalizer")) << *a;
   EXPECT_THAT(go1, ::testing::HasSubstr("main.blockedFinalizer")) << go1;
+  if (std::get<0>(GetParam()) >= "1.25") {  // cleanup goroutines of their own
+    EXPECT_THAT(*a, ::testing::HasSubstr("main.blockedCleanup")) << *a;
+    EXPECT_THAT(go1, ::testing::HasSubstr("main.blockedCleanup")) << go1;
+  }
   // The running goroutines have their stacks from their threads' registers.
   int64_t spinners = 0;
   for (const auto& [rec, n] : ours_a.records) {

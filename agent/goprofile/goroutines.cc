@@ -120,6 +120,11 @@ ReadResult ReadOne(MemoryReader& mem, const GoBinary& bin, const GoLayout& l, ui
   g.labels = Field<uint64_t>(b, l.g_labels);
   g.system = bin.IsSystemGoroutineStart(Field<uint64_t>(b, l.g_startpc) - bias);
   g.finalizer = bin.IsFinalizerGoroutineStart(Field<uint64_t>(b, l.g_startpc) - bias);
+  // A cleanup goroutine (1.25+) is a user goroutine while it runs cleanups, as Go counts it.
+  if (l.g_running_cleanups >= 0 &&
+      bin.IsCleanupGoroutineStart(Field<uint64_t>(b, l.g_startpc) - bias)) {
+    g.system = Field<uint8_t>(b, l.g_running_cleanups) == 0;
+  }
   const uint64_t lo = Field<uint64_t>(b, l.g_stack_lo), hi = Field<uint64_t>(b, l.g_stack_hi);
   UnwoundStack u;
   if (g.status == kGrunning) {

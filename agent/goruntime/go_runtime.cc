@@ -57,9 +57,11 @@ std::map<int, GoLayout> BuildLayouts() {
   l.g_goid = 152, l.g_waitsince = 168, l.g_waitreason = 176, l.g_lockedm = 208;
   l.g_parent_goid = 272, l.g_gopc = 280, l.g_startpc = 296, l.g_labels = 344;
   l.m_procid = 64, l.m_curg = 184, l.m_id = 224, l.m_alllink = 344, l.m_createstack = 368;
+  l.g_running_cleanups = 218;
   m[25] = l;
   l.g_size = 456, l.g_parent_goid = 280, l.g_gopc = 288, l.g_startpc = 304, l.g_labels = 352;
   l.m_id = 232, l.m_alllink = 352, l.m_createstack = 392;
+  l.g_running_cleanups = 220;
   m[26] = m[27] = l;
   for (auto& [minor, layout] : m) layout.minor = minor;
   return m;
@@ -199,9 +201,9 @@ bool GoBinary::IsSystemGoroutineStart(uint64_t startpc) const {
   absl::StatusOr<GoPclntab::FuncInfo> f = pcln_->LookupFunc(startpc);
   if (f.ok()) {
     const std::string& n = f->name;
-    // runtime.main, coroutines and wasm events are user goroutines; the finalizer goroutine is
-    // a system one here (the goroutine reader asks FinalizerRunning), the cleanup goroutines
-    // (1.25+) are system ones (Go counts them as user goroutines only while they run cleanups).
+    // runtime.main, coroutines and wasm events are user goroutines; the finalizer and cleanup
+    // goroutines are system ones here: the goroutine reader makes them user ones while they run
+    // user code, as Go does (FinalizerRunning, g.runningCleanups).
     system = absl::StartsWith(n, "runtime.") && n != "runtime.main" && n != "runtime.corostart" &&
              n != "runtime.handleAsyncEvent";
   }
@@ -217,6 +219,16 @@ bool GoBinary::IsFinalizerGoroutineStart(uint64_t startpc) const {
   const bool fin = f.ok() && (f->name == "runtime.runfinq" || f->name == "runtime.runFinalizers");
   if (finalizer_start_.size() < 4096) finalizer_start_[startpc] = fin;
   return fin;
+}
+
+bool GoBinary::IsCleanupGoroutineStart(uint64_t startpc) const {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = cleanup_start_.find(startpc);
+  if (it != cleanup_start_.end()) return it->second;
+  absl::StatusOr<GoPclntab::FuncInfo> f = pcln_->LookupFunc(startpc);
+  const bool cleanup = f.ok() && f->name == "runtime.runCleanups";
+  if (cleanup_start_.size() < 4096) cleanup_start_[startpc] = cleanup;
+  return cleanup;
 }
 
 absl::StatusOr<bool> GoBinary::FinalizerRunning(MemoryReader& mem, uint64_t bias) const {

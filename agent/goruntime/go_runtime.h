@@ -36,6 +36,7 @@ struct GoLayout {
       g_sched_bp = 0, g_syscallsp = 0, g_syscallpc = 0, g_atomicstatus = 0, g_goid = 0,
       g_waitsince = 0, g_waitreason = 0, g_lockedm = 0, g_parent_goid = -1, g_gopc = 0,
       g_startpc = 0, g_labels = 0;
+  int g_running_cleanups = -1;  // atomic.Bool, 1.25+
   // runtime.m
   int m_procid = 0, m_curg = 0, m_id = 0, m_alllink = 0, m_createstack = 0;
   int m_createstack_len = 32;
@@ -92,6 +93,9 @@ class GoBinary {
   // since 1.25), which Go counts as a user goroutine only while it runs a finalizer
   // (isSystemGoroutine).
   bool IsFinalizerGoroutineStart(uint64_t startpc) const;
+  // Whether `startpc` starts a cleanup goroutine (runtime.runCleanups, 1.25+), which Go counts as
+  // a user goroutine only while it runs cleanups (g.runningCleanups).
+  bool IsCleanupGoroutineStart(uint64_t startpc) const;
   // Whether the finalizer goroutine runs a finalizer now (runtime.fingStatus's
   // fingRunningFinalizer bit, Go 1.20+; runtime.fingRunning in 1.19); an error if the variable
   // could not be located in this binary.
@@ -112,6 +116,7 @@ class GoBinary {
   mutable std::mutex mu_;
   mutable std::map<uint64_t, bool> system_start_;     // startpc -> system goroutine
   mutable std::map<uint64_t, bool> finalizer_start_;  // startpc -> runtime.runfinq
+  mutable std::map<uint64_t, bool> cleanup_start_;    // startpc -> runtime.runCleanups
   absl::StatusOr<uint64_t> fing_var_ = absl::NotFoundError("not located");  // link-time
 };
 

@@ -50,6 +50,7 @@ TEST_P(GoRuntimeTest, LayoutIsTheReleasesDwarf) {
       {"runtime.g.gopc", l->g_gopc},
       {"runtime.g.startpc", l->g_startpc},
       {"runtime.g.labels", l->g_labels},
+      {"runtime.g.runningCleanups", l->g_running_cleanups},
       {"runtime.gobuf.pc", l->g_sched_pc - l->g_sched_sp},
       {"runtime.gobuf.bp", l->g_sched_bp - l->g_sched_sp},
       {"runtime.m.procid", l->m_procid},

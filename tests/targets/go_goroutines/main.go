@@ -12,10 +12,11 @@
 //     with -block_rate / -mutex_fraction passed to SetBlockProfileRate /
 //     SetMutexProfileFraction (0: never called),
 //   - -finalizer: a finalizer (blockedFinalizer) that blocks forever, so the finalizer goroutine
-//     runs a finalizer and counts as a user goroutine.
+//     runs a finalizer and counts as a user goroutine,
+//   - -cleanup: the same with a cleanup (runtime.AddCleanup, Go 1.25+; blockedCleanup).
 //
 // Usage: go_goroutines [-recv N] [-select N] [-mutex N] [-spin N] [-churn N] [-labeled N]
-// [-contend] [-block_rate R] [-mutex_fraction F] [-finalizer]
+// [-contend] [-block_rate R] [-mutex_fraction F] [-finalizer] [-cleanup]
 package main
 
 import (
@@ -151,6 +152,7 @@ func main() {
 	spin := flag.Int("spin", 2, "goroutines running a busy loop")
 	churn := flag.Int("churn", 0, "goroutines created per millisecond, each exiting quickly")
 	labeled := flag.Int("labeled", 0, "goroutines blocked under pprof labels")
+	cleanup := flag.Bool("cleanup", false, "a cleanup that blocks forever (Go 1.25+)")
 	finalizer := flag.Bool("finalizer", false, "a finalizer that blocks forever (the finalizer goroutine then counts as a user goroutine)")
 	contend := flag.Bool("contend", false, "contend on a mutex and a channel")
 	blockRate := flag.Int("block_rate", 0, "runtime.SetBlockProfileRate (0: not called)")
@@ -190,6 +192,9 @@ func main() {
 			case <-time.After(10 * time.Millisecond):
 			}
 		}
+	}
+	if *cleanup {
+		startBlockedCleanup()
 	}
 	if *churn > 0 {
 		go churner(*churn)
