@@ -85,8 +85,8 @@ absl::StatusOr<std::shared_ptr<const HeapProfiler::ExeInfo>> HeapProfiler::Exe(p
   return std::shared_ptr<const ExeInfo>(info);
 }
 
-absl::StatusOr<GoHeapSnapshot> HeapProfiler::ReadGoSnapshot(pid_t pid, std::string* how,
-                                                             const GoHeapReadLimits* limits) {
+absl::StatusOr<HeapSnapshot> HeapProfiler::ReadGoSnapshot(pid_t pid, std::string* how,
+                                                          const GoHeapReadLimits* limits) {
   absl::StatusOr<std::shared_ptr<const ExeInfo>> exe = Exe(pid);
   if (!exe.ok()) return exe.status();
   const ExeInfo& info = **exe;
@@ -142,7 +142,7 @@ absl::StatusOr<GoHeapSnapshot> HeapProfiler::ReadGoSnapshot(pid_t pid, std::stri
   absl::StatusOr<std::unique_ptr<ProcessMemory>> mem = ProcessMemory::Open(pid);
   if (!mem.ok()) return mem.status();
   const absl::Time t0 = absl::Now();
-  absl::StatusOr<GoHeapSnapshot> snap = ReadGoHeap(**mem, rt, limits ? *limits : limits_);
+  absl::StatusOr<HeapSnapshot> snap = ReadGoHeap(**mem, rt, limits ? *limits : limits_);
   if (!snap.ok()) {
     return absl::Status(snap.status().code(),
                         absl::StrCat("pid ", pid, ": ", snap.status().message()));
@@ -177,7 +177,7 @@ absl::StatusOr<std::string> HeapProfiler::Collect(pid_t pid, const HeapRequest& 
   };
   std::string how;
   const absl::Time start = absl::Now();
-  absl::StatusOr<GoHeapSnapshot> snap = ReadGoSnapshot(pid, &how);
+  absl::StatusOr<HeapSnapshot> snap = ReadGoSnapshot(pid, &how);
   if (!snap.ok() && absl::IsUnimplemented(snap.status()) && native_factory_) {
     return CollectNative(pid, req);
   }
@@ -193,11 +193,11 @@ absl::StatusOr<std::string> HeapProfiler::Collect(pid_t pid, const HeapRequest& 
       return fail(absl::AbortedError(
           absl::StrCat("pid ", pid, " exited or exec'd during the delta window")));
     }
-    absl::StatusOr<GoHeapSnapshot> snap1 = ReadGoSnapshot(pid, nullptr);
+    absl::StatusOr<HeapSnapshot> snap1 = ReadGoSnapshot(pid, nullptr);
     if (!snap1.ok()) return fail(snap1.status());
     params.time = absl::Now();
     params.duration = params.time - start;
-    *snap = SubtractGoHeap(*snap1, *snap);
+    *snap = SubtractHeap(*snap1, *snap);
     params.comments.push_back(absl::StrCat(
         "pprof-sidecar: delta profile: buckets read at the start and the end of the window, "
         "subtracted"));
@@ -214,7 +214,7 @@ absl::StatusOr<std::string> HeapProfiler::Collect(pid_t pid, const HeapRequest& 
         "pprof-sidecar: gc=1 ignored: a GC cannot be forced from outside the target; this is the "
         "profile published by its last GC");
   }
-  absl::StatusOr<std::string> prof = BuildGoHeapProfile(*snap, pid, params, symbolizer_, nullptr);
+  absl::StatusOr<std::string> prof = BuildHeapProfile(*snap, pid, params, symbolizer_, nullptr);
   if (!prof.ok()) return fail(prof.status());
   profiles_.fetch_add(1);
   return prof;
@@ -235,7 +235,7 @@ absl::StatusOr<GoTargetInfo> HeapProfiler::TargetInfo(pid_t pid) {
     GoHeapReadLimits probe = limits_;
     probe.max_buckets = 64;
     probe.stop_at_max_buckets = true;
-    absl::StatusOr<GoHeapSnapshot> snap = ReadGoSnapshot(pid, nullptr, &probe);
+    absl::StatusOr<HeapSnapshot> snap = ReadGoSnapshot(pid, nullptr, &probe);
     if (!snap.ok()) info.heap = snap.status();
   }
   std::lock_guard<std::mutex> l(mu_);
@@ -476,14 +476,14 @@ absl::StatusOr<std::string> HeapProfiler::CollectNative(pid_t pid, const HeapReq
                                                        src.status().message())));
   }
   const absl::Time start = absl::Now();
-  GoHeapSnapshot snap = (*src)->Snapshot();
+  HeapSnapshot snap = (*src)->Snapshot();
   HeapProfileParams params;
   params.kind = req.kind;
   params.comments = req.comments;
   params.native = true;
   if (req.delta > absl::ZeroDuration()) {
     if (absl::Status st = SleepDelta(req, &params); !st.ok()) return fail(st);
-    GoHeapSnapshot snap1 = (*src)->Snapshot();
+    HeapSnapshot snap1 = (*src)->Snapshot();
     bool replaced;
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -497,7 +497,7 @@ absl::StatusOr<std::string> HeapProfiler::CollectNative(pid_t pid, const HeapReq
     }
     params.time = absl::Now();
     params.duration = params.time - start;
-    snap = SubtractGoHeap(snap1, snap);
+    snap = SubtractHeap(snap1, snap);
     params.comments.push_back(
         "pprof-sidecar: delta profile: malloc sampler buckets at the start and the end of the "
         "window, subtracted");
@@ -505,7 +505,7 @@ absl::StatusOr<std::string> HeapProfiler::CollectNative(pid_t pid, const HeapReq
     params.time = start;
   }
   AddNativeComments(**src, attached_now, req, &params);
-  absl::StatusOr<std::string> prof = BuildGoHeapProfile(snap, pid, params, symbolizer_, nullptr);
+  absl::StatusOr<std::string> prof = BuildHeapProfile(snap, pid, params, symbolizer_, nullptr);
   if (!prof.ok()) return fail(prof.status());
   profiles_.fetch_add(1);
   return prof;
