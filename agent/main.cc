@@ -522,13 +522,15 @@ int Run() {
   if (reg.ok() && recorder.source) reg = registry.AddUnowned(recorder.source.get());
   // Go targets' goroutine profile, read from their runtime (agent/goprofile).
   auto go_binaries = std::make_shared<GoBinaryCache>();
-  if (reg.ok()) reg = registry.Add(std::make_unique<GoroutineSource>(go_binaries));
-  if (reg.ok()) reg = registry.Add(std::make_unique<ThreadCreateSource>(go_binaries));
+  if (reg.ok()) reg = registry.Add(std::make_unique<GoroutineSource>(go_binaries, &symbolizer));
+  if (reg.ok()) reg = registry.Add(std::make_unique<ThreadCreateSource>(go_binaries, &symbolizer));
   if (reg.ok()) {
-    reg = registry.Add(std::make_unique<ContentionSource>(ContentionKind::kBlock, go_binaries));
+    reg = registry.Add(
+        std::make_unique<ContentionSource>(ContentionKind::kBlock, go_binaries, &symbolizer));
   }
   if (reg.ok()) {
-    reg = registry.Add(std::make_unique<ContentionSource>(ContentionKind::kMutex, go_binaries));
+    reg = registry.Add(
+        std::make_unique<ContentionSource>(ContentionKind::kMutex, go_binaries, &symbolizer));
   }
   if (!reg.ok()) {
     fprintf(stderr, "pprof-sidecar: %s\n", std::string(reg.message()).c_str());

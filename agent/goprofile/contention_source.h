@@ -19,6 +19,7 @@
 #include "agent/goprofile/go_stack_format.h"
 #include "agent/goruntime/go_runtime.h"
 #include "agent/registry/profile_source.h"
+#include "agent/symbolize/process_symbolizer.h"
 
 namespace pprof_sidecar {
 
@@ -48,7 +49,9 @@ int64_t CyclesPerSecond();
 
 class ContentionSource : public ProfileSource {
  public:
-  ContentionSource(ContentionKind kind, std::shared_ptr<GoBinaryCache> cache);
+  // `symbolizer` (names the debug=0 locations) outlives the source.
+  ContentionSource(ContentionKind kind, std::shared_ptr<GoBinaryCache> cache,
+                   ProcessSymbolizer* symbolizer);
   const ProfileKindInfo& info() const override { return info_; }
   absl::StatusOr<ProfileResponse> Collect(const ProfileRequest& req) override;
   absl::Status Availability(const std::optional<ProcessInfo>& target) const override;
@@ -59,6 +62,7 @@ class ContentionSource : public ProfileSource {
   ContentionKind kind_;
   ProfileKindInfo info_;
   std::shared_ptr<GoBinaryCache> cache_;
+  ProcessSymbolizer* const symbolizer_;
   std::atomic<uint64_t> profiles_{0}, errors_{0};
 };
 

@@ -25,7 +25,6 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
-#include <unordered_map>
 #include <vector>
 
 #include "absl/status/statusor.h"
