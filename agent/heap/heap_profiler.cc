@@ -11,6 +11,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "agent/goruntime/go_runtime.h"
 #include "agent/goruntime/process_memory.h"
 #include "agent/symbolize/elf_file.h"
 #include "agent/symbolize/go_buildinfo.h"
@@ -103,30 +104,9 @@ absl::StatusOr<HeapSnapshot> HeapProfiler::ReadGoSnapshot(pid_t pid, std::string
   }
   uint64_t bias = 0;
   if (info.pie) {
-    absl::StatusOr<std::vector<MapEntry>> maps = ReadProcMaps(pid);
-    if (!maps.ok()) return maps.status();
-    // Match by inode (overlayfs may report another device in maps than stat does), else by
-    // the executable's path.
-    char buf[4096];
-    ssize_t n = readlink(absl::StrCat("/proc/", pid, "/exe").c_str(), buf, sizeof(buf) - 1);
-    std::string exe_path = n > 0 ? std::string(buf, n) : "";
-    if (absl::EndsWith(exe_path, " (deleted)")) exe_path.resize(exe_path.size() - 10);
-    bool found = false;
-    for (const MapEntry& e : *maps) {
-      if (e.inode != info.inode && (exe_path.empty() || e.path != exe_path)) continue;
-      for (const ElfSegment& s : info.segments) {
-        if (e.offset >= s.offset && e.offset - s.offset < std::max(s.filesz, uint64_t{1})) {
-          bias = e.start - (s.vaddr + (e.offset - s.offset));
-          found = true;
-          break;
-        }
-      }
-      if (found) break;
-    }
-    if (!found) {
-      return absl::NotFoundError(
-          absl::StrCat("pid ", pid, ": executable mapping not found in /proc/PID/maps"));
-    }
+    absl::StatusOr<uint64_t> b = GoExeLoadBias(pid, info.inode, info.segments);
+    if (!b.ok()) return b.status();
+    bias = *b;
   }
   GoHeapVars rt = info.vars;
   rt.mbuckets += bias;
