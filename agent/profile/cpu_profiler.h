@@ -39,19 +39,7 @@ struct CpuProfilerStats {
   uint64_t windows_started = 0;
   uint64_t windows_active = 0;
   uint64_t samples_dropped_window_full = 0;
-  uint64_t samples_reaching_root = 0;  // summed over built profiles
-  uint64_t samples_in_profiles = 0;
-  uint64_t user_frames_unsymbolized = 0;
-  uint64_t kernel_frames_unsymbolized = 0;
-  // Unwinding, summed over built profiles (see CpuProfileReport).
-  uint64_t samples_unwound = 0;
-  uint64_t samples_stitched = 0;
-  uint64_t unwind_no_cfi = 0;
-  uint64_t unwind_read_outside_stack = 0;
-  uint64_t unwind_depth_limit = 0;
-  uint64_t unwind_bad_address = 0;
-  uint64_t unwind_stack_switch = 0;
-  uint64_t not_root_frame_pointers = 0;
+  CpuProfileReport profiles;  // the reports of every profile built, summed
 };
 
 // Whether CPU profiles can be taken, and how (for /healthz and /metrics).
@@ -129,10 +117,9 @@ class CpuProfiler {
   mutable std::mutex windows_mu_;
   std::set<Window*> windows_;
 
-  std::atomic<uint64_t> windows_started_{0}, dropped_full_{0}, reaching_root_{0}, in_profiles_{0},
-      user_unsym_{0}, kernel_unsym_{0};
-  std::atomic<uint64_t> unwound_{0}, stitched_{0}, stop_no_cfi_{0}, stop_outside_{0},
-      stop_depth_{0}, stop_bad_{0}, stop_switch_{0}, not_root_fp_{0};
+  std::atomic<uint64_t> windows_started_{0}, dropped_full_{0};
+  mutable std::mutex built_mu_;
+  CpuProfileReport built_;  // summed over built profiles
 };
 
 }  // namespace pprof_sidecar
