@@ -61,7 +61,7 @@ struct CpuSample {
   // record found in user_stack (BpfCpuSamplerOptions::scan_for_frame_record): past user_ips[0]
   // they may skip frames; use them only where they match frames unwound otherwise.
   bool fp_walk_scanned = false;
-  // Set once the sample has been unwound (SampleUnwinder, agent/unwind/sample_unwinder.h): user_ips
+  // Set once the sample has been unwound (SampleUnwinder, agent/profile/cpu_profile.h): user_ips
   // then hold the unwound stack, user_stack is empty, and unwind_stop is the UnwindStop value
   // (agent/unwind/unwinder.h) at which the unwinder ended.
   bool user_unwound = false;
