@@ -29,7 +29,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "agent/profile/cpu_profile.h"
-#include "agent/sampler/cpu_sampler.h"
+#include "agent/sample/cpu_sampler_interface.h"
 #include "agent/symbolize/process_symbolizer.h"
 
 namespace pprof_sidecar {
