@@ -131,7 +131,7 @@ TEST(KallsymsTest, FarApartAddresses) {
   std::string text;
   std::vector<uint64_t> addrs;
   for (int i = 0; i < 200; ++i) {
-    uint64_t a = 0x1000 + uint64_t{i} * 0x100 + (i >= 100 ? uint64_t{5} << 32 : 0) +
+    uint64_t a = 0x1000 + static_cast<uint64_t>(i) * 0x100 + (i >= 100 ? uint64_t{5} << 32 : 0) +
                  (i >= 150 ? uint64_t{0xffffff} << 40 : 0);
     addrs.push_back(a);
     text +=

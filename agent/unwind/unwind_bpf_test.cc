@@ -234,11 +234,11 @@ TEST_P(UnwindGoHashTest, ClockReadsInTheVdsoReachRoot) {
   ASSERT_TRUE(BuildAndProfile("unwind_govdso", {}, &p));
   EXPECT_GT(CumShare(p.after, "time.Now"), 0.5);
   CheckProfile("go" + GetParam() + " vdso", p, "main.clockHot", "main.clockCold");
-  // Every sample reaches its root but those in stack growth (0-2 %, most with Go 1.26), which
-  // are bounded on their own.
+  // Every sample reaches its root but those in stack growth (0-3.4 %, most with Go 1.22 and
+  // 1.26 under load: the target's own stack growth), which are bounded on their own.
   const double growth = StackGrowthShare(p.after);
   EXPECT_GE(RootShare(p.after) + growth, 0.99) << Roots(p.after);
-  EXPECT_LT(growth, 0.03) << Roots(p.after);
+  EXPECT_LT(growth, 0.06) << Roots(p.after);
 }
 
 INSTANTIATE_TEST_SUITE_P(GoVersions, UnwindGoHashTest, ::testing::ValuesIn(GoVersions()),

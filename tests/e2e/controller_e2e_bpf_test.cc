@@ -152,11 +152,12 @@ TEST_F(ControllerTest, CpuAndHeapMatchTheControllersOwnPprof) {
          100 * rooted / total, total);
   ASSERT_GE(ours_r + ours_a, kMinSamples) << "too few reconciler samples";
   ASSERT_GE(own_r + own_a, kMinSamples);
-  // The same split as Go's own profile of the same windows. (render hashes 3 times what audit
-  // does, yet takes 0.85-0.93 of the hashing time in both profilers' views on this machine,
-  // more than 0.75: the hashing is not equally fast in both, and both profilers agree on it.)
+  // The same split as Go's own profile of the same windows. The split itself is the workload's
+  // (render hashes 3 times what audit does, yet took from 0.41 to 0.93 of the hashing time in
+  // both profilers' views, with the machine's load): only both reconcilers being seen is asked.
   EXPECT_NEAR(our_split, own_split, 0.07);
-  EXPECT_GT(our_split, 0.6);
+  EXPECT_GT(our_split, 0.2);
+  EXPECT_LT(our_split, 0.99);
   EXPECT_GE(rooted / total, 0.99);
 
   // Heap: the agent's profile and the controller's own between the same two GCs (two agent reads
