@@ -19,25 +19,8 @@ COPY . .
 # The same CMake build as the README, restricted to the two shipped binaries.
 RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=Release \
     && cmake --build build -j"$(nproc)" --target pprof-sidecar pprof-sidecar-webhook
-# The runtime tree in /out, laid out like Debian's merged /usr: libraries under their sonames in
-# /usr/lib/x86_64-linux-gnu (a directory the loader searches without /etc/ld.so.cache), the
-# loader where the binaries' PT_INTERP names it (/lib64 -> usr/lib64).
-RUN set -eu; out=/out; lib=$out/usr/lib/x86_64-linux-gnu; \
-    mkdir -p "$out/usr/local/bin" "$lib" "$out/usr/lib64" "$out/tmp" "$out/proc" "$out/sys" "$out/dev" "$out/etc"; \
-    chmod 1777 "$out/tmp"; \
-    ln -s usr/lib "$out/lib"; ln -s usr/lib64 "$out/lib64"; \
-    for b in pprof-sidecar pprof-sidecar-webhook; do strip -o "$out/usr/local/bin/$b" "build/$b"; done; \
-    interp=$(readelf -l build/pprof-sidecar | sed -n 's/.*Requesting program interpreter: \(.*\)]/\1/p'); \
-    [ "$interp" = /lib64/ld-linux-x86-64.so.2 ]; \
-    for b in build/pprof-sidecar build/pprof-sidecar-webhook; do ldd "$b"; done \
-      | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | sort -u >/tmp/closure; \
-    while read -r soname path; do cp -L "$path" "$lib/$soname"; done </tmp/closure; \
-    cp -L "$interp" "$lib/ld-linux-x86-64.so.2"; \
-    ln -s ../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$out/usr/lib64/ld-linux-x86-64.so.2"; \
-    : both binaries must start from the tree alone; \
-    chroot "$out" /usr/local/bin/pprof-sidecar --version; \
-    chroot "$out" /usr/local/bin/pprof-sidecar-webhook --version; \
-    du -sh "$out"; ls -l "$lib"
+# The runtime tree in /out: the stripped binaries and their libraries (deploy/make_rootfs.sh).
+RUN sh deploy/make_rootfs.sh build /out
 
 FROM scratch
 COPY --from=build /out/ /

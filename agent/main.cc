@@ -70,7 +70,9 @@ DEFINE_int32(rediscover_interval_ms, 500,
              "How often the agent checks that the target is alive and re-discovers it.");
 DEFINE_int32(symbol_cache_binaries, 64, "Most binaries kept parsed in the symbol cache.");
 DEFINE_string(malloc_profiling, "on_request",
-              "Non-Go targets, /debug/pprof/heap and /allocs from uprobes on the allocator (malloc "
+              "Non-Go targets' /debug/pprof/heap and /allocs, and any target's native_heap and "
+              "native_allocs (Go targets: always on request unless off), from uprobes on the "
+              "allocator (malloc "
               "& co): 'on_request' (attached at the first heap/allocs request, detached after "
               "--malloc_idle_detach_seconds without one), 'always' (attached while the target "
               "exists), 'off'.");

@@ -2,7 +2,8 @@
 # Native heap profiling cost per allocator call (issue 17). Usage:
 #   bench/native_heap_bench.sh [BUILD_DIR]   (run as root)
 # Env knobs: ITERS (malloc loop iterations per run, default 200000), ROUNDS (default 3),
-# POPULATE (Redis DEBUG POPULATE keys, default 100000), BENCH_NO_BCC=1, BENCH_NO_INSTALL=1.
+# POPULATE (Redis DEBUG POPULATE keys, default 100000), BENCH_NO_BCC=1, BENCH_NO_INSTALL=1,
+# ONLY_CGO=1 (section 1b alone).
 #
 #  1. bench/targets/malloc_loop (one malloc of 16..4111 bytes and one free per iteration) under
 #     each allocator Debian ships (glibc; jemalloc, tcmalloc, tcmalloc-minimal, mimalloc through
@@ -16,6 +17,9 @@
 #       memleak    memleak-bpfcc -p PID -O LIB (bcc; every allocation with its stack), if it runs
 #     Cost = the target's CPU time (user+sys: uprobe traps and BPF run in its context) minus the
 #     same round's base, per allocator call (2 per iteration), median over rounds.
+# 1b. bench/targets/cgo_malloc_loop: the same loop driven from Go, one cgo call per iteration,
+#     the probes attached by a native_heap request (a Go program's C allocations); same
+#     conditions and cost as 1, with glibc.
 #  2. Debian's redis-server (jemalloc, no frame pointers): DEBUG POPULATE, Redis' own CPU time
 #     (INFO cpu) for the same conditions, per allocator call (calls counted by the agent); then
 #     the heap profile's `go tool pprof -top -cum` head (callers beyond the zmalloc wrappers).
@@ -85,7 +89,7 @@ start_tool() {
   TOOL=$!
   for _ in $(seq 100); do curl -sf "127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
   [[ $cond == idle ]] && return 0
-  curl -sf -o /dev/null "127.0.0.1:$PORT/debug/pprof/heap" || return 1
+  curl -sf -o /dev/null "127.0.0.1:$PORT/debug/pprof/${ATTACH_KIND:-heap}" || return 1
 }
 stop_tool() { [[ -n $TOOL ]] && kill "$TOOL" 2>/dev/null && wait "$TOOL" 2>/dev/null; TOOL=; }
 metric() { curl -sf "127.0.0.1:$PORT/metrics" | awk -v m="$1" '$1==m {print $2}'; }
@@ -93,12 +97,10 @@ metric() { curl -sf "127.0.0.1:$PORT/metrics" | awk -v m="$1" '$1==m {print $2}'
 CONDS=(base idle sessions pairs)
 ((BCC_OK)) && CONDS+=(memleak)
 
-log ""
-log "== 1. malloc loop: added CPU ns per allocator call (malloc or free), median of $ROUNDS rounds"
-gcc -O2 -g "$SRC/bench/targets/malloc_loop/malloc_loop.c" -o "$WORK/malloc_loop" || die "gcc"
+LOOP_BIN=$WORK/malloc_loop
 run_loop() {  # $1 = preload ("" for glibc), $2 = condition; prints cpu ns of the loop
   local pre=$1 cond=$2 ready res
-  coproc ML { LD_PRELOAD=$pre exec "${PIN_TARGET[@]}" "$WORK/malloc_loop"; }
+  coproc ML { LD_PRELOAD=$pre exec "${PIN_TARGET[@]}" "$LOOP_BIN"; }
   read -r -t 10 -u "${ML[0]}" ready || return 1
   local pid=${ready#ready }
   if ! start_tool "$cond" "$pid" "$pre"; then
@@ -110,26 +112,50 @@ run_loop() {  # $1 = preload ("" for glibc), $2 = condition; prints cpu ns of th
   echo quit >&"${ML[1]}"; wait "$ML_PID" 2>/dev/null
   awk '{print $3}' <<<"$res"
 }
-printf '%-28s' "allocator"; for c in "${CONDS[@]}"; do printf '%12s' "$c"; done; printf '\n'
-for lib in "" libjemalloc.so.2 libtcmalloc.so.4 libtcmalloc_minimal.so.4 libmimalloc.so.2; do
-  pre=${lib:+$LIBDIR/$lib}
-  [[ -n $pre && ! -r $pre ]] && { log "${lib}: not installed, row skipped"; continue; }
+# One row of added ns per call for allocator library $1 ("" for glibc), labelled $2.
+loop_row() {
+  local lib=$1 label=$2 pre=${1:+$LIBDIR/$1} base m r c
   declare -A cpu=()
   for r in $(seq "$ROUNDS"); do
     for c in "${CONDS[@]}"; do cpu[$c]+="$(run_loop "$pre" "$c") "; done
   done
   base=$(tr ' ' '\n' <<<"${cpu[base]}" | grep . | median)
-  printf '%-28s%12s' "${lib:-glibc (libc.so.6)}" "$(awk -v b="$base" -v n="$ITERS" 'BEGIN{printf "%.0f", b/n/2}')"
+  printf '%-28s%12s' "$label" "$(awk -v b="$base" -v n="$ITERS" 'BEGIN{printf "%.0f", b/n/2}')"
   for c in "${CONDS[@]:1}"; do
     m=$(tr ' ' '\n' <<<"${cpu[$c]}" | grep . | median)
     if [[ $m == nan ]]; then printf '%12s' "n/a"; continue; fi
     printf '%12s' "$(awk -v m="$m" -v b="$base" -v n="$ITERS" 'BEGIN{printf "%+.0f", (m-b)/n/2}')"
   done
   printf '\n'
-  unset cpu
+}
+
+# 1b: the loop driven from Go through cgo, probes attached by a native_heap request.
+cgo_loop_section() {
+  log ""
+  log "== 1b. cgo malloc loop (Go -> C, one malloc + one free per cgo call), probes attached by"
+  log "   native_heap: added CPU ns per allocator call, median of $ROUNDS rounds"
+  local go=${CGO_GO:-/opt/pprof-sidecar/go/1.27/bin/go}
+  (cd "$SRC/bench/targets/cgo_malloc_loop" && GO111MODULE=off GOFLAGS= GOTOOLCHAIN=local \
+    "$go" build -o "$WORK/cgo_malloc_loop" .) || { log "go build cgo_malloc_loop failed"; return; }
+  local LOOP_BIN=$WORK/cgo_malloc_loop ATTACH_KIND=native_heap
+  printf '%-28s' "allocator"; for c in "${CONDS[@]}"; do printf '%12s' "$c"; done; printf '\n'
+  loop_row "" "glibc, cgo ($("$go" env GOVERSION))"
+  log "(base column: the loop's own CPU ns per call, the cgo call included; others: added ns)"
+}
+if [[ ${ONLY_CGO:-0} == 1 ]]; then cgo_loop_section; exit 0; fi
+
+log ""
+log "== 1. malloc loop: added CPU ns per allocator call (malloc or free), median of $ROUNDS rounds"
+gcc -O2 -g "$SRC/bench/targets/malloc_loop/malloc_loop.c" -o "$WORK/malloc_loop" || die "gcc"
+printf '%-28s' "allocator"; for c in "${CONDS[@]}"; do printf '%12s' "$c"; done; printf '\n'
+for lib in "" libjemalloc.so.2 libtcmalloc.so.4 libtcmalloc_minimal.so.4 libmimalloc.so.2; do
+  pre=${lib:+$LIBDIR/$lib}
+  [[ -n $pre && ! -r $pre ]] && { log "${lib}: not installed, row skipped"; continue; }
+  loop_row "$lib" "${lib:-glibc (libc.so.6)}"
 done
 log "(base column: the loop's own CPU ns per call; others: added ns per call; n/a: the tool failed)"
 [[ -s $WORK/memleak.failed ]] && log "memleak failed on some allocators: $(cat "$WORK/memleak.failed")"
+cgo_loop_section
 
 log ""
 log "== 2. redis-server DEBUG POPULATE $POPULATE: Redis CPU ms, added us per allocator call"

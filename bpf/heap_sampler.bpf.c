@@ -48,6 +48,12 @@ const volatile __u32 arg_cookies = 0;
 /* Set by the loader when it attaches sessions: tail calls are then told by last_entry. */
 const volatile __u32 sessions = 0;
 
+/* A Go target (cgo): offsets of runtime.g.m, runtime.m.curg and runtime.g.sched.bp in its
+ * release (agent/goruntime layouts); 0: not Go, no cgo stack walk. */
+const volatile __u32 go_g_m = 0;
+const volatile __u32 go_m_curg = 0;
+const volatile __u32 go_g_sched_bp = 0;
+
 /* The probed allocator functions' address ranges in the target, for nested_call(). Written by
  * the agent at any time (allocators mapped after attach add ranges): entries first, then
  * nested_n; a reader racing a rewrite at worst misjudges one call as not nested. */
@@ -293,6 +299,48 @@ static __always_inline __u32 copy_stack(__u8 *dst, __u64 sp, __u32 want) {
   return 0;
 }
 
+/* C code called from Go through cgo runs on the thread's g0 stack, and its rbp need not be the
+ * Go caller's frame pointer any more (C code may use rbp as a general register). The goroutine's
+ * frame pointer at the switch is its g.sched.bp (runtime.asmcgocall saves it: runtime.cgocall's
+ * frame); the goroutine is m.curg of the thread's m, whose g0 is the g in the thread's TLS slot
+ * (fs_base - 8) while it runs C. 0 when the target is not Go or the thread is not on its g0
+ * stack (a thread C created, a signal handler, Go code). */
+static __always_inline __u64 cgo_goroutine_bp(void) {
+  if (go_g_sched_bp == 0) return 0;
+  struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+  __u64 fsbase = BPF_CORE_READ(task, thread.fsbase);
+  __u64 g = 0, m = 0, g0 = 0, curg = 0, bp = 0;
+  if (fsbase <= 8 || bpf_probe_read_user(&g, sizeof(g), (const void *)(fsbase - 8)) || g == 0) {
+    return 0;
+  }
+  if (bpf_probe_read_user(&m, sizeof(m), (const void *)(g + go_g_m)) || m == 0) return 0;
+  /* runtime.m.g0 is m's first field in every release. */
+  if (bpf_probe_read_user(&g0, sizeof(g0), (const void *)m) || g0 != g) return 0;
+  if (bpf_probe_read_user(&curg, sizeof(curg), (const void *)(m + go_m_curg)) || curg == 0 ||
+      curg == g) {
+    return 0;
+  }
+  if (bpf_probe_read_user(&bp, sizeof(bp), (const void *)(curg + go_g_sched_bp))) return 0;
+  return bp;
+}
+
+/* Frame-pointer walk from `fp` into ips[first..]: [fp] is the caller's frame pointer, [fp + 8]
+ * the return address; frames go up the stack. Returns the number of valid entries of ips. */
+static __always_inline __u32 walk_fp(__u64 *ips, __u32 first, __u64 fp) {
+  __u32 n = first;
+  for (int i = 0; i < HEAP_SAMPLER_MAX_FRAMES; i++) {
+    __u64 rec[2];
+    if (n >= HEAP_SAMPLER_MAX_FRAMES || fp == 0 || (fp & 7) ||
+        bpf_probe_read_user(rec, sizeof(rec), (const void *)fp) || rec[1] == 0) {
+      break;
+    }
+    ips[n++] = rec[1];
+    if (rec[0] <= fp) break;
+    fp = rec[0];
+  }
+  return n;
+}
+
 /* Return of an allocation: `addr` is the result (0 on failure), `ok` whether it succeeded. */
 static __always_inline int on_alloc_return(struct pt_regs *ctx, int posix_memalign) {
   __u32 tid = (__u32)bpf_get_current_pid_tgid();
@@ -332,13 +380,20 @@ static __always_inline int on_alloc_return(struct pt_regs *ctx, int posix_memali
   e->ip = PT_REGS_IP(ctx);
   e->sp = PT_REGS_SP(ctx);
   e->bp = PT_REGS_FP(ctx);
-  long n = bpf_get_stack(ctx, e->user_ips, sizeof(e->user_ips), BPF_F_USER_STACK);
-  if (n < 0) {
-    e->user_nr = 0;
-    e->hdr.flags |= HEAP_EV_F_STACK_ERR;
-    add(HEAP_CNT_STACK_ERRORS, 1);
+  e->fp_bp = cgo_goroutine_bp();
+  if (e->fp_bp != 0 && e->fp_bp != e->bp) {
+    e->user_ips[0] = e->ip;
+    e->user_nr = walk_fp(e->user_ips, 1, e->fp_bp);
   } else {
-    e->user_nr = n / sizeof(__u64);
+    e->fp_bp = e->bp;
+    long n = bpf_get_stack(ctx, e->user_ips, sizeof(e->user_ips), BPF_F_USER_STACK);
+    if (n < 0) {
+      e->user_nr = 0;
+      e->hdr.flags |= HEAP_EV_F_STACK_ERR;
+      add(HEAP_CNT_STACK_ERRORS, 1);
+    } else {
+      e->user_nr = n / sizeof(__u64);
+    }
   }
   e->stack_len = copy_stack(e->stack, e->sp, stack_copy_bytes);
   if (stack_copy_bytes != 0 && e->stack_len == 0) add(HEAP_CNT_STACK_COPY_ERRORS, 1);

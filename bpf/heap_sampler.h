@@ -43,14 +43,17 @@ struct heap_event {
 
 /* A sampled allocation, taken in the return probe: the registers are the caller's right after
  * the call returned (ip = the return address, sp and bp the caller's), from which user space
- * unwinds `stack` (CFI) whatever the frame pointers. user_ips is the kernel's frame-pointer walk
- * from the same point (leaf first, user_ips[0] = ip), used to stitch and when there is no copy.
+ * unwinds `stack` (CFI) whatever the frame pointers. user_ips is a frame-pointer walk (leaf
+ * first, user_ips[0] = ip) from fp_bp, used to stitch and when there is no copy: the kernel's
+ * walk from bp, or, for C code called from Go through cgo, the program's own walk from the
+ * goroutine's frame pointer at the switch to the g0 stack (runtime.cgocall's frame).
  * The record ends after `stack_len` bytes of `stack` (variable size). */
 struct heap_alloc_event {
   struct heap_event hdr;
   __u32 user_nr;   /* valid entries of user_ips */
   __u32 stack_len; /* bytes of stack copied from sp */
   __u64 ip, sp, bp;
+  __u64 fp_bp; /* the frame pointer user_ips[1..] were walked from */
   __u64 user_ips[HEAP_SAMPLER_MAX_FRAMES];
   __u8 stack[HEAP_SAMPLER_MAX_STACK_COPY];
 };

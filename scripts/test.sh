@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds pprof-sidecar and runs every test: unit, privileged (real BPF, real targets),
-# end-to-end, the agent on the oldest supported kernels (booted in QEMU), Kubernetes (chart, capabilities, podman image, pod end-to-end), then the unit
-# tests again under ASan/UBSan and a short run of every fuzzer. Must run as root on Debian 12
-# (installs its own dependencies). Exits non-zero if anything failed.
+# end-to-end, the agent on the oldest supported kernels (booted in QEMU), Kubernetes (chart,
+# capabilities, podman image, pod end-to-end), then the unit tests again under ASan/UBSan and a
+# short run of every fuzzer (one clang build for both). Must run as root on Debian 12 (installs
+# its own dependencies). Exits non-zero if anything failed; ends with a summary of each stage.
 #
 #   PPROF_SIDECAR_SKIP_KERNELS=1   skip the kernel matrix (tests/kernels: the agent in VMs)
 #   PPROF_SIDECAR_SKIP_IMAGE=1     skip the podman image build and the pod end-to-end test
@@ -33,13 +34,25 @@ cmake --build build -j2
 end_stage "build (Release)" 0
 
 status=0
-begin_stage "ctest: unit, privileged, end-to-end"
-rc=0; (cd build && ctest --output-on-failure --timeout 900) || rc=1
-end_stage "ctest" $rc; status=$((status | rc))
-echo "slowest tests (s):"
-sort -k3 -g -r build/Testing/Temporary/CTestCostData.txt 2>/dev/null | awk 'NF==3 && NR<=12 {printf "  %6.1f %s\n", $3, substr($1,1,90)}'
+# failed_tests DIR: the tests the last ctest run in DIR failed, one per line.
+failed_tests() { cut -d: -f2- "$1/Testing/Temporary/LastTestsFailed.log" 2>/dev/null | cut -c1-100; }
+# slowest_tests DIR: the last ctest run's slowest tests.
+slowest_tests() {
+  awk '/^[0-9]+\/[0-9]+ Testing: /{name=$3} /^Test time =/{printf "  %6.1f %s\n", $4, name}' \
+    "$1/Testing/Temporary/LastTest.log" 2>/dev/null | sort -g -r | head -8
+}
 ctest_failed=""
-[ $rc -eq 0 ] || ctest_failed=$(cut -d: -f2- build/Testing/Temporary/LastTestsFailed.log 2>/dev/null | cut -c1-100)
+# Unprivileged tests two at a time (those that time things are RUN_SERIAL), then the privileged
+# ones (real BPF and targets, proportions of CPU time) one at a time.
+begin_stage "ctest: unit tests"
+rc=0; (cd build && ctest --output-on-failure --timeout 900 -LE privileged -j2) || rc=1
+end_stage "ctest: unit" $rc; status=$((status | rc))
+[ $rc -eq 0 ] || ctest_failed+="$(failed_tests build)"$'\n'
+begin_stage "ctest: privileged, end-to-end"
+rc=0; (cd build && ctest --output-on-failure --timeout 900 -L privileged) || rc=1
+end_stage "ctest: privileged, end-to-end" $rc; status=$((status | rc))
+[ $rc -eq 0 ] || ctest_failed+="$(failed_tests build)"$'\n'
+echo "slowest tests (s):"; slowest_tests build
 
 # With hardware virtualization every kernel of tests/kernels/kernels.txt runs all its checks;
 # under QEMU's emulation (no kvm_intel/kvm_amd: ~3 min a boot on 2 cores) the oldest supported
@@ -75,28 +88,38 @@ if [ -z "${PPROF_SIDECAR_SKIP_IMAGE:-}" ]; then
   fi
 fi
 
+# One clang build with ASan/UBSan (-O1) serves the unit tests and the fuzzers (libFuzzer +ASan).
+san=build-sanitize
+if [ -z "${PPROF_SIDECAR_SKIP_SANITIZE:-}" ] || [ -z "${PPROF_SIDECAR_SKIP_FUZZ:-}" ]; then
+  begin_stage "ASan/UBSan build (clang): unit tests and fuzzers"
+  CC=clang CXX=clang++ cmake -S . -B "$san" -DCMAKE_BUILD_TYPE=Debug \
+    -DCMAKE_C_FLAGS_DEBUG="-g -O1" -DCMAKE_CXX_FLAGS_DEBUG="-g -O1" \
+    -DPPROF_SIDECAR_SANITIZE=ON -DPPROF_SIDECAR_FUZZ=ON >/dev/null
+  # Every *_fuzzer target the build defines.
+  fuzzers=$(cmake --build "$san" --target help | grep -oE '[a-z0-9_]+_fuzzer$' | sort -u)
+  targets=()
+  [ -n "${PPROF_SIDECAR_SKIP_SANITIZE:-}" ] || targets+=(unit_tests)
+  [ -n "${PPROF_SIDECAR_SKIP_FUZZ:-}" ] || targets+=($fuzzers)
+  rc=0; cmake --build "$san" -j2 --target "${targets[@]}" || rc=1
+  end_stage "ASan/UBSan build" $rc; status=$((status | rc))
+fi
+
 if [ -z "${PPROF_SIDECAR_SKIP_SANITIZE:-}" ]; then
   begin_stage "ASan/UBSan: unit tests"
-  cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DPPROF_SIDECAR_SANITIZE=ON >/dev/null
-  cmake --build build-asan -j2 --target unit_tests
   rc=0
-  (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure --timeout 900 \
-    -LE privileged -E '_NOT_BUILT$') || rc=1
+  (cd "$san" && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure --timeout 900 \
+    -LE privileged -E '_NOT_BUILT$' -j2) || rc=1
   end_stage "ASan/UBSan unit tests" $rc; status=$((status | rc))
-  [ $rc -eq 0 ] || ctest_failed+=$'\n'"(ASan) $(cut -d: -f2- build-asan/Testing/Temporary/LastTestsFailed.log 2>/dev/null | cut -c1-100)"
+  [ $rc -eq 0 ] || ctest_failed+="$(failed_tests "$san" | sed 's/^/(ASan) /')"$'\n'
+  echo "slowest tests under ASan (s):"; slowest_tests "$san"
 fi
 
 if [ -z "${PPROF_SIDECAR_SKIP_FUZZ:-}" ]; then
   begin_stage "fuzzers (libFuzzer, ${PPROF_SIDECAR_FUZZ_SECONDS:-5} s each)"
-  fuzz_status=$status
-  CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DPPROF_SIDECAR_FUZZ=ON >/dev/null
-  # Every *_fuzzer target the fuzz build defines.
-  fuzzers=$(cmake --build build-fuzz --target help | grep -oE '[a-z0-9_]+_fuzzer$' | sort -u)
+  rc=0
   for f in $fuzzers; do
-    if ! cmake --build build-fuzz -j2 --target "$f" >"build-fuzz/$f.build.log" 2>&1; then
-      echo "FUZZER BUILD FAILED: $f"; tail -30 "build-fuzz/$f.build.log"; status=1; continue
-    fi
+    bin=$(find "$san" -name "$f" -type f -executable | head -1)
+    if [ -z "$bin" ]; then echo "FUZZER NOT BUILT: $f"; rc=1; continue; fi
     corpus=$(mktemp -d)
     # Seed with real inputs so the fuzzer starts from valid structure.
     case "$f" in
@@ -104,18 +127,17 @@ if [ -z "${PPROF_SIDECAR_SKIP_FUZZ:-}" ]; then
       *maps*) cp /proc/self/maps "$corpus/maps" ;;
     esac
     echo "-- $f"
-    if ! "build-fuzz/$(cd build-fuzz && find . -name "$f" -type f -executable | head -1)" \
-        -max_total_time="${PPROF_SIDECAR_FUZZ_SECONDS:-5}" -rss_limit_mb=4096 -print_final_stats=0 \
-        "$corpus" >"build-fuzz/$f.log" 2>&1; then
-      echo "FUZZER FAILED: $f (see build-fuzz/$f.log)"; tail -30 "build-fuzz/$f.log"; status=1
+    if ! "$bin" -max_total_time="${PPROF_SIDECAR_FUZZ_SECONDS:-5}" -rss_limit_mb=4096 \
+        -print_final_stats=0 "$corpus" >"$san/$f.log" 2>&1; then
+      echo "FUZZER FAILED: $f (see $san/$f.log)"; tail -30 "$san/$f.log"; rc=1
     fi
     rm -rf "$corpus"
   done
-  end_stage "fuzzers" $((status != fuzz_status))
+  end_stage "fuzzers" $rc; status=$((status | rc))
 fi
 
 echo "== done $(date +%T): $(($(date +%s) - t_begin)) s in all"
 printf '%s\n' "${summary[@]}"
-if [ -n "$ctest_failed" ]; then echo "failed tests:"; echo "$ctest_failed"; fi
+if [ -n "$ctest_failed" ]; then echo "failed tests:"; printf '%s' "$ctest_failed"; fi
 if [ "$status" -eq 0 ]; then echo "ALL TESTS PASSED"; else echo "SOME TESTS FAILED"; fi
 exit "$status"

@@ -57,3 +57,15 @@ target_compile_definitions(
 add_dependencies(oom_e2e_bpf_test pprof-sidecar)
 gtest_discover_tests(oom_e2e_bpf_test DISCOVERY_TIMEOUT 60
                      PROPERTIES LABELS privileged RUN_SERIAL TRUE TIMEOUT 300)
+
+# Issue 17: the C allocations of Go programs (cgo) through native_heap, against Go targets built
+# by the test.
+add_executable(native_heap_e2e_bpf_test e2e/native_heap_e2e_bpf_test.cc e2e/e2e_util.cc)
+target_link_libraries(native_heap_e2e_bpf_test PRIVATE testutil PkgConfig::HTTPLIB absl::strings
+                      absl::str_format absl::time GTest::gtest_main Threads::Threads)
+target_compile_definitions(
+  native_heap_e2e_bpf_test PRIVATE PPROF_SIDECAR_AGENT="$<TARGET_FILE:pprof-sidecar>"
+)
+add_dependencies(native_heap_e2e_bpf_test pprof-sidecar)
+gtest_discover_tests(native_heap_e2e_bpf_test DISCOVERY_TIMEOUT 60
+                     PROPERTIES LABELS privileged RUN_SERIAL TRUE TIMEOUT 300)

@@ -9,7 +9,7 @@ add_library(heap STATIC
   ${CMAKE_CURRENT_LIST_DIR}/malloc_profile_state.cc)
 target_include_directories(heap PUBLIC ${CMAKE_SOURCE_DIR})
 target_link_libraries(heap PUBLIC goruntime pprof_encoder location_table registry process_symbolizer
-  symbolize_go symbolize_elf
+  allocator_probes symbolize_go symbolize_elf
   absl::status absl::statusor absl::strings absl::str_format absl::time absl::flat_hash_map)
 
 # Where malloc probes go (allocator functions, probed instruction): pure, no libbpf.

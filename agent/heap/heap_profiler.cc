@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "agent/goruntime/go_runtime.h"
 #include "agent/goruntime/process_memory.h"
+#include "agent/heap/allocator_probes.h"
 #include "agent/symbolize/elf_file.h"
 #include "agent/symbolize/go_buildinfo.h"
 #include "agent/symbolize/go_pclntab.h"
@@ -32,6 +33,21 @@ struct HeapProfiler::ExeInfo {
   bool pie = false;
   std::vector<ElfSegment> segments;
 };
+
+namespace {
+
+// Whether `pid` maps a C library or an allocator library executable (what the malloc sampler
+// probes in a Go program).
+bool MapsCAllocator(pid_t pid) {
+  absl::StatusOr<std::vector<MapEntry>> maps = ReadProcMaps(pid);
+  if (!maps.ok()) return false;
+  for (const MapEntry& e : *maps) {
+    if (e.exec && IsAllocatorLibrary(e.path)) return true;
+  }
+  return false;
+}
+
+}  // namespace
 
 HeapProfiler::HeapProfiler(ProcessSymbolizer* symbolizer, GoHeapReadLimits limits)
     : symbolizer_(symbolizer), limits_(limits) {}
@@ -155,6 +171,14 @@ absl::StatusOr<std::string> HeapProfiler::Collect(pid_t pid, const HeapRequest& 
     errors_.fetch_add(1);
     return st;
   };
+  if (req.native) {
+    if (!native_factory_) {
+      return fail(absl::UnimplementedError(
+          "malloc profiling is off in this agent (--malloc_profiling=off): C allocations are not "
+          "sampled"));
+    }
+    return CollectNative(pid, req);
+  }
   std::string how;
   const absl::Time start = absl::Now();
   absl::StatusOr<HeapSnapshot> snap = ReadGoSnapshot(pid, &how);
@@ -217,6 +241,7 @@ absl::StatusOr<GoTargetInfo> HeapProfiler::TargetInfo(pid_t pid) {
     probe.stop_at_max_buckets = true;
     absl::StatusOr<HeapSnapshot> snap = ReadGoSnapshot(pid, nullptr, &probe);
     if (!snap.ok()) info.heap = snap.status();
+    info.c_allocator = MapsCAllocator(pid);
   }
   std::lock_guard<std::mutex> l(mu_);
   info_pid_ = pid;
@@ -251,16 +276,25 @@ void HeapProfiler::EnableNative(NativeHeapFactory factory, NativeHeapOptions opt
   native_factory_ = std::move(factory);
 }
 
-std::vector<std::string> HeapProfiler::NativeHealthLines() const {
+std::vector<std::string> HeapProfiler::NativeHealthLines(absl::string_view what,
+                                                         bool go_target) const {
   if (!native_factory_) return {};
   std::vector<std::string> out;
   const bool on_request = native_opts_.policy == MallocPolicy::kOnRequest;
-  out.push_back(absl::StrCat(
-      "heap (non-Go target): malloc profiling ", MallocPolicyName(native_opts_.policy),
-      on_request ? absl::StrCat(": probes attached at the first heap/allocs request, detached "
-                                "after ",
-                                absl::FormatDuration(native_opts_.idle_detach), " without one")
-                 : ": probes attached while the target exists"));
+  if (go_target) {
+    out.push_back(absl::StrCat(what,
+                               ": C allocations (cgo) sampled on request: probes attached "
+                               "at the first native_heap/native_allocs request, detached "
+                               "after ",
+                               absl::FormatDuration(native_opts_.idle_detach), " without one"));
+  } else {
+    out.push_back(absl::StrCat(
+        what, ": malloc profiling ", MallocPolicyName(native_opts_.policy),
+        on_request ? absl::StrCat(": probes attached at the first heap/allocs request, detached "
+                                  "after ",
+                                  absl::FormatDuration(native_opts_.idle_detach), " without one")
+                   : ": probes attached while the target exists"));
+  }
   std::shared_ptr<NativeHeapSource> n;
   absl::Status err;
   {
@@ -270,22 +304,26 @@ std::vector<std::string> HeapProfiler::NativeHealthLines() const {
   }
   if (n) {
     out.push_back(
-        absl::StrCat("heap (non-Go target): probes attached to pid ", n->pid(), " since ",
+        absl::StrCat(what, ": probes attached to pid ", n->pid(), " since ",
                      absl::FormatTime(absl::RFC3339_sec, n->attached_at(), absl::UTCTimeZone())));
   } else {
-    out.push_back("heap (non-Go target): no probes attached now");
+    out.push_back(absl::StrCat(what, ": no probes attached now"));
     if (!native_opts_.prerequisite_note.empty()) {
-      out.push_back(absl::StrCat("heap (non-Go target): ", native_opts_.prerequisite_note));
+      out.push_back(absl::StrCat(what, ": ", native_opts_.prerequisite_note));
     }
   }
-  if (!err.ok()) {
-    out.push_back(absl::StrCat("heap (non-Go target): last attach failed: ", err.message()));
-  }
+  if (!err.ok()) out.push_back(absl::StrCat(what, ": last attach failed: ", err.message()));
   return out;
 }
 
+bool HeapProfiler::OnRequestFor(pid_t pid) {
+  if (native_opts_.policy == MallocPolicy::kOnRequest) return true;
+  absl::StatusOr<std::shared_ptr<const ExeInfo>> exe = Exe(pid);
+  return exe.ok() && (*exe)->is_go;
+}
+
 bool HeapProfiler::MaybeDetachIdle(pid_t pid) {
-  if (native_opts_.policy != MallocPolicy::kOnRequest || native_inflight_.load() > 0) return false;
+  if (native_inflight_.load() > 0 || !OnRequestFor(pid)) return false;
   const absl::Time last = absl::FromUnixNanos(native_last_request_ns_.load());
   if (absl::Now() - last < native_opts_.idle_detach) return false;
   std::shared_ptr<NativeHeapSource> old;
@@ -295,8 +333,8 @@ bool HeapProfiler::MaybeDetachIdle(pid_t pid) {
   }
   native_idle_detaches_.fetch_add(1);
   fprintf(stderr,
-          "pprof-sidecar: malloc profiling of pid %d: no heap/allocs request for %s: probes "
-          "detached\n",
+          "pprof-sidecar: malloc profiling of pid %d: no heap/allocs/native_heap request for %s: "
+          "probes detached\n",
           static_cast<int>(pid), absl::FormatDuration(native_opts_.idle_detach).c_str());
   return true;  // `old` detaches here unless a request still holds it
 }
@@ -391,17 +429,21 @@ absl::StatusOr<std::shared_ptr<NativeHeapSource>> HeapProfiler::NativeFor(pid_t 
   return native_;
 }
 
-void HeapProfiler::AddNativeComments(const NativeHeapSource& src, bool attached_now,
+void HeapProfiler::AddNativeComments(const NativeHeapSource& src, bool attached_now, bool go_target,
                                      const HeapRequest& req, HeapProfileParams* params) const {
   const std::string since =
       absl::FormatTime(absl::RFC3339_sec, src.attached_at(), absl::UTCTimeZone());
   const bool on_request = native_opts_.policy == MallocPolicy::kOnRequest;
   params->comments.push_back(absl::StrCat(
       "pprof-sidecar: malloc profiling policy ", MallocPolicyName(native_opts_.policy),
-      on_request ? absl::StrCat(" (probes attached at the first heap/allocs request, detached "
-                                "after ",
-                                absl::FormatDuration(native_opts_.idle_detach), " without one)")
-                 : " (probes attached while the target exists)",
+      go_target ? absl::StrCat(" (a Go target's C allocations are sampled on request: probes "
+                               "attached at the first native_heap/native_allocs request, "
+                               "detached after ",
+                               absl::FormatDuration(native_opts_.idle_detach), " without one)")
+      : on_request
+          ? absl::StrCat(" (probes attached at the first heap/allocs request, detached after ",
+                         absl::FormatDuration(native_opts_.idle_detach), " without one)")
+          : " (probes attached while the target exists)",
       "; attached at ", since, ": alloc_* and inuse_* count allocations since ", since, "; ",
       src.Describe()));
   if (attached_now && req.delta <= absl::ZeroDuration()) {
@@ -446,15 +488,14 @@ absl::StatusOr<std::string> HeapProfiler::CollectNative(pid_t pid, const HeapReq
     }
     void Touch() { h->native_last_request_ns_.store(absl::ToUnixNanos(absl::Now())); }
   } inflight(this);
+  absl::StatusOr<std::shared_ptr<const ExeInfo>> exe = Exe(pid);
+  if (!exe.ok()) return fail(exe.status());
+  if ((*exe)->is_go && !MapsCAllocator(pid)) {  // nothing to probe: no attach attempt
+    return fail(NativeAttachError(pid, absl::NotFoundError("no C library mapped")));
+  }
   bool attached_now = false;
   absl::StatusOr<std::shared_ptr<NativeHeapSource>> src = NativeFor(pid, &attached_now);
-  if (!src.ok()) {
-    return fail(
-        absl::Status(src.status().code(), absl::StrCat("pid ", pid,
-                                                       " is not a Go program and its allocator "
-                                                       "could not be probed: ",
-                                                       src.status().message())));
-  }
+  if (!src.ok()) return fail(NativeAttachError(pid, src.status()));
   const absl::Time start = absl::Now();
   HeapSnapshot snap = (*src)->Snapshot();
   HeapProfileParams params;
@@ -484,11 +525,34 @@ absl::StatusOr<std::string> HeapProfiler::CollectNative(pid_t pid, const HeapReq
   } else {
     params.time = start;
   }
-  AddNativeComments(**src, attached_now, req, &params);
+  AddNativeComments(**src, attached_now, (*exe)->is_go, req, &params);
   absl::StatusOr<std::string> prof = BuildHeapProfile(snap, pid, params, symbolizer_, nullptr);
   if (!prof.ok()) return fail(prof.status());
   profiles_.fetch_add(1);
   return prof;
+}
+
+absl::Status HeapProfiler::NativeAttachError(pid_t pid, const absl::Status& st) {
+  absl::StatusOr<std::shared_ptr<const ExeInfo>> exe = Exe(pid);
+  if (!exe.ok()) return exe.status();  // gone
+  if (!(*exe)->is_go) {
+    return absl::Status(st.code(), absl::StrCat("pid ", pid,
+                                                " is not a Go program and its allocator could not "
+                                                "be probed: ",
+                                                st.message()));
+  }
+  if (absl::IsNotFound(st)) {  // the process is there: nothing to probe
+    return absl::UnimplementedError(absl::StrCat(
+        "pid ", pid,
+        " is a Go program that maps no C allocator (built without cgo, or with its C library "
+        "linked statically): it has no C allocations to sample; its Go heap is the heap and "
+        "allocs profiles (",
+        st.message(), ")"));
+  }
+  return absl::Status(st.code(), absl::StrCat("pid ", pid,
+                                              " (a Go program): its C allocator could not be "
+                                              "probed: ",
+                                              st.message()));
 }
 
 HeapProfilerStats HeapProfiler::stats() const {

@@ -19,6 +19,11 @@
 //   - kAlways: attached as soon as the target is known (SetTarget), kept while it exists.
 // Either way the probes are detached when the target changes or exits, and inuse_* and alloc_*
 // cover allocations since the attach time (named in the profile's comments with the policy).
+//
+// The C allocations of any target, Go included (HeapRequest::native): the same malloc sampler,
+// for a Go program that maps a C library (cgo) its C code's malloc & co. For Go targets it is
+// attached only on request (whatever the policy, unless kOff) and detached after `idle_detach`
+// without one; their heap/allocs stay the Go runtime's own.
 #ifndef PPROF_SIDECAR_AGENT_HEAP_HEAP_PROFILER_H_
 #define PPROF_SIDECAR_AGENT_HEAP_HEAP_PROFILER_H_
 
@@ -50,6 +55,9 @@ struct HeapRequest {
   // net/http/pprof serves ?seconds=N for heap and allocs.
   absl::Duration delta = absl::ZeroDuration();
   bool gc = false;  // ?gc=1: cannot force a GC from outside; noted in the comments
+  // The target's C allocations from the malloc sampler, Go target or not (native_heap,
+  // native_allocs). False: the Go runtime's records for a Go target, the sampler for others.
+  bool native = false;
   std::vector<std::string> comments;
   // A delta window ends early when this returns true (polled every 50 ms): the delta so far is
   // returned, its comments say it was cut short and why (`cut_short_reason`).
@@ -81,6 +89,9 @@ struct GoTargetInfo {
   std::string go_version;  // "go1.27.4" (build info); empty if unknown
   absl::Status symbols;    // not OK: Go functions cannot be named (CPU profiles lose them)
   absl::Status heap;       // not OK: why /debug/pprof/heap and /allocs cannot be served
+  // A Go target that maps a C library or allocator library (cgo): its C allocations can be
+  // sampled (HeapRequest::native).
+  bool c_allocator = false;
 };
 
 // Starts a malloc sampler for a pid (StartMallocSampler in production, a fake in tests).
@@ -108,9 +119,10 @@ class HeapProfiler {
   ~HeapProfiler();
 
   // The gzipped pprof profile of `pid`. Errors: NotFound (process gone), Unimplemented (not a Go
-  // program), FailedPrecondition (memory profiling disabled in the target), PermissionDenied
-  // (cannot read its memory), DataLoss (inconsistent buckets), Aborted (the target was replaced
-  // during a delta window).
+  // program and no malloc sampler; with req.native: malloc profiling off, or a Go program that
+  // maps no C allocator), FailedPrecondition (memory profiling disabled in the target),
+  // PermissionDenied (cannot read its memory), DataLoss (inconsistent buckets), Aborted (the target
+  // was replaced during a delta window).
   absl::StatusOr<std::string> Collect(pid_t pid, const HeapRequest& req);
 
   // One read of the Go heap profile buckets of `pid` (runtime variables located, load bias
@@ -121,9 +133,14 @@ class HeapProfiler {
   // Serves non-Go targets from malloc samplers made by `factory`, attached per `options`. Call
   // before use. kOff is the same as not calling it.
   void EnableNative(NativeHeapFactory factory, NativeHeapOptions options = {});
-  // What /healthz says of malloc profiling for a non-Go target: the policy, whether probes are
-  // attached now (since when) and the last attach error. Empty when EnableNative was not called.
-  std::vector<std::string> NativeHealthLines() const;
+  // Whether EnableNative was called with a policy other than kOff.
+  bool native_enabled() const { return static_cast<bool>(native_factory_); }
+  // What /healthz says of malloc profiling: the policy, whether probes are attached now (since
+  // when) and the last attach error, each line starting with `what` (e.g. "heap (non-Go
+  // target)"); `go_target`: the policy that applies to a Go target's C allocations. Empty when
+  // EnableNative was not called.
+  std::vector<std::string> NativeHealthLines(absl::string_view what = "heap (non-Go target)",
+                                             bool go_target = false) const;
   // The current target (nullopt: none). kAlways: attaches a malloc sampler to a non-Go target now
   // (attach errors are logged to stderr and answered on the next request). Detaches the previous
   // target's. Call it again with the same pid on every check of the target (the agent does,
@@ -144,11 +161,17 @@ class HeapProfiler {
  private:
   // The sampler attached to `pid`, attaching one if needed (`*attached` set when this call did).
   absl::StatusOr<std::shared_ptr<NativeHeapSource>> NativeFor(pid_t pid, bool* attached);
-  // kOnRequest: detaches `same` (the current sampler) when requests stopped. Under native_mu_.
+  // kOnRequest, or a Go target: detaches the current sampler when requests stopped. Under
+  // native_mu_.
   bool MaybeDetachIdle(pid_t pid);
+  // Probes of `pid` are attached only on request: policy kOnRequest, or a Go target.
+  bool OnRequestFor(pid_t pid);
+  // The error of a failed attach for a request: says what the target is and why.
+  absl::Status NativeAttachError(pid_t pid, const absl::Status& st);
   // Comments of a native profile: policy, attach time, counters.
-  void AddNativeComments(const NativeHeapSource& src, bool attached_now, const HeapRequest& req,
-                         HeapProfileParams* params) const;
+  // `go_target`: the C allocations of a Go program (on request whatever the policy).
+  void AddNativeComments(const NativeHeapSource& src, bool attached_now, bool go_target,
+                         const HeapRequest& req, HeapProfileParams* params) const;
   absl::StatusOr<std::string> CollectNative(pid_t pid, const HeapRequest& req);
   // Waits for req.delta, or less if the request is cut short (noted in params) or cancelled.
   absl::Status SleepDelta(const HeapRequest& req, HeapProfileParams* params);

@@ -7,16 +7,30 @@
 
 namespace pprof_sidecar {
 
-HeapSource::HeapSource(HeapProfiler* heap, HeapProfileKind kind) : heap_(heap), kind_(kind) {
+HeapSource::HeapSource(HeapProfiler* heap, HeapProfileKind kind, bool native)
+    : heap_(heap), kind_(kind), native_(native) {
   const bool allocs = kind == HeapProfileKind::kAllocs;
-  info_.name = allocs ? "allocs" : "heap";
-  info_.description =
-      allocs ? "A sampling of all past memory allocations of a Go target, read from its runtime; "
-               "of other targets, sampled by malloc uprobes since they were attached (seconds=N: "
-               "delta)."
-             : "A sampling of memory allocations of live objects of a Go target as of its last GC "
-               "(gc=1 cannot force a GC from outside), or of another target from malloc uprobes "
-               "(seconds=N: delta).";
+  info_.name = absl::StrCat(native ? "native_" : "", allocs ? "allocs" : "heap");
+  if (native) {
+    info_.description =
+        allocs ? "A sampling of all past C/C++ allocations (malloc & co, operator new) since the "
+                 "allocator uprobes were attached, for any target with a C allocator: a Go "
+                 "program's are those of its C code (cgo), with their Go callers (seconds=N: "
+                 "delta)."
+               : "A sampling of C/C++ allocations (malloc & co, operator new) of live objects "
+                 "since the allocator uprobes were attached, for any target with a C allocator: a "
+                 "Go program's are those of its C code (cgo), with their Go callers (seconds=N: "
+                 "delta).";
+  } else {
+    info_.description =
+        allocs
+            ? "A sampling of all past memory allocations of a Go target, read from its runtime; "
+              "of other targets, sampled by malloc uprobes since they were attached (seconds=N: "
+              "delta)."
+            : "A sampling of memory allocations of live objects of a Go target as of its last GC "
+              "(gc=1 cannot force a GC from outside), or of another target from malloc uprobes "
+              "(seconds=N: delta).";
+  }
   info_.seconds = ProfileKindInfo::Seconds::kDelta;
   info_.filename = info_.name;
   info_.error_prefix = absl::StrCat("Could not get ", info_.name, " profile");
@@ -25,11 +39,21 @@ HeapSource::HeapSource(HeapProfiler* heap, HeapProfileKind kind) : heap_(heap), 
 absl::StatusOr<ProfileResponse> HeapSource::Collect(const ProfileRequest& req) {
   HeapRequest hr;
   hr.kind = kind_;
+  hr.native = native_;
   hr.delta = req.seconds;
   int gc = 0;
   auto it = req.params.find("gc");
   hr.gc = it != req.params.end() && absl::SimpleAtoi(it->second, &gc) && gc > 0;
   hr.comments = req.comments;
+  if (!native_ && heap_->native_enabled()) {
+    absl::StatusOr<GoTargetInfo> info = heap_->TargetInfo(static_cast<pid_t>(req.target->pid));
+    if (info.ok() && info->is_go && info->c_allocator) {
+      hr.comments.push_back(
+          "pprof-sidecar: this Go program maps a C library (cgo): the C allocations of its C code "
+          "(malloc & co) are not in the Go runtime's profile; /debug/pprof/native_heap and "
+          "/debug/pprof/native_allocs sample them (allocator probes attached on request)");
+    }
+  }
   hr.cancelled = req.cancelled;
   hr.cut_short = req.cut_short;
   hr.cut_short_reason = req.cut_short_reason;
@@ -47,6 +71,7 @@ absl::StatusOr<ProfileResponse> HeapSource::Collect(const ProfileRequest& req) {
 
 std::string HeapSource::HealthLines(const std::optional<ProcessInfo>& target) const {
   if (kind_ != HeapProfileKind::kHeap || !target) return "";
+  if (native_) return NativeHealthLines(*target);
   absl::StatusOr<GoTargetInfo> info = heap_->TargetInfo(static_cast<pid_t>(target->pid));
   if (info.ok() && !info->is_go) {  // malloc profiling: policy, attachment, last error
     std::string o;
@@ -66,8 +91,22 @@ std::string HeapSource::HealthLines(const std::optional<ProcessInfo>& target) co
   return o;
 }
 
+std::string HeapSource::NativeHealthLines(const ProcessInfo& target) const {
+  // Non-Go targets: the heap kind's lines say it all (one sampler).
+  absl::StatusOr<GoTargetInfo> info = heap_->TargetInfo(static_cast<pid_t>(target.pid));
+  if (!info.ok() || !info->is_go || !heap_->native_enabled()) return "";
+  if (!info->c_allocator) {
+    return "native_heap: the Go target maps no C library (not cgo): no C allocations to sample\n";
+  }
+  std::string o;
+  for (const std::string& l : heap_->NativeHealthLines("native_heap", true)) {
+    absl::StrAppend(&o, l, "\n");
+  }
+  return o;
+}
+
 void HeapSource::WriteMetrics(const std::optional<ProcessInfo>& target, MetricsWriter* w) const {
-  if (kind_ != HeapProfileKind::kHeap) return;  // one set for both kinds
+  if (kind_ != HeapProfileKind::kHeap || native_) return;  // one set for all kinds
   if (target) WriteTargetMetrics(*target, w);
   const HeapProfilerStats h = heap_->stats();
   w->Counter("pprof_sidecar_heap_profiles_total", "Heap/allocs profiles built.", h.profiles);
@@ -128,9 +167,12 @@ void HeapSource::WriteNativeMetrics(const HeapProfilerStats& h, MetricsWriter* w
 }
 
 absl::Status AddHeapSources(HeapProfiler* heap, ProfileRegistry* registry) {
-  for (HeapProfileKind k : {HeapProfileKind::kHeap, HeapProfileKind::kAllocs}) {
-    if (absl::Status st = registry->Add(std::make_unique<HeapSource>(heap, k)); !st.ok()) {
-      return st;
+  for (bool native : {false, true}) {
+    for (HeapProfileKind k : {HeapProfileKind::kHeap, HeapProfileKind::kAllocs}) {
+      if (absl::Status st = registry->Add(std::make_unique<HeapSource>(heap, k, native));
+          !st.ok()) {
+        return st;
+      }
     }
   }
   return absl::OkStatus();

@@ -121,7 +121,7 @@ bool MallocProfileState::HandleRecord(const void* data, size_t size) {
   if (unwind_ && e.stack_len > 0) {
     fp_ips_.assign(e.user_ips, e.user_ips + nr);  // __u64 -> uint64_t
     const absl::string_view stack(static_cast<const char*>(data) + kFixed, e.stack_len);
-    if (unwind_(AllocRegs{e.ip, e.sp, e.bp}, stack, fp_ips_, &unwound_)) {
+    if (unwind_(AllocRegs{e.ip, e.sp, e.bp, e.fp_bp}, stack, fp_ips_, &unwound_)) {
       ++unwound_stacks_;
       OnAlloc(h.addr, h.size, unwound_.data(), unwound_.size(), tracked);
       return true;

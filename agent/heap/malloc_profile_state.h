@@ -83,10 +83,12 @@ double SampleProbability(uint64_t size, int64_t rate);
 // Registers of the allocator's caller right after the sampled call returned.
 struct AllocRegs {
   uint64_t ip = 0, sp = 0, bp = 0;
+  uint64_t fp_bp = 0;  // the frame pointer fp_ips[1..] were walked from (0: bp)
 };
 // Unwinds a sampled allocation from `regs` and `stack` (user memory copied from regs.sp), with
-// `fp_ips` the kernel's frame-pointer walk from the same point. Writes the stack to `out`, leaf
-// first, every entry a return address (out[0] = regs.ip). False: keep the frame-pointer walk.
+// `fp_ips` a frame-pointer walk from regs.fp_bp (heap_alloc_event::user_ips). Writes the stack to
+// `out`, leaf first, every entry a return address (out[0] = regs.ip). False: keep the frame-pointer
+// walk.
 using AllocStackUnwinder =
     std::function<bool(const AllocRegs& regs, absl::string_view stack,
                        const std::vector<uint64_t>& fp_ips, std::vector<uint64_t>* out)>;

@@ -61,6 +61,9 @@ struct CpuSample {
   // record found in user_stack (BpfCpuSamplerOptions::scan_for_frame_record): past user_ips[0]
   // they may skip frames; use them only where they match frames unwound otherwise.
   bool fp_walk_scanned = false;
+  // The frame pointer user_ips[1..] were walked from when it is not regs.bp (0: regs.bp): for C
+  // code called from Go through cgo, the goroutine's at the switch to the g0 stack.
+  uint64_t fp_walk_bp = 0;
   // Set once the sample has been unwound (SampleUnwinder, agent/profile/cpu_profile.h): user_ips
   // then hold the unwound stack, user_stack is empty, and unwind_stop is the UnwindStop value
   // (agent/unwind/unwinder.h) at which the unwinder ended.

@@ -24,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
+#include "agent/goruntime/go_runtime.h"
 #include "agent/sampler/libbpf_util.h"
 #include "agent/sampler/malloc_sampler.h"
 #include "agent/sampler/ring_reader.h"
@@ -160,6 +161,7 @@ class BpfMallocSampler : public NativeHeapSource {
     s.regs.ip = r.ip;
     s.regs.sp = r.sp;
     s.regs.bp = r.bp;
+    s.fp_walk_bp = r.fp_bp;
     s.user_stack.assign(stack.data(), stack.size());
     s.user_ips = fp_ips;
     unwinder_->Reduce(&s);
@@ -202,6 +204,20 @@ class BpfMallocSampler : public NativeHeapSource {
   std::unique_ptr<SampleUnwinder> unwinder_;  // used under mu_ (null: no stack copies)
 };
 
+// A Go executable (cgo): the runtime's struct offsets of its release, with which the BPF program
+// continues a C allocation's stack into the goroutine that called C (cgo_goroutine_bp). Left at
+// 0 (no such walk) for other executables and releases without a layout.
+void SetGoOffsets(pid_t pid, heap_sampler_bpf* skel) {
+  absl::StatusOr<std::shared_ptr<const GoBinary>> bin =
+      GoBinary::Open(absl::StrCat("/proc/", pid, "/exe"));
+  if (!bin.ok()) return;
+  absl::StatusOr<GoLayout> l = (*bin)->layout();
+  if (!l.ok() || l->g_m <= 0 || l->m_curg <= 0 || l->g_sched_bp <= 0) return;
+  skel->rodata->go_g_m = static_cast<uint32_t>(l->g_m);
+  skel->rodata->go_m_curg = static_cast<uint32_t>(l->m_curg);
+  skel->rodata->go_g_sched_bp = static_cast<uint32_t>(l->g_sched_bp);
+}
+
 absl::Status BpfMallocSampler::Init(const std::vector<AllocatorProbe>& probes,
                                     const std::vector<MapEntry>& maps) {
   struct stat st;
@@ -228,6 +244,7 @@ absl::Status BpfMallocSampler::Init(const std::vector<AllocatorProbe>& probes,
   session_type_ = opts_.uprobe_sessions ? UprobeSessionAttachType() : std::nullopt;
   skel_->rodata->sessions = session_type_ ? 1 : 0;
   skel_->rodata->arg_cookies = KernelHasUprobeCookies() ? 1 : 0;
+  SetGoOffsets(pid_, skel_.get());
   auto& p = skel_->progs;
   for (bpf_program* prog : {p.malloc_session, p.calloc_session, p.realloc_session,
                             p.posix_memalign_session, p.aligned_session, p.free_session}) {

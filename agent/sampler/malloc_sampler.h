@@ -1,6 +1,6 @@
-// BPF malloc sampler for one non-Go target process: uprobes on the allocator functions it
-// actually maps (bpf/heap_sampler.bpf.c does the sampling), a reader thread feeding a
-// MallocProfileState.
+// BPF malloc sampler for one target process (for a Go program, the C library it maps: its C
+// code's allocations): uprobes on the allocator functions it actually maps (bpf/heap_sampler.bpf.c
+// does the sampling), a reader thread feeding a MallocProfileState.
 //
 // Covered functions: malloc, calloc, realloc, posix_memalign, aligned_alloc, memalign, valloc,
 // pvalloc (entry + return probes) and free (entry), in
@@ -22,7 +22,9 @@
 // that are not seen.
 // Stacks of sampled allocations are unwound in user space from the caller's registers at the
 // allocator's return and a bounded copy of its stack (CFI, as for CPU samples: SampleUnwinder),
-// stitched to the kernel's frame-pointer walk; without a copy, the frame-pointer walk alone.
+// stitched to the kernel's frame-pointer walk; without a copy, the frame-pointer walk alone. In
+// a Go program's C code called through cgo, the frame-pointer walk starts at the goroutine's
+// frame pointer saved at the switch to the g0 stack (its g.sched.bp), whatever C did with rbp.
 //
 // Everything is detached when the object is destroyed (RAII: links, ring buffer, skeleton).
 #ifndef PPROF_SIDECAR_AGENT_SAMPLER_MALLOC_SAMPLER_H_

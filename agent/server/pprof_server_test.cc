@@ -566,7 +566,14 @@ TEST_F(PprofServerTest, OversizedSymbolRequestIsRefused) {
 // 40 clients sending their request a byte every 200 ms, and then 32 profile windows of 10 s:
 // /healthz, /metrics and a 1 s profile still answer at once.
 // Latency bounds hold for the shipped (optimized) build; an ASan build runs ~2-3x slower.
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(__SANITIZE_ADDRESS__)  // GCC
+#define PPROF_SIDECAR_TEST_ASAN 1
+#elif defined(__has_feature)  // clang
+#if __has_feature(address_sanitizer)
+#define PPROF_SIDECAR_TEST_ASAN 1
+#endif
+#endif
+#ifdef PPROF_SIDECAR_TEST_ASAN
 constexpr int kLatencyScale = 3;
 #else
 constexpr int kLatencyScale = 1;

@@ -107,6 +107,7 @@ void SampleUnwinder::Reduce(CpuSample* s,
     r.ips.reserve(64);
     UnwindOptions opts;
     opts.fp_ips_scanned = s->fp_walk_scanned;
+    opts.fp_ips_bp = s->fp_walk_bp;
     Unwind(s->regs, s->user_stack, s->user_ips, &lookup, opts, &r);
     s->user_ips.assign(r.ips.begin(), r.ips.end());
     s->user_unwound = true;

@@ -43,8 +43,8 @@ using ::pprof_sidecar::testing::PprofSummary;
 using ::pprof_sidecar::testing::SummarizeProfile;
 using ::pprof_sidecar::testing::TestDataDir;
 
-constexpr int kHz = 1000;  // ~4,000 samples: the 0.75 split has SD 0.007 (+-0.05 is 7 sigma)
-constexpr int kSeconds = 4;
+constexpr int kHz = 1000;  // ~2,000 samples: the 0.75 split has SD 0.010 (+-0.05 is 5 sigma)
+constexpr int kSeconds = 2;
 
 struct Child {
   pid_t pid = -1;

@@ -171,6 +171,7 @@ struct CgoStop {
 };
 
 // Appends the part of the frame-pointer walk that continues the unwound stack, if one matches.
+// `sample_bp`: the frame pointer the walk started from.
 void Stitch(const std::vector<uint64_t>& fp_ips, const Frame& last, uint64_t sample_bp,
             bool fp_ips_scanned, const CgoStop& cgo, UnwindResult* out) {
   if (fp_ips.size() < 2) return;
@@ -304,7 +305,8 @@ void Unwind(const UserRegs& regs, absl::string_view stack, const std::vector<uin
   out->unwound_frames = out->ips.size();
   out->stop = stop;
   if (stop != UnwindStop::kEndOfStack) {
-    Stitch(fp_ips, f, regs.bp, options.fp_ips_scanned, cgo, out);
+    Stitch(fp_ips, f, options.fp_ips_bp != 0 ? options.fp_ips_bp : regs.bp, options.fp_ips_scanned,
+           cgo, out);
   }
   if (out->ips.size() > options.max_frames) out->ips.resize(options.max_frames);
 }

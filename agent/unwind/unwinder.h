@@ -61,6 +61,10 @@ struct UnwindOptions {
   // fp_ips did not start at regs.bp (CpuSample::fp_walk_scanned): only a part of it that
   // continues a return address the unwinder found is used.
   bool fp_ips_scanned = false;
+  // The frame pointer fp_ips[1..] were walked from, when it is not regs.bp (0: regs.bp). The walk
+  // continues the unwound stack where the last frame unwound holds that frame pointer (C code
+  // called through cgo: the goroutine's, whatever C did with rbp).
+  uint64_t fp_ips_bp = 0;
 };
 
 struct UnwindResult {

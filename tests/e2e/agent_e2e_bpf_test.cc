@@ -271,10 +271,13 @@ TEST_P(GoSplitTest, SplitLinesAndSampleCount) {
   budget.ExpectMatches();
 }
 
+// Every release as stripped PIE (symbols from pclntab alone, as most shipped controllers are);
+// with a symbol table, the oldest and newest (the library tests build every release plain).
 std::vector<GoBuild> GoMatrix() {
   std::vector<GoBuild> m;
+  const std::vector<std::string> ends = OldestAndNewestGo();
   for (const std::string& v : GoVersions()) {
-    m.push_back({v, false});
+    if (std::find(ends.begin(), ends.end(), v) != ends.end()) m.push_back({v, false});
     m.push_back({v, true});
   }
   return m;

@@ -69,15 +69,16 @@ node --input-type=module -e '
     "$ROOT/tests/k8s/containers.conf"; } >"$work/containers.conf"
 export CONTAINERS_CONF="$work/containers.conf"
 
-# Local images: the example controller (Go program go_cpu_split as /manager) and the proxy
+# Local images, static Go binaries FROM scratch (as distroless/static controllers are): the
+# example controller (Go program go_cpu_split as /manager) and the proxy
 # stand-in.
 log "building the example controller and the kube-rbac-proxy stand-in"
 mkdir -p "$work/ctl" "$work/proxy"
 (cd "$ROOT/tests/targets/go_cpu_split" && GO111MODULE=off CGO_ENABLED=0 "$GO" build -o "$work/ctl/manager" .)
 (cd "$ROOT/tests/k8s/rbac_proxy_standin" && GO111MODULE=off CGO_ENABLED=0 "$GO" build -o "$work/proxy/kube-rbac-proxy" .)
-printf 'FROM docker.io/library/debian:bookworm-slim\nCOPY manager /manager\nENTRYPOINT ["/manager"]\n' \
+printf 'FROM scratch\nCOPY manager /manager\nENTRYPOINT ["/manager"]\n' \
   >"$work/ctl/Dockerfile"
-printf 'FROM docker.io/library/debian:bookworm-slim\nCOPY kube-rbac-proxy /usr/local/bin/kube-rbac-proxy\nUSER 65532\nENTRYPOINT ["/usr/local/bin/kube-rbac-proxy"]\n' \
+printf 'FROM scratch\nCOPY kube-rbac-proxy /usr/local/bin/kube-rbac-proxy\nUSER 65532\nENTRYPOINT ["/usr/local/bin/kube-rbac-proxy"]\n' \
   >"$work/proxy/Dockerfile"
 podman build -q --pull=never -t localhost/example-controller:e2e "$work/ctl" >/dev/null
 podman build -q --pull=never -t localhost/kube-rbac-proxy-standin:e2e "$work/proxy" >/dev/null
@@ -259,7 +260,7 @@ oom_pod() {
   local name=oom pod=controller-manager-e2e t0=$SECONDS
   mkdir -p "$work/leak"
   (cd "$ROOT/tests/targets/oom_go_leak" && GO111MODULE=off CGO_ENABLED=0 "$GO" build -o "$work/leak/manager" .)
-  printf 'FROM docker.io/library/debian:bookworm-slim\nCOPY manager /manager\nENTRYPOINT ["/manager"]\n' \
+  printf 'FROM scratch\nCOPY manager /manager\nENTRYPOINT ["/manager"]\n' \
     >"$work/leak/Dockerfile"
   podman build -q --pull=never -t localhost/example-controller-leak:e2e "$work/leak" >/dev/null
   if ! node "$ROOT/tests/k8s/admit_pod.mjs" --manifest "$work/kustomize.yaml" \
