@@ -26,6 +26,7 @@
 #include "agent/goprofile/contention_source.h"
 #include "agent/goprofile/goroutine_source.h"
 #include "agent/goprofile/threadcreate_source.h"
+#include "agent/goruntime/go_labels.h"
 #include "agent/heap/heap_profiler.h"
 #include "agent/heap/heap_source.h"
 #include "agent/oom/flight_recorder.h"
@@ -132,6 +133,18 @@ DEFINE_int32(snapshot_recent_interval_ms, 1000,
 DEFINE_bool(oom_kill_snapshot, true,
             "Attach the kernel's OOM-victim event (tp_btf/mark_victim) and try one last heap "
             "snapshot when the target is chosen.");
+DEFINE_bool(go_contention_rate_write, false,
+            "Go targets that never enabled block/mutex profiling: for a /debug/pprof/block or "
+            "/mutex request with seconds=N, set the target's rate variable for the window (as "
+            "SetBlockProfileRate/SetMutexProfileFraction would) and restore it after. The only "
+            "write the agent ever makes to a target; each one is logged. Left set if the agent "
+            "is killed during the window.");
+DEFINE_int64(go_block_profile_rate_ns, 10000,
+             "With --go_contention_rate_write: the block profile rate set for a window (as "
+             "runtime.SetBlockProfileRate: one event per this many ns spent blocked; 1: all).");
+DEFINE_int64(go_mutex_profile_fraction, 10,
+             "With --go_contention_rate_write: the mutex profile fraction set for a window (as "
+             "runtime.SetMutexProfileFraction: 1 in this many contention events; 1: all).");
 
 namespace pprof_sidecar {
 namespace {
@@ -442,6 +455,11 @@ int Run() {
   UnwindTableCache unwind_tables(so.max_binaries);
   CpuProfiler cpu([sampler_opts] { return NewBpfCpuSampler(sampler_opts); }, &symbolizer,
                   FLAGS_cpu_sampling_hz, &unwind_tables);
+  // Go targets' runtimes, read by the goroutine, threadcreate, block and mutex kinds and for the
+  // pprof labels of CPU samples.
+  auto go_binaries = std::make_shared<GoBinaryCache>();
+  GoSampleLabeler go_labeler(go_binaries);
+  cpu.SetLabeler(&go_labeler);
   // Load and attach the CPU sampler now, so that /healthz tells the truth from the start. Without
   // it the agent still serves what needs no BPF (heap profiles of Go targets) and says why.
   const absl::Status prepared = cpu.Prepare();  // before readiness(): it fills it
@@ -523,16 +541,19 @@ int Run() {
   if (reg.ok()) reg = AddHeapSources(&heap, &registry);
   if (reg.ok() && recorder.source) reg = registry.AddUnowned(recorder.source.get());
   // Go targets' goroutine profile, read from their runtime (agent/goprofile).
-  auto go_binaries = std::make_shared<GoBinaryCache>();
   if (reg.ok()) reg = registry.Add(std::make_unique<GoroutineSource>(go_binaries, &symbolizer));
   if (reg.ok()) reg = registry.Add(std::make_unique<ThreadCreateSource>(go_binaries, &symbolizer));
+  ContentionRateWrite rate_write;
+  rate_write.enabled = FLAGS_go_contention_rate_write;
+  rate_write.block_rate_ns = FLAGS_go_block_profile_rate_ns;
+  rate_write.mutex_fraction = FLAGS_go_mutex_profile_fraction;
   if (reg.ok()) {
-    reg = registry.Add(
-        std::make_unique<ContentionSource>(ContentionKind::kBlock, go_binaries, &symbolizer));
+    reg = registry.Add(std::make_unique<ContentionSource>(ContentionKind::kBlock, go_binaries,
+                                                          &symbolizer, rate_write));
   }
   if (reg.ok()) {
-    reg = registry.Add(
-        std::make_unique<ContentionSource>(ContentionKind::kMutex, go_binaries, &symbolizer));
+    reg = registry.Add(std::make_unique<ContentionSource>(ContentionKind::kMutex, go_binaries,
+                                                          &symbolizer, rate_write));
   }
   if (!reg.ok()) {
     fprintf(stderr, "pprof-sidecar: %s\n", std::string(reg.message()).c_str());

@@ -5,15 +5,20 @@
 //   ns/inv   BPF time per invocation (every CPU, filtered-out invocations included)
 //   ns/kept  BPF time per kept target sample, net of filtered-out invocations (their cost is
 //            measured by the "idle" variant: the same program with an empty target set)
+//   gross    BPF time per kept target sample, filtered-out invocations included: between two
+//            variants of one clock (same invocations), the difference is what a kept sample costs
+//            more in one than in the other
 //   copy     mean user stack bytes per kept sample
 //   root     share of samples whose stack reaches a thread root, from BuildCpuProfile
 //
 // Usage: sampler_bench --pid=N [--hz=100] [--slice_s=2] [--rounds=5] [--times_out=FILE]
 //                     VARIANT...
+//   --idle_clock=tick|perf (default perf): the clock of the "idle" variant, whose cost per
+//   filtered-out invocation ns/kept is net of; tick prices the tick program's own filter.
 //   --times_out: appends "variant time_ns" for every target sample (bpf_ktime_get_ns, i.e.
 //   CLOCK_MONOTONIC) and "variant slice start_ns end_ns" per slice, for bench/gap_attrib.py.
 //   VARIANT = name:copy_bytes:bound:fp:wakeup_bytes[:ringbuf_kib[:verdict_cache[:walk_in_copy
-//             [:clock]]]]
+//             [:clock[:labels]]]]]
 //     bound: none | vma | go | both;  fp: kernel frame-pointer walk of the user stack: 0 off,
 //     1 on (127 frames), N > 1: at most N frames; negative: the same with the kernel's walker
 //     (bpf_get_stack) instead of the program's own
@@ -23,6 +28,8 @@
 //     frame-pointer walk reads every frame from user memory, not from the stack copy (default 1);
 //     clock: tick | perf | auto (default; the "idle" variant is perf: with the tick, ns/kept is
 //     net of the perf program's filter cost, an upper bound of the tick program's)
+//     labels: 1 = the target is a Go program whose samples record the running goroutine's
+//     pprof label pointer (fields from its release's layout), as the agent does; default 0
 //   A variant named "null" loads a program that returns at once: the floor of BPF_STATS_RUN_TIME.
 //   e.g. old:8192:none:1:0 new:8192:both:1:2097152
 #include <bpf/bpf.h>
@@ -36,13 +43,16 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "agent/goruntime/go_labels.h"
 #include "agent/profile/cpu_profile.h"
 #include "agent/sampler/cpu_sampler.h"
 #include "agent/sampler/cpu_sampler_bench.h"
@@ -56,10 +66,11 @@ struct Variant {
   BpfCpuSamplerOptions opts;
   BpfCpuSamplerBenchKnobs knobs;
   bool idle = false;
+  bool labels = false;  // record Go label pointers (SampleTarget::go)
 };
 
 struct Slice {
-  double ns = 0, inv = 0, kept = 0, bytes = 0, root = 0, samples = 0;
+  double ns = 0, inv = 0, kept = 0, bytes = 0, root = 0, samples = 0, labelled = 0;
   double stage[6] = {};
 };
 
@@ -71,10 +82,11 @@ double Median(std::vector<double> v) {
 
 bool ParseVariant(const std::string& spec, Variant* v) {
   std::vector<std::string> f = absl::StrSplit(spec, ':');
-  if (f.size() < 5 || f.size() > 9) return false;
+  if (f.size() < 5 || f.size() > 10) return false;
+  if (f.size() == 10 && !f[9].empty()) v->labels = f[9] != "0";
   if (f.size() >= 7 && !f[6].empty()) v->knobs.cache_filter_verdict = f[6] != "0";
   if (f.size() >= 8 && !f[7].empty()) v->knobs.walk_frames_in_copy = f[7] != "0";
-  if (f.size() == 9 && !f[8].empty()) {
+  if (f.size() >= 9 && !f[8].empty()) {
     if (f[8] == "tick") {
       v->opts.clock = BpfCpuSamplerOptions::Clock::kTick;
     } else if (f[8] == "perf") {
@@ -113,6 +125,7 @@ int Main(int argc, char** argv) {
   bool stages = false;
   double slice_s = 2;
   std::string times_out;
+  std::string idle_clock = "perf";
   std::vector<Variant> variants;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -125,6 +138,8 @@ int Main(int argc, char** argv) {
       rounds = atoi(val("--rounds=").c_str());
     } else if (a.rfind("--times_out=", 0) == 0) {
       times_out = val("--times_out=");
+    } else if (a.rfind("--idle_clock=", 0) == 0) {
+      idle_clock = val("--idle_clock=");
     } else if (a == "--stages") {
       stages = true;
     } else if (a.rfind("--slice_s=", 0) == 0) {
@@ -143,12 +158,22 @@ int Main(int argc, char** argv) {
     return 2;
   }
   Variant idle;
-  ParseVariant("idle:0:none:0:0::::perf", &idle);
+  ParseVariant(absl::StrCat("idle:0:none:0:0::::", idle_clock), &idle);
   variants.insert(variants.begin(), idle);
   const int stats_fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
   if (stats_fd < 0) fprintf(stderr, "bpf_enable_stats failed: %s\n", strerror(errno));
 
   ProcessSymbolizer symbolizer;
+  GoLabelFields go_fields;
+  for (const Variant& v : variants) {
+    if (!v.labels || go_fields.enabled()) continue;
+    std::optional<GoLabelFields> f = GoSampleLabeler(std::make_shared<GoBinaryCache>()).Fields(pid);
+    if (!f) {
+      fprintf(stderr, "%s: pid %d is not a Go program with a known layout\n", v.name.c_str(), pid);
+      return 2;
+    }
+    go_fields = *f;
+  }
   std::map<std::string, std::vector<Slice>> res;
   FILE* times = nullptr;
   if (!times_out.empty() && (times = fopen(times_out.c_str(), "a")) == nullptr) {
@@ -170,9 +195,10 @@ int Main(int argc, char** argv) {
         fprintf(stderr, "%s: %s\n", v.name.c_str(), std::string(s.status().message()).c_str());
         return 1;
       }
-      std::vector<uint32_t> targets;
-      if (!v.idle) targets.push_back(static_cast<uint32_t>(pid));
-      if (!(*s)->SetTargets(targets).ok()) return 1;
+      std::vector<SampleTarget> targets;
+      if (!v.idle)
+        targets.push_back({static_cast<uint32_t>(pid), v.labels ? go_fields : GoLabelFields()});
+      if (!(*s)->SetSampleTargets(targets).ok()) return 1;
       std::mutex mu;
       std::vector<CpuSample> samples;
       const absl::Time start = absl::Now();
@@ -211,6 +237,7 @@ int Main(int argc, char** argv) {
         CpuProfileReport rep;
         (void)BuildCpuProfile(samples, p, &symbolizer, &rep);
         sl.samples = static_cast<double>(rep.samples);
+        for (const CpuSample& x : samples) sl.labelled += x.go_labels != 0 ? 1 : 0;
         sl.root = static_cast<double>(rep.samples_reaching_root);
       }
       res[v.name].push_back(sl);
@@ -222,23 +249,26 @@ int Main(int argc, char** argv) {
     if (s.inv > 0) idle_per_inv.push_back(s.ns / s.inv);
   }
   const double idle_ns = Median(idle_per_inv);
-  printf("%-12s %9s %9s %9s %8s %8s %7s", "variant", "ns/inv", "ns/kept", "kept/s", "copy_B",
-         "root%", "rounds");
+  printf("%-12s %9s %9s %9s %9s %8s %8s %7s %7s", "variant", "ns/inv", "ns/kept", "gross", "kept/s",
+         "copy_B", "root%", "label%", "rounds");
   if (stages) printf("  | stage ns/kept: filter reserve regs+kstack user_fp copy submit");
   printf("\n");
   for (const Variant& v : variants) {
-    std::vector<double> per_inv, per_kept, kept_s, copy, root;
+    std::vector<double> per_inv, per_kept, gross, kept_s, copy, root, labelled;
     for (const Slice& s : res[v.name]) {
       if (s.inv > 0) per_inv.push_back(s.ns / s.inv);
       if (s.kept > 0) {
         per_kept.push_back((s.ns - (s.inv - s.kept) * idle_ns) / s.kept);
+        gross.push_back(s.ns / s.kept);
         copy.push_back(s.bytes / s.kept);
       }
       kept_s.push_back(s.kept / slice_s);
       if (s.samples > 0) root.push_back(100.0 * s.root / s.samples);
+      if (s.samples > 0) labelled.push_back(100.0 * s.labelled / s.samples);
     }
-    printf("%-12s %9.0f %9.0f %9.1f %8.0f %8.1f %7zu", v.name.c_str(), Median(per_inv),
-           Median(per_kept), Median(kept_s), Median(copy), Median(root), res[v.name].size());
+    printf("%-12s %9.0f %9.0f %9.0f %9.1f %8.0f %8.1f %7.1f %7zu", v.name.c_str(), Median(per_inv),
+           Median(per_kept), Median(gross), Median(kept_s), Median(copy), Median(root),
+           Median(labelled), res[v.name].size());
     if (stages) {
       printf("  |");
       for (int i = 0; i < 6; ++i) {

@@ -68,12 +68,12 @@ const volatile __u32 fp_seed_scan = 0;
 /* Bumped by the loader after every change of `targets` (it invalidates `verdicts`). */
 volatile __u64 targets_gen = 0;
 
-/* Target processes: tgid in the agent's pid namespace -> 1. */
+/* Target processes: tgid in the agent's pid namespace -> what to read of them. */
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
   __uint(max_entries, 1024);
   __type(key, __u32);
-  __type(value, __u8);
+  __type(value, struct cpu_sampler_target);
 } targets SEC(".maps");
 
 /* max_entries (bytes) is set by the loader before load. */
@@ -384,22 +384,50 @@ static long vma_end_cb(struct task_struct *task, struct vm_area_struct *vma, voi
 }
 #endif
 
+/* The Go g a thread runs, when its stack holds the sampled sp. */
+struct go_g {
+  __u64 g;  /* 0: none (not a Go thread, or sp is on no stack of its g) */
+  __u64 hi; /* g.stack.hi */
+  __u64 m;  /* g.m */
+};
+
+/* Reads the g in the thread's TLS slot at fs_base-8 (where Go keeps it on linux/amd64): its
+ * first words, stack.lo, stack.hi and m, in one read. Accepted only if stack.lo <= sp < stack.hi
+ * (a goroutine, g0 or gsignal stack: the g is the one running). */
+static __always_inline void read_go_g(struct task_struct *task, __u64 sp, struct go_g *out) {
+  if (sp == 0) return;
+  __u64 fsbase = BPF_CORE_READ(task, thread.fsbase);
+  __u64 g = 0;
+  __u64 w[CPU_SAMPLER_GO_G_M / 8 + 1] = {};
+  if (fsbase > 8 && bpf_probe_read_user(&g, sizeof(g), (const void *)(fsbase - 8)) == 0 &&
+      g != 0 && bpf_probe_read_user(w, sizeof(w), (const void *)g) == 0 && w[0] <= sp &&
+      sp < w[1] && w[1] - w[0] <= (1ULL << 30)) {
+    out->g = g;
+    out->hi = w[1];
+    out->m = w[CPU_SAMPLER_GO_G_M / 8];
+  }
+}
+
+/* The label set of the goroutine the thread runs: g.m.curg.labels (as Go's own profiler takes
+ * it: on g0 or gsignal, curg is the goroutine they serve), or 0. */
+static __always_inline __u64 go_labels_of(const struct go_g *gg,
+                                          const struct cpu_sampler_target *tgt) {
+  __u64 curg = 0, labels = 0;
+  if (gg->m == 0 ||
+      bpf_probe_read_user(&curg, sizeof(curg), (const void *)(gg->m + tgt->go_m_curg)) ||
+      curg == 0 ||
+      bpf_probe_read_user(&labels, sizeof(labels), (const void *)(curg + tgt->go_g_labels)))
+    return 0;
+  return labels;
+}
+
 /* The end (exclusive) of the stack holding `sp`, or 0 if unknown:
- *  - a Go thread running on a goroutine or g0 stack: g.stack.hi, with g read from the thread's
- *    TLS slot at fs_base-8 (Go 1.19-1.23 on linux/amd64) and accepted only if
- *    g.stack.lo <= sp < g.stack.hi;
+ *  - a Go thread running on a goroutine or g0 stack: g.stack.hi (`gg`, read_go_g);
  *  - otherwise the end of the VMA holding sp (main thread: [stack]; pthreads: their mapping). */
-static __always_inline __u64 stack_end(struct task_struct *task, __u64 sp) {
-  if (copy_bound & CPU_SAMPLER_BOUND_GO_G) {
-    __u64 fsbase = BPF_CORE_READ(task, thread.fsbase);
-    __u64 g = 0;
-    __u64 lohi[2] = {};
-    if (fsbase > 8 && bpf_probe_read_user(&g, sizeof(g), (const void *)(fsbase - 8)) == 0 &&
-        g != 0 && bpf_probe_read_user(lohi, sizeof(lohi), (const void *)g) == 0 &&
-        lohi[0] <= sp && sp < lohi[1] && lohi[1] - lohi[0] <= (1ULL << 30)) {
-      count(CPU_SAMPLER_CNT_COPY_BOUND_GO);
-      return lohi[1];
-    }
+static __always_inline __u64 stack_end(struct task_struct *task, __u64 sp, const struct go_g *gg) {
+  if ((copy_bound & CPU_SAMPLER_BOUND_GO_G) && gg->g != 0) {
+    count(CPU_SAMPLER_CNT_COPY_BOUND_GO);
+    return gg->hi;
   }
 #ifndef CPU_SAMPLER_COMPAT /* bpf_find_vma: 5.17 */
   if (copy_bound & CPU_SAMPLER_BOUND_VMA) {
@@ -429,9 +457,9 @@ static __always_inline __u64 stack_end(struct task_struct *task, __u64 sp) {
 
 /* Copies the user stack from `sp` up to its end (when known) or `max` bytes. */
 static __always_inline __u32 copy_bounded(__u8 *dst, struct task_struct *task, __u64 sp,
-                                          __u32 max) {
+                                          __u32 max, const struct go_g *gg) {
   if (max == 0 || sp == 0) return 0;
-  __u64 end = copy_bound ? stack_end(task, sp) : 0;
+  __u64 end = copy_bound ? stack_end(task, sp, gg) : 0;
   if (end == 0) return copy_user_stack(dst, sp, max);
   __u64 len = (end - sp + 7) & ~7ULL;
   if (len > max) len = max;
@@ -443,7 +471,8 @@ static __always_inline __u32 copy_bounded(__u8 *dst, struct task_struct *task, _
 
 /* Resolves the current thread against the target set: 0 and the thread's tgid and tid in the agent's pid
  * namespace when it belongs to a target process, else -1. */
-static __always_inline int filter_current(struct scratch_record *sc, __u32 *tgid, __u32 *tid) {
+static __always_inline int filter_current(struct scratch_record *sc, __u32 *tgid, __u32 *tid,
+                                          struct cpu_sampler_target *tgt) {
   if (verdict_cache) {
     struct cpu_sampler_percpu_head *v = &sc->head;
     struct task_struct *task = current_task();
@@ -456,22 +485,31 @@ static __always_inline int filter_current(struct scratch_record *sc, __u32 *tgid
       if (v->verdict_tgid == 0) return -1;
       *tgid = v->verdict_tgid;
       *tid = v->verdict_tid;
+      *tgt = v->verdict_target;
       return 0;
     }
     __u32 g = 0, t = 0;
-    if (current_ns_ids(&g, &t) || !bpf_map_lookup_elem(&targets, &g)) g = t = 0;
+    struct cpu_sampler_target *found = 0;
+    if (current_ns_ids(&g, &t) == 0) found = bpf_map_lookup_elem(&targets, &g);
     v->verdict_pid_tgid = pid_tgid;
     v->verdict_start_time = start_time;
     v->verdict_gen = gen;
+    if (!found) {
+      v->verdict_tgid = v->verdict_tid = 0;
+      return -1;
+    }
     v->verdict_tgid = g;
     v->verdict_tid = t;
-    if (g == 0) return -1;
+    v->verdict_target = *found;
     *tgid = g;
     *tid = t;
+    *tgt = *found;
     return 0;
   }
   if (current_ns_ids(tgid, tid)) return -1;
-  if (!bpf_map_lookup_elem(&targets, tgid)) return -1;
+  struct cpu_sampler_target *found = bpf_map_lookup_elem(&targets, tgid);
+  if (!found) return -1;
+  *tgt = *found;
   return 0;
 }
 
@@ -500,18 +538,25 @@ static __always_inline void read_uret_returns(struct cpu_sample_record *rec) {
 /* Completes the record whose header fields up to the user registers and flags are set (kernel
  * stack taken when `want_kstack`), and submits it. */
 static __always_inline void capture_and_submit(void *ctx, struct scratch_record *sc,
+                                               const struct cpu_sampler_target *tgt,
                                                int want_kstack, __u64 *t) {
   struct cpu_sample_record *rec = &sc->h;
   read_uret_returns(rec);
   rec->ips_offset = 0;
   rec->user_stack_len = 0;
   stage(CPU_SAMPLER_STAGE_REGS_KSTACK, t);
+  /* The running Go g: the end of its stack bounds the copy; its goroutine's labels. */
+  struct go_g gg = {};
+  const int labels = tgt->go_g_labels != 0 && tgt->go_m_curg != 0;
+  if ((copy_bound & CPU_SAMPLER_BOUND_GO_G) || labels)
+    read_go_g(current_task(), rec->user_sp, &gg);
+  rec->go_labels = labels ? go_labels_of(&gg, tgt) : 0;
   /* The stack copy first: the frame-pointer walk then reads the frames it holds from it. */
   __u32 copy_bytes = user_stack_copy_bytes;
   if (copy_bytes > CPU_SAMPLER_MAX_USER_STACK_COPY) copy_bytes = CPU_SAMPLER_MAX_USER_STACK_COPY;
   __u32 copied = 0;
   if (copy_bytes) {
-    copied = copy_bounded(sc->data, current_task(), rec->user_sp, copy_bytes);
+    copied = copy_bounded(sc->data, current_task(), rec->user_sp, copy_bytes, &gg);
     if (copied == 0) count(CPU_SAMPLER_CNT_USER_STACK_COPY_ERRORS);
   }
   if (copied > CPU_SAMPLER_MAX_USER_STACK_COPY) copied = CPU_SAMPLER_MAX_USER_STACK_COPY;
@@ -642,7 +687,8 @@ int cpu_sample(struct bpf_perf_event_data *ctx) {
   struct scratch_record *sc = this_cpu_scratch();
   if (!sc) return 0;
   __u32 tgid = 0, tid = 0;
-  if (filter_current(sc, &tgid, &tid)) return 0;
+  struct cpu_sampler_target tgt = {};
+  if (filter_current(sc, &tgid, &tid, &tgt)) return 0;
   sc->head.counters[CPU_SAMPLER_CNT_SAMPLES_SEEN] += 1;
   stage(CPU_SAMPLER_STAGE_FILTER, &t);
   stage(CPU_SAMPLER_STAGE_RESERVE, &t);
@@ -661,7 +707,7 @@ int cpu_sample(struct bpf_perf_event_data *ctx) {
     rec->flags |= CPU_SAMPLE_F_IN_KERNEL;
     saved_user_regs(rec);
   }
-  capture_and_submit(ctx, sc, in_kernel, &t);
+  capture_and_submit(ctx, sc, &tgt, in_kernel, &t);
   return 0;
 }
 
@@ -743,7 +789,8 @@ static __always_inline int tick_sample(void *ctx) {
   __u64 gen = tick_gen;
   if (period == 0) return 0;
   __u32 tgid = 0, tid = 0;
-  if (filter_current(sc, &tgid, &tid)) return 0;
+  struct cpu_sampler_target tgt = {};
+  if (filter_current(sc, &tgid, &tid, &tgt)) return 0;
   struct task_struct *task = current_task();
   __u64 runtime = BPF_CORE_READ(task, se.sum_exec_runtime);
   struct thread_state *ts = thread_state_of(task);
@@ -769,7 +816,7 @@ static __always_inline int tick_sample(void *ctx) {
   saved_user_regs(&sc->h);
   int user_tick = interrupted_user_mode();
   if (!user_tick) sc->h.flags |= CPU_SAMPLE_F_IN_KERNEL | CPU_SAMPLE_F_TICK;
-  capture_and_submit(ctx, sc, !user_tick, &t);
+  capture_and_submit(ctx, sc, &tgt, !user_tick, &t);
   return 0;
 }
 

@@ -25,6 +25,19 @@
 #define CPU_SAMPLER_BOUND_VMA 0x1u  /* end of the VMA holding sp (bpf_find_vma) */
 #define CPU_SAMPLER_BOUND_GO_G 0x2u /* Go: g.stack.hi of the running g (TLS at fs_base-8) */
 
+/* Offset of m in runtime.g (Go 1.19..1.27, amd64): the program reads the g's first words, its
+ * stack bounds and m, in one read. */
+#define CPU_SAMPLER_GO_G_M 48
+
+/* Value of the `targets` map: what the program reads of a target process besides its stacks. */
+struct cpu_sampler_target {
+  /* Go targets whose samples carry the running goroutine's labels (g.m.curg.labels): byte
+   * offsets of curg in runtime.m and of labels in runtime.g of the target's release. 0: none. */
+  __u16 go_m_curg;
+  __u16 go_g_labels;
+  __u32 pad;
+};
+
 /* cpu_sample_record.flags */
 #define CPU_SAMPLE_F_IN_KERNEL 0x1u        /* the sample interrupted kernel mode */
 #define CPU_SAMPLE_F_USER_STACK_ERR 0x2u   /* bpf_get_stack(BPF_F_USER_STACK) failed */
@@ -69,6 +82,10 @@ struct cpu_sample_record {
    * them back in order. */
   __u64 uret_trampoline;
   __u64 uret_returns[CPU_SAMPLER_MAX_URET];
+  /* Go targets with label offsets (cpu_sampler_target): the runtime address of the label set of
+   * the goroutine the thread runs (g.m.curg.labels, g from the thread's TLS at fs_base-8 when its
+   * stack holds the sampled sp); 0: none. */
+  __u64 go_labels;
 };
 
 /* Hrtimer expirations recorded per CPU while the loader learns which is the tick (a power of 2). */
@@ -111,6 +128,7 @@ struct cpu_sampler_percpu_head {
   __u64 verdict_gen;        /* the loader's targets_gen the verdict was computed under */
   __u32 verdict_tgid;       /* in the agent's pid namespace; 0: not a target */
   __u32 verdict_tid;
+  struct cpu_sampler_target verdict_target; /* the target's `targets` value */
   __u64 counters[CPU_SAMPLER_CNT_NUM];
 };
 
@@ -120,7 +138,7 @@ enum cpu_sampler_stage {
   CPU_SAMPLER_STAGE_RESERVE,    /* scratch record lookup */
   CPU_SAMPLER_STAGE_REGS_KSTACK, /* user registers, kernel stack */
   CPU_SAMPLER_STAGE_USER_FP,    /* frame-pointer walk of the user stack */
-  CPU_SAMPLER_STAGE_COPY,       /* user stack copy */
+  CPU_SAMPLER_STAGE_COPY,       /* the Go g (stack end, label pointer), user stack copy */
   CPU_SAMPLER_STAGE_SUBMIT,     /* ring buffer output (and wakeup) */
   CPU_SAMPLER_STAGE_NUM,
 };

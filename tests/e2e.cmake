@@ -69,3 +69,14 @@ target_compile_definitions(
 add_dependencies(native_heap_e2e_bpf_test pprof-sidecar)
 gtest_discover_tests(native_heap_e2e_bpf_test DISCOVERY_TIMEOUT 60
                      PROPERTIES LABELS privileged RUN_SERIAL TRUE TIMEOUT 300)
+
+# Issue 15: pprof labels on CPU samples of Go targets, against the target's own CPU profile.
+add_executable(labels_e2e_bpf_test e2e/labels_e2e_bpf_test.cc e2e/e2e_util.cc)
+target_link_libraries(labels_e2e_bpf_test PRIVATE testutil PkgConfig::HTTPLIB absl::strings
+                      absl::str_format absl::time GTest::gtest_main Threads::Threads)
+target_compile_definitions(
+  labels_e2e_bpf_test PRIVATE PPROF_SIDECAR_AGENT="$<TARGET_FILE:pprof-sidecar>"
+)
+add_dependencies(labels_e2e_bpf_test pprof-sidecar)
+gtest_discover_tests(labels_e2e_bpf_test DISCOVERY_TIMEOUT 60
+                     PROPERTIES LABELS privileged RUN_SERIAL TRUE TIMEOUT 300)

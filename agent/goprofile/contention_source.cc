@@ -1,5 +1,6 @@
 #include "agent/goprofile/contention_source.h"
 
+#include <stdio.h>
 #include <time.h>
 #include <x86intrin.h>
 
@@ -199,8 +200,8 @@ absl::StatusOr<std::string> Proto(const GoImage& img, ProcessSymbolizer* symboli
 }  // namespace
 
 ContentionSource::ContentionSource(ContentionKind kind, std::shared_ptr<GoBinaryCache> cache,
-                                   ProcessSymbolizer* symbolizer)
-    : kind_(kind), cache_(std::move(cache)), symbolizer_(symbolizer) {
+                                   ProcessSymbolizer* symbolizer, ContentionRateWrite write)
+    : kind_(kind), cache_(std::move(cache)), symbolizer_(symbolizer), write_(write) {
   info_.name = Name(kind);
   info_.description = kind == ContentionKind::kBlock
                           ? "Stack traces that led to blocking on synchronization primitives"
@@ -220,18 +221,107 @@ absl::StatusOr<ContentionSnapshot> ContentionSource::Read(const GoProcess& p) {
   return ReadContention(*p.mem, *p.bin, p.bias, kind_);
 }
 
+uint64_t ContentionSource::EnabledRate() const {
+  if (kind_ == ContentionKind::kMutex) {
+    return static_cast<uint64_t>(std::max<int64_t>(1, write_.mutex_fraction));
+  }
+  // SetBlockProfileRate: 1 records every event, else the rate in ns converted to ticks (Go's
+  // estimate of the TSC frequency; the agent measures its own).
+  if (write_.block_rate_ns <= 1) return 1;
+  const double ticks =
+      static_cast<double>(write_.block_rate_ns) * static_cast<double>(CyclesPerSecond()) / 1e9;
+  return std::max<uint64_t>(1, static_cast<uint64_t>(ticks));
+}
+
+bool ContentionSource::BeginRateWindow(GoProcess& p, std::string* why) {
+  std::lock_guard<std::mutex> l(write_mu_);
+  if (writers_ > 0) {
+    if (write_pid_ != p.pid) {
+      *why = "another process's window holds the write";
+      return false;
+    }
+    ++writers_;
+    return true;
+  }
+  absl::StatusOr<std::pair<uint64_t, uint64_t>> vars = LocateContentionVars(*p.bin, kind_);
+  if (!vars.ok()) {
+    *why = std::string(vars.status().message());
+    return false;
+  }
+  const uint64_t addr = vars->second + p.bias;
+  absl::StatusOr<uint64_t> old = p.mem->ReadU64(addr);
+  if (!old.ok() || *old != 0) {
+    *why = old.ok() ? "the target enabled it meanwhile" : std::string(old.status().message());
+    return false;
+  }
+  const uint64_t value = EnabledRate();
+  if (absl::Status st = p.mem->Write(addr, &value, sizeof(value)); !st.ok()) {
+    *why = std::string(st.message());
+    fprintf(stderr, "pprof-sidecar: pid %d: writing runtime.%sprofilerate failed: %s\n", p.pid,
+            Name(kind_), why->c_str());
+    return false;
+  }
+  rate_writes_.fetch_add(1);
+  fprintf(stderr,
+          "pprof-sidecar: pid %d: wrote runtime.%sprofilerate = %llu at 0x%llx (was 0) for a "
+          "%s profile window (--go_contention_rate_write)\n",
+          p.pid, Name(kind_), static_cast<unsigned long long>(value),
+          static_cast<unsigned long long>(addr), Name(kind_));
+  writers_ = 1;
+  write_pid_ = p.pid;
+  write_addr_ = addr;
+  write_old_ = *old;
+  write_value_ = value;
+  return true;
+}
+
+void ContentionSource::EndRateWindow(GoProcess& p) {
+  std::lock_guard<std::mutex> l(write_mu_);
+  if (writers_ == 0 || --writers_ > 0) return;
+  absl::StatusOr<uint64_t> now = p.mem->ReadU64(write_addr_);
+  if (!now.ok() || *now != write_value_) {
+    fprintf(stderr, "pprof-sidecar: pid %d: runtime.%sprofilerate left as it is: %s\n", p.pid,
+            Name(kind_),
+            now.ok() ? "the target changed it during the window"
+                     : std::string(now.status().message()).c_str());
+    return;
+  }
+  absl::Status st = p.mem->Write(write_addr_, &write_old_, sizeof(write_old_));
+  rate_writes_.fetch_add(1);
+  fprintf(stderr, "pprof-sidecar: pid %d: restored runtime.%sprofilerate = %llu%s%s\n", p.pid,
+          Name(kind_), static_cast<unsigned long long>(write_old_),
+          st.ok() ? "" : ": failed: ", st.ok() ? "" : std::string(st.message()).c_str());
+}
+
 absl::StatusOr<ProfileResponse> ContentionSource::Collect(const ProfileRequest& req) {
   if (!req.target) return absl::UnavailableError("no target process");
   absl::StatusOr<GoProcess> p = cache_->Open(req.target->pid);
   if (!p.ok()) return p.status();
   absl::StatusOr<ContentionSnapshot> s = Read(*p);
+  std::string wrote_note, why;
   if (s.ok() && req.seconds > absl::ZeroDuration()) {
+    // The opt-in write: only for a window, only on a target that never enabled this kind.
+    const bool wrote = write_.enabled && s->rate == 0 && BeginRateWindow(*p, &why);
+    if (wrote) {
+      wrote_note = absl::StrCat(
+          "pprof-sidecar: the target had not enabled ", Name(kind_), " profiling: the agent set ",
+          kind_ == ContentionKind::kBlock ? "runtime.blockprofilerate" : "runtime.mutexprofilerate",
+          " to ", EnabledRate(), " for this window (--go_contention_rate_write) and restored 0");
+    }
     const absl::Time end = absl::Now() + req.seconds;
+    bool cancelled = false;
     while (absl::Now() < end && !req.cut_short()) {
-      if (req.cancelled()) return absl::CancelledError("client went away");
+      if (req.cancelled()) {
+        cancelled = true;
+        break;
+      }
       absl::SleepFor(std::min(absl::Milliseconds(50), end - absl::Now()));
     }
-    absl::StatusOr<ContentionSnapshot> s2 = Read(*p);
+    // Read before the restore: the delta then carries the rate it was recorded at.
+    absl::StatusOr<ContentionSnapshot> s2 =
+        cancelled ? absl::CancelledError("client went away") : Read(*p);
+    if (wrote) EndRateWindow(*p);
+    if (cancelled) return s2.status();
     if (s2.ok())
       s = Subtract(*s2, *s);
     else
@@ -242,13 +332,14 @@ absl::StatusOr<ProfileResponse> ContentionSource::Collect(const ProfileRequest& 
     return absl::Status(s.status().code(),
                         absl::StrCat("pid ", req.target->pid, ": ", s.status().message()));
   }
-  std::string note;
-  if (s->rate == 0 && s->records.empty()) {
+  std::string note = wrote_note;
+  if (note.empty() && s->rate == 0 && s->records.empty()) {
     note = absl::StrCat("pprof-sidecar: empty because the target never enabled ", Name(kind_),
                         " profiling (",
                         kind_ == ContentionKind::kBlock ? "runtime.SetBlockProfileRate"
                                                         : "runtime.SetMutexProfileFraction",
                         " was not called: the runtime records nothing)");
+    if (!why.empty()) absl::StrAppend(&note, "; the opt-in rate write was refused: ", why);
   }
   const GoImage img{p->bin.get(), p->bias, p->exe};
   ProfileResponse resp;
@@ -271,6 +362,10 @@ void ContentionSource::WriteMetrics(const std::optional<ProcessInfo>& target,
   w->Counter(absl::StrCat("pprof_sidecar_", Name(kind_), "_profile_errors_total"),
              absl::StrCat(info_.name, " profile requests failed."),
              static_cast<double>(errors_.load()));
+  w->Counter(absl::StrCat("pprof_sidecar_", Name(kind_), "_rate_writes_total"),
+             absl::StrCat("Writes of the target's ", Name(kind_),
+                          " profiling rate (--go_contention_rate_write): set and restore."),
+             static_cast<double>(rate_writes_.load()));
 }
 
 }  // namespace pprof_sidecar

@@ -23,3 +23,8 @@ gtest_discover_tests(goroutine_profile_test DISCOVERY_TIMEOUT 60
 add_executable(go_runtime_test ${CMAKE_SOURCE_DIR}/agent/goruntime/go_runtime_test.cc)
 target_link_libraries(go_runtime_test PRIVATE goprofile testutil GTest::gtest_main)
 gtest_discover_tests(go_runtime_test DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 900)
+
+# Label sets (1.24+ slices, 1.19..1.23 maps) laid out as the runtime does, forged ones too.
+add_executable(go_labels_test ${CMAKE_SOURCE_DIR}/agent/goruntime/go_labels_test.cc)
+target_link_libraries(go_labels_test PRIVATE goruntime GTest::gtest_main)
+gtest_discover_tests(go_labels_test DISCOVERY_TIMEOUT 60)

@@ -145,11 +145,11 @@ class GoroutineProfileTest : public ::testing::TestWithParam<std::tuple<std::str
 };
 
 TEST_P(GoroutineProfileTest, AgreesWithTheTargetsOwnProfile) {
-  // Goroutines under pprof labels: Go 1.24+ (a slice; earlier releases keep them in a Go map,
-  // which the agent does not read).
-  const bool labels = std::get<0>(GetParam()) >= "1.24";
-  auto t = Start(bin_, {"-recv=1000", "-select=100", "-mutex=10", "-spin=2",
-                        labels ? "-labeled=30" : "-labeled=0"});
+  // Goroutines under pprof labels (Go 1.24+ keep them in a sorted slice, earlier releases in a
+  // Go map): their records, "# labels:" lines included, must be Go's. A finalizer blocked for
+  // ever: the finalizer goroutine, running a finalizer, is a user goroutine for Go.
+  auto t = Start(
+      bin_, {"-recv=1000", "-select=100", "-mutex=10", "-spin=2", "-labeled=30", "-finalizer"});
   ASSERT_GT(t->port, 0);
   GoroutineSource src(std::make_shared<GoBinaryCache>(), &symbolizer_);
 
@@ -176,12 +176,12 @@ TEST_P(GoroutineProfileTest, AgreesWithTheTargetsOwnProfile) {
     EXPECT_EQ(g->second, n) << rec;
   }
   EXPECT_EQ(population, 1110) << *a;
-  if (labels) {
-    for (int w = 0; w < 3; ++w) {
-      EXPECT_THAT(*a, ::testing::HasSubstr(absl::StrCat("# labels: {\"worker\":\"w", w, "\"}")));
-    }
+  for (int w = 0; w < 3; ++w) {
+    EXPECT_THAT(*a, ::testing::HasSubstr(absl::StrCat("# labels: {\"worker\":\"w", w, "\"}")));
   }
   EXPECT_GE(stable, 1111);
+  EXPECT_THAT(*a, ::testing::HasSubstr("main.blockedFinalizer")) << *a;
+  EXPECT_THAT(go1, ::testing::HasSubstr("main.blockedFinalizer")) << go1;
   // The running goroutines have their stacks from their threads' registers.
   int64_t spinners = 0;
   for (const auto& [rec, n] : ours_a.records) {
@@ -407,6 +407,48 @@ TEST_P(GoroutineProfileTest, ContentionNotEnabledSaysSo) {
     EXPECT_TRUE(ParseContention(a->body).records.empty()) << a->body;
     EXPECT_TRUE(ParseContention(GoOwn(t->port, src.info().name, 1)).records.empty());
     EXPECT_THAT(a->body, ::testing::HasSubstr("never enabled"));
+  }
+}
+
+// The opt-in rate write: a seconds=N window on a target that never enabled them shows its
+// contention, says what was written, and leaves the runtime's rate at 0 again; a request without
+// a window writes nothing.
+TEST_P(GoroutineProfileTest, OptInRateWriteShowsContentionForTheWindowOnly) {
+  auto t = Start(bin_, {"-recv=0", "-select=0", "-mutex=0", "-spin=0", "-contend"});
+  ASSERT_GT(t->port, 0);
+  auto cache = std::make_shared<GoBinaryCache>();
+  for (ContentionKind kind : {ContentionKind::kBlock, ContentionKind::kMutex}) {
+    ContentionRateWrite write;
+    write.enabled = true;
+    write.block_rate_ns = 1000;
+    write.mutex_fraction = 1;
+    ContentionSource src(kind, cache, &symbolizer_, write);
+    ProfileRequest req;
+    auto info = ReadProcessInfo(t->pid);
+    ASSERT_TRUE(info.ok());
+    req.target = *info;
+    req.debug = 1;
+    auto plain = src.Collect(req);
+    ASSERT_TRUE(plain.ok()) << plain.status();
+    EXPECT_THAT(plain->body, ::testing::HasSubstr("never enabled"));
+    req.seconds = absl::Seconds(1);
+    auto a = src.Collect(req);
+    ASSERT_TRUE(a.ok()) << a.status();
+    EXPECT_THAT(a->body, ::testing::HasSubstr(kind == ContentionKind::kBlock ? "main.contendChan"
+                                                                             : "main.contendLock"))
+        << a->body;
+    EXPECT_THAT(a->body, ::testing::HasSubstr("for this window (--go_contention_rate_write)"));
+    auto p = cache->Open(t->pid);
+    ASSERT_TRUE(p.ok()) << p.status();
+    auto after = ReadContention(*p->mem, *p->bin, p->bias, kind);
+    ASSERT_TRUE(after.ok()) << after.status();
+    EXPECT_EQ(after->rate, 0) << src.info().name;
+    // Go's own endpoint shows what the window recorded (the runtime keeps its buckets) and, for
+    // the mutex profile, the fraction it reads back: 0 again.
+    const std::string own = GoOwn(t->port, src.info().name, 1);
+    EXPECT_THAT(own, ::testing::HasSubstr(kind == ContentionKind::kBlock ? "main.contendChan"
+                                                                         : "main.contendLock"));
+    if (kind == ContentionKind::kMutex) EXPECT_THAT(own, ::testing::HasSubstr("sampling period=0"));
   }
 }
 

@@ -5,36 +5,21 @@
 
 #include "absl/strings/str_cat.h"
 #include "agent/goprofile/go_stack_format.h"
+#include "agent/goruntime/go_labels.h"
 
 namespace pprof_sidecar {
 namespace {
 
 using Labels = std::vector<std::pair<std::string, std::string>>;
 
-// The pprof label set at `ptr` (g.labels): Go 1.24+ keep it as a sorted slice of {key, value}
-// strings (runtime/pprof's labelMap{LabelSet{list}}); earlier releases as a Go map, which is not
-// read (no labels). Label sets are immutable, so they are cached by address for one profile.
+// The pprof label set at `ptr` (g.labels, go_labels.h); none if it cannot be read. Label sets
+// are immutable, so they are cached by address for one profile.
 Labels ReadLabels(MemoryReader& mem, const GoBinary& bin, uint64_t ptr,
                   std::map<uint64_t, Labels>* cache) {
-  if (ptr == 0 || bin.minor() < 24) return {};
+  if (ptr == 0) return {};
   if (auto it = cache->find(ptr); it != cache->end()) return it->second;
-  Labels out;
-  uint64_t slice[2];
-  if (mem.Read(ptr, slice, sizeof(slice)).ok() && slice[1] <= 64) {
-    std::vector<uint64_t> words(slice[1] * 4);
-    if (words.empty() || mem.Read(slice[0], words.data(), words.size() * 8).ok()) {
-      auto str = [&mem](uint64_t p, uint64_t n) {
-        std::string v(std::min<uint64_t>(n, 4096), '\0');
-        if (!v.empty() && !mem.Read(p, v.data(), v.size()).ok()) v.clear();
-        return v;
-      };
-      for (uint64_t i = 0; i < slice[1]; ++i) {
-        out.emplace_back(str(words[4 * i], words[4 * i + 1]),
-                         str(words[4 * i + 2], words[4 * i + 3]));
-      }
-      std::sort(out.begin(), out.end());
-    }
-  }
+  absl::StatusOr<SampleLabels> set = ReadGoLabels(mem, bin.minor(), ptr);
+  Labels out = set.ok() ? *std::move(set) : Labels();
   (*cache)[ptr] = out;
   return out;
 }

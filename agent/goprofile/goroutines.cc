@@ -119,6 +119,7 @@ ReadResult ReadOne(MemoryReader& mem, const GoBinary& bin, const GoLayout& l, ui
   g.gopc = Field<uint64_t>(b, l.g_gopc) - bias;
   g.labels = Field<uint64_t>(b, l.g_labels);
   g.system = bin.IsSystemGoroutineStart(Field<uint64_t>(b, l.g_startpc) - bias);
+  g.finalizer = bin.IsFinalizerGoroutineStart(Field<uint64_t>(b, l.g_startpc) - bias);
   const uint64_t lo = Field<uint64_t>(b, l.g_stack_lo), hi = Field<uint64_t>(b, l.g_stack_hi);
   UnwoundStack u;
   if (g.status == kGrunning) {
@@ -261,6 +262,9 @@ absl::StatusOr<GoroutineSnapshot> ReadGoroutines(MemoryReader& mem, const GoBina
     if (absl::Status st = mem.Read(*array, gps.data(), gps.size() * 8); !st.ok()) return st;
   }
   snap.goroutines.reserve(gps.size());
+  // The finalizer goroutine is a user goroutine while it runs a finalizer, as Go counts it
+  // (isSystemGoroutine); a system one when that cannot be read.
+  absl::StatusOr<bool> fin_running = bin.FinalizerRunning(mem, bias);
   GoFuncCache funcs;
   for (uint64_t gp : gps) {
     if (gp == 0 || gp % 8 != 0) {
@@ -280,6 +284,7 @@ absl::StatusOr<GoroutineSnapshot> ReadGoroutines(MemoryReader& mem, const GoBina
       continue;
     }
     if (g.status == kGrunning && g.frames.empty()) ++snap.running_without_regs;
+    if (g.finalizer) g.system = !(fin_running.ok() && *fin_running);
     snap.goroutines.push_back(std::move(g));
   }
   return snap;

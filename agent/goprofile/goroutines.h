@@ -51,6 +51,7 @@ struct Goroutine {
   int64_t wait_since = 0;  // nanotime() when it blocked, 0 if unknown
   bool locked_to_thread = false;
   bool system = false;          // a runtime goroutine (isSystemGoroutine)
+  bool finalizer = false;       // the finalizer goroutine (runtime.runfinq)
   uint64_t gopc = 0;            // link-time PC of the go statement that created it
   uint64_t labels = 0;          // runtime address of its pprof label set, 0 if none
   std::vector<GoFrame> frames;  // leaf first; empty: stack unavailable (running, no registers)

@@ -91,6 +91,27 @@ std::vector<GoVarSpec> SchedSpecs() {
   };
 }
 
+// The finalizer goroutine's state: runtime.fingStatus (atomic.Uint32, Go 1.20+) or
+// runtime.fingRunning (bool, 1.19), and the runtime functions that use it.
+GoVarSpec FingSpec(int minor) {
+  if (minor >= 20) {
+    return {"runtime.fingStatus",
+            4,
+            {GoDataClass::kNoptrBss},
+            {"runtime.runfinq", "runtime.runFinalizers", "runtime.queuefinalizer",
+             "runtime.wakefing", "runtime.createfing", "runtime.isSystemGoroutine",
+             "runtime.goroutineProfileWithLabelsConcurrent", "runtime.findRunnable",
+             "runtime.findrunnable"}};
+  }
+  return {"runtime.fingRunning",
+          1,
+          {GoDataClass::kNoptrBss},
+          {"runtime.runfinq", "runtime.isSystemGoroutine",
+           "runtime.goroutineProfileWithLabelsConcurrent"}};
+}
+
+constexpr uint32_t kFingRunningFinalizer = 2;  // fingStatus bit, Go 1.20+
+
 }  // namespace
 
 const GoLayout* GoLayoutFor(int minor) {
@@ -137,6 +158,15 @@ absl::StatusOr<std::shared_ptr<const GoBinary>> GoBinary::Open(const std::string
         "built with ",
         b->go_version_.empty() ? "an unknown Go" : b->go_version_, ": ", locs.status().message()));
   }
+  if (b->minor_ >= 19) {
+    absl::StatusOr<std::vector<GoVarLocation>> fing =
+        LocateGoVars(*b->elf_, *b->pcln_, {FingSpec(b->minor_)});
+    if (fing.ok()) {
+      b->fing_var_ = (*fing)[0].addr;
+    } else {
+      b->fing_var_ = fing.status();
+    }
+  }
   return std::shared_ptr<const GoBinary>(std::move(b));
 }
 
@@ -169,14 +199,36 @@ bool GoBinary::IsSystemGoroutineStart(uint64_t startpc) const {
   absl::StatusOr<GoPclntab::FuncInfo> f = pcln_->LookupFunc(startpc);
   if (f.ok()) {
     const std::string& n = f->name;
-    // runtime.main, coroutines and wasm events are user goroutines; the finalizer and cleanup
-    // goroutines count as system ones (Go counts them as user goroutines only while they run
-    // user code, which cannot be seen from outside without reading more runtime state).
+    // runtime.main, coroutines and wasm events are user goroutines; the finalizer goroutine is
+    // a system one here (the goroutine reader asks FinalizerRunning), the cleanup goroutines
+    // (1.25+) are system ones (Go counts them as user goroutines only while they run cleanups).
     system = absl::StartsWith(n, "runtime.") && n != "runtime.main" && n != "runtime.corostart" &&
              n != "runtime.handleAsyncEvent";
   }
   if (system_start_.size() < 4096) system_start_[startpc] = system;
   return system;
+}
+
+bool GoBinary::IsFinalizerGoroutineStart(uint64_t startpc) const {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = finalizer_start_.find(startpc);
+  if (it != finalizer_start_.end()) return it->second;
+  absl::StatusOr<GoPclntab::FuncInfo> f = pcln_->LookupFunc(startpc);
+  const bool fin = f.ok() && (f->name == "runtime.runfinq" || f->name == "runtime.runFinalizers");
+  if (finalizer_start_.size() < 4096) finalizer_start_[startpc] = fin;
+  return fin;
+}
+
+absl::StatusOr<bool> GoBinary::FinalizerRunning(MemoryReader& mem, uint64_t bias) const {
+  if (!fing_var_.ok()) return fing_var_.status();
+  if (minor_ >= 20) {
+    absl::StatusOr<uint32_t> v = mem.ReadU32(*fing_var_ + bias);
+    if (!v.ok()) return v.status();
+    return (*v & kFingRunningFinalizer) != 0;
+  }
+  uint8_t v = 0;
+  if (absl::Status st = mem.Read(*fing_var_ + bias, &v, 1); !st.ok()) return st;
+  return v != 0;
 }
 
 absl::StatusOr<uint64_t> GoExeLoadBias(pid_t pid, uint64_t inode,

@@ -85,7 +85,19 @@ class GoBinary {
   std::string WaitReason(uint8_t reason) const;
   std::string StatusString(uint32_t status) const;
   // funcID of runtime.main, runtime.goexit etc. by name (the numbering moved across releases).
+  // The finalizer goroutine (runtime.runfinq) counts as a system goroutine here; see
+  // IsFinalizerGoroutineStart.
   bool IsSystemGoroutineStart(uint64_t startpc) const;
+  // Whether `startpc` starts the finalizer goroutine (runtime.runfinq; runtime.runFinalizers
+  // since 1.25), which Go counts as a user goroutine only while it runs a finalizer
+  // (isSystemGoroutine).
+  bool IsFinalizerGoroutineStart(uint64_t startpc) const;
+  // Whether the finalizer goroutine runs a finalizer now (runtime.fingStatus's
+  // fingRunningFinalizer bit, Go 1.20+; runtime.fingRunning in 1.19); an error if the variable
+  // could not be located in this binary.
+  absl::StatusOr<bool> FinalizerRunning(MemoryReader& mem, uint64_t bias) const;
+  // runtime.fingStatus / runtime.fingRunning, link-time; an error if not located.
+  const absl::StatusOr<uint64_t>& finalizer_var() const { return fing_var_; }
 
  private:
   GoBinary() = default;
@@ -98,7 +110,9 @@ class GoBinary {
   const std::vector<std::string>* wait_reasons_ = nullptr;
   const std::vector<std::string>* statuses_ = nullptr;
   mutable std::mutex mu_;
-  mutable std::map<uint64_t, bool> system_start_;  // startpc -> system goroutine
+  mutable std::map<uint64_t, bool> system_start_;     // startpc -> system goroutine
+  mutable std::map<uint64_t, bool> finalizer_start_;  // startpc -> runtime.runfinq
+  absl::StatusOr<uint64_t> fing_var_ = absl::NotFoundError("not located");  // link-time
 };
 
 // The load bias of the executable in process `pid` (0 for non-PIE): maps's start of the
@@ -122,6 +136,11 @@ class GoBinaryCache {
   absl::StatusOr<GoProcess> Open(pid_t pid);
   // OK if `pid` runs a Go binary whose runtime the agent can read; else why not.
   absl::Status Check(pid_t pid);
+  // The executable `pid` runs; errors as Open's.
+  absl::StatusOr<std::shared_ptr<const GoBinary>> BinaryOf(pid_t pid) {
+    uint64_t inode = 0;
+    return Binary(pid, &inode);
+  }
 
  private:
   absl::StatusOr<std::shared_ptr<const GoBinary>> Binary(pid_t pid, uint64_t* inode);

@@ -60,9 +60,9 @@ TEST_P(GoRuntimeTest, LayoutIsTheReleasesDwarf) {
   };
   std::string args;
   for (const auto& [k, v] : want) absl::StrAppend(&args, " ", k);
-  auto r = RunCommand(absl::StrCat("cd ", TestDataDir(), "/tools/godwarfoffsets && GOCACHE=",
-                                   GoCacheDir(version), " GO111MODULE=off ", *go, " run main.go ",
-                                   *bin, args));
+  auto r = RunCommand(absl::StrCat("cd ", TestDataDir(),
+                                   "/tools/godwarfoffsets && GOCACHE=", GoCacheDir(version),
+                                   " GO111MODULE=off ", *go, " run main.go ", *bin, args));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   int checked = 0;
   for (absl::string_view line : absl::StrSplit(r.output, '\n', absl::SkipEmpty())) {
@@ -101,6 +101,9 @@ TEST_P(GoRuntimeTest, CensusMatchesSymtab) {
   EXPECT_EQ((*s)->sched_vars()->allglen, v.allglen);
   EXPECT_EQ((*s)->sched_vars()->allgptr, v.allgptr);
   EXPECT_EQ((*s)->sched_vars()->allm, v.allm);
+  ASSERT_TRUE((*b)->finalizer_var().ok()) << (*b)->finalizer_var().status();
+  ASSERT_TRUE((*s)->finalizer_var().ok()) << (*s)->finalizer_var().status();
+  EXPECT_EQ(*(*s)->finalizer_var(), *(*b)->finalizer_var());
   for (ContentionKind k : {ContentionKind::kBlock, ContentionKind::kMutex}) {
     auto want = LocateContentionVars(**b, k);
     auto got = LocateContentionVars(**s, k);
@@ -109,8 +112,7 @@ TEST_P(GoRuntimeTest, CensusMatchesSymtab) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(GoVersions, GoRuntimeTest,
-                         ::testing::ValuesIn(testing::GoVersions()),
+INSTANTIATE_TEST_SUITE_P(GoVersions, GoRuntimeTest, ::testing::ValuesIn(testing::GoVersions()),
                          [](const auto& info) { return testing::GoVersionName(info.param); });
 
 }  // namespace

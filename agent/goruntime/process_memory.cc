@@ -105,4 +105,14 @@ absl::Status ProcessMemory::Read(uint64_t addr, void* buf, size_t len) {
   return absl::OkStatus();
 }
 
+absl::Status ProcessMemory::Write(uint64_t addr, const void* buf, size_t len) {
+  struct iovec local = {const_cast<void*>(buf), len};
+  struct iovec remote = {reinterpret_cast<void*>(static_cast<uintptr_t>(addr)), len};
+  ssize_t n = process_vm_writev(pid_, &local, 1, &remote, 1, 0);
+  if (n == static_cast<ssize_t>(len)) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat("process_vm_writev(pid ", pid_, ", 0x", absl::Hex(addr),
+                                          ", ", len,
+                                          " bytes): ", n >= 0 ? "short write" : strerror(errno)));
+}
+
 }  // namespace pprof_sidecar

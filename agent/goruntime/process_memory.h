@@ -41,6 +41,9 @@ class ProcessMemory : public MemoryReader {
 
   absl::Status Read(uint64_t addr, void* buf, size_t len) override;
   absl::StatusOr<size_t> ReadPartial(uint64_t addr, void* buf, size_t len) override;
+  // Writes exactly `len` bytes at `addr` (process_vm_writev). The agent writes to a target only
+  // for ContentionSource's opt-in rate window (contention_source.h).
+  absl::Status Write(uint64_t addr, const void* buf, size_t len);
   pid_t pid() const { return pid_; }
   uint64_t reads() const { return reads_; }
 

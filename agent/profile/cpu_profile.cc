@@ -206,6 +206,7 @@ absl::StatusOr<std::string> BuildCpuProfile(
   const bool kernel_names = symbolizer == nullptr || symbolizer->kallsyms() != nullptr;
   static const std::shared_ptr<const ProcessSymbolizer::MapsSnapshot> kNow;
   std::vector<uint64_t> locs;
+  std::vector<pprof_encoder::Label> labels;  // the goroutine's pprof labels, as runtime/pprof
   for (size_t si = 0; si < samples.size(); ++si) {
     const CpuSample& s = *samples[si];
     LocationTable::Image* image =
@@ -224,7 +225,11 @@ absl::StatusOr<std::string> BuildCpuProfile(
     if (ips->empty()) ++rep.samples_without_user_stack;
     CountStackEnd(s, AddUserFrames(*ips, &table, image, &locs, &rep), &rep);
     const int64_t w = std::max<uint32_t>(s.weight, 1);
-    b.AddSample(locs, {w, w * period});
+    labels.clear();
+    if (s.labels) {
+      for (const auto& [k, v] : *s.labels) labels.push_back({k, v, 0, ""});
+    }
+    b.AddSample(locs, {w, w * period}, labels);
   }
   AddCpuComments(params, rep, symbolizer, table, &b);
   return b.Finish();

@@ -1,9 +1,10 @@
 // Turning raw CPU samples into a pprof CPU profile identical in shape to what Go's
 // runtime/pprof writes: sample types samples/count and cpu/nanoseconds, period type
 // cpu/nanoseconds, period 1e9/hz, locations with multi-Line inline expansion, mappings with build
-// ids. Kernel frames (no mapping) sit on top of the user frames of the same sample; their
-// locations have address 0 (the name is kept; a raw kernel address would reveal the kernel's
-// KASLR offset to every reader of the profile), and an unsymbolized one is named "[kernel]".
+// ids, the goroutine's pprof labels (CpuSample::labels) as string labels of its samples. Kernel
+// frames (no mapping) sit on top of the user frames of the same sample; their locations have
+// address 0 (the name is kept; a raw kernel address would reveal the kernel's KASLR offset to every
+// reader of the profile), and an unsymbolized one is named "[kernel]".
 #ifndef PPROF_SIDECAR_AGENT_PROFILE_CPU_PROFILE_H_
 #define PPROF_SIDECAR_AGENT_PROFILE_CPU_PROFILE_H_
 

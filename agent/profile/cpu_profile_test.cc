@@ -6,6 +6,7 @@
 
 #include <fstream>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 
@@ -50,8 +51,8 @@ testing::PprofSummary BuildWithKallsyms(const std::string& kallsyms_text) {
 }
 
 TEST(CpuProfileTest, KernelFramesNamedFromKallsyms) {
-  testing::PprofSummary s = BuildWithKallsyms(
-      "ffffffff81000100 T do_syscall_64\nffffffff81000400 T entry_SYSCALL_64\n");
+  testing::PprofSummary s =
+      BuildWithKallsyms("ffffffff81000100 T do_syscall_64\nffffffff81000400 T entry_SYSCALL_64\n");
   ASSERT_EQ(s.samples.size(), 1u);
   const auto& frames = s.samples[0].frames;
   ASSERT_GE(frames.size(), 3u);
@@ -64,8 +65,8 @@ TEST(CpuProfileTest, KernelFramesNamedFromKallsyms) {
 // /proc/kallsyms reads as zeros) the kernel part of a stack is one "[kernel]" frame, and the
 // profile says why.
 TEST(CpuProfileTest, HiddenKallsymsGiveOneKernelFrameAndSayWhy) {
-  testing::PprofSummary s = BuildWithKallsyms(
-      "0000000000000000 T do_syscall_64\n0000000000000000 T entry_SYSCALL_64\n");
+  testing::PprofSummary s =
+      BuildWithKallsyms("0000000000000000 T do_syscall_64\n0000000000000000 T entry_SYSCALL_64\n");
   ASSERT_EQ(s.samples.size(), 1u);
   const auto& frames = s.samples[0].frames;
   ASSERT_EQ(frames.size(), 2u) << absl::StrJoin(frames, " ");
@@ -124,6 +125,31 @@ TEST(CpuProfileTest, KernelFramesHaveNamesButNoAddresses) {
   for (const std::string& n : names) EXPECT_EQ(kernel_names.count(n), 1u) << n;
   EXPECT_EQ(kernel_names.count("[kernel]"), 1u);
   EXPECT_GE(rep.kernel_frames_unsymbolized, 1u);  // the outside address
+}
+
+// Samples carry their goroutine's labels as string labels; the same stack under different label
+// sets is different samples, as runtime/pprof writes them.
+TEST(CpuProfileTest, SampleLabelsAreStringLabels) {
+  const std::string dir = testing::MakeTempDir("cpu-profile-test");
+  ProcessSymbolizer symbolizer;
+  CpuSample s;
+  s.pid = s.tid = static_cast<uint32_t>(getpid());
+  s.user_ips = {reinterpret_cast<uint64_t>(&CpuProfileTestLeaf) + 1};
+  CpuSample a = s, b = s;
+  a.labels = std::make_shared<const SampleLabels>(SampleLabels{{"job", "x"}, {"worker", "a"}});
+  b.labels = std::make_shared<const SampleLabels>(SampleLabels{{"job", "x"}, {"worker", "b"}});
+  CpuProfileParams p;
+  p.start = absl::Now();
+  p.duration = absl::Seconds(1);
+  auto gz = BuildCpuProfile({a, b, b, s}, p, &symbolizer, nullptr);
+  ASSERT_TRUE(gz.ok()) << gz.status();
+  std::ofstream(dir + "/p.pb.gz") << *gz;
+  auto sum = testing::SummarizeProfile(dir + "/p.pb.gz");
+  ASSERT_TRUE(sum.ok()) << sum.status();
+  EXPECT_EQ(sum->samples.size(), 3u);
+  using K = std::pair<std::string, std::string>;
+  EXPECT_EQ(sum->labels, (std::map<K, int64_t>{
+                             {K{"job", "x"}, 3}, {K{"worker", "a"}, 1}, {K{"worker", "b"}, 2}}));
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "agent/profile/cpu_profiler.h"
 
 #include <malloc.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -45,14 +46,44 @@ absl::Status CpuProfiler::SetTargets(const std::vector<uint32_t>& pids) {
   // reported by the window that needs the sampler.
   if (!sampler_ && !pids.empty()) CreateSamplerLocked().IgnoreError();
   targets_ = pids;
-  if (sampler_) return sampler_->SetTargets(pids);
+  for (auto it = go_fields_.begin(); it != go_fields_.end();) {
+    it = std::count(pids.begin(), pids.end(), it->first) ? std::next(it) : go_fields_.erase(it);
+  }
+  if (sampler_) return sampler_->SetSampleTargets(SampleTargetsLocked());
   return absl::OkStatus();
+}
+
+std::vector<SampleTarget> CpuProfiler::SampleTargetsLocked() const {
+  std::vector<SampleTarget> out;
+  for (uint32_t pid : targets_) {
+    auto it = go_fields_.find(pid);
+    out.push_back({pid, it == go_fields_.end() ? GoLabelFields() : it->second});
+  }
+  return out;
 }
 
 void CpuProfiler::Warm(const std::vector<uint32_t>& pids) {
   for (uint32_t p : pids) {
     std::lock_guard<std::mutex> l(unwind_mu_);
     unwinder_.Warm(p);
+  }
+  if (labeler_ != nullptr) {
+    for (uint32_t p : pids) {
+      std::optional<GoLabelFields> f = labeler_->Fields(p);
+      std::lock_guard<std::mutex> l(sampler_mu_);
+      if (!std::count(targets_.begin(), targets_.end(), p)) continue;
+      if (f) {
+        go_fields_[p] = *f;
+      } else {
+        go_fields_.erase(p);
+      }
+      if (sampler_) {
+        if (absl::Status st = sampler_->SetSampleTargets(SampleTargetsLocked()); !st.ok()) {
+          fprintf(stderr, "pprof-sidecar: sampling labels of pid %u: %s\n", p,
+                  std::string(st.message()).c_str());
+        }
+      }
+    }
   }
 #if !defined(__SANITIZE_ADDRESS__)
   // Parsing binaries and tables leaves freed memory in malloc's arenas; give it back now rather
@@ -119,7 +150,7 @@ absl::Status CpuProfiler::Acquire() {
     if (!sampler_) {
       if (absl::Status st = CreateSamplerLocked(); !st.ok()) return st;
     }
-    absl::Status st = sampler_->SetTargets(targets_);
+    absl::Status st = sampler_->SetSampleTargets(SampleTargetsLocked());
     if (st.ok()) st = sampler_->Start(hz_, [this](const CpuSample& x) { Deliver(x); });
     if (!st.ok()) {
       AddStats(sampler_->stats(), &base_stats_);
@@ -147,6 +178,10 @@ void CpuProfiler::Deliver(const CpuSample& s) {
   {
     std::lock_guard<std::mutex> l(unwind_mu_);
     unwinder_.Reduce(&reduced->sample, &reduced->maps);
+  }
+  if (s.go_labels != 0 && labeler_ != nullptr) {
+    reduced->sample.labels = labeler_->Labels(s.pid, s.go_labels);
+    if (reduced->sample.labels && !reduced->sample.labels->empty()) labelled_.fetch_add(1);
   }
   std::shared_ptr<const Delivered> shared = std::move(reduced);
   std::lock_guard<std::mutex> l(windows_mu_);
@@ -265,6 +300,7 @@ CpuProfilerStats CpuProfiler::stats() const {
     std::lock_guard<std::mutex> l(built_mu_);
     s.profiles = built_;
   }
+  s.samples_labelled = labelled_.load();
   return s;
 }
 

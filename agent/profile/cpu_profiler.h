@@ -19,6 +19,7 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -30,6 +31,7 @@
 #include "absl/time/time.h"
 #include "agent/profile/cpu_profile.h"
 #include "agent/sample/cpu_sampler_interface.h"
+#include "agent/sample/sample_labeler.h"
 #include "agent/symbolize/process_symbolizer.h"
 
 namespace pprof_sidecar {
@@ -39,7 +41,8 @@ struct CpuProfilerStats {
   uint64_t windows_started = 0;
   uint64_t windows_active = 0;
   uint64_t samples_dropped_window_full = 0;
-  CpuProfileReport profiles;  // the reports of every profile built, summed
+  CpuProfileReport profiles;      // the reports of every profile built, summed
+  uint64_t samples_labelled = 0;  // delivered with a goroutine's pprof labels
 };
 
 // Whether CPU profiles can be taken, and how (for /healthz and /metrics).
@@ -66,8 +69,13 @@ class CpuProfiler {
   // (quick; touches nothing of the targets).
   absl::Status SetTargets(const std::vector<uint32_t>& pids);
   // Opens the targets' binaries and builds their symbol and unwinding tables now rather than in
-  // the first window (which would otherwise do it). May take long for a large binary.
+  // the first window (which would otherwise do it). May take long for a large binary. With a
+  // labeler, also asks it what the sampler must record of each target for labels (Go targets)
+  // and tells the sampler.
   void Warm(const std::vector<uint32_t>& pids);
+  // Samples of targets the labeler gives fields for carry their goroutine's pprof labels (read
+  // as samples arrive). Set before the first SetTargets; not owned.
+  void SetLabeler(SampleLabeler* labeler) { labeler_ = labeler; }
 
   // What may end a window before its duration (each polled every 50 ms; unset: never).
   struct WindowEnd {
@@ -99,6 +107,7 @@ class CpuProfiler {
   absl::Status CreateSamplerLocked();  // with sampler_mu_ held, when sampler_ is null
   void Release();
   void Deliver(const CpuSample& s);
+  std::vector<SampleTarget> SampleTargetsLocked() const;  // with sampler_mu_ held
 
   const SamplerFactory factory_;
   ProcessSymbolizer* const symbolizer_;
@@ -108,6 +117,8 @@ class CpuProfiler {
   std::unique_ptr<CpuSampler> sampler_;
   int users_ = 0;
   std::vector<uint32_t> targets_;
+  std::map<uint32_t, GoLabelFields> go_fields_;  // targets whose samples carry labels
+  SampleLabeler* labeler_ = nullptr;
   SamplerStats base_stats_;    // of samplers discarded after a failed start
   std::string sampler_error_;  // why the last attempt to create the sampler failed
 
@@ -117,7 +128,7 @@ class CpuProfiler {
   mutable std::mutex windows_mu_;
   std::set<Window*> windows_;
 
-  std::atomic<uint64_t> windows_started_{0}, dropped_full_{0};
+  std::atomic<uint64_t> windows_started_{0}, dropped_full_{0}, labelled_{0};
   mutable std::mutex built_mu_;
   CpuProfileReport built_;  // summed over built profiles
 };

@@ -135,6 +135,9 @@ void CpuSource::WriteUnwindMetrics(const CpuProfilerStats& stats, MetricsWriter*
   w->CounterFamily(
       "pprof_sidecar_unsymbolized_frames_total", "Frames left without a symbol.", "space",
       {{"user", c.user_frames_unsymbolized}, {"kernel", c.kernel_frames_unsymbolized}});
+  w->Counter("pprof_sidecar_labelled_samples_total",
+             "CPU samples of Go targets delivered with their goroutine's pprof labels.",
+             stats.samples_labelled);
   w->Counter("pprof_sidecar_unwound_samples_total",
              "Samples whose user stack was unwound from the copied stack (CFI/pclntab).",
              c.samples_unwound);

@@ -63,6 +63,14 @@ class CpuSampler {
   // Replaces the set of target processes (tgids as seen in the agent's pid namespace). Only
   // their threads are ever recorded; an empty set records nothing. Can be called any time.
   virtual absl::Status SetTargets(const std::vector<uint32_t>& tgids) = 0;
+  // The same with what to read of each target besides stacks: for Go targets with label fields,
+  // every sample records the running goroutine's label pointer (CpuSample::go_labels). Default
+  // (samplers that record no labels): SetTargets of the tgids.
+  virtual absl::Status SetSampleTargets(const std::vector<SampleTarget>& targets) {
+    std::vector<uint32_t> tgids;
+    for (const SampleTarget& t : targets) tgids.push_back(t.tgid);
+    return SetTargets(tgids);
+  }
   // Stops sampling (detaches the perf events; the tick program, kept attached for the next Start,
   // is disabled) and joins the reader thread; idempotent. Delivers pending samples first.
   virtual void Stop() = 0;

@@ -5,7 +5,9 @@
 #define PPROF_SIDECAR_AGENT_SAMPLE_STACK_SAMPLE_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace pprof_sidecar {
@@ -39,6 +41,28 @@ inline void RestoreUretReturns(const UserRegs& regs, std::vector<uint64_t>* ips)
   }
 }
 
+// A goroutine's pprof labels (key, value), sorted by key, as runtime/pprof keeps them.
+using SampleLabels = std::vector<std::pair<std::string, std::string>>;
+
+// Where a Go program keeps the running goroutine's pprof labels, for samplers that record them:
+// byte offsets of m.curg in runtime.m and of labels in runtime.g of the program's release (g.m is
+// at kGoGM in every release the agent knows). Zero: labels are not recorded.
+struct GoLabelFields {
+  static constexpr uint16_t kGoGM = 48;  // runtime.g.m, Go 1.19..1.27 on amd64
+  uint16_t m_curg = 0;
+  uint16_t g_labels = 0;
+  bool enabled() const { return g_labels != 0 && m_curg != 0; }
+  bool operator==(const GoLabelFields& o) const {
+    return m_curg == o.m_curg && g_labels == o.g_labels;
+  }
+};
+
+// A process to sample, and what the sampler reads of it besides stacks.
+struct SampleTarget {
+  uint32_t tgid = 0;  // in the agent's pid namespace
+  GoLabelFields go;
+};
+
 // One CPU sample of one target thread. Stacks are leaf first. user_ips are from the kernel's
 // frame-pointer walk; `user_stack` holds a copy of the top of the user stack starting at regs.sp
 // (possibly empty) for the CFI/pclntab unwinder.
@@ -70,6 +94,11 @@ struct CpuSample {
   bool user_unwound = false;
   bool unwind_stitched = false;  // the unwound stack was completed from the frame-pointer walk
   uint8_t unwind_stop = 0;
+  // Go targets (SampleTarget::go): the runtime address of the label set of the goroutine the
+  // sampled thread ran (g.m.curg.labels, as Go's own profiler takes it), 0 if none; `labels`
+  // is that set once read from the target (null: none, or not readable).
+  uint64_t go_labels = 0;
+  std::shared_ptr<const SampleLabels> labels;
 };
 
 }  // namespace pprof_sidecar

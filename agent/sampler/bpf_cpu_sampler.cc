@@ -18,9 +18,9 @@
 #include <chrono>
 #include <cstdint>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <mutex>
-#include <set>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -159,6 +159,7 @@ class BpfCpuSampler : public CpuSampler {
 
   absl::Status Start(int hz, Sink sink) override;
   absl::Status SetTargets(const std::vector<uint32_t>& tgids) override;
+  absl::Status SetSampleTargets(const std::vector<SampleTarget>& targets) override;
   void Stop() override;
   void Flush() override;
   bool running() const override { return running_.load(); }
@@ -208,7 +209,7 @@ class BpfCpuSampler : public CpuSampler {
   Sink sink_;
 
   std::mutex targets_mu_;
-  std::set<uint32_t> targets_;
+  std::map<uint32_t, GoLabelFields> targets_;  // what the `targets` map holds
 
   std::atomic<uint64_t> delivered_{0};
   std::atomic<uint64_t> bytes_copied_{0};
@@ -571,6 +572,7 @@ int BpfCpuSampler::HandleRecord(void* ctx, void* data, size_t size) {
   s.user_stack_error = (rec->flags & CPU_SAMPLE_F_USER_STACK_ERR) != 0;
   s.kernel_stack_error = (rec->flags & CPU_SAMPLE_F_KERNEL_STACK_ERR) != 0;
   s.fp_walk_scanned = (rec->flags & CPU_SAMPLE_F_FP_SCANNED) != 0;
+  s.go_labels = rec->go_labels;
   if ((rec->flags & CPU_SAMPLE_F_TICK) != 0 && !s.kernel_stack_error) self->StripTickFrames(&s);
   self->delivered_.fetch_add(1);
   self->sink_(s);
@@ -593,8 +595,17 @@ void BpfCpuSampler::StripTickFrames(CpuSample* s) const {
 }
 
 absl::Status BpfCpuSampler::SetTargets(const std::vector<uint32_t>& tgids) {
-  std::set<uint32_t> want(tgids.begin(), tgids.end());
-  if (want.count(0)) return absl::InvalidArgumentError("tgid 0 is not a process");
+  std::vector<SampleTarget> targets;
+  for (uint32_t tgid : tgids) targets.push_back({tgid, {}});
+  return SetSampleTargets(targets);
+}
+
+absl::Status BpfCpuSampler::SetSampleTargets(const std::vector<SampleTarget>& targets) {
+  std::map<uint32_t, GoLabelFields> want;
+  for (const SampleTarget& t : targets) {
+    if (t.tgid == 0) return absl::InvalidArgumentError("tgid 0 is not a process");
+    want[t.tgid] = t.go.enabled() ? t.go : GoLabelFields();
+  }
   if (want.size() > kMaxTargets) {
     return absl::InvalidArgumentError(
         absl::StrCat("too many targets: ", want.size(), " > ", kMaxTargets));
@@ -608,23 +619,27 @@ absl::Status BpfCpuSampler::SetTargets(const std::vector<uint32_t>& tgids) {
     ~BumpGeneration() { __atomic_fetch_add(gen, 1, __ATOMIC_SEQ_CST); }
   } bump{&skel_->bss->targets_gen};
   for (auto it = targets_.begin(); it != targets_.end();) {
-    if (want.count(*it)) {
+    if (want.count(it->first)) {
       ++it;
       continue;
     }
-    uint32_t key = *it;
+    uint32_t key = it->first;
     if (bpf_map_delete_elem(map_fd, &key) != 0 && errno != ENOENT) {
       return LibbpfErrnoStatus(absl::StrCat("bpf_map_delete_elem(targets, ", key, ")"), errno, "");
     }
     it = targets_.erase(it);
   }
-  for (uint32_t tgid : want) {
-    if (targets_.count(tgid)) continue;
-    uint8_t one = 1;
-    if (bpf_map_update_elem(map_fd, &tgid, &one, BPF_ANY) != 0) {
+  for (const auto& [tgid, go] : want) {
+    auto it = targets_.find(tgid);
+    if (it != targets_.end() && it->second == go) continue;
+    cpu_sampler_target value{};
+    value.go_m_curg = go.m_curg;
+    value.go_g_labels = go.g_labels;
+    uint32_t key = tgid;
+    if (bpf_map_update_elem(map_fd, &key, &value, BPF_ANY) != 0) {
       return LibbpfErrnoStatus(absl::StrCat("bpf_map_update_elem(targets, ", tgid, ")"), errno, "");
     }
-    targets_.insert(tgid);
+    targets_[tgid] = go;
   }
   return absl::OkStatus();
 }

@@ -10,10 +10,12 @@
 //   - -labeled goroutines blocked under pprof labels {worker: w<i%3>} in labeledWaiter,
 //   - -contend: workers contending on a mutex and channel (block and mutex profile buckets),
 //     with -block_rate / -mutex_fraction passed to SetBlockProfileRate /
-//     SetMutexProfileFraction (0: never called).
+//     SetMutexProfileFraction (0: never called),
+//   - -finalizer: a finalizer (blockedFinalizer) that blocks forever, so the finalizer goroutine
+//     runs a finalizer and counts as a user goroutine.
 //
 // Usage: go_goroutines [-recv N] [-select N] [-mutex N] [-spin N] [-churn N] [-labeled N]
-// [-contend] [-block_rate R] [-mutex_fraction F]
+// [-contend] [-block_rate R] [-mutex_fraction F] [-finalizer]
 package main
 
 import (
@@ -81,6 +83,16 @@ func labeledWaiter(i int) {
 		})
 }
 
+// finalizerRunning is closed once blockedFinalizer runs: from then on the finalizer goroutine
+// is a user goroutine for Go's goroutine profile (it runs a finalizer), blocked in a receive.
+var finalizerRunning = make(chan struct{})
+
+//go:noinline
+func blockedFinalizer(*[64]byte) {
+	close(finalizerRunning)
+	<-never
+}
+
 //go:noinline
 func churnWork(n int) {
 	x := 0
@@ -109,6 +121,11 @@ func contendLock() {
 		contendMu.Lock()
 		time.Sleep(100 * time.Microsecond)
 		contendMu.Unlock()
+		// Let the lock's wait queue drain at times: the runtime stamps a waiter's start only if
+		// mutex profiling is on when it queues, and a waiter queued behind an unstamped one
+		// inherits its stamp, so a queue that never empties records nothing once enabled. (Sleeps
+		// last at least ~1 ms here: Go's timers wait in epoll with a millisecond timeout.)
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -134,6 +151,7 @@ func main() {
 	spin := flag.Int("spin", 2, "goroutines running a busy loop")
 	churn := flag.Int("churn", 0, "goroutines created per millisecond, each exiting quickly")
 	labeled := flag.Int("labeled", 0, "goroutines blocked under pprof labels")
+	finalizer := flag.Bool("finalizer", false, "a finalizer that blocks forever (the finalizer goroutine then counts as a user goroutine)")
 	contend := flag.Bool("contend", false, "contend on a mutex and a channel")
 	blockRate := flag.Int("block_rate", 0, "runtime.SetBlockProfileRate (0: not called)")
 	mutexFraction := flag.Int("mutex_fraction", 0, "runtime.SetMutexProfileFraction (0: not called)")
@@ -162,6 +180,17 @@ func main() {
 		go labeledWaiter(i)
 	}
 	started.Wait()
+	if *finalizer {
+		runtime.SetFinalizer(new([64]byte), blockedFinalizer)
+		for done := false; !done; {
+			runtime.GC()
+			select {
+			case <-finalizerRunning:
+				done = true
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
 	if *churn > 0 {
 		go churner(*churn)
 	}
