@@ -1,6 +1,7 @@
 // SampleUnwinder: user stacks unwound from a sample's registers and stack copy (CFI, Go pclntab,
 // frame pointers), against the process's mappings as they were when the sample arrived. The
-// per-binary tables (CFI, the cgo call bridge) come from an UnwindTableCache.
+// unwinder's per-binary tables (CFI, the cgo call bridge) are built and typed here; the
+// symbolizer's binary cache only holds them so that they are evicted with their binary.
 #ifndef PPROF_SIDECAR_AGENT_UNWIND_SAMPLE_UNWINDER_H_
 #define PPROF_SIDECAR_AGENT_UNWIND_SAMPLE_UNWINDER_H_
 
@@ -11,7 +12,6 @@
 #include "absl/time/time.h"
 #include "agent/sample/stack_sample.h"
 #include "agent/symbolize/process_symbolizer.h"
-#include "agent/unwind/unwind_tables.h"
 
 namespace pprof_sidecar {
 
@@ -21,9 +21,7 @@ namespace pprof_sidecar {
 // Not thread-safe: one instance per delivering thread (or behind a mutex).
 class SampleUnwinder {
  public:
-  // `tables` (null: one of its own) may be shared with other unwinders of the same symbolizer;
-  // both outlive this unwinder.
-  explicit SampleUnwinder(ProcessSymbolizer* symbolizer, UnwindTableCache* tables = nullptr,
+  explicit SampleUnwinder(ProcessSymbolizer* symbolizer,
                           absl::Duration maps_refresh = absl::Seconds(1));
   ~SampleUnwinder();
   // Unwinds `s` in place if it carries a stack copy (sets user_unwound, unwind_stop,
@@ -44,8 +42,6 @@ class SampleUnwinder {
   struct PidSession;
   ProcessSymbolizer* const symbolizer_;
   const absl::Duration maps_refresh_;
-  const std::unique_ptr<UnwindTableCache> own_tables_;
-  UnwindTableCache* const tables_;
   std::map<uint32_t, std::unique_ptr<PidSession>> pids_;
   // Outermost kernel return addresses seen (the kernel entry stubs, a handful): whether each is
   // in asm_exc_int3. Bounded.
