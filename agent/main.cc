@@ -537,19 +537,19 @@ int Run() {
   if (reg.ok()) reg = AddHeapSources(&heap, &registry);
   if (reg.ok() && recorder.source) reg = registry.AddUnowned(recorder.source.get());
   // Go targets' goroutine profile, read from their runtime (agent/goprofile).
-  if (reg.ok()) reg = registry.Add(std::make_unique<GoroutineSource>(go_binaries));
-  if (reg.ok()) reg = registry.Add(std::make_unique<ThreadCreateSource>(go_binaries));
+  if (reg.ok()) reg = registry.Add(std::make_unique<GoroutineSource>(go_binaries, &symbolizer));
+  if (reg.ok()) reg = registry.Add(std::make_unique<ThreadCreateSource>(go_binaries, &symbolizer));
   ContentionRateWrite rate_write;
   rate_write.enabled = FLAGS_go_contention_rate_write;
   rate_write.block_rate_ns = FLAGS_go_block_profile_rate_ns;
   rate_write.mutex_fraction = FLAGS_go_mutex_profile_fraction;
   if (reg.ok()) {
-    reg = registry.Add(
-        std::make_unique<ContentionSource>(ContentionKind::kBlock, go_binaries, rate_write));
+    reg = registry.Add(std::make_unique<ContentionSource>(ContentionKind::kBlock, go_binaries,
+                                                          &symbolizer, rate_write));
   }
   if (reg.ok()) {
-    reg = registry.Add(
-        std::make_unique<ContentionSource>(ContentionKind::kMutex, go_binaries, rate_write));
+    reg = registry.Add(std::make_unique<ContentionSource>(ContentionKind::kMutex, go_binaries,
+                                                          &symbolizer, rate_write));
   }
   if (!reg.ok()) {
     fprintf(stderr, "pprof-sidecar: %s\n", std::string(reg.message()).c_str());

@@ -61,7 +61,8 @@ int main(int argc, char** argv) {
     if (a == "--port") port = atoi(argv[i + 1]);
     if (a == "--reps") reps = atoi(argv[i + 1]);
   }
-  GoroutineSource src(std::make_shared<GoBinaryCache>());
+  pprof_sidecar::ProcessSymbolizer symbolizer;
+  GoroutineSource src(std::make_shared<GoBinaryCache>(), &symbolizer);
   ProfileRequest req;
   auto info = pprof_sidecar::ReadProcessInfo(pid);
   if (!info.ok()) {

@@ -171,10 +171,9 @@ std::string Text(const GoImage& img, ContentionKind kind, const ContentionSnapsh
   return out;
 }
 
-absl::StatusOr<std::string> Proto(const GoImage& img, ContentionKind kind,
-                                  const ContentionSnapshot& s, const ProfileRequest& req,
-                                  const std::string& note) {
-  // One CountStack per record; values set below through the builder the stack formats use.
+absl::StatusOr<std::string> Proto(const GoImage& img, ProcessSymbolizer* symbolizer,
+                                  ContentionKind kind, const ContentionSnapshot& s,
+                                  const ProfileRequest& req, const std::string& note) {
   pprof_encoder::Builder b;
   b.SetPeriodType("contentions", "count");
   b.SetPeriod(1);
@@ -187,41 +186,22 @@ absl::StatusOr<std::string> Proto(const GoImage& img, ContentionKind kind,
   const double ghz = static_cast<double>(CyclesPerSecond()) / 1e9;
   // Go 1.19's runtime/pprof multiplied mutex values by the sampling period.
   const int64_t scale = kind == ContentionKind::kMutex && img.bin->minor() < 20 ? s.rate : 1;
-  std::vector<uint64_t> levels;
-  std::map<uint64_t, uint64_t> loc_of;
+  LocationTable table(&b, symbolizer);
+  GoStackLocations locations(img, &table, table.ImageOf(static_cast<uint32_t>(req.target->pid)));
   for (const ContentionRecord& r : s.records) {
-    std::vector<uint64_t> locs;
-    for (size_t i = 0; i < r.pcs.size();) {
-      const uint64_t pc = r.pcs[i++];
-      absl::StatusOr<SourceLines> sl = img.bin->pcln().SymbolizeLevels(pc - 1 - img.bias, &levels);
-      auto it = loc_of.find(pc);
-      if (it == loc_of.end()) {
-        std::vector<pprof_encoder::LineInfo> lines;
-        if (sl.ok()) {
-          for (const SourceLine& l : *sl) {
-            lines.push_back({l.function, l.system_name, l.file, l.line, l.start_line});
-          }
-        }
-        it = loc_of.emplace(pc, b.AddLocation(0, pc - 1, lines)).first;
-      }
-      locs.push_back(it->second);
-      for (size_t k = 1;
-           sl.ok() && k < levels.size() && i < r.pcs.size() && r.pcs[i] == levels[k] + 1 + img.bias;
-           ++k) {
-        ++i;  // an inlined caller: part of the location above
-      }
-    }
     b.AddSample(
-        locs, {r.count * scale, static_cast<int64_t>(static_cast<double>(r.cycles) / ghz) * scale});
+        locations.Of(r.pcs),
+        {r.count * scale, static_cast<int64_t>(static_cast<double>(r.cycles) / ghz) * scale});
   }
+  for (const std::string& e : table.MapsErrors()) b.AddComment(e);
   return b.Finish();
 }
 
 }  // namespace
 
 ContentionSource::ContentionSource(ContentionKind kind, std::shared_ptr<GoBinaryCache> cache,
-                                   ContentionRateWrite write)
-    : kind_(kind), cache_(std::move(cache)), write_(write) {
+                                   ProcessSymbolizer* symbolizer, ContentionRateWrite write)
+    : kind_(kind), cache_(std::move(cache)), symbolizer_(symbolizer), write_(write) {
   info_.name = Name(kind);
   info_.description = kind == ContentionKind::kBlock
                           ? "Stack traces that led to blocking on synchronization primitives"
@@ -367,7 +347,7 @@ absl::StatusOr<ProfileResponse> ContentionSource::Collect(const ProfileRequest& 
     resp.body = Text(img, kind_, *s, note);
     resp.content_type = "text/plain; charset=utf-8";
   } else {
-    absl::StatusOr<std::string> pb = Proto(img, kind_, *s, req, note);
+    absl::StatusOr<std::string> pb = Proto(img, symbolizer_, kind_, *s, req, note);
     if (!pb.ok()) return pb.status();
     resp.body = std::move(*pb);
   }

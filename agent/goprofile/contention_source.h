@@ -27,6 +27,7 @@
 #include "agent/goprofile/go_stack_format.h"
 #include "agent/goruntime/go_runtime.h"
 #include "agent/registry/profile_source.h"
+#include "agent/symbolize/process_symbolizer.h"
 
 namespace pprof_sidecar {
 
@@ -63,8 +64,9 @@ int64_t CyclesPerSecond();
 
 class ContentionSource : public ProfileSource {
  public:
+  // `symbolizer` (names the debug=0 locations) outlives the source.
   ContentionSource(ContentionKind kind, std::shared_ptr<GoBinaryCache> cache,
-                   ContentionRateWrite write = {});
+                   ProcessSymbolizer* symbolizer, ContentionRateWrite write = {});
   const ProfileKindInfo& info() const override { return info_; }
   absl::StatusOr<ProfileResponse> Collect(const ProfileRequest& req) override;
   absl::Status Availability(const std::optional<ProcessInfo>& target) const override;
@@ -83,6 +85,7 @@ class ContentionSource : public ProfileSource {
   ContentionKind kind_;
   ProfileKindInfo info_;
   std::shared_ptr<GoBinaryCache> cache_;
+  ProcessSymbolizer* const symbolizer_;
   const ContentionRateWrite write_;
   std::atomic<uint64_t> profiles_{0}, errors_{0}, rate_writes_{0};
   std::mutex write_mu_;  // guards the fields below

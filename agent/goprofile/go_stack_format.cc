@@ -1,7 +1,5 @@
 #include "agent/goprofile/go_stack_format.h"
 
-#include <elf.h>
-
 #include <algorithm>
 #include <map>
 
@@ -251,7 +249,40 @@ bool GoShowFrame(const std::string& name, bool first_frame) {
   return upper(rest) && (rcvr.empty() || upper(rcvr));
 }
 
-absl::StatusOr<std::string> CountProfileProto(const GoImage& img, const std::string& name,
+GoStackLocations::GoStackLocations(const GoImage& img, LocationTable* table,
+                                   LocationTable::Image* image)
+    : img_(img), table_(table), image_(image) {}
+
+std::vector<uint64_t> GoStackLocations::Of(const std::vector<uint64_t>& pcs) {
+  std::vector<uint64_t> locs;
+  for (size_t i = 0; i < pcs.size();) {
+    const uint64_t pc = pcs[i++];
+    if (pc == 0) continue;  // the unused tail of a fixed-size record
+    auto it = frames_.find(pc);
+    if (it == frames_.end()) {
+      Frame f;
+      f.location = table_->UserLocation(image_, pc, /*is_return_address=*/true, pc - 1);
+      absl::StatusOr<SourceLines> sl =
+          img_.bin->pcln().SymbolizeLevels(pc - 1 - img_.bias, &levels_);
+      if (sl.ok()) {
+        for (size_t k = 1; k < sl->size() && k < levels_.size(); ++k) {
+          f.inlined_callers.push_back(levels_[k] + 1 + img_.bias);
+        }
+      }
+      it = frames_.emplace(pc, std::move(f)).first;
+    }
+    locs.push_back(it->second.location);
+    for (uint64_t caller : it->second.inlined_callers) {
+      if (i >= pcs.size() || pcs[i] != caller) break;
+      ++i;  // part of the location above
+    }
+  }
+  return locs;
+}
+
+absl::StatusOr<std::string> CountProfileProto(const GoImage& img, pid_t pid,
+                                              ProcessSymbolizer* symbolizer,
+                                              const std::string& name,
                                               const std::vector<CountStack>& stacks,
                                               absl::Time time,
                                               const std::vector<std::string>& comments) {
@@ -261,58 +292,14 @@ absl::StatusOr<std::string> CountProfileProto(const GoImage& img, const std::str
   b.SetPeriod(1);
   b.SetTimeNanos(absl::ToUnixNanos(time));
   for (const std::string& c : comments) b.AddComment(c);
-  uint64_t mapping = 0;
-  for (const ElfSegment& s : img.bin->elf().load_segments()) {
-    if ((s.flags & PF_X) == 0) continue;
-    pprof_encoder::MappingInfo mi;
-    mi.memory_start = (s.vaddr + img.bias) & ~uint64_t{0xfff};
-    mi.memory_limit = (s.vaddr + s.memsz + img.bias + 0xfff) & ~uint64_t{0xfff};
-    mi.file_offset = s.offset & ~uint64_t{0xfff};
-    mi.filename = img.path;
-    mi.build_id = img.bin->elf().BuildId();
-    mi.has_functions = mi.has_filenames = mi.has_line_numbers = mi.has_inline_frames = true;
-    mapping = b.AddMapping(mi);
-    break;
-  }
-  std::map<uint64_t, std::pair<uint64_t, size_t>> loc_cache;  // pc -> (location, levels)
-  std::vector<uint64_t> levels;
+  LocationTable table(&b, symbolizer);
+  GoStackLocations locations(img, &table, table.ImageOf(static_cast<uint32_t>(pid)));
   for (const CountStack& st : stacks) {
-    std::vector<uint64_t> locs;
-    for (size_t i = 0; i < st.pcs.size();) {
-      const uint64_t pc = st.pcs[i];
-      if (pc == 0) {  // the unused tail of a fixed-size record
-        ++i;
-        continue;
-      }
-      auto it = loc_cache.find(pc);
-      if (it == loc_cache.end()) {
-        // One location per physical frame: the call site and the callers inlined into it.
-        std::vector<pprof_encoder::LineInfo> lines;
-        absl::StatusOr<SourceLines> sl =
-            img.bin->pcln().SymbolizeLevels(pc - 1 - img.bias, &levels);
-        size_t n = 1;
-        if (sl.ok()) {
-          for (const SourceLine& l : *sl) {
-            lines.push_back({l.function, l.system_name, l.file, l.line, l.start_line});
-          }
-          n = sl->size();
-        }
-        it = loc_cache.emplace(pc, std::make_pair(b.AddLocation(mapping, pc - 1, lines), n)).first;
-      }
-      locs.push_back(it->second.first);
-      ++i;
-      // Skip the PCs the traceback recorded for the inlined callers (parentPc + 1 each).
-      for (size_t k = 1; k < it->second.second && i < st.pcs.size(); ++k) {
-        absl::StatusOr<SourceLines> sl =
-            img.bin->pcln().SymbolizeLevels(pc - 1 - img.bias, &levels);
-        if (!sl.ok() || k >= levels.size() || st.pcs[i] != levels[k] + 1 + img.bias) break;
-        ++i;
-      }
-    }
     std::vector<pprof_encoder::Label> labels;
     for (const auto& [k, v] : st.labels) labels.push_back({k, v, 0, ""});
-    b.AddSample(locs, {1}, labels);
+    b.AddSample(locations.Of(st.pcs), {1}, labels);
   }
+  for (const std::string& e : table.MapsErrors()) b.AddComment(e);
   return b.Finish();
 }
 

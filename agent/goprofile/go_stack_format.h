@@ -10,7 +10,10 @@
 #ifndef PPROF_SIDECAR_AGENT_GOPROFILE_GO_STACK_FORMAT_H_
 #define PPROF_SIDECAR_AGENT_GOPROFILE_GO_STACK_FORMAT_H_
 
+#include <sys/types.h>
+
 #include <cstdint>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -19,6 +22,8 @@
 #include "absl/time/time.h"
 #include "agent/goprofile/goroutines.h"
 #include "agent/goruntime/go_runtime.h"
+#include "agent/profile/location_table.h"
+#include "agent/symbolize/process_symbolizer.h"
 
 namespace pprof_sidecar {
 
@@ -49,8 +54,33 @@ std::string GoLabelsText(const std::vector<std::pair<std::string, std::string>>&
 std::string CountProfileText(const GoImage& img, const std::string& name,
                              const std::vector<CountStack>& stacks);
 
-// debug=0: gzipped pprof with sample type <name>/count, period type <name>/count, period 1.
-absl::StatusOr<std::string> CountProfileProto(const GoImage& img, const std::string& name,
+// The locations of Go tracebacks (runtime PCs as tracebackPCs records them) in one location
+// table, as runtime/pprof's profile builder makes them: one per physical frame, at pc - 1 and
+// named with its inlined callers; the PCs Go recorded for those callers (parentPc + 1 each)
+// folded into it; zeros (the unused tail of a fixed-size record) skipped.
+class GoStackLocations {
+ public:
+  // `img` is the Go binary of `image`; all three outlive this object.
+  GoStackLocations(const GoImage& img, LocationTable* table, LocationTable::Image* image);
+  std::vector<uint64_t> Of(const std::vector<uint64_t>& pcs);
+
+ private:
+  struct Frame {
+    uint64_t location = 0;
+    std::vector<uint64_t> inlined_callers;  // the runtime PCs Go records for them, innermost first
+  };
+  const GoImage& img_;
+  LocationTable* const table_;
+  LocationTable::Image* const image_;
+  std::map<uint64_t, Frame> frames_;  // by recorded pc
+  std::vector<uint64_t> levels_;      // scratch
+};
+
+// debug=0: gzipped pprof with sample type <name>/count, period type <name>/count, period 1;
+// locations and mappings of process `pid` through `symbolizer` (the one location table).
+absl::StatusOr<std::string> CountProfileProto(const GoImage& img, pid_t pid,
+                                              ProcessSymbolizer* symbolizer,
+                                              const std::string& name,
                                               const std::vector<CountStack>& stacks,
                                               absl::Time time,
                                               const std::vector<std::string>& comments);

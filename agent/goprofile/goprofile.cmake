@@ -7,7 +7,8 @@ add_library(goprofile STATIC
   ${CMAKE_CURRENT_LIST_DIR}/threadcreate_source.cc
   ${CMAKE_CURRENT_LIST_DIR}/contention_source.cc)
 target_include_directories(goprofile PUBLIC ${CMAKE_SOURCE_DIR})
-target_link_libraries(goprofile PUBLIC goruntime registry pprof_encoder absl::status
+target_link_libraries(goprofile PUBLIC goruntime registry location_table process_symbolizer
+  pprof_encoder absl::status
   absl::statusor absl::strings absl::str_format absl::time)
 
 # Real Go targets (oldest, newest, a stripped PIE) against their own /debug/pprof/goroutine.

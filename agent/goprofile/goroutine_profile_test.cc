@@ -141,6 +141,7 @@ class GoroutineProfileTest : public ::testing::TestWithParam<std::tuple<std::str
     bin_ = *bin;
   }
   std::string dir_, bin_;
+  ProcessSymbolizer symbolizer_;
 };
 
 TEST_P(GoroutineProfileTest, AgreesWithTheTargetsOwnProfile) {
@@ -150,7 +151,7 @@ TEST_P(GoroutineProfileTest, AgreesWithTheTargetsOwnProfile) {
   auto t = Start(bin_, {"-recv=1000", "-select=100", "-mutex=10", "-spin=2", "-labeled=30",
                         "-finalizer", "-cleanup"});
   ASSERT_GT(t->port, 0);
-  GoroutineSource src(std::make_shared<GoBinaryCache>());
+  GoroutineSource src(std::make_shared<GoBinaryCache>(), &symbolizer_);
 
   // debug=1: records the agent saw unchanged before and after Go's own read are Go's too.
   auto a = Collect(src, t->pid, 1);
@@ -248,7 +249,7 @@ TEST_P(GoroutineProfileTest, AgreesWithTheTargetsOwnProfile) {
 TEST_P(GoroutineProfileTest, ChurningTargetGivesWholeStacks) {
   auto t = Start(bin_, {"-recv=200", "-select=0", "-mutex=0", "-spin=0", "-churn=20"});
   ASSERT_GT(t->port, 0);
-  GoroutineSource src(std::make_shared<GoBinaryCache>());
+  GoroutineSource src(std::make_shared<GoBinaryCache>(), &symbolizer_);
   for (int i = 0; i < 5; ++i) {
     const CountText before = ParseCountText(GoOwn(t->port, "goroutine", 1));
     GoProcess proc;
@@ -285,7 +286,7 @@ TEST_P(GoroutineProfileTest, ChurningTargetGivesWholeStacks) {
 TEST_P(GoroutineProfileTest, ThreadCreateEqualsGos) {
   auto t = Start(bin_, {"-recv=10", "-select=0", "-mutex=0", "-spin=2"});
   ASSERT_GT(t->port, 0);
-  ThreadCreateSource src(std::make_shared<GoBinaryCache>());
+  ThreadCreateSource src(std::make_shared<GoBinaryCache>(), &symbolizer_);
   bool compared = false;
   for (int attempt = 0; attempt < 5 && !compared; ++attempt) {
     ProfileRequest req;
@@ -349,7 +350,7 @@ TEST_P(GoroutineProfileTest, ContentionMatchesGos) {
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   auto cache = std::make_shared<GoBinaryCache>();
   for (ContentionKind kind : {ContentionKind::kBlock, ContentionKind::kMutex}) {
-    ContentionSource src(kind, cache);
+    ContentionSource src(kind, cache, &symbolizer_);
     ProfileRequest req;
     auto info = ReadProcessInfo(t->pid);
     ASSERT_TRUE(info.ok());
@@ -387,6 +388,9 @@ TEST_P(GoroutineProfileTest, ContentionMatchesGos) {
     ASSERT_EQ(s->sample_types.size(), 2u);
     EXPECT_EQ(s->sample_types[1].type, "delay");
     EXPECT_GT(s->totals[0], 0);
+    EXPECT_TRUE(
+        s->funcs.count(kind == ContentionKind::kBlock ? "main.contendChan" : "main.contendLock"))
+        << src.info().name << ": the location table names the contended frames";
   }
 }
 
@@ -396,7 +400,7 @@ TEST_P(GoroutineProfileTest, ContentionNotEnabledSaysSo) {
   ASSERT_GT(t->port, 0);
   auto cache = std::make_shared<GoBinaryCache>();
   for (ContentionKind kind : {ContentionKind::kBlock, ContentionKind::kMutex}) {
-    ContentionSource src(kind, cache);
+    ContentionSource src(kind, cache, &symbolizer_);
     ProfileRequest req;
     auto info = ReadProcessInfo(t->pid);
     ASSERT_TRUE(info.ok());
@@ -422,7 +426,7 @@ TEST_P(GoroutineProfileTest, OptInRateWriteShowsContentionForTheWindowOnly) {
     write.enabled = true;
     write.block_rate_ns = 1000;
     write.mutex_fraction = 1;
-    ContentionSource src(kind, cache, write);
+    ContentionSource src(kind, cache, &symbolizer_, write);
     ProfileRequest req;
     auto info = ReadProcessInfo(t->pid);
     ASSERT_TRUE(info.ok());

@@ -26,7 +26,9 @@ Labels ReadLabels(MemoryReader& mem, const GoBinary& bin, uint64_t ptr,
 
 }  // namespace
 
-GoroutineSource::GoroutineSource(std::shared_ptr<GoBinaryCache> cache) : cache_(std::move(cache)) {
+GoroutineSource::GoroutineSource(std::shared_ptr<GoBinaryCache> cache,
+                                 ProcessSymbolizer* symbolizer)
+    : cache_(std::move(cache)), symbolizer_(symbolizer) {
   info_.name = "goroutine";
   info_.description =
       "Stack traces of all current goroutines. Use debug=2 as a query parameter "
@@ -105,8 +107,8 @@ absl::StatusOr<ProfileResponse> GoroutineSource::Collect(const ProfileRequest& r
                        " running without a stack); ", snap->thread_stops,
                        " running goroutines' threads stopped one at a time for their registers, ",
                        absl::FormatDuration(snap->stopped), " in all"));
-      absl::StatusOr<std::string> pb =
-          CountProfileProto(img, "goroutine", stacks, absl::Now(), comments);
+      absl::StatusOr<std::string> pb = CountProfileProto(
+          img, req.target->pid, symbolizer_, "goroutine", stacks, absl::Now(), comments);
       if (!pb.ok()) {
         errors_.fetch_add(1);
         return pb.status();

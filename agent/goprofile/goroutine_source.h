@@ -10,12 +10,14 @@
 #include "agent/goprofile/goroutines.h"
 #include "agent/goruntime/go_runtime.h"
 #include "agent/registry/profile_source.h"
+#include "agent/symbolize/process_symbolizer.h"
 
 namespace pprof_sidecar {
 
 class GoroutineSource : public ProfileSource {
  public:
-  explicit GoroutineSource(std::shared_ptr<GoBinaryCache> cache);
+  // `symbolizer` (names the debug=0 locations) outlives the source.
+  GoroutineSource(std::shared_ptr<GoBinaryCache> cache, ProcessSymbolizer* symbolizer);
   const ProfileKindInfo& info() const override { return info_; }
   absl::StatusOr<ProfileResponse> Collect(const ProfileRequest& req) override;
   absl::Status Availability(const std::optional<ProcessInfo>& target) const override;
@@ -27,6 +29,7 @@ class GoroutineSource : public ProfileSource {
  private:
   ProfileKindInfo info_;
   std::shared_ptr<GoBinaryCache> cache_;
+  ProcessSymbolizer* const symbolizer_;
   std::atomic<uint64_t> profiles_{0}, errors_{0}, retries_{0}, unreadable_{0};
   std::atomic<int64_t> last_read_micros_{0}, last_goroutines_{0};
   std::atomic<uint64_t> thread_stops_{0};

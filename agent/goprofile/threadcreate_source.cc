@@ -35,8 +35,9 @@ absl::StatusOr<std::vector<CountStack>> ReadThreadCreateStacks(MemoryReader& mem
   return out;
 }
 
-ThreadCreateSource::ThreadCreateSource(std::shared_ptr<GoBinaryCache> cache)
-    : cache_(std::move(cache)) {
+ThreadCreateSource::ThreadCreateSource(std::shared_ptr<GoBinaryCache> cache,
+                                       ProcessSymbolizer* symbolizer)
+    : cache_(std::move(cache)), symbolizer_(symbolizer) {
   info_.name = "threadcreate";
   info_.description = "Stack traces that led to the creation of new OS threads";
   info_.debug_levels = {0, 1, 2};
@@ -66,8 +67,8 @@ absl::StatusOr<ProfileResponse> ThreadCreateSource::Collect(const ProfileRequest
     resp.body = CountProfileText(img, "threadcreate", *stacks);
     resp.content_type = "text/plain; charset=utf-8";
   } else {
-    absl::StatusOr<std::string> pb =
-        CountProfileProto(img, "threadcreate", *stacks, absl::Now(), req.comments);
+    absl::StatusOr<std::string> pb = CountProfileProto(
+        img, req.target->pid, symbolizer_, "threadcreate", *stacks, absl::Now(), req.comments);
     if (!pb.ok()) {
       errors_.fetch_add(1);
       return pb.status();

@@ -11,6 +11,7 @@
 #include "agent/goprofile/go_stack_format.h"
 #include "agent/goruntime/go_runtime.h"
 #include "agent/registry/profile_source.h"
+#include "agent/symbolize/process_symbolizer.h"
 
 namespace pprof_sidecar {
 
@@ -20,7 +21,8 @@ absl::StatusOr<std::vector<CountStack>> ReadThreadCreateStacks(MemoryReader& mem
 
 class ThreadCreateSource : public ProfileSource {
  public:
-  explicit ThreadCreateSource(std::shared_ptr<GoBinaryCache> cache);
+  // `symbolizer` (names the debug=0 locations) outlives the source.
+  ThreadCreateSource(std::shared_ptr<GoBinaryCache> cache, ProcessSymbolizer* symbolizer);
   const ProfileKindInfo& info() const override { return info_; }
   absl::StatusOr<ProfileResponse> Collect(const ProfileRequest& req) override;
   absl::Status Availability(const std::optional<ProcessInfo>& target) const override;
@@ -29,6 +31,7 @@ class ThreadCreateSource : public ProfileSource {
  private:
   ProfileKindInfo info_;
   std::shared_ptr<GoBinaryCache> cache_;
+  ProcessSymbolizer* const symbolizer_;
   std::atomic<uint64_t> profiles_{0}, errors_{0};
 };
 

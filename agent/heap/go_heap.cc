@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <map>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
@@ -58,7 +57,7 @@ const std::vector<GoVarSpec>& Specs() {
 }
 
 struct RawBucket {
-  GoHeapRecord rec;
+  HeapRecord rec;
   uint64_t cyc[4][4];  // active, future[0..2]; each allocs, frees, alloc_bytes, free_bytes
   // The 16 words after the stack read as Go <= 1.26's memRecord (`have_wide`: all were readable).
   uint64_t wide[16];
@@ -157,8 +156,8 @@ absl::StatusOr<GoHeapVars> LocateGoHeapVars(const ElfFile& elf, const GoPclntab&
   return v;
 }
 
-absl::StatusOr<GoHeapSnapshot> ReadGoHeap(MemoryReader& mem, const GoHeapVars& vars,
-                                          const GoHeapReadLimits& limits) {
+absl::StatusOr<HeapSnapshot> ReadGoHeap(MemoryReader& mem, const GoHeapVars& vars,
+                                        const GoHeapReadLimits& limits) {
   absl::StatusOr<uint64_t> rate = mem.ReadU64(vars.mem_profile_rate);
   if (!rate.ok()) return rate.status();
   if (static_cast<int64_t>(*rate) <= 0) {
@@ -173,7 +172,7 @@ absl::StatusOr<GoHeapSnapshot> ReadGoHeap(MemoryReader& mem, const GoHeapVars& v
     return absl::InvalidArgumentError(absl::StrCat("bad memRecordCycle size ", vars.cycle_words));
   }
   const size_t cw = vars.cycle_words, record_words = 4 * cw;
-  GoHeapSnapshot snap;
+  HeapSnapshot snap;
   snap.mem_profile_rate = static_cast<int64_t>(*rate);
   std::vector<RawBucket> raw;
   uint32_t cycle_word = 0;
@@ -273,29 +272,6 @@ absl::StatusOr<GoHeapSnapshot> ReadGoHeap(MemoryReader& mem, const GoHeapVars& v
     snap.records.push_back(std::move(rb.rec));
   }
   return snap;
-}
-
-GoHeapSnapshot SubtractGoHeap(const GoHeapSnapshot& b, const GoHeapSnapshot& a) {
-  std::map<uint64_t, const GoHeapRecord*> old;
-  for (const GoHeapRecord& r : a.records) old[r.bucket] = &r;
-  GoHeapSnapshot d;
-  d.mem_profile_rate = b.mem_profile_rate;
-  d.cycle = b.cycle;
-  d.no_gc_yet = b.no_gc_yet;
-  d.retries = a.retries + b.retries;
-  for (const GoHeapRecord& r : b.records) {
-    GoHeapRecord x = r;
-    auto it = old.find(r.bucket);
-    if (it != old.end()) {
-      x.allocs -= it->second->allocs;
-      x.frees -= it->second->frees;
-      x.alloc_bytes -= it->second->alloc_bytes;
-      x.free_bytes -= it->second->free_bytes;
-    }
-    if (x.allocs == 0 && x.frees == 0 && x.alloc_bytes == 0 && x.free_bytes == 0) continue;
-    d.records.push_back(std::move(x));
-  }
-  return d;
 }
 
 }  // namespace pprof_sidecar

@@ -41,6 +41,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "agent/goruntime/process_memory.h"
+#include "agent/heap/heap_snapshot.h"
 #include "agent/symbolize/elf_file.h"
 #include "agent/symbolize/go_pclntab.h"
 
@@ -69,22 +70,6 @@ absl::StatusOr<GoHeapVars> LocateGoHeapVarsFromCode(const ElfFile& elf, const Go
 // the Go release and what could not be located.
 absl::StatusOr<GoHeapVars> LocateGoHeapVars(const ElfFile& elf, const GoPclntab& pcln);
 
-// One bucket as runtime.MemProfile reports it (raw sampled counts, before scaling).
-struct GoHeapRecord {
-  uint64_t bucket = 0;          // runtime address of the bucket (stable identity)
-  uint64_t size = 0;            // allocation size class of the bucket
-  std::vector<uint64_t> stack;  // return PCs, leaf first
-  int64_t allocs = 0, frees = 0, alloc_bytes = 0, free_bytes = 0;
-};
-
-struct GoHeapSnapshot {
-  int64_t mem_profile_rate = 0;
-  uint32_t cycle = 0;      // heap profile cycle (GCs completed, modulo wrap)
-  bool no_gc_yet = false;  // no cycle published yet: all future cycles were folded in
-  std::vector<GoHeapRecord> records;
-  int retries = 0;  // re-reads because a GC published a cycle while reading
-};
-
 struct GoHeapReadLimits {
   size_t max_buckets = 1 << 20;
   size_t max_stack = 1024;  // Go 1.23's maxProfStackDepth
@@ -96,12 +81,8 @@ struct GoHeapReadLimits {
 // Reads the buckets through `mem`. `runtime_vars` holds *runtime* addresses (link-time + load
 // bias). FailedPrecondition if MemProfileRate is 0 (memory profiling disabled); DataLoss if the
 // bucket list is inconsistent (not a Go heap profile at those addresses, or corrupted).
-absl::StatusOr<GoHeapSnapshot> ReadGoHeap(MemoryReader& mem, const GoHeapVars& runtime_vars,
-                                          const GoHeapReadLimits& limits = GoHeapReadLimits());
-
-// Per-bucket difference b - a (buckets matched by address; buckets only in b count fully).
-// Used for ?seconds=N delta profiles. Records whose difference is all zero are dropped.
-GoHeapSnapshot SubtractGoHeap(const GoHeapSnapshot& b, const GoHeapSnapshot& a);
+absl::StatusOr<HeapSnapshot> ReadGoHeap(MemoryReader& mem, const GoHeapVars& runtime_vars,
+                                        const GoHeapReadLimits& limits = GoHeapReadLimits());
 
 }  // namespace pprof_sidecar
 

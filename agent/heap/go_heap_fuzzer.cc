@@ -41,7 +41,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (int words : {4, 2}) {  // Go <= 1.26 and Go 1.27+ records
     vars.cycle_words = words;
     auto snap = pprof_sidecar::ReadGoHeap(mem, vars, limits);
-    if (snap.ok()) pprof_sidecar::SubtractGoHeap(*snap, *snap);
+    if (snap.ok()) pprof_sidecar::SubtractHeap(*snap, *snap);
   }
 
   // The x86-64 decoder the runtime-variable census walks functions with.

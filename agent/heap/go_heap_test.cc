@@ -99,7 +99,7 @@ TEST(ReadGoHeapTest, FoldsCurrentCycleLikeMemProfile) {
   EXPECT_EQ(snap->cycle, 4u);
   EXPECT_FALSE(snap->no_gc_yet);
   ASSERT_EQ(snap->records.size(), 2u);
-  const GoHeapRecord& r = snap->records[0];
+  const HeapRecord& r = snap->records[0];
   EXPECT_EQ(r.size, 64u);
   EXPECT_THAT(r.stack, ::testing::ElementsAre(0x401000, 0x402000));
   EXPECT_EQ(r.allocs, 10 + 2);
@@ -153,13 +153,13 @@ TEST(ReadGoHeapTest, RejectsCorruptLists) {
   EXPECT_FALSE(ReadGoHeap(m, Vars()).ok());
 }
 
-TEST(SubtractGoHeapTest, MatchesBucketsByAddressAndDropsZeros) {
-  GoHeapSnapshot a, b;
+TEST(SubtractHeapTest, MatchesBucketsByAddressAndDropsZeros) {
+  HeapSnapshot a, b;
   a.records = {{0x10, 8, {1}, 5, 1, 40, 8}, {0x20, 8, {2}, 3, 0, 24, 0}};
   b.records = {
       {0x10, 8, {1}, 9, 2, 72, 16}, {0x20, 8, {2}, 3, 0, 24, 0}, {0x30, 16, {3}, 1, 0, 16, 0}};
   b.mem_profile_rate = 100;
-  GoHeapSnapshot d = SubtractGoHeap(b, a);
+  HeapSnapshot d = SubtractHeap(b, a);
   ASSERT_EQ(d.records.size(), 2u);
   EXPECT_EQ(d.records[0].bucket, 0x10u);
   EXPECT_EQ(d.records[0].allocs, 4);

@@ -4,6 +4,7 @@ add_library(heap STATIC
   ${CMAKE_CURRENT_LIST_DIR}/go_heap.cc
   ${CMAKE_CURRENT_LIST_DIR}/heap_profile.cc
   ${CMAKE_CURRENT_LIST_DIR}/heap_profiler.cc
+  ${CMAKE_CURRENT_LIST_DIR}/heap_snapshot.cc
   ${CMAKE_CURRENT_LIST_DIR}/heap_source.cc
   ${CMAKE_CURRENT_LIST_DIR}/malloc_profile_state.cc)
 target_include_directories(heap PUBLIC ${CMAKE_SOURCE_DIR})
@@ -47,7 +48,8 @@ gtest_discover_tests(heap_profiler_test DISCOVERY_TIMEOUT 60
 if(PPROF_SIDECAR_FUZZ)
   # Bucket-list walker (both record layouts) and the x86-64 decoder over fuzzer-controlled bytes.
   add_executable(go_heap_fuzzer ${CMAKE_CURRENT_LIST_DIR}/go_heap_fuzzer.cc
-    ${CMAKE_CURRENT_LIST_DIR}/go_heap.cc ${CMAKE_SOURCE_DIR}/agent/goruntime/process_memory.cc
+    ${CMAKE_CURRENT_LIST_DIR}/go_heap.cc ${CMAKE_CURRENT_LIST_DIR}/heap_snapshot.cc
+    ${CMAKE_SOURCE_DIR}/agent/goruntime/process_memory.cc
     ${CMAKE_SOURCE_DIR}/agent/goruntime/go_vars.cc
     ${CMAKE_SOURCE_DIR}/agent/symbolize/x86_decode.cc)
   target_include_directories(go_heap_fuzzer PRIVATE ${CMAKE_SOURCE_DIR})

@@ -63,7 +63,7 @@ void AddStack(const std::vector<uint64_t>& stk, bool native, LocationTable* tabl
   }
 }
 
-void AddHeapSample(const GoHeapRecord& r, int64_t rate, const std::vector<uint64_t>& locs,
+void AddHeapSample(const HeapRecord& r, int64_t rate, const std::vector<uint64_t>& locs,
                    pprof_encoder::Builder* b) {
   const auto alloc = ScaleHeapSample(r.allocs, r.alloc_bytes, rate);
   const auto inuse = ScaleHeapSample(r.allocs - r.frees, r.alloc_bytes - r.free_bytes, rate);
@@ -77,7 +77,7 @@ void AddHeapSample(const GoHeapRecord& r, int64_t rate, const std::vector<uint64
   b->AddSample(locs, {alloc.first, alloc.second, inuse.first, inuse.second}, labels);
 }
 
-void AddHeapComments(const GoHeapSnapshot& snap, pid_t pid, const HeapProfileParams& params,
+void AddHeapComments(const HeapSnapshot& snap, pid_t pid, const HeapProfileParams& params,
                      const HeapProfileReport& rep, const LocationTable& table,
                      pprof_encoder::Builder* b) {
   for (const auto& c : params.comments) b->AddComment(c);
@@ -99,10 +99,10 @@ void AddHeapComments(const GoHeapSnapshot& snap, pid_t pid, const HeapProfilePar
 
 }  // namespace
 
-absl::StatusOr<std::string> BuildGoHeapProfile(const GoHeapSnapshot& snap, pid_t pid,
-                                               const HeapProfileParams& params,
-                                               ProcessSymbolizer* symbolizer,
-                                               HeapProfileReport* report) {
+absl::StatusOr<std::string> BuildHeapProfile(const HeapSnapshot& snap, pid_t pid,
+                                             const HeapProfileParams& params,
+                                             ProcessSymbolizer* symbolizer,
+                                             HeapProfileReport* report) {
   HeapProfileReport local;
   HeapProfileReport& rep = report ? *report : local;
   rep = HeapProfileReport();
@@ -119,7 +119,7 @@ absl::StatusOr<std::string> BuildGoHeapProfile(const GoHeapSnapshot& snap, pid_t
   LocationTable table(&b, symbolizer);
   LocationTable::Image* image = table.ImageOf(static_cast<uint32_t>(pid));
   std::vector<uint64_t> locs;
-  for (const GoHeapRecord& r : snap.records) {
+  for (const HeapRecord& r : snap.records) {
     ++rep.records;
     locs.clear();
     AddStack(r.stack, params.native, &table, image, &locs, &rep);

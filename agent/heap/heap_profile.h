@@ -15,7 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "agent/heap/go_heap.h"
+#include "agent/heap/heap_snapshot.h"
 #include "agent/symbolize/process_symbolizer.h"
 
 namespace pprof_sidecar {
@@ -51,10 +51,10 @@ bool IsHiddenGoRuntimeFrame(const std::string& function);
 // runtime.* frames are hidden (unless the whole stack is runtime); runtime.goexit is dropped.
 // With params.native, `snap` comes from the malloc sampler (MallocProfileState::Snapshot):
 // every PC is a return address, symbolized at pc-1, one location per PC.
-absl::StatusOr<std::string> BuildGoHeapProfile(const GoHeapSnapshot& snap, pid_t pid,
-                                               const HeapProfileParams& params,
-                                               ProcessSymbolizer* symbolizer,
-                                               HeapProfileReport* report);
+absl::StatusOr<std::string> BuildHeapProfile(const HeapSnapshot& snap, pid_t pid,
+                                             const HeapProfileParams& params,
+                                             ProcessSymbolizer* symbolizer,
+                                             HeapProfileReport* report);
 
 }  // namespace pprof_sidecar
 

@@ -11,6 +11,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "agent/goruntime/go_runtime.h"
 #include "agent/goruntime/process_memory.h"
 #include "agent/heap/allocator_probes.h"
 #include "agent/symbolize/elf_file.h"
@@ -101,8 +102,8 @@ absl::StatusOr<std::shared_ptr<const HeapProfiler::ExeInfo>> HeapProfiler::Exe(p
   return std::shared_ptr<const ExeInfo>(info);
 }
 
-absl::StatusOr<GoHeapSnapshot> HeapProfiler::ReadGoSnapshot(pid_t pid, std::string* how,
-                                                             const GoHeapReadLimits* limits) {
+absl::StatusOr<HeapSnapshot> HeapProfiler::ReadGoSnapshot(pid_t pid, std::string* how,
+                                                          const GoHeapReadLimits* limits) {
   absl::StatusOr<std::shared_ptr<const ExeInfo>> exe = Exe(pid);
   if (!exe.ok()) return exe.status();
   const ExeInfo& info = **exe;
@@ -119,30 +120,9 @@ absl::StatusOr<GoHeapSnapshot> HeapProfiler::ReadGoSnapshot(pid_t pid, std::stri
   }
   uint64_t bias = 0;
   if (info.pie) {
-    absl::StatusOr<std::vector<MapEntry>> maps = ReadProcMaps(pid);
-    if (!maps.ok()) return maps.status();
-    // Match by inode (overlayfs may report another device in maps than stat does), else by
-    // the executable's path.
-    char buf[4096];
-    ssize_t n = readlink(absl::StrCat("/proc/", pid, "/exe").c_str(), buf, sizeof(buf) - 1);
-    std::string exe_path = n > 0 ? std::string(buf, n) : "";
-    if (absl::EndsWith(exe_path, " (deleted)")) exe_path.resize(exe_path.size() - 10);
-    bool found = false;
-    for (const MapEntry& e : *maps) {
-      if (e.inode != info.inode && (exe_path.empty() || e.path != exe_path)) continue;
-      for (const ElfSegment& s : info.segments) {
-        if (e.offset >= s.offset && e.offset - s.offset < std::max(s.filesz, uint64_t{1})) {
-          bias = e.start - (s.vaddr + (e.offset - s.offset));
-          found = true;
-          break;
-        }
-      }
-      if (found) break;
-    }
-    if (!found) {
-      return absl::NotFoundError(
-          absl::StrCat("pid ", pid, ": executable mapping not found in /proc/PID/maps"));
-    }
+    absl::StatusOr<uint64_t> b = GoExeLoadBias(pid, info.inode, info.segments);
+    if (!b.ok()) return b.status();
+    bias = *b;
   }
   GoHeapVars rt = info.vars;
   rt.mbuckets += bias;
@@ -158,7 +138,7 @@ absl::StatusOr<GoHeapSnapshot> HeapProfiler::ReadGoSnapshot(pid_t pid, std::stri
   absl::StatusOr<std::unique_ptr<ProcessMemory>> mem = ProcessMemory::Open(pid);
   if (!mem.ok()) return mem.status();
   const absl::Time t0 = absl::Now();
-  absl::StatusOr<GoHeapSnapshot> snap = ReadGoHeap(**mem, rt, limits ? *limits : limits_);
+  absl::StatusOr<HeapSnapshot> snap = ReadGoHeap(**mem, rt, limits ? *limits : limits_);
   if (!snap.ok()) {
     return absl::Status(snap.status().code(),
                         absl::StrCat("pid ", pid, ": ", snap.status().message()));
@@ -201,7 +181,7 @@ absl::StatusOr<std::string> HeapProfiler::Collect(pid_t pid, const HeapRequest& 
   }
   std::string how;
   const absl::Time start = absl::Now();
-  absl::StatusOr<GoHeapSnapshot> snap = ReadGoSnapshot(pid, &how);
+  absl::StatusOr<HeapSnapshot> snap = ReadGoSnapshot(pid, &how);
   if (!snap.ok() && absl::IsUnimplemented(snap.status()) && native_factory_) {
     return CollectNative(pid, req);
   }
@@ -217,11 +197,11 @@ absl::StatusOr<std::string> HeapProfiler::Collect(pid_t pid, const HeapRequest& 
       return fail(absl::AbortedError(
           absl::StrCat("pid ", pid, " exited or exec'd during the delta window")));
     }
-    absl::StatusOr<GoHeapSnapshot> snap1 = ReadGoSnapshot(pid, nullptr);
+    absl::StatusOr<HeapSnapshot> snap1 = ReadGoSnapshot(pid, nullptr);
     if (!snap1.ok()) return fail(snap1.status());
     params.time = absl::Now();
     params.duration = params.time - start;
-    *snap = SubtractGoHeap(*snap1, *snap);
+    *snap = SubtractHeap(*snap1, *snap);
     params.comments.push_back(absl::StrCat(
         "pprof-sidecar: delta profile: buckets read at the start and the end of the window, "
         "subtracted"));
@@ -238,7 +218,7 @@ absl::StatusOr<std::string> HeapProfiler::Collect(pid_t pid, const HeapRequest& 
         "pprof-sidecar: gc=1 ignored: a GC cannot be forced from outside the target; this is the "
         "profile published by its last GC");
   }
-  absl::StatusOr<std::string> prof = BuildGoHeapProfile(*snap, pid, params, symbolizer_, nullptr);
+  absl::StatusOr<std::string> prof = BuildHeapProfile(*snap, pid, params, symbolizer_, nullptr);
   if (!prof.ok()) return fail(prof.status());
   profiles_.fetch_add(1);
   return prof;
@@ -259,7 +239,7 @@ absl::StatusOr<GoTargetInfo> HeapProfiler::TargetInfo(pid_t pid) {
     GoHeapReadLimits probe = limits_;
     probe.max_buckets = 64;
     probe.stop_at_max_buckets = true;
-    absl::StatusOr<GoHeapSnapshot> snap = ReadGoSnapshot(pid, nullptr, &probe);
+    absl::StatusOr<HeapSnapshot> snap = ReadGoSnapshot(pid, nullptr, &probe);
     if (!snap.ok()) info.heap = snap.status();
     info.c_allocator = MapsCAllocator(pid);
   }
@@ -517,14 +497,14 @@ absl::StatusOr<std::string> HeapProfiler::CollectNative(pid_t pid, const HeapReq
   absl::StatusOr<std::shared_ptr<NativeHeapSource>> src = NativeFor(pid, &attached_now);
   if (!src.ok()) return fail(NativeAttachError(pid, src.status()));
   const absl::Time start = absl::Now();
-  GoHeapSnapshot snap = (*src)->Snapshot();
+  HeapSnapshot snap = (*src)->Snapshot();
   HeapProfileParams params;
   params.kind = req.kind;
   params.comments = req.comments;
   params.native = true;
   if (req.delta > absl::ZeroDuration()) {
     if (absl::Status st = SleepDelta(req, &params); !st.ok()) return fail(st);
-    GoHeapSnapshot snap1 = (*src)->Snapshot();
+    HeapSnapshot snap1 = (*src)->Snapshot();
     bool replaced;
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -538,7 +518,7 @@ absl::StatusOr<std::string> HeapProfiler::CollectNative(pid_t pid, const HeapReq
     }
     params.time = absl::Now();
     params.duration = params.time - start;
-    snap = SubtractGoHeap(snap1, snap);
+    snap = SubtractHeap(snap1, snap);
     params.comments.push_back(
         "pprof-sidecar: delta profile: malloc sampler buckets at the start and the end of the "
         "window, subtracted");
@@ -546,7 +526,7 @@ absl::StatusOr<std::string> HeapProfiler::CollectNative(pid_t pid, const HeapReq
     params.time = start;
   }
   AddNativeComments(**src, attached_now, (*exe)->is_go, req, &params);
-  absl::StatusOr<std::string> prof = BuildGoHeapProfile(snap, pid, params, symbolizer_, nullptr);
+  absl::StatusOr<std::string> prof = BuildHeapProfile(snap, pid, params, symbolizer_, nullptr);
   if (!prof.ok()) return fail(prof.status());
   profiles_.fetch_add(1);
   return prof;

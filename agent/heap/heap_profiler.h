@@ -127,8 +127,8 @@ class HeapProfiler {
 
   // One read of the Go heap profile buckets of `pid` (runtime variables located, load bias
   // applied). `how` (optional) receives how the variables were found.
-  absl::StatusOr<GoHeapSnapshot> ReadGoSnapshot(pid_t pid, std::string* how = nullptr,
-                                                const GoHeapReadLimits* limits = nullptr);
+  absl::StatusOr<HeapSnapshot> ReadGoSnapshot(pid_t pid, std::string* how = nullptr,
+                                              const GoHeapReadLimits* limits = nullptr);
 
   // Serves non-Go targets from malloc samplers made by `factory`, attached per `options`. Call
   // before use. kOff is the same as not calling it.

@@ -534,7 +534,7 @@ class FakeNativeSource : public NativeHeapSource {
  public:
   FakeNativeSource(pid_t pid, std::atomic<int>* rechecks) : pid_(pid), rechecks_(rechecks) {}
   pid_t pid() const override { return pid_; }
-  GoHeapSnapshot Snapshot() override { return {}; }
+  HeapSnapshot Snapshot() override { return {}; }
   MallocSamplerStats stats() const override { return {}; }
   absl::Time attached_at() const override { return absl::UnixEpoch(); }
   std::string Describe() const override { return "fake"; }

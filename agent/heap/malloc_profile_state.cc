@@ -133,14 +133,14 @@ bool MallocProfileState::HandleRecord(const void* data, size_t size) {
   return true;
 }
 
-GoHeapSnapshot MallocProfileState::Snapshot(int64_t rate) const {
-  GoHeapSnapshot s;
+HeapSnapshot MallocProfileState::Snapshot(int64_t rate) const {
+  HeapSnapshot s;
   s.mem_profile_rate = rate;
   s.records.reserve(buckets_.size());
   for (size_t i = 0; i < buckets_.size(); ++i) {
     const Bucket& b = buckets_[i];
     if (b.allocs == 0) continue;
-    GoHeapRecord r;
+    HeapRecord r;
     r.bucket = i + 1;
     r.size = b.size;
     r.stack = b.stack;

@@ -20,7 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "agent/heap/go_heap.h"
+#include "agent/heap/heap_snapshot.h"
 
 namespace pprof_sidecar {
 
@@ -59,7 +59,7 @@ class NativeHeapSource {
   virtual pid_t pid() const = 0;
   // Buckets as of now, raw sampled counts (unscaled); mem_profile_rate is the sampling rate.
   // Bucket ids are stable for the lifetime of this source (deltas subtract by id).
-  virtual GoHeapSnapshot Snapshot() = 0;
+  virtual HeapSnapshot Snapshot() = 0;
   virtual MallocSamplerStats stats() const = 0;
   // When the probes were attached (allocations before that are not seen).
   virtual absl::Time attached_at() const = 0;
@@ -113,7 +113,7 @@ class MallocProfileState {
   bool HandleRecord(const void* data, size_t size);
   void SetStackUnwinder(AllocStackUnwinder unwind) { unwind_ = std::move(unwind); }
 
-  GoHeapSnapshot Snapshot(int64_t rate) const;
+  HeapSnapshot Snapshot(int64_t rate) const;
   // Fills the user-space fields of `s`.
   void FillStats(MallocSamplerStats* s) const;
 

@@ -76,9 +76,9 @@ TEST(MallocEstimatorTest, UnsampledTotalsMatchTheTruth) {
     if (keep) live_big += big;
     if (sampled(small)) st.OnAlloc(++addr, small, small_stack, 2, false);
   }
-  GoHeapSnapshot snap = st.Snapshot(rate);
+  HeapSnapshot snap = st.Snapshot(rate);
   double est_big = 0, est_small = 0, inuse_big = 0;
-  for (const GoHeapRecord& r : snap.records) {
+  for (const HeapRecord& r : snap.records) {
     auto alloc = ScaleHeapSample(r.allocs, r.alloc_bytes, rate);
     auto inuse = ScaleHeapSample(r.allocs - r.frees, r.alloc_bytes - r.free_bytes, rate);
     (r.stack[0] == 0x1000 ? est_big : est_small) += alloc.second;
@@ -105,7 +105,7 @@ TEST(MallocProfileStateTest, LiveBookkeeping) {
   EXPECT_EQ(s.unknown_frees, 1u);
   EXPECT_EQ(s.bucket_overflow, 1u);
   EXPECT_EQ(s.live, 2u);
-  GoHeapSnapshot snap = st.Snapshot(1);
+  HeapSnapshot snap = st.Snapshot(1);
   ASSERT_EQ(snap.records.size(), 3u);
   EXPECT_EQ(snap.records[0].stack, (std::vector<uint64_t>{1, 2}));
   EXPECT_EQ(snap.records[0].allocs, 3);
@@ -141,7 +141,7 @@ TEST(MallocProfileStateTest, DecodesRecords) {
   MallocSamplerStats s;
   st.FillStats(&s);
   EXPECT_EQ(s.malformed, 3u);
-  GoHeapSnapshot snap = st.Snapshot(512);
+  HeapSnapshot snap = st.Snapshot(512);
   ASSERT_EQ(snap.records.size(), 2u);
   EXPECT_EQ(snap.records[0].stack, (std::vector<uint64_t>{7, 8, 9}));
   EXPECT_EQ(snap.records[0].frees, 1);
@@ -151,9 +151,9 @@ TEST(MallocProfileStateTest, DecodesRecords) {
 // The native profile as google/pprof reads it: four sample types, space/bytes period, values
 // scaled like runtime/pprof, allocs defaults to alloc_space.
 TEST(NativeHeapProfileTest, ValidProfileWithScaledValues) {
-  GoHeapSnapshot snap;
+  HeapSnapshot snap;
   snap.mem_profile_rate = 1000;
-  GoHeapRecord r;
+  HeapRecord r;
   r.bucket = 1;
   r.size = 1000;
   r.stack = {0x401000, 0x402000};
@@ -166,7 +166,7 @@ TEST(NativeHeapProfileTest, ValidProfileWithScaledValues) {
   params.kind = HeapProfileKind::kAllocs;
   params.native = true;
   params.time = absl::Now();
-  absl::StatusOr<std::string> prof = BuildGoHeapProfile(snap, 1, params, nullptr, nullptr);
+  absl::StatusOr<std::string> prof = BuildHeapProfile(snap, 1, params, nullptr, nullptr);
   ASSERT_TRUE(prof.ok()) << prof.status();
   const std::string path = testing::MakeTempDir("native_heap") + "/allocs.pb.gz";
   std::ofstream(path, std::ios::binary) << *prof;

@@ -17,6 +17,26 @@
 
 namespace pprof_sidecar {
 
+CpuProfileReport& CpuProfileReport::operator+=(const CpuProfileReport& o) {
+  samples += o.samples;
+  samples_reaching_root += o.samples_reaching_root;
+  samples_without_user_stack += o.samples_without_user_stack;
+  user_frames += o.user_frames;
+  user_frames_unsymbolized += o.user_frames_unsymbolized;
+  kernel_frames += o.kernel_frames;
+  kernel_frames_unsymbolized += o.kernel_frames_unsymbolized;
+  kernel_frames_hidden += o.kernel_frames_hidden;
+  samples_unwound += o.samples_unwound;
+  samples_stitched += o.samples_stitched;
+  unwind_no_cfi += o.unwind_no_cfi;
+  unwind_read_outside_stack += o.unwind_read_outside_stack;
+  unwind_depth_limit += o.unwind_depth_limit;
+  unwind_bad_address += o.unwind_bad_address;
+  unwind_stack_switch += o.unwind_stack_switch;
+  not_root_frame_pointers += o.not_root_frame_pointers;
+  return *this;
+}
+
 bool IsThreadRootFunction(const std::string& name) {
   static const std::set<std::string> kRoots = {
       // runtime.mcall runs its function on g0 with no way back (it clears BP): Go's traceback

@@ -51,6 +51,9 @@ struct CpuProfileReport {
   uint64_t unwind_bad_address = 0;       // pc outside mapped binaries, sp not increasing
   uint64_t unwind_stack_switch = 0;      // Go stack switch (systemstack, asmcgocall, ...)
   uint64_t not_root_frame_pointers = 0;  // no stack copy; frame-pointer walk did not reach root
+
+  // Field by field: reports of several builds summed.
+  CpuProfileReport& operator+=(const CpuProfileReport& o);
 };
 
 // True for functions at which a thread's stack legitimately ends: runtime.goexit,

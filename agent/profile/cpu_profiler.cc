@@ -272,18 +272,10 @@ absl::StatusOr<std::string> CpuProfiler::Collect(absl::Duration duration, const 
 #if !defined(__SANITIZE_ADDRESS__)  // ASan owns the heap: glibc's trim would walk no arenas
   malloc_trim(0);
 #endif
-  reaching_root_.fetch_add(rep.samples_reaching_root);
-  in_profiles_.fetch_add(rep.samples);
-  user_unsym_.fetch_add(rep.user_frames_unsymbolized);
-  kernel_unsym_.fetch_add(rep.kernel_frames_unsymbolized);
-  unwound_.fetch_add(rep.samples_unwound);
-  stitched_.fetch_add(rep.samples_stitched);
-  stop_no_cfi_.fetch_add(rep.unwind_no_cfi);
-  stop_outside_.fetch_add(rep.unwind_read_outside_stack);
-  stop_depth_.fetch_add(rep.unwind_depth_limit);
-  stop_bad_.fetch_add(rep.unwind_bad_address);
-  stop_switch_.fetch_add(rep.unwind_stack_switch);
-  not_root_fp_.fetch_add(rep.not_root_frame_pointers);
+  {
+    std::lock_guard<std::mutex> l(built_mu_);
+    built_ += rep;
+  }
   return out;
 }
 
@@ -300,18 +292,10 @@ CpuProfilerStats CpuProfiler::stats() const {
   }
   s.windows_started = windows_started_.load();
   s.samples_dropped_window_full = dropped_full_.load();
-  s.samples_reaching_root = reaching_root_.load();
-  s.samples_in_profiles = in_profiles_.load();
-  s.user_frames_unsymbolized = user_unsym_.load();
-  s.kernel_frames_unsymbolized = kernel_unsym_.load();
-  s.samples_unwound = unwound_.load();
-  s.samples_stitched = stitched_.load();
-  s.unwind_no_cfi = stop_no_cfi_.load();
-  s.unwind_read_outside_stack = stop_outside_.load();
-  s.unwind_depth_limit = stop_depth_.load();
-  s.unwind_bad_address = stop_bad_.load();
-  s.unwind_stack_switch = stop_switch_.load();
-  s.not_root_frame_pointers = not_root_fp_.load();
+  {
+    std::lock_guard<std::mutex> l(built_mu_);
+    s.profiles = built_;
+  }
   s.samples_labelled = labelled_.load();
   return s;
 }

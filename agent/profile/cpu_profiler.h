@@ -30,8 +30,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "agent/profile/cpu_profile.h"
+#include "agent/sample/cpu_sampler_interface.h"
 #include "agent/sample/sample_labeler.h"
-#include "agent/sampler/cpu_sampler.h"
 #include "agent/symbolize/process_symbolizer.h"
 
 namespace pprof_sidecar {
@@ -41,19 +41,7 @@ struct CpuProfilerStats {
   uint64_t windows_started = 0;
   uint64_t windows_active = 0;
   uint64_t samples_dropped_window_full = 0;
-  uint64_t samples_reaching_root = 0;  // summed over built profiles
-  uint64_t samples_in_profiles = 0;
-  uint64_t user_frames_unsymbolized = 0;
-  uint64_t kernel_frames_unsymbolized = 0;
-  // Unwinding, summed over built profiles (see CpuProfileReport).
-  uint64_t samples_unwound = 0;
-  uint64_t samples_stitched = 0;
-  uint64_t unwind_no_cfi = 0;
-  uint64_t unwind_read_outside_stack = 0;
-  uint64_t unwind_depth_limit = 0;
-  uint64_t unwind_bad_address = 0;
-  uint64_t unwind_stack_switch = 0;
-  uint64_t not_root_frame_pointers = 0;
+  CpuProfileReport profiles;      // the reports of every profile built, summed
   uint64_t samples_labelled = 0;  // delivered with a goroutine's pprof labels
 };
 
@@ -138,10 +126,9 @@ class CpuProfiler {
   mutable std::mutex windows_mu_;
   std::set<Window*> windows_;
 
-  std::atomic<uint64_t> windows_started_{0}, dropped_full_{0}, reaching_root_{0}, in_profiles_{0},
-      user_unsym_{0}, kernel_unsym_{0};
-  std::atomic<uint64_t> unwound_{0}, stitched_{0}, stop_no_cfi_{0}, stop_outside_{0},
-      stop_depth_{0}, stop_bad_{0}, stop_switch_{0}, not_root_fp_{0}, labelled_{0};
+  std::atomic<uint64_t> windows_started_{0}, dropped_full_{0}, labelled_{0};
+  mutable std::mutex built_mu_;
+  CpuProfileReport built_;  // summed over built profiles
 };
 
 }  // namespace pprof_sidecar

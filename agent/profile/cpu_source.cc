@@ -125,18 +125,19 @@ void CpuSource::WriteSamplerMetrics(const CpuProfilerStats& c, MetricsWriter* w)
              s.bpf_run_count);
 }
 
-void CpuSource::WriteUnwindMetrics(const CpuProfilerStats& c, MetricsWriter* w) const {
+void CpuSource::WriteUnwindMetrics(const CpuProfilerStats& stats, MetricsWriter* w) const {
+  const CpuProfileReport& c = stats.profiles;
   w->Counter("pprof_sidecar_profile_samples_total", "Samples written into served CPU profiles.",
-             c.samples_in_profiles);
+             c.samples);
   w->Counter("pprof_sidecar_profile_samples_truncated_total",
              "Samples in served profiles whose stack does not reach a thread root frame.",
-             c.samples_in_profiles - std::min(c.samples_in_profiles, c.samples_reaching_root));
+             c.samples - std::min(c.samples, c.samples_reaching_root));
   w->CounterFamily(
       "pprof_sidecar_unsymbolized_frames_total", "Frames left without a symbol.", "space",
       {{"user", c.user_frames_unsymbolized}, {"kernel", c.kernel_frames_unsymbolized}});
   w->Counter("pprof_sidecar_labelled_samples_total",
              "CPU samples of Go targets delivered with their goroutine's pprof labels.",
-             c.samples_labelled);
+             stats.samples_labelled);
   w->Counter("pprof_sidecar_unwound_samples_total",
              "Samples whose user stack was unwound from the copied stack (CFI/pclntab).",
              c.samples_unwound);

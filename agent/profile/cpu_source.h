@@ -21,7 +21,7 @@ class CpuSource : public ProfileSource {
 
  private:
   void WriteSamplerMetrics(const CpuProfilerStats& c, MetricsWriter* w) const;
-  void WriteUnwindMetrics(const CpuProfilerStats& c, MetricsWriter* w) const;
+  void WriteUnwindMetrics(const CpuProfilerStats& stats, MetricsWriter* w) const;
 
   CpuProfiler* const cpu_;
   ProfileKindInfo info_;

@@ -132,7 +132,7 @@ class BpfMallocSampler : public NativeHeapSource {
   absl::StatusOr<int> ProbeNewMappings() override;
 
   pid_t pid() const override { return pid_; }
-  GoHeapSnapshot Snapshot() override {
+  HeapSnapshot Snapshot() override {
     // Records wait in the ring up to the reader's 100 ms poll: take them all first.
     if (reader_) reader_->Flush();
     std::lock_guard<std::mutex> l(mu_);

@@ -1,5 +1,8 @@
 #include "agent/server/http_request.h"
 
+#include <algorithm>
+#include <optional>
+
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -132,141 +135,165 @@ HttpRequestParser::State HttpRequestParser::Fail(int status, std::string message
 
 HttpRequestParser::State HttpRequestParser::Feed(absl::string_view in, size_t* consumed) {
   size_t pos = 0;
-  *consumed = 0;
   while (true) {
+    std::optional<State> stop;
     switch (phase_) {
-      case Phase::kHead: {
-        if (!started_) {
-          // Empty lines before a request line are ignored (RFC 9112 2.2).
-          while (pos < in.size() && (in[pos] == '\r' || in[pos] == '\n')) ++pos;
-          *consumed = pos;
-          if (pos == in.size()) return State::kNeedMore;
-          started_ = true;
-        }
-        const absl::string_view head = in.substr(pos);
-        // The head ends at an empty line ("\r\n\r\n", or bare "\n" line ends).
-        // Scanned incrementally: bytes before scanned_ were searched by earlier calls.
-        size_t end = absl::string_view::npos;
-        for (size_t i = scanned_; i < head.size(); ++i) {
-          if (head[i] != '\n') continue;
-          if (first_line_end_ == absl::string_view::npos) first_line_end_ = i;
-          if ((i >= 1 && head[i - 1] == '\n') ||
-              (i >= 2 && head[i - 1] == '\r' && head[i - 2] == '\n')) {
-            end = i + 1;
-            break;
-          }
-        }
-        if (first_line_end_ == absl::string_view::npos
-                ? head.size() > limits_.max_request_line
-                : first_line_end_ > limits_.max_request_line) {
-          return Fail(414, "request line too long");
-        }
-        // Garbage (a TLS hello, binary junk) is refused as soon as it cannot be a method, and a
-        // bad request line as soon as it ends, without waiting for the rest of the head.
-        if (first_line_end_ == absl::string_view::npos) {
-          const size_t sp = head.find(' ');
-          if (!IsToken(head.substr(0, std::min(sp, head.size())))) {
-            return Fail(400, "malformed method");
-          }
-        } else if (!request_line_done_) {
-          request_line_done_ = true;
-          if (ParseRequestLine(absl::StripSuffix(head.substr(0, first_line_end_), "\r")) ==
-              State::kError) {
-            return State::kError;
-          }
-        }
-        if (end == absl::string_view::npos) {
-          scanned_ = head.size();
-          if (head.size() > limits_.max_header_bytes) {
-            return Fail(431, "request header fields too large");
-          }
-          return State::kNeedMore;
-        }
-        if (end > limits_.max_header_bytes) return Fail(431, "request header fields too large");
-        if (ParseHead(head.substr(0, end)) == State::kError) return State::kError;
-        pos += end;
-        *consumed = pos;
-        if (StartBody() == State::kError) return State::kError;
+      case Phase::kHead:
+        stop = StepHead(in, &pos);
         break;
-      }
       case Phase::kBody:
-      case Phase::kChunkData: {
-        const size_t n = static_cast<size_t>(std::min<uint64_t>(remaining_, in.size() - pos));
-        req_.body.append(in.data() + pos, n);
-        pos += n;
-        remaining_ -= n;
-        *consumed = pos;
-        if (remaining_ > 0) return State::kNeedMore;
-        phase_ = phase_ == Phase::kBody ? Phase::kDone : Phase::kChunkEnd;
+      case Phase::kChunkData:
+        stop = StepData(in, &pos);
         break;
-      }
-      case Phase::kChunkEnd: {
-        if (in.size() - pos < 1 || (in[pos] == '\r' && in.size() - pos < 2)) {
-          return State::kNeedMore;
-        }
-        if (in[pos] == '\n') {
-          pos += 1;
-        } else if (in[pos] == '\r' && in[pos + 1] == '\n') {
-          pos += 2;
-        } else {
-          return Fail(400, "malformed chunked body: missing CRLF after a chunk");
-        }
-        *consumed = pos;
-        phase_ = Phase::kChunkSize;
+      case Phase::kChunkEnd:
+        stop = StepChunkEnd(in, &pos);
         break;
-      }
-      case Phase::kChunkSize: {
-        const size_t nl = in.find('\n', pos);
-        if (nl == absl::string_view::npos) {
-          if (in.size() - pos > kMaxChunkSizeLine) return Fail(400, "chunk size line too long");
-          return State::kNeedMore;
-        }
-        if (nl - pos > kMaxChunkSizeLine) return Fail(400, "chunk size line too long");
-        absl::string_view line = absl::StripSuffix(in.substr(pos, nl - pos), "\r");
-        line = line.substr(0, line.find(';'));  // chunk extensions are ignored
-        line = absl::StripTrailingAsciiWhitespace(line);
-        uint64_t size = 0;
-        if (line.empty() || line.size() > 15) return Fail(400, "malformed chunk size");
-        for (char c : line) {
-          const int h = HexValue(c);
-          if (h < 0) return Fail(400, "malformed chunk size");
-          size = size * 16 + static_cast<uint64_t>(h);
-        }
-        pos = nl + 1;
-        *consumed = pos;
-        if (size == 0) {
-          phase_ = Phase::kTrailers;
-        } else if (req_.body.size() + size > limits_.max_body_bytes) {
-          return Fail(413,
-                      absl::StrCat("request body larger than ", limits_.max_body_bytes, " bytes"));
-        } else {
-          remaining_ = size;
-          phase_ = Phase::kChunkData;
-        }
+      case Phase::kChunkSize:
+        stop = StepChunkSize(in, &pos);
         break;
-      }
-      case Phase::kTrailers: {
-        const size_t nl = in.find('\n', pos);
-        if (nl == absl::string_view::npos) {
-          if (trailer_bytes_ + (in.size() - pos) > limits_.max_header_bytes) {
-            return Fail(431, "trailer fields too large");
-          }
-          return State::kNeedMore;
-        }
-        trailer_bytes_ += nl + 1 - pos;
-        if (trailer_bytes_ > limits_.max_header_bytes) return Fail(431, "trailer fields too large");
-        const bool empty = nl == pos || (nl == pos + 1 && in[pos] == '\r');
-        pos = nl + 1;
-        *consumed = pos;
-        if (empty) phase_ = Phase::kDone;  // trailer fields themselves are ignored
+      case Phase::kTrailers:
+        stop = StepTrailers(in, &pos);
         break;
-      }
       case Phase::kDone:
-        return State::kComplete;
+        stop = State::kComplete;
+        break;
       case Phase::kError:
-        return State::kError;
+        stop = State::kError;
+        break;
+    }
+    if (stop) {
+      *consumed = pos;
+      return *stop;
     }
   }
+}
+
+size_t HttpRequestParser::ScanHead(absl::string_view head) {
+  for (size_t i = scanned_; i < head.size(); ++i) {
+    if (head[i] != '\n') continue;
+    if (first_line_end_ == absl::string_view::npos) first_line_end_ = i;
+    if ((i >= 1 && head[i - 1] == '\n') || (i >= 2 && head[i - 1] == '\r' && head[i - 2] == '\n')) {
+      return i + 1;
+    }
+  }
+  return absl::string_view::npos;
+}
+
+std::optional<HttpRequestParser::State> HttpRequestParser::CheckRequestLine(
+    absl::string_view head) {
+  if (first_line_end_ == absl::string_view::npos ? head.size() > limits_.max_request_line
+                                                 : first_line_end_ > limits_.max_request_line) {
+    return Fail(414, "request line too long");
+  }
+  if (first_line_end_ == absl::string_view::npos) {
+    const size_t sp = head.find(' ');
+    if (!IsToken(head.substr(0, std::min(sp, head.size())))) return Fail(400, "malformed method");
+  } else if (!request_line_done_) {
+    request_line_done_ = true;
+    if (ParseRequestLine(absl::StripSuffix(head.substr(0, first_line_end_), "\r")) ==
+        State::kError) {
+      return State::kError;
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<HttpRequestParser::State> HttpRequestParser::StepHead(absl::string_view in,
+                                                                    size_t* pos) {
+  if (!started_) {
+    // Empty lines before a request line are ignored (RFC 9112 2.2).
+    while (*pos < in.size() && (in[*pos] == '\r' || in[*pos] == '\n')) ++*pos;
+    if (*pos == in.size()) return State::kNeedMore;
+    started_ = true;
+  }
+  const absl::string_view head = in.substr(*pos);
+  const size_t end = ScanHead(head);
+  if (std::optional<State> bad = CheckRequestLine(head)) return bad;
+  if (end == absl::string_view::npos) {
+    scanned_ = head.size();
+    if (head.size() > limits_.max_header_bytes) {
+      return Fail(431, "request header fields too large");
+    }
+    return State::kNeedMore;
+  }
+  if (end > limits_.max_header_bytes) return Fail(431, "request header fields too large");
+  if (ParseHead(head.substr(0, end)) == State::kError) return State::kError;
+  *pos += end;
+  if (StartBody() == State::kError) return State::kError;
+  return std::nullopt;
+}
+
+std::optional<HttpRequestParser::State> HttpRequestParser::StepData(absl::string_view in,
+                                                                    size_t* pos) {
+  const size_t n = static_cast<size_t>(std::min<uint64_t>(remaining_, in.size() - *pos));
+  req_.body.append(in.data() + *pos, n);
+  *pos += n;
+  remaining_ -= n;
+  if (remaining_ > 0) return State::kNeedMore;
+  phase_ = phase_ == Phase::kBody ? Phase::kDone : Phase::kChunkEnd;
+  return std::nullopt;
+}
+
+std::optional<HttpRequestParser::State> HttpRequestParser::StepChunkEnd(absl::string_view in,
+                                                                        size_t* pos) {
+  const size_t p = *pos;
+  if (in.size() - p < 1 || (in[p] == '\r' && in.size() - p < 2)) return State::kNeedMore;
+  if (in[p] == '\n') {
+    *pos += 1;
+  } else if (in[p] == '\r' && in[p + 1] == '\n') {
+    *pos += 2;
+  } else {
+    return Fail(400, "malformed chunked body: missing CRLF after a chunk");
+  }
+  phase_ = Phase::kChunkSize;
+  return std::nullopt;
+}
+
+std::optional<HttpRequestParser::State> HttpRequestParser::StepChunkSize(absl::string_view in,
+                                                                         size_t* pos) {
+  const size_t nl = in.find('\n', *pos);
+  if (nl == absl::string_view::npos) {
+    if (in.size() - *pos > kMaxChunkSizeLine) return Fail(400, "chunk size line too long");
+    return State::kNeedMore;
+  }
+  if (nl - *pos > kMaxChunkSizeLine) return Fail(400, "chunk size line too long");
+  absl::string_view line = absl::StripSuffix(in.substr(*pos, nl - *pos), "\r");
+  line = line.substr(0, line.find(';'));  // chunk extensions are ignored
+  line = absl::StripTrailingAsciiWhitespace(line);
+  uint64_t size = 0;
+  if (line.empty() || line.size() > 15) return Fail(400, "malformed chunk size");
+  for (char c : line) {
+    const int h = HexValue(c);
+    if (h < 0) return Fail(400, "malformed chunk size");
+    size = size * 16 + static_cast<uint64_t>(h);
+  }
+  *pos = nl + 1;
+  if (size == 0) {
+    phase_ = Phase::kTrailers;
+  } else if (req_.body.size() + size > limits_.max_body_bytes) {
+    return Fail(413, absl::StrCat("request body larger than ", limits_.max_body_bytes, " bytes"));
+  } else {
+    remaining_ = size;
+    phase_ = Phase::kChunkData;
+  }
+  return std::nullopt;
+}
+
+std::optional<HttpRequestParser::State> HttpRequestParser::StepTrailers(absl::string_view in,
+                                                                        size_t* pos) {
+  const size_t nl = in.find('\n', *pos);
+  if (nl == absl::string_view::npos) {
+    if (trailer_bytes_ + (in.size() - *pos) > limits_.max_header_bytes) {
+      return Fail(431, "trailer fields too large");
+    }
+    return State::kNeedMore;
+  }
+  trailer_bytes_ += nl + 1 - *pos;
+  if (trailer_bytes_ > limits_.max_header_bytes) return Fail(431, "trailer fields too large");
+  const bool empty = nl == *pos || (nl == *pos + 1 && in[*pos] == '\r');
+  *pos = nl + 1;
+  if (empty) phase_ = Phase::kDone;  // trailer fields themselves are ignored
+  return std::nullopt;
 }
 
 HttpRequestParser::State HttpRequestParser::ParseRequestLine(absl::string_view line) {

@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -81,6 +82,19 @@ class HttpRequestParser {
   State ParseHead(absl::string_view head);
   State ParseHeaderLine(absl::string_view line);
   State StartBody();
+  // Each phase's step over in[*pos...]: advances *pos (and the phase); a state to return to the
+  // caller, or nothing to go on with the next phase.
+  std::optional<State> StepHead(absl::string_view in, size_t* pos);
+  std::optional<State> StepData(absl::string_view in, size_t* pos);  // kBody, kChunkData
+  std::optional<State> StepChunkEnd(absl::string_view in, size_t* pos);
+  std::optional<State> StepChunkSize(absl::string_view in, size_t* pos);
+  std::optional<State> StepTrailers(absl::string_view in, size_t* pos);
+  // The end of the head (just past its empty line; npos: not yet), searched from scanned_; notes
+  // where the request line ends.
+  size_t ScanHead(absl::string_view head);
+  // Refuses a request line too long, garbage as soon as it cannot be a method (a TLS hello) and a
+  // bad request line as soon as it ends, without waiting for the rest of the head.
+  std::optional<State> CheckRequestLine(absl::string_view head);
 
   const HttpLimits limits_;
   Phase phase_ = Phase::kHead;

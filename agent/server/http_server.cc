@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -543,39 +544,59 @@ void HttpServer::ParseAndDispatch(Conn& c) {
   }
 }
 
+namespace {
+
+HttpResponse PlainResponse(int status, std::string body) {
+  HttpResponse r;
+  r.status = status;
+  r.SetContent(std::move(body), "text/plain; charset=utf-8");
+  return r;
+}
+
+// 405 if `route` does not take the request's method (HEAD goes where GET does), else nothing.
+std::optional<HttpResponse> MethodNotAllowed(const std::vector<std::string>& methods,
+                                             const HttpRequest& req) {
+  const auto has = [&methods](const std::string& m) {
+    return std::find(methods.begin(), methods.end(), m) != methods.end();
+  };
+  if (has(req.method) || (req.method == "HEAD" && has("GET"))) return std::nullopt;
+  std::vector<std::string> allow = methods;
+  if (has("GET")) allow.push_back("HEAD");
+  HttpResponse r =
+      PlainResponse(405, absl::StrCat("method ", req.method, " not allowed for ", req.path,
+                                      "; allowed: ", absl::StrJoin(allow, ", "), "\n"));
+  r.SetHeader("Allow", absl::StrJoin(allow, ", "));
+  return r;
+}
+
+}  // namespace
+
+void HttpServer::AnswerNow(Conn& c, HttpRequest req, HttpResponse r, bool keep_alive) {
+  Observe(&req, r);
+  StartResponse(c, std::move(r), req.method == "HEAD", keep_alive);
+}
+
 void HttpServer::Dispatch(Conn& c, HttpRequest req) {
-  const bool head = req.method == "HEAD";
   if (shutting_down_.load()) {
-    HttpResponse r;
-    r.status = 503;
-    r.SetContent("pprof-sidecar is shutting down\n", "text/plain; charset=utf-8");
-    Observe(&req, r);
-    StartResponse(c, std::move(r), head, false);
+    AnswerNow(c, std::move(req), PlainResponse(503, "pprof-sidecar is shutting down\n"), false);
     return;
   }
   const Route* route = FindRoute(req.path);
   int lane_id = not_found_lane_;
   const Handler* handler = &not_found_.handler;
   if (route != nullptr) {
-    const auto& m = route->methods;
-    const bool allowed = std::find(m.begin(), m.end(), req.method) != m.end() ||
-                         (head && std::find(m.begin(), m.end(), "GET") != m.end());
-    if (!allowed) {
-      std::vector<std::string> allow = m;
-      if (std::find(m.begin(), m.end(), "GET") != m.end()) allow.push_back("HEAD");
-      HttpResponse r;
-      r.status = 405;
-      r.SetHeader("Allow", absl::StrJoin(allow, ", "));
-      r.SetContent(absl::StrCat("method ", req.method, " not allowed for ", req.path,
-                                "; allowed: ", absl::StrJoin(allow, ", "), "\n"),
-                   "text/plain; charset=utf-8");
-      Observe(&req, r);
-      StartResponse(c, std::move(r), head, req.keep_alive);
+    if (std::optional<HttpResponse> r = MethodNotAllowed(route->methods, req)) {
+      const bool keep_alive = req.keep_alive;
+      AnswerNow(c, std::move(req), *std::move(r), keep_alive);
       return;
     }
     lane_id = route->choose ? route->choose(req) : 0;
     handler = &route->handler;
   }
+  Enqueue(c, std::move(req), lane_id, handler);
+}
+
+void HttpServer::Enqueue(Conn& c, HttpRequest req, int lane_id, const Handler* handler) {
   std::unique_lock<std::mutex> l(mu_);
   if (lane_id < 0 || static_cast<size_t>(lane_id) >= lanes_.size()) lane_id = 0;
   Lane& lane = *lanes_[lane_id];
@@ -583,14 +604,12 @@ void HttpServer::Dispatch(Conn& c, HttpRequest req) {
     const size_t running = lane.busy, waiting = lane.queue.size();
     l.unlock();
     rejected_busy_.fetch_add(1);
-    HttpResponse r;
-    r.status = 503;
+    HttpResponse r = PlainResponse(
+        503, absl::StrCat("pprof-sidecar: too many concurrent ", lane.name, " requests (", running,
+                          " running, ", waiting, " waiting); retry later\n"));
     r.SetHeader("Retry-After", "1");
-    r.SetContent(absl::StrCat("pprof-sidecar: too many concurrent ", lane.name, " requests (",
-                              running, " running, ", waiting, " waiting); retry later\n"),
-                 "text/plain; charset=utf-8");
-    Observe(&req, r);
-    StartResponse(c, std::move(r), head, req.keep_alive);
+    const bool keep_alive = req.keep_alive;
+    AnswerNow(c, std::move(req), std::move(r), keep_alive);
     return;
   }
   Job job;

@@ -167,6 +167,10 @@ class HttpServer {
   void OnWritable(Conn& c);
   void ParseAndDispatch(Conn& c);
   void Dispatch(Conn& c, HttpRequest req);
+  // Queues the request for a worker of lane `lane_id`, or answers 503 if the lane is full.
+  void Enqueue(Conn& c, HttpRequest req, int lane_id, const Handler* handler);
+  // Answers on the I/O thread, without a worker.
+  void AnswerNow(Conn& c, HttpRequest req, HttpResponse r, bool keep_alive);
   void AnswerError(Conn& c, int status, const std::string& message, bool close);
   void StartResponse(Conn& c, HttpResponse resp, bool head, bool keep_alive);
   void FlushWrites(Conn& c);

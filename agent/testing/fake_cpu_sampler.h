@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "agent/sampler/cpu_sampler.h"
+#include "agent/sample/cpu_sampler_interface.h"
 
 namespace pprof_sidecar::testing {
 
