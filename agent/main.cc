@@ -452,10 +452,10 @@ int Run() {
   ProcessSymbolizer symbolizer(so);
   CpuProfiler cpu([sampler_opts] { return NewBpfCpuSampler(sampler_opts); }, &symbolizer,
                   FLAGS_cpu_sampling_hz);
-  // Go targets' runtimes, read by the goroutine, threadcreate, block and mutex kinds and for the
-  // pprof labels of CPU samples.
+  // Go targets' runtimes, read by the goroutine, threadcreate, block and mutex kinds; the pprof
+  // labels of CPU samples need only the release of the target.
   auto go_binaries = std::make_shared<GoBinaryCache>();
-  GoSampleLabeler go_labeler(go_binaries);
+  GoSampleLabeler go_labeler;
   cpu.SetLabeler(&go_labeler);
   // Load and attach the CPU sampler now, so that /healthz tells the truth from the start. Without
   // it the agent still serves what needs no BPF (heap profiles of Go targets) and says why.

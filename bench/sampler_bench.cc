@@ -167,7 +167,7 @@ int Main(int argc, char** argv) {
   GoLabelFields go_fields;
   for (const Variant& v : variants) {
     if (!v.labels || go_fields.enabled()) continue;
-    std::optional<GoLabelFields> f = GoSampleLabeler(std::make_shared<GoBinaryCache>()).Fields(pid);
+    std::optional<GoLabelFields> f = GoSampleLabeler().Fields(pid);
     if (!f) {
       fprintf(stderr, "%s: pid %d is not a Go program with a known layout\n", v.name.c_str(), pid);
       return 2;

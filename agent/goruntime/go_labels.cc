@@ -6,6 +6,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "agent/symbolize/elf_file.h"
+#include "agent/symbolize/go_buildinfo.h"
 
 namespace pprof_sidecar {
 namespace {
@@ -169,18 +171,33 @@ GoLabelFields GoLabelFieldsOf(const GoLayout& l) {
   return f;
 }
 
-GoSampleLabeler::GoSampleLabeler(std::shared_ptr<GoBinaryCache> binaries, absl::Duration ttl)
-    : binaries_(std::move(binaries)), ttl_(ttl) {}
+GoSampleLabeler::GoSampleLabeler(absl::Duration ttl) : ttl_(ttl) {}
+
+namespace {
+
+// The Go minor release `pid` runs, from its executable's build info (the ELF headers and
+// .go.buildinfo are all that is read); nullopt if it is not a Go program or the release is unknown.
+std::optional<int> GoMinorOf(uint32_t pid) {
+  absl::StatusOr<std::unique_ptr<ElfFile>> elf = ElfFile::Open(absl::StrCat("/proc/", pid, "/exe"));
+  if (!elf.ok()) return std::nullopt;
+  absl::StatusOr<std::string> version = GoBuildVersion(**elf);
+  if (!version.ok()) return std::nullopt;
+  std::optional<GoRelease> r = ParseGoRelease(*version);
+  if (!r) return std::nullopt;
+  return r->minor;
+}
+
+}  // namespace
 
 std::optional<GoLabelFields> GoSampleLabeler::Fields(uint32_t pid) {
   {
     std::lock_guard<std::mutex> l(mu_);
     procs_.erase(pid);
   }
-  absl::StatusOr<std::shared_ptr<const GoBinary>> bin = binaries_->BinaryOf(pid);
-  if (!bin.ok()) return std::nullopt;
-  absl::StatusOr<GoLayout> layout = (*bin)->layout();
-  if (!layout.ok()) return std::nullopt;
+  const std::optional<int> minor = GoMinorOf(pid);
+  if (!minor) return std::nullopt;
+  const GoLayout* layout = GoLayoutFor(*minor);
+  if (layout == nullptr) return std::nullopt;
   const GoLabelFields f = GoLabelFieldsOf(*layout);
   if (!f.enabled()) return std::nullopt;
   absl::StatusOr<std::unique_ptr<ProcessMemory>> mem = ProcessMemory::Open(pid);
@@ -188,7 +205,7 @@ std::optional<GoLabelFields> GoSampleLabeler::Fields(uint32_t pid) {
   std::lock_guard<std::mutex> l(mu_);
   if (procs_.size() >= 8) procs_.erase(procs_.begin());
   Proc& p = procs_[pid];
-  p.minor = (*bin)->minor();
+  p.minor = *minor;
   p.mem = std::move(*mem);
   return f;
 }

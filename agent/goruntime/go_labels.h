@@ -45,7 +45,8 @@ absl::StatusOr<SampleLabels> ReadGoLabels(MemoryReader& mem, int minor, uint64_t
 // lacks one or g.m is not at GoLabelFields::kGoGM).
 GoLabelFields GoLabelFieldsOf(const GoLayout& layout);
 
-// SampleLabeler over the Go-runtime reader: Fields from the target's release layout; Labels read
+// SampleLabeler over the Go-runtime reader: Fields from the layout of the target's release (read
+// from its executable's build info alone: nothing else of the binary is loaded); Labels read
 // from its memory, cached by address per process for `ttl` after the read. A set is immutable
 // while a goroutine can reach it, but once dropped and collected its memory may hold another set:
 // the cache does not lengthen by more than `ttl` the time in which a set freed and reused would
@@ -53,8 +54,7 @@ GoLabelFields GoLabelFieldsOf(const GoLayout& layout);
 // sets per process and 8 processes are kept.
 class GoSampleLabeler : public SampleLabeler {
  public:
-  explicit GoSampleLabeler(std::shared_ptr<GoBinaryCache> binaries,
-                           absl::Duration ttl = absl::Milliseconds(100));
+  explicit GoSampleLabeler(absl::Duration ttl = absl::Milliseconds(100));
   std::optional<GoLabelFields> Fields(uint32_t pid) override;
   std::shared_ptr<const SampleLabels> Labels(uint32_t pid, uint64_t ptr) override;
 
@@ -75,7 +75,6 @@ class GoSampleLabeler : public SampleLabeler {
     std::unique_ptr<ProcessMemory> mem;
     std::map<uint64_t, Entry> sets;
   };
-  const std::shared_ptr<GoBinaryCache> binaries_;
   const absl::Duration ttl_;
   mutable std::mutex mu_;
   std::map<uint32_t, Proc> procs_;

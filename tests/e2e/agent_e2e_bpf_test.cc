@@ -52,11 +52,6 @@ constexpr int kMaxWindows = 12;  // more windows only when the machine is busy
 std::string GoSplitSrc() { return TestDataDir() + "/targets/go_cpu_split"; }
 std::string GoSplitMain() { return GoSplitSrc() + "/main.go"; }
 
-#define ASSERT_OK_AND_ASSIGN(lhs, expr)                       \
-  auto lhs##_or = (expr);                                     \
-  ASSERT_TRUE(lhs##_or.ok()) << lhs##_or.status().ToString(); \
-  auto lhs = *std::move(lhs##_or)
-
 class E2eTest : public ::testing::Test {
  protected:
   void SetUp() override { dir_ = MakeTempDir("e2e"); }
@@ -796,20 +791,6 @@ TEST_F(E2eTest, GoHeapProfileFromTheAgentsUrl) {
 
 // ---- 11. Goroutine profiles through the agent binary (Go targets, read from their runtime). ----
 
-// The port a go_goroutines target printed into its log ("port=N"), waiting for it.
-int TargetPort(const std::string& log) {
-  for (int i = 0; i < 200; ++i) {
-    std::ifstream f(log);
-    std::string line;
-    while (std::getline(f, line)) {
-      int port = 0;
-      if (absl::StartsWith(line, "port=") && absl::SimpleAtoi(line.substr(5), &port)) return port;
-    }
-    absl::SleepFor(absl::Milliseconds(50));
-  }
-  return 0;
-}
-
 // A stripped PIE Go target with known goroutine populations, under the chart's capabilities:
 // the agent's debug=1 records of the blocked populations are the target's own, byte for byte,
 // and `go tool pprof` reads debug=0 from the agent's URL.
@@ -912,19 +893,6 @@ std::vector<uint64_t> ReplyNumbers(const std::string& line) {
     if (absl::SimpleAtoi(f, &x)) v.push_back(x);
   }
   return v;
-}
-
-// A /metrics value of `a` (-1 if absent).
-double Metric(const Agent& a, const std::string& name) {
-  auto m = a.Get("/metrics");
-  if (!m.ok()) return -1;
-  for (absl::string_view line : absl::StrSplit(m->body, '\n')) {
-    if (absl::ConsumePrefix(&line, name + " ")) {
-      double v;
-      if (absl::SimpleAtod(line, &v)) return v;
-    }
-  }
-  return -1;
 }
 
 // Whether the running kernel has uprobe sessions (6.13+: its BTF has their kfunc).

@@ -28,11 +28,6 @@ constexpr int kWindowSeconds = 10;
 constexpr int kMaxWindows = 12;
 constexpr double kMinSamples = 2000;
 
-#define ASSERT_OK_AND_ASSIGN(lhs, expr)                       \
-  auto lhs##_or = (expr);                                     \
-  ASSERT_TRUE(lhs##_or.ok()) << lhs##_or.status().ToString(); \
-  auto lhs = *std::move(lhs##_or)
-
 double GoRootShare(const PprofSummary& s) {
   int64_t total = 0, root = 0;
   for (const auto& [fn, v] : s.roots) {

@@ -419,4 +419,28 @@ std::pair<int, int> GoFuncLines(const std::string& file, const std::string& name
   return {first, last};
 }
 
+double Metric(const Agent& a, const std::string& name) {
+  auto m = a.Get("/metrics");
+  if (!m.ok()) return -1;
+  for (absl::string_view line : absl::StrSplit(m->body, '\n')) {
+    double v;
+    if (absl::ConsumePrefix(&line, name + " ") && absl::SimpleAtod(line, &v)) return v;
+  }
+  return -1;
+}
+
+int TargetPort(const std::string& log) {
+  for (int i = 0; i < 200; ++i) {
+    std::ifstream f(log);
+    std::string line;
+    while (std::getline(f, line)) {
+      int port = 0;
+      if (absl::StartsWith(line, "port=") && absl::SimpleAtoi(line.substr(5), &port)) return port;
+    }
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return 0;
+}
+
+
 }  // namespace pprof_sidecar::testing

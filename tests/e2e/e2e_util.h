@@ -104,6 +104,14 @@ class Agent {
   std::unique_ptr<Child> child_;
 };
 
+// The value of the /metrics line `name value` of `a` (name with its labels, if any); -1 if
+// absent or unreadable.
+double Metric(const Agent& a, const std::string& name);
+
+// The port a target printed into its log as a line "port=N", waiting up to 10 s for it; 0 if
+// it never came.
+int TargetPort(const std::string& log);
+
 // A CPU profile fetched from the agent, written to `path` and summarized by google/pprof.
 struct FetchedProfile {
   std::string path;
@@ -150,5 +158,13 @@ absl::StatusOr<std::string> RawExchange(int port, const std::string& bytes,
 std::pair<int, int> GoFuncLines(const std::string& file, const std::string& name);
 
 }  // namespace pprof_sidecar::testing
+
+// Assigns the value of a StatusOr expression to a new variable `lhs`, or fails the test.
+#ifndef ASSERT_OK_AND_ASSIGN
+#define ASSERT_OK_AND_ASSIGN(lhs, expr)                       \
+  auto lhs##_or = (expr);                                     \
+  ASSERT_TRUE(lhs##_or.ok()) << lhs##_or.status().ToString(); \
+  auto lhs = *std::move(lhs##_or)
+#endif
 
 #endif  // PPROF_SIDECAR_TESTS_E2E_E2E_UTIL_H_

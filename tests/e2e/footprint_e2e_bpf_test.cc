@@ -26,11 +26,6 @@
 namespace pprof_sidecar::testing {
 namespace {
 
-#define ASSERT_OK_AND_ASSIGN(lhs, expr)                       \
-  auto lhs##_or = (expr);                                     \
-  ASSERT_TRUE(lhs##_or.ok()) << lhs##_or.status().ToString(); \
-  auto lhs = *std::move(lhs##_or)
-
 constexpr double kMB = 1 << 20;
 // The bounds of issue 11: resident memory after profiles, and the high-water mark.
 constexpr double kMaxRssMB = 25;

@@ -36,11 +36,6 @@
 namespace pprof_sidecar::testing {
 namespace {
 
-#define ASSERT_OK_AND_ASSIGN(lhs, expr)                       \
-  auto lhs##_or = (expr);                                     \
-  ASSERT_TRUE(lhs##_or.ok()) << lhs##_or.status().ToString(); \
-  auto lhs = *std::move(lhs##_or)
-
 // "VmHWM" or "VmRSS" of `pid` in KiB (-1 if unreadable).
 long StatusKb(pid_t pid, const std::string& field) {
   std::ifstream f(absl::StrCat("/proc/", pid, "/status"));

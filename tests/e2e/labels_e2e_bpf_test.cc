@@ -28,24 +28,6 @@
 namespace pprof_sidecar::testing {
 namespace {
 
-#define ASSERT_OK_AND_ASSIGN(lhs, expr)                       \
-  auto lhs##_or = (expr);                                     \
-  ASSERT_TRUE(lhs##_or.ok()) << lhs##_or.status().ToString(); \
-  auto lhs = *std::move(lhs##_or)
-
-int TargetPort(const std::string& log) {
-  for (int i = 0; i < 200; ++i) {
-    std::ifstream f(log);
-    std::string line;
-    while (std::getline(f, line)) {
-      int port = 0;
-      if (absl::StartsWith(line, "port=") && absl::SimpleAtoi(line.substr(5), &port)) return port;
-    }
-    absl::SleepFor(absl::Milliseconds(50));
-  }
-  return 0;
-}
-
 using LabelCounts = std::map<std::pair<std::string, std::string>, int64_t>;
 
 std::string Describe(const LabelCounts& l, int64_t total) {

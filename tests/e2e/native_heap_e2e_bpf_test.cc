@@ -24,11 +24,6 @@
 namespace pprof_sidecar::testing {
 namespace {
 
-#define ASSERT_OK_AND_ASSIGN(lhs, expr)                       \
-  auto lhs##_or = (expr);                                     \
-  ASSERT_TRUE(lhs##_or.ok()) << lhs##_or.status().ToString(); \
-  auto lhs = *std::move(lhs##_or)
-
 // The numbers of the first line of `log` after its first `skip` lines that starts with
 // `prefix`, waiting up to 30 s for it (empty on timeout).
 std::vector<uint64_t> WaitLineNumbers(const std::string& log, const std::string& prefix,
@@ -49,19 +44,6 @@ std::vector<uint64_t> WaitLineNumbers(const std::string& log, const std::string&
     absl::SleepFor(absl::Milliseconds(50));
   }
   return {};
-}
-
-// A /metrics value of `a` (-1 if absent).
-double MetricValue(const Agent& a, const std::string& name) {
-  auto m = a.Get("/metrics");
-  if (!m.ok()) return -1;
-  for (absl::string_view line : absl::StrSplit(m->body, '\n')) {
-    if (absl::ConsumePrefix(&line, name + " ")) {
-      double v;
-      if (absl::SimpleAtod(line, &v)) return v;
-    }
-  }
-  return -1;
 }
 
 // Share of values[index] in samples whose stack holds every function of `funcs` (exact names).
@@ -130,11 +112,11 @@ class NativeHeapE2eTest : public ::testing::Test {
     EXPECT_TRUE(
         absl::StrContains(health.body, "native_heap: C allocations (cgo) sampled on request"))
         << health.body;
-    EXPECT_EQ(MetricValue(*agent_, "pprof_sidecar_malloc_probes"), 0);  // nobody asked yet
+    EXPECT_EQ(Metric(*agent_, "pprof_sidecar_malloc_probes"), 0);  // nobody asked yet
     ASSERT_OK_AND_ASSIGN(first, Fetch("/debug/pprof/native_heap", "native-first"));
     EXPECT_TRUE(absl::StrContains(first.raw, "this request attached the malloc probes"))
         << first.raw;
-    EXPECT_GT(MetricValue(*agent_, "pprof_sidecar_malloc_probes"), 0);
+    EXPECT_GT(Metric(*agent_, "pprof_sidecar_malloc_probes"), 0);
     ASSERT_EQ(kill(target->pid(), SIGUSR1), 0);
     // Allocated and live bytes at big, small and cb: 144, 48 and 96 MiB, half of each live.
     const std::vector<uint64_t> truth = WaitLineNumbers(log, "done ");
@@ -206,7 +188,7 @@ TEST_F(NativeHeapE2eTest, PureGoAnswers501) {
   ASSERT_OK_AND_ASSIGN(health, agent_->Get("/healthz"));
   EXPECT_TRUE(absl::StrContains(health.body, "native_heap: the Go target maps no C library"))
       << health.body;
-  EXPECT_EQ(MetricValue(*agent_, "pprof_sidecar_malloc_attach_errors_total"), 0);  // none tried
+  EXPECT_EQ(Metric(*agent_, "pprof_sidecar_malloc_attach_errors_total"), 0);  // none tried
 }
 
 }  // namespace

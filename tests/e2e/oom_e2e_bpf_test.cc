@@ -30,11 +30,6 @@
 namespace pprof_sidecar::testing {
 namespace {
 
-#define ASSERT_OK_AND_ASSIGN(lhs, expr)                       \
-  auto lhs##_or = (expr);                                     \
-  ASSERT_TRUE(lhs##_or.ok()) << lhs##_or.status().ToString(); \
-  auto lhs = *std::move(lhs##_or)
-
 constexpr uint64_t kLimit = 64 << 20;
 
 struct Snap {
@@ -61,16 +56,6 @@ std::vector<Snap> ListSnapshots(const Agent& a) {
     out.push_back(s);
   }
   return out;
-}
-
-double Metric(const Agent& a, const std::string& name) {
-  auto m = a.Get("/metrics");
-  if (!m.ok()) return -1;
-  for (absl::string_view line : absl::StrSplit(m->body, '\n')) {
-    double v;
-    if (absl::ConsumePrefix(&line, name + " ") && absl::SimpleAtod(line, &v)) return v;
-  }
-  return -1;
 }
 
 class OomE2eTest : public ::testing::Test {
