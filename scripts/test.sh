@@ -48,6 +48,25 @@ begin_stage "ctest: unit tests"
 rc=0; (cd build && ctest --output-on-failure --timeout 900 -LE privileged -j2) || rc=1
 end_stage "ctest: unit" $rc; status=$((status | rc))
 [ $rc -eq 0 ] || ctest_failed+="$(failed_tests build)"$'\n'
+# One clang build with ASan/UBSan (-O1) serves the unit tests and the fuzzers (libFuzzer +ASan).
+# It runs at the lowest CPU and I/O priority while the privileged tests run (they leave much of
+# the machine idle: profile windows, targets on one core); it is waited for after them.
+san=build-sanitize
+san_pid=""
+if [ -z "${PPROF_SIDECAR_SKIP_SANITIZE:-}" ] || [ -z "${PPROF_SIDECAR_SKIP_FUZZ:-}" ]; then
+  CC=clang CXX=clang++ cmake -S . -B "$san" -DCMAKE_BUILD_TYPE=Debug \
+    -DCMAKE_C_FLAGS_DEBUG="-g -O1" -DCMAKE_CXX_FLAGS_DEBUG="-g -O1" \
+    -DPPROF_SIDECAR_SANITIZE=ON -DPPROF_SIDECAR_FUZZ=ON >/dev/null
+  # Every *_fuzzer target the build defines.
+  fuzzers=$(cmake --build "$san" --target help | grep -oE '[a-z0-9_]+_fuzzer$' | sort -u)
+  targets=()
+  [ -n "${PPROF_SIDECAR_SKIP_SANITIZE:-}" ] || targets+=(unit_tests)
+  [ -n "${PPROF_SIDECAR_SKIP_FUZZ:-}" ] || targets+=($fuzzers)
+  echo "== ASan/UBSan build (clang) in the background, log in $san.log == $(date +%T)"
+  nice -n 19 ionice -c 3 cmake --build "$san" -j2 --target "${targets[@]}" >"$san.log" 2>&1 &
+  san_pid=$!
+fi
+
 begin_stage "ctest: privileged, end-to-end"
 rc=0; (cd build && ctest --output-on-failure --timeout 900 -L privileged) || rc=1
 end_stage "ctest: privileged, end-to-end" $rc; status=$((status | rc))
@@ -88,20 +107,11 @@ if [ -z "${PPROF_SIDECAR_SKIP_IMAGE:-}" ]; then
   fi
 fi
 
-# One clang build with ASan/UBSan (-O1) serves the unit tests and the fuzzers (libFuzzer +ASan).
-san=build-sanitize
-if [ -z "${PPROF_SIDECAR_SKIP_SANITIZE:-}" ] || [ -z "${PPROF_SIDECAR_SKIP_FUZZ:-}" ]; then
-  begin_stage "ASan/UBSan build (clang): unit tests and fuzzers"
-  CC=clang CXX=clang++ cmake -S . -B "$san" -DCMAKE_BUILD_TYPE=Debug \
-    -DCMAKE_C_FLAGS_DEBUG="-g -O1" -DCMAKE_CXX_FLAGS_DEBUG="-g -O1" \
-    -DPPROF_SIDECAR_SANITIZE=ON -DPPROF_SIDECAR_FUZZ=ON >/dev/null
-  # Every *_fuzzer target the build defines.
-  fuzzers=$(cmake --build "$san" --target help | grep -oE '[a-z0-9_]+_fuzzer$' | sort -u)
-  targets=()
-  [ -n "${PPROF_SIDECAR_SKIP_SANITIZE:-}" ] || targets+=(unit_tests)
-  [ -n "${PPROF_SIDECAR_SKIP_FUZZ:-}" ] || targets+=($fuzzers)
-  rc=0; cmake --build "$san" -j2 --target "${targets[@]}" || rc=1
-  end_stage "ASan/UBSan build" $rc; status=$((status | rc))
+if [ -n "$san_pid" ]; then
+  begin_stage "ASan/UBSan build (clang): the rest"
+  rc=0; wait "$san_pid" || rc=1
+  [ $rc -eq 0 ] || tail -40 "$san.log"
+  end_stage "ASan/UBSan build (after the part in the background)" $rc; status=$((status | rc))
 fi
 
 if [ -z "${PPROF_SIDECAR_SKIP_SANITIZE:-}" ]; then
