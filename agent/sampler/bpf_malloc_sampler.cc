@@ -79,10 +79,10 @@ bool KernelHasUprobeCookies() {
 }
 
 // BPF_LINK_CREATE of an uprobe_multi link with one offset (libbpf 1.1 predates them): the
-// attr's link_create layout of <linux/bpf.h> since 6.6. Returns the link's fd (errno set on
-// failure).
-absl::StatusOr<int> AttachUprobeMulti(int prog_fd, uint32_t attach_type, const std::string& path,
-                                      uint64_t offset, uint64_t cookie, pid_t pid) {
+// attr's link_create layout of <linux/bpf.h> since 6.6. Returns the link's fd (none, with errno
+// set, on failure).
+ScopedFd AttachUprobeMulti(int prog_fd, uint32_t attach_type, const std::string& path,
+                           uint64_t offset, uint64_t cookie, pid_t pid) {
   struct {
     uint32_t prog_fd, target_fd, attach_type, flags;
     uint64_t path, offsets, ref_ctr_offsets, cookies;
@@ -97,9 +97,7 @@ absl::StatusOr<int> AttachUprobeMulti(int prog_fd, uint32_t attach_type, const s
   attr.cookies = reinterpret_cast<uint64_t>(&cookie);
   attr.cnt = 1;
   attr.pid = static_cast<uint32_t>(pid);
-  const long fd = syscall(SYS_bpf, BPF_LINK_CREATE, &attr, sizeof(attr));
-  if (fd < 0) return absl::InternalError(strerror(errno));
-  return static_cast<int>(fd);
+  return ScopedFd(static_cast<int>(syscall(SYS_bpf, BPF_LINK_CREATE, &attr, sizeof(attr))));
 }
 
 class BpfMallocSampler : public NativeHeapSource {
@@ -171,6 +169,12 @@ class BpfMallocSampler : public NativeHeapSource {
   absl::Status AttachOne(const AllocatorProbe& pr);
   absl::StatusOr<BpfLinkPtr> AttachPerf(const AllocatorProbe& pr, bpf_program* prog, bool ret);
   absl::StatusOr<ScopedFd> AttachSession(const AllocatorProbe& pr, bpf_program* prog);
+  // Attaches a `kind` probe of `pr` with `attach(path)` through each of ProbePaths(pr) in turn
+  // until one holds (`attach` returns an owner that is false, with errno set, on failure); a
+  // target that is gone (ESRCH) ends the tries. The last failure's errno goes to last_errno_.
+  template <typename Attach>
+  auto AttachThroughPaths(const AllocatorProbe& pr, absl::string_view kind, Attach attach)
+      -> absl::StatusOr<decltype(attach(std::string()))>;
   // Publishes the functions' address ranges to the BPF program's nested_call().
   void SetNestedRanges(const std::vector<AllocatorProbe>& probes);
 
@@ -285,38 +289,38 @@ std::vector<std::string> ProbePaths(const AllocatorProbe& pr) {
   return paths;
 }
 
-absl::StatusOr<BpfLinkPtr> BpfMallocSampler::AttachPerf(const AllocatorProbe& pr, bpf_program* prog,
-                                                        bool ret) {
+template <typename Attach>
+auto BpfMallocSampler::AttachThroughPaths(const AllocatorProbe& pr, absl::string_view kind,
+                                          Attach attach)
+    -> absl::StatusOr<decltype(attach(std::string()))> {
   std::string what;
   int err = 0;
   for (const std::string& path : ProbePaths(pr)) {
-    LIBBPF_OPTS(bpf_uprobe_opts, opts, .bpf_cookie = ret ? 0 : pr.cookie, .retprobe = ret);
-    bpf_link* l = bpf_program__attach_uprobe_opts(prog, pid_, path.c_str(), pr.file_offset, &opts);
-    if (l != nullptr) return BpfLinkPtr(l);
+    auto owner = attach(path);
+    if (owner) return owner;
     err = errno;
-    what = absl::StrCat(ret ? "uretprobe " : "uprobe ", pr.function, "@", path, "+0x",
-                        absl::Hex(pr.file_offset));
+    what = absl::StrCat(kind, " ", pr.function, "@", path, "+0x", absl::Hex(pr.file_offset));
     if (err == ESRCH) break;
   }
   last_errno_ = err;
   return ErrnoStatus(what, err, kPrivileges);
 }
 
+absl::StatusOr<BpfLinkPtr> BpfMallocSampler::AttachPerf(const AllocatorProbe& pr, bpf_program* prog,
+                                                        bool ret) {
+  return AttachThroughPaths(pr, ret ? "uretprobe" : "uprobe", [&](const std::string& path) {
+    LIBBPF_OPTS(bpf_uprobe_opts, opts, .bpf_cookie = ret ? 0 : pr.cookie, .retprobe = ret);
+    return BpfLinkPtr(
+        bpf_program__attach_uprobe_opts(prog, pid_, path.c_str(), pr.file_offset, &opts));
+  });
+}
+
 absl::StatusOr<ScopedFd> BpfMallocSampler::AttachSession(const AllocatorProbe& pr,
                                                          bpf_program* prog) {
-  std::string what;
-  int err = 0;
-  for (const std::string& path : ProbePaths(pr)) {
-    absl::StatusOr<int> fd = AttachUprobeMulti(bpf_program__fd(prog), *session_type_, path,
-                                               pr.file_offset, pr.cookie, pid_);
-    if (fd.ok()) return ScopedFd(*fd);
-    err = errno;
-    what =
-        absl::StrCat("uprobe session ", pr.function, "@", path, "+0x", absl::Hex(pr.file_offset));
-    if (err == ESRCH) break;
-  }
-  last_errno_ = err;
-  return ErrnoStatus(what, err, kPrivileges);
+  return AttachThroughPaths(pr, "uprobe session", [&](const std::string& path) {
+    return AttachUprobeMulti(bpf_program__fd(prog), *session_type_, path, pr.file_offset, pr.cookie,
+                             pid_);
+  });
 }
 
 absl::Status BpfMallocSampler::AttachOne(const AllocatorProbe& pr) {

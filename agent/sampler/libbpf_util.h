@@ -98,6 +98,7 @@ class ScopedFd {
   ScopedFd& operator=(const ScopedFd&) = delete;
   ~ScopedFd();
   int get() const { return fd_; }
+  explicit operator bool() const { return fd_ >= 0; }
   int release() { return std::exchange(fd_, -1); }
   void reset(int fd = -1);
 
