@@ -162,6 +162,7 @@ class BpfCpuSampler : public CpuSampler {
   bool running() const override { return running_.load(); }
   SamplerStats stats() const override;
   SamplerInfo info() const override { return info_; }
+  // The loaded program: its maps (the bench build reads its stage clocks from them).
   const cpu_sampler_bpf& skeleton() const { return *skel_; }
 
  private:

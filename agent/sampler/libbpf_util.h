@@ -79,8 +79,9 @@ std::vector<T> PerCpuValues(const bpf_map* map, uint32_t key) {
   std::vector<uint8_t> raw(stride * static_cast<size_t>(ncpus));
   if (bpf_map_lookup_elem(bpf_map__fd(map), &key, raw.data()) != 0) return {};
   std::vector<T> out(static_cast<size_t>(ncpus));
-  for (size_t cpu = 0; cpu < out.size(); ++cpu)
+  for (size_t cpu = 0; cpu < out.size(); ++cpu) {
     memcpy(&out[cpu], raw.data() + stride * cpu, sizeof(T));
+  }
   return out;
 }
 
