@@ -107,7 +107,7 @@ class BpfMallocSampler : public NativeHeapSource {
         opts_(o),
         state_(MallocProfileState::Limits{o.max_live, o.max_buckets, HEAP_SAMPLER_MAX_FRAMES}) {
     if (o.symbolizer != nullptr && o.stack_copy_bytes > 0) {
-      unwinder_ = std::make_unique<SampleUnwinder>(o.symbolizer);
+      unwinder_ = std::make_unique<SampleUnwinder>(o.symbolizer, o.unwind_tables);
       state_.SetStackUnwinder(
           [this](const AllocRegs& r, absl::string_view stack, const std::vector<uint64_t>& fp_ips,
                  std::vector<uint64_t>* out) { return Unwind(r, stack, fp_ips, out); });
