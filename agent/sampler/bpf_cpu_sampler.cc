@@ -295,10 +295,7 @@ absl::Status BpfCpuSampler::Load(const BpfCpuSamplerOptions& options, bool compa
   ro->user_stack_copy_bytes = options.user_stack_bytes;
   ro->copy_bound = (options.bound_copy_vma ? CPU_SAMPLER_BOUND_VMA : 0u) |
                    (options.bound_copy_go ? CPU_SAMPLER_BOUND_GO_G : 0u);
-  ro->user_fp_walk =
-      options.user_frame_pointer_walk
-          ? static_cast<uint32_t>(std::clamp(options.user_fp_max_frames, 1, CPU_SAMPLER_MAX_FRAMES))
-          : 0;
+  ro->user_fp_walk = options.user_frame_pointer_walk ? CPU_SAMPLER_MAX_FRAMES : 0;
   ro->wakeup_bytes = std::min(options.wakeup_bytes, rb / 4);
   // The frame-record scan needs bpf_loop.
   ro->fp_seed_scan = options.scan_for_frame_record && !compat ? 1 : 0;
@@ -672,6 +669,10 @@ absl::StatusOr<std::unique_ptr<CpuSampler>> NewBpfCpuSamplerForBench(
     const BpfCpuSamplerOptions& options, const BpfCpuSamplerBenchKnobs& knobs) {
   return BpfCpuSampler::Create(options, [knobs](cpu_sampler_bpf* skel, bool compat) {
     auto* ro = skel->rodata;
+    if (ro->user_fp_walk != 0) {
+      ro->user_fp_walk =
+          static_cast<uint32_t>(std::clamp(knobs.user_fp_max_frames, 1, CPU_SAMPLER_MAX_FRAMES));
+    }
     ro->own_fp_walk = knobs.own_fp_walk ? 1 : 0;
     ro->stage_timing = knobs.stage_timing ? 1 : 0;
     ro->null_program = knobs.null_program ? 1 : 0;
