@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstdio>
 
+#include "absl/base/attributes.h"
 #include "absl/strings/str_cat.h"
 #include "agent/symbolize/dwarf_symbolizer.h"
 #include "agent/symbolize/elf_file.h"
@@ -212,7 +213,9 @@ const DwarfSymbolizer* ProcessSymbolizer::Session::Dwarf(const MapEntry& m,
   return b->dwarf.get();
 }
 
-size_t ProcessSymbolizer::Session::MapIndexOf(uint64_t pc) const {
+// ResolveUser runs per frame: its steps are inlined into it, so the split costs no calls.
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline size_t ProcessSymbolizer::Session::MapIndexOf(
+    uint64_t pc) const {
   auto it = std::upper_bound(maps_.begin(), maps_.end(), pc,
                              [](uint64_t v, const MapEntry& m) { return v < m.start; });
   if (it == maps_.begin()) return maps_.size();
@@ -221,7 +224,7 @@ size_t ProcessSymbolizer::Session::MapIndexOf(uint64_t pc) const {
   return it - maps_.begin();
 }
 
-int ProcessSymbolizer::Session::ViewOf(size_t idx) {
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline int ProcessSymbolizer::Session::ViewOf(size_t idx) {
   auto vit = view_of_map_.find(idx);
   if (vit != view_of_map_.end()) return vit->second;
   const MapEntry& m = maps_[idx];
@@ -248,7 +251,8 @@ int ProcessSymbolizer::Session::ViewOf(size_t idx) {
   return vit->second;
 }
 
-bool ProcessSymbolizer::Session::SymbolizeInMap(size_t idx, uint64_t pc, SourceLines* lines) {
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool ProcessSymbolizer::Session::SymbolizeInMap(
+    size_t idx, uint64_t pc, SourceLines* lines) {
   const MapEntry& m = maps_[idx];
   auto bit = binary_of_map_.find(idx);
   if (bit == binary_of_map_.end() || !bit->second->elf) {
