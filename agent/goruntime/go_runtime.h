@@ -148,6 +148,13 @@ struct GoProcess {
   std::unique_ptr<ProcessMemory> mem;
 };
 
+// A Go binary mapped into a process at `bias`, for symbolization.
+struct GoImage {
+  const GoBinary* bin = nullptr;
+  uint64_t bias = 0;
+  std::string path;  // the executable as the target sees it (mapping filename)
+};
+
 // What a process's executable is to the Go-runtime reader (shared by every process running it).
 struct GoExecutable {
   std::string key;  // "major:minor:inode" of the file

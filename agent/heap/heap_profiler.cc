@@ -163,6 +163,8 @@ absl::StatusOr<std::string> HeapProfiler::Collect(pid_t pid, const HeapRequest& 
         "pprof-sidecar: gc=1 ignored: a GC cannot be forced from outside the target; this is the "
         "profile published by its last GC");
   }
+  const GoImage image{proc.bin.get(), proc.bias, proc.exe};
+  params.go_image = &image;
   absl::StatusOr<std::string> prof = BuildHeapProfile(*snap, pid, params, symbolizer_, nullptr);
   if (!prof.ok()) return fail(prof.status());
   profiles_.fetch_add(1);
