@@ -40,6 +40,7 @@
 #include "agent/server/pprof_server.h"
 #include "agent/symbolize/process_symbolizer.h"
 #include "agent/target/target_tracker.h"
+#include "agent/unwind/unwind_tables.h"
 
 DEFINE_int32(target_pid, 0,
              "Pid (in the agent's pid namespace) of the process to profile. "
@@ -450,8 +451,10 @@ int Run() {
   ProcessSymbolizer::Options so;
   so.max_binaries = FLAGS_symbol_cache_binaries;
   ProcessSymbolizer symbolizer(so);
+  // The unwinding tables of the symbolizer's binaries, shared by the CPU and malloc unwinders.
+  UnwindTableCache unwind_tables(so.max_binaries);
   CpuProfiler cpu([sampler_opts] { return NewBpfCpuSampler(sampler_opts); }, &symbolizer,
-                  FLAGS_cpu_sampling_hz);
+                  FLAGS_cpu_sampling_hz, &unwind_tables);
   // Go targets' runtimes, read by the heap, allocs, goroutine, threadcreate, block and mutex
   // kinds (one cache of Go binaries); the pprof labels of CPU samples need only the release of
   // the target.
@@ -471,6 +474,7 @@ int Run() {
     mopts.sample_bytes = FLAGS_heap_sample_bytes;
     mopts.max_live = static_cast<uint32_t>(FLAGS_heap_max_live);
     mopts.symbolizer = &symbolizer;
+    mopts.unwind_tables = &unwind_tables;
     mopts.uprobe_sessions = FLAGS_malloc_uprobe_sessions;
     mopts.stack_copy_bytes = static_cast<uint32_t>(std::max(0, FLAGS_user_stack_bytes));
     NativeHeapOptions nopts;

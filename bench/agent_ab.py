@@ -14,6 +14,9 @@ forced). Each round starts each agent afresh in random order and measures:
   cpu_extra_ms    wall time of /debug/pprof/profile?seconds=S beyond S
   cpu_agent_ms    the agent's CPU time over that CPU profile request
   rss_mb          the agent's VmRSS after the requests; hwm_mb its VmHWM
+  bpf_ns_kept     BPF run time of the agent's programs over the CPU profile window (with
+                  kernel.bpf_stats_enabled, set for the run and restored) per sample written into
+                  the profile (pprof_sidecar_profile_samples_total); bpf_ns_run per invocation
 Medians over rounds, then new/old.
 """
 import argparse
@@ -58,6 +61,29 @@ def mem_mb(pid):
     return out["VmRSS"], out["VmHWM"]
 
 
+def bpf_stats(pid):
+    """Sum of run_time_ns and run_cnt over the BPF programs the process holds (fdinfo)."""
+    ns = cnt = 0
+    for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                info = dict(l.split(":", 1) for l in f.read().splitlines() if ":" in l)
+        except OSError:
+            continue
+        if "prog_type" in info and "run_time_ns" in info:
+            ns += int(info["run_time_ns"])
+            cnt += int(info["run_cnt"])
+    return ns, cnt
+
+
+def metric(base, name):
+    _, body = get(base + "/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
 def get(url, timeout=60):
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return r.status, r.read()
@@ -90,10 +116,16 @@ def run_agent(binary, target_pid, args):
         get(base + "/debug/pprof/heap")
     m["heap_cpu_ms"] = (cpu_ms(agent.pid) - c0) / args.heap_reqs
     m["heap_ms"] = (time.time() - t0) * 1000 / args.heap_reqs
+    s0 = metric(base, "pprof_sidecar_profile_samples_total")
+    b0 = bpf_stats(agent.pid)
     c0, t0 = cpu_ms(agent.pid), time.time()
     st, body = get(f"{base}/debug/pprof/profile?seconds={args.cpu_s}", args.cpu_s + 60)
     m["cpu_extra_ms"] = (time.time() - t0 - args.cpu_s) * 1000
     m["cpu_agent_ms"] = cpu_ms(agent.pid) - c0
+    b1 = bpf_stats(agent.pid)
+    kept = metric(base, "pprof_sidecar_profile_samples_total") - s0
+    m["bpf_ns_kept"] = (b1[0] - b0[0]) / kept if kept else float("nan")
+    m["bpf_ns_run"] = (b1[0] - b0[0]) / (b1[1] - b0[1]) if b1[1] > b0[1] else float("nan")
     m["rss_mb"], m["hwm_mb"] = mem_mb(agent.pid)
     agent.terminate()
     agent.wait(timeout=30)
@@ -115,6 +147,11 @@ def main():
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, GOMAXPROCS="1"))
     time.sleep(1)
     results = {"old": [], "new": []}
+    stats_path = "/proc/sys/kernel/bpf_stats_enabled"
+    with open(stats_path) as f:
+        stats_was = f.read().strip()
+    with open(stats_path, "w") as f:
+        f.write("1")
     try:
         for r in range(args.rounds):
             order = ["old", "new"]
@@ -124,6 +161,8 @@ def main():
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
     finally:
         target.kill()
+        with open(stats_path, "w") as f:
+            f.write(stats_was)
     keys = list(results["old"][0].keys())
     print(f"{'metric':<14} {'old':>10} {'new':>10} {'new/old':>8}   (medians of {args.rounds} rounds)")
     for k in keys:

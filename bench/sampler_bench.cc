@@ -113,7 +113,7 @@ bool ParseVariant(const std::string& spec, Variant* v) {
   v->opts.user_frame_pointer_walk = fp != 0;
   v->knobs.own_fp_walk = fp > 0;
   if (fp < 0) fp = -fp;  // negative: the kernel's walker
-  if (fp > 1) v->opts.user_fp_max_frames = fp;
+  if (fp > 1) v->knobs.user_fp_max_frames = fp;
   v->opts.wakeup_bytes = wake;
   v->opts.bound_copy_vma = f[2] == "vma" || f[2] == "both";
   v->opts.bound_copy_go = f[2] == "go" || f[2] == "both";

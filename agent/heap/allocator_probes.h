@@ -69,7 +69,7 @@ struct ProbePlacement {
 // Where to put an entry probe (and the return probe, at the same address) in a function whose
 // code starts at `code[0]` (the whole function when its size is known). A uprobe on an
 // instruction the kernel cannot emulate is single-stepped out of line: a second exception per
-// call, ~20 us on a VM against ~1.5 us for the whole hit otherwise. x86 uprobes emulate push,
+// call, which costs many times the rest of the hit (BENCHMARKS.md). x86 uprobes emulate push,
 // call, jmp, jcc and nop; so the probe goes on the first such instruction of the function's
 // straight-line start when every instruction before it
 //   - is one whose effects are known (mov, lea, ALU, cmp/test, shifts, ...: no push/pop/call),

@@ -8,10 +8,6 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "agent/profile/location_table.h"
-#include "agent/symbolize/go_code.h"
-#include "agent/symbolize/kallsyms.h"
-#include "agent/symbolize/proc_maps.h"
-#include "agent/unwind/cfi.h"
 #include "agent/unwind/unwinder.h"
 #include "pprof_encoder/builder.h"
 

@@ -26,8 +26,12 @@ struct CpuProfiler::Window {
   uint64_t dropped = 0;
 };
 
-CpuProfiler::CpuProfiler(SamplerFactory factory, ProcessSymbolizer* symbolizer, int hz)
-    : factory_(std::move(factory)), symbolizer_(symbolizer), hz_(hz), unwinder_(symbolizer) {}
+CpuProfiler::CpuProfiler(SamplerFactory factory, ProcessSymbolizer* symbolizer, int hz,
+                         UnwindTableCache* unwind_tables)
+    : factory_(std::move(factory)),
+      symbolizer_(symbolizer),
+      hz_(hz),
+      unwinder_(symbolizer, unwind_tables) {}
 
 CpuProfiler::~CpuProfiler() {
   std::lock_guard<std::mutex> l(sampler_mu_);

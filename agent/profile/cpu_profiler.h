@@ -55,7 +55,9 @@ struct CpuReadiness {
 class CpuProfiler {
  public:
   using SamplerFactory = std::function<absl::StatusOr<std::unique_ptr<CpuSampler>>()>;
-  CpuProfiler(SamplerFactory factory, ProcessSymbolizer* symbolizer, int hz);
+  // `unwind_tables` (null: the profiler's own) may be shared with other unwinders of `symbolizer`.
+  CpuProfiler(SamplerFactory factory, ProcessSymbolizer* symbolizer, int hz,
+              UnwindTableCache* unwind_tables = nullptr);
   ~CpuProfiler();
 
   // Creates the sampler now (it is ready when created: its programs loaded and attached), so that

@@ -9,7 +9,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -18,6 +17,7 @@
 #include <chrono>
 #include <cstdint>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -79,7 +79,7 @@ absl::StatusOr<std::vector<int>> ParseCpuList(absl::string_view text) {
 absl::StatusOr<std::vector<int>> OnlineCpus() {
   const char* path = "/sys/devices/system/cpu/online";
   std::ifstream in(path);
-  if (!in) return LibbpfErrnoStatus(absl::StrCat("open(", path, ")"), errno, "");
+  if (!in) return ErrnoStatus(absl::StrCat("open(", path, ")"), errno);
   std::stringstream ss;
   ss << in.rdbuf();
   absl::StatusOr<std::vector<int>> cpus = ParseCpuList(ss.str());
@@ -90,7 +90,7 @@ absl::StatusOr<std::vector<int>> OnlineCpus() {
 
 // Opens the default program or its compat build. Both come from one source with the same maps,
 // programs and variables, so the default skeleton's struct describes either object.
-cpu_sampler_bpf* OpenSkeleton(bool compat) {
+cpu_sampler_bpf* OpenCpuSamplerSkeleton(bool compat) {
   static_assert(sizeof(*cpu_sampler_bpf().rodata) == sizeof(*cpu_sampler_compat_bpf().rodata),
                 "the compat build's read-only variables differ");
   static_assert(sizeof(*cpu_sampler_bpf().bss) == sizeof(*cpu_sampler_compat_bpf().bss),
@@ -139,18 +139,15 @@ std::vector<std::string> MissingKernelFeatures() {
   return missing;
 }
 
+// Sets more of the program's read-only variables between open and load (the bench build's
+// switches); `compat`: the compat build of the program is open.
+using BeforeLoad = std::function<void(cpu_sampler_bpf* skel, bool compat)>;
+
 class BpfCpuSampler : public CpuSampler {
  public:
-  // Bench switches: the bench build of the program only (cpu_sampler_bench.h).
-  struct Knobs {
-    bool own_fp_walk = true, cache_filter_verdict = true, walk_frames_in_copy = true;
-    bool null_program = false, stage_timing = false;
-  };
+  // `before_load` (may be empty) runs on every open of the program, before it loads.
   static absl::StatusOr<std::unique_ptr<CpuSampler>> Create(const BpfCpuSamplerOptions& options,
-                                                            const Knobs& knobs);
-#ifdef PPROF_SIDECAR_SAMPLER_BENCH
-  std::array<uint64_t, kBenchStages> StageNs() const;
-#endif
+                                                            BeforeLoad before_load);
 
   ~BpfCpuSampler() override {
     Stop();
@@ -165,6 +162,8 @@ class BpfCpuSampler : public CpuSampler {
   bool running() const override { return running_.load(); }
   SamplerStats stats() const override;
   SamplerInfo info() const override { return info_; }
+  // The loaded program: its maps (the bench build reads its stage clocks from them).
+  const cpu_sampler_bpf& skeleton() const { return *skel_; }
 
  private:
   BpfCpuSampler() = default;
@@ -172,8 +171,7 @@ class BpfCpuSampler : public CpuSampler {
   // Strips the tick interrupt's own frames from a tick sample's kernel stack.
   void StripTickFrames(CpuSample* s) const;
   // Opens, configures and loads the program (the tick program too when `tick`) into skel_.
-  absl::Status Load(const BpfCpuSamplerOptions& options, const Knobs& knobs, bool compat, bool tick,
-                    uint32_t rb);
+  absl::Status Load(const BpfCpuSamplerOptions& options, bool compat, bool tick, uint32_t rb);
   // Attaches the loaded tick program, learns which hrtimer is the tick and checks that the
   // program runs at the tick.
   absl::Status AttachTick();
@@ -185,6 +183,7 @@ class BpfCpuSampler : public CpuSampler {
   absl::Status ProvePerfEvent();
   bpf_program* TickProgram() const { return tick_ ? skel_->progs.cpu_tick : nullptr; }
 
+  BeforeLoad before_load_;
   SkeletonPtr<cpu_sampler_bpf, cpu_sampler_bpf__destroy> skel_;
   BpfCpuSamplerOptions::Clock clock_ = BpfCpuSamplerOptions::Clock::kAuto;
   bool tick_ = false;  // the tick program is loaded and attached
@@ -198,8 +197,7 @@ class BpfCpuSampler : public CpuSampler {
   // stack holds the interrupted code's frames (0: unknown; those frames are then dropped).
   uint64_t tick_stub_ret_ = 0;
   std::atomic<uint64_t> session_start_ns_{0};
-  RingBufferPtr ringbuf_;
-  std::unique_ptr<RingReader> reader_;  // after ringbuf_: destroyed first
+  std::unique_ptr<RingReader> reader_;
   uint32_t user_stack_bytes_ = 0;
 
   std::mutex lifecycle_mu_;  // serializes Start/Stop
@@ -220,22 +218,33 @@ class BpfCpuSampler : public CpuSampler {
 
 constexpr char kTickAttach[] = "tp_btf/hrtimer_expire_entry";
 
-// The per-CPU values of a BPF_MAP_TYPE_PERCPU_ARRAY's element 0, each `T`.
-template <typename T>
-std::vector<T> PerCpuValues(bpf_map* map) {
-  const int ncpus = libbpf_num_possible_cpus();
-  const size_t stride = (bpf_map__value_size(map) + 7) / 8 * 8;
-  std::vector<T> out;
-  if (ncpus <= 0 || stride < sizeof(T)) return out;
-  std::vector<uint8_t> raw(stride * static_cast<size_t>(ncpus));
-  uint32_t zero = 0;
-  if (bpf_map_lookup_elem(bpf_map__fd(map), &zero, raw.data()) != 0) return out;
-  out.resize(static_cast<size_t>(ncpus));
-  for (int cpu = 0; cpu < ncpus; ++cpu) {
-    memcpy(&out[static_cast<size_t>(cpu)], raw.data() + stride * static_cast<size_t>(cpu),
-           sizeof(T));
+// A software cpu-clock perf event on `cpu` with period `period_ns`, created disabled (attaching a
+// program enables it).
+absl::StatusOr<ScopedFd> OpenCpuClock(int cpu, uint64_t period_ns) {
+  perf_event_attr attr;
+  memset(&attr, 0, sizeof(attr));
+  attr.size = sizeof(attr);
+  attr.type = PERF_TYPE_SOFTWARE;
+  attr.config = PERF_COUNT_SW_CPU_CLOCK;
+  attr.sample_period = period_ns;
+  attr.disabled = 1;
+  ScopedFd fd(static_cast<int>(syscall(__NR_perf_event_open, &attr, /*pid=*/-1, cpu,
+                                       /*group_fd=*/-1, PERF_FLAG_FD_CLOEXEC)));
+  if (fd.get() < 0) {
+    return ErrnoStatus(absl::StrCat("perf_event_open(cpu-clock, cpu=", cpu, ")"), errno,
+                       "CAP_PERFMON (or root)");
   }
-  return out;
+  return fd;
+}
+
+// Attaches `prog` to the perf event `fd` (of `cpu`).
+absl::StatusOr<BpfLinkPtr> AttachToPerfEvent(bpf_program* prog, const ScopedFd& fd, int cpu) {
+  BpfLinkPtr link(bpf_program__attach_perf_event(prog, fd.get()));
+  if (!link) {
+    return ErrnoStatus(absl::StrCat("bpf_program__attach_perf_event(cpu=", cpu, ")"), errno,
+                       "CAP_BPF and CAP_PERFMON (or root)");
+  }
+  return link;
 }
 
 // Spins the calling thread in user mode for `d` or until `done()`.
@@ -264,50 +273,41 @@ struct TickLearnBuf {
 uint64_t BpfCpuSampler::TicksSeen() const {
   uint64_t sum = 0;
   for (const cpu_sampler_percpu_head& h :
-       PerCpuValues<cpu_sampler_percpu_head>(skel_->maps.scratch)) {
+       PerCpuValues<cpu_sampler_percpu_head>(skel_->maps.scratch, 0)) {
     sum += h.counters[CPU_SAMPLER_CNT_TICKS];
   }
   return sum;
 }
 
-absl::Status BpfCpuSampler::Load(const BpfCpuSamplerOptions& options, const Knobs& knobs,
-                                 bool compat, bool tick, uint32_t rb) {
-  struct stat st;
-  if (stat("/proc/self/ns/pid", &st) != 0)
-    return LibbpfErrnoStatus("stat(/proc/self/ns/pid)", errno, "");
+absl::Status BpfCpuSampler::Load(const BpfCpuSamplerOptions& options, bool compat, bool tick,
+                                 uint32_t rb) {
+  absl::StatusOr<PidNamespaceId> pidns = AgentPidNamespace();
+  if (!pidns.ok()) return pidns.status();
   tick_link_.reset();
-  skel_.reset(OpenSkeleton(compat));
-  if (!skel_) return LibbpfErrnoStatus("opening the BPF CPU sampler", errno, "");
+  skel_.reset();
+  auto skel = OpenSkeleton<cpu_sampler_bpf, cpu_sampler_bpf__destroy>(
+      [compat] { return OpenCpuSamplerSkeleton(compat); }, "the BPF CPU sampler");
+  if (!skel.ok()) return skel.status();
+  skel_ = *std::move(skel);
   auto* ro = skel_->rodata;
-  ro->pidns_dev = st.st_dev;
-  ro->pidns_ino = st.st_ino;
+  ro->pidns_dev = pidns->dev;
+  ro->pidns_ino = pidns->ino;
   ro->user_stack_copy_bytes = options.user_stack_bytes;
   ro->copy_bound = (options.bound_copy_vma ? CPU_SAMPLER_BOUND_VMA : 0u) |
                    (options.bound_copy_go ? CPU_SAMPLER_BOUND_GO_G : 0u);
-  ro->user_fp_walk =
-      options.user_frame_pointer_walk
-          ? static_cast<uint32_t>(std::clamp(options.user_fp_max_frames, 1, CPU_SAMPLER_MAX_FRAMES))
-          : 0;
+  ro->user_fp_walk = options.user_frame_pointer_walk ? CPU_SAMPLER_MAX_FRAMES : 0;
   ro->wakeup_bytes = std::min(options.wakeup_bytes, rb / 4);
-#ifdef PPROF_SIDECAR_SAMPLER_BENCH
-  ro->own_fp_walk = knobs.own_fp_walk ? 1 : 0;
-  ro->stage_timing = knobs.stage_timing ? 1 : 0;
-  ro->null_program = knobs.null_program ? 1 : 0;
-  ro->verdict_cache = knobs.cache_filter_verdict ? 1 : 0;
-  ro->walk_in_copy = knobs.walk_frames_in_copy && !compat ? 1 : 0;
-#else
-  (void)knobs;
-#endif
   // The frame-record scan needs bpf_loop.
   ro->fp_seed_scan = options.scan_for_frame_record && !compat ? 1 : 0;
+  if (before_load_) before_load_(skel_.get(), compat);
   if (int err = bpf_map__set_max_entries(skel_->maps.events, rb); err != 0) {
-    return LibbpfErrnoStatus("bpf_map__set_max_entries(events)", -err, "");
+    return ErrnoStatus("bpf_map__set_max_entries(events)", -err);
   }
   bpf_program__set_autoload(skel_->progs.cpu_tick, tick);
   if (int err = cpu_sampler_bpf__load(skel_.get()); err != 0) {
-    return LibbpfErrnoStatus(absl::StrCat("loading the ", compat ? "compat " : "",
-                                          "BPF CPU sampler", tick ? " with its tick program" : ""),
-                             -err, "CAP_BPF and CAP_PERFMON (or root)");
+    return ErrnoStatus(absl::StrCat("loading the ", compat ? "compat " : "", "BPF CPU sampler",
+                                    tick ? " with its tick program" : ""),
+                       -err, "CAP_BPF and CAP_PERFMON (or root)");
   }
   tick_ = tick;
   return absl::OkStatus();
@@ -321,7 +321,7 @@ absl::StatusOr<TickIdentity> BpfCpuSampler::LearnTick(int64_t tick_ns,
                              static_cast<size_t>(std::max(ncpus, 1)));
   uint32_t zero = 0;
   if (bpf_map_update_elem(bpf_map__fd(skel_->maps.tick_learn), &zero, zeros.data(), BPF_ANY) != 0) {
-    return LibbpfErrnoStatus("bpf_map_update_elem(tick_learn)", errno, "");
+    return ErrnoStatus("bpf_map_update_elem(tick_learn)", errno);
   }
   __atomic_store_n(&bss->learn_tgid, static_cast<uint32_t>(getpid()), __ATOMIC_SEQ_CST);
   __atomic_store_n(&bss->tick_enabled, 1, __ATOMIC_SEQ_CST);
@@ -329,7 +329,7 @@ absl::StatusOr<TickIdentity> BpfCpuSampler::LearnTick(int64_t tick_ns,
   __atomic_store_n(&bss->tick_enabled, 0, __ATOMIC_SEQ_CST);
   __atomic_store_n(&bss->learn_tgid, 0, __ATOMIC_SEQ_CST);
   std::vector<std::vector<HrtimerExpiration>> per_cpu;
-  for (const TickLearnBuf& b : PerCpuValues<TickLearnBuf>(skel_->maps.tick_learn)) {
+  for (const TickLearnBuf& b : PerCpuValues<TickLearnBuf>(skel_->maps.tick_learn, 0)) {
     auto& cpu = per_cpu.emplace_back();
     for (uint32_t i = 0; i < std::min<uint32_t>(b.n, CPU_SAMPLER_TICK_LEARN); ++i) {
       const cpu_sampler_tick_obs& o = b.obs[i];
@@ -342,8 +342,8 @@ absl::StatusOr<TickIdentity> BpfCpuSampler::LearnTick(int64_t tick_ns,
 absl::Status BpfCpuSampler::AttachTick() {
   bpf_link* link = bpf_program__attach_trace(skel_->progs.cpu_tick);
   if (link == nullptr) {
-    return LibbpfErrnoStatus(absl::StrCat("attaching ", kTickAttach), errno,
-                             "CAP_BPF and CAP_PERFMON (or root)");
+    return ErrnoStatus(absl::StrCat("attaching ", kTickAttach), errno,
+                       "CAP_BPF and CAP_PERFMON (or root)");
   }
   tick_link_.reset(link);
   auto* bss = skel_->bss;
@@ -379,30 +379,14 @@ absl::Status BpfCpuSampler::AttachTick() {
 }
 
 absl::Status BpfCpuSampler::ProvePerfEvent() {
-  perf_event_attr attr;
-  memset(&attr, 0, sizeof(attr));
-  attr.size = sizeof(attr);
-  attr.type = PERF_TYPE_SOFTWARE;
-  attr.config = PERF_COUNT_SW_CPU_CLOCK;
-  attr.sample_period = 10000000;
-  attr.disabled = 1;
   const int cpu = std::max(0, sched_getcpu());
-  ScopedFd fd(
-      static_cast<int>(syscall(__NR_perf_event_open, &attr, -1, cpu, -1, PERF_FLAG_FD_CLOEXEC)));
-  if (fd.get() < 0) {
-    return LibbpfErrnoStatus(absl::StrCat("perf_event_open(cpu-clock, cpu=", cpu, ")"), errno,
-                             "CAP_PERFMON (or root)");
-  }
-  BpfLinkPtr link(bpf_program__attach_perf_event(skel_->progs.cpu_sample, fd.get()));
-  if (!link) {
-    return LibbpfErrnoStatus("bpf_program__attach_perf_event", errno,
-                             "CAP_BPF and CAP_PERFMON (or root)");
-  }
-  return absl::OkStatus();
+  absl::StatusOr<ScopedFd> fd = OpenCpuClock(cpu, /*period_ns=*/10000000);
+  if (!fd.ok()) return fd.status();
+  return AttachToPerfEvent(skel_->progs.cpu_sample, *fd, cpu).status();
 }
 
 absl::StatusOr<std::unique_ptr<CpuSampler>> BpfCpuSampler::Create(
-    const BpfCpuSamplerOptions& options, const Knobs& knobs) {
+    const BpfCpuSamplerOptions& options, BeforeLoad before_load) {
   if (options.user_stack_bytes > CPU_SAMPLER_MAX_USER_STACK_COPY ||
       options.user_stack_bytes % 8 != 0) {
     return absl::InvalidArgumentError(
@@ -421,12 +405,11 @@ absl::StatusOr<std::unique_ptr<CpuSampler>> BpfCpuSampler::Create(
     return absl::InvalidArgumentError(
         absl::StrCat("ringbuf_bytes must be a power of two >= 4096, got ", rb));
   }
-  InstallLibbpfLogHook();
-
   using Clock = BpfCpuSamplerOptions::Clock;
   using Variant = BpfCpuSamplerOptions::Variant;
   std::unique_ptr<BpfCpuSampler> s(new BpfCpuSampler());
   s->user_stack_bytes_ = options.user_stack_bytes;
+  s->before_load_ = std::move(before_load);
   s->clock_ = options.clock;
   bool compat = options.variant == Variant::kCompat;
   if (options.variant == Variant::kAuto) {
@@ -437,7 +420,7 @@ absl::StatusOr<std::unique_ptr<CpuSampler>> BpfCpuSampler::Create(
 
   // The tick program when it loads, attaches and fires; else (auto) the perf clock alone.
   if (options.clock != Clock::kPerfCpuClock) {
-    absl::Status st = s->Load(options, knobs, compat, /*tick=*/true, rb);
+    absl::Status st = s->Load(options, compat, /*tick=*/true, rb);
     if (st.ok()) st = s->AttachTick();
     if (st.ok()) {
       s->info_.tick_attach = kTickAttach;
@@ -453,14 +436,12 @@ absl::StatusOr<std::unique_ptr<CpuSampler>> BpfCpuSampler::Create(
     s->info_.tick_unavailable = "not requested (perf clock chosen)";
   }
   if (!s->tick_) {
-    if (absl::Status st = s->Load(options, knobs, compat, /*tick=*/false, rb); !st.ok()) return st;
+    if (absl::Status st = s->Load(options, compat, /*tick=*/false, rb); !st.ok()) return st;
   }
   if (absl::Status st = s->ProvePerfEvent(); !st.ok()) return st;
   s->info_.clock = s->tick_ ? "tick" : "perf";
-  s->ringbuf_.reset(ring_buffer__new(bpf_map__fd(s->skel_->maps.events),
-                                     &BpfCpuSampler::HandleRecord, s.get(), nullptr));
-  if (!s->ringbuf_) return LibbpfErrnoStatus("ring_buffer__new(events)", errno, "");
-  auto reader = RingReader::Create(s->ringbuf_.get(), options.poll_interval_ms);
+  auto reader = RingReader::Open(s->skel_->maps.events, "events", &BpfCpuSampler::HandleRecord,
+                                 s.get(), options.poll_interval_ms);
   if (!reader.ok()) return reader.status();
   s->reader_ = *std::move(reader);
   return std::unique_ptr<CpuSampler>(std::move(s));
@@ -490,27 +471,12 @@ absl::Status BpfCpuSampler::Start(int hz, Sink sink) {
     __atomic_fetch_add(&skel_->bss->tick_gen, 1, __ATOMIC_SEQ_CST);
   }
   for (int cpu : tick ? std::vector<int>() : *cpus) {
-    perf_event_attr attr;
-    memset(&attr, 0, sizeof(attr));
-    attr.size = sizeof(attr);
-    attr.type = PERF_TYPE_SOFTWARE;
-    attr.config = PERF_COUNT_SW_CPU_CLOCK;
-    attr.sample_period = 1000000000ULL / static_cast<uint64_t>(hz);
-    attr.freq = 0;
-    attr.disabled = 1;  // enabled by the attach below
-    int fd = static_cast<int>(syscall(__NR_perf_event_open, &attr, /*pid=*/-1, cpu, /*group_fd=*/-1,
-                                      PERF_FLAG_FD_CLOEXEC));
-    if (fd < 0) {
-      return LibbpfErrnoStatus(absl::StrCat("perf_event_open(cpu-clock, cpu=", cpu, ")"), errno,
-                               "CAP_PERFMON (or root)");
-    }
-    fds.emplace_back(fd);
-    bpf_link* link = bpf_program__attach_perf_event(skel_->progs.cpu_sample, fd);
-    if (link == nullptr) {
-      return LibbpfErrnoStatus(absl::StrCat("bpf_program__attach_perf_event(cpu=", cpu, ")"), errno,
-                               "CAP_BPF and CAP_PERFMON (or root)");
-    }
-    links.emplace_back(link);
+    absl::StatusOr<ScopedFd> fd = OpenCpuClock(cpu, 1000000000ULL / static_cast<uint64_t>(hz));
+    if (!fd.ok()) return fd.status();
+    absl::StatusOr<BpfLinkPtr> link = AttachToPerfEvent(skel_->progs.cpu_sample, *fd, cpu);
+    if (!link.ok()) return link.status();
+    fds.push_back(*std::move(fd));
+    links.push_back(*std::move(link));
   }
   cpus_opened_ += tick ? cpus->size() : fds.size();
   tick_running_ = tick;
@@ -625,7 +591,7 @@ absl::Status BpfCpuSampler::SetSampleTargets(const std::vector<SampleTarget>& ta
     }
     uint32_t key = it->first;
     if (bpf_map_delete_elem(map_fd, &key) != 0 && errno != ENOENT) {
-      return LibbpfErrnoStatus(absl::StrCat("bpf_map_delete_elem(targets, ", key, ")"), errno, "");
+      return ErrnoStatus(absl::StrCat("bpf_map_delete_elem(targets, ", key, ")"), errno);
     }
     it = targets_.erase(it);
   }
@@ -637,7 +603,7 @@ absl::Status BpfCpuSampler::SetSampleTargets(const std::vector<SampleTarget>& ta
     value.go_g_labels = go.g_labels;
     uint32_t key = tgid;
     if (bpf_map_update_elem(map_fd, &key, &value, BPF_ANY) != 0) {
-      return LibbpfErrnoStatus(absl::StrCat("bpf_map_update_elem(targets, ", tgid, ")"), errno, "");
+      return ErrnoStatus(absl::StrCat("bpf_map_update_elem(targets, ", tgid, ")"), errno);
     }
     targets_[tgid] = go;
   }
@@ -674,20 +640,11 @@ SamplerStats BpfCpuSampler::stats() const {
       st.bpf_run_count += info.run_cnt;
     }
   }
-  const int ncpus = libbpf_num_possible_cpus();
-  if (ncpus <= 0) return st;
   // The counters live at the start of each CPU's scratch value (cpu_sampler_percpu_head).
-  const size_t stride = (bpf_map__value_size(skel_->maps.scratch) + 7) / 8 * 8;
-  std::vector<uint8_t> percpu(stride * static_cast<size_t>(ncpus));
   uint64_t sums[CPU_SAMPLER_CNT_NUM] = {};
-  uint32_t zero = 0;
-  if (stride >= sizeof(cpu_sampler_percpu_head) &&
-      bpf_map_lookup_elem(bpf_map__fd(skel_->maps.scratch), &zero, percpu.data()) == 0) {
-    for (int cpu = 0; cpu < ncpus; ++cpu) {
-      cpu_sampler_percpu_head head;
-      memcpy(&head, percpu.data() + stride * static_cast<size_t>(cpu), sizeof(head));
-      for (uint32_t i = 0; i < CPU_SAMPLER_CNT_NUM; ++i) sums[i] += head.counters[i];
-    }
+  for (const cpu_sampler_percpu_head& head :
+       PerCpuValues<cpu_sampler_percpu_head>(skel_->maps.scratch, 0)) {
+    for (uint32_t i = 0; i < CPU_SAMPLER_CNT_NUM; ++i) sums[i] += head.counters[i];
   }
   st.samples_seen = sums[CPU_SAMPLER_CNT_SAMPLES_SEEN];
   st.dropped_ringbuf_full = sums[CPU_SAMPLER_CNT_DROPPED_RINGBUF_FULL];
@@ -701,42 +658,36 @@ SamplerStats BpfCpuSampler::stats() const {
   return st;
 }
 
-#ifdef PPROF_SIDECAR_SAMPLER_BENCH
-std::array<uint64_t, kBenchStages> BpfCpuSampler::StageNs() const {
-  static_assert(CPU_SAMPLER_STAGE_NUM == kBenchStages, "kBenchStages");
-  std::array<uint64_t, kBenchStages> out{};
-  const int ncpus = libbpf_num_possible_cpus();
-  if (ncpus <= 0) return out;
-  std::vector<uint64_t> values(static_cast<size_t>(ncpus));
-  const int stage_fd = bpf_map__fd(skel_->maps.stage_ns);
-  for (uint32_t i = 0; i < CPU_SAMPLER_STAGE_NUM; ++i) {
-    if (bpf_map_lookup_elem(stage_fd, &i, values.data()) != 0) continue;
-    for (uint64_t v : values) out[i] += v;
-  }
-  return out;
-}
-#endif
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CpuSampler>> NewBpfCpuSampler(const BpfCpuSamplerOptions& options) {
-  return BpfCpuSampler::Create(options, BpfCpuSampler::Knobs());
+  return BpfCpuSampler::Create(options, nullptr);
 }
 
 #ifdef PPROF_SIDECAR_SAMPLER_BENCH
 absl::StatusOr<std::unique_ptr<CpuSampler>> NewBpfCpuSamplerForBench(
     const BpfCpuSamplerOptions& options, const BpfCpuSamplerBenchKnobs& knobs) {
-  BpfCpuSampler::Knobs k;
-  k.own_fp_walk = knobs.own_fp_walk;
-  k.cache_filter_verdict = knobs.cache_filter_verdict;
-  k.walk_frames_in_copy = knobs.walk_frames_in_copy;
-  k.null_program = knobs.null_program;
-  k.stage_timing = knobs.stage_timing;
-  return BpfCpuSampler::Create(options, k);
+  return BpfCpuSampler::Create(options, [knobs](cpu_sampler_bpf* skel, bool compat) {
+    auto* ro = skel->rodata;
+    if (ro->user_fp_walk != 0) {
+      ro->user_fp_walk =
+          static_cast<uint32_t>(std::clamp(knobs.user_fp_max_frames, 1, CPU_SAMPLER_MAX_FRAMES));
+    }
+    ro->own_fp_walk = knobs.own_fp_walk ? 1 : 0;
+    ro->stage_timing = knobs.stage_timing ? 1 : 0;
+    ro->null_program = knobs.null_program ? 1 : 0;
+    ro->verdict_cache = knobs.cache_filter_verdict ? 1 : 0;
+    ro->walk_in_copy = knobs.walk_frames_in_copy && !compat ? 1 : 0;
+  });
 }
 
 std::array<uint64_t, kBenchStages> BenchStageNs(const CpuSampler& sampler) {
-  return static_cast<const BpfCpuSampler&>(sampler).StageNs();
+  static_assert(CPU_SAMPLER_STAGE_NUM == kBenchStages, "kBenchStages");
+  const std::vector<uint64_t> sums = PerCpuSums(
+      static_cast<const BpfCpuSampler&>(sampler).skeleton().maps.stage_ns, CPU_SAMPLER_STAGE_NUM);
+  std::array<uint64_t, kBenchStages> out{};
+  std::copy(sums.begin(), sums.end(), out.begin());
+  return out;
 }
 #endif
 

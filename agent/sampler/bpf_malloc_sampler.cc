@@ -6,7 +6,6 @@
 #include <linux/capability.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -37,10 +36,6 @@ namespace pprof_sidecar {
 namespace {
 
 constexpr const char kPrivileges[] = "CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE (or root)";
-
-absl::Status ErrnoStatus(absl::string_view what, int err) {
-  return LibbpfErrnoStatus(what, err, kPrivileges);
-}
 
 // Whether the calling thread holds `cap` in its effective set (capget(2)).
 bool HasEffectiveCapability(int cap) {
@@ -84,10 +79,10 @@ bool KernelHasUprobeCookies() {
 }
 
 // BPF_LINK_CREATE of an uprobe_multi link with one offset (libbpf 1.1 predates them): the
-// attr's link_create layout of <linux/bpf.h> since 6.6. Returns the link's fd (errno set on
-// failure).
-absl::StatusOr<int> AttachUprobeMulti(int prog_fd, uint32_t attach_type, const std::string& path,
-                                      uint64_t offset, uint64_t cookie, pid_t pid) {
+// attr's link_create layout of <linux/bpf.h> since 6.6. Returns the link's fd (none, with errno
+// set, on failure).
+ScopedFd AttachUprobeMulti(int prog_fd, uint32_t attach_type, const std::string& path,
+                           uint64_t offset, uint64_t cookie, pid_t pid) {
   struct {
     uint32_t prog_fd, target_fd, attach_type, flags;
     uint64_t path, offsets, ref_ctr_offsets, cookies;
@@ -102,12 +97,8 @@ absl::StatusOr<int> AttachUprobeMulti(int prog_fd, uint32_t attach_type, const s
   attr.cookies = reinterpret_cast<uint64_t>(&cookie);
   attr.cnt = 1;
   attr.pid = static_cast<uint32_t>(pid);
-  const long fd = syscall(SYS_bpf, BPF_LINK_CREATE, &attr, sizeof(attr));
-  if (fd < 0) return absl::InternalError(strerror(errno));
-  return static_cast<int>(fd);
+  return ScopedFd(static_cast<int>(syscall(SYS_bpf, BPF_LINK_CREATE, &attr, sizeof(attr))));
 }
-
-using LinkPtr = BpfLinkPtr;
 
 class BpfMallocSampler : public NativeHeapSource {
  public:
@@ -116,7 +107,7 @@ class BpfMallocSampler : public NativeHeapSource {
         opts_(o),
         state_(MallocProfileState::Limits{o.max_live, o.max_buckets, HEAP_SAMPLER_MAX_FRAMES}) {
     if (o.symbolizer != nullptr && o.stack_copy_bytes > 0) {
-      unwinder_ = std::make_unique<SampleUnwinder>(o.symbolizer);
+      unwinder_ = std::make_unique<SampleUnwinder>(o.symbolizer, o.unwind_tables);
       state_.SetStackUnwinder(
           [this](const AllocRegs& r, absl::string_view stack, const std::vector<uint64_t>& fp_ips,
                  std::vector<uint64_t>* out) { return Unwind(r, stack, fp_ips, out); });
@@ -176,20 +167,25 @@ class BpfMallocSampler : public NativeHeapSource {
   // probed; failures go to errors_.
   int AttachNew(const std::vector<AllocatorProbe>& probes);
   absl::Status AttachOne(const AllocatorProbe& pr);
-  absl::StatusOr<LinkPtr> AttachPerf(const AllocatorProbe& pr, bpf_program* prog, bool ret);
+  absl::StatusOr<BpfLinkPtr> AttachPerf(const AllocatorProbe& pr, bpf_program* prog, bool ret);
   absl::StatusOr<ScopedFd> AttachSession(const AllocatorProbe& pr, bpf_program* prog);
+  // Attaches a `kind` probe of `pr` with `attach(path)` through each of ProbePaths(pr) in turn
+  // until one holds (`attach` returns an owner that is false, with errno set, on failure); a
+  // target that is gone (ESRCH) ends the tries. The last failure's errno goes to last_errno_.
+  template <typename Attach>
+  auto AttachThroughPaths(const AllocatorProbe& pr, absl::string_view kind, Attach attach)
+      -> absl::StatusOr<decltype(attach(std::string()))>;
   // Publishes the functions' address ranges to the BPF program's nested_call().
   void SetNestedRanges(const std::vector<AllocatorProbe>& probes);
 
   const pid_t pid_;
   const MallocSamplerOptions opts_;
   SkeletonPtr<heap_sampler_bpf, heap_sampler_bpf__destroy> skel_;
-  RingBufferPtr ringbuf_;
   std::unique_ptr<RingReader> reader_;
   absl::Time attached_at_;
 
   mutable std::mutex attach_mu_;  // guards the fields below
-  std::vector<LinkPtr> links_;
+  std::vector<BpfLinkPtr> links_;
   std::vector<ScopedFd> session_links_;   // uprobe_multi session links (fds)
   std::optional<uint32_t> session_type_;  // BPF_TRACE_UPROBE_SESSION if sessions are used
   std::set<std::tuple<uint64_t, std::string, uint64_t>> probed_;  // (inode, mapped, file offset)
@@ -220,12 +216,14 @@ void SetGoOffsets(pid_t pid, heap_sampler_bpf* skel) {
 
 absl::Status BpfMallocSampler::Init(const std::vector<AllocatorProbe>& probes,
                                     const std::vector<MapEntry>& maps) {
-  struct stat st;
-  if (stat("/proc/self/ns/pid", &st) != 0) return ErrnoStatus("stat(/proc/self/ns/pid)", errno);
-  skel_.reset(heap_sampler_bpf__open());
-  if (!skel_) return ErrnoStatus("heap_sampler_bpf__open", errno);
-  skel_->rodata->pidns_dev = st.st_dev;
-  skel_->rodata->pidns_ino = st.st_ino;
+  absl::StatusOr<PidNamespaceId> pidns = AgentPidNamespace();
+  if (!pidns.ok()) return pidns.status();
+  auto skel = OpenSkeleton<heap_sampler_bpf, heap_sampler_bpf__destroy>(heap_sampler_bpf__open,
+                                                                        "the heap sampler");
+  if (!skel.ok()) return skel.status();
+  skel_ = *std::move(skel);
+  skel_->rodata->pidns_dev = pidns->dev;
+  skel_->rodata->pidns_ino = pidns->ino;
   skel_->rodata->target_tgid = static_cast<uint32_t>(pid_);
   skel_->rodata->sample_all = opts_.sample_bytes <= 1 ? 1 : 0;
   const std::vector<uint64_t> table =
@@ -234,12 +232,12 @@ absl::Status BpfMallocSampler::Init(const std::vector<AllocatorProbe>& probes,
     skel_->rodata->sample_intervals[i] = table[i];
   }
   if (int err = bpf_map__set_max_entries(skel_->maps.live, opts_.max_live); err != 0) {
-    return ErrnoStatus("bpf_map__set_max_entries(live)", -err);
+    return ErrnoStatus("bpf_map__set_max_entries(live)", -err, kPrivileges);
   }
   skel_->rodata->stack_copy_bytes = unwinder_ ? (opts_.stack_copy_bytes & ~7u) : 0;
   skel_->rodata->wakeup_bytes = std::min(opts_.wakeup_bytes, opts_.ringbuf_bytes / 4);
   if (int err = bpf_map__set_max_entries(skel_->maps.events, opts_.ringbuf_bytes); err != 0) {
-    return ErrnoStatus("bpf_map__set_max_entries(events)", -err);
+    return ErrnoStatus("bpf_map__set_max_entries(events)", -err, kPrivileges);
   }
   session_type_ = opts_.uprobe_sessions ? UprobeSessionAttachType() : std::nullopt;
   skel_->rodata->sessions = session_type_ ? 1 : 0;
@@ -255,11 +253,12 @@ absl::Status BpfMallocSampler::Init(const std::vector<AllocatorProbe>& probes,
     }
   }
   if (int err = heap_sampler_bpf__load(skel_.get()); err != 0) {
-    return ErrnoStatus("heap_sampler_bpf__load", -err);
+    return ErrnoStatus("heap_sampler_bpf__load", -err, kPrivileges);
   }
-  ringbuf_.reset(ring_buffer__new(bpf_map__fd(skel_->maps.events), &BpfMallocSampler::OnRecord,
-                                  this, nullptr));
-  if (!ringbuf_) return ErrnoStatus("ring_buffer__new(events)", errno);
+  auto reader =
+      RingReader::Open(skel_->maps.events, "events", &BpfMallocSampler::OnRecord, this, 100);
+  if (!reader.ok()) return reader.status();
+  reader_ = *std::move(reader);
 
   std::lock_guard<std::mutex> l(attach_mu_);
   maps_key_ = AllocatorMappingsKey(pid_, maps);
@@ -277,9 +276,6 @@ absl::Status BpfMallocSampler::Init(const std::vector<AllocatorProbe>& probes,
                                                     pid_, ": ", absl::StrJoin(errors_, "; ")));
   }
   attached_at_ = absl::Now();
-  auto reader = RingReader::Create(ringbuf_.get(), 100);
-  if (!reader.ok()) return reader.status();
-  reader_ = *std::move(reader);
   reader_->Start();
   return absl::OkStatus();
 }
@@ -293,38 +289,38 @@ std::vector<std::string> ProbePaths(const AllocatorProbe& pr) {
   return paths;
 }
 
-absl::StatusOr<LinkPtr> BpfMallocSampler::AttachPerf(const AllocatorProbe& pr, bpf_program* prog,
-                                                     bool ret) {
+template <typename Attach>
+auto BpfMallocSampler::AttachThroughPaths(const AllocatorProbe& pr, absl::string_view kind,
+                                          Attach attach)
+    -> absl::StatusOr<decltype(attach(std::string()))> {
   std::string what;
   int err = 0;
   for (const std::string& path : ProbePaths(pr)) {
-    LIBBPF_OPTS(bpf_uprobe_opts, opts, .bpf_cookie = ret ? 0 : pr.cookie, .retprobe = ret);
-    bpf_link* l = bpf_program__attach_uprobe_opts(prog, pid_, path.c_str(), pr.file_offset, &opts);
-    if (l != nullptr) return LinkPtr(l);
+    auto owner = attach(path);
+    if (owner) return owner;
     err = errno;
-    what = absl::StrCat(ret ? "uretprobe " : "uprobe ", pr.function, "@", path, "+0x",
-                        absl::Hex(pr.file_offset));
+    what = absl::StrCat(kind, " ", pr.function, "@", path, "+0x", absl::Hex(pr.file_offset));
     if (err == ESRCH) break;
   }
   last_errno_ = err;
-  return ErrnoStatus(what, err);
+  return ErrnoStatus(what, err, kPrivileges);
+}
+
+absl::StatusOr<BpfLinkPtr> BpfMallocSampler::AttachPerf(const AllocatorProbe& pr, bpf_program* prog,
+                                                        bool ret) {
+  return AttachThroughPaths(pr, ret ? "uretprobe" : "uprobe", [&](const std::string& path) {
+    LIBBPF_OPTS(bpf_uprobe_opts, opts, .bpf_cookie = ret ? 0 : pr.cookie, .retprobe = ret);
+    return BpfLinkPtr(
+        bpf_program__attach_uprobe_opts(prog, pid_, path.c_str(), pr.file_offset, &opts));
+  });
 }
 
 absl::StatusOr<ScopedFd> BpfMallocSampler::AttachSession(const AllocatorProbe& pr,
                                                          bpf_program* prog) {
-  std::string what;
-  int err = 0;
-  for (const std::string& path : ProbePaths(pr)) {
-    absl::StatusOr<int> fd = AttachUprobeMulti(bpf_program__fd(prog), *session_type_, path,
-                                               pr.file_offset, pr.cookie, pid_);
-    if (fd.ok()) return ScopedFd(*fd);
-    err = errno;
-    what =
-        absl::StrCat("uprobe session ", pr.function, "@", path, "+0x", absl::Hex(pr.file_offset));
-    if (err == ESRCH) break;
-  }
-  last_errno_ = err;
-  return ErrnoStatus(what, err);
+  return AttachThroughPaths(pr, "uprobe session", [&](const std::string& path) {
+    return AttachUprobeMulti(bpf_program__fd(prog), *session_type_, path, pr.file_offset, pr.cookie,
+                             pid_);
+  });
 }
 
 absl::Status BpfMallocSampler::AttachOne(const AllocatorProbe& pr) {
@@ -355,13 +351,13 @@ absl::Status BpfMallocSampler::AttachOne(const AllocatorProbe& pr) {
     errors_.push_back(std::string(fd.status().message()));  // then the perf PMU probes
   }
   // Return probe first: an entry without its return would leave pending entries behind.
-  LinkPtr ret_link;
+  BpfLinkPtr ret_link;
   if (it->second.ret != nullptr) {
-    absl::StatusOr<LinkPtr> r = AttachPerf(pr, it->second.ret, true);
+    absl::StatusOr<BpfLinkPtr> r = AttachPerf(pr, it->second.ret, true);
     if (!r.ok()) return r.status();
     ret_link = *std::move(r);
   }
-  absl::StatusOr<LinkPtr> e = AttachPerf(pr, it->second.entry, false);
+  absl::StatusOr<BpfLinkPtr> e = AttachPerf(pr, it->second.entry, false);
   if (!e.ok()) return e.status();
   if (ret_link) links_.push_back(std::move(ret_link));
   links_.push_back(*std::move(e));
@@ -433,16 +429,7 @@ absl::StatusOr<int> BpfMallocSampler::ProbeNewMappings() {
 
 MallocSamplerStats BpfMallocSampler::stats() const {
   MallocSamplerStats s;
-  const int ncpu = libbpf_num_possible_cpus();
-  uint64_t c[HEAP_CNT_NUM] = {};
-  if (ncpu > 0) {
-    std::vector<uint64_t> vals(ncpu);
-    const int fd = bpf_map__fd(skel_->maps.counters);
-    for (uint32_t k = 0; k < HEAP_CNT_NUM; ++k) {
-      if (bpf_map_lookup_elem(fd, &k, vals.data()) != 0) continue;
-      for (uint64_t v : vals) c[k] += v;
-    }
-  }
+  const std::vector<uint64_t> c = PerCpuSums(skel_->maps.counters, HEAP_CNT_NUM);
   s.calls = c[HEAP_CNT_CALLS];
   s.bytes = c[HEAP_CNT_BYTES];
   s.sampled = c[HEAP_CNT_SAMPLED];
@@ -506,7 +493,6 @@ absl::StatusOr<std::unique_ptr<NativeHeapSource>> StartMallocSampler(
   absl::StatusOr<std::vector<AllocatorProbe>> probes =
       FindAllocatorProbes(pid, *maps, KernelHasUprobeCookies());
   if (!probes.ok()) return probes.status();
-  InstallLibbpfLogHook();
   auto s = std::make_unique<BpfMallocSampler>(pid, opts);
   if (absl::Status st = s->Init(*probes, *maps); !st.ok()) {
     return absl::Status(st.code(),

@@ -51,7 +51,6 @@ struct BpfCpuSamplerOptions {
   // The kernel's frame-pointer walk of the user stack (CpuSample::user_ips). The unwinder uses it
   // to complete stacks it cannot finish from the copy (Go stack switches).
   bool user_frame_pointer_walk = true;
-  int user_fp_max_frames = 127;  // 1..127
   // 0: every record wakes the reader thread. Else records are submitted without a wakeup until
   // this many bytes wait in the ring buffer (at most a quarter of it, the default); the reader
   // also polls every poll_interval_ms and on Flush()/Stop(). A wakeup is a self-interrupt on the

@@ -22,6 +22,8 @@ namespace pprof_sidecar {
 struct BpfCpuSamplerBenchKnobs {
   // The frame-pointer walk done by the program (true) or by the kernel's walker, bpf_get_stack.
   bool own_fp_walk = true;
+  // Most frames of the frame-pointer walk (1..127) when BpfCpuSamplerOptions turns it on.
+  int user_fp_max_frames = 127;
   // Each CPU remembers its last filter verdict (per thread and target set generation).
   bool cache_filter_verdict = true;
   // Frames inside the stack copy are read from the copy rather than from user memory (the

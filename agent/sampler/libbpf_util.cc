@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <mutex>
@@ -22,7 +23,7 @@ int LibbpfLog(enum libbpf_print_level level, const char* format, va_list args) {
 
 }  // namespace
 
-absl::Status LibbpfErrnoStatus(absl::string_view what, int err, absl::string_view privilege_hint) {
+absl::Status ErrnoStatus(absl::string_view what, int err, absl::string_view privilege_hint) {
   std::string msg = absl::StrCat(what, ": ", strerror(err));
   switch (err) {
     case EPERM:
@@ -44,6 +45,20 @@ absl::Status LibbpfErrnoStatus(absl::string_view what, int err, absl::string_vie
     default:
       return absl::InternalError(msg);
   }
+}
+
+absl::StatusOr<PidNamespaceId> AgentPidNamespace() {
+  struct stat st;
+  if (stat("/proc/self/ns/pid", &st) != 0) return ErrnoStatus("stat(/proc/self/ns/pid)", errno);
+  return PidNamespaceId{static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
+}
+
+std::vector<uint64_t> PerCpuSums(const bpf_map* map, uint32_t n) {
+  std::vector<uint64_t> sums(n);
+  for (uint32_t key = 0; key < n; ++key) {
+    for (uint64_t v : PerCpuValues<uint64_t>(map, key)) sums[key] += v;
+  }
+  return sums;
 }
 
 void InstallLibbpfLogHook() {

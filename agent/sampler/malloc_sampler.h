@@ -46,6 +46,8 @@
 
 namespace pprof_sidecar {
 
+class UnwindTableCache;
+
 struct MallocSamplerOptions {
   int64_t sample_bytes = 512 * 1024;  // mean bytes between samples; 1 samples every allocation
   uint32_t max_live = 1 << 20;        // live sampled allocations tracked for inuse_*
@@ -69,6 +71,9 @@ struct MallocSamplerOptions {
   // blocks), so unsampled calls pay one breakpoint instead of two.
   bool uprobe_sessions = true;
   ProcessSymbolizer* symbolizer = nullptr;  // outlives the sampler
+  // The unwinding tables of `symbolizer`'s binaries, shared with the CPU profiles' unwinder (null:
+  // the sampler builds its own). Outlives the sampler.
+  UnwindTableCache* unwind_tables = nullptr;
 };
 
 // OK if the agent holds what malloc probes need beyond the CPU sampler's capabilities: uprobes

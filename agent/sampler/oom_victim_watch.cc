@@ -2,7 +2,6 @@
 
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,9 +17,7 @@
 namespace pprof_sidecar {
 namespace {
 
-absl::Status Errno(const std::string& what, int err) {
-  return LibbpfErrnoStatus(what, err, "CAP_BPF and CAP_PERFMON");
-}
+constexpr char kPrivileges[] = "CAP_BPF and CAP_PERFMON";
 
 // Whether tracepoint mark_victim passes the victim's task_struct (Linux 6.8+; before, its pid).
 bool MarkVictimPassesTask() {
@@ -51,7 +48,6 @@ struct OomVictimWatch::Impl {
   Callback cb;
   uint64_t ns_per_tick = 10000000;
   SkeletonPtr<oom_victim_bpf, oom_victim_bpf__destroy> skel;
-  RingBufferPtr rb;
   std::unique_ptr<RingReader> reader;
 
   static int OnRecord(void* ctx, void* data, size_t size) {
@@ -87,25 +83,26 @@ absl::StatusOr<std::unique_ptr<OomVictimWatch>> OomVictimWatch::Start(Callback c
   impl->cb = std::move(cb);
   const long hz = sysconf(_SC_CLK_TCK);
   if (hz > 0) impl->ns_per_tick = 1000000000ull / static_cast<uint64_t>(hz);
-  struct stat st;
-  if (stat("/proc/self/ns/pid", &st) != 0) return Errno("stat /proc/self/ns/pid", errno);
-  impl->skel.reset(oom_victim_bpf__open());
-  if (!impl->skel) return Errno("open oom_victim BPF object", errno);
-  impl->skel->rodata->agent_pidns_inum = static_cast<uint32_t>(st.st_ino);
+  absl::StatusOr<PidNamespaceId> pidns = AgentPidNamespace();
+  if (!pidns.ok()) return pidns.status();
+  auto skel =
+      OpenSkeleton<oom_victim_bpf, oom_victim_bpf__destroy>(oom_victim_bpf__open, "oom_victim BPF");
+  if (!skel.ok()) return skel.status();
+  impl->skel = *std::move(skel);
+  impl->skel->rodata->agent_pidns_inum = static_cast<uint32_t>(pidns->ino);
   const bool tp = !opts.force_fentry && MarkVictimPassesTask();
   bpf_program__set_autoload(impl->skel->progs.on_mark_victim, tp);
   bpf_program__set_autoload(impl->skel->progs.on_mark_oom_victim, !tp);
   const std::string point = tp ? "tp_btf/mark_victim" : "fentry/mark_oom_victim";
   if (int err = oom_victim_bpf__load(impl->skel.get()); err != 0) {
-    return Errno(absl::StrCat("load oom_victim BPF program (", point, ")"), -err);
+    return ErrnoStatus(absl::StrCat("load oom_victim BPF program (", point, ")"), -err,
+                       kPrivileges);
   }
   if (int err = oom_victim_bpf__attach(impl->skel.get()); err != 0) {
-    return Errno(absl::StrCat("attach ", point), -err);
+    return ErrnoStatus(absl::StrCat("attach ", point), -err, kPrivileges);
   }
-  impl->rb.reset(
-      ring_buffer__new(bpf_map__fd(impl->skel->maps.events), &Impl::OnRecord, impl.get(), nullptr));
-  if (!impl->rb) return Errno("ring_buffer__new(oom events)", errno);
-  auto reader = RingReader::Create(impl->rb.get(), 1000);
+  auto reader =
+      RingReader::Open(impl->skel->maps.events, "oom events", &Impl::OnRecord, impl.get(), 1000);
   if (!reader.ok()) return reader.status();
   impl->reader = *std::move(reader);
   impl->reader->Start();

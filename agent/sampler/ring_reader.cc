@@ -15,10 +15,13 @@
 
 namespace pprof_sidecar {
 
-absl::StatusOr<std::unique_ptr<RingReader>> RingReader::Create(ring_buffer* rb,
-                                                               int poll_interval_ms) {
+absl::StatusOr<std::unique_ptr<RingReader>> RingReader::Open(const bpf_map* events,
+                                                             absl::string_view what,
+                                                             ring_buffer_sample_fn on_record,
+                                                             void* ctx, int poll_interval_ms) {
   std::unique_ptr<RingReader> r(new RingReader());
-  r->rb_ = rb;
+  r->rb_.reset(ring_buffer__new(bpf_map__fd(events), on_record, ctx, nullptr));
+  if (!r->rb_) return ErrnoStatus(absl::StrCat("ring_buffer__new(", what, ")"), errno);
   r->poll_interval_ms_ = poll_interval_ms > 0 ? poll_interval_ms : 100;
   r->wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (r->wake_fd_ < 0) return absl::InternalError(absl::StrCat("eventfd: ", strerror(errno)));
@@ -26,7 +29,7 @@ absl::StatusOr<std::unique_ptr<RingReader>> RingReader::Create(ring_buffer* rb,
   if (r->epoll_fd_ < 0) {
     return absl::InternalError(absl::StrCat("epoll_create1: ", strerror(errno)));
   }
-  for (int fd : {ring_buffer__epoll_fd(rb), r->wake_fd_}) {
+  for (int fd : {ring_buffer__epoll_fd(r->rb_.get()), r->wake_fd_}) {
     epoll_event ev;
     memset(&ev, 0, sizeof(ev));
     ev.events = EPOLLIN;
@@ -71,7 +74,7 @@ void RingReader::Loop() {
     const bool stop = stop_.load();
     const uint64_t want = flush_requested_.load();
     if (stop && settle_us_.load() > 0) usleep(settle_us_.load());
-    int c = ring_buffer__consume(rb_);
+    int c = ring_buffer__consume(rb_.get());
     if (c < 0 && c != -EINTR) {
       fprintf(stderr, "pprof-sidecar: ring_buffer__consume: %s\n", strerror(-c));
     }

@@ -1,8 +1,10 @@
-// Drains a libbpf ring buffer on a thread of its own, for BPF programs that submit records
+// Drains a BPF ring buffer map on a thread of its own, for BPF programs that submit records
 // without waking the reader every time (BPF_RB_NO_WAKEUP below a threshold): the reader
 // consumes on the kernel's wakeups, every `poll_interval_ms`, and on Flush().
 #ifndef PPROF_SIDECAR_AGENT_SAMPLER_RING_READER_H_
 #define PPROF_SIDECAR_AGENT_SAMPLER_RING_READER_H_
+
+#include <bpf/libbpf.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -12,16 +14,20 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
-
-struct ring_buffer;
+#include "absl/strings/string_view.h"
+#include "agent/sampler/libbpf_util.h"
 
 namespace pprof_sidecar {
 
 class RingReader {
  public:
-  // `rb` (with its record callback) stays owned by the caller and must outlive the reader; the
-  // callback runs only on the reader thread.
-  static absl::StatusOr<std::unique_ptr<RingReader>> Create(ring_buffer* rb, int poll_interval_ms);
+  // A reader of the ring buffer map `events` (named `what` in errors) that passes each record to
+  // `on_record(ctx, data, size)`, only on the reader thread; the map's program must outlive the
+  // reader. Not started.
+  static absl::StatusOr<std::unique_ptr<RingReader>> Open(const bpf_map* events,
+                                                          absl::string_view what,
+                                                          ring_buffer_sample_fn on_record,
+                                                          void* ctx, int poll_interval_ms);
   ~RingReader();
 
   // Starts the reader thread; no-op while running.
@@ -39,7 +45,7 @@ class RingReader {
   void Loop();
   void Wake();
 
-  ring_buffer* rb_ = nullptr;
+  RingBufferPtr rb_;  // destroyed after the thread is joined and the fds closed
   int poll_interval_ms_ = 100;
   int epoll_fd_ = -1;  // the ring buffer's epoll fd and wake_fd_
   int wake_fd_ = -1;   // eventfd: Flush() and Stop() wake the thread through it

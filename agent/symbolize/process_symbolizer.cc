@@ -24,9 +24,6 @@ struct ProcessSymbolizer::Binary {
   std::unique_ptr<ElfSymbolizer> syms;
   std::string build_id;
   std::string error;  // non-empty: the file could not be read
-  std::mutex aux_mu;  // guards aux (built lazily, once, by Session::FindCode)
-  bool aux_built = false;
-  std::shared_ptr<const void> aux;
   // DWARF is opened when a sample first lands in the binary (Session::Dwarf), not with it: its
   // indexes (for a compressed debug file, the decompressed sections) are the largest thing the
   // agent would hold. Sessions using it count as users; the last one to end trims it.
@@ -202,8 +199,8 @@ const DwarfSymbolizer* ProcessSymbolizer::Session::Dwarf(const MapEntry& m,
     // target's root.
     absl::StatusOr<OpenedTargetFile> file = OpenTargetFile(pid_, m);
     if (file.ok()) {
-      auto dw = DwarfSymbolizer::Open(file->fd.ProcPath(), absl::StrCat("/proc/", pid_, "/root"),
-                                      m.path);
+      auto dw =
+          DwarfSymbolizer::Open(file->fd.ProcPath(), absl::StrCat("/proc/", pid_, "/root"), m.path);
       if (dw.ok()) b->dwarf = *std::move(dw);
     }
   }
@@ -301,22 +298,21 @@ ResolvedFrame ProcessSymbolizer::Session::ResolveUser(uint64_t ip, bool is_retur
   return out;
 }
 
-bool ProcessSymbolizer::Session::FindCode(uint64_t pc, const AuxFactory& make_aux, CodeAt* out) {
+const ProcessSymbolizer::Session::CodeAt* ProcessSymbolizer::Session::FindCode(uint64_t pc) {
   if (last_code_map_ < maps_.size() && pc >= maps_[last_code_map_].start &&
       pc < maps_[last_code_map_].end) {
-    *out = last_code_;
-    return last_code_.elf != nullptr;
+    return last_code_.elf != nullptr ? &last_code_ : nullptr;
   }
   auto it = std::upper_bound(maps_.begin(), maps_.end(), pc,
                              [](uint64_t v, const MapEntry& m) { return v < m.start; });
-  if (it == maps_.begin()) return false;
+  if (it == maps_.begin()) return nullptr;
   --it;
-  if (pc >= it->end || !it->IsFileBacked()) return false;
+  if (pc >= it->end || !it->IsFileBacked()) return nullptr;
   const size_t idx = it - maps_.begin();
   auto bit = binary_of_map_.find(idx);
   if (bit == binary_of_map_.end())
     bit = binary_of_map_.emplace(idx, owner_->GetBinary(pid_, *it)).first;
-  Binary* b = bit->second.get();
+  const std::shared_ptr<Binary>& b = bit->second;
   CodeAt c;
   if (b->elf) {
     auto vaddr = b->elf->FileOffsetToVaddr(pc - it->start + it->offset);
@@ -324,18 +320,12 @@ bool ProcessSymbolizer::Session::FindCode(uint64_t pc, const AuxFactory& make_au
       c.elf = b->elf.get();
       c.go = b->go.get();
       c.bias = pc - *vaddr;
-      std::lock_guard<std::mutex> l(b->aux_mu);
-      if (!b->aux_built && make_aux) {
-        b->aux_built = true;
-        b->aux = make_aux(*b->elf, b->go.get());
-      }
-      c.aux = b->aux.get();
+      c.binary = b;
     }
   }
   last_code_map_ = idx;
-  last_code_ = c;
-  *out = c;
-  return c.elf != nullptr;
+  last_code_ = std::move(c);
+  return last_code_.elf != nullptr ? &last_code_ : nullptr;
 }
 
 const Kallsyms* ProcessSymbolizer::kallsyms() {

@@ -11,7 +11,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <functional>
 #include <list>
 #include <map>
 #include <memory>
@@ -88,18 +87,17 @@ class ProcessSymbolizer {
     // Binaries opened so far (a snapshot taken earlier lacks those opened since).
     size_t binaries_opened() const { return binary_of_map_.size(); }
 
-    // For unwinders: the cached binary mapped at user address `pc`. `aux` is a per-binary slot
-    // built once by `make_aux` (e.g. CFI tables) that lives as long as the binary stays in the
-    // bounded cache; it stays valid for this session's lifetime. False if `pc` is not in a
-    // file-backed mapping of a readable ELF file. Does not add to mappings().
+    // For unwinders: the cached binary mapped at user address `pc`. Null if `pc` is not in a
+    // file-backed mapping of a readable ELF file. The pointer stays valid until the next call;
+    // `binary` keeps elf and go valid for as long as it is held (the unwinder keys its per-binary
+    // tables by it: agent/unwind/unwind_tables.h). Does not add to mappings().
     struct CodeAt {
       const ElfFile* elf = nullptr;
       const GoPclntab* go = nullptr;
       uint64_t bias = 0;  // runtime address - link-time address, for this mapping
-      const void* aux = nullptr;
+      std::shared_ptr<const Binary> binary;
     };
-    using AuxFactory = std::function<std::shared_ptr<const void>(const ElfFile&, const GoPclntab*)>;
-    bool FindCode(uint64_t pc, const AuxFactory& make_aux, CodeAt* out);
+    const CodeAt* FindCode(uint64_t pc);
 
     // ElfFile::ReleasePages for every binary this session has opened. Done by the destructor of
     // a session that resolved frames (a profile build); sessions kept for unwinding call it

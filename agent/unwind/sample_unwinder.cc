@@ -3,57 +3,42 @@
 #include <optional>
 #include <utility>
 
-#include "agent/symbolize/go_code.h"
 #include "agent/symbolize/kallsyms.h"
 #include "agent/symbolize/proc_maps.h"
-#include "agent/unwind/cfi.h"
 #include "agent/unwind/unwinder.h"
 
 namespace pprof_sidecar {
 
 namespace {
 
-// What the unwinder needs of a binary beyond its symbols, built once per cached binary.
-struct UnwindTables {
-  std::unique_ptr<CfiTable> cfi;  // null: no CFI
-  GoCgoCall cgo;                  // zero: not a cgo binary (or not understood)
-};
-
-std::shared_ptr<const void> MakeUnwindTables(const ElfFile& elf, const GoPclntab* go) {
-  auto t = std::make_shared<UnwindTables>();
-  auto cfi = CfiTable::FromElf(elf, /*use_debug_frame=*/go == nullptr);
-  if (cfi.ok()) t->cfi = *std::move(cfi);
-  if (go != nullptr) {
-    absl::StatusOr<GoCgoCall> cgo = FindGoCgoCall(elf, *go);
-    if (cgo.ok()) t->cgo = *cgo;
-  }
-  if (t->cfi == nullptr && t->cgo.asmcgocall_return == 0) return nullptr;
-  return t;
-}
-
 class SessionCodeLookup : public UnwindCodeLookup {
  public:
-  explicit SessionCodeLookup(ProcessSymbolizer::Session* s) : s_(s) {}
+  SessionCodeLookup(ProcessSymbolizer::Session* s, UnwindTableCache* tables)
+      : s_(s), tables_(tables) {}
   bool Find(uint64_t pc, Code* out) override {
-    static const auto* const kFactory =
-        new ProcessSymbolizer::Session::AuxFactory(MakeUnwindTables);
-    ProcessSymbolizer::Session::CodeAt c;
-    if (!s_->FindCode(pc, *kFactory, &c)) return false;
-    const auto* t = static_cast<const UnwindTables*>(c.aux);
+    const ProcessSymbolizer::Session::CodeAt* c = s_->FindCode(pc);
+    if (c == nullptr) return false;
+    if (c->binary != last_binary_) {  // frames of one binary follow each other
+      last_ = tables_->Get(*c);
+      last_binary_ = c->binary;
+    }
     *out = Code();
-    out->cfi = t != nullptr ? t->cfi.get() : nullptr;
-    out->go = c.go;
-    out->bias = c.bias;
-    if (t != nullptr && t->cgo.asmcgocall_return != 0) {
-      out->elf = c.elf;
-      out->cgocall_entry = t->cgo.cgocall_entry;
-      out->asmcgocall_return = t->cgo.asmcgocall_return;
+    out->cfi = last_->cfi.get();
+    out->go = c->go;
+    out->bias = c->bias;
+    if (last_->cgo.asmcgocall_return != 0) {
+      out->elf = c->elf;
+      out->cgocall_entry = last_->cgo.cgocall_entry;
+      out->asmcgocall_return = last_->cgo.asmcgocall_return;
     }
     return true;
   }
 
  private:
-  ProcessSymbolizer::Session* s_;
+  ProcessSymbolizer::Session* const s_;
+  UnwindTableCache* const tables_;
+  std::shared_ptr<const ProcessSymbolizer::Binary> last_binary_;
+  std::shared_ptr<const UnwindTables> last_;
 };
 
 }  // namespace
@@ -65,8 +50,12 @@ struct SampleUnwinder::PidSession {
   size_t snapshot_binaries = 0;  // session->binaries_opened() when snapshot was taken
 };
 
-SampleUnwinder::SampleUnwinder(ProcessSymbolizer* symbolizer, absl::Duration maps_refresh)
-    : symbolizer_(symbolizer), maps_refresh_(maps_refresh) {}
+SampleUnwinder::SampleUnwinder(ProcessSymbolizer* symbolizer, UnwindTableCache* tables,
+                               absl::Duration maps_refresh)
+    : symbolizer_(symbolizer),
+      maps_refresh_(maps_refresh),
+      own_tables_(tables == nullptr ? std::make_unique<UnwindTableCache>() : nullptr),
+      tables_(tables == nullptr ? own_tables_.get() : tables) {}
 
 SampleUnwinder::~SampleUnwinder() = default;
 
@@ -113,7 +102,7 @@ void SampleUnwinder::Reduce(CpuSample* s,
   }
   PidSession& p = *pids_[s->pid];
   if (unwind) {
-    SessionCodeLookup lookup(p.session.get());
+    SessionCodeLookup lookup(p.session.get(), tables_);
     UnwindResult r;
     r.ips.reserve(64);
     UnwindOptions opts;
@@ -140,7 +129,7 @@ void SampleUnwinder::Warm(uint32_t pid) {
   std::unique_ptr<ProcessSymbolizer::Session> session = symbolizer_->NewSession(pid);
   auto maps = ReadProcMaps(pid);
   if (!maps.ok()) return;
-  SessionCodeLookup lookup(session.get());
+  SessionCodeLookup lookup(session.get(), tables_);
   for (const MapEntry& m : *maps) {
     if (!m.IsFileBacked() || !m.exec) continue;
     UnwindCodeLookup::Code code;

@@ -1,7 +1,6 @@
 // SampleUnwinder: user stacks unwound from a sample's registers and stack copy (CFI, Go pclntab,
 // frame pointers), against the process's mappings as they were when the sample arrived. The
-// unwinder's per-binary tables (CFI, the cgo call bridge) are built and typed here; the
-// symbolizer's binary cache only holds them so that they are evicted with their binary.
+// per-binary tables (CFI, the cgo call bridge) come from an UnwindTableCache.
 #ifndef PPROF_SIDECAR_AGENT_UNWIND_SAMPLE_UNWINDER_H_
 #define PPROF_SIDECAR_AGENT_UNWIND_SAMPLE_UNWINDER_H_
 
@@ -12,6 +11,7 @@
 #include "absl/time/time.h"
 #include "agent/sample/stack_sample.h"
 #include "agent/symbolize/process_symbolizer.h"
+#include "agent/unwind/unwind_tables.h"
 
 namespace pprof_sidecar {
 
@@ -21,7 +21,9 @@ namespace pprof_sidecar {
 // Not thread-safe: one instance per delivering thread (or behind a mutex).
 class SampleUnwinder {
  public:
-  explicit SampleUnwinder(ProcessSymbolizer* symbolizer,
+  // `tables` (null: one of its own) may be shared with other unwinders of the same symbolizer;
+  // both outlive this unwinder.
+  explicit SampleUnwinder(ProcessSymbolizer* symbolizer, UnwindTableCache* tables = nullptr,
                           absl::Duration maps_refresh = absl::Seconds(1));
   ~SampleUnwinder();
   // Unwinds `s` in place if it carries a stack copy (sets user_unwound, unwind_stop,
@@ -42,6 +44,8 @@ class SampleUnwinder {
   struct PidSession;
   ProcessSymbolizer* const symbolizer_;
   const absl::Duration maps_refresh_;
+  const std::unique_ptr<UnwindTableCache> own_tables_;
+  UnwindTableCache* const tables_;
   std::map<uint32_t, std::unique_ptr<PidSession>> pids_;
   // Outermost kernel return addresses seen (the kernel entry stubs, a handful): whether each is
   // in asm_exc_int3. Bounded.

@@ -5,9 +5,15 @@ target_link_libraries(unwind PUBLIC symbolize_elf symbolize_go absl::status absl
   absl::strings)
 
 # Samples reduced as they arrive: unwound against the mappings of their process.
-add_library(sample_unwinder STATIC ${CMAKE_CURRENT_LIST_DIR}/sample_unwinder.cc)
+add_library(sample_unwinder STATIC ${CMAKE_CURRENT_LIST_DIR}/sample_unwinder.cc
+  ${CMAKE_CURRENT_LIST_DIR}/unwind_tables.cc)
 target_include_directories(sample_unwinder PUBLIC ${CMAKE_SOURCE_DIR})
 target_link_libraries(sample_unwinder PUBLIC unwind process_symbolizer absl::time)
+
+# Per-binary tables over this test's own executable and C library (no privileges).
+add_executable(unwind_tables_test ${CMAKE_CURRENT_LIST_DIR}/unwind_tables_test.cc)
+target_link_libraries(unwind_tables_test PRIVATE sample_unwinder GTest::gtest_main)
+gtest_discover_tests(unwind_tables_test DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 120)
 
 add_executable(cfi_test ${CMAKE_CURRENT_LIST_DIR}/cfi_test.cc)
 target_link_libraries(cfi_test PRIVATE unwind testutil absl::str_format GTest::gtest_main)
