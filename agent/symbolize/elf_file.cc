@@ -86,8 +86,19 @@ struct ElfFile::Impl {
   std::vector<ElfSegment> loads;
   std::vector<Elf64_Phdr> notes;  // PT_NOTE program headers
 
-
+  // Fills everything below from `data`; InvalidArgument with the reason if it is not a 64-bit
+  // little-endian ELF file or a header table lies outside it.
   absl::Status Parse();
+  // The steps of Parse.
+  // Reads and checks ehdr (ELF magic, 64-bit, little-endian).
+  absl::Status ParseHeader();
+  // The section headers (the real count and string table index with extended numbering);
+  // none if there is no section header table.
+  absl::Status ReadSectionHeaders(std::vector<Elf64_Shdr>* shdrs, uint64_t* shstrndx) const;
+  // Fills sections and section_align, named from the string table at shstrndx.
+  void AddSections(const std::vector<Elf64_Shdr>& shdrs, uint64_t shstrndx);
+  // Fills loads and notes (the real count with PN_XNUM is in shdrs[0]).
+  absl::Status ParseProgramHeaders(const std::vector<Elf64_Shdr>& shdrs);
   absl::string_view SectionBytes(const ElfSection& s) const {
     if (s.type == SHT_NOBITS || !InRange(s.offset, s.size, data.size())) return {};
     return data.substr(s.offset, s.size);
@@ -105,6 +116,17 @@ struct ElfFile::Impl {
 };
 
 absl::Status ElfFile::Impl::Parse() {
+  absl::Status s = ParseHeader();
+  if (!s.ok()) return s;
+  std::vector<Elf64_Shdr> shdrs;
+  uint64_t shstrndx = 0;
+  s = ReadSectionHeaders(&shdrs, &shstrndx);
+  if (!s.ok()) return s;
+  AddSections(shdrs, shstrndx);
+  return ParseProgramHeaders(shdrs);
+}
+
+absl::Status ElfFile::Impl::ParseHeader() {
   if (!ReadAt(data, 0, &ehdr)) {
     return absl::InvalidArgumentError(
         absl::StrCat("file too small for an ELF header (", data.size(), " bytes)"));
@@ -118,8 +140,12 @@ absl::Status ElfFile::Impl::Parse() {
   if (ehdr.e_ident[EI_DATA] != ELFDATA2LSB) {
     return absl::InvalidArgumentError("unsupported ELF byte order (only little-endian)");
   }
+  return absl::OkStatus();
+}
 
-  // Section headers. Extended numbering keeps the real count/index in section header 0.
+absl::Status ElfFile::Impl::ReadSectionHeaders(std::vector<Elf64_Shdr>* shdrs,
+                                               uint64_t* shstrndx_out) const {
+  // Extended numbering keeps the real count/index in section header 0.
   uint64_t shnum = ehdr.e_shnum;
   uint64_t shstrndx = ehdr.e_shstrndx;
   if (ehdr.e_shoff != 0) {
@@ -141,18 +167,23 @@ absl::Status ElfFile::Impl::Parse() {
   } else {
     shnum = 0;
   }
-  std::vector<Elf64_Shdr> shdrs(shnum);
+  shdrs->resize(shnum);
   for (uint64_t i = 0; i < shnum; ++i) {
-    ReadAt(data, ehdr.e_shoff + i * ehdr.e_shentsize, &shdrs[i]);  // range checked above
+    ReadAt(data, ehdr.e_shoff + i * ehdr.e_shentsize, &(*shdrs)[i]);  // range checked above
   }
+  *shstrndx_out = shstrndx;
+  return absl::OkStatus();
+}
+
+void ElfFile::Impl::AddSections(const std::vector<Elf64_Shdr>& shdrs, uint64_t shstrndx) {
   absl::string_view shstrtab;
-  if (shstrndx < shnum) {
+  if (shstrndx < shdrs.size()) {
     const Elf64_Shdr& s = shdrs[shstrndx];
     if (s.sh_type != SHT_NOBITS && InRange(s.sh_offset, s.sh_size, data.size())) {
       shstrtab = data.substr(s.sh_offset, s.sh_size);
     }
   }
-  sections.reserve(shnum);
+  sections.reserve(shdrs.size());
   for (const Elf64_Shdr& s : shdrs) {
     ElfSection sec;
     sec.name = std::string(StringAt(shstrtab, s.sh_name));
@@ -166,34 +197,35 @@ absl::Status ElfFile::Impl::Parse() {
     sections.push_back(std::move(sec));
     section_align.push_back(s.sh_addralign);
   }
+}
 
-  // Program headers. With PN_XNUM the real count is section header 0's sh_info.
+absl::Status ElfFile::Impl::ParseProgramHeaders(const std::vector<Elf64_Shdr>& shdrs) {
+  // With PN_XNUM the real count is section header 0's sh_info.
   uint64_t phnum = ehdr.e_phnum;
   if (phnum == PN_XNUM && !shdrs.empty()) phnum = shdrs[0].sh_info;
-  if (ehdr.e_phoff != 0 && phnum != 0) {
-    if (ehdr.e_phentsize < sizeof(Elf64_Phdr)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("bad program header entry size ", ehdr.e_phentsize));
-    }
-    if (phnum > data.size() / ehdr.e_phentsize ||
-        !InRange(ehdr.e_phoff, phnum * ehdr.e_phentsize, data.size())) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("program header table (", phnum, " entries) out of file bounds"));
-    }
-    for (uint64_t i = 0; i < phnum; ++i) {
-      Elf64_Phdr ph;
-      ReadAt(data, ehdr.e_phoff + i * ehdr.e_phentsize, &ph);
-      if (ph.p_type == PT_LOAD) {
-        ElfSegment seg;
-        seg.vaddr = ph.p_vaddr;
-        seg.offset = ph.p_offset;
-        seg.filesz = ph.p_filesz;
-        seg.memsz = ph.p_memsz;
-        seg.flags = ph.p_flags;
-        loads.push_back(seg);
-      } else if (ph.p_type == PT_NOTE) {
-        notes.push_back(ph);
-      }
+  if (ehdr.e_phoff == 0 || phnum == 0) return absl::OkStatus();
+  if (ehdr.e_phentsize < sizeof(Elf64_Phdr)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad program header entry size ", ehdr.e_phentsize));
+  }
+  if (phnum > data.size() / ehdr.e_phentsize ||
+      !InRange(ehdr.e_phoff, phnum * ehdr.e_phentsize, data.size())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("program header table (", phnum, " entries) out of file bounds"));
+  }
+  for (uint64_t i = 0; i < phnum; ++i) {
+    Elf64_Phdr ph;
+    ReadAt(data, ehdr.e_phoff + i * ehdr.e_phentsize, &ph);
+    if (ph.p_type == PT_LOAD) {
+      ElfSegment seg;
+      seg.vaddr = ph.p_vaddr;
+      seg.offset = ph.p_offset;
+      seg.filesz = ph.p_filesz;
+      seg.memsz = ph.p_memsz;
+      seg.flags = ph.p_flags;
+      loads.push_back(seg);
+    } else if (ph.p_type == PT_NOTE) {
+      notes.push_back(ph);
     }
   }
   return absl::OkStatus();

@@ -550,6 +550,145 @@ absl::string_view ImageFrom(const ElfFile& elf, uint64_t vaddr) {
   return {};
 }
 
+// Where the table is: its bytes (to the end of the section or segment) and its address.
+struct TableAt {
+  absl::string_view table;
+  uint64_t vaddr = 0;
+};
+
+// The table in the first section named like *.gopclntab that is not NOBITS; none if that
+// section's contents are empty (out of the file).
+std::optional<TableAt> FindTableSection(const ElfFile& elf) {
+  for (const char* name : {".gopclntab", ".data.rel.ro.gopclntab"}) {
+    const ElfSection* s = elf.FindSection(name);
+    if (s == nullptr || s->type == 8 /* SHT_NOBITS */) continue;
+    TableAt at{elf.SectionData(*s), s->addr};
+    if (at.table.empty()) return std::nullopt;
+    return at;
+  }
+  return std::nullopt;
+}
+
+// The first 8-aligned valid pcHeader in the file contents of a PT_LOAD segment.
+std::optional<TableAt> ScanForTable(const ElfFile& elf) {
+  absl::string_view d = elf.data();
+  for (const ElfSegment& seg : elf.load_segments()) {
+    if (seg.offset > d.size()) continue;
+    absl::string_view sd = d.substr(seg.offset, seg.filesz);
+    for (size_t i = 0; i + kHeaderSize <= sd.size(); i += 8) {  // the header is 8-aligned
+      if (sd[i + 4] != 0 || sd[i + 5] != 0 || sd[i + 7] != 8) continue;
+      uint32_t magic;
+      Bytes(sd).U32(i, &magic);
+      if (magic != kMagic118 && magic != kMagic120) continue;
+      if (ParseHeader(Bytes(sd.substr(i))).ok()) return TableAt{sd.substr(i), seg.vaddr + i};
+    }
+  }
+  return std::nullopt;
+}
+
+// The table: a section named like *.gopclntab, else a magic scan of the loaded segments.
+std::optional<TableAt> FindTable(const ElfFile& elf) {
+  if (std::optional<TableAt> at = FindTableSection(elf)) return at;
+  return ScanForTable(elf);
+}
+
+// moduledata's address: the first word points at the table, the second at funcnametab. It is in
+// writable data (.noptrdata until 1.26, its own .go.module section from 1.27): the file contents
+// of the writable segments are searched, whatever their sections are called; then (PIE with
+// zeroed slots) the relocations, then the symbol.
+std::optional<uint64_t> FindModuleData(const ElfFile& elf, PtrReader& ptrs, const TableAt& at,
+                                       const Header& h) {
+  const uint64_t funcnametab = at.vaddr + h.funcname_off;
+  for (const ElfSegment& seg : elf.load_segments()) {
+    if (!(seg.flags & 2 /* PF_W */) || seg.offset > elf.data().size()) continue;
+    Bytes d(elf.data().substr(seg.offset, seg.filesz));
+    for (uint64_t o = (8 - seg.vaddr % 8) % 8; o + 16 <= d.size(); o += 8) {
+      uint64_t a, b;
+      d.U64(o, &a);
+      d.U64(o + 8, &b);
+      if (a == at.vaddr && b == funcnametab) return seg.vaddr + o;
+    }
+  }
+  if (elf.type() == 3 /* ET_DYN */) {
+    for (uint64_t slot : ptrs.RelocSlotsFor(at.vaddr)) {
+      if (ptrs.Read(slot + 8) == funcnametab) return slot;
+    }
+  }
+  if (auto sym = elf.FindSymbol("runtime.firstmoduledata")) return sym->value;
+  return std::nullopt;
+}
+
+// moduledata's section bounds (words 20-31), trusted only if minpc/maxpc agree with the function
+// table for its text (the header's textStart if set, which 1.26+ leave zero). gofunc is not set.
+std::optional<GoPclntab::ModuleData> ReadModuleData(PtrReader& ptrs, uint64_t moduledata,
+                                                    const Bytes& t, const Header& h) {
+  uint64_t w[32] = {};
+  bool ok = true;
+  for (int i = 20; i < 32 && ok; ++i) {
+    std::optional<uint64_t> v = ptrs.Read(moduledata + 8 * i);
+    ok = v.has_value();
+    w[i] = v.value_or(0);
+  }
+  uint32_t first = 0, last = 0;
+  t.U32(h.pcln_off, &first);
+  t.U32(h.pcln_off + 8 * h.nfunc, &last);
+  const uint64_t text = h.text_start != 0 ? h.text_start : w[22];
+  if (!ok || text == 0 || w[22] != text || w[20] != text + first || w[21] != text + last ||
+      w[24] > w[25] || w[26] > w[27] || w[28] > w[29] || w[30] > w[31]) {
+    return std::nullopt;
+  }
+  GoPclntab::ModuleData md;
+  md.addr = moduledata;
+  md.text = w[22];
+  md.etext = w[23];
+  md.noptrdata = w[24];
+  md.enoptrdata = w[25];
+  md.data = w[26];
+  md.edata = w[27];
+  md.bss = w[28];
+  md.ebss = w[29];
+  md.noptrbss = w[30];
+  md.enoptrbss = w[31];
+  return md;
+}
+
+// textStart: the header's, else the validated moduledata.text, else runtime.text, else .text.
+uint64_t TextStart(const ElfFile& elf, const Header& h,
+                   const std::optional<GoPclntab::ModuleData>& md) {
+  if (h.text_start != 0) return h.text_start;
+  if (md && md->text != 0) return md->text;
+  if (auto sym = elf.FindSymbol("runtime.text"); sym && sym->value != 0) return sym->value;
+  if (const ElfSection* s = elf.FindSection(".text")) return s->addr;
+  return 0;
+}
+
+// gofunc (base of funcdata, where inline trees live): the moduledata word after the section
+// bounds whose inline-tree records are well-formed (its index moved in 1.20 and 1.27), else the
+// symbol.
+std::optional<uint64_t> FindGofunc(const ElfFile& elf, PtrReader& ptrs,
+                                   std::optional<uint64_t> moduledata, const GoPclntabImpl& impl) {
+  std::optional<uint64_t> gofunc;
+  if (moduledata) {
+    int best = 0;
+    for (int i = 32; i < 56; ++i) {
+      std::optional<uint64_t> v = ptrs.Read(*moduledata + 8 * i);
+      if (!v || *v == 0) continue;
+      absl::string_view img = ImageFrom(elf, *v);
+      if (img.empty()) continue;
+      const int score = impl.GofuncScore(img);
+      if (score > best) {
+        best = score;
+        gofunc = *v;
+      }
+    }
+  }
+  if (gofunc) return gofunc;
+  for (const char* name : {"go:func.*", "go.func.*"}) {
+    if (auto sym = elf.FindSymbol(name)) return sym->value;
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<GoPclntab>> GoPclntab::FromBytes(absl::string_view table,
@@ -562,139 +701,18 @@ absl::StatusOr<std::unique_ptr<GoPclntab>> GoPclntab::FromBytes(absl::string_vie
 }
 
 absl::StatusOr<std::unique_ptr<GoPclntab>> GoPclntab::FromElf(const ElfFile& elf) {
-  // 1. The table: a section named like *.gopclntab, else a magic scan of read-only segments.
-  absl::string_view table;
-  uint64_t table_vaddr = 0;
-  for (const char* name : {".gopclntab", ".data.rel.ro.gopclntab"}) {
-    const ElfSection* s = elf.FindSection(name);
-    if (s != nullptr && s->type != 8 /* SHT_NOBITS */) {
-      table = elf.SectionData(*s);
-      table_vaddr = s->addr;
-      break;
-    }
-  }
-  if (table.empty()) {
-    absl::string_view d = elf.data();
-    for (const ElfSegment& seg : elf.load_segments()) {
-      if (seg.offset > d.size()) continue;
-      absl::string_view sd = d.substr(seg.offset, seg.filesz);
-      for (size_t i = 0; i + kHeaderSize <= sd.size(); i += 8) {  // the header is 8-aligned
-        if (sd[i + 4] != 0 || sd[i + 5] != 0 || sd[i + 7] != 8) continue;
-        uint32_t magic;
-        Bytes(sd).U32(i, &magic);
-        if (magic != kMagic118 && magic != kMagic120) continue;
-        if (ParseHeader(Bytes(sd.substr(i))).ok()) {
-          table = sd.substr(i);
-          table_vaddr = seg.vaddr + i;
-          break;
-        }
-      }
-      if (!table.empty()) break;
-    }
-  }
-  if (table.empty()) return absl::NotFoundError("no Go pclntab in ELF file");
-  absl::StatusOr<Header> h = ParseHeader(Bytes(table));
+  std::optional<TableAt> at = FindTable(elf);
+  if (!at) return absl::NotFoundError("no Go pclntab in ELF file");
+  absl::StatusOr<Header> h = ParseHeader(Bytes(at->table));
   if (!h.ok()) return h.status();
 
-  // 2. moduledata: the first word points at the table, the second at funcnametab. It is in
-  //    writable data (.noptrdata until 1.26, its own .go.module section from 1.27): the file
-  //    contents of the writable segments are searched, whatever their sections are called.
   PtrReader ptrs(elf);
-  std::optional<uint64_t> moduledata;
-  const uint64_t funcnametab = table_vaddr + h->funcname_off;
-  for (const ElfSegment& seg : elf.load_segments()) {
-    if (!(seg.flags & 2 /* PF_W */) || seg.offset > elf.data().size()) continue;
-    Bytes d(elf.data().substr(seg.offset, seg.filesz));
-    for (uint64_t o = (8 - seg.vaddr % 8) % 8; o + 16 <= d.size() && !moduledata; o += 8) {
-      uint64_t a, b;
-      d.U64(o, &a);
-      d.U64(o + 8, &b);
-      if (a == table_vaddr && b == funcnametab) moduledata = seg.vaddr + o;
-    }
-    if (moduledata) break;
-  }
-  if (!moduledata && elf.type() == 3) {
-    for (uint64_t slot : ptrs.RelocSlotsFor(table_vaddr)) {
-      if (ptrs.Read(slot + 8) == funcnametab) {
-        moduledata = slot;
-        break;
-      }
-    }
-  }
-  if (!moduledata) {
-    if (auto sym = elf.FindSymbol("runtime.firstmoduledata")) moduledata = sym->value;
-  }
-
-  // 3. moduledata's section bounds (words 20-31), trusted only if minpc/maxpc agree with the
-  //    function table for its text (the header's textStart if set, which 1.26+ leave zero).
+  const std::optional<uint64_t> moduledata = FindModuleData(elf, ptrs, *at, *h);
   std::optional<GoPclntab::ModuleData> md;
-  if (moduledata) {
-    uint64_t w[32] = {};
-    bool ok = true;
-    for (int i = 20; i < 32 && ok; ++i) {
-      std::optional<uint64_t> v = ptrs.Read(*moduledata + 8 * i);
-      ok = v.has_value();
-      w[i] = v.value_or(0);
-    }
-    Bytes t(table);
-    uint32_t first = 0, last = 0;
-    t.U32(h->pcln_off, &first);
-    t.U32(h->pcln_off + 8 * h->nfunc, &last);
-    const uint64_t text = h->text_start != 0 ? h->text_start : w[22];
-    if (ok && text != 0 && w[22] == text && w[20] == text + first && w[21] == text + last &&
-        w[24] <= w[25] && w[26] <= w[27] && w[28] <= w[29] && w[30] <= w[31]) {
-      md.emplace();
-      md->addr = *moduledata;
-      md->text = w[22];
-      md->etext = w[23];
-      md->noptrdata = w[24];
-      md->enoptrdata = w[25];
-      md->data = w[26];
-      md->edata = w[27];
-      md->bss = w[28];
-      md->ebss = w[29];
-      md->noptrbss = w[30];
-      md->enoptrbss = w[31];
-    }
-  }
+  if (moduledata) md = ReadModuleData(ptrs, *moduledata, Bytes(at->table), *h);
+  auto impl = std::make_unique<GoPclntabImpl>(std::string(), at->table, *h, TextStart(elf, *h, md));
 
-  // 4. textStart: header, else the validated moduledata.text, else symbols/.text.
-  uint64_t text_start = h->text_start;
-  if (text_start == 0 && md) text_start = md->text;
-  if (text_start == 0) {
-    if (auto sym = elf.FindSymbol("runtime.text")) text_start = sym->value;
-  }
-  if (text_start == 0) {
-    if (const ElfSection* s = elf.FindSection(".text")) text_start = s->addr;
-  }
-  auto impl = std::make_unique<GoPclntabImpl>(std::string(), table, *h, text_start);
-
-  // 5. gofunc (base of funcdata, where inline trees live): the moduledata word after the section
-  //    bounds whose inline-tree records are well-formed (its index moved in 1.20 and 1.27), else
-  //    the symbol.
-  std::optional<uint64_t> gofunc;
-  if (moduledata) {
-    int best = 0;
-    for (int i = 32; i < 56; ++i) {
-      std::optional<uint64_t> v = ptrs.Read(*moduledata + 8 * i);
-      if (!v || *v == 0) continue;
-      absl::string_view img = ImageFrom(elf, *v);
-      if (img.empty()) continue;
-      const int score = impl->GofuncScore(img);
-      if (score > best) {
-        best = score;
-        gofunc = *v;
-      }
-    }
-  }
-  if (!gofunc) {
-    for (const char* name : {"go:func.*", "go.func.*"}) {
-      if (auto sym = elf.FindSymbol(name)) {
-        gofunc = sym->value;
-        break;
-      }
-    }
-  }
+  const std::optional<uint64_t> gofunc = FindGofunc(elf, ptrs, moduledata, *impl);
   if (gofunc) {
     absl::string_view img = ImageFrom(elf, *gofunc);
     if (!img.empty()) impl->SetGofunc(img);

@@ -212,89 +212,91 @@ const DwarfSymbolizer* ProcessSymbolizer::Session::Dwarf(const MapEntry& m,
   return b->dwarf.get();
 }
 
+size_t ProcessSymbolizer::Session::MapIndexOf(uint64_t pc) const {
+  auto it = std::upper_bound(maps_.begin(), maps_.end(), pc,
+                             [](uint64_t v, const MapEntry& m) { return v < m.start; });
+  if (it == maps_.begin()) return maps_.size();
+  --it;
+  if (pc >= it->end) return maps_.size();
+  return it - maps_.begin();
+}
+
+int ProcessSymbolizer::Session::ViewOf(size_t idx) {
+  auto vit = view_of_map_.find(idx);
+  if (vit != view_of_map_.end()) return vit->second;
+  const MapEntry& m = maps_[idx];
+  MappingView v;
+  v.start = m.start;
+  v.limit = m.end;
+  v.offset = m.offset;
+  v.path = m.path;
+  if (m.IsFileBacked()) {
+    auto bit = binary_of_map_.find(idx);
+    if (bit == binary_of_map_.end())
+      bit = binary_of_map_.emplace(idx, owner_->GetBinary(pid_, m)).first;
+    const std::shared_ptr<Binary>& b = bit->second;
+    if (b->elf) {
+      const bool dwarf = Dwarf(m, b) != nullptr;
+      v.build_id = b->build_id;
+      v.has_functions = b->go || dwarf || SymbolsOf(b.get())->size() > 0;
+      v.has_filenames = v.has_line_numbers = b->go || dwarf;
+      v.has_inline_frames = b->go || dwarf;
+    }
+  }
+  vit = view_of_map_.emplace(idx, static_cast<int>(views_.size())).first;
+  views_.push_back(std::move(v));
+  return vit->second;
+}
+
+bool ProcessSymbolizer::Session::SymbolizeInMap(size_t idx, uint64_t pc, SourceLines* lines) {
+  const MapEntry& m = maps_[idx];
+  auto bit = binary_of_map_.find(idx);
+  if (bit == binary_of_map_.end() || !bit->second->elf) {
+    if (m.path.empty() || m.path[0] != '[') return false;
+    lines->push_back(SourceLine{m.path, m.path, "", 0, 0});  // [vdso], [vsyscall], ...
+    return true;
+  }
+  const std::shared_ptr<Binary>& b = bit->second;
+  auto vaddr = b->elf->FileOffsetToVaddr(pc - m.start + m.offset);
+  if (!vaddr) return false;
+  if (b->go && *vaddr >= b->go->min_pc() && *vaddr < b->go->max_pc()) {
+    auto go_lines = b->go->Symbolize(*vaddr);
+    if (go_lines.ok() && !go_lines->empty()) {
+      *lines = *std::move(go_lines);
+      return true;
+    }
+  }
+  if (const DwarfSymbolizer* dwarf = Dwarf(m, b)) {
+    auto dwarf_lines = dwarf->Symbolize(*vaddr);
+    if (dwarf_lines.ok() && !dwarf_lines->empty()) {
+      *lines = *std::move(dwarf_lines);
+      return true;
+    }
+  }
+  if (const ElfSymbolizer* syms = SymbolsOf(b.get())) {
+    auto line = syms->Lookup(*vaddr);
+    if (line) {
+      lines->push_back(*std::move(line));
+      return true;
+    }
+  }
+  return false;
+}
+
 ResolvedFrame ProcessSymbolizer::Session::ResolveUser(uint64_t ip, bool is_return_address) {
   ResolvedFrame out;
   const uint64_t pc = is_return_address && ip > 0 ? ip - 1 : ip;
-  auto it = std::upper_bound(maps_.begin(), maps_.end(), pc,
-                             [](uint64_t v, const MapEntry& m) { return v < m.start; });
-  if (it == maps_.begin()) {
+  const size_t idx = MapIndexOf(pc);
+  if (idx == maps_.size()) {
     owner_->frames_unsymbolized_.fetch_add(1);
     return out;
   }
-  --it;
-  if (pc >= it->end) {
+  out.mapping = ViewOf(idx);
+  if (SymbolizeInMap(idx, pc, &out.lines)) {
+    owner_->frames_symbolized_.fetch_add(1);
+  } else {
     owner_->frames_unsymbolized_.fetch_add(1);
-    return out;
   }
-  const size_t idx = it - maps_.begin();
-  const MapEntry& m = *it;
-  auto vit = view_of_map_.find(idx);
-  if (vit == view_of_map_.end()) {
-    MappingView v;
-    v.start = m.start;
-    v.limit = m.end;
-    v.offset = m.offset;
-    v.path = m.path;
-    if (m.IsFileBacked()) {
-      auto bit = binary_of_map_.find(idx);
-      if (bit == binary_of_map_.end())
-        bit = binary_of_map_.emplace(idx, owner_->GetBinary(pid_, m)).first;
-      const std::shared_ptr<Binary>& b = bit->second;
-      if (b->elf) {
-        const bool dwarf = Dwarf(m, b) != nullptr;
-        v.build_id = b->build_id;
-        v.has_functions = b->go || dwarf || SymbolsOf(b.get())->size() > 0;
-        v.has_filenames = v.has_line_numbers = b->go || dwarf;
-        v.has_inline_frames = b->go || dwarf;
-      }
-    }
-    vit = view_of_map_.emplace(idx, static_cast<int>(views_.size())).first;
-    views_.push_back(std::move(v));
-  }
-  out.mapping = vit->second;
-
-  auto bit = binary_of_map_.find(idx);
-  const std::shared_ptr<Binary>* bp = bit == binary_of_map_.end() ? nullptr : &bit->second;
-  const Binary* b = bp == nullptr ? nullptr : bp->get();
-  if (b == nullptr || !b->elf) {
-    if (!m.path.empty() && m.path[0] == '[') {  // [vdso], [vsyscall], ...
-      out.lines.push_back(SourceLine{m.path, m.path, "", 0, 0});
-      owner_->frames_symbolized_.fetch_add(1);
-    } else {
-      owner_->frames_unsymbolized_.fetch_add(1);
-    }
-    return out;
-  }
-  auto vaddr = b->elf->FileOffsetToVaddr(pc - m.start + m.offset);
-  if (!vaddr) {
-    owner_->frames_unsymbolized_.fetch_add(1);
-    return out;
-  }
-  if (b->go && *vaddr >= b->go->min_pc() && *vaddr < b->go->max_pc()) {
-    auto lines = b->go->Symbolize(*vaddr);
-    if (lines.ok() && !lines->empty()) {
-      out.lines = *std::move(lines);
-      owner_->frames_symbolized_.fetch_add(1);
-      return out;
-    }
-  }
-  if (const DwarfSymbolizer* dwarf = Dwarf(m, *bp)) {
-    auto lines = dwarf->Symbolize(*vaddr);
-    if (lines.ok() && !lines->empty()) {
-      out.lines = *std::move(lines);
-      owner_->frames_symbolized_.fetch_add(1);
-      return out;
-    }
-  }
-  if (const ElfSymbolizer* syms = SymbolsOf(bp->get())) {
-    auto line = syms->Lookup(*vaddr);
-    if (line) {
-      out.lines.push_back(*std::move(line));
-      owner_->frames_symbolized_.fetch_add(1);
-      return out;
-    }
-  }
-  owner_->frames_unsymbolized_.fetch_add(1);
   return out;
 }
 

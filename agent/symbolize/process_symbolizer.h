@@ -108,6 +108,15 @@ class ProcessSymbolizer {
     friend class ProcessSymbolizer;
     // The binary's DWARF, opened on first use; this session counts as its user until it ends.
     const DwarfSymbolizer* Dwarf(const MapEntry& m, const std::shared_ptr<Binary>& b);
+    // The steps of ResolveUser.
+    // Index into maps_ of the mapping holding `pc`; maps_.size() if none.
+    size_t MapIndexOf(uint64_t pc) const;
+    // Index into views_ of maps_[idx]'s view, made (and its binary opened) on first use.
+    int ViewOf(size_t idx);
+    // Sets the empty *lines to `pc`'s source lines in maps_[idx] (whose view exists): from Go's
+    // pclntab, else DWARF, else the ELF symbol tables; a [vdso]-like mapping is its own name.
+    // False, *lines left empty, if none knows `pc`.
+    bool SymbolizeInMap(size_t idx, uint64_t pc, SourceLines* lines);
 
     ProcessSymbolizer* owner_ = nullptr;
     pid_t pid_ = 0;

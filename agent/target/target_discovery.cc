@@ -127,108 +127,141 @@ absl::Status CheckTargetReadable(pid_t pid, const std::string& proc_root) {
       "process's memory maps, binaries and memory"));
 }
 
-absl::StatusOr<Discovery> DiscoverTarget(const DiscoveryOptions& opts) {
-  const pid_t self = opts.self_pid ? opts.self_pid : getpid();
-  Discovery out;
-  if (opts.target_pid > 0) {
-    auto info = ReadProcessInfo(opts.target_pid, opts.proc_root);
-    if (!info.ok()) {
-      return absl::NotFoundError(absl::StrCat(
-          "--target_pid=", opts.target_pid, ": ", info.status().message(),
-          opts.target_start_time != 0 ? " (the target exited; --target_pid does not follow "
-                                        "restarts: use --target_name for that)"
-                                      : ""));
-    }
-    if (opts.target_start_time != 0 && info->start_time != opts.target_start_time) {
-      return absl::NotFoundError(absl::StrCat(
-          "--target_pid=", opts.target_pid, ": the target exited and pid ", opts.target_pid,
-          " now belongs to another process (", info->comm,
-          "), which is not profiled: --target_pid does not follow restarts (use --target_name "
-          "for that)"));
-    }
-    if (info->state == 'Z' || info->state == 'X') {
-      return absl::NotFoundError(absl::StrCat("--target_pid=", opts.target_pid, ": pid ",
-                                              opts.target_pid, " (", info->comm,
-                                              ") exited (a zombie, not reaped yet)"));
-    }
-    out.target = *info;
-    out.explanation = absl::StrCat("pid ", opts.target_pid, " given by --target_pid");
-    return out;
-  }
+namespace {
 
+// --target_pid: that process, unless it is gone, a zombie, or (with a pinned start time) another
+// process that reused the pid.
+absl::StatusOr<Discovery> DiscoverGivenPid(const DiscoveryOptions& opts) {
+  auto info = ReadProcessInfo(opts.target_pid, opts.proc_root);
+  if (!info.ok()) {
+    return absl::NotFoundError(absl::StrCat(
+        "--target_pid=", opts.target_pid, ": ", info.status().message(),
+        opts.target_start_time != 0 ? " (the target exited; --target_pid does not follow "
+                                      "restarts: use --target_name for that)"
+                                    : ""));
+  }
+  if (opts.target_start_time != 0 && info->start_time != opts.target_start_time) {
+    return absl::NotFoundError(absl::StrCat(
+        "--target_pid=", opts.target_pid, ": the target exited and pid ", opts.target_pid,
+        " now belongs to another process (", info->comm,
+        "), which is not profiled: --target_pid does not follow restarts (use --target_name "
+        "for that)"));
+  }
+  if (info->state == 'Z' || info->state == 'X') {
+    return absl::NotFoundError(absl::StrCat("--target_pid=", opts.target_pid, ": pid ",
+                                            opts.target_pid, " (", info->comm,
+                                            ") exited (a zombie, not reaped yet)"));
+  }
+  Discovery out;
+  out.target = *info;
+  out.explanation = absl::StrCat("pid ", opts.target_pid, " given by --target_pid");
+  return out;
+}
+
+// Every process under proc_root that could be read, by pid.
+std::vector<ProcessInfo> ReadAllProcesses(const std::string& proc_root) {
   std::vector<ProcessInfo> procs;
-  for (pid_t pid : ListPids(opts.proc_root)) {
-    auto info = ReadProcessInfo(pid, opts.proc_root);
+  for (pid_t pid : ListPids(proc_root)) {
+    auto info = ReadProcessInfo(pid, proc_root);
     if (info.ok()) procs.push_back(*std::move(info));
   }
-  // Our ancestors (e.g. the shell that started us) are never targets.
+  return procs;
+}
+
+// `self` and its ancestors among `procs` (e.g. the shell that started us): never targets.
+std::set<pid_t> SelfAndAncestors(pid_t self, const std::vector<ProcessInfo>& procs) {
   std::set<pid_t> related = {self};
-  {
-    pid_t p = self;
-    for (int i = 0; i < 64; ++i) {
-      auto it = std::find_if(procs.begin(), procs.end(),
-                             [&](const ProcessInfo& x) { return x.pid == p; });
-      if (it == procs.end() || it->ppid <= 0) break;
-      related.insert(it->ppid);
-      p = it->ppid;
-    }
+  pid_t p = self;
+  for (int i = 0; i < 64; ++i) {
+    auto it =
+        std::find_if(procs.begin(), procs.end(), [&](const ProcessInfo& x) { return x.pid == p; });
+    if (it == procs.end() || it->ppid <= 0) break;
+    related.insert(it->ppid);
+    p = it->ppid;
   }
+  return related;
+}
 
-  std::regex name_re;
+// Compiles --target_name (POSIX extended syntax) into *re; InvalidArgument naming the flag.
+absl::Status CompileTargetName(const std::string& target_name, std::regex* re) {
+  try {
+    *re = std::regex(target_name, std::regex::extended);
+  } catch (const std::regex_error& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--target_name=", target_name, ": invalid regex: ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+// The rule of the header for one live, unrelated process: its comm or exe basename matches
+// --target_name if given, else it is neither pid 1's pause/init nor a known sidecar.
+bool IsCandidate(const ProcessInfo& p, const DiscoveryOptions& opts, const std::regex& name_re) {
   if (!opts.target_name.empty()) {
-    try {
-      name_re = std::regex(opts.target_name, std::regex::extended);
-    } catch (const std::regex_error& e) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--target_name=", opts.target_name, ": invalid regex: ", e.what()));
-    }
+    return std::regex_match(p.comm, name_re) || std::regex_match(Basename(p.exe), name_re);
   }
+  if (p.pid == 1 && (IsPauseOrInit(p.comm) || IsPauseOrInit(Basename(p.exe)))) return false;
+  return !IsKnownSidecar(p.comm) && !IsKnownSidecar(Basename(p.exe));
+}
 
-  std::vector<ProcessInfo> candidates;
-  for (const auto& p : procs) {
-    if (p.exe.empty() || p.state == 'Z') continue;  // kernel thread, exited, or not readable
-    if (related.count(p.pid)) continue;
-    if (!opts.target_name.empty()) {
-      if (std::regex_match(p.comm, name_re) || std::regex_match(Basename(p.exe), name_re)) {
-        candidates.push_back(p);
-      }
-      continue;
-    }
-    if (p.pid == 1 && (IsPauseOrInit(p.comm) || IsPauseOrInit(Basename(p.exe)))) continue;
-    if (IsKnownSidecar(p.comm) || IsKnownSidecar(Basename(p.exe))) continue;
-    candidates.push_back(p);
-  }
-  if (candidates.empty()) {
-    return absl::NotFoundError(
-        opts.target_name.empty()
-            ? "no target process: nothing in this pid namespace besides pid 1's pause/init, the "
-              "agent and known sidecars (is shareProcessNamespace: true set on the pod?)"
-            : absl::StrCat("no process whose comm or executable name matches --target_name=",
-                           opts.target_name));
-  }
+// The NotFound error when no process qualifies.
+absl::Status NoCandidateError(const DiscoveryOptions& opts) {
+  return absl::NotFoundError(
+      opts.target_name.empty()
+          ? "no target process: nothing in this pid namespace besides pid 1's pause/init, the "
+            "agent and known sidecars (is shareProcessNamespace: true set on the pod?)"
+          : absl::StrCat("no process whose comm or executable name matches --target_name=",
+                         opts.target_name));
+}
+
+// The largest resident set wins (ties: the oldest); the others are listed in the explanation.
+// `candidates` is not empty.
+Discovery ChooseAmong(std::vector<ProcessInfo> candidates, const DiscoveryOptions& opts) {
   std::stable_sort(candidates.begin(), candidates.end(),
                    [](const ProcessInfo& a, const ProcessInfo& b) {
                      if (a.rss_pages != b.rss_pages) return a.rss_pages > b.rss_pages;
                      return a.start_time < b.start_time;
                    });
+  Discovery out;
   out.target = candidates[0];
   out.others.assign(candidates.begin() + 1, candidates.end());
   if (out.others.empty()) {
     out.explanation =
         absl::StrCat("pid ", out.target.pid, " (", out.target.comm, ") is the only candidate");
-  } else {
-    std::vector<std::string> names;
-    for (const auto& o : out.others) names.push_back(absl::StrCat(o.pid, "/", o.comm));
-    out.explanation = absl::StrCat(
-        "ambiguous: chose pid ", out.target.pid, " (", out.target.comm,
-        ") with the largest resident set over ", absl::StrJoin(names, ", "),
-        opts.target_name.empty()
-            ? "; pass --target_pid or --target_name to choose"
-            : absl::StrCat(": all match --target_name=", opts.target_name,
-                           "; pass a narrower --target_name (it matches the whole comm or "
-                           "executable name) or --target_pid to choose"));
+    return out;
   }
+  std::vector<std::string> names;
+  for (const auto& o : out.others) names.push_back(absl::StrCat(o.pid, "/", o.comm));
+  out.explanation = absl::StrCat(
+      "ambiguous: chose pid ", out.target.pid, " (", out.target.comm,
+      ") with the largest resident set over ", absl::StrJoin(names, ", "),
+      opts.target_name.empty()
+          ? "; pass --target_pid or --target_name to choose"
+          : absl::StrCat(": all match --target_name=", opts.target_name,
+                         "; pass a narrower --target_name (it matches the whole comm or "
+                         "executable name) or --target_pid to choose"));
   return out;
+}
+
+}  // namespace
+
+absl::StatusOr<Discovery> DiscoverTarget(const DiscoveryOptions& opts) {
+  if (opts.target_pid > 0) return DiscoverGivenPid(opts);
+  const pid_t self = opts.self_pid ? opts.self_pid : getpid();
+  const std::vector<ProcessInfo> procs = ReadAllProcesses(opts.proc_root);
+  const std::set<pid_t> related = SelfAndAncestors(self, procs);
+  std::regex name_re;
+  if (!opts.target_name.empty()) {
+    absl::Status s = CompileTargetName(opts.target_name, &name_re);
+    if (!s.ok()) return s;
+  }
+  std::vector<ProcessInfo> candidates;
+  for (const auto& p : procs) {
+    if (p.exe.empty() || p.state == 'Z') continue;  // kernel thread, exited, or not readable
+    if (related.count(p.pid)) continue;
+    if (IsCandidate(p, opts, name_re)) candidates.push_back(p);
+  }
+  if (candidates.empty()) return NoCandidateError(opts);
+  return ChooseAmong(std::move(candidates), opts);
 }
 
 }  // namespace pprof_sidecar

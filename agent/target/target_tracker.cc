@@ -94,67 +94,70 @@ bool TargetTracker::WaitCallbacks(absl::Duration timeout) {
   });
 }
 
-void TargetTracker::CheckNow() {
-  auto queue = [this](bool change, const std::optional<ProcessInfo>& t) {
-    std::lock_guard<std::mutex> l(work_mu_);
-    if (change) {
-      change_pending_ = true;
-      change_ = t;
-      recheck_pending_ = false;  // the change callback stands for it
-    } else if (!change_pending_) {
-      recheck_pending_ = true;
-      recheck_ = t;
-    }
-    ++queued_;
-    work_cv_.notify_all();
-  };
+void TargetTracker::Queue(bool change, const std::optional<ProcessInfo>& t) {
+  std::lock_guard<std::mutex> l(work_mu_);
+  if (change) {
+    change_pending_ = true;
+    change_ = t;
+    recheck_pending_ = false;  // the change callback stands for it
+  } else if (!change_pending_) {
+    recheck_pending_ = true;
+    recheck_ = t;
+  }
+  ++queued_;
+  work_cv_.notify_all();
+}
 
-  std::optional<ProcessInfo> cur = current();
-  if (cur) {
-    auto now = ReadProcessInfo(cur->pid, opts_.proc_root);
-    // A zombie keeps its /proc entry but has no exe and no threads to sample.
-    if (now.ok() && now->start_time == cur->start_time && !now->exe.empty() && now->state != 'Z') {
-      if (now->exe == cur->exe && now->comm == cur->comm) {
-        queue(false, cur);
-        return;
-      }
-      // Same process, another program: it exec'd (or renamed itself).
-      std::string status;
-      if (before_publish_) before_publish_(*now);
-      {
-        std::lock_guard<std::mutex> l(mu_);
-        status_ = absl::StrCat("pid ", now->pid, " exec'd: was ", cur->comm, " (", cur->exe,
-                               "), now ", now->comm, " (", now->exe, ")");
-        status = status_;
-        current_ = *now;
-      }
-      fprintf(stderr, "pprof-sidecar: target: %s\n", status.c_str());
-      changes_.fetch_add(1);
-      queue(true, *now);
-      return;
-    }
+bool TargetTracker::RecheckCurrent(const ProcessInfo& cur) {
+  auto now = ReadProcessInfo(cur.pid, opts_.proc_root);
+  // A zombie keeps its /proc entry but has no exe and no threads to sample.
+  if (!now.ok() || now->start_time != cur.start_time || now->exe.empty() || now->state == 'Z') {
+    return false;
   }
-  auto d = DiscoverTarget(opts_);
-  std::optional<ProcessInfo> next;
+  if (now->exe == cur.exe && now->comm == cur.comm) {
+    Queue(false, cur);
+    return true;
+  }
+  // Same process, another program: it exec'd (or renamed itself).
   std::string status;
-  if (d.ok()) {
-    next = d->target;
-    status = d->explanation;
-    // --target_pid names one process: remember which, so a reused pid is not adopted.
-    if (opts_.target_pid > 0 && opts_.target_start_time == 0) {
-      opts_.target_start_time = next->start_time;
-    }
-    // Shown in /healthz: a target the agent cannot read gives unsymbolized profiles.
-    absl::Status r = CheckTargetReadable(next->pid, opts_.proc_root);
-    if (absl::IsNotFound(r)) {  // exited since it was found: not a missing capability
-      status = std::string(r.message());
-      next.reset();
-    } else if (!r.ok()) {
-      status = absl::StrCat(status, "\nwarning: ", r.message());
-    }
-  } else {
-    status = std::string(d.status().message());
+  if (before_publish_) before_publish_(*now);
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    status_ = absl::StrCat("pid ", now->pid, " exec'd: was ", cur.comm, " (", cur.exe, "), now ",
+                           now->comm, " (", now->exe, ")");
+    status = status_;
+    current_ = *now;
   }
+  fprintf(stderr, "pprof-sidecar: target: %s\n", status.c_str());
+  changes_.fetch_add(1);
+  Queue(true, *now);
+  return true;
+}
+
+std::optional<ProcessInfo> TargetTracker::Rediscover(std::string* status) {
+  auto d = DiscoverTarget(opts_);
+  if (!d.ok()) {
+    *status = std::string(d.status().message());
+    return std::nullopt;
+  }
+  std::optional<ProcessInfo> next = d->target;
+  *status = d->explanation;
+  // --target_pid names one process: remember which, so a reused pid is not adopted.
+  if (opts_.target_pid > 0 && opts_.target_start_time == 0) {
+    opts_.target_start_time = next->start_time;
+  }
+  // Shown in /healthz: a target the agent cannot read gives unsymbolized profiles.
+  absl::Status r = CheckTargetReadable(next->pid, opts_.proc_root);
+  if (absl::IsNotFound(r)) {  // exited since it was found: not a missing capability
+    *status = std::string(r.message());
+    next.reset();
+  } else if (!r.ok()) {
+    *status = absl::StrCat(*status, "\nwarning: ", r.message());
+  }
+  return next;
+}
+
+void TargetTracker::Publish(const std::optional<ProcessInfo>& next, const std::string& status) {
   bool changed;
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -174,10 +177,18 @@ void TargetTracker::CheckNow() {
   }
   if (changed) {
     changes_.fetch_add(1);
-    queue(true, next);
+    Queue(true, next);
   } else if (next) {
-    queue(false, next);
+    Queue(false, next);
   }
+}
+
+void TargetTracker::CheckNow() {
+  std::optional<ProcessInfo> cur = current();
+  if (cur && RecheckCurrent(*cur)) return;
+  std::string status;
+  std::optional<ProcessInfo> next = Rediscover(&status);
+  Publish(next, status);
 }
 
 std::optional<ProcessInfo> TargetTracker::current() const {

@@ -64,6 +64,19 @@ class TargetTracker {
   void WorkLoop();
   // Runs the pending callbacks, if any; true if it ran one. `lock` holds work_mu_.
   bool RunPending(std::unique_lock<std::mutex>& lock);
+  // The steps of CheckNow, on the checker thread (the only writer of current_).
+  // Hands a check's result to the worker: a change (on_change, replacing a pending recheck) or
+  // a recheck (on_recheck, unless a change is pending).
+  void Queue(bool change, const std::optional<ProcessInfo>& t);
+  // True if `cur` is still the target (same pid and start time, alive): queues a recheck, or
+  // publishes and queues the change if it exec'd another program. False: rediscover.
+  bool RecheckCurrent(const ProcessInfo& cur);
+  // Runs discovery (pinning --target_pid's start time) and the readability check; the target
+  // found, if any, and in *status why (or why not, or a warning).
+  std::optional<ProcessInfo> Rediscover(std::string* status);
+  // Makes `next` current with `status` (before_publish_ first if the target changed), logs a
+  // change of either, and queues its callback.
+  void Publish(const std::optional<ProcessInfo>& next, const std::string& status);
 
   DiscoveryOptions opts_;  // target_start_time is pinned by the checker (see above)
   const absl::Duration interval_;
