@@ -455,8 +455,9 @@ int Run() {
   UnwindTableCache unwind_tables(so.max_binaries);
   CpuProfiler cpu([sampler_opts] { return NewBpfCpuSampler(sampler_opts); }, &symbolizer,
                   FLAGS_cpu_sampling_hz, &unwind_tables);
-  // Go targets' runtimes, read by the goroutine, threadcreate, block and mutex kinds; the pprof
-  // labels of CPU samples need only the release of the target.
+  // Go targets' runtimes, read by the heap, allocs, goroutine, threadcreate, block and mutex
+  // kinds (one cache of Go binaries); the pprof labels of CPU samples need only the release of
+  // the target.
   auto go_binaries = std::make_shared<GoBinaryCache>();
   GoSampleLabeler go_labeler;
   cpu.SetLabeler(&go_labeler);
@@ -467,7 +468,7 @@ int Run() {
 
   // heap/allocs: Go targets' own heap profile, read from their memory on request; other
   // targets: a malloc sampler, attached per --malloc_profiling.
-  HeapProfiler heap(&symbolizer);
+  HeapProfiler heap(&symbolizer, go_binaries);
   {
     MallocSamplerOptions mopts;
     mopts.sample_bytes = FLAGS_heap_sample_bytes;

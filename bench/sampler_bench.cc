@@ -200,10 +200,10 @@ int Main(int argc, char** argv) {
         targets.push_back({static_cast<uint32_t>(pid), v.labels ? go_fields : GoLabelFields()});
       if (!(*s)->SetSampleTargets(targets).ok()) return 1;
       std::mutex mu;
-      std::vector<CpuSample> samples;
+      std::vector<StackSample> samples;
       const absl::Time start = absl::Now();
       const uint64_t start_ns = mono_ns();
-      absl::Status st = (*s)->Start(hz, [&](const CpuSample& x) {
+      absl::Status st = (*s)->Start(hz, [&](const StackSample& x) {
         std::lock_guard<std::mutex> l(mu);
         samples.push_back(x);
       });
@@ -217,7 +217,7 @@ int Main(int argc, char** argv) {
         fprintf(times, "%s slice %llu %llu\n", v.name.c_str(),
                 static_cast<unsigned long long>(start_ns),
                 static_cast<unsigned long long>(mono_ns()));
-        for (const CpuSample& x : samples) {
+        for (const StackSample& x : samples) {
           fprintf(times, "%s %llu\n", v.name.c_str(), static_cast<unsigned long long>(x.time_ns));
         }
       }
@@ -237,7 +237,7 @@ int Main(int argc, char** argv) {
         CpuProfileReport rep;
         (void)BuildCpuProfile(samples, p, &symbolizer, &rep);
         sl.samples = static_cast<double>(rep.samples);
-        for (const CpuSample& x : samples) sl.labelled += x.go_labels != 0 ? 1 : 0;
+        for (const StackSample& x : samples) sl.labelled += x.go_labels != 0 ? 1 : 0;
         sl.root = static_cast<double>(rep.samples_reaching_root);
       }
       res[v.name].push_back(sl);

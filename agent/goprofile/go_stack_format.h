@@ -13,7 +13,6 @@
 #include <sys/types.h>
 
 #include <cstdint>
-#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -22,17 +21,11 @@
 #include "absl/time/time.h"
 #include "agent/goprofile/goroutines.h"
 #include "agent/goruntime/go_runtime.h"
+#include "agent/profile/go_stack_locations.h"
 #include "agent/profile/location_table.h"
 #include "agent/symbolize/process_symbolizer.h"
 
 namespace pprof_sidecar {
-
-// A Go binary mapped into a process at `bias`, for symbolization.
-struct GoImage {
-  const GoBinary* bin = nullptr;
-  uint64_t bias = 0;
-  std::string path;  // the executable as the target sees it (mapping filename)
-};
 
 // Go's tracebackPCs of the frames (GoFrame list of ReadGoroutines): runtime PCs.
 std::vector<uint64_t> GoTracebackPcs(const GoImage& img, const std::vector<GoFrame>& frames);
@@ -53,28 +46,6 @@ std::string GoLabelsText(const std::vector<std::pair<std::string, std::string>>&
 // debug=1 text of a count profile named `name` ("goroutine", "threadcreate").
 std::string CountProfileText(const GoImage& img, const std::string& name,
                              const std::vector<CountStack>& stacks);
-
-// The locations of Go tracebacks (runtime PCs as tracebackPCs records them) in one location
-// table, as runtime/pprof's profile builder makes them: one per physical frame, at pc - 1 and
-// named with its inlined callers; the PCs Go recorded for those callers (parentPc + 1 each)
-// folded into it; zeros (the unused tail of a fixed-size record) skipped.
-class GoStackLocations {
- public:
-  // `img` is the Go binary of `image`; all three outlive this object.
-  GoStackLocations(const GoImage& img, LocationTable* table, LocationTable::Image* image);
-  std::vector<uint64_t> Of(const std::vector<uint64_t>& pcs);
-
- private:
-  struct Frame {
-    uint64_t location = 0;
-    std::vector<uint64_t> inlined_callers;  // the runtime PCs Go records for them, innermost first
-  };
-  const GoImage& img_;
-  LocationTable* const table_;
-  LocationTable::Image* const image_;
-  std::map<uint64_t, Frame> frames_;  // by recorded pc
-  std::vector<uint64_t> levels_;      // scratch
-};
 
 // debug=0: gzipped pprof with sample type <name>/count, period type <name>/count, period 1;
 // locations and mappings of process `pid` through `symbolizer` (the one location table).

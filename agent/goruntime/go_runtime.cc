@@ -123,14 +123,21 @@ const GoLayout* GoLayoutFor(int minor) {
 }
 
 absl::StatusOr<std::shared_ptr<const GoBinary>> GoBinary::Open(const std::string& path) {
-  std::shared_ptr<GoBinary> b(new GoBinary());
   absl::StatusOr<std::unique_ptr<ElfFile>> elf = ElfFile::Open(path);
   if (!elf.ok()) return elf.status();
-  b->elf_ = std::move(*elf);
+  return FromElf(std::move(*elf), nullptr);
+}
+
+absl::StatusOr<std::shared_ptr<const GoBinary>> GoBinary::FromElf(std::unique_ptr<ElfFile> elf,
+                                                                  std::string* go_version) {
+  std::shared_ptr<GoBinary> b(new GoBinary());
+  b->elf_ = std::move(elf);
   b->pie_ = b->elf_->type() == ET_DYN;
   absl::StatusOr<std::string> version = GoBuildVersion(*b->elf_);
   if (version.ok()) b->go_version_ = *version;
+  if (go_version != nullptr) *go_version = b->go_version_;
   absl::StatusOr<std::unique_ptr<GoPclntab>> pcln = GoPclntab::FromElf(*b->elf_);
+  b->elf_->ReleasePages();
   if (!pcln.ok()) {
     if (absl::IsNotFound(pcln.status()) && !version.ok()) return pcln.status();
     return absl::FailedPreconditionError(
@@ -146,30 +153,53 @@ absl::StatusOr<std::shared_ptr<const GoBinary>> GoBinary::Open(const std::string
       b->statuses_ = &s.statuses;
     }
   }
-  absl::StatusOr<std::vector<GoVarLocation>> locs = LocateGoVars(*b->elf_, *b->pcln_, SchedSpecs());
-  if (locs.ok()) {
+  return std::shared_ptr<const GoBinary>(std::move(b));
+}
+
+const absl::StatusOr<GoRuntimeVars>& GoBinary::sched_vars() const {
+  std::call_once(sched_once_, [this] {
+    absl::StatusOr<std::vector<GoVarLocation>> locs = LocateGoVars(*elf_, *pcln_, SchedSpecs());
+    elf_->ReleasePages();
+    if (!locs.ok()) {
+      sched_vars_ = absl::NotFoundError(absl::StrCat(
+          "cannot locate the Go scheduler's goroutine and thread lists in a binary built with ",
+          go_version_.empty() ? "an unknown Go" : go_version_, ": ", locs.status().message()));
+      return;
+    }
     GoRuntimeVars v;
     v.allglen = (*locs)[0].addr;
     v.allgptr = (*locs)[1].addr;
     v.allm = (*locs)[2].addr;
     v.method = (*locs)[0].method;
-    b->sched_vars_ = v;
-  } else {
-    b->sched_vars_ = absl::NotFoundError(absl::StrCat(
-        "cannot locate the Go scheduler's goroutine and thread lists in a binary "
-        "built with ",
-        b->go_version_.empty() ? "an unknown Go" : b->go_version_, ": ", locs.status().message()));
-  }
-  if (b->minor_ >= 19) {
+    sched_vars_ = v;
+  });
+  return sched_vars_;
+}
+
+const absl::StatusOr<uint64_t>& GoBinary::finalizer_var() const {
+  std::call_once(fing_once_, [this] {
+    if (minor_ < 19) return;  // "not located"
     absl::StatusOr<std::vector<GoVarLocation>> fing =
-        LocateGoVars(*b->elf_, *b->pcln_, {FingSpec(b->minor_)});
+        LocateGoVars(*elf_, *pcln_, {FingSpec(minor_)});
+    elf_->ReleasePages();
     if (fing.ok()) {
-      b->fing_var_ = (*fing)[0].addr;
+      fing_var_ = (*fing)[0].addr;
     } else {
-      b->fing_var_ = fing.status();
+      fing_var_ = fing.status();
     }
-  }
-  return std::shared_ptr<const GoBinary>(std::move(b));
+  });
+  return fing_var_;
+}
+
+const absl::StatusOr<GoHeapVars>& GoBinary::heap_vars(bool* located_now) const {
+  bool now = false;
+  std::call_once(heap_once_, [this, &now] {
+    heap_vars_ = LocateGoHeapVars(*elf_, *pcln_);
+    elf_->ReleasePages();
+    now = true;
+  });
+  if (located_now != nullptr) *located_now = now;
+  return heap_vars_;
 }
 
 absl::StatusOr<GoLayout> GoBinary::layout() const {
@@ -232,14 +262,15 @@ bool GoBinary::IsCleanupGoroutineStart(uint64_t startpc) const {
 }
 
 absl::StatusOr<bool> GoBinary::FinalizerRunning(MemoryReader& mem, uint64_t bias) const {
-  if (!fing_var_.ok()) return fing_var_.status();
+  const absl::StatusOr<uint64_t>& var = finalizer_var();
+  if (!var.ok()) return var.status();
   if (minor_ >= 20) {
-    absl::StatusOr<uint32_t> v = mem.ReadU32(*fing_var_ + bias);
+    absl::StatusOr<uint32_t> v = mem.ReadU32(*var + bias);
     if (!v.ok()) return v.status();
     return (*v & kFingRunningFinalizer) != 0;
   }
   uint8_t v = 0;
-  if (absl::Status st = mem.Read(*fing_var_ + bias, &v, 1); !st.ok()) return st;
+  if (absl::Status st = mem.Read(*var + bias, &v, 1); !st.ok()) return st;
   return v != 0;
 }
 
@@ -264,44 +295,75 @@ absl::StatusOr<uint64_t> GoExeLoadBias(pid_t pid, uint64_t inode,
       absl::StrCat("pid ", pid, ": executable mapping not found in /proc/PID/maps"));
 }
 
-absl::StatusOr<std::shared_ptr<const GoBinary>> GoBinaryCache::Binary(pid_t pid, uint64_t* inode) {
-  const std::string exe = absl::StrCat("/proc/", pid, "/exe");
+absl::StatusOr<std::shared_ptr<const GoExecutable>> GoBinaryCache::Executable(pid_t pid) {
+  const std::string path = absl::StrCat("/proc/", pid, "/exe");
   struct stat st;
-  if (stat(exe.c_str(), &st) != 0) {
-    return absl::NotFoundError(absl::StrCat("process ", pid, " exited (", exe, ")"));
+  if (stat(path.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat("process ", pid, " exited (", path, ")"));
   }
-  *inode = st.st_ino;
   const std::string key = absl::StrCat(major(st.st_dev), ":", minor(st.st_dev), ":", st.st_ino);
   std::lock_guard<std::mutex> l(mu_);
-  auto it = bins_.find(key);
-  if (it != bins_.end()) return it->second;
-  absl::StatusOr<std::shared_ptr<const GoBinary>> b = GoBinary::Open(exe);
-  if (!b.ok() && absl::IsNotFound(b.status())) {
-    b = absl::UnimplementedError(absl::StrCat(
-        "pid ", pid, " is not a Go program (no Go runtime to read: ", b.status().message(), ")"));
+  auto it = exes_.find(key);
+  if (it != exes_.end()) {
+    it->second.used = ++uses_;
+    return it->second.exe;
   }
-  if (bins_.size() >= 16) bins_.clear();  // targets are few
-  bins_[key] = b;
-  return b;
+  absl::StatusOr<std::unique_ptr<ElfFile>> elf = ElfFile::Open(path);
+  if (!elf.ok()) return elf.status();
+  auto exe = std::make_shared<GoExecutable>();
+  exe->key = key;
+  exe->inode = st.st_ino;
+  exe->bin = GoBinary::FromElf(std::move(*elf), &exe->go_version);
+  if (exes_.size() >= 16) {  // targets are few: the least recently used goes
+    auto lru = exes_.begin();
+    for (auto e = exes_.begin(); e != exes_.end(); ++e) {
+      if (e->second.used < lru->second.used) lru = e;
+    }
+    exes_.erase(lru);
+  }
+  exes_[key] = Entry{exe, ++uses_};
+  return std::shared_ptr<const GoExecutable>(std::move(exe));
+}
+
+namespace {
+
+// Why the runtime of `pid`, which runs a binary that cannot be read (`st`), cannot be read.
+absl::Status BinaryError(pid_t pid, const absl::Status& st) {
+  if (!absl::IsNotFound(st)) return st;
+  return absl::UnimplementedError(absl::StrCat(
+      "pid ", pid, " is not a Go program (no Go runtime to read: ", st.message(), ")"));
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const GoBinary>> GoBinaryCache::BinaryOf(pid_t pid) {
+  absl::StatusOr<std::shared_ptr<const GoExecutable>> exe = Executable(pid);
+  if (!exe.ok()) return exe.status();
+  if (!(*exe)->bin.ok()) return BinaryError(pid, (*exe)->bin.status());
+  return (*exe)->bin;
 }
 
 absl::Status GoBinaryCache::Check(pid_t pid) {
-  uint64_t inode;
-  absl::StatusOr<std::shared_ptr<const GoBinary>> b = Binary(pid, &inode);
+  absl::StatusOr<std::shared_ptr<const GoBinary>> b = BinaryOf(pid);
   if (!b.ok()) return b.status();
   if (absl::StatusOr<GoLayout> l = (*b)->layout(); !l.ok()) return l.status();
   return (*b)->sched_vars().status();
 }
 
 absl::StatusOr<GoProcess> GoBinaryCache::Open(pid_t pid) {
+  absl::StatusOr<std::shared_ptr<const GoExecutable>> exe = Executable(pid);
+  if (!exe.ok()) return exe.status();
+  if (!(*exe)->bin.ok()) return BinaryError(pid, (*exe)->bin.status());
+  return Open(pid, **exe);
+}
+
+absl::StatusOr<GoProcess> GoBinaryCache::Open(pid_t pid, const GoExecutable& exe) {
+  if (!exe.bin.ok()) return exe.bin.status();
   GoProcess p;
   p.pid = pid;
-  uint64_t inode = 0;
-  absl::StatusOr<std::shared_ptr<const GoBinary>> b = Binary(pid, &inode);
-  if (!b.ok()) return b.status();
-  p.bin = *b;
+  p.bin = *exe.bin;
   if (p.bin->pie()) {
-    absl::StatusOr<uint64_t> bias = GoExeLoadBias(pid, inode, p.bin->elf().load_segments());
+    absl::StatusOr<uint64_t> bias = GoExeLoadBias(pid, exe.inode, p.bin->elf().load_segments());
     if (!bias.ok()) return bias.status();
     p.bias = *bias;
   }

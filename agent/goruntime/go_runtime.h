@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "agent/goruntime/go_heap_vars.h"
 #include "agent/goruntime/go_vars.h"
 #include "agent/goruntime/process_memory.h"
 #include "agent/symbolize/elf_file.h"
@@ -67,11 +68,16 @@ struct GoRuntimeVars {
   std::string method;  // "symtab" or "code"
 };
 
-// One Go executable (shared by every process running it).
+// One Go executable (shared by every process running it). The runtime variables are located on
+// first use; the file pages read for that (and by Open) are then dropped from the agent's RSS.
 class GoBinary {
  public:
   // NotFound if `path` is not a Go binary; other errors name the release and what is missing.
   static absl::StatusOr<std::shared_ptr<const GoBinary>> Open(const std::string& path);
+  // As Open, for an opened file. `go_version` (if not null) gets the release its build info
+  // names ("" if none), also when the binary cannot be read (FailedPrecondition naming it).
+  static absl::StatusOr<std::shared_ptr<const GoBinary>> FromElf(std::unique_ptr<ElfFile> elf,
+                                                                 std::string* go_version);
 
   const ElfFile& elf() const { return *elf_; }
   const GoPclntab& pcln() const { return *pcln_; }
@@ -81,7 +87,10 @@ class GoBinary {
   // The layout of this release; an error naming the release if there is none.
   absl::StatusOr<GoLayout> layout() const;
   // The goroutine/thread variables (allglen, allgptr, allm); error if they could not be located.
-  const absl::StatusOr<GoRuntimeVars>& sched_vars() const { return sched_vars_; }
+  const absl::StatusOr<GoRuntimeVars>& sched_vars() const;
+  // The heap profile's variables (go_heap_vars.h: LocateGoHeapVars); `located_now` (if not null)
+  // is set when this call located them (the first one).
+  const absl::StatusOr<GoHeapVars>& heap_vars(bool* located_now = nullptr) const;
   // runtime.waitReason.String() / gStatusStrings of this release ("???" out of range, as Go).
   std::string WaitReason(uint8_t reason) const;
   std::string StatusString(uint32_t status) const;
@@ -101,7 +110,9 @@ class GoBinary {
   // could not be located in this binary.
   absl::StatusOr<bool> FinalizerRunning(MemoryReader& mem, uint64_t bias) const;
   // runtime.fingStatus / runtime.fingRunning, link-time; an error if not located.
-  const absl::StatusOr<uint64_t>& finalizer_var() const { return fing_var_; }
+  const absl::StatusOr<uint64_t>& finalizer_var() const;
+  // Drops the binary's file pages read so far from the agent's RSS (ElfFile::ReleasePages).
+  void ReleasePages() const { elf_->ReleasePages(); }
 
  private:
   GoBinary() = default;
@@ -110,14 +121,17 @@ class GoBinary {
   std::string go_version_;
   int minor_ = 0;
   bool pie_ = false;
-  absl::StatusOr<GoRuntimeVars> sched_vars_ = absl::UnknownError("not located");
   const std::vector<std::string>* wait_reasons_ = nullptr;
   const std::vector<std::string>* statuses_ = nullptr;
+  // Located on first use.
+  mutable std::once_flag sched_once_, fing_once_, heap_once_;
+  mutable absl::StatusOr<GoRuntimeVars> sched_vars_ = absl::UnknownError("not located");
+  mutable absl::StatusOr<uint64_t> fing_var_ = absl::NotFoundError("not located");  // link-time
+  mutable absl::StatusOr<GoHeapVars> heap_vars_ = absl::UnknownError("not located");
   mutable std::mutex mu_;
   mutable std::map<uint64_t, bool> system_start_;     // startpc -> system goroutine
   mutable std::map<uint64_t, bool> finalizer_start_;  // startpc -> runtime.runfinq
   mutable std::map<uint64_t, bool> cleanup_start_;    // startpc -> runtime.runCleanups
-  absl::StatusOr<uint64_t> fing_var_ = absl::NotFoundError("not located");  // link-time
 };
 
 // The load bias of the executable in process `pid` (0 for non-PIE): maps's start of the
@@ -134,23 +148,49 @@ struct GoProcess {
   std::unique_ptr<ProcessMemory> mem;
 };
 
-// Opens processes, sharing one GoBinary per executable (device, inode); bounded.
+// A Go binary mapped into a process at `bias`, for symbolization.
+struct GoImage {
+  const GoBinary* bin = nullptr;
+  uint64_t bias = 0;
+  std::string path;  // the executable as the target sees it (mapping filename)
+};
+
+// What a process's executable is to the Go-runtime reader (shared by every process running it).
+struct GoExecutable {
+  std::string key;  // "major:minor:inode" of the file
+  uint64_t inode = 0;
+  std::string go_version;  // the release its build info names ("go1.27.4"); "" if none
+  // NotFound if it is not a Go program; FailedPrecondition (naming the release) if its Go symbol
+  // table cannot be read (a newer Go release).
+  absl::StatusOr<std::shared_ptr<const GoBinary>> bin;
+  // A Go program: its pclntab could be read, or its build info names a Go release.
+  bool is_go() const { return bin.ok() || !go_version.empty(); }
+};
+
+// The agent's one cache of executables for the Go-runtime reader (goroutine, threadcreate, block,
+// mutex, heap): one GoExecutable per file (device, inode), the 16 used last.
 class GoBinaryCache {
  public:
+  // The executable `pid` runs. NotFound if the process is gone; an error opening the file is
+  // returned as is (and not cached).
+  absl::StatusOr<std::shared_ptr<const GoExecutable>> Executable(pid_t pid);
   // NotFound if the process is gone; Unimplemented (naming it) if it is not a Go program.
   absl::StatusOr<GoProcess> Open(pid_t pid);
+  // Process `pid`, which runs `exe` (a readable Go binary: exe.bin OK): its load bias and memory.
+  static absl::StatusOr<GoProcess> Open(pid_t pid, const GoExecutable& exe);
   // OK if `pid` runs a Go binary whose runtime the agent can read; else why not.
   absl::Status Check(pid_t pid);
   // The executable `pid` runs; errors as Open's.
-  absl::StatusOr<std::shared_ptr<const GoBinary>> BinaryOf(pid_t pid) {
-    uint64_t inode = 0;
-    return Binary(pid, &inode);
-  }
+  absl::StatusOr<std::shared_ptr<const GoBinary>> BinaryOf(pid_t pid);
 
  private:
-  absl::StatusOr<std::shared_ptr<const GoBinary>> Binary(pid_t pid, uint64_t* inode);
+  struct Entry {
+    std::shared_ptr<const GoExecutable> exe;
+    uint64_t used = 0;
+  };
   std::mutex mu_;
-  std::map<std::string, absl::StatusOr<std::shared_ptr<const GoBinary>>> bins_;
+  std::map<std::string, Entry> exes_;  // by key
+  uint64_t uses_ = 0;
 };
 
 }  // namespace pprof_sidecar

@@ -3,6 +3,7 @@
 add_library(goruntime STATIC
   ${CMAKE_CURRENT_LIST_DIR}/process_memory.cc
   ${CMAKE_CURRENT_LIST_DIR}/go_vars.cc
+  ${CMAKE_CURRENT_LIST_DIR}/go_heap_vars.cc
   ${CMAKE_CURRENT_LIST_DIR}/go_runtime.cc
   ${CMAKE_CURRENT_LIST_DIR}/go_labels.cc
   ${CMAKE_CURRENT_LIST_DIR}/thread_regs.cc)

@@ -51,6 +51,7 @@ if(PPROF_SIDECAR_FUZZ)
     ${CMAKE_CURRENT_LIST_DIR}/go_heap.cc ${CMAKE_CURRENT_LIST_DIR}/heap_snapshot.cc
     ${CMAKE_SOURCE_DIR}/agent/goruntime/process_memory.cc
     ${CMAKE_SOURCE_DIR}/agent/goruntime/go_vars.cc
+    ${CMAKE_SOURCE_DIR}/agent/goruntime/go_heap_vars.cc
     ${CMAKE_SOURCE_DIR}/agent/symbolize/x86_decode.cc)
   target_include_directories(go_heap_fuzzer PRIVATE ${CMAKE_SOURCE_DIR})
   target_link_libraries(go_heap_fuzzer PRIVATE symbolize_go symbolize_elf absl::status

@@ -2,10 +2,12 @@
 
 #include <cmath>
 #include <map>
+#include <optional>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "agent/profile/go_stack_locations.h"
 #include "agent/profile/location_table.h"
 #include "pprof_encoder/builder.h"
 
@@ -20,46 +22,51 @@ std::pair<int64_t, int64_t> ScaleHeapSample(int64_t count, int64_t size, int64_t
           static_cast<int64_t>(static_cast<double>(size) * scale)};
 }
 
-bool IsHiddenGoRuntimeFrame(const std::string& function) {
-  return absl::StartsWith(function, "runtime.");
+bool IsHiddenGoRuntimeFrame(const std::string& function, int go_minor) {
+  return absl::StartsWith(function, "runtime.") ||
+         ((go_minor == 0 || go_minor >= 24) && absl::StartsWith(function, "internal/runtime/"));
 }
 
 namespace {
 
-// The locations of one stack (leaf first). Go stacks: leading runtime.* frames hidden (the whole
-// stack kept if every frame is in the runtime), runtime.goexit dropped, and the PCs Go records
-// for inlined callers folded into their inlinee's location. Native stacks: one location per PC.
-void AddStack(const std::vector<uint64_t>& stk, bool native, LocationTable* table,
-              LocationTable::Image* image, std::vector<uint64_t>* locs, HeapProfileReport* rep) {
-  auto innermost = [&](uint64_t pc) -> const std::string& {
-    return table->User(image, pc, /*is_return_address=*/true).innermost;
+// The locations of one Go stack (leaf first): leading runtime frames hidden (the whole stack
+// kept if every frame is in the runtime), runtime.goexit dropped, the PCs Go records for inlined
+// callers folded into their inlinee's location (`go`).
+void AddGoStack(const std::vector<uint64_t>& stk, GoStackLocations* go, LocationTable* table,
+                LocationTable::Image* image, std::vector<uint64_t>* locs, HeapProfileReport* rep) {
+  auto frame = [&](uint64_t pc) -> const LocationTable::UserFrame& {
+    return table->User(image, pc, /*is_return_address=*/true);
   };
   size_t start = 0;
-  for (size_t i = 0; !native && i < stk.size(); ++i) {
-    if (!IsHiddenGoRuntimeFrame(innermost(stk[i]))) {
+  for (size_t i = 0; i < stk.size(); ++i) {
+    if (!IsHiddenGoRuntimeFrame(frame(stk[i]).innermost, go->image().bin->minor())) {
       start = i;
       break;
     }
   }
-  for (size_t i = start; i < stk.size();) {
-    const uint64_t pc = stk[i];
-    const LocationTable::UserFrame& f = table->User(image, pc, true);
-    ++rep->frames;
-    if (!native && f.innermost == "runtime.goexit") {
-      ++i;
+  std::vector<uint64_t> pcs, located;
+  for (size_t i = start; i < stk.size(); ++i) {
+    if (frame(stk[i]).innermost == "runtime.goexit") {
+      ++rep->frames;
       continue;
     }
-    if (!f.symbolized()) ++rep->frames_unsymbolized;
-    // Go records one PC per logical frame: the next PCs of an inlined call chain symbolize to
-    // the outer functions of this PC's chain. They belong to this same location.
-    size_t span = 1;
-    const SourceLines& lines = f.resolved.lines;
-    while (!native && span < lines.size() && i + span < stk.size() &&
-           innermost(stk[i + span]) == lines[span].function) {
-      ++span;
-    }
+    pcs.push_back(stk[i]);
+  }
+  *locs = go->Of(pcs, &located);
+  for (uint64_t pc : located) {
+    ++rep->frames;
+    if (!frame(pc).symbolized()) ++rep->frames_unsymbolized;
+  }
+}
+
+// A native stack: one location per PC (return addresses), at pc-1.
+void AddNativeStack(const std::vector<uint64_t>& stk, LocationTable* table,
+                    LocationTable::Image* image, std::vector<uint64_t>* locs,
+                    HeapProfileReport* rep) {
+  for (uint64_t pc : stk) {
+    ++rep->frames;
+    if (!table->User(image, pc, true).symbolized()) ++rep->frames_unsymbolized;
     locs->push_back(table->UserLocation(image, pc, true, pc - 1));
-    i += span;
   }
 }
 
@@ -103,6 +110,9 @@ absl::StatusOr<std::string> BuildHeapProfile(const HeapSnapshot& snap, pid_t pid
                                              const HeapProfileParams& params,
                                              ProcessSymbolizer* symbolizer,
                                              HeapProfileReport* report) {
+  if (!params.native && (params.go_image == nullptr || params.go_image->bin == nullptr)) {
+    return absl::InvalidArgumentError("a Go heap profile needs the target's Go binary");
+  }
   HeapProfileReport local;
   HeapProfileReport& rep = report ? *report : local;
   rep = HeapProfileReport();
@@ -118,11 +128,17 @@ absl::StatusOr<std::string> BuildHeapProfile(const HeapSnapshot& snap, pid_t pid
   b.SetDurationNanos(absl::ToInt64Nanoseconds(params.duration));
   LocationTable table(&b, symbolizer);
   LocationTable::Image* image = table.ImageOf(static_cast<uint32_t>(pid));
+  std::optional<GoStackLocations> go;
+  if (!params.native) go.emplace(*params.go_image, &table, image);
   std::vector<uint64_t> locs;
   for (const HeapRecord& r : snap.records) {
     ++rep.records;
     locs.clear();
-    AddStack(r.stack, params.native, &table, image, &locs, &rep);
+    if (go) {
+      AddGoStack(r.stack, &*go, &table, image, &locs, &rep);
+    } else {
+      AddNativeStack(r.stack, &table, image, &locs, &rep);
+    }
     AddHeapSample(r, snap.mem_profile_rate, locs, &b);
   }
   AddHeapComments(snap, pid, params, rep, table, &b);

@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "agent/goruntime/go_runtime.h"
 #include "agent/heap/heap_snapshot.h"
 #include "agent/symbolize/process_symbolizer.h"
 
@@ -30,6 +31,8 @@ struct HeapProfileParams {
   // Native (malloc sampler) stacks: no Go runtime frame hiding or inline-PC folding, and the
   // summary comment speaks of the sampling rate instead of Go's MemProfileRate/cycle.
   bool native = false;
+  // Go stacks (not native): the target's Go binary, whose inline tree folds them. Required.
+  const GoImage* go_image = nullptr;
 };
 
 struct HeapProfileReport {
@@ -42,13 +45,15 @@ struct HeapProfileReport {
 // a Poisson process with mean `rate` bytes: both divided by 1 - exp(-avgsize/rate).
 std::pair<int64_t, int64_t> ScaleHeapSample(int64_t count, int64_t size, int64_t rate);
 
-// True if runtime/pprof hides this frame at the top of a heap stack (runtime.* functions).
-bool IsHiddenGoRuntimeFrame(const std::string& function);
+// True if runtime/pprof of Go release 1.`go_minor` hides this frame at the top of a heap stack:
+// runtime.* functions, and from Go 1.24 internal/runtime/* (0: an unknown release, as the newest).
+bool IsHiddenGoRuntimeFrame(const std::string& function, int go_minor);
 
 // Builds, validates and gzips the profile of `snap`, read from process `pid`. Stack PCs are return
-// addresses: each is symbolized at pc-1 with inlined frames expanded; the fake PCs Go records for
-// inlined callers are folded into the location of their inlinee, as runtime/pprof does; leading
-// runtime.* frames are hidden (unless the whole stack is runtime); runtime.goexit is dropped.
+// addresses: each is symbolized at pc-1 with inlined frames expanded; the PCs Go records for
+// inlined callers are folded into the location of their inlinee as for every Go-recorded stack
+// (GoStackLocations, with params.go_image; InvalidArgument without it); leading runtime frames
+// are hidden (unless the whole stack is runtime); runtime.goexit is dropped.
 // With params.native, `snap` comes from the malloc sampler (MallocProfileState::Snapshot):
 // every PC is a return address, symbolized at pc-1, one location per PC.
 absl::StatusOr<std::string> BuildHeapProfile(const HeapSnapshot& snap, pid_t pid,

@@ -1,8 +1,5 @@
 #include "agent/heap/heap_profiler.h"
 
-#include <elf.h>
-#include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,27 +9,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "agent/goruntime/go_runtime.h"
-#include "agent/goruntime/process_memory.h"
 #include "agent/heap/allocator_probes.h"
-#include "agent/symbolize/elf_file.h"
-#include "agent/symbolize/go_buildinfo.h"
-#include "agent/symbolize/go_pclntab.h"
 #include "agent/symbolize/proc_maps.h"
 
 namespace pprof_sidecar {
-
-// What is cached per executable: where the variables are and how to relocate them.
-struct HeapProfiler::ExeInfo {
-  std::string key;
-  uint64_t dev_major = 0, dev_minor = 0, inode = 0;
-  bool is_go = false;
-  std::string go_version;      // from the build info, if any
-  absl::Status pcln_status;    // why the pclntab cannot be read, if it cannot
-  absl::Status locate_status;  // why vars are unknown, if they are
-  GoHeapVars vars;             // link-time
-  bool pie = false;
-  std::vector<ElfSegment> segments;
-};
 
 namespace {
 
@@ -49,96 +29,59 @@ bool MapsCAllocator(pid_t pid) {
 
 }  // namespace
 
-HeapProfiler::HeapProfiler(ProcessSymbolizer* symbolizer, GoHeapReadLimits limits)
-    : symbolizer_(symbolizer), limits_(limits) {}
+HeapProfiler::HeapProfiler(ProcessSymbolizer* symbolizer,
+                           std::shared_ptr<GoBinaryCache> go_binaries, GoHeapReadLimits limits)
+    : symbolizer_(symbolizer),
+      go_binaries_(go_binaries ? std::move(go_binaries) : std::make_shared<GoBinaryCache>()),
+      limits_(limits) {}
 
 HeapProfiler::~HeapProfiler() = default;
 
-absl::StatusOr<std::shared_ptr<const HeapProfiler::ExeInfo>> HeapProfiler::Exe(pid_t pid) {
-  const std::string exe = absl::StrCat("/proc/", pid, "/exe");
-  struct stat st;
-  if (stat(exe.c_str(), &st) != 0) {
-    return absl::NotFoundError(absl::StrCat("process ", pid, " exited (", exe, ")"));
-  }
-  const std::string key = absl::StrCat(major(st.st_dev), ":", minor(st.st_dev), ":", st.st_ino);
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    auto it = exes_.find(key);
-    if (it != exes_.end()) return it->second;
-  }
-  auto info = std::make_shared<ExeInfo>();
-  info->key = key;
-  info->dev_major = major(st.st_dev);
-  info->dev_minor = minor(st.st_dev);
-  info->inode = st.st_ino;
-  absl::StatusOr<std::unique_ptr<ElfFile>> elf = ElfFile::Open(exe);
-  if (!elf.ok()) return elf.status();
-  info->pie = (*elf)->type() == ET_DYN;
-  info->segments = (*elf)->load_segments();
-  absl::StatusOr<std::string> version = GoBuildVersion(**elf);
-  if (version.ok()) info->go_version = *version;
-  absl::StatusOr<std::unique_ptr<GoPclntab>> pcln = GoPclntab::FromElf(**elf);
-  if (pcln.ok()) {
-    info->is_go = true;
-    absl::StatusOr<GoHeapVars> vars = LocateGoHeapVars(**elf, **pcln);
-    if (vars.ok()) {
-      info->vars = *vars;
-      (vars->method == "symtab" ? by_symtab_ : by_code_).fetch_add(1);
-    } else {
-      info->locate_status = vars.status();
-    }
-  } else if (!absl::IsNotFound(pcln.status()) || version.ok()) {
-    // A Go binary (build info) whose pclntab this agent cannot read: a newer Go release.
-    info->is_go = version.ok();
-    info->pcln_status = absl::Status(
-        pcln.status().code(),
-        absl::StrCat(version.ok() ? absl::StrCat("a ", *version, " binary: ") : "",
-                     "cannot read its Go symbol table (.gopclntab): ", pcln.status().message()));
-    info->locate_status = info->pcln_status;
-  }
-  std::lock_guard<std::mutex> l(mu_);
-  if (exes_.size() >= 16) exes_.clear();  // targets are few; bound the cache crudely
-  exes_[key] = info;
-  return std::shared_ptr<const ExeInfo>(info);
-}
-
-absl::StatusOr<HeapSnapshot> HeapProfiler::ReadGoSnapshot(pid_t pid, std::string* how,
-                                                          const GoHeapReadLimits* limits) {
-  absl::StatusOr<std::shared_ptr<const ExeInfo>> exe = Exe(pid);
-  if (!exe.ok()) return exe.status();
-  const ExeInfo& info = **exe;
-  if (!info.is_go) {
-    if (!info.locate_status.ok()) return info.locate_status;
+absl::StatusOr<GoHeapVars> HeapProfiler::HeapVars(pid_t pid, const GoExecutable& exe) {
+  auto with_pid = [pid](const absl::Status& st) {
+    return absl::Status(st.code(), absl::StrCat("pid ", pid, ": ", st.message()));
+  };
+  if (!exe.bin.ok()) {
+    if (exe.is_go()) return with_pid(exe.bin.status());  // a release whose pclntab is unreadable
+    if (!absl::IsNotFound(exe.bin.status())) return exe.bin.status();
     return absl::UnimplementedError(
         absl::StrCat("pid ", pid,
                      " is not a Go program: heap profiles are read from the Go runtime for Go "
                      "targets, from the malloc sampler for others (disabled here)"));
   }
-  if (!info.locate_status.ok()) {
-    return absl::Status(info.locate_status.code(),
-                        absl::StrCat("pid ", pid, ": ", info.locate_status.message()));
-  }
-  uint64_t bias = 0;
-  if (info.pie) {
-    absl::StatusOr<uint64_t> b = GoExeLoadBias(pid, info.inode, info.segments);
-    if (!b.ok()) return b.status();
-    bias = *b;
-  }
-  GoHeapVars rt = info.vars;
-  rt.mbuckets += bias;
-  rt.mprof_cycle += bias;
-  rt.mem_profile_rate += bias;
+  bool located_now = false;
+  const absl::StatusOr<GoHeapVars>& vars = (*exe.bin)->heap_vars(&located_now);
+  if (!vars.ok()) return with_pid(vars.status());
+  if (located_now) (vars->method == "symtab" ? by_symtab_ : by_code_).fetch_add(1);
+  return *vars;
+}
+
+absl::StatusOr<HeapSnapshot> HeapProfiler::ReadGoSnapshot(pid_t pid, std::string* how,
+                                                          const GoHeapReadLimits* limits) {
+  return ReadGo(pid, how, limits, nullptr);
+}
+
+absl::StatusOr<HeapSnapshot> HeapProfiler::ReadGo(pid_t pid, std::string* how,
+                                                  const GoHeapReadLimits* limits, GoProcess* proc) {
+  absl::StatusOr<std::shared_ptr<const GoExecutable>> exe = Exe(pid);
+  if (!exe.ok()) return exe.status();
+  absl::StatusOr<GoHeapVars> vars = HeapVars(pid, **exe);
+  if (!vars.ok()) return vars.status();
+  absl::StatusOr<GoProcess> p = GoBinaryCache::Open(pid, **exe);
+  if (!p.ok()) return p.status();
+  GoHeapVars rt = *vars;
+  rt.mbuckets += p->bias;
+  rt.mprof_cycle += p->bias;
+  rt.mem_profile_rate += p->bias;
   if (how) {
-    const GoHeapVars& v = info.vars;
+    const GoHeapVars& v = *vars;
     *how =
         absl::StrCat(v.go_version.empty() ? "Go" : v.go_version, " runtime variables located via ",
                      v.method, v.census.empty() ? "" : " (anchors agreeing " + v.census + ")",
-                     info.pie ? absl::StrCat(", PIE load bias 0x", absl::Hex(bias)) : "");
+                     p->bin->pie() ? absl::StrCat(", PIE load bias 0x", absl::Hex(p->bias)) : "");
   }
-  absl::StatusOr<std::unique_ptr<ProcessMemory>> mem = ProcessMemory::Open(pid);
-  if (!mem.ok()) return mem.status();
   const absl::Time t0 = absl::Now();
-  absl::StatusOr<HeapSnapshot> snap = ReadGoHeap(**mem, rt, limits ? *limits : limits_);
+  absl::StatusOr<HeapSnapshot> snap = ReadGoHeap(*p->mem, rt, limits ? *limits : limits_);
   if (!snap.ok()) {
     return absl::Status(snap.status().code(),
                         absl::StrCat("pid ", pid, ": ", snap.status().message()));
@@ -147,6 +90,7 @@ absl::StatusOr<HeapSnapshot> HeapProfiler::ReadGoSnapshot(pid_t pid, std::string
     last_read_micros_.store(absl::ToInt64Microseconds(absl::Now() - t0));
     last_buckets_.store(snap->records.size());
   }
+  if (proc != nullptr) *proc = *std::move(p);
   return snap;
 }
 
@@ -181,7 +125,8 @@ absl::StatusOr<std::string> HeapProfiler::Collect(pid_t pid, const HeapRequest& 
   }
   std::string how;
   const absl::Time start = absl::Now();
-  absl::StatusOr<HeapSnapshot> snap = ReadGoSnapshot(pid, &how);
+  GoProcess proc;
+  absl::StatusOr<HeapSnapshot> snap = ReadGo(pid, &how, nullptr, &proc);
   if (!snap.ok() && absl::IsUnimplemented(snap.status()) && native_factory_) {
     return CollectNative(pid, req);
   }
@@ -190,14 +135,14 @@ absl::StatusOr<std::string> HeapProfiler::Collect(pid_t pid, const HeapRequest& 
   params.kind = req.kind;
   params.comments = req.comments;
   if (req.delta > absl::ZeroDuration()) {
-    absl::StatusOr<std::shared_ptr<const ExeInfo>> before = Exe(pid);
+    absl::StatusOr<std::shared_ptr<const GoExecutable>> before = Exe(pid);
     if (absl::Status st = SleepDelta(req, &params); !st.ok()) return fail(st);
-    absl::StatusOr<std::shared_ptr<const ExeInfo>> after = Exe(pid);
+    absl::StatusOr<std::shared_ptr<const GoExecutable>> after = Exe(pid);
     if (!before.ok() || !after.ok() || (*before)->key != (*after)->key) {
       return fail(absl::AbortedError(
           absl::StrCat("pid ", pid, " exited or exec'd during the delta window")));
     }
-    absl::StatusOr<HeapSnapshot> snap1 = ReadGoSnapshot(pid, nullptr);
+    absl::StatusOr<HeapSnapshot> snap1 = ReadGo(pid, nullptr, nullptr, &proc);
     if (!snap1.ok()) return fail(snap1.status());
     params.time = absl::Now();
     params.duration = params.time - start;
@@ -218,6 +163,8 @@ absl::StatusOr<std::string> HeapProfiler::Collect(pid_t pid, const HeapRequest& 
         "pprof-sidecar: gc=1 ignored: a GC cannot be forced from outside the target; this is the "
         "profile published by its last GC");
   }
+  const GoImage image{proc.bin.get(), proc.bias, proc.exe};
+  params.go_image = &image;
   absl::StatusOr<std::string> prof = BuildHeapProfile(*snap, pid, params, symbolizer_, nullptr);
   if (!prof.ok()) return fail(prof.status());
   profiles_.fetch_add(1);
@@ -229,12 +176,13 @@ absl::StatusOr<GoTargetInfo> HeapProfiler::TargetInfo(pid_t pid) {
     std::lock_guard<std::mutex> l(mu_);
     if (info_pid_ == pid && absl::Now() - info_time_ < absl::Seconds(10)) return info_;
   }
-  absl::StatusOr<std::shared_ptr<const ExeInfo>> exe = Exe(pid);
+  absl::StatusOr<std::shared_ptr<const GoExecutable>> exe = Exe(pid);
   if (!exe.ok()) return exe.status();
   GoTargetInfo info;
-  info.is_go = (*exe)->is_go;
+  info.is_go = (*exe)->is_go();
   info.go_version = (*exe)->go_version;
-  info.symbols = (*exe)->pcln_status;
+  // A program that is not Go has no Go symbols to miss.
+  if (!absl::IsNotFound((*exe)->bin.status())) info.symbols = (*exe)->bin.status();
   if (info.is_go) {
     GoHeapReadLimits probe = limits_;
     probe.max_buckets = 64;
@@ -318,8 +266,8 @@ std::vector<std::string> HeapProfiler::NativeHealthLines(absl::string_view what,
 
 bool HeapProfiler::OnRequestFor(pid_t pid) {
   if (native_opts_.policy == MallocPolicy::kOnRequest) return true;
-  absl::StatusOr<std::shared_ptr<const ExeInfo>> exe = Exe(pid);
-  return exe.ok() && (*exe)->is_go;
+  absl::StatusOr<std::shared_ptr<const GoExecutable>> exe = Exe(pid);
+  return exe.ok() && (*exe)->is_go();
 }
 
 bool HeapProfiler::MaybeDetachIdle(pid_t pid) {
@@ -377,8 +325,8 @@ void HeapProfiler::SetTarget(std::optional<pid_t> pid) {
   // A failed attach is retried on later calls for the same pid, backing off 1 s .. 64 s.
   const absl::Time now = absl::Now();
   if (*pid == failed_pid_ && now < next_retry_) return;
-  absl::StatusOr<std::shared_ptr<const ExeInfo>> exe = Exe(*pid);
-  if (!exe.ok() || (*exe)->is_go) return;
+  absl::StatusOr<std::shared_ptr<const GoExecutable>> exe = Exe(*pid);
+  if (!exe.ok() || (*exe)->is_go()) return;
   absl::StatusOr<std::unique_ptr<NativeHeapSource>> src = native_factory_(*pid);
   if (!src.ok()) {
     native_attach_errors_.fetch_add(1);
@@ -488,9 +436,9 @@ absl::StatusOr<std::string> HeapProfiler::CollectNative(pid_t pid, const HeapReq
     }
     void Touch() { h->native_last_request_ns_.store(absl::ToUnixNanos(absl::Now())); }
   } inflight(this);
-  absl::StatusOr<std::shared_ptr<const ExeInfo>> exe = Exe(pid);
+  absl::StatusOr<std::shared_ptr<const GoExecutable>> exe = Exe(pid);
   if (!exe.ok()) return fail(exe.status());
-  if ((*exe)->is_go && !MapsCAllocator(pid)) {  // nothing to probe: no attach attempt
+  if ((*exe)->is_go() && !MapsCAllocator(pid)) {  // nothing to probe: no attach attempt
     return fail(NativeAttachError(pid, absl::NotFoundError("no C library mapped")));
   }
   bool attached_now = false;
@@ -525,7 +473,7 @@ absl::StatusOr<std::string> HeapProfiler::CollectNative(pid_t pid, const HeapReq
   } else {
     params.time = start;
   }
-  AddNativeComments(**src, attached_now, (*exe)->is_go, req, &params);
+  AddNativeComments(**src, attached_now, (*exe)->is_go(), req, &params);
   absl::StatusOr<std::string> prof = BuildHeapProfile(snap, pid, params, symbolizer_, nullptr);
   if (!prof.ok()) return fail(prof.status());
   profiles_.fetch_add(1);
@@ -533,9 +481,9 @@ absl::StatusOr<std::string> HeapProfiler::CollectNative(pid_t pid, const HeapReq
 }
 
 absl::Status HeapProfiler::NativeAttachError(pid_t pid, const absl::Status& st) {
-  absl::StatusOr<std::shared_ptr<const ExeInfo>> exe = Exe(pid);
+  absl::StatusOr<std::shared_ptr<const GoExecutable>> exe = Exe(pid);
   if (!exe.ok()) return exe.status();  // gone
-  if (!(*exe)->is_go) {
+  if (!(*exe)->is_go()) {
     return absl::Status(st.code(), absl::StrCat("pid ", pid,
                                                 " is not a Go program and its allocator could not "
                                                 "be probed: ",

@@ -42,6 +42,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "agent/goruntime/go_runtime.h"
 #include "agent/heap/go_heap.h"
 #include "agent/heap/heap_profile.h"
 #include "agent/heap/malloc_profile_state.h"
@@ -115,7 +116,10 @@ struct NativeHeapOptions {
 
 class HeapProfiler {
  public:
-  explicit HeapProfiler(ProcessSymbolizer* symbolizer, GoHeapReadLimits limits = {});
+  // Go targets' binaries come from `go_binaries`, the agent's one cache of them (its own if null).
+  explicit HeapProfiler(ProcessSymbolizer* symbolizer,
+                        std::shared_ptr<GoBinaryCache> go_binaries = nullptr,
+                        GoHeapReadLimits limits = {});
   ~HeapProfiler();
 
   // The gzipped pprof profile of `pid`. Errors: NotFound (process gone), Unimplemented (not a Go
@@ -176,13 +180,21 @@ class HeapProfiler {
   // Waits for req.delta, or less if the request is cut short (noted in params) or cancelled.
   absl::Status SleepDelta(const HeapRequest& req, HeapProfileParams* params);
 
-  struct ExeInfo;
-  absl::StatusOr<std::shared_ptr<const ExeInfo>> Exe(pid_t pid);
+  // The executable `pid` runs (the Go-runtime reader's cache).
+  absl::StatusOr<std::shared_ptr<const GoExecutable>> Exe(pid_t pid) {
+    return go_binaries_->Executable(pid);
+  }
+  // The heap profile's variables (link-time) of `exe`, which `pid` runs; errors as
+  // ReadGoSnapshot's.
+  absl::StatusOr<GoHeapVars> HeapVars(pid_t pid, const GoExecutable& exe);
+  // ReadGoSnapshot; `proc` (if not null) gets the process the buckets were read from.
+  absl::StatusOr<HeapSnapshot> ReadGo(pid_t pid, std::string* how, const GoHeapReadLimits* limits,
+                                      GoProcess* proc);
 
   ProcessSymbolizer* const symbolizer_;
+  const std::shared_ptr<GoBinaryCache> go_binaries_;
   const GoHeapReadLimits limits_;
   mutable std::mutex mu_;
-  std::map<std::string, std::shared_ptr<const ExeInfo>> exes_;  // by "dev:inode" (bounded)
   std::atomic<uint64_t> profiles_{0}, errors_{0}, by_symtab_{0}, by_code_{0}, last_buckets_{0};
   std::atomic<int64_t> last_read_micros_{0};
   pid_t info_pid_ = 0;  // TargetInfo's last answer (guarded by mu_)

@@ -16,12 +16,14 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <thread>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "agent/heap/heap_source.h"
 #include "agent/server/pprof_server.h"
 #include "agent/target/target_discovery.h"
@@ -95,6 +97,46 @@ std::string WriteFile(const std::string& path, const std::string& data) {
 int64_t Flat(const PprofSummary& s, const std::string& fn, int index) {
   auto it = s.funcs.find(fn);
   return it == s.funcs.end() ? 0 : it->second.flat[index];
+}
+
+// `name` with the type arguments of generic functions written "[...]", as the agent names them
+// (runtime/pprof before Go 1.27 writes the shapes out).
+std::string ElideTypeArgs(const std::string& name) {
+  std::string out;
+  int depth = 0;
+  for (char c : name) {
+    if (c == '[' && depth++ == 0) out += "[...";
+    if (c == ']' && --depth == 0) out += ']';
+    if (depth == 0 && c != ']') out += c;
+  }
+  return out;
+}
+
+// Sample values at `index` by stack (function names leaf first, inlined frames expanded), zero
+// samples left out.
+std::map<std::string, int64_t> ByStack(const PprofSummary& s, int index) {
+  std::map<std::string, int64_t> m;
+  for (const auto& st : s.samples) {
+    if (index >= static_cast<int>(st.values.size()) || st.values[index] == 0) continue;
+    std::vector<std::string> frames;
+    for (const std::string& f : st.frames) frames.push_back(ElideTypeArgs(f));
+    m[absl::StrJoin(frames, " < ")] += st.values[index];
+  }
+  return m;
+}
+
+// The stacks whose values differ, one line each: "ours <value> go <value>: <stack>".
+std::string StackDifferences(const std::map<std::string, int64_t>& ours,
+                             const std::map<std::string, int64_t>& go) {
+  std::map<std::string, std::pair<int64_t, int64_t>> both;
+  for (const auto& [k, v] : ours) both[k].first = v;
+  for (const auto& [k, v] : go) both[k].second = v;
+  std::string out;
+  for (const auto& [k, v] : both) {
+    if (v.first != v.second)
+      absl::StrAppend(&out, "ours ", v.first, " go ", v.second, ": ", k, "\n");
+  }
+  return out;
 }
 
 int Index(const PprofSummary& s, const std::string& type) {
@@ -211,6 +253,13 @@ TEST_P(HeapGoTest, MatchesTheTargetsOwnHeapProfile) {
   }
   EXPECT_EQ(big, Flat(*g, "main.bigSite", alloc));
   EXPECT_EQ(small, Flat(*g, "main.smallSite", alloc));
+  // Stack by stack (function names leaf first, inlined callers included: net/http's, the
+  // runtime's), the same values as Go's own profile: the same leading runtime frames hidden and
+  // the PCs Go records for inlined callers folded into the same locations.
+  for (int index : {alloc, inuse}) {
+    EXPECT_EQ(StackDifferences(ByStack(*s, index), ByStack(*g, index)), "")
+        << s->sample_types[index].type;
+  }
   printf("go%s %s: inuse_space %lld (Go's own %lld), alloc_space %lld (Go's own %lld)\n",
          version.c_str(), variant.c_str(), static_cast<long long>(s->totals[inuse]),
          static_cast<long long>(g->totals[inuse]), static_cast<long long>(s->totals[alloc]),

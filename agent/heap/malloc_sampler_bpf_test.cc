@@ -616,10 +616,10 @@ TEST(MallocSamplerBpfTest, CpuStacksThroughProbedAllocatorCalls) {
   auto cpu = NewBpfCpuSampler();
   ASSERT_TRUE(cpu.ok()) << cpu.status();
   std::mutex mu;
-  std::vector<CpuSample> samples;
+  std::vector<StackSample> samples;
   ASSERT_TRUE((*cpu)
                   ->Start(1000,
-                          [&](const CpuSample& s) {
+                          [&](const StackSample& s) {
                             std::lock_guard<std::mutex> l(mu);
                             samples.push_back(s);
                           })
@@ -632,7 +632,7 @@ TEST(MallocSamplerBpfTest, CpuStacksThroughProbedAllocatorCalls) {
   std::unique_ptr<ProcessSymbolizer::Session> session = symbolizer.NewSession(t.pid());
   size_t in_allocator = 0, through_run = 0, with_uret = 0, trampolines = 0;
   std::lock_guard<std::mutex> l(mu);
-  for (CpuSample& s : samples) {
+  for (StackSample& s : samples) {
     with_uret += !s.regs.uret_returns.empty();
     unwinder.Reduce(&s);
     bool allocator = false, run = false;

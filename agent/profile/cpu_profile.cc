@@ -56,14 +56,14 @@ bool IsThreadRootFunction(const std::string& name) {
   return kRoots.count(name) > 0;
 }
 
-absl::StatusOr<std::string> BuildCpuProfile(const std::vector<CpuSample>& samples,
+absl::StatusOr<std::string> BuildCpuProfile(const std::vector<StackSample>& samples,
                                             const CpuProfileParams& params,
                                             ProcessSymbolizer* symbolizer,
                                             CpuProfileReport* report) {
   // Unwinding happens in the unwinder: copies of the samples are reduced as the agent's reader
   // thread reduces them, then built like any window's samples.
-  std::vector<CpuSample> reduced = samples;
-  std::vector<const CpuSample*> ptrs;
+  std::vector<StackSample> reduced = samples;
+  std::vector<const StackSample*> ptrs;
   std::vector<std::shared_ptr<const ProcessSymbolizer::MapsSnapshot>> maps(reduced.size());
   SampleUnwinder unwinder(symbolizer);
   for (size_t i = 0; i < reduced.size(); ++i) {
@@ -78,7 +78,7 @@ namespace {
 // Adds the kernel part of `s` (leaf first) to `locs`. Without kernel symbols (their addresses
 // are hidden from the agent without CAP_SYSLOG) a sample's kernel frames are one "[kernel]"
 // frame: addresses alone would tell the reader nothing but the kernel's randomized base.
-void AddKernelFrames(const CpuSample& s, bool kernel_names, LocationTable* table,
+void AddKernelFrames(const StackSample& s, bool kernel_names, LocationTable* table,
                      LocationTable::Image* image, std::vector<uint64_t>* locs,
                      CpuProfileReport* rep) {
   if (s.kernel_ips.empty()) return;
@@ -119,17 +119,17 @@ std::string AddUserFrames(const std::vector<uint64_t>& ips, LocationTable* table
 }
 
 // Counts whether the sample's stack reaches a thread root, and if not, why.
-void CountStackEnd(const CpuSample& s, const std::string& root_fn, CpuProfileReport* rep) {
-  const UnwindStop stop = static_cast<UnwindStop>(s.unwind_stop);
-  if (s.user_unwound) {
+void CountStackEnd(const StackSample& s, const std::string& root_fn, CpuProfileReport* rep) {
+  const UnwindStop stop = static_cast<UnwindStop>(s.unwound.stop);
+  if (s.unwound.done) {
     ++rep->samples_unwound;
-    if (s.unwind_stitched) ++rep->samples_stitched;
+    if (s.unwound.stitched) ++rep->samples_stitched;
   }
-  if (IsThreadRootFunction(root_fn) || (s.user_unwound && stop == UnwindStop::kEndOfStack)) {
+  if (IsThreadRootFunction(root_fn) || (s.unwound.done && stop == UnwindStop::kEndOfStack)) {
     ++rep->samples_reaching_root;
     return;
   }
-  if (!s.user_unwound) {
+  if (!s.unwound.done) {
     ++rep->not_root_frame_pointers;
     return;
   }
@@ -184,7 +184,7 @@ void AddCpuComments(const CpuProfileParams& params, const CpuProfileReport& rep,
 }  // namespace
 
 absl::StatusOr<std::string> BuildCpuProfile(
-    const std::vector<const CpuSample*>& samples, const CpuProfileParams& params,
+    const std::vector<const StackSample*>& samples, const CpuProfileParams& params,
     ProcessSymbolizer* symbolizer, CpuProfileReport* report,
     const std::vector<std::shared_ptr<const ProcessSymbolizer::MapsSnapshot>>* maps) {
   CpuProfileReport local;
@@ -204,7 +204,7 @@ absl::StatusOr<std::string> BuildCpuProfile(
   std::vector<uint64_t> locs;
   std::vector<pprof_encoder::Label> labels;  // the goroutine's pprof labels, as runtime/pprof
   for (size_t si = 0; si < samples.size(); ++si) {
-    const CpuSample& s = *samples[si];
+    const StackSample& s = *samples[si];
     LocationTable::Image* image =
         table.ImageOf(s.pid, maps != nullptr && si < maps->size() ? (*maps)[si] : kNow);
     ++rep.samples;
@@ -214,7 +214,7 @@ absl::StatusOr<std::string> BuildCpuProfile(
     // for it, only the sampled pc is kept.
     std::vector<uint64_t> leaf_only;
     const std::vector<uint64_t>* ips = &s.user_ips;
-    if (!s.user_unwound && s.fp_walk_scanned && ips->size() > 1) {
+    if (!s.unwound.done && s.fp_walk_scanned && ips->size() > 1) {
       leaf_only.push_back(ips->front());
       ips = &leaf_only;
     }

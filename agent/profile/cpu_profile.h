@@ -1,7 +1,7 @@
 // Turning raw CPU samples into a pprof CPU profile identical in shape to what Go's
 // runtime/pprof writes: sample types samples/count and cpu/nanoseconds, period type
 // cpu/nanoseconds, period 1e9/hz, locations with multi-Line inline expansion, mappings with build
-// ids, the goroutine's pprof labels (CpuSample::labels) as string labels of its samples. Kernel
+// ids, the goroutine's pprof labels (StackSample::labels) as string labels of its samples. Kernel
 // frames (no mapping) sit on top of the user frames of the same sample; their locations have
 // address 0 (the name is kept; a raw kernel address would reveal the kernel's KASLR offset to every
 // reader of the profile), and an unsymbolized one is named "[kernel]".
@@ -66,7 +66,7 @@ bool IsThreadRootFunction(const std::string& name);
 // Builds, validates and gzips the profile. `samples` may come from several pids (a target that
 // restarted during the window); each pid is symbolized against its own mappings. The samples are
 // reduced by a SampleUnwinder first (on copies), as the agent reduces them on arrival.
-absl::StatusOr<std::string> BuildCpuProfile(const std::vector<CpuSample>& samples,
+absl::StatusOr<std::string> BuildCpuProfile(const std::vector<StackSample>& samples,
                                             const CpuProfileParams& params,
                                             ProcessSymbolizer* symbolizer,
                                             CpuProfileReport* report);
@@ -75,7 +75,7 @@ absl::StatusOr<std::string> BuildCpuProfile(const std::vector<CpuSample>& sample
 // With `maps` (one per sample, from SampleUnwinder::Reduce; null entries allowed) each sample is
 // symbolized against the mappings its process had when it was taken, else against those read now.
 absl::StatusOr<std::string> BuildCpuProfile(
-    const std::vector<const CpuSample*>& samples, const CpuProfileParams& params,
+    const std::vector<const StackSample*>& samples, const CpuProfileParams& params,
     ProcessSymbolizer* symbolizer, CpuProfileReport* report,
     const std::vector<std::shared_ptr<const ProcessSymbolizer::MapsSnapshot>>* maps = nullptr);
 

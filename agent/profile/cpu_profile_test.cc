@@ -33,7 +33,7 @@ testing::PprofSummary BuildWithKallsyms(const std::string& kallsyms_text) {
   ProcessSymbolizer::Options so;
   so.kallsyms_path = dir + "/kallsyms";
   ProcessSymbolizer symbolizer(so);
-  CpuSample s;
+  StackSample s;
   s.pid = s.tid = static_cast<uint32_t>(getpid());
   s.user_ips = {reinterpret_cast<uint64_t>(&CpuProfileTestLeaf) + 1};
   s.kernel_ips = {0xffffffff81000123, 0xffffffff81000456};
@@ -96,7 +96,7 @@ TEST(CpuProfileTest, KernelFramesHaveNamesButNoAddresses) {
     if (s->module.empty() && names.insert(s->name).second) kernel.push_back(a);
   }
   const uint64_t outside = 0x1000;  // not a kernel address: unsymbolized
-  CpuSample s;
+  StackSample s;
   s.pid = s.tid = static_cast<uint32_t>(getpid());
   s.kernel_ips = {kernel[0], kernel[1], outside};
   s.user_ips = {reinterpret_cast<uint64_t>(&getpid)};
@@ -132,10 +132,10 @@ TEST(CpuProfileTest, KernelFramesHaveNamesButNoAddresses) {
 TEST(CpuProfileTest, SampleLabelsAreStringLabels) {
   const std::string dir = testing::MakeTempDir("cpu-profile-test");
   ProcessSymbolizer symbolizer;
-  CpuSample s;
+  StackSample s;
   s.pid = s.tid = static_cast<uint32_t>(getpid());
   s.user_ips = {reinterpret_cast<uint64_t>(&CpuProfileTestLeaf) + 1};
-  CpuSample a = s, b = s;
+  StackSample a = s, b = s;
   a.labels = std::make_shared<const SampleLabels>(SampleLabels{{"job", "x"}, {"worker", "a"}});
   b.labels = std::make_shared<const SampleLabels>(SampleLabels{{"job", "x"}, {"worker", "b"}});
   CpuProfileParams p;

@@ -13,7 +13,7 @@ namespace pprof_sidecar {
 
 // A sample as windows keep it: reduced, with the mappings its process had then.
 struct CpuProfiler::Delivered {
-  CpuSample sample;
+  StackSample sample;
   std::shared_ptr<const ProcessSymbolizer::MapsSnapshot> maps;
 };
 
@@ -151,7 +151,7 @@ absl::Status CpuProfiler::Acquire() {
       if (absl::Status st = CreateSamplerLocked(); !st.ok()) return st;
     }
     absl::Status st = sampler_->SetSampleTargets(SampleTargetsLocked());
-    if (st.ok()) st = sampler_->Start(hz_, [this](const CpuSample& x) { Deliver(x); });
+    if (st.ok()) st = sampler_->Start(hz_, [this](const StackSample& x) { Deliver(x); });
     if (!st.ok()) {
       AddStats(sampler_->stats(), &base_stats_);
       sampler_.reset();
@@ -172,7 +172,7 @@ void CpuProfiler::Release() {
   if (sampler_) sampler_->Stop();
 }
 
-void CpuProfiler::Deliver(const CpuSample& s) {
+void CpuProfiler::Deliver(const StackSample& s) {
   auto reduced = std::make_shared<Delivered>();
   reduced->sample = s;
   {
@@ -258,7 +258,7 @@ absl::StatusOr<std::string> CpuProfiler::Collect(absl::Duration duration, const 
   p.duration = actual;
   p.comments = std::move(comments);
   CpuProfileReport rep;
-  std::vector<const CpuSample*> samples;
+  std::vector<const StackSample*> samples;
   std::vector<std::shared_ptr<const ProcessSymbolizer::MapsSnapshot>> maps;
   samples.reserve(w.samples.size());
   maps.reserve(w.samples.size());

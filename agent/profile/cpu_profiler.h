@@ -106,7 +106,7 @@ class CpuProfiler {
   absl::Status Acquire();              // refcounted sampler start
   absl::Status CreateSamplerLocked();  // with sampler_mu_ held, when sampler_ is null
   void Release();
-  void Deliver(const CpuSample& s);
+  void Deliver(const StackSample& s);
   std::vector<SampleTarget> SampleTargetsLocked() const;  // with sampler_mu_ held
 
   const SamplerFactory factory_;

@@ -53,7 +53,7 @@ struct SamplerInfo {
 
 class CpuSampler {
  public:
-  using Sink = std::function<void(const CpuSample&)>;
+  using Sink = std::function<void(const StackSample&)>;
   virtual ~CpuSampler() = default;
 
   // Starts sampling every target thread once per 1/hz s of its CPU time (see
@@ -64,7 +64,7 @@ class CpuSampler {
   // their threads are ever recorded; an empty set records nothing. Can be called any time.
   virtual absl::Status SetTargets(const std::vector<uint32_t>& tgids) = 0;
   // The same with what to read of each target besides stacks: for Go targets with label fields,
-  // every sample records the running goroutine's label pointer (CpuSample::go_labels). Default
+  // every sample records the running goroutine's label pointer (StackSample::go_labels). Default
   // (samplers that record no labels): SetTargets of the tgids.
   virtual absl::Status SetSampleTargets(const std::vector<SampleTarget>& targets) {
     std::vector<uint32_t> tgids;

@@ -20,7 +20,7 @@ class SampleLabeler {
   // program, a release without a known layout). May open the process's executable: slow the
   // first time for a binary. Also forgets what was cached for an earlier process with that pid.
   virtual std::optional<GoLabelFields> Fields(uint32_t pid) = 0;
-  // The label set at runtime address `ptr` (CpuSample::go_labels) in `pid`, read now; null if
+  // The label set at runtime address `ptr` (StackSample::go_labels) in `pid`, read now; null if
   // it cannot be read (the process is gone, the memory no longer holds a label set) or Fields was
   // not asked for `pid`. Thread-safe.
   virtual std::shared_ptr<const SampleLabels> Labels(uint32_t pid, uint64_t ptr) = 0;

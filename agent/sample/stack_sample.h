@@ -63,10 +63,12 @@ struct SampleTarget {
   GoLabelFields go;
 };
 
-// One CPU sample of one target thread. Stacks are leaf first. user_ips are from the kernel's
-// frame-pointer walk; `user_stack` holds a copy of the top of the user stack starting at regs.sp
-// (possibly empty) for the CFI/pclntab unwinder.
-struct CpuSample {
+// One sample of one target thread, as a sampler delivers it: a CPU sample (perf event or tick)
+// or an allocation's stack (malloc sampler). Stacks are leaf first. user_ips are from the
+// frame-pointer walk; `user_stack` holds a copy of the top of the user stack starting at
+// regs.sp (possibly empty) for the CFI/pclntab unwinder, which reduces the sample in place and
+// records how in `unwound`.
+struct StackSample {
   uint32_t pid = 0;      // tgid in the agent's pid namespace
   uint32_t tid = 0;      // thread id in the agent's pid namespace
   uint64_t time_ns = 0;  // CLOCK_MONOTONIC (bpf_ktime_get_ns)
@@ -88,12 +90,16 @@ struct CpuSample {
   // The frame pointer user_ips[1..] were walked from when it is not regs.bp (0: regs.bp): for C
   // code called from Go through cgo, the goroutine's at the switch to the g0 stack.
   uint64_t fp_walk_bp = 0;
-  // Set once the sample has been unwound (SampleUnwinder, agent/profile/cpu_profile.h): user_ips
-  // then hold the unwound stack, user_stack is empty, and unwind_stop is the UnwindStop value
-  // (agent/unwind/unwinder.h) at which the unwinder ended.
-  bool user_unwound = false;
-  bool unwind_stitched = false;  // the unwound stack was completed from the frame-pointer walk
-  uint8_t unwind_stop = 0;
+  // The unwinder's result (SampleUnwinder, agent/unwind/sample_unwinder.h). Once `done`,
+  // user_ips hold the unwound stack and user_stack is empty; `stop` is the UnwindStop value
+  // (agent/unwind/unwinder.h) at which the unwinder ended; `stitched`: the stack was completed
+  // from the frame-pointer walk.
+  struct Unwound {
+    bool done = false;
+    bool stitched = false;
+    uint8_t stop = 0;
+  };
+  Unwound unwound;
   // Go targets (SampleTarget::go): the runtime address of the label set of the goroutine the
   // sampled thread ran (g.m.curg.labels, as Go's own profiler takes it), 0 if none; `labels`
   // is that set once read from the target (null: none, or not readable).

@@ -1,6 +1,6 @@
 // BPF implementation of CpuSampler: the scheduler tick (`cpu_tick`) or per-CPU software cpu-clock
 // perf events (`cpu_sample`) run a program of bpf/cpu_sampler.bpf.c that filters by target tgid
-// and emits records to a ring buffer; a reader thread converts them to CpuSample for the sink.
+// and emits records to a ring buffer; a reader thread converts them to StackSample for the sink.
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
@@ -169,7 +169,7 @@ class BpfCpuSampler : public CpuSampler {
   BpfCpuSampler() = default;
   static int HandleRecord(void* ctx, void* data, size_t size);
   // Strips the tick interrupt's own frames from a tick sample's kernel stack.
-  void StripTickFrames(CpuSample* s) const;
+  void StripTickFrames(StackSample* s) const;
   // Opens, configures and loads the program (the tick program too when `tick`) into skel_.
   absl::Status Load(const BpfCpuSamplerOptions& options, bool compat, bool tick, uint32_t rb);
   // Attaches the loaded tick program, learns which hrtimer is the tick and checks that the
@@ -502,7 +502,7 @@ int BpfCpuSampler::HandleRecord(void* ctx, void* data, size_t size) {
     self->after_stop_.fetch_add(1, std::memory_order_relaxed);
     return 0;
   }
-  CpuSample s;
+  StackSample s;
   s.pid = rec->pid;
   s.tid = rec->tid;
   s.time_ns = rec->time_ns;
@@ -545,7 +545,7 @@ int BpfCpuSampler::HandleRecord(void* ctx, void* data, size_t size) {
   return 0;
 }
 
-void BpfCpuSampler::StripTickFrames(CpuSample* s) const {
+void BpfCpuSampler::StripTickFrames(StackSample* s) const {
   // The tick's stack runs from the tick's handler through the timer interrupt to its entry stub;
   // the frames after the stub are those of the interrupted kernel code.
   auto& ips = s->kernel_ips;

@@ -170,12 +170,12 @@ int CountFds(const std::string& what) {
 class Collector {
  public:
   CpuSampler::Sink sink() {
-    return [this](const CpuSample& s) {
+    return [this](const StackSample& s) {
       std::lock_guard<std::mutex> l(mu_);
       samples_.push_back(s);
     };
   }
-  std::vector<CpuSample> samples() {
+  std::vector<StackSample> samples() {
     std::lock_guard<std::mutex> l(mu_);
     return samples_;
   }
@@ -186,7 +186,7 @@ class Collector {
 
  private:
   std::mutex mu_;
-  std::vector<CpuSample> samples_;
+  std::vector<StackSample> samples_;
 };
 
 void SleepMs(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
@@ -285,10 +285,10 @@ TEST_P(SamplerRateTest, SamplesOnlyTargetWithTrueProportions) {
   (*sampler)->Stop();
   other.Kill();
 
-  const std::vector<CpuSample> samples = col.samples();
+  const std::vector<StackSample> samples = col.samples();
   const double expected = hz * cpu_s;
   uint64_t in_text = 0, hot = 0, cold = 0, caller_ok = 0, with_user = 0, weight = 0, records = 0;
-  for (const CpuSample& s : samples) {
+  for (const StackSample& s : samples) {
     ASSERT_EQ(s.pid, static_cast<uint32_t>(target_pid));
     ASSERT_NE(s.pid, static_cast<uint32_t>(other_pid));
     ASSERT_TRUE(tids.count(s.tid)) << s.tid;
@@ -334,18 +334,16 @@ TEST_P(SamplerRateTest, SamplesOnlyTargetWithTrueProportions) {
 }
 
 // 1000 Hz at the tick: weighted samples at the tick rate (HZ <= 1000).
-INSTANTIATE_TEST_SUITE_P(Rates, SamplerRateTest,
-                         ::testing::Values(RateCase{100, Clock::kAuto},
-                                           RateCase{100, Clock::kPerfCpuClock},
-                                           RateCase{1000, Clock::kAuto},
-                                           RateCase{1000, Clock::kTick},
-                                           RateCase{100, Clock::kAuto, Variant::kCompat},
-                                           RateCase{100, Clock::kPerfCpuClock, Variant::kCompat}),
-                         [](const ::testing::TestParamInfo<RateCase>& i) {
-                           return absl::StrCat(i.param.hz, "Hz_", ClockName(i.param.clock),
-                                               i.param.variant == Variant::kCompat ? "_compat"
-                                                                                   : "");
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Rates, SamplerRateTest,
+    ::testing::Values(RateCase{100, Clock::kAuto}, RateCase{100, Clock::kPerfCpuClock},
+                      RateCase{1000, Clock::kAuto}, RateCase{1000, Clock::kTick},
+                      RateCase{100, Clock::kAuto, Variant::kCompat},
+                      RateCase{100, Clock::kPerfCpuClock, Variant::kCompat}),
+    [](const ::testing::TestParamInfo<RateCase>& i) {
+      return absl::StrCat(i.param.hz, "Hz_", ClockName(i.param.clock),
+                          i.param.variant == Variant::kCompat ? "_compat" : "");
+    });
 
 class KernelStackTest : public ::testing::TestWithParam<std::pair<Clock, Variant>> {};
 
@@ -376,8 +374,8 @@ TEST_P(KernelStackTest, KernelStacksForSyscallHeavyTarget) {
   (*sampler)->Stop();
 
   size_t in_kernel = 0, kstack_ok = 0, ustack_ok = 0, irq_frames = 0, read_path = 0;
-  const std::vector<CpuSample> samples = col.samples();
-  for (const CpuSample& s : samples) {
+  const std::vector<StackSample> samples = col.samples();
+  for (const StackSample& s : samples) {
     if (!s.in_kernel) {
       EXPECT_TRUE(s.kernel_ips.empty());
       continue;
@@ -446,8 +444,8 @@ TEST(BpfCpuSamplerTest, UserStackCopyMatchesFramePointerWalk) {
   target.Wait();
   (*sampler)->Stop();
   size_t checked = 0, matched = 0, copied = 0;
-  const std::vector<CpuSample> samples = col.samples();
-  for (const CpuSample& s : samples) {
+  const std::vector<StackSample> samples = col.samples();
+  for (const StackSample& s : samples) {
     EXPECT_LE(s.user_stack.size(), 4096u);
     copied += !s.user_stack.empty();
     if (s.in_kernel || s.user_ips.size() < 2 || s.regs.ip != s.user_ips[0]) continue;
@@ -535,7 +533,7 @@ TEST(BpfCpuSamplerTest, SetTargetsEmptyStopsDeliveryAndStopCleansUp) {
 TEST(BpfCpuSamplerTest, InvalidArguments) {
   auto sampler = NewBpfCpuSampler();
   ASSERT_TRUE(sampler.ok()) << sampler.status();
-  EXPECT_EQ((*sampler)->Start(0, [](const CpuSample&) {}).code(),
+  EXPECT_EQ((*sampler)->Start(0, [](const StackSample&) {}).code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ((*sampler)->Start(100, nullptr).code(), absl::StatusCode::kInvalidArgument);
   BpfCpuSamplerOptions bad;
@@ -577,9 +575,9 @@ TEST(BpfCpuSamplerTest, TargetInNestedPidNamespace) {
   unshare.Release();
   const double cpu_s = unshare.Wait();
   (*sampler)->Stop();
-  const std::vector<CpuSample> samples = col.samples();
+  const std::vector<StackSample> samples = col.samples();
   size_t hot = 0, weight = 0;
-  for (const CpuSample& s : samples) {
+  for (const StackSample& s : samples) {
     ASSERT_EQ(s.pid, inner);
     ASSERT_TRUE(tids.count(s.tid)) << s.tid;
     weight += s.weight;

@@ -147,7 +147,7 @@ class BpfMallocSampler : public NativeHeapSource {
   // AllocStackUnwinder over the CPU profiles' SampleUnwinder (called under mu_).
   bool Unwind(const AllocRegs& r, absl::string_view stack, const std::vector<uint64_t>& fp_ips,
               std::vector<uint64_t>* out) {
-    CpuSample s;
+    StackSample s;
     s.pid = static_cast<uint32_t>(pid_);
     s.regs.ip = r.ip;
     s.regs.sp = r.sp;
@@ -156,7 +156,7 @@ class BpfMallocSampler : public NativeHeapSource {
     s.user_stack.assign(stack.data(), stack.size());
     s.user_ips = fp_ips;
     unwinder_->Reduce(&s);
-    if (!s.user_unwound || s.user_ips.empty()) return false;
+    if (!s.unwound.done || s.user_ips.empty()) return false;
     *out = std::move(s.user_ips);
     (*out)[0] = r.ip;  // a return address, not an interrupted pc
     return true;

@@ -40,7 +40,7 @@ struct BpfCpuSamplerOptions {
   // (5.17), bpf_task_pt_regs (5.15), task storage (5.11). kAuto probes the kernel.
   enum class Variant { kAuto, kDefault, kCompat };
   Variant variant = Variant::kAuto;
-  // Most bytes of user stack copied at each sample into CpuSample::user_stack (from regs.sp
+  // Most bytes of user stack copied at each sample into StackSample::user_stack (from regs.sp
   // upward), for CFI/pclntab unwinders. 0 disables the copy. Multiple of 8, at most 16384.
   uint32_t user_stack_bytes = 8192;
   // Copy only up to the end of the stack when the program can find it: the running goroutine's
@@ -48,7 +48,7 @@ struct BpfCpuSamplerOptions {
   // user_stack_bytes (shortened only where the read would fault).
   bool bound_copy_go = true;
   bool bound_copy_vma = true;
-  // The kernel's frame-pointer walk of the user stack (CpuSample::user_ips). The unwinder uses it
+  // The kernel's frame-pointer walk of the user stack (StackSample::user_ips). The unwinder uses it
   // to complete stacks it cannot finish from the copy (Go stack switches).
   bool user_frame_pointer_walk = true;
   // 0: every record wakes the reader thread. Else records are submitted without a wakeup until
@@ -66,7 +66,7 @@ struct BpfCpuSamplerOptions {
   int expected_hz = 100;
   // When the sampled rbp cannot start a frame-pointer chain (code that uses rbp as a general
   // register: Go <= 1.20's crypto assembly, C built without frame pointers), the walk starts at
-  // the first frame record in the stack copy instead (CpuSample::fp_walk_scanned). It lets the
+  // the first frame record in the stack copy instead (StackSample::fp_walk_scanned). It lets the
   // unwinder complete stacks deeper than the copy: the chain continues past its end.
   bool scan_for_frame_record = true;
 };

@@ -34,7 +34,7 @@ class FakeCpuSampler : public CpuSampler {
           targets = targets_;
         }
         for (uint32_t pid : targets) {
-          CpuSample s;
+          StackSample s;
           s.pid = s.tid = pid;
           s.user_ips = stack_;
           s.weight = weight_;

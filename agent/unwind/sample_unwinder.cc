@@ -59,7 +59,7 @@ SampleUnwinder::SampleUnwinder(ProcessSymbolizer* symbolizer, UnwindTableCache* 
 
 SampleUnwinder::~SampleUnwinder() = default;
 
-void SampleUnwinder::Reduce(CpuSample* s,
+void SampleUnwinder::Reduce(StackSample* s,
                             std::shared_ptr<const ProcessSymbolizer::MapsSnapshot>* maps) {
   if (symbolizer_ == nullptr) return;
   const bool unwind = !s->user_stack.empty() && s->regs.sp != 0 && s->regs.ip != 0;
@@ -110,9 +110,9 @@ void SampleUnwinder::Reduce(CpuSample* s,
     opts.fp_ips_bp = s->fp_walk_bp;
     Unwind(s->regs, s->user_stack, s->user_ips, &lookup, opts, &r);
     s->user_ips.assign(r.ips.begin(), r.ips.end());
-    s->user_unwound = true;
-    s->unwind_stitched = r.stitched_frames > 0;
-    s->unwind_stop = static_cast<uint8_t>(r.stop);
+    s->unwound.done = true;
+    s->unwound.stitched = r.stitched_frames > 0;
+    s->unwound.stop = static_cast<uint8_t>(r.stop);
     std::string().swap(s->user_stack);
   }
   if (maps != nullptr) {

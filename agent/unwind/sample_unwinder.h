@@ -26,14 +26,15 @@ class SampleUnwinder {
   explicit SampleUnwinder(ProcessSymbolizer* symbolizer, UnwindTableCache* tables = nullptr,
                           absl::Duration maps_refresh = absl::Seconds(1));
   ~SampleUnwinder();
-  // Unwinds `s` in place if it carries a stack copy (sets user_unwound, unwind_stop,
-  // unwind_stitched; clears user_stack); else leaves it as is. A sample taken while the kernel
+  // Unwinds `s` in place if it carries a stack copy (sets s->unwound; clears user_stack); else
+  // leaves it as is. A sample taken while the kernel
   // handled a user breakpoint (a uprobe: its kernel stack was entered at asm_exc_int3) starts at
   // the int3, one byte before the saved user ip, where the probed instruction has not run yet.
   // If `maps` is given, sets it to the mappings (and binaries) the sample's process had when it
   // arrived, to symbolize it against them later (a process that exec'd since keeps its old
   // image); one snapshot is shared by consecutive samples until the file mappings change.
-  void Reduce(CpuSample* s, std::shared_ptr<const ProcessSymbolizer::MapsSnapshot>* maps = nullptr);
+  void Reduce(StackSample* s,
+              std::shared_ptr<const ProcessSymbolizer::MapsSnapshot>* maps = nullptr);
   // Opens pid's binaries and builds their unwinding tables now (e.g. when the target is found),
   // so that neither the first samples nor the first profile pay for it. DWARF is left for the
   // first profile whose samples land in a binary: most binaries never need it, and its indexes

@@ -85,7 +85,7 @@ Profiled ProfileTarget(const std::vector<std::string>& argv, const std::string& 
   EXPECT_TRUE(sampler.ok()) << sampler.status();
   if (!sampler.ok()) return out;
   std::mutex mu;
-  std::vector<CpuSample> samples, reduced;
+  std::vector<StackSample> samples, reduced;
   ProcessSymbolizer symbolizer;
   // As the agent does (CpuProfiler): each sample is unwound as it arrives and only its PCs are
   // kept; the raw samples are kept too for the frame-pointer-only "before" figure.
@@ -93,8 +93,8 @@ Profiled ProfileTarget(const std::vector<std::string>& argv, const std::string& 
   unwinder.Warm(static_cast<uint32_t>(child.pid));
   EXPECT_TRUE((*sampler)->SetTargets({static_cast<uint32_t>(child.pid)}).ok());
   const absl::Time start = absl::Now();
-  auto st = (*sampler)->Start(kHz, [&](const CpuSample& s) {
-    CpuSample r = s;
+  auto st = (*sampler)->Start(kHz, [&](const StackSample& s) {
+    StackSample r = s;
     unwinder.Reduce(&r);
     std::lock_guard<std::mutex> l(mu);
     samples.push_back(s);
@@ -104,7 +104,7 @@ Profiled ProfileTarget(const std::vector<std::string>& argv, const std::string& 
   absl::SleepFor(absl::Seconds(kSeconds));
   (*sampler)->Stop();
   out.samples = samples.size();
-  for (const CpuSample& r : reduced) {
+  for (const StackSample& r : reduced) {
     EXPECT_TRUE(r.user_stack.empty());  // windows keep PCs, not stack copies
   }
 
@@ -112,7 +112,7 @@ Profiled ProfileTarget(const std::vector<std::string>& argv, const std::string& 
   params.hz = kHz;
   params.start = start;
   params.duration = absl::Seconds(kSeconds);
-  auto write_and_summarize = [&](const std::vector<CpuSample>& ss, const std::string& name,
+  auto write_and_summarize = [&](const std::vector<StackSample>& ss, const std::string& name,
                                  CpuProfileReport* rep, PprofSummary* sum) {
     const absl::Time t0 = absl::Now();
     auto prof = BuildCpuProfile(ss, params, &symbolizer, rep);
@@ -125,7 +125,7 @@ Profiled ProfileTarget(const std::vector<std::string>& argv, const std::string& 
     ASSERT_TRUE(s.ok()) << s.status();
     *sum = *std::move(s);
   };
-  std::vector<CpuSample> fp_only = samples;
+  std::vector<StackSample> fp_only = samples;
   for (auto& s : fp_only) s.user_stack.clear();
   write_and_summarize(fp_only, "before", &out.before_report, &out.before);
   write_and_summarize(reduced, "after", &out.after_report, &out.after);

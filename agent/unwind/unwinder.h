@@ -58,7 +58,7 @@ class UnwindCodeLookup {
 
 struct UnwindOptions {
   size_t max_frames = 127;
-  // fp_ips did not start at regs.bp (CpuSample::fp_walk_scanned): only a part of it that
+  // fp_ips did not start at regs.bp (StackSample::fp_walk_scanned): only a part of it that
   // continues a return address the unwinder found is used.
   bool fp_ips_scanned = false;
   // The frame pointer fp_ips[1..] were walked from, when it is not regs.bp (0: regs.bp). The walk
@@ -68,7 +68,7 @@ struct UnwindOptions {
 };
 
 struct UnwindResult {
-  // Leaf first, like CpuSample::user_ips: ips[0] is the sampled pc, callers are return
+  // Leaf first, like StackSample::user_ips: ips[0] is the sampled pc, callers are return
   // addresses (the pc interrupted by a signal is stored + 1 so that callers' "- 1" lands on it).
   std::vector<uint64_t> ips;
   UnwindStop stop = UnwindStop::kEndOfStack;
@@ -77,7 +77,7 @@ struct UnwindResult {
 };
 
 // Unwinds one sample. `stack` holds the user stack memory starting at regs.sp. `fp_ips` is the
-// kernel's frame-pointer walk (CpuSample::user_ips), used only to stitch. `out->ips` is reused
+// kernel's frame-pointer walk (StackSample::user_ips), used only to stitch. `out->ips` is reused
 // (no allocation once its capacity suffices).
 void Unwind(const UserRegs& regs, absl::string_view stack, const std::vector<uint64_t>& fp_ips,
             UnwindCodeLookup* lookup, const UnwindOptions& options, UnwindResult* out);
