@@ -475,6 +475,7 @@ int Run() {
     mopts.max_live = static_cast<uint32_t>(FLAGS_heap_max_live);
     mopts.symbolizer = &symbolizer;
     mopts.unwind_tables = &unwind_tables;
+    mopts.go_binaries = go_binaries.get();
     mopts.uprobe_sessions = FLAGS_malloc_uprobe_sessions;
     mopts.stack_copy_bytes = static_cast<uint32_t>(std::max(0, FLAGS_user_stack_bytes));
     NativeHeapOptions nopts;

@@ -202,10 +202,11 @@ class BpfMallocSampler : public NativeHeapSource {
 
 // A Go executable (cgo): the runtime's struct offsets of its release, with which the BPF program
 // continues a C allocation's stack into the goroutine that called C (cgo_goroutine_bp). Left at
-// 0 (no such walk) for other executables and releases without a layout.
-void SetGoOffsets(pid_t pid, heap_sampler_bpf* skel) {
+// 0 (no such walk) for other executables and releases without a layout. `cache` may be null.
+void SetGoOffsets(pid_t pid, GoBinaryCache* cache, heap_sampler_bpf* skel) {
   absl::StatusOr<std::shared_ptr<const GoBinary>> bin =
-      GoBinary::Open(absl::StrCat("/proc/", pid, "/exe"));
+      cache != nullptr ? cache->BinaryOf(pid)
+                       : GoBinary::Open(absl::StrCat("/proc/", pid, "/exe"));
   if (!bin.ok()) return;
   absl::StatusOr<GoLayout> l = (*bin)->layout();
   if (!l.ok() || l->g_m <= 0 || l->m_curg <= 0 || l->g_sched_bp <= 0) return;
@@ -242,7 +243,7 @@ absl::Status BpfMallocSampler::Init(const std::vector<AllocatorProbe>& probes,
   session_type_ = opts_.uprobe_sessions ? UprobeSessionAttachType() : std::nullopt;
   skel_->rodata->sessions = session_type_ ? 1 : 0;
   skel_->rodata->arg_cookies = KernelHasUprobeCookies() ? 1 : 0;
-  SetGoOffsets(pid_, skel_.get());
+  SetGoOffsets(pid_, opts_.go_binaries, skel_.get());
   auto& p = skel_->progs;
   for (bpf_program* prog : {p.malloc_session, p.calloc_session, p.realloc_session,
                             p.posix_memalign_session, p.aligned_session, p.free_session}) {

@@ -46,6 +46,7 @@
 
 namespace pprof_sidecar {
 
+class GoBinaryCache;
 class UnwindTableCache;
 
 struct MallocSamplerOptions {
@@ -74,6 +75,9 @@ struct MallocSamplerOptions {
   // The unwinding tables of `symbolizer`'s binaries, shared with the CPU profiles' unwinder (null:
   // the sampler builds its own). Outlives the sampler.
   UnwindTableCache* unwind_tables = nullptr;
+  // The agent's Go binaries (agent/goruntime), for a cgo target's runtime layout (null: the
+  // sampler opens the target's binary itself). Outlives the sampler.
+  GoBinaryCache* go_binaries = nullptr;
 };
 
 // OK if the agent holds what malloc probes need beyond the CPU sampler's capabilities: uprobes
