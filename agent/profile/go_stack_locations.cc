@@ -20,7 +20,7 @@ std::vector<uint64_t> GoStackLocations::Of(const std::vector<uint64_t>& pcs,
     auto it = frames_.find(pc);
     if (it == frames_.end()) {
       Frame f;
-      f.location = table_->GoRecordedLocation(image_, pc);
+      f.location = table_->UserLocation(image_, pc, /*is_return_address=*/true, pc - 1);
       absl::StatusOr<SourceLines> sl =
           img_.bin->pcln().SymbolizeLevels(pc - 1 - img_.bias, &levels_);
       if (sl.ok()) {

@@ -26,7 +26,6 @@ class LocationTable::Image {
   // By (pc, is_return_address): frames and their locations.
   std::map<std::pair<uint64_t, bool>, UserFrame> frames;
   std::map<std::pair<uint64_t, bool>, uint64_t> user_locs, kernel_locs;
-  std::map<uint64_t, uint64_t> go_recorded_locs;  // by pc
   std::vector<uint64_t> mapping_ids;              // session mapping index -> builder mapping id
 };
 
@@ -69,25 +68,12 @@ uint64_t LocationTable::UserLocation(Image* image, uint64_t pc, bool is_return_a
   auto it = image->user_locs.find({pc, is_return_address});
   if (it != image->user_locs.end()) return it->second;
   const UserFrame& f = User(image, pc, is_return_address);
-  const uint64_t loc = builder_->AddLocation(MappingId(image, f.resolved.mapping), address,
-                                             ToLineInfos(f.resolved.lines));
+  const SourceLines& lines = f.resolved.lines;
+  const size_t kept = lines.size() > 1 && lines.back().go_wrapper ? lines.size() - 1 : lines.size();
+  const uint64_t loc = builder_->AddLocation(
+      MappingId(image, f.resolved.mapping), address,
+      ToLineInfos(SourceLines(lines.begin(), lines.begin() + kept)));
   image->user_locs.emplace(std::make_pair(pc, is_return_address), loc);
-  return loc;
-}
-
-uint64_t LocationTable::GoRecordedLocation(Image* image, uint64_t pc) {
-  auto it = image->go_recorded_locs.find(pc);
-  if (it != image->go_recorded_locs.end()) return it->second;
-  const UserFrame& f = User(image, pc, /*is_return_address=*/true);
-  uint64_t loc;
-  if (f.resolved.lines.size() > 1 && f.resolved.lines.back().go_wrapper) {
-    SourceLines lines = f.resolved.lines;
-    lines.pop_back();
-    loc = builder_->AddLocation(MappingId(image, f.resolved.mapping), pc - 1, ToLineInfos(lines));
-  } else {
-    loc = UserLocation(image, pc, /*is_return_address=*/true, pc - 1);
-  }
-  image->go_recorded_locs.emplace(pc, loc);
   return loc;
 }
 

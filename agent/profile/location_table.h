@@ -48,12 +48,10 @@ class LocationTable {
   const UserFrame& User(Image* image, uint64_t pc, bool is_return_address);
   // The location of that frame, created once per (image, pc, is_return_address) with `address`
   // (builders pass the pc, or pc-1 for return addresses as Go's heap profiles do) and its mapping.
+  // Its lines are the frame's, but for a Go wrapper with calls inlined into it (a `go` statement's
+  // gowrap, a method value's -fm): the wrapper's own line is left out, as Go's traceback elides
+  // such a wrapper's level in every profile it records (CPU, heap, goroutine, block, mutex).
   uint64_t UserLocation(Image* image, uint64_t pc, bool is_return_address, uint64_t address);
-  // The location of a return address the Go runtime recorded (tracebackPCs), at pc - 1: as
-  // UserLocation, except that the physical frame's line is left out when it is a Go wrapper with
-  // calls inlined into it. Go's traceback does not record such a wrapper's level, and
-  // runtime/pprof names a location with the frames of the recorded PCs only.
-  uint64_t GoRecordedLocation(Image* image, uint64_t pc);
   // A kernel frame's location: named, address 0 (a kernel address reveals its KASLR offset);
   // "[kernel]" when it cannot be named. `unsymbolized` is set when it could not be.
   uint64_t KernelLocation(Image* image, uint64_t ip, bool is_return_address, bool* unsymbolized);

@@ -12,6 +12,7 @@
 #include <future>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -303,6 +304,41 @@ TEST_F(E2eTest, GoFramelessLeafKeepsItsCaller) {
   }
   ASSERT_GT(hot, 50);
   EXPECT_GE(hot_from_worker, 0.95 * hot) << prof.summary.raw;
+}
+
+// Go's traceback leaves out the level of a compiler wrapper that calls were inlined into (a `go`
+// statement's gowrap, Go 1.22+), in its CPU profile as in every other: the agent's CPU profile of
+// the same process names the same main.* functions on the same stacks.
+TEST_F(E2eTest, GoWrapperLevelsLeftOutAsInGosOwnCpuProfile) {
+  const std::string go = GoVersions().back();
+  ASSERT_OK_AND_ASSIGN(
+      bin, BuildGoCached(go, TestDataDir() + "/targets/go_gowrap", "", dir_ + "/go_gowrap"));
+  const std::string own_path = dir_ + "/own.pb.gz";
+  ASSERT_OK_AND_ASSIGN(
+      target, StartChild({bin, "-seconds", "5", "-cpuprofile", own_path}, "target"));
+  auto agent = StartAgent({absl::StrCat("--target_pid=", target->pid())});
+  ASSERT_TRUE(agent);
+  ASSERT_OK_AND_ASSIGN(ours, FetchProfile(agent->port(), 3, dir_ + "/cpu.pb.gz"));
+  const std::optional<int> exit = target->WaitExit(absl::Seconds(20));
+  ASSERT_TRUE(exit.has_value() && *exit == 0) << target->Log();
+  ASSERT_OK_AND_ASSIGN(own, SummarizeProfile(own_path));
+  // The main.* callers of main.spin, as stacks leaf first.
+  auto stacks = [](const PprofSummary& s) {
+    std::set<std::string> out;
+    for (const SampleStack& st : s.samples) {
+      if (st.frames.empty() || st.frames[0] != "main.spin") continue;
+      std::string key;
+      for (const std::string& f : st.frames) {
+        if (absl::StartsWith(f, "main.")) absl::StrAppend(&key, f, ";");
+      }
+      out.insert(key);
+    }
+    return out;
+  };
+  const std::set<std::string> want = stacks(own), got = stacks(ours.summary);
+  ASSERT_FALSE(want.empty()) << own.raw;
+  EXPECT_EQ(got, want) << ours.summary.raw;
+  for (const auto& [fn, stats] : ours.summary.funcs) EXPECT_FALSE(absl::StrContains(fn, "gowrap"));
 }
 
 // ---- 3. C target. ----
