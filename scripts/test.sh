@@ -39,7 +39,7 @@ failed_tests() { cut -d: -f2- "$1/Testing/Temporary/LastTestsFailed.log" 2>/dev/
 # slowest_tests DIR: the last ctest run's slowest tests.
 slowest_tests() {
   awk '/^[0-9]+\/[0-9]+ Testing: /{name=$3} /^Test time =/{printf "  %6.1f %s\n", $4, name}' \
-    "$1/Testing/Temporary/LastTest.log" 2>/dev/null | sort -g -r | head -8
+    "$1/Testing/Temporary/LastTest.log" 2>/dev/null | sort -g -r | sed -n 1,8p
 }
 ctest_failed=""
 # Unprivileged tests two at a time (those that time things are RUN_SERIAL), then the privileged
@@ -128,7 +128,7 @@ if [ -z "${PPROF_SIDECAR_SKIP_FUZZ:-}" ]; then
   begin_stage "fuzzers (libFuzzer, ${PPROF_SIDECAR_FUZZ_SECONDS:-5} s each)"
   rc=0
   for f in $fuzzers; do
-    bin=$(find "$san" -name "$f" -type f -executable | head -1)
+    bin=$(find "$san" -name "$f" -type f -executable -print -quit)
     if [ -z "$bin" ]; then echo "FUZZER NOT BUILT: $f"; rc=1; continue; fi
     corpus=$(mktemp -d)
     # Seed with real inputs so the fuzzer starts from valid structure.

@@ -112,7 +112,7 @@ for missing in bpf perfmon sys_ptrace; do
   # What the user sees: the agent's log, and the HTTP answer when it got that far.
   msg="$(cat "$work/agent.log")"
   if [ "$code" = 200 ] && [ -s "$work/prof.pb.gz" ]; then
-    msg+=$'\n'"$("$GO" tool pprof -symbolize=none -top "$work/prof.pb.gz" 2>&1 | head -12)"
+    msg+=$'\n'"$("$GO" tool pprof -symbolize=none -top "$work/prof.pb.gz" 2>&1 | sed -n 1,12p)"
   elif [ "$code" != exited ]; then
     msg+=$'\n'"HTTP $code: $(head -c 400 "$work/prof.pb.gz" 2>/dev/null)"
   fi

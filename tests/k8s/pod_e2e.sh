@@ -131,7 +131,7 @@ run_pod() {
     return
   fi
   "$GO" tool pprof -symbolize=none -top -unit=ms -nodecount=30 "$work/$name.pb.gz" >"$work/$name.top" 2>&1 || true
-  sed 's/^/    /' "$work/$name.top" | head -20 >&2
+  sed 's/^/    /' "$work/$name.top" | sed -n 1,20p >&2
   # cum of hotPath vs coldPath: the target does 3 units of work in hotPath per unit in coldPath.
   local hot cold
   hot="$(awk '$6 == "main.hotPath" {sub("ms", "", $4); print $4}' "$work/$name.top")"
