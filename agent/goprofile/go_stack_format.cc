@@ -29,7 +29,7 @@ PcFrame FrameOf(const GoImage& img, uint64_t recorded) {
   if (!fi.ok() || !lines.ok() || lines->empty()) return f;
   f.known = true;
   f.entry = fi->entry + img.bias;
-  f.function = lines->front().function;
+  f.function = img.bin->pcln().PrintName(lines->front().function);
   f.file = lines->front().file;
   f.line = lines->front().line;
   return f;
@@ -347,8 +347,10 @@ void DumpHeader(const GoImage& img, const Goroutine& g, int64_t nanotime, std::s
 
 void DumpCreator(const GoImage& img, const Goroutine& g, std::string* out) {
   absl::StatusOr<GoPclntab::FuncInfo> f = img.bin->pcln().LookupFunc(g.gopc);
-  if (!f.ok() || g.goid == 1 || !GoShowFrame(f->name, false)) return;
-  absl::StrAppend(out, "created by ", f->name);
+  if (!f.ok() || g.goid == 1) return;
+  const std::string name = img.bin->pcln().PrintName(f->name);
+  if (!GoShowFrame(name, false)) return;
+  absl::StrAppend(out, "created by ", name);
   if (img.bin->minor() >= 21 && g.parent_goid != 0) {
     absl::StrAppend(out, " in goroutine ", g.parent_goid);
   }
@@ -381,8 +383,9 @@ std::string GoroutineDump(const GoImage& img, const GoroutineSnapshot& snap,
       for (size_t i = 0; i < lines->size(); ++i) {
         const SourceLine& l = (*lines)[i];
         const bool inlined = i + 1 < lines->size();
-        if (l.go_wrapper || !GoShowFrame(l.function, printed == 0)) continue;
-        absl::StrAppend(&out, l.function, "(",
+        const std::string name = img.bin->pcln().PrintName(l.function);
+        if (l.go_wrapper || !GoShowFrame(name, printed == 0)) continue;
+        absl::StrAppend(&out, name, "(",
                         inlined ? "..." : GoFrameArgs(img, fr, *fi, mem_for_args), ")\n\t", l.file,
                         ":", l.line);
         const uint64_t pc = fr.pc - img.bias;

@@ -99,19 +99,6 @@ int64_t Flat(const PprofSummary& s, const std::string& fn, int index) {
   return it == s.funcs.end() ? 0 : it->second.flat[index];
 }
 
-// `name` with the type arguments of generic functions written "[...]", as the agent names them
-// (runtime/pprof before Go 1.27 writes the shapes out).
-std::string ElideTypeArgs(const std::string& name) {
-  std::string out;
-  int depth = 0;
-  for (char c : name) {
-    if (c == '[' && depth++ == 0) out += "[...";
-    if (c == ']' && --depth == 0) out += ']';
-    if (depth == 0 && c != ']') out += c;
-  }
-  return out;
-}
-
 // Sample values at `index` by stack (function names leaf first, inlined frames expanded), zero
 // samples left out.
 std::map<std::string, int64_t> ByStack(const PprofSummary& s, int index) {
@@ -119,7 +106,7 @@ std::map<std::string, int64_t> ByStack(const PprofSummary& s, int index) {
   for (const auto& st : s.samples) {
     if (index >= static_cast<int>(st.values.size()) || st.values[index] == 0) continue;
     std::vector<std::string> frames;
-    for (const std::string& f : st.frames) frames.push_back(ElideTypeArgs(f));
+    for (const std::string& f : st.frames) frames.push_back(f);
     m[absl::StrJoin(frames, " < ")] += st.values[index];
   }
   return m;

@@ -83,7 +83,7 @@ class Bytes {
   absl::string_view d_;
 };
 
-// Go's runtime.funcNameForPrint (1.21+): the shape part of a generic name becomes "[...]".
+// Go's runtime.funcNameForPrint: the type arguments of a generic name become "[...]".
 std::string NameForPrint(absl::string_view name) {
   size_t i = name.find('[');
   if (i == absl::string_view::npos) return std::string(name);
@@ -226,7 +226,10 @@ class GoPclntabImpl : public GoPclntab {
     if (nameoff < 0 || !t_.CString(h_.funcname_off + static_cast<uint32_t>(nameoff), &s)) {
       return "?";
     }
-    return h_.go120 ? NameForPrint(s) : std::string(s);
+    return std::string(s);
+  }
+  std::string PrintName(absl::string_view name) const override {
+    return h_.go120 ? NameForPrint(name) : std::string(name);
   }
   // funcline1: file and line at pc, ("?", 0) when unknown.
   void FileLine(const Func& f, uint64_t pc, std::string* file, int64_t* line) const;

@@ -60,6 +60,11 @@ class GoPclntab {
     uint8_t flag = 0;      // abi.FuncFlag: 1 TOPFRAME, 2 SPWRITE, 4 ASM
   };
   virtual absl::StatusOr<FuncInfo> LookupFunc(uint64_t pc) const = 0;
+  // Symbolize and LookupFunc name functions as runtime/pprof writes them into profiles: the
+  // symbol itself, a generic instantiation with its type arguments (`F[go.shape.int]`). This is
+  // `name` as Go's tracebacks and text profiles print it (runtime.funcNameForPrint): the type
+  // arguments written "[...]" in binaries of Go 1.20 on.
+  virtual std::string PrintName(absl::string_view name) const = 0;
 
   // The bytes of funcdata `index` (FUNCDATA_*) of the function containing pc, to the end of the
   // funcdata area (the caller knows the record's length); empty if absent or unknown.
