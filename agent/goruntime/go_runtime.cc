@@ -223,42 +223,36 @@ std::string GoBinary::StatusString(uint32_t status) const {
   return (*statuses_)[status];
 }
 
-bool GoBinary::IsSystemGoroutineStart(uint64_t startpc) const {
+bool GoBinary::StartIs(std::map<uint64_t, bool>* cache, uint64_t startpc,
+                       bool (*pred)(const std::string& name)) const {
   std::lock_guard<std::mutex> l(mu_);
-  auto it = system_start_.find(startpc);
-  if (it != system_start_.end()) return it->second;
-  bool system = false;
+  auto it = cache->find(startpc);
+  if (it != cache->end()) return it->second;
   absl::StatusOr<GoPclntab::FuncInfo> f = pcln_->LookupFunc(startpc);
-  if (f.ok()) {
-    const std::string& n = f->name;
-    // runtime.main, coroutines and wasm events are user goroutines; the finalizer and cleanup
-    // goroutines are system ones here: the goroutine reader makes them user ones while they run
-    // user code, as Go does (FinalizerRunning, g.runningCleanups).
-    system = absl::StartsWith(n, "runtime.") && n != "runtime.main" && n != "runtime.corostart" &&
-             n != "runtime.handleAsyncEvent";
-  }
-  if (system_start_.size() < 4096) system_start_[startpc] = system;
-  return system;
+  const bool is = f.ok() && pred(f->name);
+  if (cache->size() < 4096) (*cache)[startpc] = is;
+  return is;
+}
+
+bool GoBinary::IsSystemGoroutineStart(uint64_t startpc) const {
+  // runtime.main, coroutines and wasm events are user goroutines; the finalizer and cleanup
+  // goroutines are system ones here: the goroutine reader makes them user ones while they run
+  // user code, as Go does (FinalizerRunning, g.runningCleanups).
+  return StartIs(&system_start_, startpc, [](const std::string& n) {
+    return absl::StartsWith(n, "runtime.") && n != "runtime.main" && n != "runtime.corostart" &&
+           n != "runtime.handleAsyncEvent";
+  });
 }
 
 bool GoBinary::IsFinalizerGoroutineStart(uint64_t startpc) const {
-  std::lock_guard<std::mutex> l(mu_);
-  auto it = finalizer_start_.find(startpc);
-  if (it != finalizer_start_.end()) return it->second;
-  absl::StatusOr<GoPclntab::FuncInfo> f = pcln_->LookupFunc(startpc);
-  const bool fin = f.ok() && (f->name == "runtime.runfinq" || f->name == "runtime.runFinalizers");
-  if (finalizer_start_.size() < 4096) finalizer_start_[startpc] = fin;
-  return fin;
+  return StartIs(&finalizer_start_, startpc, [](const std::string& n) {
+    return n == "runtime.runfinq" || n == "runtime.runFinalizers";
+  });
 }
 
 bool GoBinary::IsCleanupGoroutineStart(uint64_t startpc) const {
-  std::lock_guard<std::mutex> l(mu_);
-  auto it = cleanup_start_.find(startpc);
-  if (it != cleanup_start_.end()) return it->second;
-  absl::StatusOr<GoPclntab::FuncInfo> f = pcln_->LookupFunc(startpc);
-  const bool cleanup = f.ok() && f->name == "runtime.runCleanups";
-  if (cleanup_start_.size() < 4096) cleanup_start_[startpc] = cleanup;
-  return cleanup;
+  return StartIs(&cleanup_start_, startpc,
+                 [](const std::string& n) { return n == "runtime.runCleanups"; });
 }
 
 absl::StatusOr<bool> GoBinary::FinalizerRunning(MemoryReader& mem, uint64_t bias) const {

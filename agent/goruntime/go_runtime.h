@@ -129,6 +129,9 @@ class GoBinary {
   mutable absl::StatusOr<uint64_t> fing_var_ = absl::NotFoundError("not located");  // link-time
   mutable absl::StatusOr<GoHeapVars> heap_vars_ = absl::UnknownError("not located");
   mutable std::mutex mu_;
+  // Whether `pred` holds for the name of the function at `startpc`, cached in `cache` (bounded).
+  bool StartIs(std::map<uint64_t, bool>* cache, uint64_t startpc,
+               bool (*pred)(const std::string& name)) const;
   mutable std::map<uint64_t, bool> system_start_;     // startpc -> system goroutine
   mutable std::map<uint64_t, bool> finalizer_start_;  // startpc -> runtime.runfinq
   mutable std::map<uint64_t, bool> cleanup_start_;    // startpc -> runtime.runCleanups
