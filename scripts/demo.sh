@@ -38,7 +38,7 @@ curl -sf "http://127.0.0.1:$port/healthz" || { echo "agent did not start:"; cat 
 
 echo "== fetching a ${seconds}s CPU profile of pid $target =="
 curl -sf -o "$out/cpu.pb.gz" "http://127.0.0.1:$port/debug/pprof/profile?seconds=$seconds"
-go tool pprof -top -nodecount=15 "$out/cpu.pb.gz" 2>/dev/null | head -25
+go tool pprof -top -nodecount=15 "$out/cpu.pb.gz" 2>/dev/null | sed -n 1,25p
 
 cat <<EOT
 
