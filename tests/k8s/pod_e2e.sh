@@ -204,7 +204,7 @@ fi
 
 # --- 2. kustomize patch ------------------------------------------------------------------------
 "$TOOLS/bin/kubectl" kustomize "$ROOT/deploy/kustomize" >"$work/kustomize.yaml"
-AGENT_IMAGE_IN_PATCH="$(grep -o 'ghcr.io/pprof-sidecar/pprof-sidecar:[^ ]*' "$ROOT/deploy/kustomize/pprof-sidecar-patch.yaml" | head -1)"
+AGENT_IMAGE_IN_PATCH="$(grep -o 'ghcr.io/pprof-sidecar/pprof-sidecar:[^ ]*' "$ROOT/deploy/kustomize/pprof-sidecar-patch.yaml" | sed -n 1p)"
 if node "$ROOT/tests/k8s/admit_pod.mjs" --manifest "$work/kustomize.yaml" --deployment controller-manager \
     --no-webhook "${IMAGE_MAP[@]}" --image "$AGENT_IMAGE_IN_PATCH=$IMAGE" --out "$work/pod-kustomize.yaml"; then
   run_pod kustomize "$work/pod-kustomize.yaml"
